@@ -1,0 +1,17 @@
+//! # appschema-core
+//!
+//! The runtime library of [appschema](https://docs.rs/appschema): schema
+//! names, the tenant registry, tenant-scoped connections, the migration
+//! planner and executor, and tenant provisioning. Applications use it through
+//! the `appschema` facade crate.
+//!
+//! ```
+//! use appschema_core::Scope;
+//! assert_eq!("shared".parse::<Scope>(), Ok(Scope::Shared));
+//! ```
+#![warn(missing_docs)]
+
+pub mod registry;
+mod scope;
+
+pub use scope::{ColumnMeta, ParseScopeError, Scope, TableMeta};
