@@ -11,7 +11,12 @@
 //! ```
 #![warn(missing_docs)]
 
+mod name;
 pub mod registry;
 mod scope;
 
+pub use name::{
+    quote_ident, NameError, PublicName, SchemaName, MAX_IDENTIFIER_BYTES, MAX_PUBLIC_NAME_BYTES,
+    RESERVED_PREFIX,
+};
 pub use scope::{ColumnMeta, ParseScopeError, Scope, TableMeta};

@@ -1,26 +1,178 @@
-//! The tenant registry: the shared table `appschema_tenants` mapping each
-//! tenant's public name to its schema.
+//! The tenant registry: the shared table `appschema_tenants` (one row per
+//! tenant: its primary public name and its schema) and
+//! `appschema_public_names` (every name a tenant answers to, the primary one
+//! and its aliases; one primary key across both, so no name can belong to two
+//! tenants). Users may query both with plain SQL; the names are stable.
 
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
 
-/// The registry's DDL. Idempotent, so running it on a database that already
-/// has the registry changes nothing.
-pub const REGISTRY_DDL: &str = "\
+use crate::name::{PublicName, SchemaName};
+
+/// appschema's own migrations of the shared schema, in order: `(version, sql)`.
+/// Each is idempotent; [`install`] applies the missing ones and records them
+/// in `public.appschema_migrations`.
+pub const OWN_MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_registry",
+    "\
 CREATE TABLE IF NOT EXISTS public.appschema_tenants (
     id          bigserial   PRIMARY KEY,
     public_name text        NOT NULL UNIQUE,
     schema_name text        NOT NULL UNIQUE,
     created_at  timestamptz NOT NULL DEFAULT now()
-);";
+);
+CREATE TABLE IF NOT EXISTS public.appschema_public_names (
+    public_name text    PRIMARY KEY,
+    tenant_id   bigint  NOT NULL REFERENCES public.appschema_tenants (id) ON DELETE CASCADE,
+    is_primary  boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS appschema_public_names_tenant ON public.appschema_public_names (tenant_id);",
+)];
 
-/// Creates the registry table if it does not exist yet, in one transaction.
+/// Creates (or completes) appschema's own shared tables, in one transaction.
+/// Concurrent callers serialize on an advisory lock.
 ///
 /// ```no_run
 /// # use diesel::Connection;
 /// let mut conn = diesel::PgConnection::establish("postgres:///app").unwrap();
 /// appschema_core::registry::install(&mut conn).unwrap();
 /// ```
-pub fn install(conn: &mut PgConnection) -> diesel::QueryResult<()> {
-    conn.transaction(|conn| conn.batch_execute(REGISTRY_DDL))
+pub fn install(conn: &mut PgConnection) -> QueryResult<()> {
+    conn.transaction(|conn| {
+        conn.batch_execute(
+            "SELECT pg_advisory_xact_lock(hashtext('appschema.install'));
+             CREATE TABLE IF NOT EXISTS public.appschema_migrations (
+                 version    text        PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );",
+        )?;
+        let applied: Vec<String> =
+            diesel::sql_query("SELECT version AS value FROM public.appschema_migrations")
+                .load::<TextRow>(conn)?
+                .into_iter()
+                .map(|r| r.value)
+                .collect();
+        for (version, sql) in OWN_MIGRATIONS {
+            if applied.iter().any(|v| v == version) {
+                continue;
+            }
+            conn.batch_execute(sql)?;
+            diesel::sql_query("INSERT INTO public.appschema_migrations (version) VALUES ($1)")
+                .bind::<Text, _>(*version)
+                .execute(conn)?;
+        }
+        Ok(())
+    })
+}
+
+#[derive(QueryableByName)]
+struct TextRow {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+/// A registered tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    /// The registry row's id.
+    pub id: i64,
+    /// The primary public name.
+    pub public_name: String,
+    /// The tenant's schema.
+    pub schema_name: SchemaName,
+}
+
+#[derive(QueryableByName)]
+struct TenantRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    public_name: String,
+    #[diesel(sql_type = Text)]
+    schema_name: String,
+}
+
+impl TenantRow {
+    /// Rows were written through validated names; a row that no longer
+    /// validates was edited by hand and is reported, never used.
+    fn into_tenant(self) -> QueryResult<Tenant> {
+        let schema_name = SchemaName::new(&self.schema_name)
+            .or_else(|_| SchemaName::internal(&self.schema_name))
+            .map_err(|e| {
+                diesel::result::Error::DeserializationError(
+                    format!(
+                        "appschema_tenants row {} holds an invalid schema name: {e}",
+                        self.id
+                    )
+                    .into(),
+                )
+            })?;
+        Ok(Tenant {
+            id: self.id,
+            public_name: self.public_name,
+            schema_name,
+        })
+    }
+}
+
+/// The tenant answering to `name` (its primary public name or an alias).
+pub fn find(conn: &mut PgConnection, name: &PublicName) -> QueryResult<Option<Tenant>> {
+    diesel::sql_query(
+        "SELECT t.id, t.public_name, t.schema_name
+           FROM public.appschema_public_names n
+           JOIN public.appschema_tenants t ON t.id = n.tenant_id
+          WHERE n.public_name = $1",
+    )
+    .bind::<Text, _>(name.as_str())
+    .get_result::<TenantRow>(conn)
+    .optional()?
+    .map(TenantRow::into_tenant)
+    .transpose()
+}
+
+/// Every tenant, by primary public name.
+pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<Tenant>> {
+    diesel::sql_query(
+        "SELECT id, public_name, schema_name FROM public.appschema_tenants ORDER BY public_name",
+    )
+    .load::<TenantRow>(conn)?
+    .into_iter()
+    .map(TenantRow::into_tenant)
+    .collect()
+}
+
+/// Inserts a tenant's registry rows (the tenant and its primary name). Call it
+/// inside the transaction that creates the schema, so both commit or neither.
+/// A name or schema already taken fails with a unique violation.
+pub fn insert(
+    conn: &mut PgConnection,
+    public_name: &PublicName,
+    schema: &SchemaName,
+) -> QueryResult<Tenant> {
+    let row: TenantRow = diesel::sql_query(
+        "INSERT INTO public.appschema_tenants (public_name, schema_name) VALUES ($1, $2)
+         RETURNING id, public_name, schema_name",
+    )
+    .bind::<Text, _>(public_name.as_str())
+    .bind::<Text, _>(schema.as_str())
+    .get_result(conn)?;
+    diesel::sql_query(
+        "INSERT INTO public.appschema_public_names (public_name, tenant_id, is_primary) VALUES ($1, $2, true)",
+    )
+    .bind::<Text, _>(public_name.as_str())
+    .bind::<BigInt, _>(row.id)
+    .execute(conn)?;
+    row.into_tenant()
+}
+
+/// Adds an alias: another public name the tenant answers to.
+pub fn add_alias(conn: &mut PgConnection, tenant: &Tenant, alias: &PublicName) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO public.appschema_public_names (public_name, tenant_id, is_primary) VALUES ($1, $2, false)",
+    )
+    .bind::<Text, _>(alias.as_str())
+    .bind::<BigInt, _>(tenant.id)
+    .execute(conn)
+    .map(drop)
 }
