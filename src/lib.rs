@@ -17,3 +17,111 @@
 #![warn(missing_docs)]
 
 pub use appschema_core::*;
+
+/// Marks an inline module of diesel tables as **shared**: one copy, in the
+/// shared schema (`public` unless `schema = "…"` names another), read and
+/// written the same way by every tenant.
+///
+/// Every `table!` inside becomes schema-qualified, so diesel writes
+/// `"public"."plans"` whatever the connection's `search_path`. The module
+/// also gets `pub const TABLES: &[appschema::TableMeta]` describing its
+/// tables.
+///
+/// ```
+/// use diesel::prelude::*;
+///
+/// #[appschema::shared]
+/// pub mod shared {
+///     diesel::table! { plans (id) { id -> Int8, name -> Text } }
+/// }
+///
+/// #[appschema::shared(schema = "billing")]
+/// pub mod billing {
+///     diesel::table! { invoices (id) { id -> Int8, total -> Int8 } }
+/// }
+///
+/// let query = shared::plans::table.select(shared::plans::name);
+/// assert_eq!(
+///     diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string(),
+///     r#"SELECT "public"."plans"."name" FROM "public"."plans" -- binds: []"#,
+/// );
+/// let query = billing::invoices::table.select(billing::invoices::total);
+/// assert_eq!(
+///     diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string(),
+///     r#"SELECT "billing"."invoices"."total" FROM "billing"."invoices" -- binds: []"#,
+/// );
+///
+/// let plans = &shared::TABLES[0];
+/// assert_eq!((plans.name, plans.scope, plans.schema), ("plans", appschema::Scope::Shared, Some("public")));
+/// assert_eq!(plans.columns[1].sql_type, "Text");
+/// ```
+///
+/// With `file = "src/schema/shared.rs"` the tables are read at compile time
+/// from a file written by `diesel print-schema` (path relative to the
+/// package root; cargo rebuilds when the file changes):
+///
+/// ```ignore
+/// #[appschema::shared(file = "src/schema/shared.rs")]
+/// pub mod shared {}
+/// ```
+#[doc(inline)]
+pub use appschema_derive::shared;
+
+/// Marks an inline module of diesel tables as **isolated**: one copy per
+/// tenant, in the tenant's own schema.
+///
+/// Tables stay unqualified, so diesel writes `"orders"` and PostgreSQL finds
+/// the tenant's copy through the connection's `search_path`. A
+/// schema-qualified table inside is a compile error. The module also gets
+/// `pub const TABLES: &[appschema::TableMeta]` describing its tables.
+///
+/// Shared and isolated tables join like any diesel tables: bring the shared
+/// table into the isolated module with `use` and declare the relation with
+/// `joinable!` and `allow_tables_to_appear_in_same_query!`, as below.
+///
+/// ```
+/// use diesel::prelude::*;
+///
+/// #[appschema::shared]
+/// pub mod shared {
+///     diesel::table! { plans (id) { id -> Int8, name -> Text } }
+/// }
+///
+/// #[appschema::isolated]
+/// pub mod tenant {
+///     use super::shared::plans;
+///
+///     diesel::table! { orders (id) { id -> Int8, plan_id -> Int8, total -> Int8 } }
+///
+///     diesel::joinable!(orders -> plans (plan_id));
+///     diesel::allow_tables_to_appear_in_same_query!(orders, plans);
+/// }
+///
+/// # fn main() {
+/// let query = tenant::orders::table.select(tenant::orders::total);
+/// assert_eq!(
+///     diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string(),
+///     r#"SELECT "orders"."total" FROM "orders" -- binds: []"#,
+/// );
+/// let join = tenant::orders::table
+///     .inner_join(shared::plans::table)
+///     .select((tenant::orders::id, shared::plans::name));
+/// assert_eq!(
+///     diesel::debug_query::<diesel::pg::Pg, _>(&join).to_string(),
+///     r#"SELECT "orders"."id", "public"."plans"."name" FROM ("orders" INNER JOIN "public"."plans" ON ("orders"."plan_id" = "public"."plans"."id")) -- binds: []"#,
+/// );
+/// assert_eq!(tenant::TABLES[0].scope, appschema::Scope::Isolated);
+/// assert_eq!(tenant::TABLES[0].schema, None);
+/// # }
+/// ```
+///
+/// With `file = "src/schema/tenant.rs"` the tables are read at compile time
+/// from a file written by `diesel print-schema` (path relative to the
+/// package root; cargo rebuilds when the file changes):
+///
+/// ```ignore
+/// #[appschema::isolated(file = "src/schema/tenant.rs")]
+/// pub mod tenant {}
+/// ```
+#[doc(inline)]
+pub use appschema_derive::isolated;
