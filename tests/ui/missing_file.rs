@@ -1,0 +1,4 @@
+#[appschema::isolated(file = "src/schema/tenant.rs")]
+pub mod tenant {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[appschema::isolated]
+pub fn orders() {}
+
+fn main() {
+    orders();
+}
