@@ -147,8 +147,14 @@ fn each_module_lists_its_tables_with_scope_schema_and_columns() {
             scope: Scope::Shared,
             schema: Some("public"),
             columns: &[
-                ColumnMeta { name: "id", sql_type: "Int8" },
-                ColumnMeta { name: "name", sql_type: "Text" },
+                ColumnMeta {
+                    name: "id",
+                    sql_type: "Int8"
+                },
+                ColumnMeta {
+                    name: "name",
+                    sql_type: "Text"
+                },
             ],
         }]
     );
@@ -159,9 +165,18 @@ fn each_module_lists_its_tables_with_scope_schema_and_columns() {
             scope: Scope::Isolated,
             schema: None,
             columns: &[
-                ColumnMeta { name: "id", sql_type: "Int8" },
-                ColumnMeta { name: "plan_id", sql_type: "Int8" },
-                ColumnMeta { name: "total", sql_type: "Int8" },
+                ColumnMeta {
+                    name: "id",
+                    sql_type: "Int8"
+                },
+                ColumnMeta {
+                    name: "plan_id",
+                    sql_type: "Int8"
+                },
+                ColumnMeta {
+                    name: "total",
+                    sql_type: "Int8"
+                },
             ],
         }]
     );
@@ -172,9 +187,18 @@ fn each_module_lists_its_tables_with_scope_schema_and_columns() {
             scope: Scope::Isolated,
             schema: None,
             columns: &[
-                ColumnMeta { name: "id", sql_type: "Int8" },
-                ColumnMeta { name: "number", sql_type: "Varchar" },
-                ColumnMeta { name: "note", sql_type: "Nullable<Text>" },
+                ColumnMeta {
+                    name: "id",
+                    sql_type: "Int8"
+                },
+                ColumnMeta {
+                    name: "number",
+                    sql_type: "Varchar"
+                },
+                ColumnMeta {
+                    name: "note",
+                    sql_type: "Nullable<Text>"
+                },
             ],
         }]
     );

@@ -266,3 +266,40 @@ fn a_module_without_braces_is_refused_with_the_file_form_as_help() {
         "{message}"
     );
 }
+
+#[test]
+fn a_file_printed_from_one_tenants_schema_is_unwrapped_and_unqualified() {
+    let out = isolated::expand(
+        quote!(file = "fixtures/print_schema_with_schema.rs"),
+        quote!(
+            pub mod tenant {}
+        ),
+    )
+    .unwrap();
+    insta::assert_snapshot!("isolated_file_printed_with_schema", pretty(out));
+}
+
+#[test]
+fn a_file_printed_from_a_shared_schema_needs_that_schema_named() {
+    let message = error(shared::expand(
+        quote!(file = "fixtures/print_schema_with_schema.rs"),
+        quote!(
+            pub mod shared {}
+        ),
+    ));
+    assert!(
+        message.starts_with("in schema file `fixtures/print_schema_with_schema.rs`: table `orders` is qualified with schema `acme`, but this module's shared schema is `public`"),
+        "{message}"
+    );
+    let out = shared::expand(
+        quote!(
+            schema = "acme",
+            file = "fixtures/print_schema_with_schema.rs"
+        ),
+        quote!(
+            pub mod shared {}
+        ),
+    )
+    .unwrap();
+    assert!(pretty(out).contains("acme.orders(id)"));
+}

@@ -72,13 +72,18 @@ pub(crate) fn expand(
     let mut items = Vec::new();
     let mut extra = TokenStream::new();
     if let Some(file) = &args.file {
-        let (path, file_items) = read_schema_file(scope, file)?;
+        let (path, file_items, printed_from) = read_schema_file(scope, file)?;
         let path = LitStr::new(path.to_str().expect("checked UTF-8"), file.span());
         // Makes cargo rebuild when the generated file changes.
         extra.extend(quote!(
             const _: &[u8] = ::core::include_bytes!(#path);
         ));
-        items.extend(file_items.into_iter().map(|item| (item, Some(file))));
+        let origin = Origin { file, printed_from };
+        items.extend(
+            file_items
+                .into_iter()
+                .map(|item| (item, Some(origin.clone()))),
+        );
     }
     items.extend(inline_items.into_iter().map(|item| (item, None)));
 
@@ -86,7 +91,7 @@ pub(crate) fn expand(
     let mut metas = Vec::new();
     let mut errors: Option<syn::Error> = None;
     for (item, from_file) in items {
-        match mark_item(scope, args.schema.as_ref(), item, from_file) {
+        match mark_item(scope, args.schema.as_ref(), item, from_file.as_ref()) {
             Ok((item, meta)) => {
                 out.push(item);
                 metas.extend(meta);
@@ -167,8 +172,26 @@ fn inline_module(scope: Scope, item: TokenStream) -> syn::Result<ItemMod> {
     ))
 }
 
+/// Where a table read from a schema file came from.
+#[derive(Clone)]
+struct Origin<'a> {
+    /// The `file = ".."` literal.
+    file: &'a LitStr,
+    /// The schema `diesel print-schema --schema <name>` printed the file
+    /// from, when the file has that shape.
+    printed_from: Option<Ident>,
+}
+
 /// Reads and parses the generated schema file named by `file = ".."`.
-fn read_schema_file(scope: Scope, file: &LitStr) -> syn::Result<(PathBuf, Vec<Item>)> {
+///
+/// `diesel print-schema --schema <name>` wraps its output in
+/// `pub mod <name> { .. }` and qualifies every table with `<name>.`; such a
+/// file is unwrapped and its schema returned, so an isolated module can be
+/// printed from any one tenant's schema.
+fn read_schema_file(
+    scope: Scope,
+    file: &LitStr,
+) -> syn::Result<(PathBuf, Vec<Item>, Option<Ident>)> {
     let written = file.value();
     let dir = std::env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| {
         syn::Error::new_spanned(
@@ -206,7 +229,17 @@ fn read_schema_file(scope: Scope, file: &LitStr) -> syn::Result<(PathBuf, Vec<It
             ),
         )
     })?;
-    Ok((path, parsed.items))
+    Ok(match <[Item; 1]>::try_from(parsed.items) {
+        Ok(
+            [Item::Mod(ItemMod {
+                ident,
+                content: Some((_, items)),
+                ..
+            })],
+        ) => (path, items, Some(ident)),
+        Ok([item]) => (path, vec![item], None),
+        Err(items) => (path, items, None),
+    })
 }
 
 /// The line (1-based) where the first item that does not parse starts.
@@ -234,7 +267,7 @@ fn mark_item(
     scope: Scope,
     schema: Option<&Ident>,
     item: Item,
-    from_file: Option<&LitStr>,
+    from_file: Option<&Origin>,
 ) -> syn::Result<(TokenStream, Option<TokenStream>)> {
     let Item::Macro(ItemMacro {
         attrs,
@@ -266,8 +299,12 @@ fn mark_item(
         return Ok((item.into_token_stream(), None));
     };
     let sql_name = table.sql_name();
+    let printed_from = from_file.and_then(|origin| origin.printed_from.as_ref());
     if let Some((written, _)) = &table.schema {
         match (scope, schema) {
+            // `diesel print-schema --schema <tenant>` output: the qualifier
+            // names the tenant printed from, and is dropped.
+            (Scope::Isolated, _) if Some(written) == printed_from => {}
             (Scope::Isolated, _) => {
                 return Err(located(
                     from_file,
@@ -330,9 +367,9 @@ fn mark_item(
 
 /// An error at `at`, or — for tokens read from a schema file, which have no
 /// place in the user's source — at the `file = ".."` literal, naming the file.
-fn located(from_file: Option<&LitStr>, at: &Ident, message: String) -> syn::Error {
+fn located(from_file: Option<&Origin>, at: &Ident, message: String) -> syn::Error {
     match from_file {
-        Some(file) => syn::Error::new_spanned(
+        Some(Origin { file, .. }) => syn::Error::new_spanned(
             file,
             format!("in schema file `{}`: {message}", file.value()),
         ),
