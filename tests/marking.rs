@@ -26,6 +26,9 @@ pub mod tenant {
 #[appschema::isolated(file = "tests/schema/tenant.rs")]
 pub mod generated {}
 
+#[appschema::isolated(file = "tests/schema/tenant_printed_from_t1.rs")]
+pub mod printed_from_t1 {}
+
 /// A connection whose `search_path` is `"<schema>", public`, as appschema sets it.
 fn tenant_conn(db: &TestDb, schema: &str) -> PgConnection {
     let mut conn = db.conn();
@@ -136,6 +139,22 @@ fn tables_read_from_a_print_schema_file_are_isolated_too() {
     let t2: Vec<(String, Option<String>)> = query().load(&mut tenant_conn(&db, "t2")).unwrap();
     assert_eq!(t1, [("T1-0001".to_string(), None)]);
     assert_eq!(t2, [("T2-0001".to_string(), Some("paid".to_string()))]);
+}
+
+#[test]
+fn a_file_printed_from_one_tenants_schema_serves_every_tenant() {
+    let db = two_tenants();
+    let query = || {
+        printed_from_t1::orders::table
+            .select(printed_from_t1::orders::id)
+            .order(printed_from_t1::orders::id)
+    };
+    assert_eq!(
+        diesel::debug_query::<Pg, _>(&query()).to_string(),
+        r#"SELECT "orders"."id" FROM "orders" ORDER BY "orders"."id" -- binds: []"#
+    );
+    let t2: Vec<i64> = query().load(&mut tenant_conn(&db, "t2")).unwrap();
+    assert_eq!(t2, [20]);
 }
 
 #[test]
