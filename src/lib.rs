@@ -17,3 +17,7 @@
 #![warn(missing_docs)]
 
 pub use appschema_core::*;
+
+/// tower/axum integration (feature `axum`): resolve each request's tenant.
+#[cfg(feature = "axum")]
+pub use appschema_axum as axum;

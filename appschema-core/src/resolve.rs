@@ -265,6 +265,18 @@ impl Resolver {
         Ok(found.or_else(|| self.default_tenant.clone()))
     }
 
+    /// The cached answer for `host`, without touching the database: `None`
+    /// when the answer is not cached (call [`Resolver::resolve`], off the
+    /// async runtime's worker threads, since it may query the registry).
+    pub fn resolve_cached(&self, host: &str) -> Option<Result<Option<Tenant>, ResolveError>> {
+        let name = match normalize_host(host) {
+            Ok(name) => name,
+            Err(e) => return Some(Err(e)),
+        };
+        self.cached(&name)
+            .map(|hit| Ok(hit.or_else(|| self.default_tenant.clone())))
+    }
+
     /// Forgets every cached answer.
     pub fn clear(&self) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
