@@ -19,21 +19,25 @@ async fn whoami(CurrentTenant(tenant): CurrentTenant) -> String {
     tenant.schema_name.to_string()
 }
 
+fn seeded_db() -> TestDb {
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    registry::install(&mut conn).unwrap();
+    for (public, schema) in [("acme.localhost", "acme"), ("globex.localhost", "globex")] {
+        let (public, schema) = (
+            PublicName::new(public).unwrap(),
+            SchemaName::new(schema).unwrap(),
+        );
+        registry::insert(&mut conn, &public, &schema).unwrap();
+    }
+    db
+}
+
 fn app(db: &TestDb, source: HostSource) -> Router {
     let pool = Pool::builder()
         .max_size(2)
         .build(ConnectionManager::<PgConnection>::new(db.url()))
         .unwrap();
-    let mut conn = pool.get().unwrap();
-    registry::install(&mut conn).unwrap();
-    for (public, schema) in [("acme.localhost", "acme"), ("globex.localhost", "globex")] {
-        registry::insert(
-            &mut conn,
-            &PublicName::new(public).unwrap(),
-            &SchemaName::new(schema).unwrap(),
-        )
-        .unwrap();
-    }
     let resolver = Arc::new(Resolver::builder().build(pool));
     Router::new()
         .route("/whoami", get(whoami))
