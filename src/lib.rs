@@ -67,6 +67,9 @@ pub use appschema_core::*;
 #[doc(inline)]
 pub use appschema_derive::shared;
 
+/// tower/axum integration (feature `axum`): resolve each request's tenant.
+#[cfg(feature = "axum")]
+pub use appschema_axum as axum;
 /// Marks an inline module of diesel tables as **isolated**: one copy per
 /// tenant, in the tenant's own schema.
 ///

@@ -13,6 +13,7 @@
 
 mod name;
 pub mod registry;
+pub mod resolve;
 mod scope;
 
 pub use name::{

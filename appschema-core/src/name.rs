@@ -243,6 +243,15 @@ impl PublicName {
                 allowed: "ASCII letters, digits, `.`, `-` and `_` (write international names in their punycode `xn--` form)",
             });
         }
+        if let Some(at) = trimmed.find("..") {
+            return Err(NameError::BadCharacter {
+                kind: KIND,
+                name: name.to_string(),
+                found: '.',
+                at: at + 1,
+                allowed: "labels separated by single dots (no empty label)",
+            });
+        }
         let alnum = |c: char| c.is_ascii_alphanumeric();
         if !trimmed.starts_with(alnum) || !trimmed.ends_with(alnum) {
             return Err(NameError::BadStart {

@@ -1,0 +1,196 @@
+//! tower/axum integration of appschema: every request is routed to its
+//! tenant by host name before a handler runs.
+//!
+//! [`TenantLayer`] resolves the request's host through a
+//! [`Resolver`](appschema_core::resolve::Resolver) and puts the
+//! [`CurrentTenant`] in the request's extensions; unknown hosts get `404`,
+//! malformed ones `400`, and a registry that cannot be read `503`, before any
+//! handler runs, so no handler ever runs without a tenant (and never on the
+//! shared schema by accident). Handlers take [`CurrentTenant`] as an extractor.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use appschema_axum::{CurrentTenant, TenantLayer};
+//! use appschema_core::resolve::Resolver;
+//! use axum::{routing::get, Router};
+//! use diesel::r2d2::{ConnectionManager, Pool};
+//!
+//! async fn whoami(CurrentTenant(tenant): CurrentTenant) -> String {
+//!     format!("you are {} (schema {})", tenant.public_name, tenant.schema_name)
+//! }
+//!
+//! # async fn run() {
+//! let pool = Pool::new(ConnectionManager::<diesel::PgConnection>::new("postgres:///app")).unwrap();
+//! let resolver = Arc::new(Resolver::builder().build(pool));
+//! let app: Router = Router::new()
+//!     .route("/whoami", get(whoami))
+//!     .layer(TenantLayer::new(resolver));
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use appschema_core::registry::Tenant;
+use appschema_core::resolve::{ResolveError, Resolver};
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// The tenant the request's host resolved to, put in the request's
+/// extensions by [`TenantLayer`] and taken by handlers as an extractor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentTenant(pub Tenant);
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentTenant {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<CurrentTenant>().cloned().ok_or((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no tenant on this request: add appschema_axum::TenantLayer to the router",
+        ))
+    }
+}
+
+/// Which header names the host. The choice is the application's, and so is
+/// the risk: see [`HostSource::XForwardedHost`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HostSource {
+    /// The `Host` header (or the HTTP/2 `:authority`): what the client
+    /// connected to. The default, and the right choice without a proxy.
+    #[default]
+    Host,
+    /// `X-Forwarded-Host`, falling back to `Host`. Any client that reaches
+    /// the application directly can set it to any tenant's name; use it only
+    /// when every request passes through a proxy that overwrites it.
+    XForwardedHost,
+}
+
+/// The tower layer resolving each request's tenant.
+#[derive(Debug, Clone)]
+pub struct TenantLayer {
+    resolver: Arc<Resolver>,
+    source: HostSource,
+}
+
+impl TenantLayer {
+    /// Resolves tenants from the `Host` header with `resolver`.
+    pub fn new(resolver: Arc<Resolver>) -> TenantLayer {
+        TenantLayer {
+            resolver,
+            source: HostSource::Host,
+        }
+    }
+
+    /// Reads the host from `source` instead (default [`HostSource::Host`]).
+    pub fn host_source(mut self, source: HostSource) -> TenantLayer {
+        self.source = source;
+        self
+    }
+}
+
+impl<S> tower_layer::Layer<S> for TenantLayer {
+    type Service = TenantService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TenantService {
+            inner,
+            resolver: self.resolver.clone(),
+            source: self.source,
+        }
+    }
+}
+
+/// The service [`TenantLayer`] wraps around the router.
+#[derive(Debug, Clone)]
+pub struct TenantService<S> {
+    inner: S,
+    resolver: Arc<Resolver>,
+    source: HostSource,
+}
+
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+fn request_host(req: &Request, source: HostSource) -> Option<String> {
+    let header_value = |name: &HeaderName| {
+        req.headers().get(name).map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|_| "\u{fffd}".into())
+        })
+    };
+    let forwarded = match source {
+        HostSource::XForwardedHost => header_value(&X_FORWARDED_HOST),
+        HostSource::Host => None,
+    };
+    forwarded
+        .or_else(|| header_value(&header::HOST))
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+/// Resolves `host`, querying the registry off the async worker threads when
+/// the answer is not cached.
+async fn resolve(resolver: &Arc<Resolver>, host: String) -> Result<Option<Tenant>, ResolveError> {
+    if let Some(answer) = resolver.resolve_cached(&host) {
+        return answer;
+    }
+    let resolver = resolver.clone();
+    match tokio::task::spawn_blocking(move || resolver.resolve(&host)).await {
+        Ok(answer) => answer,
+        Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+    }
+}
+
+fn refusal(error: &ResolveError) -> Response {
+    match error {
+        ResolveError::MalformedHost { .. } => {
+            (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response()
+        }
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tenant registry unavailable\n",
+        )
+            .into_response(),
+    }
+}
+
+impl<S> tower_service::Service<Request> for TenantService<S>
+where
+    S: tower_service::Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        // The clone is not ready; the service poll_ready readied is.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let resolver = self.resolver.clone();
+        let host = request_host(&req, self.source);
+        Box::pin(async move {
+            let Some(host) = host else {
+                return Ok((StatusCode::BAD_REQUEST, "missing Host header\n").into_response());
+            };
+            match resolve(&resolver, host).await {
+                Ok(Some(tenant)) => {
+                    req.extensions_mut().insert(CurrentTenant(tenant));
+                    inner.call(req).await
+                }
+                Ok(None) => Ok((StatusCode::NOT_FOUND, "no such tenant\n").into_response()),
+                Err(e) => Ok(refusal(&e)),
+            }
+        })
+    }
+}
