@@ -291,7 +291,10 @@ fn binary_version(binary: &Path) -> Result<(u32, u32), Error> {
 }
 
 fn parse_version(text: &str) -> Option<(u32, u32)> {
-    let word = text.split_whitespace().skip_while(|w| *w != "PgBouncer").nth(1)?;
+    let word = text
+        .split_whitespace()
+        .skip_while(|w| *w != "PgBouncer")
+        .nth(1)?;
     let mut parts = word.split('.');
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;

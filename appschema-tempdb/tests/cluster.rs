@@ -166,7 +166,9 @@ fn a_pgbouncer_in_transaction_mode_forwards_to_the_cluster_and_is_removed_on_dro
         #[diesel(sql_type = diesel::sql_types::Integer)]
         n: i32,
     }
-    let row: Row = diesel::sql_query("SELECT 41 + 1 AS n").get_result(&mut conn).unwrap();
+    let row: Row = diesel::sql_query("SELECT 41 + 1 AS n")
+        .get_result(&mut conn)
+        .unwrap();
     assert_eq!(row.n, 42);
     drop(conn);
     drop(bouncer);

@@ -54,7 +54,7 @@ impl CustomizeConnection<PgConnection, R2d2Error> for TenantCustomizer {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), R2d2Error> {
         let report = run_switch(conn, &self.path, false).map_err(R2d2Error::QueryError)?;
         report
-            .check(&self.path, self.tenant.as_str(), true)
+            .check(&self.path, self.tenant.as_str())
             .map_err(|refusal| {
                 let message = match refusal {
                     Refusal::SchemaMissing => format!(

@@ -109,17 +109,9 @@ pub(crate) struct SwitchReport {
     /// `current_schema()` after the switch: the first schema of the path
     /// that exists (NULL when none does).
     pub(crate) current_schema: Option<String>,
-    /// Whether the switch ran in a transaction of its own (no transaction
-    /// block was open on the connection). PostgreSQL sets
-    /// `transaction_timestamp()` from the statement that starts the
-    /// transaction, so the two timestamps are equal exactly when this
-    /// statement started it; in a block opened by an earlier message they
-    /// differ by at least that message's round trip.
-    pub(crate) own_transaction: bool,
 }
 
-/// `SELECT pg_catalog.set_config('search_path', $1, $2)` plus the checks
-/// above, in one statement so a switch costs one round trip. Its SQL never
+/// `SELECT pg_catalog.set_config('search_path', $1, $2)` plus `current_schema()`, in one statement so a switch costs one round trip. Its SQL never
 /// changes, so diesel prepares it once per connection and reuses it.
 ///
 /// The subquery with `OFFSET 0` is evaluated before the outer target list,
@@ -136,15 +128,13 @@ impl QueryId for SwitchQuery<'_> {
 }
 
 impl Query for SwitchQuery<'_> {
-    type SqlType = (Text, Nullable<Text>, Bool);
+    type SqlType = (Text, Nullable<Text>);
 }
 
 impl QueryFragment<Pg> for SwitchQuery<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
-            "SELECT s.v, pg_catalog.current_schema(), \
-             pg_catalog.statement_timestamp() = pg_catalog.transaction_timestamp() \
-             FROM (SELECT pg_catalog.set_config('search_path', ",
+            "SELECT s.v, pg_catalog.current_schema() FROM (SELECT pg_catalog.set_config('search_path', ",
         );
         out.push_bind_param::<Text, _>(self.path)?;
         out.push_sql(", ");
@@ -163,12 +153,11 @@ pub(crate) fn run_switch(
     path: &str,
     local: bool,
 ) -> QueryResult<SwitchReport> {
-    let (search_path, current_schema, own_transaction) =
-        SwitchQuery { path, local }.get_result::<(String, Option<String>, bool)>(conn)?;
+    let (search_path, current_schema) =
+        SwitchQuery { path, local }.get_result::<(String, Option<String>)>(conn)?;
     Ok(SwitchReport {
         search_path,
         current_schema,
-        own_transaction,
     })
 }
 
@@ -177,32 +166,18 @@ pub(crate) fn run_switch(
 pub(crate) enum Refusal {
     /// The expected first schema does not exist.
     SchemaMissing,
-    /// The server holds another value, or the connection was inside a
-    /// transaction block it should not have been in: the connection must
-    /// not be used.
+    /// The server holds another value: the connection must not be used.
     Broken(String),
 }
 
 impl SwitchReport {
     /// Checks the report against the path and first schema asked for.
-    pub(crate) fn check(
-        &self,
-        path: &str,
-        first_schema: &str,
-        expect_own_transaction: bool,
-    ) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, path: &str, first_schema: &str) -> Result<(), Refusal> {
         if self.search_path != path {
             return Err(Refusal::Broken(format!(
                 "the server reports search_path {:?}, expected {path:?}",
                 self.search_path
             )));
-        }
-        if expect_own_transaction && !self.own_transaction {
-            return Err(Refusal::Broken(
-                "the connection was returned inside an open transaction block (a raw BEGIN \
-                 without COMMIT/ROLLBACK); it was discarded"
-                    .to_string(),
-            ));
         }
         if self.current_schema.as_deref() != Some(first_schema) {
             return Err(Refusal::SchemaMissing);

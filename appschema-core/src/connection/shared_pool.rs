@@ -118,7 +118,7 @@ impl r2d2::ManageConnection for TenantManager {
             None => (self.path.shared_only(), self.path.shared().to_string()),
         });
         let report = run_switch(conn, &path, false).map_err(ManagerError::Switch)?;
-        let outcome = match report.check(&path, &first, true) {
+        let outcome = match report.check(&path, &first) {
             Ok(()) => Outcome::Switched,
             Err(Refusal::SchemaMissing) => Outcome::SchemaMissing,
             Err(Refusal::Broken(message)) => return Err(ManagerError::Refused(message)),
@@ -243,8 +243,14 @@ impl SharedPoolBuilder {
 /// user code may have run `SET search_path`, `RESET ALL` or `DISCARD ALL`,
 /// or rolled back a transaction, so the library never trusts what it last
 /// set. The server's report of the switch is checked (the value it now
-/// holds, that the tenant's schema exists, that no transaction block was
-/// left open); a connection that fails is discarded and another tried.
+/// holds, and that the tenant's schema exists); a connection whose switch
+/// fails is discarded and another tried.
+///
+/// Limitation: a transaction opened with a raw `BEGIN` (not through
+/// `Connection::transaction`) and left open is invisible to diesel, so the
+/// connection comes back to the pool inside it, and the next checkout's
+/// switch runs inside that transaction, where a later `ROLLBACK` would undo
+/// it. Open transactions with `Connection::transaction`.
 ///
 /// ```no_run
 /// use appschema_core::{SchemaName, connection::SharedPool};
@@ -341,7 +347,7 @@ impl SharedPool {
                         source,
                     }
                 })?;
-                match report.check(&path, &first, true) {
+                match report.check(&path, &first) {
                     Ok(()) => Outcome::Switched,
                     Err(Refusal::SchemaMissing) => Outcome::SchemaMissing,
                     Err(Refusal::Broken(message)) => {

@@ -87,7 +87,7 @@ where
     }
     conn.transaction(|conn| {
         let report = run_switch(conn, &value, true)?;
-        match report.check(&value, &first, false) {
+        match report.check(&value, &first) {
             Ok(()) => {}
             Err(Refusal::SchemaMissing) => {
                 return Err(ConnectionError::SchemaMissing { schema: first }.into())
