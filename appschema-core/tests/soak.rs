@@ -95,17 +95,14 @@ fn eight_threads_across_fifty_tenants_with_random_faults_never_leak() {
                         }
                         16 => {
                             let pid = backend_pid(&mut conn);
-                            let admin = admin.get_or_insert_with(|| {
-                                PgConnection::establish(&url).unwrap()
-                            });
+                            let admin =
+                                admin.get_or_insert_with(|| PgConnection::establish(&url).unwrap());
                             diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
                                 .execute(admin)
                                 .unwrap();
                         }
                         17..=19 => conn
-                            .batch_execute(&format!(
-                                "BEGIN; SET search_path TO {other}; COMMIT"
-                            ))
+                            .batch_execute(&format!("BEGIN; SET search_path TO {other}; COMMIT"))
                             .unwrap(),
                         _ => {}
                     }
