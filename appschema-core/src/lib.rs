@@ -11,11 +11,16 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod connection;
 mod name;
 pub mod registry;
 pub mod resolve;
 mod scope;
 
+pub use connection::{
+    ConnectionError, SearchPath, SharedPool, TenantConnection, TenantCustomizer,
+    TransactionScopedPool,
+};
 pub use name::{
     quote_ident, NameError, PublicName, SchemaName, MAX_IDENTIFIER_BYTES, MAX_PUBLIC_NAME_BYTES,
     RESERVED_PREFIX,

@@ -27,7 +27,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// or by `SIGKILL` — the pipe closes, `read` returns and the cluster is shut
 /// down and deleted. Terminal signals are ignored so that a `^C` on
 /// `cargo test` still reaches the clean-up.
-const WATCHDOG: &str = r#"
+pub(crate) const WATCHDOG: &str = r#"
 trap '' INT TERM HUP
 read _ignored
 kill -INT "$1" 2>/dev/null
@@ -40,13 +40,13 @@ rm -rf "$2"
 /// Who runs `initdb` and `postgres`: both refuse to run as root, so when the
 /// current user is root they run as the unprivileged `postgres` user.
 #[derive(Debug, Clone, Copy)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
+pub(crate) struct RunAs {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
 impl RunAs {
-    fn detect() -> Result<Option<RunAs>, Error> {
+    pub(crate) fn detect() -> Result<Option<RunAs>, Error> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Ok(None);
@@ -67,7 +67,7 @@ impl RunAs {
         Ok(Some(RunAs { uid, gid }))
     }
 
-    fn apply(self, cmd: &mut Command) {
+    pub(crate) fn apply(self, cmd: &mut Command) {
         cmd.uid(self.uid).gid(self.gid);
     }
 }

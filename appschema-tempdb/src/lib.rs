@@ -28,9 +28,11 @@
 
 mod bins;
 mod cluster;
+mod pgbouncer;
 mod testdb;
 
 pub use cluster::TempCluster;
+pub use pgbouncer::TempPgBouncer;
 pub use testdb::{server, Server, TestDb};
 
 /// Why a throwaway server or database could not be provided.

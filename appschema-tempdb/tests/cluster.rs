@@ -153,3 +153,24 @@ fn a_test_database_is_dropped_with_its_owner() {
             .unwrap();
     assert_eq!(found.n, 0);
 }
+
+#[test]
+fn a_pgbouncer_in_transaction_mode_forwards_to_the_cluster_and_is_removed_on_drop() {
+    use diesel::prelude::*;
+    let cluster = appschema_tempdb::TempCluster::start().unwrap();
+    let bouncer = appschema_tempdb::TempPgBouncer::start(&cluster).unwrap();
+    let dir = bouncer.dir().to_path_buf();
+    let mut conn = PgConnection::establish(&bouncer.url_for("postgres")).unwrap();
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        n: i32,
+    }
+    let row: Row = diesel::sql_query("SELECT 41 + 1 AS n")
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(row.n, 42);
+    drop(conn);
+    drop(bouncer);
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+}

@@ -1,0 +1,29 @@
+//! Tenant-scoped connections that never leak.
+//!
+//! Three ways to run a tenant's queries on its `search_path`
+//! (`"<tenant>", "<shared>", <extra schemas>…`, see [`SearchPath`]):
+//!
+//! - [`SharedPool`]: one pool for every tenant; the switch is the query r2d2
+//!   sends on every checkout anyway. The default choice.
+//! - [`TenantCustomizer`]: an r2d2 customizer for a pool that serves one
+//!   tenant (r2d2 runs it only when it opens a connection).
+//! - [`TransactionScopedPool`] / [`in_tenant_transaction`]: each unit of work
+//!   is one transaction starting with `SET LOCAL search_path`; the mode for
+//!   PgBouncer or RDS Proxy in transaction pooling.
+
+mod customizer;
+mod error;
+mod search_path;
+mod shared_pool;
+mod transaction;
+
+pub use customizer::TenantCustomizer;
+pub use error::ConnectionError;
+pub use search_path::SearchPath;
+pub use shared_pool::{
+    ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantManager,
+};
+pub use transaction::{
+    in_shared_transaction, in_tenant_transaction, TransactionScopedPool,
+    TransactionScopedPoolBuilder,
+};

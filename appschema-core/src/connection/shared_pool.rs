@@ -1,0 +1,428 @@
+//! One pool for every tenant: the switch to a tenant's `search_path` is the
+//! pool's checkout test, so it costs no extra round trip.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use diesel::connection::CacheSize;
+use diesel::r2d2::R2D2Connection;
+use diesel::{Connection, PgConnection};
+
+use super::error::ConnectionError;
+use super::search_path::{run_switch, Refusal, SearchPath};
+use crate::name::{PublicName, SchemaName};
+use crate::registry;
+
+/// What one checkout asks of [`TenantManager::is_valid`], and what it found.
+///
+/// r2d2 runs `is_valid` on the thread calling `Pool::get`, for every
+/// connection it hands out when `test_on_check_out` is on (which
+/// [`SharedPool`] always turns on). The request is set on that thread just
+/// around `get` and cleared after, even on panic.
+#[derive(Debug)]
+struct Checkout {
+    path: String,
+    first_schema: String,
+    outcome: Option<Outcome>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Switched,
+    SchemaMissing,
+}
+
+thread_local! {
+    static CHECKOUT: RefCell<Option<Checkout>> = const { RefCell::new(None) };
+}
+
+/// Sets this thread's checkout request; clears it when dropped.
+struct CheckoutScope;
+
+impl CheckoutScope {
+    fn enter(path: String, first_schema: String) -> CheckoutScope {
+        CHECKOUT.with(|c| {
+            *c.borrow_mut() = Some(Checkout {
+                path,
+                first_schema,
+                outcome: None,
+            })
+        });
+        CheckoutScope
+    }
+
+    fn outcome(&self) -> Option<Outcome> {
+        CHECKOUT.with(|c| c.borrow().as_ref().and_then(|c| c.outcome))
+    }
+}
+
+impl Drop for CheckoutScope {
+    fn drop(&mut self) {
+        CHECKOUT.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+/// Why [`TenantManager`] could not open or hand out a connection.
+#[derive(Debug)]
+pub enum ManagerError {
+    /// Opening a connection failed.
+    Connect(diesel::ConnectionError),
+    /// The switch query failed: the connection is dead or unusable.
+    Switch(diesel::result::Error),
+    /// The switch ran but the server's report was wrong; the connection was
+    /// discarded.
+    Refused(String),
+}
+
+impl fmt::Display for ManagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManagerError::Connect(e) => write!(f, "cannot connect: {e}"),
+            ManagerError::Switch(e) => write!(f, "connection discarded, switch failed: {e}"),
+            ManagerError::Refused(m) => write!(f, "connection discarded: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ManagerError {}
+
+/// The [`r2d2::ManageConnection`] behind [`SharedPool`]: its `is_valid`,
+/// which r2d2 runs on every checkout, is the `search_path` switch.
+///
+/// Used on its own (through a plain `r2d2::Pool`) every checkout lands on the
+/// shared-only path; go through [`SharedPool`] to pick a tenant.
+#[derive(Debug)]
+pub struct TenantManager {
+    url: String,
+    path: SearchPath,
+    statement_cache: bool,
+}
+
+impl r2d2::ManageConnection for TenantManager {
+    type Connection = PgConnection;
+    type Error = ManagerError;
+
+    fn connect(&self) -> Result<PgConnection, ManagerError> {
+        let mut conn = PgConnection::establish(&self.url).map_err(ManagerError::Connect)?;
+        if !self.statement_cache {
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+        }
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut PgConnection) -> Result<(), ManagerError> {
+        let (path, first) = CHECKOUT.with(|c| match c.borrow().as_ref() {
+            Some(req) => (req.path.clone(), req.first_schema.clone()),
+            None => (self.path.shared_only(), self.path.shared().to_string()),
+        });
+        let report = run_switch(conn, &path, false).map_err(ManagerError::Switch)?;
+        let outcome = match report.check(&path, &first) {
+            Ok(()) => Outcome::Switched,
+            Err(Refusal::SchemaMissing) => Outcome::SchemaMissing,
+            Err(Refusal::Broken(message)) => return Err(ManagerError::Refused(message)),
+        };
+        CHECKOUT.with(|c| {
+            if let Some(req) = c.borrow_mut().as_mut() {
+                req.outcome = Some(outcome);
+            }
+        });
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+        // A connection that comes back during a panic, or with a diesel
+        // transaction still open, is closed rather than reused.
+        std::thread::panicking() || R2D2Connection::is_broken(conn)
+    }
+}
+
+/// Builds a [`SharedPool`]. Every setter documents its default.
+#[derive(Debug, Clone)]
+pub struct SharedPoolBuilder {
+    url: String,
+    path: SearchPath,
+    max_size: u32,
+    min_idle: Option<u32>,
+    connection_timeout: Duration,
+    max_lifetime: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    statement_cache: bool,
+}
+
+impl SharedPoolBuilder {
+    /// The schemas after the tenant's. Default: [`SearchPath::new`] (`public`).
+    pub fn search_path(mut self, path: SearchPath) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// Most connections open at once. Default: 10.
+    pub fn max_size(mut self, n: u32) -> Self {
+        self.max_size = n;
+        self
+    }
+
+    /// Idle connections kept open. Default: `None` (= `max_size`).
+    pub fn min_idle(mut self, n: Option<u32>) -> Self {
+        self.min_idle = n;
+        self
+    }
+
+    /// How long a checkout waits before failing with
+    /// [`ConnectionError::PoolExhausted`] or [`ConnectionError::DatabaseDown`].
+    /// Default: 30 s.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Age at which a connection is closed and replaced. A backend caches
+    /// catalog entries for every tenant schema it has touched and never
+    /// frees them; this bounds that growth (see BENCHMARKS.md). Default:
+    /// 30 min.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
+    /// Idle time after which a connection is closed. Default: 10 min.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Whether diesel keeps prepared statements per connection. Default:
+    /// `true`. With it, a statement prepared while a connection was on one
+    /// tenant and run on another whose table has a different shape fails with
+    /// PostgreSQL's `cached plan must not change result type` (never another
+    /// tenant's rows); with `false` every query is planned afresh and such
+    /// statements just work, at a planning cost per query.
+    pub fn prepared_statement_cache(mut self, on: bool) -> Self {
+        self.statement_cache = on;
+        self
+    }
+
+    /// Builds the pool, opening `min_idle` connections (waiting up to the
+    /// connection timeout for them).
+    pub fn build(self) -> Result<SharedPool, ConnectionError> {
+        let manager = TenantManager {
+            url: self.url,
+            path: self.path.clone(),
+            statement_cache: self.statement_cache,
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(self.max_size)
+            .min_idle(self.min_idle)
+            .connection_timeout(self.connection_timeout)
+            .max_lifetime(self.max_lifetime)
+            .idle_timeout(self.idle_timeout)
+            // The switch *is* the checkout test: never off.
+            .test_on_check_out(true)
+            .build(manager)
+            .map_err(|e| ConnectionError::DatabaseDown {
+                target: "shared work".to_string(),
+                timeout: self.connection_timeout,
+                message: e.to_string(),
+            })?;
+        Ok(SharedPool {
+            pool,
+            path: self.path,
+            timeout: self.connection_timeout,
+        })
+    }
+}
+
+/// One r2d2 pool for all tenants. [`get_for`](SharedPool::get_for) hands out
+/// a connection already on the tenant's `search_path`; the switch is the
+/// query r2d2 sends on every checkout anyway, so it costs no extra round
+/// trip compared with a plain r2d2 pool.
+///
+/// Every checkout sets the path, whatever the connection was on before:
+/// user code may have run `SET search_path`, `RESET ALL` or `DISCARD ALL`,
+/// or rolled back a transaction, so the library never trusts what it last
+/// set. The server's report of the switch is checked (the value it now
+/// holds, and that the tenant's schema exists); a connection whose switch
+/// fails is discarded and another tried.
+///
+/// Limitation: a transaction opened with a raw `BEGIN` (not through
+/// `Connection::transaction`) and left open is invisible to diesel, so the
+/// connection comes back to the pool inside it, and the next checkout's
+/// switch runs inside that transaction, where a later `ROLLBACK` would undo
+/// it. Open transactions with `Connection::transaction`.
+///
+/// ```no_run
+/// use appschema_core::{SchemaName, connection::SharedPool};
+/// use diesel::prelude::*;
+///
+/// let pool = SharedPool::builder("postgres:///app").build()?;
+/// let acme = SchemaName::new("acme").unwrap();
+/// let mut conn = pool.get_for(&acme)?; // on "acme", "public"
+/// diesel::sql_query("SELECT * FROM orders").execute(&mut *conn)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SharedPool {
+    pool: r2d2::Pool<TenantManager>,
+    path: SearchPath,
+    timeout: Duration,
+}
+
+impl SharedPool {
+    /// A builder for a pool connecting to `url`.
+    pub fn builder(url: impl Into<String>) -> SharedPoolBuilder {
+        SharedPoolBuilder {
+            url: url.into(),
+            path: SearchPath::new(),
+            max_size: 10,
+            min_idle: None,
+            connection_timeout: Duration::from_secs(30),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
+            statement_cache: true,
+        }
+    }
+
+    /// A connection on `tenant`'s `search_path`.
+    pub fn get_for(&self, tenant: &SchemaName) -> Result<TenantConnection, ConnectionError> {
+        self.checkout(Some(tenant))
+    }
+
+    /// A connection on the shared-only `search_path` (shared schema and
+    /// extras, no tenant), for work that belongs to no tenant.
+    pub fn get_shared(&self) -> Result<TenantConnection, ConnectionError> {
+        self.checkout(None)
+    }
+
+    /// Resolves `public_name` (a host name or alias) through the registry and
+    /// returns a connection on that tenant's path. Costs a registry look-up
+    /// on top of the checkout: cache the tenant's schema where possible.
+    pub fn get_for_public_name(
+        &self,
+        public_name: &str,
+    ) -> Result<TenantConnection, ConnectionError> {
+        let name = PublicName::new(public_name)
+            .map_err(|e| ConnectionError::invalid_name(public_name, e))?;
+        let tenant = {
+            let mut conn = self.get_shared()?;
+            registry::find(&mut conn, &name).map_err(|source| ConnectionError::Query {
+                target: format!("tenant `{name}`"),
+                source,
+            })?
+        };
+        let tenant = tenant.ok_or_else(|| ConnectionError::UnknownTenant {
+            public_name: name.to_string(),
+        })?;
+        self.get_for(&tenant.schema_name)
+    }
+
+    /// The search path configuration.
+    pub fn search_path(&self) -> &SearchPath {
+        &self.path
+    }
+
+    /// The underlying pool's state (connections open, idle).
+    pub fn state(&self) -> r2d2::State {
+        self.pool.state()
+    }
+
+    fn checkout(&self, tenant: Option<&SchemaName>) -> Result<TenantConnection, ConnectionError> {
+        let (path, first) = match tenant {
+            Some(t) => (self.path.for_tenant(t), t.as_str().to_string()),
+            None => (self.path.shared_only(), self.path.shared().to_string()),
+        };
+        let target = describe(tenant);
+        let scope = CheckoutScope::enter(path.clone(), first.clone());
+        let mut conn = self.pool.get().map_err(|e| self.classify(e, &target))?;
+        let outcome = match scope.outcome() {
+            Some(outcome) => outcome,
+            // is_valid did not run for this checkout (it always does in r2d2
+            // 0.8 with test_on_check_out): switch here rather than trust
+            // whatever path the connection is on.
+            None => {
+                let report = run_switch(&mut conn, &path, false).map_err(|source| {
+                    ConnectionError::Query {
+                        target: target.clone(),
+                        source,
+                    }
+                })?;
+                match report.check(&path, &first) {
+                    Ok(()) => Outcome::Switched,
+                    Err(Refusal::SchemaMissing) => Outcome::SchemaMissing,
+                    Err(Refusal::Broken(message)) => {
+                        return Err(ConnectionError::SwitchFailed { target, message })
+                    }
+                }
+            }
+        };
+        drop(scope);
+        match outcome {
+            Outcome::Switched => Ok(TenantConnection {
+                conn,
+                tenant: tenant.cloned(),
+            }),
+            Outcome::SchemaMissing => Err(ConnectionError::SchemaMissing { schema: first }),
+        }
+    }
+
+    fn classify(&self, e: r2d2::Error, target: &str) -> ConnectionError {
+        let state = self.pool.state();
+        let max_size = self.pool.max_size();
+        if state.connections >= max_size {
+            ConnectionError::PoolExhausted {
+                target: target.to_string(),
+                timeout: self.timeout,
+                max_size,
+            }
+        } else {
+            ConnectionError::DatabaseDown {
+                target: target.to_string(),
+                timeout: self.timeout,
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
+fn describe(tenant: Option<&SchemaName>) -> String {
+    match tenant {
+        Some(t) => format!("tenant schema `{t}`"),
+        None => "shared work".to_string(),
+    }
+}
+
+/// A pooled connection on a tenant's (or the shared-only) `search_path`.
+/// Dereferences to [`PgConnection`]; returns to the pool when dropped.
+pub struct TenantConnection {
+    conn: r2d2::PooledConnection<TenantManager>,
+    tenant: Option<SchemaName>,
+}
+
+impl TenantConnection {
+    /// The tenant this connection was checked out for (`None` for shared work).
+    pub fn tenant(&self) -> Option<&SchemaName> {
+        self.tenant.as_ref()
+    }
+}
+
+impl fmt::Debug for TenantConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantConnection")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for TenantConnection {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for TenantConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}

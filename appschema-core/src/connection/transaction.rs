@@ -1,0 +1,257 @@
+//! Transaction-scoped mode, for PgBouncer or RDS Proxy in transaction
+//! pooling: every unit of work is one transaction that starts with
+//! `SET LOCAL search_path`, so nothing outlives it.
+
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, CacheSize, TransactionManager};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Error as R2d2Error};
+use diesel::{Connection, PgConnection};
+
+use super::error::ConnectionError;
+use super::search_path::{run_switch, Refusal, SearchPath};
+use crate::name::SchemaName;
+
+/// Runs `f` in a transaction whose first statement is
+/// `SET LOCAL search_path` to `tenant`'s path (checked against the server's
+/// report). The setting ends with the transaction, committed or rolled back,
+/// so it cannot reach the next client of a transaction-pooling proxy.
+///
+/// Refused with [`ConnectionError::NestedTransaction`] inside an open
+/// transaction: there the `SET LOCAL` would outlive `f` until the outer
+/// transaction ends.
+///
+/// ```no_run
+/// use appschema_core::{SchemaName, connection::{in_tenant_transaction, SearchPath, ConnectionError}};
+/// use diesel::prelude::*;
+/// let mut conn = PgConnection::establish("postgres:///app?port=6432")?;
+/// let acme = SchemaName::new("acme").unwrap();
+/// let n = in_tenant_transaction(&mut conn, &acme, &SearchPath::new(), |conn| {
+///     Ok::<_, ConnectionError>(diesel::sql_query("DELETE FROM carts").execute(conn)?)
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn in_tenant_transaction<T, E, F>(
+    conn: &mut PgConnection,
+    tenant: &SchemaName,
+    path: &SearchPath,
+    f: F,
+) -> Result<T, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E>,
+    E: From<diesel::result::Error> + From<ConnectionError>,
+{
+    scoped_transaction(conn, Some(tenant), path, f)
+}
+
+/// Like [`in_tenant_transaction`], on the shared-only path (no tenant).
+pub fn in_shared_transaction<T, E, F>(
+    conn: &mut PgConnection,
+    path: &SearchPath,
+    f: F,
+) -> Result<T, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E>,
+    E: From<diesel::result::Error> + From<ConnectionError>,
+{
+    scoped_transaction(conn, None, path, f)
+}
+
+fn scoped_transaction<T, E, F>(
+    conn: &mut PgConnection,
+    tenant: Option<&SchemaName>,
+    path: &SearchPath,
+    f: F,
+) -> Result<T, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E>,
+    E: From<diesel::result::Error> + From<ConnectionError>,
+{
+    let (value, first, target) = match tenant {
+        Some(t) => (
+            path.for_tenant(t),
+            t.as_str().to_string(),
+            format!("tenant schema `{t}`"),
+        ),
+        None => (
+            path.shared_only(),
+            path.shared().to_string(),
+            "shared work".to_string(),
+        ),
+    };
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_err(E::from)?;
+    if depth.is_some() {
+        return Err(ConnectionError::NestedTransaction { schema: first }.into());
+    }
+    conn.transaction(|conn| {
+        let report = run_switch(conn, &value, true)?;
+        match report.check(&value, &first) {
+            Ok(()) => {}
+            Err(Refusal::SchemaMissing) => {
+                return Err(ConnectionError::SchemaMissing { schema: first }.into())
+            }
+            Err(Refusal::Broken(message)) => {
+                return Err(ConnectionError::SwitchFailed { target, message }.into())
+            }
+        }
+        f(conn)
+    })
+}
+
+/// Turns diesel's prepared-statement cache off on each new connection.
+#[derive(Debug, Clone, Copy)]
+struct NoStatementCache;
+
+impl CustomizeConnection<PgConnection, R2d2Error> for NoStatementCache {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), R2d2Error> {
+        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+        Ok(())
+    }
+}
+
+/// Builds a [`TransactionScopedPool`]. Every setter documents its default.
+#[derive(Debug, Clone)]
+pub struct TransactionScopedPoolBuilder {
+    url: String,
+    path: SearchPath,
+    max_size: u32,
+    connection_timeout: Duration,
+    statement_cache: bool,
+}
+
+impl TransactionScopedPoolBuilder {
+    /// The schemas after the tenant's. Default: [`SearchPath::new`] (`public`).
+    pub fn search_path(mut self, path: SearchPath) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// Most client connections open at once. Default: 10.
+    pub fn max_size(mut self, n: u32) -> Self {
+        self.max_size = n;
+        self
+    }
+
+    /// How long a checkout waits. Default: 30 s.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Whether diesel keeps named prepared statements. Default: `false`.
+    /// A transaction-pooling proxy runs each transaction on whichever server
+    /// connection is free, where a statement prepared in an earlier
+    /// transaction does not exist — or, worse, another client's statement of
+    /// the same name does. Turn it on only for a direct connection or a
+    /// proxy that tracks prepared statements itself (PgBouncer 1.21+ with
+    /// `max_prepared_statements` > 0).
+    pub fn prepared_statement_cache(mut self, on: bool) -> Self {
+        self.statement_cache = on;
+        self
+    }
+
+    /// Builds the pool.
+    pub fn build(self) -> Result<TransactionScopedPool, ConnectionError> {
+        let mut builder = r2d2::Pool::builder()
+            .max_size(self.max_size)
+            .connection_timeout(self.connection_timeout);
+        if !self.statement_cache {
+            builder = builder.connection_customizer(Box::new(NoStatementCache));
+        }
+        let pool = builder
+            .build(ConnectionManager::<PgConnection>::new(self.url))
+            .map_err(|e| ConnectionError::DatabaseDown {
+                target: "shared work".to_string(),
+                timeout: self.connection_timeout,
+                message: e.to_string(),
+            })?;
+        Ok(TransactionScopedPool {
+            pool,
+            path: self.path,
+            timeout: self.connection_timeout,
+        })
+    }
+}
+
+/// A pool whose only way in is a unit of work: one transaction beginning
+/// with `SET LOCAL search_path`. Safe behind PgBouncer or RDS Proxy in
+/// transaction pooling, where a session-level `SET` would reach other
+/// clients.
+///
+/// ```no_run
+/// use appschema_core::{SchemaName, connection::{TransactionScopedPool, ConnectionError}};
+/// use diesel::prelude::*;
+/// let pool = TransactionScopedPool::builder("postgres://app@pgbouncer:6432/app").build()?;
+/// let acme = SchemaName::new("acme").unwrap();
+/// pool.transaction_for(&acme, |conn| {
+///     diesel::sql_query("UPDATE orders SET total = 0").execute(conn)?;
+///     Ok::<_, ConnectionError>(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TransactionScopedPool {
+    pool: r2d2::Pool<ConnectionManager<PgConnection>>,
+    path: SearchPath,
+    timeout: Duration,
+}
+
+impl TransactionScopedPool {
+    /// A builder for a pool connecting to `url` (usually the proxy's).
+    pub fn builder(url: impl Into<String>) -> TransactionScopedPoolBuilder {
+        TransactionScopedPoolBuilder {
+            url: url.into(),
+            path: SearchPath::new(),
+            max_size: 10,
+            connection_timeout: Duration::from_secs(30),
+            statement_cache: false,
+        }
+    }
+
+    /// Runs `f` as one transaction on `tenant`'s path.
+    pub fn transaction_for<T, E, F>(&self, tenant: &SchemaName, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        let mut conn = self.get(Some(tenant))?;
+        in_tenant_transaction(&mut conn, tenant, &self.path, f)
+    }
+
+    /// Runs `f` as one transaction on the shared-only path.
+    pub fn transaction_shared<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        let mut conn = self.get(None)?;
+        in_shared_transaction(&mut conn, &self.path, f)
+    }
+
+    fn get(
+        &self,
+        tenant: Option<&SchemaName>,
+    ) -> Result<r2d2::PooledConnection<ConnectionManager<PgConnection>>, ConnectionError> {
+        self.pool.get().map_err(|e| {
+            let target = match tenant {
+                Some(t) => format!("tenant schema `{t}`"),
+                None => "shared work".to_string(),
+            };
+            if self.pool.state().connections >= self.pool.max_size() {
+                ConnectionError::PoolExhausted {
+                    target,
+                    timeout: self.timeout,
+                    max_size: self.pool.max_size(),
+                }
+            } else {
+                ConnectionError::DatabaseDown {
+                    target,
+                    timeout: self.timeout,
+                    message: e.to_string(),
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,315 @@
+//! The shared pool hands out connections on the right tenant's path, and
+//! nothing a user does during one checkout reaches the next.
+
+mod support;
+
+use std::time::Duration;
+
+use appschema_core::connection::{ConnectionError, SharedPool};
+use appschema_core::SchemaName;
+use appschema_tempdb::TestDb;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use support::{assert_on, backend_pid, create_tenants, tenant, whoami};
+
+/// One connection, so every checkout reuses the previous one's backend.
+fn single_connection_pool(db: &TestDb) -> SharedPool {
+    SharedPool::builder(db.url())
+        .max_size(1)
+        .connection_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn setup(n: usize) -> (TestDb, SharedPool) {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), n);
+    let pool = single_connection_pool(&db);
+    (db, pool)
+}
+
+#[test]
+fn a_checkout_for_a_tenant_is_on_that_tenants_path_and_shared_work_on_public() {
+    let (_db, pool) = setup(3);
+    for i in [0, 1, 2, 1, 0] {
+        let mut conn = pool.get_for(&tenant(i)).unwrap();
+        assert_eq!(conn.tenant(), Some(&tenant(i)));
+        assert_on(&mut conn, &format!("t{i}"));
+    }
+    let mut conn = pool.get_shared().unwrap();
+    assert_on(&mut conn, "public");
+    assert_eq!(conn.tenant(), None);
+}
+
+#[test]
+fn the_search_path_holds_the_tenant_then_the_shared_schema_then_extras() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 1);
+    db.conn().batch_execute("CREATE SCHEMA ext").unwrap();
+    let path = appschema_core::SearchPath::new()
+        .extra_schema("ext")
+        .unwrap();
+    let pool = SharedPool::builder(db.url())
+        .max_size(1)
+        .search_path(path)
+        .build()
+        .unwrap();
+    #[derive(QueryableByName)]
+    struct Path {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        search_path: String,
+    }
+    let mut conn = pool.get_for(&tenant(0)).unwrap();
+    let p: Path = diesel::sql_query("SHOW search_path")
+        .get_result(&mut *conn)
+        .unwrap();
+    assert_eq!(p.search_path, r#""t0", "public", "ext""#);
+}
+
+#[test]
+fn a_public_name_resolves_through_the_registry() {
+    let (_db, pool) = setup(2);
+    let mut conn = pool.get_for_public_name("T1.Example.COM.").unwrap();
+    assert_on(&mut conn, "t1");
+}
+
+#[test]
+fn set_search_path_reset_all_and_discard_all_in_user_code_do_not_reach_the_next_checkout() {
+    let (_db, pool) = setup(3);
+    for statement in [
+        "SET search_path TO t1",
+        "SET search_path TO public",
+        "RESET ALL",
+        "RESET search_path",
+        "DISCARD ALL",
+        "BEGIN; SET search_path TO t1; COMMIT",
+    ] {
+        {
+            let mut conn = pool.get_for(&tenant(0)).unwrap();
+            assert_on(&mut conn, "t0");
+            conn.batch_execute(statement).unwrap();
+        }
+        // The same backend again (max_size 1), for the same tenant: a pool
+        // that skipped the switch because "it is already on t0" would leak.
+        let mut conn = pool.get_for(&tenant(0)).unwrap();
+        assert_on(&mut conn, "t0");
+        drop(conn);
+        let mut conn = pool.get_for(&tenant(2)).unwrap();
+        assert_on(&mut conn, "t2");
+    }
+}
+
+#[test]
+fn a_rolled_back_transaction_that_changed_the_path_leaks_nothing() {
+    let (_db, pool) = setup(3);
+    {
+        let mut conn = pool.get_for(&tenant(0)).unwrap();
+        let r: QueryResult<()> = conn.transaction(|c| {
+            c.batch_execute("SET search_path TO t1")?;
+            assert_on(c, "t1");
+            Err(diesel::result::Error::RollbackTransaction)
+        });
+        assert!(r.is_err());
+        // PostgreSQL undid the SET with the transaction.
+        assert_on(&mut conn, "t0");
+    }
+    for i in [1, 0, 2] {
+        let mut conn = pool.get_for(&tenant(i)).unwrap();
+        assert_on(&mut conn, &format!("t{i}"));
+    }
+}
+
+#[test]
+fn a_savepoint_rollback_leaks_nothing() {
+    let (_db, pool) = setup(3);
+    {
+        let mut conn = pool.get_for(&tenant(0)).unwrap();
+        conn.transaction(|c| {
+            c.batch_execute("SET search_path TO t1")?;
+            let inner: QueryResult<()> = c.transaction(|c| {
+                c.batch_execute("SET search_path TO t2")?;
+                assert_on(c, "t2");
+                Err(diesel::result::Error::RollbackTransaction)
+            });
+            assert!(inner.is_err());
+            // Back to what the outer transaction set, not to the checkout's.
+            assert_on(c, "t1");
+            Ok::<_, diesel::result::Error>(())
+        })
+        .unwrap();
+        // The outer transaction committed its session-level SET.
+        assert_on(&mut conn, "t1");
+    }
+    for i in [0, 2, 0] {
+        let mut conn = pool.get_for(&tenant(i)).unwrap();
+        assert_on(&mut conn, &format!("t{i}"));
+    }
+}
+
+#[test]
+fn a_panic_while_a_connection_is_checked_out_leaks_nothing() {
+    let (_db, pool) = setup(3);
+    let p = pool.clone();
+    let first_pid = std::thread::spawn(move || {
+        let mut conn = p.get_for(&tenant(0)).unwrap();
+        let pid = backend_pid(&mut conn);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            conn.batch_execute("BEGIN; SET search_path TO t1").unwrap();
+            panic!("handler bug");
+        }));
+        assert!(r.is_err());
+        pid
+    })
+    .join()
+    .unwrap();
+    let mut conn = pool.get_for(&tenant(2)).unwrap();
+    assert_on(&mut conn, "t2");
+    assert_ne!(
+        backend_pid(&mut conn),
+        first_pid,
+        "a connection dropped during a panic was reused"
+    );
+}
+
+#[test]
+fn a_backend_killed_mid_checkout_is_replaced() {
+    let (db, pool) = setup(2);
+    let mut admin = db.conn();
+    {
+        let mut conn = pool.get_for(&tenant(0)).unwrap();
+        let pid = backend_pid(&mut conn);
+        diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
+            .execute(&mut admin)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(whoami(&mut conn).is_err(), "the backend should be gone");
+    }
+    // The dead connection is in the pool (diesel's transaction state looked
+    // fine); the checkout's switch finds it dead and opens another.
+    let mut conn = pool.get_for(&tenant(1)).unwrap();
+    assert_on(&mut conn, "t1");
+}
+
+mod shapes {
+    diesel::table! { shapes (id) { id -> Int8, v -> Text } }
+}
+
+#[test]
+fn a_statement_prepared_for_one_tenant_never_returns_its_rows_to_another() {
+    let db = TestDb::new();
+    db.conn()
+        .batch_execute(
+            "CREATE SCHEMA sa; CREATE TABLE sa.shapes (id int8 PRIMARY KEY, v text);
+             INSERT INTO sa.shapes VALUES (1, 'from sa');
+             CREATE SCHEMA sb; CREATE TABLE sb.shapes (id int8 PRIMARY KEY, v int4);
+             INSERT INTO sb.shapes VALUES (1, 7);
+             CREATE SCHEMA sc; CREATE TABLE sc.shapes (id int8 PRIMARY KEY, v text);
+             INSERT INTO sc.shapes VALUES (1, 'from sc');",
+        )
+        .unwrap();
+    let pool = single_connection_pool(&db);
+    let [sa, sb, sc] = ["sa", "sb", "sc"].map(|s| SchemaName::new(s).unwrap());
+    let load = |conn: &mut PgConnection| {
+        shapes::shapes::table
+            .select(shapes::shapes::v)
+            .filter(shapes::shapes::id.eq(1))
+            .load::<String>(conn)
+    };
+    // Prepared (and cached by diesel) while on sa.
+    let pid = {
+        let mut conn = pool.get_for(&sa).unwrap();
+        assert_eq!(load(&mut conn).unwrap(), ["from sa"]);
+        backend_pid(&mut conn)
+    };
+    // Same statement, same backend, tenant with the same shape: re-planned
+    // for sc's table.
+    {
+        let mut conn = pool.get_for(&sc).unwrap();
+        assert_eq!(backend_pid(&mut conn), pid);
+        assert_eq!(load(&mut conn).unwrap(), ["from sc"]);
+    }
+    // Tenant whose table has another shape: a clear error, not sa's rows.
+    {
+        let mut conn = pool.get_for(&sb).unwrap();
+        assert_eq!(backend_pid(&mut conn), pid);
+        let err = load(&mut conn).unwrap_err().to_string();
+        assert!(
+            err.contains("cached plan must not change result type"),
+            "{err}"
+        );
+    }
+    // And the connection still serves the original tenant correctly.
+    let mut conn = pool.get_for(&sa).unwrap();
+    assert_eq!(load(&mut conn).unwrap(), ["from sa"]);
+}
+
+#[test]
+fn without_the_statement_cache_a_reshaped_table_is_simply_read() {
+    let db = TestDb::new();
+    db.conn()
+        .batch_execute(
+            "CREATE SCHEMA sa; CREATE TABLE sa.shapes (id int8 PRIMARY KEY, v text);
+             INSERT INTO sa.shapes VALUES (1, 'from sa');
+             CREATE SCHEMA sb; CREATE TABLE sb.shapes (v text, extra int4, id int8 PRIMARY KEY);
+             INSERT INTO sb.shapes VALUES ('from sb', 7, 1);",
+        )
+        .unwrap();
+    let pool = SharedPool::builder(db.url())
+        .max_size(1)
+        .prepared_statement_cache(false)
+        .build()
+        .unwrap();
+    #[derive(QueryableByName, Debug, PartialEq)]
+    struct Shape {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        v: String,
+    }
+    for (schema, expected) in [("sa", "from sa"), ("sb", "from sb"), ("sa", "from sa")] {
+        let mut conn = pool.get_for(&SchemaName::new(schema).unwrap()).unwrap();
+        let rows: Vec<Shape> = diesel::sql_query("SELECT * FROM shapes")
+            .load(&mut *conn)
+            .unwrap();
+        assert_eq!(rows, [Shape { v: expected.into() }]);
+    }
+}
+
+#[test]
+fn errors_name_the_tenant_and_are_distinct() {
+    let (db, pool) = setup(1);
+    let e = pool.get_for_public_name("nobody.example.com").unwrap_err();
+    assert!(matches!(e, ConnectionError::UnknownTenant { .. }), "{e:?}");
+    assert!(e.to_string().contains("nobody.example.com"), "{e}");
+
+    let e = pool.get_for_public_name("bad name!").unwrap_err();
+    assert!(matches!(e, ConnectionError::InvalidName { .. }), "{e:?}");
+    assert!(e.to_string().contains("bad name!"), "{e}");
+
+    let ghost = SchemaName::new("ghost").unwrap();
+    let e = pool.get_for(&ghost).unwrap_err();
+    assert!(matches!(e, ConnectionError::SchemaMissing { .. }), "{e:?}");
+    assert!(e.to_string().contains("ghost"), "{e}");
+    // The refused checkout did not poison the pool.
+    assert_on(&mut pool.get_for(&tenant(0)).unwrap(), "t0");
+
+    let short = SharedPool::builder(db.url())
+        .max_size(1)
+        .connection_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let held = short.get_for(&tenant(0)).unwrap();
+    let e = short.get_for(&tenant(0)).unwrap_err();
+    assert!(matches!(e, ConnectionError::PoolExhausted { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("t0") && msg.contains("300ms"), "{msg}");
+    drop(held);
+
+    let down = SharedPool::builder("postgres://postgres@/nowhere?host=/nonexistent&port=1")
+        .max_size(1)
+        .min_idle(Some(0))
+        .connection_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let e = down.get_for(&tenant(0)).unwrap_err();
+    assert!(matches!(e, ConnectionError::DatabaseDown { .. }), "{e:?}");
+    assert!(e.to_string().contains("t0"), "{e}");
+}

@@ -1,0 +1,80 @@
+//! Shared set-up for the connection tests: tenant schemas `t0`, `t1`, … each
+//! with an `items` table whose row 1 is a marker naming its schema, and a
+//! `public.items` marked `public`, so a connection on the wrong path returns
+//! the wrong marker instead of an error.
+#![allow(dead_code)]
+
+use appschema_core::{registry, PublicName, SchemaName};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{Integer, Nullable, Text};
+
+pub fn tenant(i: usize) -> SchemaName {
+    SchemaName::new(format!("t{i}")).unwrap()
+}
+
+pub fn public_name(i: usize) -> String {
+    format!("t{i}.example.com")
+}
+
+/// Creates `n` tenants (registered) on `conn`'s database.
+pub fn create_tenants(conn: &mut PgConnection, n: usize) {
+    registry::install(conn).unwrap();
+    let mut sql = String::from(
+        "CREATE TABLE public.items (id int8 PRIMARY KEY, marker text NOT NULL);
+         INSERT INTO public.items VALUES (1, 'public');",
+    );
+    for i in 0..n {
+        let t = tenant(i);
+        sql.push_str(&format!(
+            "CREATE SCHEMA {q};
+             CREATE TABLE {q}.items (id int8 PRIMARY KEY, marker text NOT NULL);
+             INSERT INTO {q}.items SELECT g, CASE WHEN g = 1 THEN '{t}' ELSE 'row' END
+               FROM generate_series(1, 100) g;",
+            q = t.quoted()
+        ));
+    }
+    conn.batch_execute(&sql).unwrap();
+    for i in 0..n {
+        registry::insert(conn, &PublicName::new(&public_name(i)).unwrap(), &tenant(i)).unwrap();
+    }
+}
+
+#[derive(QueryableByName, Debug, PartialEq, Eq)]
+pub struct WhoAmI {
+    #[diesel(sql_type = Nullable<Text>)]
+    pub schema: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub marker: String,
+}
+
+/// The connection's current schema and the marker its `items` resolves to.
+pub fn whoami(conn: &mut PgConnection) -> QueryResult<WhoAmI> {
+    diesel::sql_query(
+        "SELECT current_schema() AS schema, (SELECT marker FROM items WHERE id = 1) AS marker",
+    )
+    .get_result(conn)
+}
+
+/// Asserts `conn` is on `expected`'s path, naming the leak if not.
+pub fn assert_on(conn: &mut PgConnection, expected: &str) {
+    let me = whoami(conn).unwrap();
+    assert_eq!(
+        (me.schema.as_deref(), me.marker.as_str()),
+        (Some(expected), expected),
+        "LEAK: a connection for `{expected}` is on another schema"
+    );
+}
+
+#[derive(QueryableByName)]
+pub struct Pid {
+    #[diesel(sql_type = Integer)]
+    pub pid: i32,
+}
+
+pub fn backend_pid(conn: &mut PgConnection) -> i32 {
+    diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result::<Pid>(conn)
+        .unwrap()
+        .pid
+}

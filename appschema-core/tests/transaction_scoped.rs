@@ -1,0 +1,236 @@
+//! Transaction-scoped mode: nothing outlives a unit of work, which makes it
+//! safe behind PgBouncer in transaction pooling, where session-level
+//! `SET search_path` (a per-tenant pool's customizer) leaks to other clients.
+
+mod support;
+
+use appschema_core::connection::{
+    in_tenant_transaction, ConnectionError, SearchPath, TenantCustomizer, TransactionScopedPool,
+};
+use appschema_tempdb::{server, TempCluster, TempPgBouncer, TestDb};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool};
+use support::{assert_on, create_tenants, tenant, whoami};
+
+/// A database with `n` tenants behind a PgBouncer (one server connection,
+/// so every client shares one backend). Falls back to a cluster of its own
+/// when `DATABASE_URL` names an external server.
+struct Bounced {
+    bouncer: TempPgBouncer,
+    db: String,
+    _own: Option<(TempCluster, ())>,
+    _testdb: Option<TestDb>,
+}
+
+fn bounced(n: usize) -> Bounced {
+    match server().temp_cluster() {
+        Some(cluster) => {
+            let testdb = TestDb::new();
+            create_tenants(&mut testdb.conn(), n);
+            let bouncer = TempPgBouncer::start(cluster).unwrap();
+            Bounced {
+                bouncer,
+                db: testdb.name().to_string(),
+                _own: None,
+                _testdb: Some(testdb),
+            }
+        }
+        None => {
+            let cluster = TempCluster::start().unwrap();
+            create_tenants(&mut PgConnection::establish(&cluster.url()).unwrap(), n);
+            let bouncer = TempPgBouncer::start(&cluster).unwrap();
+            Bounced {
+                bouncer,
+                db: "postgres".to_string(),
+                _own: Some((cluster, ())),
+                _testdb: None,
+            }
+        }
+    }
+}
+
+impl Bounced {
+    fn url(&self) -> String {
+        self.bouncer.url_for(&self.db)
+    }
+}
+
+#[test]
+fn behind_pgbouncer_a_session_level_search_path_leaks_to_another_client() {
+    let b = bounced(2);
+    assert!(!b.bouncer.supports_prepared_statements() || b.bouncer.version() >= (1, 21));
+    // A per-tenant pool for t0: its customizer SETs the session's path.
+    let t0_pool = Pool::builder()
+        .max_size(1)
+        .connection_customizer(Box::new(TenantCustomizer::new(
+            tenant(0),
+            SearchPath::new(),
+        )))
+        .build(ConnectionManager::<PgConnection>::new(b.url()))
+        .unwrap();
+    let mut t0 = t0_pool.get().unwrap();
+    assert_on(&mut t0, "t0");
+    // Another application's client, which never asked for any tenant, gets
+    // the same backend and with it t0's path and rows.
+    let mut other = PgConnection::establish(&b.url()).unwrap();
+    let me = whoami(&mut other).unwrap();
+    assert_eq!(
+        me.marker, "t0",
+        "expected the session-level SET to leak through PgBouncer"
+    );
+}
+
+#[test]
+fn behind_pgbouncer_transaction_scoped_units_never_leak() {
+    let b = bounced(3);
+    let pool_a = TransactionScopedPool::builder(b.url())
+        .max_size(2)
+        .build()
+        .unwrap();
+    let pool_b = TransactionScopedPool::builder(b.url())
+        .max_size(2)
+        .build()
+        .unwrap();
+    let mut bystander = PgConnection::establish(&b.url()).unwrap();
+    for round in 0..30 {
+        let (pa, pb) = (tenant(round % 3), tenant((round + 1) % 3));
+        pool_a
+            .transaction_for(&pa, |c| {
+                assert_on(c, pa.as_str());
+                // Even a session-level SET inside the unit is undone for
+                // every later unit, which start with their own SET LOCAL.
+                c.batch_execute("SET search_path TO t2")?;
+                Ok::<_, ConnectionError>(())
+            })
+            .unwrap();
+        pool_b
+            .transaction_for(&pb, |c| {
+                assert_on(c, pb.as_str());
+                Ok::<_, ConnectionError>(())
+            })
+            .unwrap();
+        // A rolled-back unit.
+        let r: Result<(), ConnectionError> = pool_a.transaction_for(&pb, |c| {
+            assert_on(c, pb.as_str());
+            Err(diesel::result::Error::RollbackTransaction.into())
+        });
+        assert!(r.is_err());
+        let _ = &mut bystander;
+    }
+    // Outside any unit, a client of the same backend never sees a tenant
+    // that a unit set (the session-level SET above is the user's own doing
+    // and is excluded by resetting it here, as a bystander would not).
+    bystander.batch_execute("RESET search_path").unwrap();
+    assert_on(&mut bystander, "public");
+    pool_a
+        .transaction_shared(|c| {
+            assert_on(c, "public");
+            Ok::<_, ConnectionError>(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_unit_of_work_sets_its_tenant_only_for_its_transaction() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 2);
+    let mut conn = db.conn();
+    let path = SearchPath::new();
+    in_tenant_transaction(&mut conn, &tenant(1), &path, |c| {
+        assert_on(c, "t1");
+        Ok::<_, ConnectionError>(())
+    })
+    .unwrap();
+    // Committed, and the SET LOCAL is gone.
+    assert_on(&mut conn, "public");
+    let r: Result<(), ConnectionError> = in_tenant_transaction(&mut conn, &tenant(0), &path, |c| {
+        assert_on(c, "t0");
+        Err(diesel::result::Error::RollbackTransaction.into())
+    });
+    assert!(r.is_err());
+    assert_on(&mut conn, "public");
+}
+
+#[test]
+fn a_savepoint_rollback_inside_a_unit_returns_to_the_units_tenant() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 3);
+    let mut conn = db.conn();
+    in_tenant_transaction(&mut conn, &tenant(0), &SearchPath::new(), |c| {
+        let inner: QueryResult<()> = c.transaction(|c| {
+            c.batch_execute("SET LOCAL search_path TO t1")?;
+            assert_on(c, "t1");
+            Err(diesel::result::Error::RollbackTransaction)
+        });
+        assert!(inner.is_err());
+        assert_on(c, "t0");
+        Ok::<_, ConnectionError>(())
+    })
+    .unwrap();
+    assert_on(&mut conn, "public");
+}
+
+#[test]
+fn a_unit_inside_an_open_transaction_is_refused() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 2);
+    let mut conn = db.conn();
+    let path = SearchPath::new();
+    conn.transaction(|c| {
+        let e = in_tenant_transaction(c, &tenant(1), &path, |_| Ok::<_, ConnectionError>(()))
+            .unwrap_err();
+        assert!(
+            matches!(e, ConnectionError::NestedTransaction { ref schema } if schema == "t1"),
+            "{e:?}"
+        );
+        Ok::<_, diesel::result::Error>(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_unit_for_a_missing_schema_fails_naming_it() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 1);
+    let pool = TransactionScopedPool::builder(db.url())
+        .max_size(1)
+        .build()
+        .unwrap();
+    let ghost = appschema_core::SchemaName::new("ghost").unwrap();
+    let e = pool
+        .transaction_for(&ghost, |_| Ok::<_, ConnectionError>(()))
+        .unwrap_err();
+    assert!(matches!(e, ConnectionError::SchemaMissing { .. }), "{e:?}");
+    assert!(e.to_string().contains("ghost"));
+}
+
+#[test]
+fn a_per_tenant_pool_puts_new_connections_on_its_tenant() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 2);
+    let pool = Pool::builder()
+        .max_size(2)
+        .connection_customizer(Box::new(TenantCustomizer::new(
+            tenant(1),
+            SearchPath::new(),
+        )))
+        .build(ConnectionManager::<PgConnection>::new(db.url()))
+        .unwrap();
+    for _ in 0..3 {
+        assert_on(&mut pool.get().unwrap(), "t1");
+    }
+    let ghost = Pool::builder()
+        .max_size(1)
+        .connection_timeout(std::time::Duration::from_millis(300))
+        .connection_customizer(Box::new(TenantCustomizer::new(
+            appschema_core::SchemaName::new("ghost").unwrap(),
+            SearchPath::new(),
+        )))
+        .build(ConnectionManager::<PgConnection>::new(db.url()));
+    let msg = ghost.unwrap_err().to_string();
+    assert!(
+        msg.contains("ghost") && msg.contains("does not exist"),
+        "{msg}"
+    );
+}
