@@ -62,7 +62,7 @@ pub fn analyze(sql: &str) -> Result<SqlFacts, String> {
 }
 
 fn analyze_into(sql: &str, facts: &mut SqlFacts) -> Result<(), String> {
-    let parsed = pg_query::parse(sql).map_err(|e| e.to_string())?;
+    let parsed = pg_query::parse(sql).map_err(parse_message)?;
     for (table, context) in &parsed.tables {
         if matches!(context, pg_query::Context::DDL | pg_query::Context::DML) {
             facts.touched.insert(split_name(table));
@@ -264,7 +264,15 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>, String> {
                 .filter(|s| !s.is_empty())
                 .collect()
         })
-        .map_err(|e| e.to_string())
+        .map_err(parse_message)
+}
+
+/// PostgreSQL's own message, without pg_query's prefix.
+fn parse_message(e: pg_query::Error) -> String {
+    match e {
+        pg_query::Error::Parse(m) | pg_query::Error::Split(m) => m,
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
