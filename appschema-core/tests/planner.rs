@@ -262,3 +262,35 @@ fn tables_dropped_from_the_schema_keep_the_scope_of_the_migration_that_created_t
         [("1".into(), Scope::Isolated), ("2".into(), Scope::Isolated)]
     );
 }
+
+#[test]
+fn the_build_step_embeds_the_planned_set_and_fails_on_planner_errors() {
+    let p = Project::new();
+    p.migration("1_orders", "CREATE TABLE orders (id int);", None);
+    let out = p.dir.path().join("generated.rs");
+    let files = [p.dir.path().join("src/schema.rs")];
+    appschema_core::build::generate(&p.dir.path().join("migrations"), &files, p.dir.path(), &out)
+        .unwrap();
+    let code = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        code.contains(r#"("1", "1_orders", "isolated", true, "CREATE TABLE orders (id int);", Some("-- nothing")),"#),
+        "{code}"
+    );
+    p.migration(
+        "2_both",
+        "ALTER TABLE orders ADD x int; ALTER TABLE public.plans ADD y int;",
+        None,
+    );
+    let err = appschema_core::build::generate(
+        &p.dir.path().join("migrations"),
+        &files,
+        p.dir.path(),
+        &out,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("split it into one shared and one isolated migration"),
+        "{err}"
+    );
+}
