@@ -237,48 +237,59 @@ fn push_literal(out: &mut String, s: &str) {
     out.push('\'');
 }
 
-/// Writes into `out` (cleared first) the session-level switch that
-/// [`SharedPool`](super::SharedPool) sends as its checkout test: one
-/// simple-protocol statement that sets the path, checks the server's
-/// report and refuses a connection left inside a transaction block.
+/// The name under which [`prepare_session_switch`] prepares the switch on
+/// each connection of a [`SharedPool`](super::SharedPool).
+const SWITCH_STATEMENT: &str = "appschema_search_path_switch";
+
+/// Prepares, once per physical connection, the session-level switch that
+/// [`SharedPool`](super::SharedPool) executes as its checkout test: one
+/// statement that sets the path (`$1`), checks the server's report against
+/// it and the first schema (`$2`), and refuses a connection left inside a
+/// transaction block.
 ///
 /// The open-transaction check: on the simple query protocol a statement that
 /// starts its own (implicit) transaction has `transaction_timestamp()` equal
 /// to `statement_timestamp()` to the microsecond, as PostgreSQL copies one
 /// into the other when the transaction starts. Inside a transaction block
-/// opened by an earlier `BEGIN` the transaction's start is that earlier
-/// message's, a client round trip before, so the two differ. (On the
-/// extended protocol they differ even in an implicit transaction, because
-/// Bind starts the transaction and Execute restamps the statement; hence
-/// the simple protocol here.)
+/// opened by an earlier `BEGIN`, the transaction's start is that earlier
+/// message's, at least a client round trip before, so the two differ. (On
+/// the extended protocol they differ even in an implicit transaction,
+/// because Bind starts the transaction and Execute restamps the statement;
+/// hence an SQL-level `PREPARE`, run with `EXECUTE` in a simple-protocol
+/// query, so the server still plans it only once.)
 ///
 /// Every refusal is an error raised by casting a marked text to `int4`, so
 /// nothing needs installing in the database. The operators are
-/// schema-qualified, so a user's `search_path` cannot shadow them.
+/// schema-qualified, so a user's `search_path` cannot shadow them. If user
+/// code deallocates the statement (`DEALLOCATE ALL`, `DISCARD ALL`), the
+/// next checkout's `EXECUTE` fails and the connection is replaced.
+pub(crate) fn prepare_session_switch(conn: &mut PgConnection) -> QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute(&format!(
+        "PREPARE {SWITCH_STATEMENT} (pg_catalog.text, pg_catalog.text) AS \
+         SELECT CASE \
+         WHEN pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() \
+         THEN CAST(E'{OPEN_TRANSACTION}: ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) \
+         WHEN s.v OPERATOR(pg_catalog.<>) $1 \
+         THEN CAST(E'{PATH_MISMATCH}: ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) \
+         WHEN pg_catalog.current_schema() IS DISTINCT FROM $2 \
+         THEN CAST(E'{SCHEMA_MISSING}: ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) \
+         ELSE 0 END \
+         FROM (SELECT pg_catalog.set_config('search_path', $1, false) AS v OFFSET 0) s"
+    ))
+}
+
+/// Writes into `out` (cleared first) the `EXECUTE` of the prepared switch
+/// for `path` and `first_schema`, sent as one simple-protocol query.
 pub(crate) fn write_session_switch(out: &mut String, path: &str, first_schema: &str) {
     out.clear();
-    out.push_str(
-        "SELECT CASE \
-         WHEN pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() \
-         THEN CAST(E'",
-    );
-    out.push_str(OPEN_TRANSACTION);
-    out.push_str(
-        ": ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) WHEN s.v OPERATOR(pg_catalog.<>) ",
-    );
+    out.push_str("EXECUTE ");
+    out.push_str(SWITCH_STATEMENT);
+    out.push('(');
     push_literal(out, path);
-    out.push_str(" THEN CAST(E'");
-    out.push_str(PATH_MISMATCH);
-    out.push_str(": ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) WHEN pg_catalog.current_schema() IS DISTINCT FROM ");
+    out.push_str(", ");
     push_literal(out, first_schema);
-    out.push_str(" THEN CAST(E'");
-    out.push_str(SCHEMA_MISSING);
-    out.push_str(
-        ": ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) ELSE 0 END \
-         FROM (SELECT pg_catalog.set_config('search_path', ",
-    );
-    push_literal(out, path);
-    out.push_str(", false) AS v OFFSET 0) s");
+    out.push(')');
 }
 
 /// Why the session switch refused a connection.
@@ -294,7 +305,8 @@ pub(crate) enum SessionRefusal {
     Failed(diesel::result::Error),
 }
 
-/// Runs a statement written by [`write_session_switch`]: one round trip.
+/// Runs a statement written by [`write_session_switch`] on a connection
+/// where [`prepare_session_switch`] ran: one round trip.
 pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(), SessionRefusal> {
     use diesel::connection::SimpleConnection;
     match conn.batch_execute(sql) {

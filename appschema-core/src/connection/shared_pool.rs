@@ -11,7 +11,9 @@ use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection};
 
 use super::error::ConnectionError;
-use super::search_path::{run_session_switch, write_session_switch, SearchPath, SessionRefusal};
+use super::search_path::{
+    prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
+};
 use crate::name::{PublicName, SchemaName};
 use crate::registry;
 
@@ -151,6 +153,7 @@ impl r2d2::ManageConnection for TenantManager {
         if !self.statement_cache {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
+        prepare_session_switch(&mut conn).map_err(ManagerError::Switch)?;
         Ok(conn)
     }
 
@@ -296,11 +299,16 @@ impl SharedPoolBuilder {
 /// holds, and that the tenant's schema exists); a connection whose switch
 /// fails is discarded and another tried.
 ///
-/// Limitation: a transaction opened with a raw `BEGIN` (not through
+/// A transaction opened with a raw `BEGIN` (not through
 /// `Connection::transaction`) and left open is invisible to diesel, so the
-/// connection comes back to the pool inside it, and the next checkout's
-/// switch runs inside that transaction, where a later `ROLLBACK` would undo
-/// it. Open transactions with `Connection::transaction`.
+/// connection comes back to the pool inside it. The switch would run inside
+/// that transaction, where a later `ROLLBACK` would undo it; so the switch
+/// statement also checks, in the same round trip, that it started its own
+/// transaction, and a connection found inside a transaction block is
+/// discarded (r2d2 then opens or tries another).
+///
+/// The switch is prepared once per connection (SQL `PREPARE`) and run as an
+/// `EXECUTE` on the simple query protocol, which that check needs.
 ///
 /// ```no_run
 /// use appschema_core::{SchemaName, connection::SharedPool};
