@@ -1,7 +1,14 @@
 //! Connection-mode benchmark: throughput of a primary-key select on an
 //! isolated table, 8 threads, each mode against a plain r2d2 baseline in the
-//! same run, rounds interleaved to spread noise; then backend memory growth
-//! with 1,000 tenants touched by one pooled connection.
+//! same run; then backend memory growth with 1,000 tenants touched by one
+//! pooled connection.
+//!
+//! Fairness: every mode holds exactly 8 backends (one per thread), every
+//! pool is filled and warmed (each connection has run the query on every
+//! tenant it will see) before timing, the statement cache is on everywhere,
+//! and the modes run in short interleaved rounds whose order rotates. Each
+//! round's ratio is taken against the baseline of the same round; the table
+//! gives the median ratio and its min/max over the rounds.
 //!
 //! `cargo run --release --example bench_connections` (about 2 minutes).
 
@@ -19,8 +26,8 @@ diesel::table! { items (id) { id -> Int8, marker -> Text } }
 
 const THREADS: u64 = 8;
 const TENANTS: usize = 50;
-const ROUNDS: usize = 5;
-const RUN: Duration = Duration::from_millis(1500);
+const ROUNDS: usize = 21;
+const RUN: Duration = Duration::from_millis(400);
 
 fn tenant(i: usize) -> SchemaName {
     SchemaName::new(format!("t{i}")).unwrap()
@@ -30,11 +37,14 @@ fn pk_select(conn: &mut PgConnection, id: i64) -> QueryResult<String> {
     items::table.find(id).select(items::marker).first(conn)
 }
 
-/// Runs `op(thread, k)` on 8 threads for RUN; returns operations per second.
-fn measure(op: Arc<dyn Fn(u64, u64) + Send + Sync>) -> f64 {
+type Op = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Runs `op(thread, k)` on `threads` threads for `run`; returns operations
+/// per second.
+fn measure(op: &Op, threads: u64, run: Duration) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
-    let threads: Vec<_> = (0..THREADS)
+    let handles: Vec<_> = (0..threads)
         .map(|t| {
             let (op, stop, done) = (op.clone(), stop.clone(), done.clone());
             std::thread::spawn(move || {
@@ -48,17 +58,59 @@ fn measure(op: Arc<dyn Fn(u64, u64) + Send + Sync>) -> f64 {
         })
         .collect();
     let start = Instant::now();
-    std::thread::sleep(RUN);
+    std::thread::sleep(run);
     stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
+    for h in handles {
+        h.join().unwrap();
     }
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+    v
+}
+
+/// Checks out all `n` connections of a pool at once (so every one exists)
+/// and runs `warm` on each.
+fn warm_all<C>(n: usize, get: impl Fn() -> C, warm: impl Fn(&mut C)) {
+    let mut held: Vec<C> = (0..n).map(|_| get()).collect();
+    for c in &mut held {
+        warm(c);
+    }
+}
+
+/// Runs `modes` in `ROUNDS` interleaved rounds on `threads` threads and
+/// prints each mode's median ops/s and its per-round time ratio against
+/// mode `baseline_of[i]`.
+fn run_modes(title: &str, modes: &[(&str, Op, usize)], threads: u64, run: Duration) {
+    // Untimed warm-up of every mode.
+    for (_, op, _) in modes {
+        measure(op, threads, Duration::from_millis(200));
+    }
+    let mut ops: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for round in 0..ROUNDS {
+        for j in 0..modes.len() {
+            let m = (j + round) % modes.len();
+            ops[m].push(measure(&modes[m].1, threads, run));
+        }
+    }
+    println!(
+        "\n### {title}: {threads} thread(s), median of {ROUNDS} interleaved rounds of {run:?}"
+    );
+    println!("| mode | ops/s (median) | time per op ÷ baseline, median | min | max | baseline |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for (i, (name, _, base)) in modes.iter().enumerate() {
+        let ratios = sorted((0..ROUNDS).map(|r| ops[*base][r] / ops[i][r]).collect());
+        let med = sorted(ops[i].clone())[ROUNDS / 2];
+        println!(
+            "| {name} | {med:.0} | {:.3}× | {:.3}× | {:.3}× | {} |",
+            ratios[ROUNDS / 2],
+            ratios[0],
+            ratios[ROUNDS - 1],
+            modes[*base].0
+        );
+    }
 }
 
 fn main() {
@@ -74,24 +126,48 @@ fn main() {
         ));
     }
     admin.batch_execute(&sql).unwrap();
+    admin.batch_execute("VACUUM ANALYZE").unwrap();
     let _ = server;
+    let n = THREADS as u32;
+    let id = |t: u64, k: u64| ((t * 7919 + k * 104_729) % 1000 + 1) as i64;
 
-    // Plain r2d2, default settings (SELECT 1 on every checkout); the path
-    // comes from the connection's start-up options, costing nothing per checkout.
+    // Plain r2d2, default checkout test (`SELECT 1`); the path comes from
+    // the connection's start-up options, costing nothing per checkout.
     let plain_url = format!("{url}&options=-c%20search_path%3Dt0");
     let plain = Pool::builder()
-        .max_size(THREADS as u32)
-        .build(ConnectionManager::<PgConnection>::new(plain_url))
+        .max_size(n)
+        .build(ConnectionManager::<PgConnection>::new(plain_url.clone()))
+        .unwrap();
+    // The floor: plain r2d2 with no checkout test (one round trip per op).
+    let untested = Pool::builder()
+        .max_size(n)
+        .test_on_check_out(false)
+        .build(ConnectionManager::<PgConnection>::new(plain_url.clone()))
         .unwrap();
     let shared = SharedPool::builder(url.clone())
-        .max_size(THREADS as u32)
+        .max_size(n)
         .build()
         .unwrap();
-    let per_tenant: Vec<_> = (0..8)
+    // Per-tenant pools holding 8 backends in all, like the others: one pool
+    // of one connection per tenant t0..t7, thread t on tenant t.
+    let per_tenant: Vec<_> = (0..THREADS as usize)
         .map(|i| {
             Pool::builder()
-                .max_size(THREADS as u32)
-                .min_idle(Some(1))
+                .max_size(1)
+                .connection_customizer(Box::new(TenantCustomizer::new(
+                    tenant(i),
+                    SearchPath::new(),
+                )))
+                .build(ConnectionManager::<PgConnection>::new(url.clone()))
+                .unwrap()
+        })
+        .collect();
+    // The previous run's setup, kept to show its cost: 8 pools of 8 (64
+    // backends), each checkout on pool (t + k) % 8.
+    let per_tenant_64: Vec<_> = (0..THREADS as usize)
+        .map(|i| {
+            Pool::builder()
+                .max_size(n)
                 .connection_customizer(Box::new(TenantCustomizer::new(
                     tenant(i),
                     SearchPath::new(),
@@ -101,102 +177,162 @@ fn main() {
         })
         .collect();
     let scoped = TransactionScopedPool::builder(url.clone())
-        .max_size(THREADS as u32)
+        .max_size(n)
         .prepared_statement_cache(true)
         .build()
         .unwrap();
     let tenants: Arc<Vec<SchemaName>> = Arc::new((0..TENANTS).map(tenant).collect());
     let t0 = tenant(0);
 
-    type Op = Arc<dyn Fn(u64, u64) + Send + Sync>;
-    let id = |t: u64, k: u64| ((t * 7919 + k * 104_729) % 1000 + 1) as i64;
-    let mut modes: Vec<(&str, Op)> = Vec::new();
-    {
-        let p = plain.clone();
-        modes.push((
-            "plain r2d2",
-            Arc::new(move |t, k| {
-                pk_select(&mut p.get().unwrap(), id(t, k)).unwrap();
-            }),
-        ));
-    }
-    {
-        let (p, t0) = (shared.clone(), t0.clone());
-        modes.push((
-            "shared, same tenant",
-            Arc::new(move |t, k| {
-                pk_select(&mut p.get_for(&t0).unwrap(), id(t, k)).unwrap();
-            }),
-        ));
-    }
-    {
-        let (p, ts) = (shared.clone(), tenants.clone());
-        modes.push((
-            "shared, other tenant each checkout",
-            Arc::new(move |t, k| {
-                let tenant = &ts[((t * 13 + k) % TENANTS as u64) as usize];
-                pk_select(&mut p.get_for(tenant).unwrap(), id(t, k)).unwrap();
-            }),
-        ));
-    }
-    {
-        let pools = per_tenant.clone();
-        modes.push((
-            "per-tenant pools (8 tenants)",
-            Arc::new(move |t, k| {
-                let p = &pools[((t + k) % 8) as usize];
-                pk_select(&mut p.get().unwrap(), id(t, k)).unwrap();
-            }),
-        ));
-    }
-    {
-        let p = plain.clone();
-        modes.push((
-            "plain r2d2, in a transaction",
-            Arc::new(move |t, k| {
-                p.get()
-                    .unwrap()
-                    .transaction(|c| pk_select(c, id(t, k)))
+    // Warm every connection on every tenant it will serve.
+    warm_all(
+        n as usize,
+        || plain.get().unwrap(),
+        |c| {
+            pk_select(c, 1).unwrap();
+        },
+    );
+    warm_all(
+        n as usize,
+        || untested.get().unwrap(),
+        |c| {
+            pk_select(c, 1).unwrap();
+        },
+    );
+    warm_all(
+        n as usize,
+        || shared.get_shared().unwrap(),
+        |c| {
+            for t in tenants.iter() {
+                c.batch_execute(&format!("SET search_path = {}", t.quoted()))
                     .unwrap();
-            }),
-        ));
+                pk_select(c, 1).unwrap();
+            }
+        },
+    );
+    for p in per_tenant.iter() {
+        pk_select(&mut p.get().unwrap(), 1).unwrap();
     }
-    {
-        let (p, t0) = (scoped.clone(), t0.clone());
-        modes.push((
-            "transaction-scoped",
-            Arc::new(move |t, k| {
-                p.transaction_for(&t0, |c| Ok::<_, ConnectionError>(pk_select(c, id(t, k))?))
-                    .unwrap();
-            }),
-        ));
-    }
-    // Warm-up: every mode once, briefly.
-    for (_, op) in &modes {
-        let op = op.clone();
-        let _ = measure(Arc::new(move |t, k| op(t, k)));
-    }
-    let mut results: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
-    for round in 0..ROUNDS {
-        // Rotate the order each round so no mode always runs first or last.
-        for j in 0..modes.len() {
-            let m = (j + round) % modes.len();
-            results[m].push(measure(modes[m].1.clone()));
-        }
-    }
-    let med: Vec<f64> = results.into_iter().map(median).collect();
-    println!("## Connections: {THREADS} threads, PK select, median of {ROUNDS} interleaved rounds of {RUN:?}");
-    println!("| mode | ops/s | time per op ÷ baseline | baseline |");
-    println!("|---|---:|---:|---|");
-    for (i, (name, _)) in modes.iter().enumerate() {
-        let base = if i >= 5 { 4 } else { 0 };
-        println!(
-            "| {name} | {:.0} | {:.3}× | {} |",
-            med[i],
-            med[base] / med[i],
-            modes[base].0
+    for p in per_tenant_64.iter() {
+        warm_all(
+            n as usize,
+            || p.get().unwrap(),
+            |c| {
+                pk_select(c, 1).unwrap();
+            },
         );
     }
+    warm_all(
+        n as usize,
+        || plain.get().unwrap(),
+        |c| {
+            c.transaction(|c| pk_select(c, 1)).unwrap();
+        },
+    );
+
+    let mut modes: Vec<(&str, Op, usize)> = Vec::new();
+    let p = plain.clone();
+    modes.push((
+        "plain r2d2",
+        Arc::new(move |t, k| {
+            pk_select(&mut p.get().unwrap(), id(t, k)).unwrap();
+        }),
+        0,
+    ));
+    let (p, t) = (shared.clone(), t0.clone());
+    modes.push((
+        "shared pool, same tenant",
+        Arc::new(move |tt, k| {
+            pk_select(&mut p.get_for(&t).unwrap(), id(tt, k)).unwrap();
+        }),
+        0,
+    ));
+    let (p, ts) = (shared.clone(), tenants.clone());
+    modes.push((
+        "shared pool, another tenant each checkout",
+        Arc::new(move |t, k| {
+            let tenant = &ts[((t * 13 + k) % TENANTS as u64) as usize];
+            pk_select(&mut p.get_for(tenant).unwrap(), id(t, k)).unwrap();
+        }),
+        0,
+    ));
+    let pools = per_tenant.clone();
+    modes.push((
+        "per-tenant pools (8 × 1 connection)",
+        Arc::new(move |t, k| {
+            pk_select(&mut pools[t as usize].get().unwrap(), id(t, k)).unwrap();
+        }),
+        0,
+    ));
+    let pools = per_tenant_64.clone();
+    modes.push((
+        "per-tenant pools, previous setup (8 × 8 connections, round robin)",
+        Arc::new(move |t, k| {
+            let p = &pools[((t + k) % 8) as usize];
+            pk_select(&mut p.get().unwrap(), id(t, k)).unwrap();
+        }),
+        0,
+    ));
+    let p = untested.clone();
+    modes.push((
+        "plain r2d2 without checkout test (floor)",
+        Arc::new(move |t, k| {
+            pk_select(&mut p.get().unwrap(), id(t, k)).unwrap();
+        }),
+        0,
+    ));
+    let p = plain.clone();
+    modes.push((
+        "plain r2d2, select inside a transaction",
+        Arc::new(move |t, k| {
+            p.get()
+                .unwrap()
+                .transaction(|c| pk_select(c, id(t, k)))
+                .unwrap();
+        }),
+        6,
+    ));
+    let (p, t) = (scoped.clone(), t0.clone());
+    modes.push((
+        "transaction-scoped",
+        Arc::new(move |tt, k| {
+            p.transaction_for(&t, |c| Ok::<_, ConnectionError>(pk_select(c, id(tt, k))?))
+                .unwrap();
+        }),
+        6,
+    ));
+    run_modes("PK select per checkout", &modes, THREADS, RUN);
+
+    // Checkout alone, one thread, one connection: the per-checkout cost
+    // without contention.
+    let one_plain = Pool::builder()
+        .max_size(1)
+        .build(ConnectionManager::<PgConnection>::new(plain_url))
+        .unwrap();
+    let one_shared = SharedPool::builder(url.clone())
+        .max_size(1)
+        .build()
+        .unwrap();
+    let mut checkout_modes: Vec<(&str, Op, usize)> = Vec::new();
+    let p = one_plain.clone();
+    checkout_modes.push((
+        "plain r2d2 checkout (`SELECT 1`)",
+        Arc::new(move |_, _| drop(p.get().unwrap())),
+        0,
+    ));
+    let (p, t) = (one_shared.clone(), t0.clone());
+    checkout_modes.push((
+        "shared pool checkout, same tenant",
+        Arc::new(move |_, _| drop(p.get_for(&t).unwrap())),
+        0,
+    ));
+    let (p, ts) = (one_shared.clone(), tenants.clone());
+    checkout_modes.push((
+        "shared pool checkout, another tenant",
+        Arc::new(move |_, k| drop(p.get_for(&ts[(k % TENANTS as u64) as usize]).unwrap())),
+        0,
+    ));
+    run_modes("Checkout only", &checkout_modes, 1, RUN);
 
     // Memory: one pooled connection touching 1,000 tenants.
     let mut sql = String::new();

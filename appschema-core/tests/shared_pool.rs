@@ -313,3 +313,59 @@ fn errors_name_the_tenant_and_are_distinct() {
     assert!(matches!(e, ConnectionError::DatabaseDown { .. }), "{e:?}");
     assert!(e.to_string().contains("t0"), "{e}");
 }
+
+/// Raw transaction-control statements a handler might leave open when it
+/// returns its connection (diesel does not see them).
+const LEFT_OPEN: [&str; 4] = [
+    "BEGIN",
+    "BEGIN; SELECT 1",
+    "START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    "BEGIN; INSERT INTO items VALUES (1000, 'written')",
+];
+
+#[test]
+fn a_raw_begin_left_open_never_lets_a_later_rollback_restore_the_previous_tenant() {
+    let (_db, pool) = setup(2);
+    for statement in LEFT_OPEN {
+        let first_pid = {
+            let mut conn = pool.get_for(&tenant(0)).unwrap();
+            conn.batch_execute(statement).unwrap();
+            backend_pid(&mut conn)
+        };
+        // The next checkout is for another tenant; its user rolls back
+        // "whatever was open" and reads.
+        let mut conn = pool.get_for(&tenant(1)).unwrap();
+        assert_on(&mut conn, "t1");
+        conn.batch_execute("ROLLBACK").unwrap();
+        assert_on(&mut conn, "t1");
+        assert_ne!(
+            backend_pid(&mut conn),
+            first_pid,
+            "a connection returned inside `{statement}` was handed out again"
+        );
+    }
+}
+
+#[test]
+fn ordinary_checkouts_keep_their_connection_so_the_open_transaction_check_has_no_false_alarms() {
+    let (_db, pool) = setup(3);
+    let pid = backend_pid(&mut pool.get_shared().unwrap());
+    for k in 0..300 {
+        let mut conn = pool.get_for(&tenant(k % 3)).unwrap();
+        assert_on(&mut conn, &format!("t{}", k % 3));
+        if k % 2 == 0 {
+            conn.transaction(|c| assert_on_ok(c, &format!("t{}", k % 3)))
+                .unwrap();
+        }
+        assert_eq!(
+            backend_pid(&mut conn),
+            pid,
+            "checkout {k} replaced the connection"
+        );
+    }
+}
+
+fn assert_on_ok(conn: &mut PgConnection, expected: &str) -> QueryResult<()> {
+    assert_on(conn, expected);
+    Ok(())
+}

@@ -71,6 +71,25 @@ impl SearchPath {
         out
     }
 
+    /// Writes into `out` (cleared first) the value [`for_tenant`] or, with
+    /// no tenant, [`shared_only`] returns, without allocating once `out` has
+    /// grown.
+    ///
+    /// [`for_tenant`]: SearchPath::for_tenant
+    /// [`shared_only`]: SearchPath::shared_only
+    pub(crate) fn write(&self, out: &mut String, tenant: Option<&SchemaName>) {
+        out.clear();
+        if let Some(t) = tenant {
+            push_quoted(out, t.as_str());
+            out.push_str(", ");
+        }
+        push_quoted(out, &self.shared);
+        for name in &self.extra {
+            out.push_str(", ");
+            push_quoted(out, name);
+        }
+    }
+
     /// The `search_path` value for shared-only work (no tenant).
     pub fn shared_only(&self) -> String {
         std::iter::once(&self.shared)
@@ -79,6 +98,18 @@ impl SearchPath {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// Appends `name` as a quoted identifier (what [`quote_ident`] returns).
+fn push_quoted(out: &mut String, name: &str) {
+    out.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// The shared and extra schemas are trusted configuration, not request data,
@@ -183,5 +214,121 @@ impl SwitchReport {
             return Err(Refusal::SchemaMissing);
         }
         Ok(())
+    }
+}
+
+/// Markers in the errors the session switch raises on purpose; the client
+/// recognises its own refusals by them.
+const OPEN_TRANSACTION: &str = "appschema: connection returned inside an open transaction block";
+const SCHEMA_MISSING: &str = "appschema: first schema of the path missing";
+const PATH_MISMATCH: &str = "appschema: server holds another search_path";
+
+/// Appends `s` to `out` as an `E'…'` literal, read the same whatever the
+/// session's `standard_conforming_strings`.
+fn push_literal(out: &mut String, s: &str) {
+    out.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
+/// The name under which [`prepare_session_switch`] prepares the switch on
+/// each connection of a [`SharedPool`](super::SharedPool).
+const SWITCH_STATEMENT: &str = "appschema_search_path_switch";
+
+/// Prepares, once per physical connection, the session-level switch that
+/// [`SharedPool`](super::SharedPool) executes as its checkout test: one
+/// statement that sets the path (`$1`), checks the server's report against
+/// it and the first schema (`$2`), and refuses a connection left inside a
+/// transaction block.
+///
+/// The open-transaction check: on the simple query protocol a statement that
+/// starts its own (implicit) transaction has `transaction_timestamp()` equal
+/// to `statement_timestamp()` to the microsecond, as PostgreSQL copies one
+/// into the other when the transaction starts. Inside a transaction block
+/// opened by an earlier `BEGIN`, the transaction's start is that earlier
+/// message's, at least a client round trip before, so the two differ. (On
+/// the extended protocol they differ even in an implicit transaction,
+/// because Bind starts the transaction and Execute restamps the statement;
+/// hence an SQL-level `PREPARE`, run with `EXECUTE` in a simple-protocol
+/// query, so the server still plans it only once.)
+///
+/// Every refusal is an error raised by casting a marked text to `int4`, so
+/// nothing needs installing in the database. The operators are
+/// schema-qualified, so a user's `search_path` cannot shadow them. If user
+/// code deallocates the statement (`DEALLOCATE ALL`, `DISCARD ALL`), the
+/// next checkout's `EXECUTE` fails and the connection is replaced.
+pub(crate) fn prepare_session_switch(conn: &mut PgConnection) -> QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute(&format!(
+        "PREPARE {SWITCH_STATEMENT} (pg_catalog.text, pg_catalog.text) AS \
+         SELECT CASE \
+         WHEN pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() \
+         THEN CAST(E'{OPEN_TRANSACTION}: ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) \
+         WHEN s.v OPERATOR(pg_catalog.<>) $1 \
+         THEN CAST(E'{PATH_MISMATCH}: ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) \
+         WHEN pg_catalog.current_schema() IS DISTINCT FROM $2 \
+         THEN CAST(E'{SCHEMA_MISSING}: ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) \
+         ELSE 0 END \
+         FROM (SELECT pg_catalog.set_config('search_path', $1, false) AS v OFFSET 0) s"
+    ))
+}
+
+/// Writes into `out` (cleared first) the `EXECUTE` of the prepared switch
+/// for `path` and `first_schema`, sent as one simple-protocol query.
+pub(crate) fn write_session_switch(out: &mut String, path: &str, first_schema: &str) {
+    out.clear();
+    out.push_str("EXECUTE ");
+    out.push_str(SWITCH_STATEMENT);
+    out.push('(');
+    push_literal(out, path);
+    out.push_str(", ");
+    push_literal(out, first_schema);
+    out.push(')');
+}
+
+/// Why the session switch refused a connection.
+#[derive(Debug)]
+pub(crate) enum SessionRefusal {
+    /// The path's first schema does not exist; the connection is fine (its
+    /// implicit transaction, and with it the `SET`, was rolled back).
+    SchemaMissing,
+    /// The connection must not be used again.
+    Broken(String),
+    /// The statement failed for another reason (dead connection, aborted
+    /// transaction, …); the connection must not be used again.
+    Failed(diesel::result::Error),
+}
+
+/// Runs a statement written by [`write_session_switch`] on a connection
+/// where [`prepare_session_switch`] ran: one round trip.
+pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(), SessionRefusal> {
+    use diesel::connection::SimpleConnection;
+    match conn.batch_execute(sql) {
+        Ok(()) => Ok(()),
+        Err(diesel::result::Error::DatabaseError(kind, info)) => {
+            let message = info.message();
+            if message.contains(SCHEMA_MISSING) {
+                Err(SessionRefusal::SchemaMissing)
+            } else if message.contains(OPEN_TRANSACTION) {
+                Err(SessionRefusal::Broken(
+                    "it was returned to the pool inside an open transaction block (a raw BEGIN \
+                     without COMMIT or ROLLBACK); use Connection::transaction"
+                        .to_string(),
+                ))
+            } else if message.contains(PATH_MISMATCH) {
+                Err(SessionRefusal::Broken(message.to_string()))
+            } else {
+                Err(SessionRefusal::Failed(
+                    diesel::result::Error::DatabaseError(kind, info),
+                ))
+            }
+        }
+        Err(e) => Err(SessionRefusal::Failed(e)),
     }
 }

@@ -11,7 +11,9 @@ use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection};
 
 use super::error::ConnectionError;
-use super::search_path::{run_switch, Refusal, SearchPath};
+use super::search_path::{
+    prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
+};
 use crate::name::{PublicName, SchemaName};
 use crate::registry;
 
@@ -19,12 +21,21 @@ use crate::registry;
 ///
 /// r2d2 runs `is_valid` on the thread calling `Pool::get`, for every
 /// connection it hands out when `test_on_check_out` is on (which
-/// [`SharedPool`] always turns on). The request is set on that thread just
-/// around `get` and cleared after, even on panic.
-#[derive(Debug)]
+/// [`SharedPool`] always turns on). The request is armed on that thread just
+/// around `get` and disarmed after, even on panic.
+///
+/// The buffers live as long as the thread, so a checkout allocates nothing:
+/// the path is written into `path`, and the switch statement is rebuilt only
+/// when the path differs from the previous checkout's on this thread.
+#[derive(Debug, Default)]
 struct Checkout {
+    armed: bool,
     path: String,
     first_schema: String,
+    /// The switch statement for `sql_path` / `sql_first`.
+    sql: String,
+    sql_path: String,
+    sql_first: String,
     outcome: Option<Outcome>,
 }
 
@@ -35,32 +46,51 @@ enum Outcome {
 }
 
 thread_local! {
-    static CHECKOUT: RefCell<Option<Checkout>> = const { RefCell::new(None) };
+    static CHECKOUT: RefCell<Checkout> = RefCell::new(Checkout::default());
 }
 
-/// Sets this thread's checkout request; clears it when dropped.
+/// Arms this thread's checkout request; disarms it when dropped.
 struct CheckoutScope;
 
 impl CheckoutScope {
-    fn enter(path: String, first_schema: String) -> CheckoutScope {
+    fn enter(path: &SearchPath, tenant: Option<&SchemaName>) -> CheckoutScope {
         CHECKOUT.with(|c| {
-            *c.borrow_mut() = Some(Checkout {
-                path,
-                first_schema,
-                outcome: None,
-            })
+            let c = &mut *c.borrow_mut();
+            path.write(&mut c.path, tenant);
+            c.first_schema.clear();
+            c.first_schema
+                .push_str(tenant.map_or(path.shared(), SchemaName::as_str));
+            if c.sql.is_empty() || c.sql_path != c.path || c.sql_first != c.first_schema {
+                write_session_switch(&mut c.sql, &c.path, &c.first_schema);
+                c.sql_path.clone_from(&c.path);
+                c.sql_first.clone_from(&c.first_schema);
+            }
+            c.armed = true;
+            c.outcome = None;
         });
         CheckoutScope
     }
 
     fn outcome(&self) -> Option<Outcome> {
-        CHECKOUT.with(|c| c.borrow().as_ref().and_then(|c| c.outcome))
+        CHECKOUT.with(|c| c.borrow().outcome)
+    }
+
+    /// The switch statement and first schema of this checkout.
+    fn request(&self) -> (String, String) {
+        CHECKOUT.with(|c| {
+            let c = c.borrow();
+            (c.sql.clone(), c.first_schema.clone())
+        })
     }
 }
 
 impl Drop for CheckoutScope {
     fn drop(&mut self) {
-        CHECKOUT.with(|c| *c.borrow_mut() = None);
+        CHECKOUT.with(|c| {
+            let mut c = c.borrow_mut();
+            c.armed = false;
+            c.outcome = None;
+        });
     }
 }
 
@@ -74,6 +104,18 @@ pub enum ManagerError {
     /// The switch ran but the server's report was wrong; the connection was
     /// discarded.
     Refused(String),
+}
+
+impl ManagerError {
+    fn from_refusal(refusal: SessionRefusal) -> ManagerError {
+        match refusal {
+            SessionRefusal::SchemaMissing => {
+                ManagerError::Refused("the path's first schema does not exist".to_string())
+            }
+            SessionRefusal::Broken(message) => ManagerError::Refused(message),
+            SessionRefusal::Failed(e) => ManagerError::Switch(e),
+        }
+    }
 }
 
 impl fmt::Display for ManagerError {
@@ -96,7 +138,9 @@ impl std::error::Error for ManagerError {}
 #[derive(Debug)]
 pub struct TenantManager {
     url: String,
-    path: SearchPath,
+    /// The switch to the shared-only path, for checkouts that did not go
+    /// through [`SharedPool`] (a plain `r2d2::Pool` of this manager).
+    shared_sql: String,
     statement_cache: bool,
 }
 
@@ -109,25 +153,28 @@ impl r2d2::ManageConnection for TenantManager {
         if !self.statement_cache {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
+        prepare_session_switch(&mut conn).map_err(ManagerError::Switch)?;
         Ok(conn)
     }
 
     fn is_valid(&self, conn: &mut PgConnection) -> Result<(), ManagerError> {
-        let (path, first) = CHECKOUT.with(|c| match c.borrow().as_ref() {
-            Some(req) => (req.path.clone(), req.first_schema.clone()),
-            None => (self.path.shared_only(), self.path.shared().to_string()),
+        let result = CHECKOUT.with(|c| {
+            let c = c.borrow();
+            c.armed.then(|| run_session_switch(conn, &c.sql))
         });
-        let report = run_switch(conn, &path, false).map_err(ManagerError::Switch)?;
-        let outcome = match report.check(&path, &first) {
-            Ok(()) => Outcome::Switched,
-            Err(Refusal::SchemaMissing) => Outcome::SchemaMissing,
-            Err(Refusal::Broken(message)) => return Err(ManagerError::Refused(message)),
-        };
-        CHECKOUT.with(|c| {
-            if let Some(req) = c.borrow_mut().as_mut() {
-                req.outcome = Some(outcome);
+        let result = match result {
+            Some(result) => result,
+            None => {
+                return run_session_switch(conn, &self.shared_sql)
+                    .map_err(ManagerError::from_refusal)
             }
-        });
+        };
+        let outcome = match result {
+            Ok(()) => Outcome::Switched,
+            Err(SessionRefusal::SchemaMissing) => Outcome::SchemaMissing,
+            Err(refusal) => return Err(ManagerError::from_refusal(refusal)),
+        };
+        CHECKOUT.with(|c| c.borrow_mut().outcome = Some(outcome));
         Ok(())
     }
 
@@ -207,9 +254,15 @@ impl SharedPoolBuilder {
     /// Builds the pool, opening `min_idle` connections (waiting up to the
     /// connection timeout for them).
     pub fn build(self) -> Result<SharedPool, ConnectionError> {
+        let mut shared_sql = String::new();
+        write_session_switch(
+            &mut shared_sql,
+            &self.path.shared_only(),
+            self.path.shared(),
+        );
         let manager = TenantManager {
             url: self.url,
-            path: self.path.clone(),
+            shared_sql,
             statement_cache: self.statement_cache,
         };
         let pool = r2d2::Pool::builder()
@@ -246,11 +299,16 @@ impl SharedPoolBuilder {
 /// holds, and that the tenant's schema exists); a connection whose switch
 /// fails is discarded and another tried.
 ///
-/// Limitation: a transaction opened with a raw `BEGIN` (not through
+/// A transaction opened with a raw `BEGIN` (not through
 /// `Connection::transaction`) and left open is invisible to diesel, so the
-/// connection comes back to the pool inside it, and the next checkout's
-/// switch runs inside that transaction, where a later `ROLLBACK` would undo
-/// it. Open transactions with `Connection::transaction`.
+/// connection comes back to the pool inside it. The switch would run inside
+/// that transaction, where a later `ROLLBACK` would undo it; so the switch
+/// statement also checks, in the same round trip, that it started its own
+/// transaction, and a connection found inside a transaction block is
+/// discarded (r2d2 then opens or tries another).
+///
+/// The switch is prepared once per connection (SQL `PREPARE`) and run as an
+/// `EXECUTE` on the simple query protocol, which that check needs.
 ///
 /// ```no_run
 /// use appschema_core::{SchemaName, connection::SharedPool};
@@ -328,41 +386,47 @@ impl SharedPool {
     }
 
     fn checkout(&self, tenant: Option<&SchemaName>) -> Result<TenantConnection, ConnectionError> {
-        let (path, first) = match tenant {
-            Some(t) => (self.path.for_tenant(t), t.as_str().to_string()),
-            None => (self.path.shared_only(), self.path.shared().to_string()),
-        };
-        let target = describe(tenant);
-        let scope = CheckoutScope::enter(path.clone(), first.clone());
-        let mut conn = self.pool.get().map_err(|e| self.classify(e, &target))?;
+        let scope = CheckoutScope::enter(&self.path, tenant);
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|e| self.classify(e, &describe(tenant)))?;
         let outcome = match scope.outcome() {
             Some(outcome) => outcome,
             // is_valid did not run for this checkout (it always does in r2d2
             // 0.8 with test_on_check_out): switch here rather than trust
             // whatever path the connection is on.
             None => {
-                let report = run_switch(&mut conn, &path, false).map_err(|source| {
-                    ConnectionError::Query {
-                        target: target.clone(),
-                        source,
-                    }
-                })?;
-                match report.check(&path, &first) {
+                let (sql, _) = scope.request();
+                match run_session_switch(&mut conn, &sql) {
                     Ok(()) => Outcome::Switched,
-                    Err(Refusal::SchemaMissing) => Outcome::SchemaMissing,
-                    Err(Refusal::Broken(message)) => {
-                        return Err(ConnectionError::SwitchFailed { target, message })
+                    Err(SessionRefusal::SchemaMissing) => Outcome::SchemaMissing,
+                    Err(SessionRefusal::Broken(message)) => {
+                        return Err(ConnectionError::SwitchFailed {
+                            target: describe(tenant),
+                            message,
+                        })
+                    }
+                    Err(SessionRefusal::Failed(source)) => {
+                        return Err(ConnectionError::Query {
+                            target: describe(tenant),
+                            source,
+                        })
                     }
                 }
             }
         };
+        let first = match outcome {
+            Outcome::Switched => None,
+            Outcome::SchemaMissing => Some(scope.request().1),
+        };
         drop(scope);
-        match outcome {
-            Outcome::Switched => Ok(TenantConnection {
+        match first {
+            None => Ok(TenantConnection {
                 conn,
                 tenant: tenant.cloned(),
             }),
-            Outcome::SchemaMissing => Err(ConnectionError::SchemaMissing { schema: first }),
+            Some(schema) => Err(ConnectionError::SchemaMissing { schema }),
         }
     }
 
