@@ -11,16 +11,23 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod build;
 pub mod connection;
+pub mod migrate;
+pub mod migration;
 mod name;
 pub mod registry;
 pub mod resolve;
+pub mod schema_source;
 mod scope;
+pub mod sql;
 
 pub use connection::{
     ConnectionError, SearchPath, SharedPool, TenantConnection, TenantCustomizer,
     TransactionScopedPool,
 };
+pub use migrate::{migrate_schema_in_transaction, MigrateError, Migrator};
+pub use migration::{MigrationSet, PlanError, PlanErrors};
 pub use name::{
     quote_ident, NameError, PublicName, SchemaName, MAX_IDENTIFIER_BYTES, MAX_PUBLIC_NAME_BYTES,
     RESERVED_PREFIX,
