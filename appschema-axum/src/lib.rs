@@ -6,7 +6,11 @@
 //! [`CurrentTenant`] in the request's extensions; unknown hosts get `404`,
 //! malformed ones `400`, and a registry that cannot be read `503`, before any
 //! handler runs, so no handler ever runs without a tenant (and never on the
-//! shared schema by accident). Handlers take [`CurrentTenant`] as an extractor.
+//! shared schema by accident). Handlers take [`CurrentTenant`] as an extractor
+//! and run their diesel work with [`CurrentTenant::run`] (or
+//! [`run_for_tenant`]): on a connection checked out of a
+//! [`SharedPool`](appschema_core::SharedPool) on the tenant's `search_path`,
+//! on tokio's blocking threads.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -28,6 +32,10 @@
 //! # }
 //! ```
 #![warn(missing_docs)]
+
+mod db;
+
+pub use db::{run_for_tenant, TenantDbError};
 
 use std::future::Future;
 use std::pin::Pin;
