@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod name;
+pub mod provision;
 pub mod registry;
 mod scope;
 
