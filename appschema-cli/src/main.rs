@@ -1,14 +1,399 @@
 //! `appschema-cli`: migrate every tenant schema, create and drop tenants.
+//!
+//! Configuration, strongest first: flags, `DATABASE_URL` (for the URL), then
+//! `appschema.toml` in the working directory (`database_url`,
+//! `migrations_dir`, `schema_files`), then the defaults (`migrations`,
+//! `src/schema.rs`).
 
-use clap::Parser;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use appschema_core::migrate::{Event, Migrator};
+use appschema_core::migration::MigrationSet;
+use appschema_core::{PublicName, Scope};
+use clap::{Parser, Subcommand};
 
 /// Schema-per-tenant multi-tenancy for Diesel on PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "appschema-cli", version, about)]
-struct Cli {}
+struct Cli {
+    /// The database (else `DATABASE_URL`, else `database_url` in appschema.toml).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// The diesel migrations directory [default: migrations].
+    #[arg(long, global = true)]
+    migrations_dir: Option<PathBuf>,
+    /// A schema source file with `#[appschema::shared]`/`#[appschema::isolated]`
+    /// modules; repeatable [default: src/schema.rs].
+    #[arg(long = "schema-file", global = true)]
+    schema_files: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    Cli::parse();
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Applies pending migrations: appschema's own tables, then shared and
+    /// isolated migrations in timeline order, to every tenant schema.
+    Migrate {
+        /// Parallel workers for tenant schemas [default: number of CPUs].
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Only this tenant (any of its public names); repeatable.
+        #[arg(long = "tenant", value_name = "PUBLIC_NAME")]
+        tenants: Vec<String>,
+        /// Prints the plan (each migration and its schemas, in order) without applying it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Shows each schema's applied and pending migrations, behind-head first.
+    Status {
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manages migration directories.
+    Migration {
+        #[command(subcommand)]
+        command: MigrationCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrationCommand {
+    /// Creates `<migrations-dir>/<timestamp>_<NAME>/` with up.sql, down.sql
+    /// and a metadata.toml declaring the scope.
+    Generate {
+        /// The migration's name (letters, digits, `_`).
+        name: String,
+        /// Where it runs.
+        #[arg(long, value_parser = ["shared", "isolated"])]
+        scope: String,
+    },
+}
+
+/// `appschema.toml`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database_url: Option<String>,
+    migrations_dir: Option<PathBuf>,
+    schema_files: Option<Vec<PathBuf>>,
+}
+
+struct Config {
+    database_url: Option<String>,
+    migrations_dir: PathBuf,
+    schema_files: Vec<PathBuf>,
+}
+
+impl Config {
+    fn resolve(cli: &Cli) -> Result<Config> {
+        let path = Path::new("appschema.toml");
+        let file: FileConfig = if path.is_file() {
+            let text = std::fs::read_to_string(path).context("failed to read `appschema.toml`")?;
+            toml::from_str(&text).context("invalid `appschema.toml`")?
+        } else {
+            FileConfig::default()
+        };
+        Ok(Config {
+            database_url: cli.database_url.clone().or(file.database_url),
+            migrations_dir: cli
+                .migrations_dir
+                .clone()
+                .or(file.migrations_dir)
+                .unwrap_or_else(|| "migrations".into()),
+            schema_files: if cli.schema_files.is_empty() {
+                file.schema_files
+                    .unwrap_or_else(|| vec!["src/schema.rs".into()])
+            } else {
+                cli.schema_files.clone()
+            },
+        })
+    }
+
+    fn database_url(&self) -> Result<&str> {
+        self.database_url.as_deref().context(
+            "no database given: pass --database-url, set DATABASE_URL, or add database_url to appschema.toml",
+        )
+    }
+
+    fn migrations(&self) -> Result<MigrationSet> {
+        if !self.migrations_dir.is_dir() {
+            bail!(
+                "migrations directory `{}` does not exist: pass --migrations-dir or create it",
+                self.migrations_dir.display()
+            );
+        }
+        for file in &self.schema_files {
+            if !file.is_file() {
+                bail!(
+                    "schema file `{}` does not exist: pass --schema-file with the file holding your marked `table!` modules",
+                    file.display()
+                );
+            }
+        }
+        let base = std::env::current_dir().context("cannot read the working directory")?;
+        MigrationSet::load_with_schema_files(&self.migrations_dir, &self.schema_files, &base)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("the migrations were refused before anything ran")
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let config = Config::resolve(&cli)?;
+    match cli.command {
+        Command::Migrate {
+            jobs,
+            tenants,
+            dry_run,
+        } => migrate(&config, jobs, &tenants, dry_run),
+        Command::Status { json } => status(&config, json),
+        Command::Migration {
+            command: MigrationCommand::Generate { name, scope },
+        } => generate(&config, &name, &scope),
+    }
+}
+
+fn migrator(config: &Config, jobs: Option<usize>, tenants: &[String]) -> Result<Migrator> {
+    let mut m = Migrator::new(config.database_url()?);
+    if let Some(j) = jobs {
+        if j == 0 {
+            bail!("--jobs must be at least 1");
+        }
+        m = m.jobs(j);
+    }
+    if !tenants.is_empty() {
+        let names = tenants
+            .iter()
+            .map(|t| PublicName::new(t).with_context(|| format!("invalid --tenant `{t}`")))
+            .collect::<Result<Vec<_>>>()?;
+        m = m.only_tenants(names);
+    }
+    Ok(m)
+}
+
+fn migrate(
+    config: &Config,
+    jobs: Option<usize>,
+    tenants: &[String],
+    dry_run: bool,
+) -> Result<ExitCode> {
+    let set = config.migrations()?;
+    let migrator = migrator(config, jobs, tenants)?;
+    if dry_run {
+        let plan = migrator.plan(&set).context("cannot read what is pending")?;
+        if plan.is_empty() {
+            println!("nothing to apply");
+        }
+        for (i, step) in plan.iter().enumerate() {
+            let shown: Vec<&str> = step.schemas.iter().take(10).map(String::as_str).collect();
+            let more = step.schemas.len().saturating_sub(shown.len());
+            println!(
+                "{}. {} ({}) -> {} schema(s): {}{}",
+                i + 1,
+                step.migration,
+                step.scope,
+                step.schemas.len(),
+                shown.join(", "),
+                if more > 0 {
+                    format!(", … and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let terminal = std::io::stderr().is_terminal();
+    let bar: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+    let failures = Mutex::new(0usize);
+    let on_event = |e: Event| {
+        let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
+        match e {
+            Event::StepStarted {
+                scope,
+                migrations,
+                schemas,
+            } => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                let what = format!("{scope} {}", migrations.join(", "));
+                if terminal {
+                    let b = indicatif::ProgressBar::new(schemas as u64);
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{msg} [{bar:30}] {pos}/{len} schemas {elapsed}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    b.set_message(what);
+                    *bar = Some(b);
+                } else {
+                    eprintln!("applying {what} to {schemas} schema(s)");
+                }
+            }
+            Event::SchemaDone { .. } => {
+                if let Some(b) = bar.as_ref() {
+                    b.inc(1);
+                }
+            }
+            Event::SchemaFailed(f) => {
+                *failures.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                match bar.as_ref() {
+                    Some(b) => {
+                        b.inc(1);
+                        b.println(format!("failed: {f}"));
+                    }
+                    None => eprintln!("failed: {f}"),
+                }
+            }
+            Event::Waiting { schema } => {
+                let line = format!(
+                    "waiting: another migrate run holds the lock of schema `{schema}`; continuing when it finishes"
+                );
+                match bar.as_ref() {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+            _ => {}
+        }
+    };
+    let report = migrator
+        .migrate(&set, &on_event)
+        .context("migrate could not run")?;
+    if let Some(b) = bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        b.finish_and_clear();
+    }
+    println!(
+        "{} schema(s) migrated, {} migration(s) applied, {} failure(s) in {:.2}s",
+        report.schemas_migrated,
+        report.migrations_applied,
+        report.failures.len(),
+        report.elapsed.as_secs_f64()
+    );
+    if report.is_success() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for f in &report.failures {
+        eprintln!("error: {f}");
+    }
+    if report.steps_skipped > 0 {
+        eprintln!(
+            "{} later step(s) not started: fix the failures above and run `appschema-cli migrate` again",
+            report.steps_skipped
+        );
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+fn status(config: &Config, json: bool) -> Result<ExitCode> {
+    let set = config.migrations()?;
+    let statuses = migrator(config, None, &[])?
+        .status(&set)
+        .context("cannot read the schemas' migrations")?;
+    if json {
+        let value: Vec<serde_json::Value> = statuses
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "schema": s.schema,
+                    "tenant": s.tenant,
+                    "scope": s.scope.as_str(),
+                    "applied": s.applied,
+                    "pending": s.pending,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for s in &statuses {
+        let who = s
+            .tenant
+            .as_deref()
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default();
+        let state = if s.pending.is_empty() {
+            "up to date".to_string()
+        } else {
+            format!("{} pending: {}", s.pending.len(), s.pending.join(", "))
+        };
+        println!(
+            "{} {}{who}: {} applied, {state}",
+            s.scope,
+            s.schema,
+            s.applied.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate(config: &Config, name: &str, scope: &str) -> Result<ExitCode> {
+    let scope: Scope = scope.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        bail!("migration name `{name}` must be letters, digits and `_`");
+    }
+    let dir = config
+        .migrations_dir
+        .join(format!("{}_{name}", timestamp()));
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("failed to create `{}`", dir.display()))?;
+    for (file, text) in [
+        ("up.sql", "-- Your SQL goes here\n".to_string()),
+        (
+            "down.sql",
+            "-- This file should undo anything in `up.sql`\n".to_string(),
+        ),
+        ("metadata.toml", format!("appschema_scope = \"{scope}\"\n")),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, text)
+            .with_context(|| format!("failed to write `{}`", path.display()))?;
+    }
+    println!("created {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// diesel's version format, UTC: `YYYY-MM-DD-HHMMSS`.
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -18,5 +403,12 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn timestamps_have_diesels_format() {
+        let t = super::timestamp();
+        assert_eq!(t.len(), 17, "{t}");
+        assert!(t.starts_with("20"), "{t}");
     }
 }

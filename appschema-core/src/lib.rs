@@ -11,11 +11,18 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod build;
+pub mod migrate;
+pub mod migration;
 mod name;
 pub mod provision;
 pub mod registry;
+pub mod schema_source;
 mod scope;
+pub mod sql;
 
+pub use migrate::{migrate_schema_in_transaction, MigrateError, Migrator};
+pub use migration::{MigrationSet, PlanError, PlanErrors};
 pub use name::{
     quote_ident, NameError, PublicName, SchemaName, MAX_IDENTIFIER_BYTES, MAX_PUBLIC_NAME_BYTES,
     RESERVED_PREFIX,

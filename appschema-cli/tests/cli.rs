@@ -1,0 +1,277 @@
+//! The real `appschema-cli` binary in a temp project against a real database.
+
+use std::path::Path;
+
+use appschema_tempdb::TestDb;
+use assert_cmd::Command;
+use diesel::connection::SimpleConnection;
+
+const SCHEMA: &str = r#"
+#[appschema::shared]
+pub mod shared { diesel::table! { public.plans (id) { id -> Int8 } } }
+#[appschema::isolated]
+pub mod tenant { diesel::table! { orders (id) { id -> Int8 } } }
+"#;
+
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/schema.rs"), SCHEMA).unwrap();
+    migration(
+        dir.path(),
+        "2024-01-01-000000_plans",
+        "CREATE TABLE public.plans (id bigserial PRIMARY KEY);",
+    );
+    migration(
+        dir.path(),
+        "2024-01-02-000000_orders",
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, plan_id bigint REFERENCES public.plans (id));",
+    );
+    dir
+}
+
+fn migration(root: &Path, name: &str, up: &str) {
+    let d = root.join("migrations").join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("up.sql"), up).unwrap();
+    std::fs::write(d.join("down.sql"), "").unwrap();
+}
+
+fn cli(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("appschema-cli").unwrap();
+    c.current_dir(dir).env_remove("DATABASE_URL");
+    c
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(c: &mut Command) -> Out {
+    let o = c.output().unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn add_tenants(db: &TestDb, n: usize) {
+    let mut conn = db.conn();
+    appschema_core::registry::install(&mut conn).unwrap();
+    for i in 0..n {
+        conn.batch_execute(&format!(
+            "CREATE SCHEMA t{i}; INSERT INTO appschema_tenants (public_name, schema_name) VALUES ('t{i}.example.com', 't{i}');
+             INSERT INTO appschema_public_names (public_name, tenant_id, is_primary)
+               SELECT 't{i}.example.com', id, true FROM appschema_tenants WHERE schema_name = 't{i}';"
+        ))
+        .unwrap();
+    }
+}
+
+#[test]
+fn migrate_on_a_fresh_database_installs_the_registry_and_applies_everything() {
+    let db = TestDb::new();
+    let dir = project();
+    let out = run(cli(dir.path()).args(["migrate", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("1 schema(s) migrated, 1 migration(s) applied, 0 failure(s)"),
+        "{}",
+        out.stdout
+    );
+    // Plain lines when not on a terminal.
+    assert!(
+        out.stderr
+            .contains("applying shared 2024-01-01-000000_plans to 1 schema(s)"),
+        "{}",
+        out.stderr
+    );
+
+    add_tenants(&db, 3);
+    let out = run(cli(dir.path()).args(["migrate", "--dry-run", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout.trim(),
+        "1. 2024-01-02-000000_orders (isolated) -> 3 schema(s): t0, t1, t2"
+    );
+    // status: tenants behind head first, JSON too.
+    let out = run(cli(dir.path())
+        .args(["status", "--json"])
+        .env("DATABASE_URL", db.url()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v[0]["pending"][0], "2024-01-02-000000_orders");
+    assert_eq!(v[3]["schema"], "public");
+
+    // appschema.toml supplies the URL.
+    std::fs::write(
+        dir.path().join("appschema.toml"),
+        format!("database_url = {:?}\n", db.url()),
+    )
+    .unwrap();
+    let out = run(cli(dir.path()).args(["migrate", "--jobs", "2", "--tenant", "t1.example.com"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("1 schema(s) migrated, 1 migration(s) applied"),
+        "{}",
+        out.stdout
+    );
+    let out = run(cli(dir.path()).args(["migrate"]));
+    assert!(
+        out.stdout
+            .contains("2 schema(s) migrated, 2 migration(s) applied"),
+        "{}",
+        out.stdout
+    );
+    let out = run(cli(dir.path()).args(["status"]));
+    assert!(
+        out.stdout
+            .contains("isolated t0 (t0.example.com): 1 applied, up to date"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_failing_tenant_gives_a_non_zero_exit_naming_schema_migration_and_message() {
+    let db = TestDb::new();
+    let dir = project();
+    add_tenants(&db, 2);
+    db.conn()
+        .batch_execute("CREATE TABLE t1.orders (id int)")
+        .unwrap();
+    let out = run(cli(dir.path()).args(["migrate", "--database-url", db.url()]));
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("error: schema `t1`, migration 2024-01-02-000000_orders: relation \"orders\" already exists"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("1 failure(s)"), "{}", out.stdout);
+}
+
+#[test]
+fn a_run_killed_midway_is_resumed_by_the_next_run() {
+    let db = TestDb::new();
+    let dir = project();
+    add_tenants(&db, 20);
+    migration(
+        dir.path(),
+        "2024-01-03-000000_slow",
+        "ALTER TABLE orders ADD COLUMN x int; SELECT pg_sleep(0.1);",
+    );
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("appschema-cli"))
+        .current_dir(dir.path())
+        .args(["migrate", "--jobs", "1", "--database-url", db.url()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run(cli(dir.path()).args(["status", "--json", "--database-url", db.url()]));
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let behind = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["pending"].as_array().unwrap().is_empty())
+        .count();
+    assert!(
+        behind > 0,
+        "the run was killed before finishing: {}",
+        out.stdout
+    );
+    let out = run(cli(dir.path()).args(["migrate", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = run(cli(dir.path()).args(["status", "--json", "--database-url", db.url()]));
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["pending"].as_array().unwrap().is_empty()),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
+    let dir = project();
+    let out = run(cli(dir.path()).args([
+        "migrate",
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/none",
+    ]));
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .starts_with("error: migrate could not run: cannot connect to the database"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run(cli(dir.path()).args(["migrate"]));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no database given"), "{}", out.stderr);
+
+    let out =
+        run(cli(dir.path()).args(["status", "--migrations-dir", "nope", "--database-url", "x"]));
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: migrations directory `nope` does not exist: pass --migrations-dir or create it"
+    );
+
+    std::fs::create_dir_all(dir.path().join("migrations/garbage")).unwrap();
+    let out = run(cli(dir.path()).args(["migrate", "--database-url", "x"]));
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("the migrations were refused before anything ran"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("garbage` is not a migration"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run(cli(dir.path()).args(["migrate", "--frobnicate"]));
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("unexpected argument '--frobnicate'"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"));
+}
+
+#[test]
+fn migration_generate_creates_a_diesel_directory_with_the_scope_declared() {
+    let dir = project();
+    let out =
+        run(cli(dir.path()).args(["migration", "generate", "add_notes", "--scope", "isolated"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let created: Vec<_> = std::fs::read_dir(dir.path().join("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("_add_notes"))
+        .collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(created[0].join("metadata.toml")).unwrap(),
+        "appschema_scope = \"isolated\"\n"
+    );
+    assert!(created[0].join("up.sql").is_file() && created[0].join("down.sql").is_file());
+    let out = run(cli(dir.path()).args(["migration", "generate", "x", "--scope", "both"]));
+    assert_eq!(out.code, 2);
+}

@@ -1,0 +1,556 @@
+//! The planner: a diesel-style migrations directory plus the scope of every
+//! table becomes a [`MigrationSet`]: migrations in version order, each with
+//! its scope, checked before anything runs.
+//!
+//! A migration is `<version>_<name>/up.sql` (+ `down.sql`, optional
+//! `metadata.toml`), as diesel writes them. Its scope is decided from the
+//! tables its `up.sql` touches ([`crate::sql`]) and how those tables are
+//! marked ([`TableScopes`]); `appschema_scope = "shared"` or `"isolated"` in
+//! `metadata.toml` declares it and wins over detection. diesel's
+//! `run_in_transaction = false` is honoured.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::schema_source::TableScopes;
+use crate::sql::{self, TableRef};
+use crate::Scope;
+
+/// One migration: version, scope, SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    version: Cow<'static, str>,
+    name: Cow<'static, str>,
+    scope: Scope,
+    run_in_transaction: bool,
+    up_sql: Cow<'static, str>,
+    down_sql: Option<Cow<'static, str>>,
+}
+
+impl Migration {
+    /// The version diesel records: the directory name up to the first `_`,
+    /// dashes removed.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+    /// The directory name (`<version>_<name>`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Where it runs.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+    /// Whether it runs in a transaction with its tracking row (diesel's
+    /// `run_in_transaction`, default `true`).
+    pub fn run_in_transaction(&self) -> bool {
+        self.run_in_transaction
+    }
+    /// The `up.sql` text.
+    pub fn up_sql(&self) -> &str {
+        &self.up_sql
+    }
+    /// The `down.sql` text, when present.
+    pub fn down_sql(&self) -> Option<&str> {
+        self.down_sql.as_deref()
+    }
+}
+
+/// A migration as embedded by the build step: `(version, name, scope,
+/// run_in_transaction, up_sql, down_sql)`. Generated code only; build a
+/// [`MigrationSet`] from it with [`MigrationSet::from_embedded`].
+pub type EmbeddedMigration = (
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static str,
+    Option<&'static str>,
+);
+
+/// The application's migrations in version order, each with its scope:
+/// the one timeline both scopes follow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationSet {
+    migrations: Vec<Migration>,
+}
+
+/// One step of the timeline: a shared migration, or a run of consecutive
+/// isolated migrations that every tenant schema applies before the next
+/// shared migration starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// Runs once, in the shared schema.
+    Shared(&'a Migration),
+    /// Runs in every tenant schema, in order.
+    Isolated(&'a [Migration]),
+}
+
+impl MigrationSet {
+    /// Reads and plans `dir` (diesel's layout) against the table markings.
+    /// Every problem found is reported at once, before anything runs.
+    pub fn load(dir: &Path, tables: &TableScopes) -> Result<MigrationSet, PlanErrors> {
+        let sources = read_dir(dir).map_err(|e| PlanErrors(vec![e]))?;
+        plan(sources, tables)
+    }
+
+    /// Reads the schema files and plans `dir`: what the CLI and the build
+    /// step do. `base_dir` resolves the markings' `file = "…"` paths.
+    pub fn load_with_schema_files(
+        dir: &Path,
+        schema_files: &[PathBuf],
+        base_dir: &Path,
+    ) -> Result<MigrationSet, PlanErrors> {
+        let tables = TableScopes::from_files(schema_files, base_dir)
+            .map_err(|e| PlanErrors(vec![PlanError::SchemaSource(e)]))?;
+        MigrationSet::load(dir, &tables)
+    }
+
+    /// The set the build step embedded (see `include_migrations!`). Already
+    /// planned at build time.
+    ///
+    /// # Panics
+    /// On a scope other than `shared`/`isolated`, which generated code never holds.
+    pub fn from_embedded(items: &'static [EmbeddedMigration]) -> MigrationSet {
+        let migrations = items
+            .iter()
+            .map(
+                |&(version, name, scope, run_in_transaction, up, down)| Migration {
+                    version: Cow::Borrowed(version),
+                    name: Cow::Borrowed(name),
+                    scope: scope.parse().expect("generated code holds a valid scope"),
+                    run_in_transaction,
+                    up_sql: Cow::Borrowed(up),
+                    down_sql: down.map(Cow::Borrowed),
+                },
+            )
+            .collect();
+        MigrationSet { migrations }
+    }
+
+    /// Builds a set from migrations given in code; they are sorted by
+    /// version. `(version, scope, up_sql)`; no planning is done.
+    pub fn from_parts<I, S>(parts: I) -> MigrationSet
+    where
+        I: IntoIterator<Item = (S, Scope, S)>,
+        S: Into<String>,
+    {
+        let mut migrations: Vec<Migration> = parts
+            .into_iter()
+            .map(|(version, scope, up)| {
+                let version = version.into();
+                Migration {
+                    name: Cow::Owned(version.clone()),
+                    version: Cow::Owned(version),
+                    scope,
+                    run_in_transaction: true,
+                    up_sql: Cow::Owned(up.into()),
+                    down_sql: None,
+                }
+            })
+            .collect();
+        migrations.sort_by(|a, b| a.version.cmp(&b.version));
+        MigrationSet { migrations }
+    }
+
+    /// Every migration, in version order.
+    pub fn migrations(&self) -> &[Migration] {
+        &self.migrations
+    }
+
+    /// The isolated migrations, in version order: what a new tenant schema applies.
+    pub fn isolated(&self) -> impl Iterator<Item = &Migration> {
+        self.migrations
+            .iter()
+            .filter(|m| m.scope == Scope::Isolated)
+    }
+
+    /// The shared migrations, in version order.
+    pub fn shared(&self) -> impl Iterator<Item = &Migration> {
+        self.migrations.iter().filter(|m| m.scope == Scope::Shared)
+    }
+
+    /// The version of the last isolated migration: a tenant schema that has
+    /// applied every isolated migration is "at head".
+    pub fn isolated_head(&self) -> Option<&str> {
+        self.isolated().last().map(Migration::version)
+    }
+
+    /// The timeline as steps (see [`Step`]).
+    pub fn steps(&self) -> Vec<Step<'_>> {
+        let mut steps = Vec::new();
+        let mut i = 0;
+        while i < self.migrations.len() {
+            if self.migrations[i].scope == Scope::Shared {
+                steps.push(Step::Shared(&self.migrations[i]));
+                i += 1;
+            } else {
+                let start = i;
+                while i < self.migrations.len() && self.migrations[i].scope == Scope::Isolated {
+                    i += 1;
+                }
+                steps.push(Step::Isolated(&self.migrations[start..i]));
+            }
+        }
+        steps
+    }
+
+    /// Writes the Rust expression the build step embeds: a
+    /// `&[EmbeddedMigration]` literal.
+    pub fn to_rust_literal(&self) -> String {
+        let mut out = String::from("&[\n");
+        for m in &self.migrations {
+            out.push_str(&format!(
+                "    ({:?}, {:?}, {:?}, {}, {:?}, {}),\n",
+                m.version,
+                m.name,
+                m.scope.as_str(),
+                m.run_in_transaction,
+                m.up_sql,
+                match &m.down_sql {
+                    Some(d) => format!("Some({d:?})"),
+                    None => "None".to_string(),
+                }
+            ));
+        }
+        out.push(']');
+        out
+    }
+}
+
+/// A problem the planner found, naming the migration's path and the tables.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The migrations directory or one of its files cannot be read.
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An entry of the migrations directory is not a diesel migration.
+    #[error("`{path}` is not a migration: {why}")]
+    Malformed {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong, and the expected form.
+        why: String,
+    },
+    /// Two migrations have the same version.
+    #[error("`{path}` and `{other}` have the same version {version}: give one a new version")]
+    DuplicateVersion {
+        /// One migration.
+        path: PathBuf,
+        /// The other.
+        other: PathBuf,
+        /// The version.
+        version: String,
+    },
+    /// `up.sql` does not parse.
+    #[error("`{path}` does not parse: {message}")]
+    Unparsable {
+        /// The `up.sql` file.
+        path: PathBuf,
+        /// PostgreSQL's parser's message.
+        message: String,
+    },
+    /// The migration touches shared and isolated tables.
+    #[error(
+        "`{path}` touches shared tables ({shared}) and isolated tables ({isolated}): \
+         split it into one shared and one isolated migration"
+    )]
+    MixedScopes {
+        /// The migration directory.
+        path: PathBuf,
+        /// The shared tables it touches.
+        shared: String,
+        /// The isolated tables it touches.
+        isolated: String,
+    },
+    /// The scope cannot be decided from the tables touched.
+    #[error(
+        "cannot decide the scope of `{path}`: {why}; declare it with \
+         `appschema_scope = \"shared\"` or `appschema_scope = \"isolated\"` in its metadata.toml"
+    )]
+    Undecidable {
+        /// The migration directory.
+        path: PathBuf,
+        /// What it touches.
+        why: String,
+    },
+    /// A shared table references an isolated one.
+    #[error(
+        "`{path}` adds a foreign key from shared table `{from}` to isolated table `{to}`: \
+         a shared row cannot point into one tenant's schema; reference shared tables only \
+         (isolated -> shared is fine)"
+    )]
+    SharedToIsolatedForeignKey {
+        /// The migration directory.
+        path: PathBuf,
+        /// The referencing (shared) table.
+        from: String,
+        /// The referenced (isolated) table.
+        to: String,
+    },
+    /// `metadata.toml` is invalid.
+    #[error("`{path}`: {message}")]
+    Metadata {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The schema source could not be read (or marks a table in both scopes).
+    #[error(transparent)]
+    SchemaSource(#[from] crate::schema_source::SchemaSourceError),
+}
+
+/// Every problem the planner found.
+#[derive(Debug)]
+pub struct PlanErrors(pub Vec<PlanError>);
+
+impl fmt::Display for PlanErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                write!(f, "{} problems in the migrations:", many.len())?;
+                for e in many {
+                    write!(f, "\n  - {e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for PlanErrors {}
+
+/// A migration directory as read from disk, before planning.
+struct Source {
+    dir: PathBuf,
+    version: String,
+    name: String,
+    up: String,
+    down: Option<String>,
+    declared: Option<Scope>,
+    run_in_transaction: bool,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PlanError + '_ {
+    move |source| PlanError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<Result<Source, PlanError>>, PlanError> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io(dir))?;
+    entries.sort();
+    Ok(entries
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            // diesel skips dot files; loose files (a README, .keep) are not migrations.
+            p.is_dir() && !name.is_some_and(|n| n.starts_with('.'))
+        })
+        .map(|p| read_one(&p))
+        .collect())
+}
+
+fn read_one(dir: &Path) -> Result<Source, PlanError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let malformed = |why: &str| PlanError::Malformed {
+        path: dir.to_path_buf(),
+        why: why.to_string(),
+    };
+    let Some((raw_version, _)) = name.split_once('_') else {
+        return Err(malformed(
+            "its name must be `<version>_<name>` (e.g. `2024-01-31-120000_create_orders`)",
+        ));
+    };
+    let version = raw_version.replace('-', "");
+    if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit()) || version.len() > 50 {
+        return Err(malformed(
+            "its version (before the first `_`) must be digits and dashes, at most 50 characters",
+        ));
+    }
+    let up_path = dir.join("up.sql");
+    if !up_path.is_file() {
+        return Err(malformed("it has no `up.sql`"));
+    }
+    let up = std::fs::read_to_string(&up_path).map_err(io(&up_path))?;
+    let down_path = dir.join("down.sql");
+    let down = if down_path.is_file() {
+        Some(std::fs::read_to_string(&down_path).map_err(io(&down_path))?)
+    } else {
+        None
+    };
+    let meta_path = dir.join("metadata.toml");
+    let mut declared = None;
+    let mut run_in_transaction = true;
+    if meta_path.is_file() {
+        let text = std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?;
+        let meta_err = |message: String| PlanError::Metadata {
+            path: meta_path.clone(),
+            message,
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| meta_err(format!("invalid TOML: {e}")))?;
+        if let Some(v) = table.get("run_in_transaction") {
+            run_in_transaction = v
+                .as_bool()
+                .ok_or_else(|| meta_err("`run_in_transaction` must be true or false".into()))?;
+        }
+        if let Some(v) = table.get("appschema_scope") {
+            let s = v.as_str().unwrap_or_default();
+            declared = Some(
+                s.parse::<Scope>()
+                    .map_err(|e| meta_err(format!("`appschema_scope`: {e}")))?,
+            );
+        }
+    }
+    Ok(Source {
+        dir: dir.to_path_buf(),
+        version,
+        name,
+        up,
+        down,
+        declared,
+        run_in_transaction,
+    })
+}
+
+fn list(tables: &BTreeSet<String>) -> String {
+    tables
+        .iter()
+        .map(|t| format!("`{t}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn plan(
+    sources: Vec<Result<Source, PlanError>>,
+    tables: &TableScopes,
+) -> Result<MigrationSet, PlanErrors> {
+    let mut errors = Vec::new();
+    let mut migrations = Vec::new();
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    // Tables no longer in the schema source (created, later dropped) take the
+    // scope of the migration that created them.
+    let mut history: BTreeMap<String, Scope> = BTreeMap::new();
+    let scope_of = |t: &TableRef, history: &BTreeMap<String, Scope>| -> Option<Scope> {
+        tables
+            .get(&t.name)
+            .map(|m| m.scope)
+            .or_else(|| history.get(&t.name).copied())
+    };
+    for source in sources {
+        let s = match source {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        if let Some(other) = seen.insert(s.version.clone(), s.dir.clone()) {
+            errors.push(PlanError::DuplicateVersion {
+                path: s.dir.clone(),
+                other,
+                version: s.version.clone(),
+            });
+            continue;
+        }
+        let facts = match sql::analyze(&s.up) {
+            Ok(f) => f,
+            Err(message) => {
+                errors.push(PlanError::Unparsable {
+                    path: s.dir.join("up.sql"),
+                    message,
+                });
+                continue;
+            }
+        };
+        let mut shared = BTreeSet::new();
+        let mut isolated = BTreeSet::new();
+        let mut unknown = BTreeSet::new();
+        for t in &facts.touched {
+            match scope_of(t, &history) {
+                Some(Scope::Shared) => shared.insert(t.to_string()),
+                Some(Scope::Isolated) => isolated.insert(t.to_string()),
+                None => unknown.insert(t.to_string()),
+            };
+        }
+        let detected = match (shared.is_empty(), isolated.is_empty()) {
+            (false, false) => {
+                if s.declared.is_none() {
+                    errors.push(PlanError::MixedScopes {
+                        path: s.dir.clone(),
+                        shared: list(&shared),
+                        isolated: list(&isolated),
+                    });
+                    continue;
+                }
+                None
+            }
+            (false, true) => Some(Scope::Shared),
+            (true, false) => Some(Scope::Isolated),
+            (true, true) => None,
+        };
+        let Some(scope) = s.declared.or(detected) else {
+            let why = if unknown.is_empty() {
+                "it touches no table".to_string()
+            } else {
+                format!(
+                    "it touches only tables no schema file marks ({})",
+                    list(&unknown)
+                )
+            };
+            errors.push(PlanError::Undecidable {
+                path: s.dir.clone(),
+                why,
+            });
+            continue;
+        };
+        for t in &facts.touched {
+            if scope_of(t, &history).is_none() {
+                history.insert(t.name.clone(), scope);
+            }
+        }
+        for (from, to) in &facts.foreign_keys {
+            let from_scope = scope_of(from, &history).unwrap_or(scope);
+            if from_scope == Scope::Shared && scope_of(to, &history) == Some(Scope::Isolated) {
+                errors.push(PlanError::SharedToIsolatedForeignKey {
+                    path: s.dir.clone(),
+                    from: from.to_string(),
+                    to: to.to_string(),
+                });
+            }
+        }
+        migrations.push(Migration {
+            version: Cow::Owned(s.version),
+            name: Cow::Owned(s.name),
+            scope,
+            run_in_transaction: s.run_in_transaction,
+            up_sql: Cow::Owned(s.up),
+            down_sql: s.down.map(Cow::Owned),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(PlanErrors(errors));
+    }
+    migrations.sort_by(|a, b| a.version.cmp(&b.version));
+    Ok(MigrationSet { migrations })
+}

@@ -1,0 +1,296 @@
+//! The planner's decisions and refusals, from migration directories on disk.
+
+use std::path::{Path, PathBuf};
+
+use appschema_core::migration::{MigrationSet, Step};
+use appschema_core::schema_source::TableScopes;
+use appschema_core::Scope;
+
+const SCHEMA: &str = r#"
+#[appschema::shared]
+pub mod shared {
+    diesel::table! { public.plans (id) { id -> Int8, name -> Text } }
+}
+#[appschema::isolated]
+pub mod tenant {
+    diesel::table! { orders (id) { id -> Int8, plan_id -> Int8 } }
+    diesel::table! { items (id) { id -> Int8 } }
+}
+"#;
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::create_dir_all(dir.path().join("migrations")).unwrap();
+        std::fs::write(dir.path().join("src/schema.rs"), SCHEMA).unwrap();
+        Project { dir }
+    }
+
+    fn migration(&self, name: &str, up: &str, metadata: Option<&str>) -> &Project {
+        let d = self.dir.path().join("migrations").join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("up.sql"), up).unwrap();
+        std::fs::write(d.join("down.sql"), "-- nothing").unwrap();
+        if let Some(m) = metadata {
+            std::fs::write(d.join("metadata.toml"), m).unwrap();
+        }
+        self
+    }
+
+    fn load(&self) -> Result<MigrationSet, String> {
+        MigrationSet::load_with_schema_files(
+            &self.dir.path().join("migrations"),
+            &[self.dir.path().join("src/schema.rs")],
+            self.dir.path(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join("migrations").join(name)
+    }
+}
+
+fn scopes(set: &MigrationSet) -> Vec<(String, Scope)> {
+    set.migrations()
+        .iter()
+        .map(|m| (m.version().to_string(), m.scope()))
+        .collect()
+}
+
+#[test]
+fn each_migration_takes_the_scope_of_the_tables_it_touches_in_version_order() {
+    let p = Project::new();
+    p.migration(
+        "2024-01-02-000000_orders",
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, plan_id bigint REFERENCES public.plans (id));
+         CREATE INDEX orders_plan ON orders (plan_id);
+         COMMENT ON TABLE orders IS 'per tenant';",
+        None,
+    )
+    .migration(
+        "2024-01-01-000000_plans",
+        "CREATE TABLE public.plans (id bigserial PRIMARY KEY, name text NOT NULL);",
+        None,
+    )
+    .migration(
+        "2024-01-03-000000_pgcrypto",
+        "CREATE EXTENSION IF NOT EXISTS pgcrypto;",
+        Some("appschema_scope = \"shared\"\n"),
+    )
+    .migration(
+        "2024-01-04-000000_items",
+        "DO $$ BEGIN CREATE TABLE items (id bigint); END $$;
+         CREATE FUNCTION touch() RETURNS trigger AS $$ BEGIN RETURN NEW; END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER items_touch BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION touch();",
+        None,
+    )
+    .migration(
+        "2024-01-05-000000_items_idx",
+        "CREATE INDEX CONCURRENTLY items_id ON items (id);",
+        Some("run_in_transaction = false\n"),
+    );
+    let set = p.load().unwrap();
+    assert_eq!(
+        scopes(&set),
+        [
+            ("20240101000000".into(), Scope::Shared),
+            ("20240102000000".into(), Scope::Isolated),
+            ("20240103000000".into(), Scope::Shared),
+            ("20240104000000".into(), Scope::Isolated),
+            ("20240105000000".into(), Scope::Isolated),
+        ]
+    );
+    assert!(!set.migrations()[4].run_in_transaction());
+    assert_eq!(set.isolated_head(), Some("20240105000000"));
+    let steps = set.steps();
+    assert_eq!(steps.len(), 4);
+    assert!(matches!(steps[3], Step::Isolated(run) if run.len() == 2));
+}
+
+#[test]
+fn a_declared_scope_wins_over_detection() {
+    let p = Project::new();
+    p.migration(
+        "1_seed",
+        "INSERT INTO orders (id) VALUES (1);",
+        Some("appschema_scope = \"shared\""),
+    );
+    assert_eq!(scopes(&p.load().unwrap()), [("1".into(), Scope::Shared)]);
+}
+
+#[test]
+fn a_migration_touching_both_scopes_must_be_split() {
+    let p = Project::new();
+    p.migration(
+        "1_both",
+        "ALTER TABLE public.plans ADD COLUMN x int; ALTER TABLE orders ADD COLUMN y int;",
+        None,
+    );
+    let err = p.load().unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "`{}` touches shared tables (`public.plans`) and isolated tables (`orders`): \
+             split it into one shared and one isolated migration",
+            p.path("1_both").display()
+        )
+    );
+}
+
+#[test]
+fn a_migration_touching_no_marked_table_must_declare_its_scope() {
+    let p = Project::new();
+    p.migration("1_ext", "CREATE EXTENSION IF NOT EXISTS citext;", None)
+        .migration("2_mystery", "CREATE TABLE mystery (id int);", None);
+    let err = p.load().unwrap_err();
+    assert!(err.starts_with("2 problems in the migrations:"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot decide the scope of `{}`: it touches no table; declare it with \
+             `appschema_scope = \"shared\"` or `appschema_scope = \"isolated\"` in its metadata.toml",
+            p.path("1_ext").display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("it touches only tables no schema file marks (`mystery`)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_table_marked_both_shared_and_isolated_is_refused() {
+    let p = Project::new();
+    std::fs::write(
+        p.dir.path().join("src/more.rs"),
+        "#[appschema::shared] mod s { diesel::table! { orders (id) { id -> Int8 } } }",
+    )
+    .unwrap();
+    let err = MigrationSet::load_with_schema_files(
+        &p.dir.path().join("migrations"),
+        &[
+            p.dir.path().join("src/schema.rs"),
+            p.dir.path().join("src/more.rs"),
+        ],
+        p.dir.path(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("table `orders` is marked both shared (in `"),
+        "{err}"
+    );
+    assert!(
+        err.contains("more.rs") && err.contains("schema.rs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_foreign_key_from_a_shared_table_to_an_isolated_one_is_refused() {
+    let p = Project::new();
+    p.migration(
+        "1_bad_fk",
+        "ALTER TABLE public.plans ADD CONSTRAINT plans_order FOREIGN KEY (id) REFERENCES orders (id);",
+        None,
+    )
+    .migration(
+        "2_good_fk",
+        "ALTER TABLE orders ADD CONSTRAINT orders_plan FOREIGN KEY (plan_id) REFERENCES public.plans (id);",
+        None,
+    );
+    let err = p.load().unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "`{}` adds a foreign key from shared table `public.plans` to isolated table `orders`: \
+             a shared row cannot point into one tenant's schema; reference shared tables only \
+             (isolated -> shared is fine)",
+            p.path("1_bad_fk").display()
+        )
+    );
+}
+
+#[test]
+fn sql_that_does_not_parse_is_refused_with_postgresql_s_message() {
+    let p = Project::new();
+    p.migration("1_typo", "CREAT TABLE orders (id int);", None);
+    let err = p.load().unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "`{}` does not parse: syntax error at or near \"CREAT\"",
+            p.path("1_typo").join("up.sql").display()
+        )
+    );
+}
+
+#[test]
+fn malformed_migration_directories_are_named() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path("noversion")).unwrap();
+    std::fs::create_dir_all(p.path("3_no_up")).unwrap();
+    let err = p.load().unwrap_err();
+    assert!(err.contains("its name must be `<version>_<name>`"), "{err}");
+    assert!(err.contains("it has no `up.sql`"), "{err}");
+    let missing = MigrationSet::load(Path::new("/nonexistent/migrations"), &TableScopes::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.starts_with("cannot read `/nonexistent/migrations`"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn tables_dropped_from_the_schema_keep_the_scope_of_the_migration_that_created_them() {
+    let p = Project::new();
+    p.migration(
+        "1_create",
+        "CREATE TABLE orders (id int); CREATE TABLE legacy (id int);",
+        None,
+    )
+    .migration("2_drop", "DROP TABLE legacy;", None);
+    assert_eq!(
+        scopes(&p.load().unwrap()),
+        [("1".into(), Scope::Isolated), ("2".into(), Scope::Isolated)]
+    );
+}
+
+#[test]
+fn the_build_step_embeds_the_planned_set_and_fails_on_planner_errors() {
+    let p = Project::new();
+    p.migration("1_orders", "CREATE TABLE orders (id int);", None);
+    let out = p.dir.path().join("generated.rs");
+    let files = [p.dir.path().join("src/schema.rs")];
+    appschema_core::build::generate(&p.dir.path().join("migrations"), &files, p.dir.path(), &out)
+        .unwrap();
+    let code = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        code.contains(r#"("1", "1_orders", "isolated", true, "CREATE TABLE orders (id int);", Some("-- nothing")),"#),
+        "{code}"
+    );
+    p.migration(
+        "2_both",
+        "ALTER TABLE orders ADD x int; ALTER TABLE public.plans ADD y int;",
+        None,
+    );
+    let err = appschema_core::build::generate(
+        &p.dir.path().join("migrations"),
+        &files,
+        p.dir.path(),
+        &out,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("split it into one shared and one isolated migration"),
+        "{err}"
+    );
+}

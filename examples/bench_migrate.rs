@@ -1,0 +1,201 @@
+//! Benchmark of `appschema-cli migrate` with 1,000 and 10,000 tenants of a
+//! 3-table isolated schema, against a baseline that sends the same ALTER
+//! statements over one connection with no library in between.
+//!
+//! ```sh
+//! cargo build --release -p appschema-cli
+//! cargo run --release --example bench_migrate            # 1000 and 10000 tenants
+//! cargo run --release --example bench_migrate -- 1000    # one size
+//! ```
+//! Measures the real CLI binary (`target/release/appschema-cli`) under
+//! `/usr/bin/time -v` for its peak memory.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+
+const SCHEMA: &str = r#"
+#[appschema::isolated]
+pub mod tenant {
+    diesel::table! { customers (id) { id -> Int8 } }
+    diesel::table! { orders (id) { id -> Int8 } }
+    diesel::table! { items (id) { id -> Int8 } }
+}
+"#;
+const CREATE: &str = "CREATE TABLE customers (id bigserial PRIMARY KEY, name text NOT NULL);
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint REFERENCES customers (id), total numeric);
+CREATE TABLE items (id bigserial PRIMARY KEY, order_id bigint REFERENCES orders (id), sku text);";
+const ALTER: &str = "ALTER TABLE orders ADD COLUMN note text;";
+
+fn main() {
+    let sizes: Vec<usize> = match std::env::args().nth(1) {
+        Some(n) => vec![n.parse().expect("tenant count")],
+        None => vec![1000, 10_000],
+    };
+    let cli = cli_path();
+    println!("| tenants | measurement | time | tenants/s | vs baseline | CLI peak RSS |");
+    println!("|---|---|---|---|---|---|");
+    for n in sizes {
+        bench(n, &cli);
+    }
+}
+
+fn cli_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = target.join("release/appschema-cli");
+    assert!(
+        path.is_file(),
+        "build the CLI first: cargo build --release -p appschema-cli"
+    );
+    path
+}
+
+fn bench(n: usize, cli: &Path) {
+    let db = appschema_tempdb::TestDb::new();
+    let mut conn = PgConnection::establish(db.url()).unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(root.join("src/schema.rs"), SCHEMA).unwrap();
+    write_migration(root, "0001_tenant_tables", CREATE);
+
+    // Tenants, already at 0001, created in big batches.
+    appschema::registry::install(&mut conn).unwrap();
+    let started = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut sql = String::from("BEGIN;\n");
+        for i in chunk {
+            let s = format!("t{i:05}");
+            sql.push_str(&format!(
+                "CREATE SCHEMA {s}; SET LOCAL search_path TO {s};\n{CREATE}\n\
+                 CREATE TABLE {s}.__diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);\n\
+                 INSERT INTO {s}.__diesel_schema_migrations (version) VALUES ('0001');\n\
+                 WITH t AS (INSERT INTO public.appschema_tenants (public_name, schema_name) VALUES ('{s}.example.com', '{s}') RETURNING id)\n\
+                 INSERT INTO public.appschema_public_names (public_name, tenant_id, is_primary) SELECT '{s}.example.com', id, true FROM t;\n"
+            ));
+        }
+        sql.push_str("COMMIT;");
+        conn.batch_execute(&sql).unwrap();
+    }
+    eprintln!(
+        "{n} tenants created in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // 1. Nothing pending.
+    let (secs, rss) = run_cli(cli, root, db.url(), 4);
+    row(n, "migrate, nothing pending (--jobs 4)", secs, None, rss);
+
+    // 2. One ADD COLUMN: baseline, then the CLI with --jobs 1 and 4.
+    let schemas: Vec<String> = (0..n).map(|i| format!("t{i:05}")).collect();
+    let started = Instant::now();
+    for s in &schemas {
+        conn.batch_execute(&format!("ALTER TABLE {s}.orders ADD COLUMN note text"))
+            .unwrap();
+    }
+    let baseline = started.elapsed().as_secs_f64();
+    row(
+        n,
+        "baseline: same ALTERs, one connection, no library",
+        baseline,
+        None,
+        None,
+    );
+    undo(&mut conn, &schemas);
+
+    write_migration(root, "0002_order_note", ALTER);
+    for jobs in [1, 4] {
+        let (secs, rss) = run_cli(cli, root, db.url(), jobs);
+        row(
+            n,
+            &format!("migrate ADD COLUMN, --jobs {jobs}"),
+            secs,
+            Some(baseline),
+            rss,
+        );
+        let mut check = PgConnection::establish(db.url()).unwrap();
+        let missing: i64 = count_missing(&mut check, n);
+        assert_eq!(missing, 0, "every tenant got the column");
+        if jobs == 1 {
+            undo(&mut conn, &schemas);
+        }
+    }
+}
+
+fn count_missing(conn: &mut PgConnection, n: usize) -> i64 {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct C {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        c: i64,
+    }
+    let have: C = diesel::sql_query(
+        "SELECT count(*) AS c FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'note'",
+    )
+    .get_result(conn)
+    .unwrap();
+    n as i64 - have.c
+}
+
+fn undo(conn: &mut PgConnection, schemas: &[String]) {
+    for chunk in schemas.chunks(1000) {
+        let sql: String = chunk
+            .iter()
+            .map(|s| {
+                format!(
+                    "ALTER TABLE {s}.orders DROP COLUMN note; DELETE FROM {s}.__diesel_schema_migrations WHERE version = '0002';"
+                )
+            })
+            .collect();
+        conn.batch_execute(&sql).unwrap();
+    }
+}
+
+fn write_migration(root: &Path, name: &str, up: &str) {
+    let d = root.join("migrations").join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("up.sql"), up).unwrap();
+}
+
+/// Runs the CLI under `/usr/bin/time -v`: (wall seconds, peak RSS in MB).
+fn run_cli(cli: &Path, root: &Path, url: &str, jobs: usize) -> (f64, Option<f64>) {
+    let started = Instant::now();
+    let out = std::process::Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(cli)
+        .args([
+            "migrate",
+            "--jobs",
+            &jobs.to_string(),
+            "--database-url",
+            url,
+        ])
+        .current_dir(root)
+        .output()
+        .expect("/usr/bin/time");
+    let secs = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rss = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0);
+    (secs, rss)
+}
+
+fn row(n: usize, what: &str, secs: f64, baseline: Option<f64>, rss: Option<f64>) {
+    println!(
+        "| {n} | {what} | {secs:.2} s | {:.0} | {} | {} |",
+        n as f64 / secs,
+        baseline.map_or("".into(), |b| format!("{:.2}x", b / secs)),
+        rss.map_or("".into(), |r| format!("{r:.1} MB")),
+    );
+}

@@ -1,0 +1,1 @@
+CREATE TABLE public.plans (id bigserial PRIMARY KEY, name text NOT NULL);
