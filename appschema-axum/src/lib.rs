@@ -186,8 +186,16 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let resolver = self.resolver.clone();
+        // Two Host headers: proxies and this layer could disagree on which
+        // one counts, so the request names no tenant reliably.
+        let ambiguous = [header::HOST, X_FORWARDED_HOST]
+            .iter()
+            .any(|name| req.headers().get_all(name).iter().nth(1).is_some());
         let host = request_host(&req, self.source);
         Box::pin(async move {
+            if ambiguous {
+                return Ok((StatusCode::BAD_REQUEST, "more than one Host header\n").into_response());
+            }
             let Some(host) = host else {
                 return Ok((StatusCode::BAD_REQUEST, "missing Host header\n").into_response());
             };

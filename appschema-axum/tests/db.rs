@@ -22,20 +22,18 @@ use diesel::r2d2::{ConnectionManager, Pool};
 use diesel::sql_types::Text;
 use tower::ServiceExt;
 
-#[derive(QueryableByName)]
+#[derive(Debug, QueryableByName)]
 struct Name {
     #[diesel(sql_type = Text)]
     name: String,
 }
 
 fn project_names(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
-    Ok(
-        diesel::sql_query("SELECT name FROM projects ORDER BY name")
-            .load::<Name>(conn)?
-            .into_iter()
-            .map(|n| n.name)
-            .collect(),
-    )
+    Ok(diesel::sql_query("SELECT name FROM projects ORDER BY name")
+        .load::<Name>(conn)?
+        .into_iter()
+        .map(|n| n.name)
+        .collect())
 }
 
 /// Two tenants, each with a `projects` table holding its own row, and a
@@ -85,7 +83,11 @@ async fn work_runs_on_the_tenants_search_path_and_sees_only_its_rows() {
     let db = seeded_db();
     let pool = pool(&db, 1);
     // One connection, reused for both tenants: the switch happens on checkout.
-    for (tenant, want) in [("acme", "rocket"), ("globex", "doomsday"), ("acme", "rocket")] {
+    for (tenant, want) in [
+        ("acme", "rocket"),
+        ("globex", "doomsday"),
+        ("acme", "rocket"),
+    ] {
         let names = run_for_tenant(&pool, &schema(tenant), project_names)
             .await
             .unwrap();
@@ -205,7 +207,11 @@ async fn a_handler_behind_the_layer_reads_its_hosts_tenant() {
         ("acme.localhost", StatusCode::OK, "rocket"),
         ("GLOBEX.localhost:3000", StatusCode::OK, "doomsday"),
         ("ghost.localhost", StatusCode::NOT_FOUND, "no such tenant\n"),
-        ("nobody.localhost", StatusCode::NOT_FOUND, "no such tenant\n"),
+        (
+            "nobody.localhost",
+            StatusCode::NOT_FOUND,
+            "no such tenant\n",
+        ),
     ] {
         let resp = app
             .clone()

@@ -6,7 +6,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
 
 use super::error::ProvisionError;
-use super::util::{lock_tenant, random_hex, registry_conflict, schema_ddl, schema_exists, TextRow};
+use super::util::{
+    lock_tenant, random_hex, registry_conflict, schema_ddl, schema_exists, InvalidateOnReturn,
+    TextRow,
+};
 use crate::name::{PublicName, SchemaName};
 use crate::registry::{self, Tenant};
 
@@ -41,6 +44,9 @@ pub fn drop_tenant(
     public_name: &PublicName,
     mode: DropMode,
 ) -> Result<Option<Archive>, ProvisionError> {
+    // Resolvers of this process forget cached answers once the change has
+    // committed (or failed): see `InvalidateOnReturn`.
+    let _invalidate = InvalidateOnReturn;
     conn.transaction(|conn| {
         let tenant = lock_tenant(conn, public_name)?;
         let names = public_names_of(conn, &tenant)?;
@@ -139,6 +145,9 @@ pub fn restore_archive(
     public_name: Option<&PublicName>,
     schema: Option<&SchemaName>,
 ) -> Result<Tenant, ProvisionError> {
+    // Resolvers of this process forget cached answers once the change has
+    // committed (or failed): see `InvalidateOnReturn`.
+    let _invalidate = InvalidateOnReturn;
     conn.transaction(|conn| {
         let row = diesel::sql_query(
             "SELECT * FROM public.appschema_archives WHERE schema_name = $1 FOR UPDATE",

@@ -9,7 +9,7 @@ use diesel::sql_types::{Bool, Text};
 use super::create::{create_in, Created, NewTenant};
 use super::error::ProvisionError;
 use super::migrations::IsolatedMigrations;
-use super::util::{has_version, lock_tenant};
+use super::util::{has_version, lock_tenant, InvalidateOnReturn};
 use crate::name::{quote_ident, PublicName, SchemaName};
 
 #[derive(QueryableByName)]
@@ -49,6 +49,9 @@ pub fn clone_tenant<M: IsolatedMigrations + ?Sized>(
     source: &PublicName,
     request: &NewTenant,
 ) -> Result<Created, ProvisionError> {
+    // Resolvers of this process forget cached answers once the change has
+    // committed (or failed): see `InvalidateOnReturn`.
+    let _invalidate = InvalidateOnReturn;
     let schema = match request.schema_name() {
         Some(s) => s.clone(),
         None => super::derive_schema_name(request.public_name()),

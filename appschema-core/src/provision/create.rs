@@ -10,7 +10,7 @@ use super::error::{ProvisionError, TemplateError};
 use super::migrations::IsolatedMigrations;
 use super::spare;
 use super::template::{self, Template};
-use super::util::{registry_conflict, schema_ddl, schema_exists};
+use super::util::{registry_conflict, schema_ddl, schema_exists, InvalidateOnReturn};
 use crate::name::{PublicName, SchemaName, MAX_IDENTIFIER_BYTES, RESERVED_PREFIX};
 use crate::registry::{self, Tenant};
 
@@ -208,6 +208,10 @@ fn create_with<M: IsolatedMigrations + ?Sized>(
     request: &NewTenant,
     template: Option<&Template>,
 ) -> Result<Created, ProvisionError> {
+    // A new tenant must stop being a cached "unknown host" at once.
+    // Resolvers of this process forget cached answers once the change has
+    // committed (or failed): see `InvalidateOnReturn`.
+    let _invalidate = InvalidateOnReturn;
     let attempt = |conn: &mut PgConnection, schema: &SchemaName| {
         conn.transaction(|conn| match template {
             Some(template) => {

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
 use super::error::ProvisionError;
-use super::util::{lock_tenant, registry_conflict, schema_ddl, schema_exists};
+use super::util::{lock_tenant, registry_conflict, schema_ddl, schema_exists, InvalidateOnReturn};
 use crate::name::{PublicName, SchemaName};
 use crate::registry::{self, Tenant};
 
@@ -21,6 +21,9 @@ pub fn rename_tenant(
     new_public_name: Option<&PublicName>,
     new_schema: Option<&SchemaName>,
 ) -> Result<Tenant, ProvisionError> {
+    // Resolvers of this process forget cached answers once the change has
+    // committed (or failed): see `InvalidateOnReturn`.
+    let _invalidate = InvalidateOnReturn;
     conn.transaction(|conn| {
         let tenant = lock_tenant(conn, public_name)?;
         if let Some(new) = new_public_name.filter(|n| n.as_str() != tenant.public_name) {

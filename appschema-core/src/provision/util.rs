@@ -9,6 +9,18 @@ use diesel::sql_types::{Bool, Text};
 use super::error::ProvisionError;
 use crate::name::{PublicName, SchemaName};
 
+/// Calls [`crate::resolve::invalidate_all`] when dropped, i.e. when the
+/// function holding it returns, after its transaction committed or rolled
+/// back: invalidating before the commit would let a resolver re-cache the
+/// old answer in between.
+pub(crate) struct InvalidateOnReturn;
+
+impl Drop for InvalidateOnReturn {
+    fn drop(&mut self) {
+        crate::resolve::invalidate_all();
+    }
+}
+
 #[derive(QueryableByName)]
 pub(crate) struct BoolRow {
     #[diesel(sql_type = Bool)]
