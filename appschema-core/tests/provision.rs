@@ -11,7 +11,7 @@ use appschema_core::provision::{
 };
 use appschema_core::{registry, PublicName, SchemaName};
 use appschema_tempdb::TestDb;
-use common::{app_migrations, catalog_snapshot, query_strings, schemas, SqlMigrations};
+use common::{app_migrations, app_parts, catalog_snapshot, isolated, query_strings, schemas};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
@@ -56,11 +56,12 @@ fn create_commits_registry_row_schema_and_migrations_together() {
 #[test]
 fn a_failing_migration_leaves_no_registry_row_and_no_schema() {
     let (_db, mut conn) = setup();
-    let mut broken = app_migrations();
-    broken.0.push((
+    let mut parts = app_parts();
+    parts.push((
         "20240103000000".into(),
         "CREATE TABLE orders (id int)".into(),
     ));
+    let broken = isolated(parts);
     let before = catalog_snapshot(&mut conn);
     let err = create_tenant(&mut conn, &broken, &NewTenant::new("acme.test").unwrap()).unwrap_err();
     assert!(matches!(err, ProvisionError::Migration { .. }), "{err}");
@@ -480,7 +481,7 @@ fn concurrent_claims_take_different_spares_and_fall_back_to_migrations_when_none
 #[test]
 fn a_spare_left_behind_by_a_new_migration_is_brought_to_the_head_when_claimed() {
     let (_db, mut conn) = setup();
-    let old = SqlMigrations(app_migrations().0[..1].to_vec());
+    let old = isolated(app_parts()[..1].to_vec());
     ensure_spares(&mut conn, &old, 1).unwrap();
     let created = create_tenant(
         &mut conn,

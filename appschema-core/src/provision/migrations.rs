@@ -6,7 +6,7 @@ use crate::name::SchemaName;
 
 /// The isolated migrations, as provisioning sees them: their versions, the
 /// head, and a way to bring one schema to the head inside the caller's
-/// transaction. The migration set of the migrate module implements it; an
+/// transaction. [`crate::MigrationSet`] implements it; an
 /// application may implement it for its own migrations.
 pub trait IsolatedMigrations {
     /// Every isolated migration version, in the order applied.
@@ -40,5 +40,25 @@ impl<T: IsolatedMigrations + ?Sized> IsolatedMigrations for &T {
         schema: &SchemaName,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         (**self).migrate_schema(conn, schema)
+    }
+}
+
+impl IsolatedMigrations for crate::migration::MigrationSet {
+    fn versions(&self) -> Vec<String> {
+        self.isolated().map(|m| m.version().to_string()).collect()
+    }
+
+    fn head(&self) -> Option<String> {
+        self.isolated_head().map(String::from)
+    }
+
+    fn migrate_schema(
+        &self,
+        conn: &mut PgConnection,
+        schema: &SchemaName,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        crate::migrate::migrate_schema_in_transaction(conn, schema, self)
+            .map(drop)
+            .map_err(Into::into)
     }
 }

@@ -2,50 +2,14 @@
 //! migrations and catalog snapshots.
 #![allow(dead_code)]
 
-use appschema_core::provision::IsolatedMigrations;
-use appschema_core::SchemaName;
+use appschema_core::{MigrationSet, Scope};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
-/// Isolated migrations given as `(version, sql)`, applied like diesel does
-/// (one `__diesel_schema_migrations` row per migration).
-#[derive(Debug, Clone)]
-pub struct SqlMigrations(pub Vec<(String, String)>);
-
-impl IsolatedMigrations for SqlMigrations {
-    fn versions(&self) -> Vec<String> {
-        self.0.iter().map(|(v, _)| v.clone()).collect()
-    }
-
-    fn migrate_schema(
-        &self,
-        conn: &mut PgConnection,
-        schema: &SchemaName,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let q = schema.quoted();
-        conn.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {q}.__diesel_schema_migrations (
-                 version VARCHAR(50) PRIMARY KEY NOT NULL,
-                 run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
-             SET LOCAL search_path = {q}, public;"
-        ))?;
-        let applied: Vec<String> = diesel::sql_query(format!(
-            "SELECT version::text AS value FROM {q}.__diesel_schema_migrations"
-        ))
-        .load::<Row>(conn)?
-        .into_iter()
-        .map(|r| r.value)
-        .collect();
-        for (version, sql) in &self.0 {
-            if !applied.contains(version) {
-                conn.batch_execute(&format!(
-                    "{sql};\nINSERT INTO {q}.__diesel_schema_migrations (version) VALUES ('{version}');"
-                ))?;
-            }
-        }
-        Ok(())
-    }
+/// An isolated-only migration set from `(version, sql)` pairs.
+pub fn isolated(parts: Vec<(String, String)>) -> MigrationSet {
+    MigrationSet::from_parts(parts.into_iter().map(|(v, sql)| (v, Scope::Isolated, sql)))
 }
 
 #[derive(QueryableByName)]
@@ -57,8 +21,13 @@ pub struct Row {
 /// The test application's isolated schema: serial and identity columns, a
 /// generated column, a foreign key, an index, a trigger, and a function, a
 /// default and a comment whose text looks like the template placeholder.
-pub fn app_migrations() -> SqlMigrations {
-    SqlMigrations(vec![
+pub fn app_migrations() -> MigrationSet {
+    isolated(app_parts())
+}
+
+/// The `(version, sql)` pairs of [`app_migrations`].
+pub fn app_parts() -> Vec<(String, String)> {
+    vec![
         (
             "20240101000000".into(),
             "CREATE TABLE customers (
@@ -85,20 +54,20 @@ pub fn app_migrations() -> SqlMigrations {
              COMMENT ON TABLE orders IS 'orders of __appschema_schema__; "quoted" too';"#
                 .into(),
         ),
-    ])
+    ]
 }
 
 /// Everything that describes one schema's objects, names unqualified.
 pub fn describe_schema(conn: &mut PgConnection, schema: &str) -> Vec<String> {
     let sql = "
         SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
-               || ' notnull=' || a.attnotnull || ' identity=' || a.attidentity || ' generated=' || a.attgenerated
+               || ' notnull=' || a.attnotnull || ' identity=' || a.attidentity::text || ' generated=' || a.attgenerated::text
                || ' default=' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-') AS value
           FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
           LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
          WHERE c.relnamespace = $1::regnamespace AND c.relkind IN ('r', 'p')
         UNION ALL
-        SELECT 'index ' || pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        SELECT 'index ' || replace(pg_get_indexdef(i.indexrelid), ' ON ' || $2 || '.', ' ON ') FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
          WHERE c.relnamespace = $1::regnamespace
         UNION ALL
         SELECT 'constraint ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
@@ -107,7 +76,7 @@ pub fn describe_schema(conn: &mut PgConnection, schema: &str) -> Vec<String> {
         SELECT 'function ' || proname || '(' || pg_get_function_arguments(oid) || ') ' || prosrc FROM pg_proc
          WHERE pronamespace = $1::regnamespace
         UNION ALL
-        SELECT 'trigger ' || pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+        SELECT 'trigger ' || replace(pg_get_triggerdef(t.oid), ' ON ' || $2 || '.', ' ON ') FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
          WHERE c.relnamespace = $1::regnamespace AND NOT t.tgisinternal
         UNION ALL
         SELECT 'sequence ' || relname FROM pg_class WHERE relnamespace = $1::regnamespace AND relkind = 'S'
@@ -122,6 +91,7 @@ pub fn describe_schema(conn: &mut PgConnection, schema: &str) -> Vec<String> {
         ))?;
         diesel::sql_query(sql)
             .bind::<Text, _>(appschema_core::quote_ident(schema))
+            .bind::<Text, _>(schema)
             .load::<Row>(conn)
     })
     .unwrap()
