@@ -6,7 +6,11 @@
 //! [`CurrentTenant`] in the request's extensions; unknown hosts get `404`,
 //! malformed ones `400`, and a registry that cannot be read `503`, before any
 //! handler runs, so no handler ever runs without a tenant (and never on the
-//! shared schema by accident). Handlers take [`CurrentTenant`] as an extractor.
+//! shared schema by accident). Handlers take [`CurrentTenant`] as an extractor
+//! and run their diesel work with [`CurrentTenant::run`] (or
+//! [`run_for_tenant`]): on a connection checked out of a
+//! [`SharedPool`](appschema_core::SharedPool) on the tenant's `search_path`,
+//! on tokio's blocking threads.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -28,6 +32,10 @@
 //! # }
 //! ```
 #![warn(missing_docs)]
+
+mod db;
+
+pub use db::{run_for_tenant, TenantDbError};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -178,8 +186,16 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let resolver = self.resolver.clone();
+        // Two Host headers: proxies and this layer could disagree on which
+        // one counts, so the request names no tenant reliably.
+        let ambiguous = [header::HOST, X_FORWARDED_HOST]
+            .iter()
+            .any(|name| req.headers().get_all(name).iter().nth(1).is_some());
         let host = request_host(&req, self.source);
         Box::pin(async move {
+            if ambiguous {
+                return Ok((StatusCode::BAD_REQUEST, "more than one Host header\n").into_response());
+            }
             let Some(host) = host else {
                 return Ok((StatusCode::BAD_REQUEST, "missing Host header\n").into_response());
             };

@@ -16,6 +16,8 @@ use appschema_core::migration::MigrationSet;
 use appschema_core::{PublicName, Scope};
 use clap::{Parser, Subcommand};
 
+mod provision_cmds;
+
 /// Schema-per-tenant multi-tenancy for Diesel on PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "appschema-cli", version, about)]
@@ -60,6 +62,8 @@ enum Command {
         #[command(subcommand)]
         command: MigrationCommand,
     },
+    #[command(flatten)]
+    Provision(provision_cmds::ProvisionCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,11 +170,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Migration {
             command: MigrationCommand::Generate { name, scope },
         } => generate(&config, &name, &scope),
+        Command::Provision(command) => {
+            provision_cmds::run(command, config.database_url()?, || config.migrations())
+        }
     }
 }
 
 fn migrator(config: &Config, jobs: Option<usize>, tenants: &[String]) -> Result<Migrator> {
-    let mut m = Migrator::new(config.database_url()?);
+    // Spare schemas are kept at the isolated head along with the tenants.
+    let mut m = Migrator::new(config.database_url()?)
+        .schema_source("spares", Box::new(appschema_core::provision::spare_schemas));
     if let Some(j) = jobs {
         if j == 0 {
             bail!("--jobs must be at least 1");

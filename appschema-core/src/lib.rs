@@ -16,6 +16,7 @@ pub mod connection;
 pub mod migrate;
 pub mod migration;
 mod name;
+pub mod provision;
 pub mod registry;
 pub mod resolve;
 pub mod schema_source;

@@ -13,9 +13,10 @@ use crate::name::{PublicName, SchemaName};
 /// appschema's own migrations of the shared schema, in order: `(version, sql)`.
 /// Each is idempotent; [`install`] applies the missing ones and records them
 /// in `public.appschema_migrations`.
-pub const OWN_MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_registry",
-    "\
+pub const OWN_MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_registry",
+        "\
 CREATE TABLE IF NOT EXISTS public.appschema_tenants (
     id          bigserial   PRIMARY KEY,
     public_name text        NOT NULL UNIQUE,
@@ -28,7 +29,28 @@ CREATE TABLE IF NOT EXISTS public.appschema_public_names (
     is_primary  boolean NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS appschema_public_names_tenant ON public.appschema_public_names (tenant_id);",
-)];
+    ),
+    (
+        "0002_provision",
+        "\
+CREATE TABLE IF NOT EXISTS public.appschema_spares (
+    schema_name text        PRIMARY KEY,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS public.appschema_templates (
+    version    text        PRIMARY KEY,
+    body       text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS public.appschema_archives (
+    schema_name     text        PRIMARY KEY,
+    public_name     text        NOT NULL,
+    original_schema text        NOT NULL,
+    public_names    text[]      NOT NULL,
+    archived_at     timestamptz NOT NULL DEFAULT now()
+);",
+    ),
+];
 
 /// Creates (or completes) appschema's own shared tables, in one transaction.
 /// Concurrent callers serialize on an advisory lock.

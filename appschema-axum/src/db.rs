@@ -1,0 +1,174 @@
+//! Running a request's diesel work on its tenant's connection.
+//!
+//! diesel is blocking: a query run on an async worker thread stalls every
+//! other request scheduled on it. [`run_for_tenant`] (and
+//! [`CurrentTenant::run`]) check a connection out of a [`SharedPool`] already
+//! on the tenant's `search_path` and run the closure on tokio's blocking
+//! thread pool, turning every failure into a [`TenantDbError`] that answers
+//! with a fitting status code.
+
+use appschema_core::connection::{ConnectionError, SharedPool};
+use appschema_core::SchemaName;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use diesel::PgConnection;
+
+use crate::CurrentTenant;
+
+/// Why a tenant's unit of work failed. The `Display` text names the tenant
+/// schema and the cause (for logs); the response a client gets says only
+/// what kind of failure it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TenantDbError {
+    /// No connection on the tenant's `search_path` could be had.
+    #[error("no connection for tenant schema `{schema}`: {source}")]
+    Connection {
+        /// The tenant's schema.
+        schema: String,
+        /// Why (pool exhausted, database down, schema missing, …).
+        #[source]
+        source: ConnectionError,
+    },
+    /// The closure returned a diesel error.
+    #[error("query for tenant schema `{schema}` failed: {source}")]
+    Query {
+        /// The tenant's schema.
+        schema: String,
+        /// diesel's error.
+        #[source]
+        source: diesel::result::Error,
+    },
+    /// The closure panicked (the connection went back to the pool, whose
+    /// next checkout sets its `search_path` again).
+    #[error("the unit of work for tenant schema `{schema}` panicked: {message}")]
+    Panicked {
+        /// The tenant's schema.
+        schema: String,
+        /// The panic message, if it was a string.
+        message: String,
+    },
+}
+
+impl TenantDbError {
+    /// The status code the error answers with: `404` for a row that is not
+    /// there (`diesel::result::Error::NotFound`) or a tenant whose schema is
+    /// gone; `503` when the pool is exhausted or the database down; `500`
+    /// otherwise.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            TenantDbError::Connection { source, .. } => match source {
+                ConnectionError::SchemaMissing { .. } => StatusCode::NOT_FOUND,
+                ConnectionError::PoolExhausted { .. } | ConnectionError::DatabaseDown { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            TenantDbError::Query {
+                source: diesel::result::Error::NotFound,
+                ..
+            } => StatusCode::NOT_FOUND,
+            TenantDbError::Query { .. } | TenantDbError::Panicked { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+impl IntoResponse for TenantDbError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match (&self, status) {
+            (TenantDbError::Connection { .. }, StatusCode::NOT_FOUND) => "no such tenant\n",
+            (_, StatusCode::NOT_FOUND) => "not found\n",
+            (_, StatusCode::SERVICE_UNAVAILABLE) => "database unavailable, retry later\n",
+            _ => "internal error\n",
+        };
+        // The details (schema, SQL error) are for the operator, not the client.
+        eprintln!("appschema-axum: {self}");
+        (status, body).into_response()
+    }
+}
+
+/// Checks out a connection on `schema`'s `search_path` from `pool` and runs
+/// `work` on it on tokio's blocking thread pool. The connection goes back to
+/// the pool when `work` returns or panics.
+///
+/// ```no_run
+/// use appschema_axum::{run_for_tenant, CurrentTenant, TenantDbError};
+/// use appschema_core::SharedPool;
+/// use axum::extract::State;
+/// use diesel::prelude::*;
+///
+/// async fn count(
+///     State(pool): State<SharedPool>,
+///     CurrentTenant(tenant): CurrentTenant,
+/// ) -> Result<String, TenantDbError> {
+///     let n: i64 = run_for_tenant(&pool, &tenant.schema_name, |conn| {
+///         diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+///             "(SELECT count(*) FROM projects)",
+///         ))
+///         .get_result(conn)
+///     })
+///     .await?;
+///     Ok(n.to_string())
+/// }
+/// ```
+pub async fn run_for_tenant<F, T>(
+    pool: &SharedPool,
+    schema: &SchemaName,
+    work: F,
+) -> Result<T, TenantDbError>
+where
+    F: FnOnce(&mut PgConnection) -> diesel::QueryResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    let schema = schema.clone();
+    let schema_text = schema.to_string();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut conn = pool
+            .get_for(&schema)
+            .map_err(|source| TenantDbError::Connection {
+                schema: schema.to_string(),
+                source,
+            })?;
+        work(&mut conn).map_err(|source| TenantDbError::Query {
+            schema: schema.to_string(),
+            source,
+        })
+    })
+    .await;
+    match outcome {
+        Ok(result) => result,
+        Err(join_error) => Err(TenantDbError::Panicked {
+            schema: schema_text,
+            message: match join_error.try_into_panic() {
+                Ok(payload) => panic_message(payload.as_ref()),
+                Err(e) => e.to_string(),
+            },
+        }),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+impl CurrentTenant {
+    /// Runs `work` on a connection on this tenant's `search_path`, off the
+    /// async worker threads: [`run_for_tenant`] with this tenant's schema.
+    pub async fn run<F, T>(&self, pool: &SharedPool, work: F) -> Result<T, TenantDbError>
+    where
+        F: FnOnce(&mut PgConnection) -> diesel::QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        run_for_tenant(pool, &self.0.schema_name, work).await
+    }
+}

@@ -1,0 +1,104 @@
+//! Errors of provisioning.
+
+use crate::name::NameError;
+
+/// Why a tenant could not be created, dropped, renamed or cloned. Nothing of
+/// the operation was committed when one of these is returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProvisionError {
+    /// A public name or schema name broke a naming rule.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// The public name already belongs to a tenant.
+    #[error("tenant `{public_name}` already exists: choose another public name")]
+    TenantExists {
+        /// The public name asked for.
+        public_name: String,
+    },
+    /// The schema already exists (a tenant's or not).
+    #[error("schema `{schema}` already exists: choose another schema name")]
+    SchemaExists {
+        /// The schema asked for.
+        schema: String,
+    },
+    /// No tenant answers to the public name.
+    #[error("no tenant is named `{public_name}`: check the name with `appschema-cli list`")]
+    UnknownTenant {
+        /// The public name asked for.
+        public_name: String,
+    },
+    /// No archive has this schema name.
+    #[error("no archived tenant is kept in schema `{schema}`: see `appschema_archives` for the archives")]
+    UnknownArchive {
+        /// The archive schema asked for.
+        schema: String,
+    },
+    /// No derived schema name was free.
+    #[error("no free schema name could be derived from `{public_name}`: give one explicitly")]
+    NoFreeSchemaName {
+        /// The public name the derivation started from.
+        public_name: String,
+    },
+    /// The isolated migrations failed on the new schema.
+    #[error("cannot migrate schema `{schema}`: {source}")]
+    Migration {
+        /// The schema being migrated.
+        schema: String,
+        /// The migration's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The source tenant of a clone is not at the isolated migration head.
+    #[error("tenant `{public_name}` is at migration {at} but the isolated head is {head}: run `appschema-cli migrate` before cloning it")]
+    NotAtHead {
+        /// The source tenant.
+        public_name: String,
+        /// Its last applied isolated migration.
+        at: String,
+        /// The isolated head.
+        head: String,
+    },
+    /// A schema template problem.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+}
+
+/// Why a schema template could not be generated, read or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    /// The template's stamp is not the current isolated head.
+    #[error("the schema template matches migration {template} but the isolated head is {head}: regenerate it with `appschema-cli schematemplate`")]
+    Stale {
+        /// The version stamped on the template.
+        template: String,
+        /// The current isolated head.
+        head: String,
+    },
+    /// No template is stored for the current head.
+    #[error("no schema template is stored for migration {head}: generate one with `appschema-cli schematemplate`")]
+    Missing {
+        /// The current isolated head.
+        head: String,
+    },
+    /// There are no isolated migrations, so there is nothing to template.
+    #[error("there are no isolated migrations: a schema template would be empty")]
+    NoMigrations,
+    /// The text is not a template written by [`super::Template`].
+    #[error("not an appschema schema template: {0}")]
+    Malformed(String),
+    /// `pg_dump` could not be found or run.
+    #[error("cannot run pg_dump ({path}): {message}; set APPSCHEMA_PG_DUMP to its path")]
+    PgDump {
+        /// The pg_dump tried.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// pg_dump's SQL could not be tokenized.
+    #[error("cannot read pg_dump's output: {0}")]
+    Sql(String),
+}

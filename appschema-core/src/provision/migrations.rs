@@ -1,0 +1,64 @@
+//! What provisioning needs from the isolated migrations.
+
+use diesel::PgConnection;
+
+use crate::name::SchemaName;
+
+/// The isolated migrations, as provisioning sees them: their versions, the
+/// head, and a way to bring one schema to the head inside the caller's
+/// transaction. [`crate::MigrationSet`] implements it; an
+/// application may implement it for its own migrations.
+pub trait IsolatedMigrations {
+    /// Every isolated migration version, in the order applied.
+    fn versions(&self) -> Vec<String>;
+
+    /// The last isolated version, or `None` when there are none.
+    fn head(&self) -> Option<String> {
+        self.versions().pop()
+    }
+
+    /// Brings `schema` (which exists) to the head inside the caller's open
+    /// transaction, creating and filling its `__diesel_schema_migrations`.
+    /// Must not commit. May change the transaction's `search_path`.
+    fn migrate_schema(
+        &self,
+        conn: &mut PgConnection,
+        schema: &SchemaName,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl<T: IsolatedMigrations + ?Sized> IsolatedMigrations for &T {
+    fn versions(&self) -> Vec<String> {
+        (**self).versions()
+    }
+    fn head(&self) -> Option<String> {
+        (**self).head()
+    }
+    fn migrate_schema(
+        &self,
+        conn: &mut PgConnection,
+        schema: &SchemaName,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        (**self).migrate_schema(conn, schema)
+    }
+}
+
+impl IsolatedMigrations for crate::migration::MigrationSet {
+    fn versions(&self) -> Vec<String> {
+        self.isolated().map(|m| m.version().to_string()).collect()
+    }
+
+    fn head(&self) -> Option<String> {
+        self.isolated_head().map(String::from)
+    }
+
+    fn migrate_schema(
+        &self,
+        conn: &mut PgConnection,
+        schema: &SchemaName,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        crate::migrate::migrate_schema_in_transaction(conn, schema, self)
+            .map(drop)
+            .map_err(Into::into)
+    }
+}

@@ -1,0 +1,46 @@
+//! Provisioning tenants: create (by migrations, from a schema template, or by
+//! claiming a spare schema), drop or archive, restore, rename and clone.
+//!
+//! Every operation that changes more than one thing is one transaction: the
+//! registry rows and the schema commit together or not at all, so a tenant is
+//! never half-created, and creating tenants from a running web process is
+//! safe. Concurrent creations of the same public name or schema serialize on
+//! the registry's unique indexes: one wins, the other gets
+//! [`ProvisionError::TenantExists`] or [`ProvisionError::SchemaExists`].
+//!
+//! ```no_run
+//! # use diesel::Connection;
+//! # fn migrations() -> Box<dyn appschema_core::provision::IsolatedMigrations> { unimplemented!() }
+//! use appschema_core::provision::{create_tenant, NewTenant, Source};
+//! let mut conn = diesel::PgConnection::establish("postgres:///app").unwrap();
+//! let request = NewTenant::new("acme.example.com")?.source(Source::Spare);
+//! let created = create_tenant(&mut conn, &*migrations(), &request)?;
+//! println!("{} lives in schema {}", created.tenant.public_name, created.tenant.schema_name);
+//! # Ok::<(), appschema_core::provision::ProvisionError>(())
+//! ```
+
+mod archive;
+mod clone;
+mod create;
+mod error;
+mod migrations;
+mod pg_dump;
+mod rename;
+mod spare;
+mod sqltok;
+mod template;
+mod util;
+
+pub use archive::{drop_tenant, list_archives, restore_archive, Archive, DropMode};
+pub use clone::clone_tenant;
+pub use create::{
+    create_tenant, create_tenant_from_template, derive_schema_name, Created, NewTenant, Source,
+};
+pub use error::{ProvisionError, TemplateError};
+pub use migrations::IsolatedMigrations;
+pub use pg_dump::find_pg_dump;
+pub use rename::rename_tenant;
+pub use spare::{count_spares, ensure_spares, spare_schemas};
+pub use template::{
+    generate_template, load_template, store_template, Template, TEMPLATE_PLACEHOLDER,
+};

@@ -1,0 +1,71 @@
+//! Finding and running `pg_dump`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::error::TemplateError;
+
+/// The `pg_dump` to use: `APPSCHEMA_PG_DUMP` if set, else the first on
+/// `PATH`, else the newest `/usr/lib/postgresql/<version>/bin/pg_dump`
+/// (where Debian keeps it). pg_dump must be at least the server's version.
+pub fn find_pg_dump() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("APPSCHEMA_PG_DUMP").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        if let Some(found) = std::env::split_paths(&paths)
+            .map(|dir| dir.join("pg_dump"))
+            .find(|p| p.is_file())
+        {
+            return Some(found);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let path = entry.path().join("bin/pg_dump");
+            path.is_file().then_some((version, path))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, path)| path)
+}
+
+/// The DDL of one schema, as `pg_dump --schema-only --no-owner` writes it.
+pub(crate) fn dump_schema(database_url: &str, schema: &str) -> Result<String, TemplateError> {
+    let pg_dump = find_pg_dump().ok_or_else(|| TemplateError::PgDump {
+        path: "pg_dump".into(),
+        message: "not found in APPSCHEMA_PG_DUMP, PATH or /usr/lib/postgresql/*/bin".into(),
+    })?;
+    run(&pg_dump, database_url, schema)
+}
+
+fn run(pg_dump: &Path, database_url: &str, schema: &str) -> Result<String, TemplateError> {
+    let fail = |message: String| TemplateError::PgDump {
+        path: pg_dump.display().to_string(),
+        message,
+    };
+    // The schema is an internal name (`appschema_scratch_<hex>`): no pattern
+    // characters, so `--schema` matches exactly it.
+    let output = Command::new(pg_dump)
+        .args([
+            "--schema-only",
+            "--no-owner",
+            "--schema",
+            schema,
+            "--dbname",
+            database_url,
+        ])
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if !output.status.success() {
+        return Err(fail(format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    String::from_utf8(output.stdout).map_err(|e| fail(format!("output is not UTF-8: {e}")))
+}

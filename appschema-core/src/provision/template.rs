@@ -1,0 +1,302 @@
+//! Schema templates: the DDL of a freshly migrated scratch schema, with the
+//! scratch schema's name replaced by a placeholder, stamped with the
+//! migration version it matches. Replaying one is a single batch of DDL.
+//!
+//! Why `pg_dump` rather than reading the catalogs ourselves: pg_dump already
+//! writes every kind of object (sequences and their ownership, identity
+//! columns, defaults, constraints, indexes, triggers, functions, types,
+//! views, comments, privileges) in an order that replays, and keeps up with
+//! each PostgreSQL release; re-implementing it from `pg_catalog` would be
+//! large and always a release behind. The price is needing the binary when a
+//! template is generated (never when one is replayed), and cleaning its
+//! output: its session `SET`s and `set_config` calls are dropped (they would
+//! outlive the transaction on a pooled connection), as are comments, psql
+//! meta-commands and its `CREATE SCHEMA`.
+
+use std::fmt;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+use super::create::migrate_new_schema;
+use super::error::{ProvisionError, TemplateError};
+use super::migrations::IsolatedMigrations;
+use super::pg_dump::dump_schema;
+use super::sqltok::{self, ident_is, join_schema, split_schema, Kind, Piece};
+use super::util::{random_hex, schema_ddl};
+use crate::name::SchemaName;
+
+/// The identifier standing for the tenant's schema in a template's SQL.
+pub const TEMPLATE_PLACEHOLDER: &str = "__appschema_schema__";
+
+const MAGIC: &str = "-- appschema schema template";
+
+/// A schema template: the isolated schema's DDL for one migration version.
+/// Its text form ([`fmt::Display`], [`Template::parse`]) is what
+/// `appschema-cli schematemplate` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    version: String,
+    versions: Vec<String>,
+    body: String,
+    pieces: Vec<Piece>,
+}
+
+impl Template {
+    /// The isolated migration version this template matches.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Every isolated migration version recorded in a schema built from it.
+    pub fn versions(&self) -> &[String] {
+        &self.versions
+    }
+
+    /// Reads a template's text form.
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        let malformed = |why: &str| TemplateError::Malformed(why.to_string());
+        let mut lines = text.splitn(5, '\n');
+        if lines.next().map(str::trim_end) != Some(MAGIC) {
+            return Err(malformed(
+                "the first line must be `-- appschema schema template`",
+            ));
+        }
+        let mut field = |name: &str| -> Result<String, TemplateError> {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix(&format!("-- {name}:")))
+                .map(|v| v.trim().to_string())
+                .ok_or_else(|| malformed(&format!("missing `-- {name}:` header line")))
+        };
+        let version = field("version")?;
+        let versions: Vec<String> = field("versions")?
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let placeholder = field("placeholder")?;
+        let body = lines.next().unwrap_or_default().to_string();
+        if placeholder != TEMPLATE_PLACEHOLDER {
+            return Err(malformed("unknown placeholder"));
+        }
+        Self::from_parts(version, versions, body)
+    }
+
+    fn from_parts(
+        version: String,
+        versions: Vec<String>,
+        body: String,
+    ) -> Result<Template, TemplateError> {
+        let plain = |v: &String| {
+            !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !plain(&version) || !versions.iter().all(plain) {
+            return Err(TemplateError::Malformed(
+                "versions must be ASCII letters, digits, `_` and `-`".into(),
+            ));
+        }
+        if versions.last() != Some(&version) {
+            return Err(TemplateError::Malformed(
+                "the version must be the last of the versions".into(),
+            ));
+        }
+        let pieces = split_schema(&body, TEMPLATE_PLACEHOLDER).map_err(TemplateError::Sql)?;
+        Ok(Template {
+            version,
+            versions,
+            body,
+            pieces,
+        })
+    }
+
+    /// Builds a template from pg_dump's output for schema `scratch`.
+    pub(crate) fn from_dump(
+        dump: &str,
+        scratch: &SchemaName,
+        versions: Vec<String>,
+    ) -> Result<Template, TemplateError> {
+        let tokens = sqltok::tokenize(dump).map_err(TemplateError::Sql)?;
+        if tokens.iter().any(|t| ident_is(t, TEMPLATE_PLACEHOLDER)) {
+            return Err(TemplateError::Malformed(format!(
+                "the schema uses the identifier {TEMPLATE_PLACEHOLDER}, which templates reserve"
+            )));
+        }
+        let mut statements = Vec::new();
+        let mut current = String::new();
+        let mut words: Vec<String> = Vec::new();
+        for token in &tokens {
+            match token.kind {
+                Kind::LineComment | Kind::BlockComment | Kind::PsqlMeta => current.push(' '),
+                Kind::Other if token.text == ";" => {
+                    if keep_statement(&words, scratch) {
+                        statements.push(current.trim().to_string());
+                    }
+                    current.clear();
+                    words.clear();
+                }
+                _ => {
+                    if words.len() < 3 && matches!(token.kind, Kind::Ident | Kind::QuotedIdent) {
+                        words.push(token.text.to_ascii_lowercase());
+                    }
+                    current.push_str(token.text);
+                }
+            }
+        }
+        if !current.trim().is_empty() {
+            return Err(TemplateError::Sql(
+                "pg_dump's output ends inside a statement".into(),
+            ));
+        }
+        let mut cleaned = String::new();
+        for statement in statements {
+            cleaned.push_str(&statement);
+            cleaned.push_str(";\n");
+        }
+        let pieces = split_schema(&cleaned, scratch.as_str()).map_err(TemplateError::Sql)?;
+        let body = join_schema(&pieces, TEMPLATE_PLACEHOLDER);
+        let version = versions
+            .last()
+            .cloned()
+            .ok_or(TemplateError::NoMigrations)?;
+        Self::from_parts(version, versions, body)
+    }
+
+    /// The SQL building schema `schema` from this template: `CREATE SCHEMA`,
+    /// the DDL, and the rows of `__diesel_schema_migrations`.
+    pub fn sql_for(&self, schema: &SchemaName) -> String {
+        let quoted = schema.quoted();
+        let mut sql = format!("CREATE SCHEMA {quoted};\n");
+        sql.push_str(&join_schema(&self.pieces, &quoted));
+        sql.push_str(&format!(
+            "INSERT INTO {quoted}.__diesel_schema_migrations (version) VALUES "
+        ));
+        let rows: Vec<String> = self.versions.iter().map(|v| format!("('{v}')")).collect();
+        sql.push_str(&rows.join(", "));
+        sql.push_str(";\n");
+        sql
+    }
+
+    /// Replays the template as `schema` in the open transaction.
+    pub(crate) fn replay(
+        &self,
+        conn: &mut PgConnection,
+        schema: &SchemaName,
+    ) -> Result<(), ProvisionError> {
+        schema_ddl(conn, &self.sql_for(schema), schema)
+    }
+}
+
+fn keep_statement(words: &[String], scratch: &SchemaName) -> bool {
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    let names_scratch = w(2).trim_matches('"') == scratch.as_str();
+    !(w(0) == "set"
+        || (w(0) == "select" && w(1) == "pg_catalog")
+        || (w(0) == "create" && w(1) == "schema" && names_scratch)
+        || (w(0) == "alter" && w(1) == "schema" && names_scratch)
+        || words.is_empty())
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{MAGIC}")?;
+        writeln!(f, "-- version: {}", self.version)?;
+        writeln!(f, "-- versions: {}", self.versions.join(" "))?;
+        writeln!(f, "-- placeholder: {TEMPLATE_PLACEHOLDER}")?;
+        f.write_str(&self.body)
+    }
+}
+
+/// Generates the template of the isolated schema at the current head: builds
+/// it in a scratch schema (`appschema_scratch_…`, committed so pg_dump can
+/// see it, dropped afterwards), dumps it with pg_dump (see [`super::find_pg_dump`])
+/// and replaces the scratch name by [`TEMPLATE_PLACEHOLDER`].
+/// `database_url` must name the database `conn` is connected to.
+pub fn generate_template<M: IsolatedMigrations + ?Sized>(
+    conn: &mut PgConnection,
+    database_url: &str,
+    migrations: &M,
+) -> Result<Template, ProvisionError> {
+    if migrations.head().is_none() {
+        return Err(TemplateError::NoMigrations.into());
+    }
+    let scratch = SchemaName::internal(format!("appschema_scratch_{}", random_hex()))?;
+    conn.transaction(|conn| migrate_new_schema(conn, migrations, &scratch))?;
+    let dump = dump_schema(database_url, scratch.as_str());
+    conn.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {} CASCADE",
+        scratch.quoted()
+    ))?;
+    Ok(Template::from_dump(
+        &dump?,
+        &scratch,
+        migrations.versions(),
+    )?)
+}
+
+/// Stores `template` in `public.appschema_templates`, replacing any for the
+/// same version; [`super::Source::Template`] replays it from there.
+pub fn store_template(conn: &mut PgConnection, template: &Template) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO public.appschema_templates (version, body) VALUES ($1, $2)
+         ON CONFLICT (version) DO UPDATE SET body = excluded.body, created_at = now()",
+    )
+    .bind::<Text, _>(&template.version)
+    .bind::<Text, _>(template.to_string())
+    .execute(conn)
+    .map(drop)
+}
+
+#[derive(QueryableByName)]
+struct StoredRow {
+    #[diesel(sql_type = Text)]
+    body: String,
+}
+
+/// The stored template for `head`; refused with [`TemplateError::Stale`]
+/// when only older ones are stored, [`TemplateError::Missing`] when none is.
+pub fn load_template(conn: &mut PgConnection, head: &str) -> Result<Template, ProvisionError> {
+    if let Some(template) = load_current(conn, head)? {
+        return Ok(template);
+    }
+    let newest = diesel::sql_query(
+        "SELECT version AS value FROM public.appschema_templates ORDER BY created_at DESC LIMIT 1",
+    )
+    .get_result::<super::util::TextRow>(conn)
+    .optional()?;
+    Err(match newest {
+        Some(row) => TemplateError::Stale {
+            template: row.value,
+            head: head.to_string(),
+        },
+        None => TemplateError::Missing {
+            head: head.to_string(),
+        },
+    }
+    .into())
+}
+
+/// The stored template for `head`, if there is one.
+pub(crate) fn load_current(
+    conn: &mut PgConnection,
+    head: &str,
+) -> Result<Option<Template>, ProvisionError> {
+    let row = diesel::sql_query("SELECT body FROM public.appschema_templates WHERE version = $1")
+        .bind::<Text, _>(head)
+        .get_result::<StoredRow>(conn)
+        .optional()?;
+    Ok(row.map(|r| Template::parse(&r.body)).transpose()?)
+}
+
+/// Checks a template read from elsewhere (a file) against the head.
+pub(crate) fn check_current(template: &Template, head: &str) -> Result<(), TemplateError> {
+    if template.version != head {
+        return Err(TemplateError::Stale {
+            template: template.version.clone(),
+            head: head.to_string(),
+        });
+    }
+    Ok(())
+}

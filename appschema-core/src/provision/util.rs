@@ -1,0 +1,123 @@
+//! Small database helpers shared by the provisioning operations.
+
+use std::hash::{BuildHasher, Hasher};
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Bool, Text};
+
+use super::error::ProvisionError;
+use crate::name::{PublicName, SchemaName};
+
+/// Calls [`crate::resolve::invalidate_all`] when dropped, i.e. when the
+/// function holding it returns, after its transaction committed or rolled
+/// back: invalidating before the commit would let a resolver re-cache the
+/// old answer in between.
+pub(crate) struct InvalidateOnReturn;
+
+impl Drop for InvalidateOnReturn {
+    fn drop(&mut self) {
+        crate::resolve::invalidate_all();
+    }
+}
+
+#[derive(QueryableByName)]
+pub(crate) struct BoolRow {
+    #[diesel(sql_type = Bool)]
+    pub value: bool,
+}
+
+#[derive(QueryableByName)]
+pub(crate) struct TextRow {
+    #[diesel(sql_type = Text)]
+    pub value: String,
+}
+
+/// 16 random hex digits, for internal schema names (std's hasher keys are
+/// random per process and per `RandomState`).
+pub(crate) fn random_hex() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}", h.finish())
+}
+
+pub(crate) fn schema_exists(conn: &mut PgConnection, schema: &SchemaName) -> QueryResult<bool> {
+    diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1) AS value",
+    )
+    .bind::<Text, _>(schema.as_str())
+    .get_result::<BoolRow>(conn)
+    .map(|r| r.value)
+}
+
+/// Whether `schema`'s `__diesel_schema_migrations` records `version`.
+pub(crate) fn has_version(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    version: &str,
+) -> QueryResult<bool> {
+    diesel::sql_query(format!(
+        "SELECT EXISTS (SELECT 1 FROM {}.__diesel_schema_migrations WHERE version = $1) AS value",
+        schema.quoted()
+    ))
+    .bind::<Text, _>(version)
+    .get_result::<BoolRow>(conn)
+    .map(|r| r.value)
+}
+
+/// Turns a unique violation on the registry into the error naming what is
+/// taken; anything else stays a database error.
+pub(crate) fn registry_conflict(e: DieselError, public_name: &str, schema: &str) -> ProvisionError {
+    if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &e {
+        return if info.constraint_name() == Some("appschema_tenants_schema_name_key") {
+            ProvisionError::SchemaExists {
+                schema: schema.to_string(),
+            }
+        } else {
+            ProvisionError::TenantExists {
+                public_name: public_name.to_string(),
+            }
+        };
+    }
+    ProvisionError::Database(e)
+}
+
+/// Runs a statement creating or renaming to `schema`, reporting a schema
+/// created meanwhile by someone else as [`ProvisionError::SchemaExists`].
+pub(crate) fn schema_ddl(
+    conn: &mut PgConnection,
+    sql: &str,
+    schema: &SchemaName,
+) -> Result<(), ProvisionError> {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute(sql).map_err(|e| match &e {
+        DieselError::DatabaseError(_, info) if info.message().contains("already exists") => {
+            ProvisionError::SchemaExists {
+                schema: schema.to_string(),
+            }
+        }
+        _ => ProvisionError::Database(e),
+    })
+}
+
+/// Locks the tenant's registry row and returns it.
+pub(crate) fn lock_tenant(
+    conn: &mut PgConnection,
+    name: &PublicName,
+) -> Result<crate::registry::Tenant, ProvisionError> {
+    let tenant =
+        crate::registry::find(conn, name)?.ok_or_else(|| ProvisionError::UnknownTenant {
+            public_name: name.to_string(),
+        })?;
+    diesel::sql_query("SELECT id FROM public.appschema_tenants WHERE id = $1 FOR UPDATE")
+        .bind::<diesel::sql_types::BigInt, _>(tenant.id)
+        .execute(conn)?;
+    // Re-read: a concurrent rename may have committed while we waited.
+    crate::registry::find(conn, name)?.ok_or_else(|| ProvisionError::UnknownTenant {
+        public_name: name.to_string(),
+    })
+}

@@ -1,0 +1,121 @@
+//! Benchmark: the cost of creating one tenant, by migrations, from the schema
+//! template, and by claiming a spare, against the same DDL sent as one batch
+//! over one connection with no library (the baseline), for isolated schemas
+//! of 3 and 30 tables (indexes and foreign keys), written as migrations.
+//!
+//! `cargo run --release --example bench_provision [-- ROUNDS]` (default 40).
+//! The four ways are interleaved round by round so a noisy neighbour hits
+//! them all alike. Prints a Markdown table for BENCHMARKS.md.
+
+use std::time::{Duration, Instant};
+
+use appschema_core::provision::{
+    create_tenant, ensure_spares, generate_template, store_template, NewTenant, Source,
+};
+use appschema_core::{registry, MigrationSet, Scope};
+use appschema_tempdb::TestDb;
+use diesel::connection::SimpleConnection;
+
+/// One migration per table; table k references table k-1 and has two
+/// secondary indexes.
+fn table_sql(k: usize) -> String {
+    let parent = if k == 0 {
+        String::new()
+    } else {
+        format!("parent_id bigint REFERENCES t{} (id),", k - 1)
+    };
+    format!(
+        "CREATE TABLE t{k} (
+             id bigserial PRIMARY KEY,
+             {parent}
+             name text NOT NULL,
+             amount numeric(12, 2) NOT NULL DEFAULT 0,
+             status text NOT NULL DEFAULT 'new' CHECK (status IN ('new', 'done')),
+             created_at timestamptz NOT NULL DEFAULT now());
+         CREATE INDEX t{k}_name ON t{k} (name);
+         CREATE INDEX t{k}_created ON t{k} (created_at);"
+    )
+}
+
+fn stats(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let median = ms(samples[samples.len() / 2]);
+    let p95 = ms(samples[(samples.len() * 95).div_ceil(100) - 1]);
+    (median, p95)
+}
+
+fn bench(tables: usize, rounds: usize) {
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    registry::install(&mut conn).unwrap();
+    let set = MigrationSet::from_parts((0..tables).map(|k| {
+        (
+            format!("{:014}", 20240101000000u64 + k as u64),
+            Scope::Isolated,
+            table_sql(k),
+        )
+    }));
+    let ddl: String = (0..tables).map(table_sql).collect::<Vec<_>>().join("\n");
+    let template = generate_template(&mut conn, db.url(), &set).unwrap();
+    store_template(&mut conn, &template).unwrap();
+    let t = Instant::now();
+    ensure_spares(&mut conn, &set, rounds).unwrap();
+    let spare_fill = t.elapsed();
+
+    let (mut baseline, mut by_template, mut by_migrations, mut by_spare) =
+        (vec![], vec![], vec![], vec![]);
+    for round in 0..rounds {
+        let t = Instant::now();
+        conn.batch_execute(&format!(
+            "BEGIN; CREATE SCHEMA base_{round}; SET LOCAL search_path = base_{round}; {ddl}; COMMIT;"
+        ))
+        .unwrap();
+        baseline.push(t.elapsed());
+
+        for (source, samples) in [
+            (Source::Template, &mut by_template),
+            (Source::Migrations, &mut by_migrations),
+            (Source::Spare, &mut by_spare),
+        ] {
+            let request = NewTenant::new(&format!("{source}-{round}.bench"))
+                .unwrap()
+                .source(source);
+            let t = Instant::now();
+            let created = create_tenant(&mut conn, &set, &request).unwrap();
+            samples.push(t.elapsed());
+            assert_eq!(created.source, source);
+        }
+    }
+    let (b_med, b_p95) = stats(baseline);
+    println!("| {tables} | baseline: same DDL, one batch, one connection, no library | {b_med:.2} | {b_p95:.2} | 1.00x |");
+    for (name, samples) in [
+        ("from template", by_template),
+        ("by migrations", by_migrations),
+        ("spare claim", by_spare),
+    ] {
+        let (med, p95) = stats(samples);
+        println!(
+            "| {tables} | {name} | {med:.2} | {p95:.2} | {:.2}x |",
+            med / b_med
+        );
+    }
+    eprintln!(
+        "({tables} tables: {rounds} spares built ahead in {:.2} s, not timed above)",
+        spare_fill.as_secs_f64()
+    );
+    drop(conn);
+}
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map_or(40, |a| a.parse().expect("ROUNDS must be a number"));
+    // Start the server before printing, so its start-up is not in any figure.
+    let _ = appschema_tempdb::server();
+    println!("| tables | way | median ms | p95 ms | median vs baseline |");
+    println!("|---|---|---|---|---|");
+    for tables in [3, 30] {
+        bench(tables, rounds);
+    }
+}

@@ -1,0 +1,80 @@
+//! A small multi-tenant web app on axum: one schema per customer.
+//!
+//! `cargo run --example saas --features axum` starts it with no set-up: on
+//! the PostgreSQL named by `DATABASE_URL`, or else on a throwaway server
+//! deleted on exit. It migrates the database, keeps spare schemas ready,
+//! listens on 127.0.0.1 (port from `--port`, else `PORT`, else 3000) and
+//! prints curl commands to paste. `*.localhost` resolves to loopback, so
+//! `http://acme.localhost:3000/` works in a browser once `acme` signed up.
+
+#[path = "app.rs"]
+#[allow(dead_code)] // the tests and the benchmark use more of it
+mod app;
+
+fn port_from_args() -> Result<u16, String> {
+    let mut args = std::env::args().skip(1);
+    let mut port = None;
+    while let Some(arg) = args.next() {
+        let value = match arg.as_str() {
+            "--port" => args.next().ok_or("--port needs a value")?,
+            a if a.starts_with("--port=") => a["--port=".len()..].to_string(),
+            "-h" | "--help" => {
+                println!("usage: saas [--port N]   (default: $PORT, else 3000)");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}`: use --port N")),
+        };
+        port = Some(value);
+    }
+    let port = port.or_else(|| std::env::var("PORT").ok());
+    match port {
+        None => Ok(3000),
+        Some(p) => p.parse().map_err(|_| format!("port `{p}` is not a number")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let port = port_from_args()?;
+    let server = appschema_tempdb::Server::from_env_or_start()?;
+    match &server {
+        appschema_tempdb::Server::External { .. } => {
+            println!("Using the PostgreSQL server named by DATABASE_URL.")
+        }
+        appschema_tempdb::Server::Temp(cluster) => println!(
+            "Started a throwaway PostgreSQL server in {} (deleted on exit).",
+            cluster.dir().display()
+        ),
+    }
+    let running = app::start(&server.url(), port).await?;
+    let p = running.addr.port();
+    println!(
+        "Migrated; {spares} spare schemas ready. Listening on http://{addr}/ (Ctrl-C stops).
+
+Paste these:
+
+  # sign up two tenants (on the apex host, localhost)
+  curl -X POST -H 'content-type: application/json' -d '{{\"name\":\"acme\"}}' http://localhost:{p}/signup
+  curl -X POST -H 'content-type: application/json' -d '{{\"name\":\"globex\",\"plan\":\"pro\"}}' http://localhost:{p}/signup
+
+  # each tenant's own data (isolated tables), by host name
+  curl -X POST -H 'Host: acme.localhost' -H 'content-type: application/json' -d '{{\"name\":\"Rocket\"}}' http://127.0.0.1:{p}/api/projects
+  curl -X POST -H 'Host: acme.localhost' -H 'content-type: application/json' -d '{{\"title\":\"Buy fuel\"}}' http://127.0.0.1:{p}/api/projects/1/tasks
+  curl -X POST -H 'Host: globex.localhost' -H 'content-type: application/json' -d '{{\"name\":\"Doomsday device\"}}' http://127.0.0.1:{p}/api/projects
+  curl -H 'Host: acme.localhost' http://127.0.0.1:{p}/api/projects
+  curl -H 'Host: globex.localhost' http://127.0.0.1:{p}/api/projects
+  curl http://globex.localhost:{p}/api/account      # tenant + its plan (shared table)
+  curl http://acme.localhost:{p}/                   # HTML page, or open it in a browser
+
+  # an unknown host gets 404, a malformed one 400
+  curl -i -H 'Host: nobody.localhost' http://127.0.0.1:{p}/api/projects
+  curl -i -H 'Host: evil.com@acme.localhost' http://127.0.0.1:{p}/api/projects",
+        spares = app::SPARES,
+        addr = running.addr,
+    );
+    tokio::signal::ctrl_c().await?;
+    println!("Stopping.");
+    running.stop();
+    drop(server);
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! HTTP tests against the running saas example (examples/saas): the real app,
+//! started in-process on an ephemeral port over its own database, spoken to
+//! over TCP with raw HTTP/1.1, so every byte of the Host header is ours.
+
+#[path = "../examples/saas/app.rs"]
+#[allow(dead_code)]
+mod app;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use appschema::provision::{drop_tenant, DropMode};
+use appschema::PublicName;
+use appschema_tempdb::TestDb;
+
+/// Sends one request with the Host header given as raw bytes (`None`: no Host
+/// header at all); returns the status code and the body.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: Option<&[u8]>,
+    json: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n").into_bytes();
+    if let Some(host) = host {
+        req.extend_from_slice(b"Host: ");
+        req.extend_from_slice(host);
+        req.extend_from_slice(b"\r\n");
+    }
+    let body = json.unwrap_or("");
+    if json.is_some() {
+        req.extend_from_slice(b"Content-Type: application/json\r\n");
+    }
+    req.extend_from_slice(format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    stream.write_all(&req).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    )
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+fn get(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    http(addr, "GET", path, Some(host.as_bytes()), None)
+}
+
+fn post(addr: SocketAddr, host: &str, path: &str, json: &str) -> (u16, String) {
+    http(addr, "POST", path, Some(host.as_bytes()), Some(json))
+}
+
+fn project_names(body: &str) -> Vec<String> {
+    let rows: Vec<app::Project> =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    rows.into_iter().map(|p| p.name).collect()
+}
+
+/// A running app over a fresh database with `acme` and `globex` signed up
+/// concurrently and one project each (acme has two).
+struct Fixture {
+    db: TestDb,
+    running: app::Running,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    fn addr(&self) -> SocketAddr {
+        self.running.addr
+    }
+}
+
+fn two_tenants() -> Fixture {
+    let db = TestDb::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let running = rt.block_on(app::start(db.url(), 0)).unwrap();
+    let addr = running.addr;
+    let signups = std::thread::scope(|s| {
+        let a = s.spawn(|| post(addr, "localhost", "/signup", r#"{"name":"acme"}"#));
+        let g = s.spawn(|| {
+            post(
+                addr,
+                "localhost",
+                "/signup",
+                r#"{"name":"globex","plan":"pro"}"#,
+            )
+        });
+        [a.join().unwrap(), g.join().unwrap()]
+    });
+    for (status, body) in &signups {
+        assert_eq!(*status, 201, "{body}");
+    }
+    for (host, name) in [
+        ("acme.localhost", "Rocket"),
+        ("acme.localhost", "Anvil"),
+        ("globex.localhost", "Doomsday device"),
+    ] {
+        let (status, body) = post(
+            addr,
+            host,
+            "/api/projects",
+            &format!(r#"{{"name":"{name}"}}"#),
+        );
+        assert_eq!(status, 201, "{host}: {body}");
+    }
+    Fixture {
+        db,
+        running,
+        _rt: rt,
+    }
+}
+
+#[test]
+fn two_tenants_signed_up_concurrently_each_see_only_their_own_rows() {
+    let f = two_tenants();
+    let addr = f.addr();
+    let (status, body) = get(addr, "acme.localhost", "/api/projects");
+    assert_eq!(status, 200);
+    assert_eq!(project_names(&body), ["Rocket", "Anvil"]);
+    let (status, body) = get(addr, "globex.localhost", "/api/projects");
+    assert_eq!(status, 200);
+    assert_eq!(project_names(&body), ["Doomsday device"]);
+
+    // Tasks: acme's project 2 does not exist for globex.
+    let (status, body) = post(
+        addr,
+        "acme.localhost",
+        "/api/projects/2/tasks",
+        r#"{"title":"Sharpen"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        get(addr, "globex.localhost", "/api/projects/2/tasks").0,
+        404
+    );
+    let (status, body) = get(addr, "acme.localhost", "/api/projects/2/tasks");
+    assert_eq!(status, 200);
+    assert!(body.contains("Sharpen"), "{body}");
+
+    // The shared plans table, joined to each tenant's own account row.
+    let (_, acme) = get(addr, "acme.localhost", "/api/account");
+    let (_, globex) = get(addr, "globex.localhost", "/api/account");
+    let acme: serde_json::Value = serde_json::from_str(&acme).unwrap();
+    let globex: serde_json::Value = serde_json::from_str(&globex).unwrap();
+    assert_eq!(acme["plan"]["name"], "free");
+    assert_eq!(globex["plan"]["name"], "pro");
+    assert_eq!(acme["tenant"], "acme.localhost");
+    assert_ne!(acme["schema"], globex["schema"]);
+
+    // The HTML page shows the tenant's own projects and tasks only.
+    let (status, page) = get(addr, "acme.localhost", "/");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Rocket") && page.contains("Sharpen"),
+        "{page}"
+    );
+    assert!(!page.contains("Doomsday"), "{page}");
+
+    // The free plan's limit (3 projects) comes from the shared table.
+    assert_eq!(
+        post(
+            addr,
+            "acme.localhost",
+            "/api/projects",
+            r#"{"name":"Third"}"#
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        post(
+            addr,
+            "acme.localhost",
+            "/api/projects",
+            r#"{"name":"Fourth"}"#
+        )
+        .0,
+        402
+    );
+}
+
+#[test]
+fn signing_up_a_taken_or_invalid_name_is_refused() {
+    let f = two_tenants();
+    let addr = f.addr();
+    assert_eq!(
+        post(addr, "localhost", "/signup", r#"{"name":"acme"}"#).0,
+        409
+    );
+    assert_eq!(
+        post(addr, "localhost", "/signup", r#"{"name":"Evil\"; DROP"}"#).0,
+        422
+    );
+    assert_eq!(
+        post(
+            addr,
+            "localhost",
+            "/signup",
+            r#"{"name":"x","plan":"gold"}"#
+        )
+        .0,
+        422
+    );
+    // Sign-up exists on the apex only.
+    assert_eq!(
+        post(addr, "acme.localhost", "/signup", r#"{"name":"y"}"#).0,
+        404
+    );
+}
+
+#[test]
+fn an_unknown_host_gets_404_and_no_tenant_data() {
+    let f = two_tenants();
+    let addr = f.addr();
+    for host in [
+        "nobody.localhost",
+        "localhost.acme",
+        "acme",
+        "acme.localhost.evil.com",
+    ] {
+        let (status, body) = get(addr, host, "/api/projects");
+        assert_eq!(status, 404, "{host}: {body}");
+        assert!(
+            !body.contains("Rocket") && !body.contains("Doomsday"),
+            "{host}: {body}"
+        );
+    }
+    assert_eq!(http(addr, "GET", "/api/projects", None, None).0, 400);
+}
+
+#[test]
+fn host_header_tricks_never_reach_another_tenant() {
+    let f = two_tenants();
+    let addr = f.addr();
+    let long = format!("{}.acme.localhost", "a".repeat(5000));
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        // Normalized to acme.localhost: acme's rows, and only acme's.
+        (b"ACME.LocalHost".to_vec(), 200),
+        (b"acme.localhost:8080".to_vec(), 200),
+        (b"acme.localhost.".to_vec(), 200),
+        (b"acme.localhost.:3000".to_vec(), 200),
+        // Refused outright.
+        (b"evil.com@acme.localhost".to_vec(), 400),
+        (b"globex.localhost@acme.localhost".to_vec(), 400),
+        (b"acme.localhost:globex".to_vec(), 400),
+        (b"acme.localhost, globex.localhost".to_vec(), 400),
+        (b"acme.localhost/../globex.localhost".to_vec(), 400),
+        (long.into_bytes(), 400),
+        ("аcme.localhost".as_bytes().to_vec(), 400), // Cyrillic а
+        ("acme.localhost\u{0}".as_bytes().to_vec(), 400),
+        (b"\xff\xfe.localhost".to_vec(), 400),
+    ];
+    for (host, want) in cases {
+        let shown = String::from_utf8_lossy(&host)
+            .chars()
+            .take(60)
+            .collect::<String>();
+        let (status, body) = http(addr, "GET", "/api/projects", Some(&host), None);
+        assert!(
+            !body.contains("Doomsday"),
+            "{shown:?} reached globex: {body}"
+        );
+        if want == 200 {
+            assert_eq!(
+                (status, project_names(&body)),
+                (200, vec!["Rocket".into(), "Anvil".into()]),
+                "{shown:?}"
+            );
+        } else {
+            // hyper itself may refuse bytes it cannot parse (also 400).
+            assert_eq!(status, want, "{shown:?}: {body}");
+        }
+    }
+    // Two Host headers: refused, whichever comes first.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /api/projects HTTP/1.1\r\nHost: acme.localhost\r\nHost: globex.localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(
+        !raw.contains("Doomsday") && !raw.contains("Rocket"),
+        "{raw}"
+    );
+}
+
+#[test]
+fn a_tenant_dropped_through_the_library_stops_resolving_at_once() {
+    let f = two_tenants();
+    let addr = f.addr();
+    // Cached as resolved by now.
+    assert_eq!(get(addr, "globex.localhost", "/api/projects").0, 200);
+    assert_eq!(get(addr, "globex.localhost", "/api/projects").0, 200);
+    let mut conn = f.db.conn();
+    drop_tenant(
+        &mut conn,
+        &PublicName::new("globex.localhost").unwrap(),
+        DropMode::Drop,
+    )
+    .unwrap();
+    let (status, body) = get(addr, "globex.localhost", "/api/projects");
+    assert_eq!(status, 404, "{body}");
+    // The other tenant is untouched.
+    assert_eq!(get(addr, "acme.localhost", "/api/projects").0, 200);
+    f.running.stop();
+}
