@@ -79,7 +79,9 @@ impl IntoResponse for TenantDbError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = match (&self, status) {
-            (TenantDbError::Connection { .. }, StatusCode::NOT_FOUND) => "no such tenant\n",
+            (TenantDbError::Connection { .. }, StatusCode::NOT_FOUND) => {
+                "no such tenant (its schema is gone)\n"
+            }
             (_, StatusCode::NOT_FOUND) => "not found\n",
             (_, StatusCode::SERVICE_UNAVAILABLE) => "database unavailable, retry later\n",
             _ => "internal error\n",

@@ -206,7 +206,11 @@ async fn a_handler_behind_the_layer_reads_its_hosts_tenant() {
     for (host, status, body) in [
         ("acme.localhost", StatusCode::OK, "rocket"),
         ("GLOBEX.localhost:3000", StatusCode::OK, "doomsday"),
-        ("ghost.localhost", StatusCode::NOT_FOUND, "no such tenant\n"),
+        (
+            "ghost.localhost",
+            StatusCode::NOT_FOUND,
+            "no such tenant (its schema is gone)\n",
+        ),
         (
             "nobody.localhost",
             StatusCode::NOT_FOUND,
