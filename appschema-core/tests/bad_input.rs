@@ -32,6 +32,7 @@ fn public_ok(p: &str) -> Option<String> {
         && p.len() <= 253
         && p.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && !p.contains("..") // no empty label
         && p.as_bytes()[0].is_ascii_alphanumeric()
         && p.as_bytes()[p.len() - 1].is_ascii_alphanumeric();
     ok.then(|| p.to_ascii_lowercase())
