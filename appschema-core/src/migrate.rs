@@ -38,8 +38,15 @@ use crate::Scope;
 /// diesel's tracking table, created in every migrated schema.
 pub const TRACKING_TABLE: &str = "__diesel_schema_migrations";
 
-/// Schemas read per query when reading applied versions.
-const STATUS_CHUNK: usize = 1000;
+/// Schemas read per query when reading applied versions. Measured on
+/// PostgreSQL 15 (3,000 schemas, fresh backend): a `UNION ALL` of 1,000
+/// tracking tables costs ~0.5 ms per schema, of 200 ~0.5 ms, of 50
+/// ~0.15 ms, of 10 ~0.19 ms: planning a wide `UNION ALL` grows faster than
+/// its width, and narrow ones pay a round trip each.
+const STATUS_CHUNK: usize = 50;
+
+/// Chunks each extra reader connection must have to be worth opening.
+const CHUNKS_PER_READER: usize = 8;
 
 /// Why a run could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -346,13 +353,6 @@ impl Migrator {
         targets: &[Target],
     ) -> Result<HashMap<String, BTreeSet<String>>, MigrateError> {
         #[derive(QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = Text)]
-            schema_name: String,
-            #[diesel(sql_type = Text)]
-            versions: String,
-        }
-        #[derive(QueryableByName)]
         struct Ns {
             #[diesel(sql_type = Text)]
             nspname: String,
@@ -370,28 +370,43 @@ impl Migrator {
             .chain(targets.iter().map(|t| t.schema.as_str()))
             .filter(|s| tracked.contains(*s))
             .collect();
-        let mut out = HashMap::with_capacity(wanted.len());
-        for chunk in wanted.chunks(STATUS_CHUNK) {
-            let sql = chunk
-                .iter()
-                .map(|s| {
-                    format!(
-                        "SELECT {} AS schema_name, coalesce(string_agg(version, ','), '') AS versions FROM {}.{TRACKING_TABLE}",
-                        quote_literal(s),
-                        quote_ident(s)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ");
-            for row in diesel::sql_query(sql).load::<Row>(conn)? {
-                let versions = row
-                    .versions
-                    .split(',')
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                out.insert(row.schema_name, versions);
+        let chunks: Vec<&[&str]> = wanted.chunks(STATUS_CHUNK).collect();
+        // Reading is per-relation work for the server (open, plan, scan each
+        // tracking table), so large registries are read by up to `jobs`
+        // connections at once, each taking the next chunk.
+        let readers = self.jobs.min(chunks.len() / CHUNKS_PER_READER).max(1);
+        let next = AtomicUsize::new(0);
+        let read_chunks = |conn: &mut PgConnection| -> Result<Vec<Row>, MigrateError> {
+            let mut rows = Vec::new();
+            while let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                rows.extend(diesel::sql_query(applied_versions_sql(chunk)).load::<Row>(conn)?);
             }
+            Ok(rows)
+        };
+        let mut extra = Vec::with_capacity(readers - 1);
+        for _ in 1..readers {
+            extra.push(self.connect()?);
+        }
+        let rows: Vec<Row> = std::thread::scope(|scope| {
+            let handles: Vec<_> = extra
+                .into_iter()
+                .map(|mut c| scope.spawn(move || read_chunks(&mut c)))
+                .collect();
+            let mut rows = read_chunks(conn)?;
+            for h in handles {
+                rows.extend(h.join().expect("a reader thread panicked")?);
+            }
+            Ok::<_, MigrateError>(rows)
+        })?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let versions = row
+                .versions
+                .split(',')
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect();
+            out.insert(row.schema_name, versions);
         }
         Ok(out)
     }
@@ -456,7 +471,12 @@ impl Migrator {
                         migrations: vec![m.name().to_string()],
                         schemas: 1,
                     });
-                    match apply(&mut conn, schema, &self.shared_path(None), m, on_event) {
+                    let target = ApplyTarget {
+                        schema,
+                        path: &self.shared_path(None),
+                        tracked: applied.contains_key(schema),
+                    };
+                    match apply(&mut conn, target, m, on_event) {
                         Ok(applied_now) => {
                             if applied_now {
                                 report.migrations_applied += 1;
@@ -479,13 +499,14 @@ impl Migrator {
                     }
                 }
                 Step::Isolated(run) => {
-                    let work: Vec<(&Target, Vec<&Migration>)> = targets
+                    let work: Vec<(&Target, Vec<&Migration>, bool)> = targets
                         .iter()
                         .filter_map(|t| {
-                            let done = applied.get(t.schema.as_str()).unwrap_or(&empty);
+                            let seen = applied.get(t.schema.as_str());
+                            let done = seen.unwrap_or(&empty);
                             let pending: Vec<&Migration> =
                                 run.iter().filter(|m| !done.contains(m.version())).collect();
-                            (!pending.is_empty()).then_some((t, pending))
+                            (!pending.is_empty()).then_some((t, pending, seen.is_some()))
                         })
                         .collect();
                     if work.is_empty() {
@@ -521,7 +542,7 @@ impl Migrator {
 
     fn run_isolated(
         &self,
-        work: &[(&Target, Vec<&Migration>)],
+        work: &[(&Target, Vec<&Migration>, bool)],
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<Outcome, MigrateError> {
         let next = AtomicUsize::new(0);
@@ -536,17 +557,26 @@ impl Migrator {
                 let (next, outcome) = (&next, &outcome);
                 scope.spawn(move || loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((target, pending)) = work.get(i) else {
+                    let Some((target, pending, tracked)) = work.get(i) else {
                         break;
                     };
                     let schema = target.schema.as_str();
                     let path = self.shared_path(Some(&target.schema));
                     let mut applied = 0;
                     let mut failure = None;
+                    let mut tracked = *tracked;
                     for m in pending {
-                        match apply(&mut conn, schema, &path, m, on_event) {
-                            Ok(true) => applied += 1,
-                            Ok(false) => {}
+                        let at = ApplyTarget {
+                            schema,
+                            path: &path,
+                            tracked,
+                        };
+                        match apply(&mut conn, at, m, on_event) {
+                            Ok(true) => {
+                                applied += 1;
+                                tracked = true;
+                            }
+                            Ok(false) => tracked = true,
                             Err(message) => {
                                 failure = Some(Failure {
                                     schema: schema.to_string(),
@@ -579,6 +609,31 @@ impl Migrator {
         });
         Ok(outcome.into_inner().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// One schema's applied versions, comma-separated.
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    schema_name: String,
+    #[diesel(sql_type = Text)]
+    versions: String,
+}
+
+/// One query reading the applied versions of `schemas` (each has a
+/// tracking table).
+fn applied_versions_sql(schemas: &[&str]) -> String {
+    schemas
+        .iter()
+        .map(|s| {
+            format!(
+                "SELECT {} AS schema_name, coalesce(string_agg(version, ','), '') AS versions FROM {}.{TRACKING_TABLE}",
+                quote_literal(s),
+                quote_ident(s)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
 }
 
 #[derive(Default)]
@@ -633,9 +688,56 @@ fn lock_key(schema: &str) -> String {
     )
 }
 
+/// The batch that applies `m` to a schema whose tracking table exists:
+/// the same statements a hand-written script would send (path, migration,
+/// tracking row, in one transaction) plus the try-lock folded into the
+/// statement that sets the path. Nothing for the server to compile.
+///
+/// The tracking row is inserted *before* the migration runs: if another run
+/// applied the version while we waited for the lock, the row's primary key
+/// refuses the insert (a unique check sees committed rows whatever the
+/// statement's snapshot), so the migration never runs twice; [`apply`]
+/// recognises that refusal by the constraint's name.
+///
+/// A refused try-lock is a cast of a marked text to `int4`; the text
+/// includes `pg_backend_pid()` so the planner cannot fold the cast into a
+/// constant and raise it when the branch is not taken.
+fn tracked_batch(schema: &str, path: &str, m: &Migration, try_lock: bool) -> String {
+    let key = lock_key(schema);
+    let lock = if try_lock {
+        format!(
+            "CASE WHEN pg_catalog.pg_try_advisory_xact_lock({key}) THEN 0 \
+             ELSE CAST('appschema:locked ' OPERATOR(pg_catalog.||) pg_catalog.pg_backend_pid() AS pg_catalog.int4) END"
+        )
+    } else {
+        format!("pg_catalog.pg_advisory_xact_lock({key})")
+    };
+    format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED;\n\
+         SELECT pg_catalog.set_config('search_path', {path}, true), {lock};\n\
+         INSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\n\
+         {sql}\n;\nCOMMIT;",
+        path = quote_literal(path),
+        qs = quote_ident(schema),
+        v = quote_literal(m.version()),
+        sql = m.up_sql(),
+    )
+}
+
+/// Whether `e` is the tracking table's primary key refusing a version that
+/// is already recorded.
+fn is_tracking_duplicate(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)
+            if info.table_name() == Some(TRACKING_TABLE)
+    )
+}
+
 /// SQL that takes the schema's lock (`try`: or raises `appschema:locked`),
 /// creates its tracking table, and raises `appschema:applied` when `version`
-/// is already recorded (another run applied it while we waited).
+/// is already recorded (another run applied it while we waited). Used when
+/// the planning read found no tracking table in the schema.
 fn guard_sql(schema: &str, version: &str, try_lock: bool) -> String {
     let qs = quote_ident(schema);
     let lock = if try_lock {
@@ -659,6 +761,28 @@ fn guard_sql(schema: &str, version: &str, try_lock: bool) -> String {
     )
 }
 
+/// Why a guard stopped a migration before it ran.
+#[derive(Debug, PartialEq, Eq)]
+enum GuardRefusal {
+    /// Another run holds the schema's lock.
+    Locked,
+    /// The version is already recorded in the schema.
+    Applied,
+}
+
+/// Recognises the guards' own refusals in a PostgreSQL error message (the
+/// PL/pgSQL guard raises the bare marker; the plain guard's cast error
+/// quotes it, in whatever language the server's `lc_messages` is).
+fn guard_refusal(message: &str) -> Option<GuardRefusal> {
+    if message.contains("appschema:locked") {
+        Some(GuardRefusal::Locked)
+    } else if message.contains("appschema:applied") {
+        Some(GuardRefusal::Applied)
+    } else {
+        None
+    }
+}
+
 fn db_message(e: &diesel::result::Error) -> String {
     match e {
         diesel::result::Error::DatabaseError(_, info) => info.message().to_string(),
@@ -670,15 +794,15 @@ fn db_message(e: &diesel::result::Error) -> String {
 /// `Ok(false)`: another run had applied it. `Err`: PostgreSQL's message.
 fn apply(
     conn: &mut PgConnection,
-    schema: &str,
-    path: &str,
+    target: ApplyTarget<'_>,
     m: &Migration,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<bool, String> {
+    let ApplyTarget { schema, path, .. } = target;
     let mut try_lock = true;
     loop {
         let result = if m.run_in_transaction() {
-            apply_in_transaction(conn, schema, path, m, try_lock)
+            apply_in_transaction(conn, target, m, try_lock)
         } else {
             apply_without_transaction(conn, schema, path, m, try_lock)
         };
@@ -689,9 +813,12 @@ fn apply(
                 if m.run_in_transaction() {
                     let _ = conn.batch_execute("ROLLBACK");
                 }
-                match message.as_str() {
-                    "appschema:applied" => return Ok(false),
-                    "appschema:locked" if try_lock => {
+                if is_tracking_duplicate(&e) {
+                    return Ok(false);
+                }
+                match guard_refusal(&message) {
+                    Some(GuardRefusal::Applied) => return Ok(false),
+                    Some(GuardRefusal::Locked) if try_lock => {
                         on_event(Event::Waiting {
                             schema: schema.to_string(),
                         });
@@ -704,16 +831,34 @@ fn apply(
     }
 }
 
+/// Where [`apply`] runs a migration.
+#[derive(Debug, Clone, Copy)]
+struct ApplyTarget<'a> {
+    schema: &'a str,
+    /// The `search_path` while the migration runs.
+    path: &'a str,
+    /// The schema's tracking table is known to exist, so the guard need not
+    /// create it.
+    tracked: bool,
+}
+
 /// One round trip: lock, check, migration, tracking row, commit.
 fn apply_in_transaction(
     conn: &mut PgConnection,
-    schema: &str,
-    path: &str,
+    target: ApplyTarget<'_>,
     m: &Migration,
     try_lock: bool,
 ) -> QueryResult<()> {
+    let ApplyTarget {
+        schema,
+        path,
+        tracked,
+    } = target;
+    if tracked {
+        return conn.batch_execute(&tracked_batch(schema, path, m, try_lock));
+    }
     conn.batch_execute(&format!(
-        "BEGIN;\nSELECT set_config('search_path', {path}, true);\n{guard};\n{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\nCOMMIT;",
+        "BEGIN ISOLATION LEVEL READ COMMITTED;\nSELECT set_config('search_path', {path}, true);\n{guard};\n{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\nCOMMIT;",
         path = quote_literal(path),
         guard = guard_sql(schema, m.version(), try_lock),
         sql = m.up_sql(),

@@ -313,6 +313,59 @@ fn two_concurrent_runs_never_apply_a_migration_twice_and_the_second_says_it_wait
 }
 
 #[test]
+fn a_run_that_waited_for_the_lock_skips_the_version_the_holder_committed() {
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    tenants(&mut conn, 1);
+    let first =
+        MigrationSet::from_parts([("001", Scope::Isolated, "CREATE TABLE orders (id int)")]);
+    Migrator::new(db.url())
+        .jobs(1)
+        .migrate(&first, &|_| {})
+        .unwrap();
+    // Not idempotent: running it a second time in t0 would fail.
+    let set = MigrationSet::from_parts([
+        ("001", Scope::Isolated, "CREATE TABLE orders (id int)"),
+        (
+            "002",
+            Scope::Isolated,
+            "ALTER TABLE orders ADD COLUMN x int",
+        ),
+    ]);
+    // Another run holds t0's lock and has applied 002, not yet committed.
+    let mut holder = db.conn();
+    holder
+        .batch_execute(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(hashtext('appschema.migrate'), hashtext('t0'));
+             ALTER TABLE t0.orders ADD COLUMN x int;
+             INSERT INTO t0.__diesel_schema_migrations (version) VALUES ('002');",
+        )
+        .unwrap();
+    let (waiting_tx, waiting_rx) = std::sync::mpsc::channel();
+    let waiting_tx = Mutex::new(waiting_tx);
+    let report = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            Migrator::new(db.url())
+                .jobs(1)
+                .migrate(&set, &|e| {
+                    if let Event::Waiting { schema } = e {
+                        waiting_tx.lock().unwrap().send(schema).unwrap();
+                    }
+                })
+                .unwrap()
+        });
+        // The run read 002 as pending, found the lock taken, and waits.
+        assert_eq!(waiting_rx.recv().unwrap(), "t0");
+        holder.batch_execute("COMMIT").unwrap();
+        run.join().unwrap()
+    });
+    assert!(report.is_success(), "{:?}", report.failures);
+    assert_eq!(report.migrations_applied, 0, "002 was the holder's");
+    assert_eq!(versions(&mut conn, "t0"), ["001", "002"]);
+}
+
+#[test]
 fn migrations_opting_out_of_transactions_run_statement_by_statement() {
     let db = TestDb::new();
     let mut conn = db.conn();
