@@ -316,9 +316,9 @@ impl Migrator {
     /// What each schema has applied and has pending; tenants behind the
     /// head first.
     pub fn status(&self, set: &MigrationSet) -> Result<Vec<SchemaStatus>, MigrateError> {
-        let mut conn = self.connect()?;
-        let targets = self.targets(&mut conn)?;
-        let applied = self.applied_versions(&mut conn, &targets)?;
+        let mut conns = vec![self.connect()?];
+        let targets = self.targets(&mut conns[0])?;
+        let applied = self.applied_versions(&mut conns, &targets)?;
         let mut out = Vec::with_capacity(targets.len() + 1);
         let shared_applied = applied
             .get(&self.shared_schema)
@@ -347,9 +347,13 @@ impl Migrator {
 
     /// Reads every schema's applied versions: one query finds which schemas
     /// have a tracking table, then one query per 1,000 of them.
+    ///
+    /// `conns` holds at least one connection; reader connections opened
+    /// here are left in it, so the run's workers reuse them (and the
+    /// server's caches warmed by the read).
     fn applied_versions(
         &self,
-        conn: &mut PgConnection,
+        conns: &mut Vec<PgConnection>,
         targets: &[Target],
     ) -> Result<HashMap<String, BTreeSet<String>>, MigrateError> {
         #[derive(QueryableByName)]
@@ -362,7 +366,7 @@ impl Migrator {
                JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relname = '__diesel_schema_migrations' AND c.relkind IN ('r', 'p')",
         )
-        .load::<Ns>(conn)?
+        .load::<Ns>(&mut conns[0])?
         .into_iter()
         .map(|r| r.nspname)
         .collect();
@@ -383,16 +387,16 @@ impl Migrator {
             }
             Ok(rows)
         };
-        let mut extra = Vec::with_capacity(readers - 1);
-        for _ in 1..readers {
-            extra.push(self.connect()?);
+        while conns.len() < readers {
+            conns.push(self.connect()?);
         }
+        let (first, others) = conns.split_first_mut().expect("at least one connection");
         let rows: Vec<Row> = std::thread::scope(|scope| {
-            let handles: Vec<_> = extra
-                .into_iter()
-                .map(|mut c| scope.spawn(move || read_chunks(&mut c)))
+            let handles: Vec<_> = others[..readers - 1]
+                .iter_mut()
+                .map(|c| scope.spawn(|| read_chunks(c)))
                 .collect();
-            let mut rows = read_chunks(conn)?;
+            let mut rows = read_chunks(first)?;
             for h in handles {
                 rows.extend(h.join().expect("a reader thread panicked")?);
             }
@@ -414,9 +418,9 @@ impl Migrator {
     /// What a run would do, without doing it: each pending migration and the
     /// schemas it would run in, in order. Installs nothing.
     pub fn plan(&self, set: &MigrationSet) -> Result<Vec<PlannedMigration>, MigrateError> {
-        let mut conn = self.connect()?;
-        let targets = self.targets(&mut conn)?;
-        let applied = self.applied_versions(&mut conn, &targets)?;
+        let mut conns = vec![self.connect()?];
+        let targets = self.targets(&mut conns[0])?;
+        let applied = self.applied_versions(&mut conns, &targets)?;
         let empty = BTreeSet::new();
         let mut out = Vec::new();
         for m in set.migrations() {
@@ -451,10 +455,10 @@ impl Migrator {
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<Report, MigrateError> {
         let started = Instant::now();
-        let mut conn = self.connect()?;
-        registry::install(&mut conn)?;
-        let targets = self.targets(&mut conn)?;
-        let applied = self.applied_versions(&mut conn, &targets)?;
+        let mut conns = vec![self.connect()?];
+        registry::install(&mut conns[0])?;
+        let targets = self.targets(&mut conns[0])?;
+        let applied = self.applied_versions(&mut conns, &targets)?;
         let empty = BTreeSet::new();
         let mut report = Report::default();
         let mut migrated: BTreeSet<String> = BTreeSet::new();
@@ -476,7 +480,7 @@ impl Migrator {
                         path: &self.shared_path(None),
                         tracked: applied.contains_key(schema),
                     };
-                    match apply(&mut conn, target, m, on_event) {
+                    match apply(&mut conns[0], target, m, on_event) {
                         Ok(applied_now) => {
                             if applied_now {
                                 report.migrations_applied += 1;
@@ -517,7 +521,7 @@ impl Migrator {
                         migrations: run.iter().map(|m| m.name().to_string()).collect(),
                         schemas: work.len(),
                     });
-                    let outcome = self.run_isolated(&work, on_event)?;
+                    let outcome = self.run_isolated(&work, &mut conns, on_event)?;
                     report.migrations_applied += outcome.applied;
                     migrated.extend(outcome.migrated);
                     report.failures.extend(outcome.failures);
@@ -540,20 +544,22 @@ impl Migrator {
         }
     }
 
+    /// Runs `work` on `jobs` workers, each with a connection from `conns`
+    /// (opening more when it holds fewer; all are left in it afterwards).
     fn run_isolated(
         &self,
         work: &[(&Target, Vec<&Migration>, bool)],
+        conns: &mut Vec<PgConnection>,
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<Outcome, MigrateError> {
         let next = AtomicUsize::new(0);
         let outcome = Mutex::new(Outcome::default());
-        let workers = self.jobs.min(work.len());
-        let mut conns = Vec::with_capacity(workers);
-        for _ in 0..workers {
+        let workers = self.jobs.min(work.len()).max(1);
+        while conns.len() < workers {
             conns.push(self.connect()?);
         }
         std::thread::scope(|scope| {
-            for mut conn in conns {
+            for conn in conns[..workers].iter_mut() {
                 let (next, outcome) = (&next, &outcome);
                 scope.spawn(move || loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -571,7 +577,7 @@ impl Migrator {
                             path: &path,
                             tracked,
                         };
-                        match apply(&mut conn, at, m, on_event) {
+                        match apply(conn, at, m, on_event) {
                             Ok(true) => {
                                 applied += 1;
                                 tracked = true;
