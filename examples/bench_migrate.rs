@@ -88,22 +88,79 @@ fn bench(n: usize, cli: &Path) {
         started.elapsed().as_secs_f64()
     );
 
-    // 1. Nothing pending.
-    let (secs, rss) = run_cli(cli, root, db.url(), 4);
-    row(n, "migrate, nothing pending (--jobs 4)", secs, None, rss);
-
-    // 2. One ADD COLUMN: baseline, then the CLI with --jobs 1 and 4.
-    let schemas: Vec<String> = (0..n).map(|i| format!("t{i:05}")).collect();
-    // Each baseline opens its own connection, timed, as the CLI does: the
-    // connection that created the tenants has their tables in its caches.
-    let started = Instant::now();
-    let mut fresh = PgConnection::establish(db.url()).unwrap();
-    for s in &schemas {
-        fresh
-            .batch_execute(&format!("ALTER TABLE {s}.orders ADD COLUMN note text"))
-            .unwrap();
+    // 1. Nothing pending: the median of ROUNDS runs.
+    let mut pending = Vec::new();
+    let mut rss_max = 0.0f64;
+    for _ in 0..ROUNDS {
+        let (secs, rss) = run_cli(cli, root, db.url(), 4);
+        pending.push(secs);
+        rss_max = rss_max.max(rss.unwrap_or(0.0));
     }
-    let baseline = started.elapsed().as_secs_f64();
+    row(
+        n,
+        "migrate, nothing pending (--jobs 4)",
+        median(&mut pending),
+        None,
+        Some(rss_max),
+    );
+
+    // 2. One ADD COLUMN: the two baselines, then the CLI with --jobs 1 and
+    // 4, each ROUNDS times in rotation (undone after each), so machine noise
+    // hits every measurement alike; the table gives medians.
+    let schemas: Vec<String> = (0..n).map(|i| format!("t{i:05}")).collect();
+    let mut bare = Vec::new();
+    let mut recorded = Vec::new();
+    let mut cli_runs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut cli_rss = [0.0f64; 2];
+    let migration = root.join("migrations/0002_order_note");
+    for _ in 0..ROUNDS {
+        // Each baseline opens its own connection, timed, as the CLI does:
+        // the connection that created the tenants has their tables in its
+        // caches.
+        let started = Instant::now();
+        let mut fresh = PgConnection::establish(db.url()).unwrap();
+        for s in &schemas {
+            fresh
+                .batch_execute(&format!("ALTER TABLE {s}.orders ADD COLUMN note text"))
+                .unwrap();
+        }
+        bare.push(started.elapsed().as_secs_f64());
+        drop(fresh);
+        undo_column(&mut conn, &schemas);
+        // Baseline 2: what a hand-written script that also records the
+        // migration sends, one round trip per tenant: the ALTER and diesel's
+        // tracking row in one transaction, under the tenant's search_path.
+        let started = Instant::now();
+        let mut fresh = PgConnection::establish(db.url()).unwrap();
+        for s in &schemas {
+            fresh
+                .batch_execute(&format!(
+                    "BEGIN; SET LOCAL search_path TO {s}, public; {ALTER} \
+                 INSERT INTO {s}.__diesel_schema_migrations (version) VALUES ('0002'); COMMIT;"
+                ))
+                .unwrap();
+        }
+        recorded.push(started.elapsed().as_secs_f64());
+        drop(fresh);
+        undo(&mut conn, &schemas);
+
+        write_migration(root, "0002_order_note", ALTER);
+        for (i, jobs) in [1, 4].into_iter().enumerate() {
+            let (secs, rss) = run_cli(cli, root, db.url(), jobs);
+            cli_runs[i].push(secs);
+            cli_rss[i] = cli_rss[i].max(rss.unwrap_or(0.0));
+            let mut check = PgConnection::establish(db.url()).unwrap();
+            assert_eq!(
+                count_missing(&mut check, n),
+                0,
+                "every tenant got the column"
+            );
+            undo(&mut conn, &schemas);
+        }
+        std::fs::remove_dir_all(&migration).unwrap();
+    }
+    let baseline = median(&mut bare);
+    let recorded = median(&mut recorded);
     row(
         n,
         "baseline 1: bare ALTERs, autocommit, one connection, no library",
@@ -111,21 +168,6 @@ fn bench(n: usize, cli: &Path) {
         None,
         None,
     );
-    undo_column(&mut conn, &schemas);
-    // Baseline 2: what a hand-written script that also records the
-    // migration sends, one round trip per tenant: the ALTER and diesel's
-    // tracking row in one transaction, under the tenant's search_path.
-    let started = Instant::now();
-    let mut fresh = PgConnection::establish(db.url()).unwrap();
-    for s in &schemas {
-        fresh
-            .batch_execute(&format!(
-                "BEGIN; SET LOCAL search_path TO {s}, public; {ALTER} \
-             INSERT INTO {s}.__diesel_schema_migrations (version) VALUES ('0002'); COMMIT;"
-            ))
-            .unwrap();
-    }
-    let recorded = started.elapsed().as_secs_f64();
     row(
         n,
         "baseline 2: ALTER + tracking row per transaction, one connection, no library",
@@ -133,25 +175,23 @@ fn bench(n: usize, cli: &Path) {
         None,
         None,
     );
-    undo(&mut conn, &schemas);
-
-    write_migration(root, "0002_order_note", ALTER);
-    for jobs in [1, 4] {
-        let (secs, rss) = run_cli(cli, root, db.url(), jobs);
+    for (i, jobs) in [1, 4].into_iter().enumerate() {
         row(
             n,
             &format!("migrate ADD COLUMN, --jobs {jobs}"),
-            secs,
+            median(&mut cli_runs[i]),
             Some((baseline, recorded)),
-            rss,
+            Some(cli_rss[i]),
         );
-        let mut check = PgConnection::establish(db.url()).unwrap();
-        let missing: i64 = count_missing(&mut check, n);
-        assert_eq!(missing, 0, "every tenant got the column");
-        if jobs == 1 {
-            undo(&mut conn, &schemas);
-        }
     }
+}
+
+/// Runs of each measurement per size; the table reports their median.
+const ROUNDS: usize = 3;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn count_missing(conn: &mut PgConnection, n: usize) -> i64 {

@@ -14,15 +14,18 @@
 //! - **Concurrency**: a transaction-scoped advisory lock per schema; a second
 //!   run waits for the first, saying so through [`Event::Waiting`].
 //! - **Cheap when there is nothing to do**: the applied versions of all
-//!   schemas are read in a few queries (one per 1,000 schemas), not per tenant.
+//!   schemas are read in a few queries (one per 50 schemas), not per tenant;
+//!   `migrate` streams that read, so workers start on the first schemas
+//!   found behind while the rest is still being read (see [`applied`]).
 //!
 //! Which schemas: appschema's own shared tables first ([`registry::install`]),
 //! the shared schema, then every tenant of the registry, then every schema
 //! named by the [`SchemaSource`]s added with [`Migrator::schema_source`]
 //! (spares and other schemas appschema keeps).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod applied;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -37,16 +40,6 @@ use crate::Scope;
 
 /// diesel's tracking table, created in every migrated schema.
 pub const TRACKING_TABLE: &str = "__diesel_schema_migrations";
-
-/// Schemas read per query when reading applied versions. Measured on
-/// PostgreSQL 15 (3,000 schemas, fresh backend): a `UNION ALL` of 1,000
-/// tracking tables costs ~0.5 ms per schema, of 200 ~0.5 ms, of 50
-/// ~0.15 ms, of 10 ~0.19 ms: planning a wide `UNION ALL` grows faster than
-/// its width, and narrow ones pay a round trip each.
-const STATUS_CHUNK: usize = 50;
-
-/// Chunks each extra reader connection must have to be worth opening.
-const CHUNKS_PER_READER: usize = 8;
 
 /// Why a run could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +79,11 @@ pub enum MigrateError {
         /// PostgreSQL's message.
         message: String,
     },
+    /// A reader of applied versions stopped without an error of its own
+    /// (its thread died); the run stopped without applying to the schemas
+    /// not read.
+    #[error("reading the applied versions stopped with {0} schema(s) unread: run migrate again")]
+    ReadInterrupted(usize),
 }
 
 /// A migration that failed in one schema.
@@ -135,13 +133,16 @@ impl Report {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A step starts: `schemas` schemas have something to apply in it.
+    /// A step starts. For an isolated step, `schemas` is an upper bound
+    /// while the applied versions are still being read: each schema it
+    /// counts is reported once, by [`Event::SchemaDone`] (with `applied: 0`
+    /// for one found up to date) or [`Event::SchemaFailed`].
     StepStarted {
         /// `shared` or `isolated`.
         scope: Scope,
         /// The migrations of the step, by name.
         migrations: Vec<String>,
-        /// Schemas to migrate in this step.
+        /// Schemas that may have something to apply in this step.
         schemas: usize,
     },
     /// A schema finished its part of the step.
@@ -246,7 +247,10 @@ impl Migrator {
     }
 
     /// Parallel workers (each with its own connection) for isolated steps.
-    /// Default: the number of CPUs. At least 1.
+    /// Default: the number of CPUs. At least 1. While it reads which
+    /// versions each schema has applied, `migrate` also holds up to
+    /// ⌈jobs / 2⌉ reader connections (one per 400 schemas), so plan for up
+    /// to `jobs + ⌈jobs / 2⌉` connections.
     pub fn jobs(mut self, jobs: usize) -> Migrator {
         self.jobs = jobs.max(1);
         self
@@ -316,9 +320,9 @@ impl Migrator {
     /// What each schema has applied and has pending; tenants behind the
     /// head first.
     pub fn status(&self, set: &MigrationSet) -> Result<Vec<SchemaStatus>, MigrateError> {
-        let mut conns = vec![self.connect()?];
-        let targets = self.targets(&mut conns[0])?;
-        let applied = self.applied_versions(&mut conns, &targets)?;
+        let mut conn = self.connect()?;
+        let targets = self.targets(&mut conn)?;
+        let applied = self.applied_versions(&mut conn, &targets)?;
         let mut out = Vec::with_capacity(targets.len() + 1);
         let shared_applied = applied
             .get(&self.shared_schema)
@@ -345,82 +349,35 @@ impl Migrator {
         Ok(out)
     }
 
-    /// Reads every schema's applied versions: one query finds which schemas
-    /// have a tracking table, then one query per 1,000 of them.
-    ///
-    /// `conns` holds at least one connection; reader connections opened
-    /// here are left in it, so the run's workers reuse them (and the
-    /// server's caches warmed by the read).
+    /// Reads every schema's applied versions (the shared schema's and
+    /// `targets`'): one query finds which schemas have a tracking table,
+    /// then one query per 50 of them, by up to `jobs` reader connections.
     fn applied_versions(
         &self,
-        conns: &mut Vec<PgConnection>,
+        conn: &mut PgConnection,
         targets: &[Target],
-    ) -> Result<HashMap<String, BTreeSet<String>>, MigrateError> {
-        #[derive(QueryableByName)]
-        struct Ns {
-            #[diesel(sql_type = Text)]
-            nspname: String,
+    ) -> Result<HashMap<String, applied::Versions>, MigrateError> {
+        let tracked = applied::tracked_schemas(conn)?;
+        let mut known = HashMap::new();
+        if tracked.contains(&self.shared_schema) {
+            known.extend(applied::read_chunk(conn, &[&self.shared_schema])?);
         }
-        let tracked: BTreeSet<String> = diesel::sql_query(
-            "SELECT n.nspname::text AS nspname FROM pg_class c
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relname = '__diesel_schema_migrations' AND c.relkind IN ('r', 'p')",
-        )
-        .load::<Ns>(&mut conns[0])?
-        .into_iter()
-        .map(|r| r.nspname)
-        .collect();
-        let wanted: Vec<&str> = std::iter::once(self.shared_schema.as_str())
-            .chain(targets.iter().map(|t| t.schema.as_str()))
-            .filter(|s| tracked.contains(*s))
-            .collect();
-        let chunks: Vec<&[&str]> = wanted.chunks(STATUS_CHUNK).collect();
-        // Reading is per-relation work for the server (open, plan, scan each
-        // tracking table), so large registries are read by up to `jobs`
-        // connections at once, each taking the next chunk.
-        let readers = self.jobs.min(chunks.len() / CHUNKS_PER_READER).max(1);
-        let next = AtomicUsize::new(0);
-        let read_chunks = |conn: &mut PgConnection| -> Result<Vec<Row>, MigrateError> {
-            let mut rows = Vec::new();
-            while let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
-                rows.extend(diesel::sql_query(applied_versions_sql(chunk)).load::<Row>(conn)?);
-            }
-            Ok(rows)
-        };
-        while conns.len() < readers {
-            conns.push(self.connect()?);
-        }
-        let (first, others) = conns.split_first_mut().expect("at least one connection");
-        let rows: Vec<Row> = std::thread::scope(|scope| {
-            let handles: Vec<_> = others[..readers - 1]
-                .iter_mut()
-                .map(|c| scope.spawn(|| read_chunks(c)))
-                .collect();
-            let mut rows = read_chunks(first)?;
-            for h in handles {
-                rows.extend(h.join().expect("a reader thread panicked")?);
-            }
-            Ok::<_, MigrateError>(rows)
-        })?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let versions = row
-                .versions
-                .split(',')
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-                .collect();
-            out.insert(row.schema_name, versions);
-        }
-        Ok(out)
+        let schemas = tracked_targets(targets, &tracked);
+        let chunks: Vec<&[&str]> = schemas.chunks(applied::CHUNK).collect();
+        let connect = || self.connect();
+        std::thread::scope(|scope| {
+            let readers = applied::readers_for(chunks.len(), self.jobs);
+            let rx = applied::spawn_readers(scope, &connect, &chunks, readers);
+            applied::Applied::new(tracked.clone(), known, rx, schemas.len()).finish()
+        })
     }
 
     /// What a run would do, without doing it: each pending migration and the
     /// schemas it would run in, in order. Installs nothing.
     pub fn plan(&self, set: &MigrationSet) -> Result<Vec<PlannedMigration>, MigrateError> {
-        let mut conns = vec![self.connect()?];
-        let targets = self.targets(&mut conns[0])?;
-        let applied = self.applied_versions(&mut conns, &targets)?;
+        let mut conn = self.connect()?;
+        let targets = self.targets(&mut conn)?;
+        let applied = self.applied_versions(&mut conn, &targets)?;
         let empty = BTreeSet::new();
         let mut out = Vec::new();
         for m in set.migrations() {
@@ -458,16 +415,60 @@ impl Migrator {
         let mut conns = vec![self.connect()?];
         registry::install(&mut conns[0])?;
         let targets = self.targets(&mut conns[0])?;
-        let applied = self.applied_versions(&mut conns, &targets)?;
-        let empty = BTreeSet::new();
+        let tracked = applied::tracked_schemas(&mut conns[0])?;
+        let mut known = HashMap::new();
+        if tracked.contains(&self.shared_schema) {
+            known.extend(applied::read_chunk(&mut conns[0], &[&self.shared_schema])?);
+        }
+        let steps = set.steps();
+        // Tenant schemas are read only if some step needs them, by reader
+        // connections of their own while the steps run (half as many as the
+        // workers: reading costs the server less than migrating).
+        let schemas = if steps.iter().any(|s| matches!(s, Step::Isolated(_))) {
+            tracked_targets(&targets, &tracked)
+        } else {
+            Vec::new()
+        };
+        let chunks: Vec<&[&str]> = schemas.chunks(applied::CHUNK).collect();
+        let by_schema: HashMap<&str, &Target> =
+            targets.iter().map(|t| (t.schema.as_str(), t)).collect();
+        let connect = || self.connect();
+        std::thread::scope(|scope| {
+            let readers = applied::readers_for(chunks.len(), self.jobs.div_ceil(2));
+            let rx = applied::spawn_readers(scope, &connect, &chunks, readers);
+            let mut applied = applied::Applied::new(tracked, known, rx, schemas.len());
+            self.run_steps(
+                &steps,
+                &targets,
+                &by_schema,
+                &mut applied,
+                &mut conns,
+                on_event,
+            )
+        })
+        .map(|mut report| {
+            report.elapsed = started.elapsed();
+            report
+        })
+    }
+
+    /// The timeline's steps in order (see [`Migrator::migrate`]).
+    fn run_steps(
+        &self,
+        steps: &[Step<'_>],
+        targets: &[Target],
+        by_schema: &HashMap<&str, &Target>,
+        applied: &mut applied::Applied,
+        conns: &mut Vec<PgConnection>,
+        on_event: &(dyn Fn(Event) + Sync),
+    ) -> Result<Report, MigrateError> {
         let mut report = Report::default();
         let mut migrated: BTreeSet<String> = BTreeSet::new();
-        let steps = set.steps();
         for (i, step) in steps.iter().enumerate() {
             match *step {
                 Step::Shared(m) => {
                     let schema = &self.shared_schema;
-                    if applied.get(schema).unwrap_or(&empty).contains(m.version()) {
+                    if applied.get(schema).is_some_and(|v| v.contains(m.version())) {
                         continue;
                     }
                     on_event(Event::StepStarted {
@@ -478,7 +479,7 @@ impl Migrator {
                     let target = ApplyTarget {
                         schema,
                         path: &self.shared_path(None),
-                        tracked: applied.contains_key(schema),
+                        tracked: applied.is_tracked(schema),
                     };
                     match apply(&mut conns[0], target, m, on_event) {
                         Ok(applied_now) => {
@@ -503,28 +504,34 @@ impl Migrator {
                     }
                 }
                 Step::Isolated(run) => {
-                    let work: Vec<(&Target, Vec<&Migration>, bool)> = targets
-                        .iter()
-                        .filter_map(|t| {
-                            let seen = applied.get(t.schema.as_str());
-                            let done = seen.unwrap_or(&empty);
-                            let pending: Vec<&Migration> =
-                                run.iter().filter(|m| !done.contains(m.version())).collect();
-                            (!pending.is_empty()).then_some((t, pending, seen.is_some()))
-                        })
-                        .collect();
-                    if work.is_empty() {
+                    let mut dispatch = Dispatch::new(run, targets, by_schema, applied);
+                    if !dispatch.has_work()? {
                         continue;
                     }
                     on_event(Event::StepStarted {
                         scope: Scope::Isolated,
                         migrations: run.iter().map(|m| m.name().to_string()).collect(),
-                        schemas: work.len(),
+                        schemas: dispatch.upper_bound(),
                     });
-                    let outcome = self.run_isolated(&work, &mut conns, on_event)?;
+                    let workers = self.jobs.min(dispatch.upper_bound());
+                    let dispatch = Mutex::new(dispatch);
+                    let next_work = || {
+                        dispatch
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .next(on_event)
+                    };
+                    let outcome = self.run_isolated(&next_work, workers, conns, on_event)?;
                     report.migrations_applied += outcome.applied;
                     migrated.extend(outcome.migrated);
                     report.failures.extend(outcome.failures);
+                    if let Some(e) = dispatch
+                        .into_inner()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .error
+                    {
+                        return Err(e);
+                    }
                 }
             }
             if !report.failures.is_empty() {
@@ -533,7 +540,6 @@ impl Migrator {
             }
         }
         report.schemas_migrated = migrated.len();
-        report.elapsed = started.elapsed();
         Ok(report)
     }
 
@@ -544,71 +550,70 @@ impl Migrator {
         }
     }
 
-    /// Runs `work` on `jobs` workers, each with a connection from `conns`
-    /// (opening more when it holds fewer; all are left in it afterwards).
-    fn run_isolated(
+    /// Runs the work `next_work` hands out on `workers` workers (at least
+    /// one), each with a connection from `conns` (opening more when it holds
+    /// fewer; all are left in it afterwards).
+    fn run_isolated<'w>(
         &self,
-        work: &[(&Target, Vec<&Migration>, bool)],
+        next_work: &(dyn Fn() -> Option<Work<'w>> + Sync),
+        workers: usize,
         conns: &mut Vec<PgConnection>,
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<Outcome, MigrateError> {
-        let next = AtomicUsize::new(0);
         let outcome = Mutex::new(Outcome::default());
-        let workers = self.jobs.min(work.len()).max(1);
+        let workers = workers.max(1);
         while conns.len() < workers {
             conns.push(self.connect()?);
         }
         std::thread::scope(|scope| {
             for conn in conns[..workers].iter_mut() {
-                let (next, outcome) = (&next, &outcome);
-                scope.spawn(move || loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((target, pending, tracked)) = work.get(i) else {
-                        break;
-                    };
-                    let schema = target.schema.as_str();
-                    let path = self.shared_path(Some(&target.schema));
-                    let mut applied = 0;
-                    let mut failure = None;
-                    let mut tracked = *tracked;
-                    for m in pending {
-                        let at = ApplyTarget {
-                            schema,
-                            path: &path,
-                            tracked,
-                        };
-                        match apply(conn, at, m, on_event) {
-                            Ok(true) => {
-                                applied += 1;
-                                tracked = true;
-                            }
-                            Ok(false) => tracked = true,
-                            Err(message) => {
-                                failure = Some(Failure {
-                                    schema: schema.to_string(),
-                                    migration: m.name().to_string(),
-                                    message,
-                                });
-                                break;
+                let outcome = &outcome;
+                scope.spawn(move || {
+                    while let Some((target, pending, tracked)) = next_work() {
+                        let schema = target.schema.as_str();
+                        let path = self.shared_path(Some(&target.schema));
+                        let mut applied = 0;
+                        let mut failure = None;
+                        let mut tracked = tracked;
+                        for m in pending {
+                            let at = ApplyTarget {
+                                schema,
+                                path: &path,
+                                tracked,
+                            };
+                            match apply(conn, at, m, on_event) {
+                                Ok(true) => {
+                                    applied += 1;
+                                    tracked = true;
+                                }
+                                Ok(false) => tracked = true,
+                                Err(message) => {
+                                    failure = Some(Failure {
+                                        schema: schema.to_string(),
+                                        migration: m.name().to_string(),
+                                        message,
+                                    });
+                                    break;
+                                }
                             }
                         }
-                    }
-                    {
-                        let mut o = outcome.lock().unwrap_or_else(|e| e.into_inner());
-                        o.applied += applied;
-                        if applied > 0 {
-                            o.migrated.push(schema.to_string());
+                        {
+                            let mut o = outcome.lock().unwrap_or_else(|e| e.into_inner());
+                            o.applied += applied;
+                            if applied > 0 {
+                                o.migrated.push(schema.to_string());
+                            }
+                            if let Some(f) = &failure {
+                                o.failures.push(f.clone());
+                            }
                         }
-                        if let Some(f) = &failure {
-                            o.failures.push(f.clone());
+                        match failure {
+                            Some(f) => on_event(Event::SchemaFailed(f)),
+                            None => on_event(Event::SchemaDone {
+                                schema: schema.to_string(),
+                                applied,
+                            }),
                         }
-                    }
-                    match failure {
-                        Some(f) => on_event(Event::SchemaFailed(f)),
-                        None => on_event(Event::SchemaDone {
-                            schema: schema.to_string(),
-                            applied,
-                        }),
                     }
                 });
             }
@@ -617,29 +622,126 @@ impl Migrator {
     }
 }
 
-/// One schema's applied versions, comma-separated.
-#[derive(QueryableByName)]
-struct Row {
-    #[diesel(sql_type = Text)]
-    schema_name: String,
-    #[diesel(sql_type = Text)]
-    versions: String,
+/// One schema's work in an isolated step: the schema, the step's
+/// migrations it lacks (in order), and whether its tracking table exists.
+type Work<'a> = (&'a Target, Vec<&'a Migration>, bool);
+
+/// The tenant schemas of `targets` that have a tracking table, in order.
+fn tracked_targets<'t>(targets: &'t [Target], tracked: &BTreeSet<String>) -> Vec<&'t str> {
+    targets
+        .iter()
+        .map(|t| t.schema.as_str())
+        .filter(|s| tracked.contains(*s))
+        .collect()
 }
 
-/// One query reading the applied versions of `schemas` (each has a
-/// tracking table).
-fn applied_versions_sql(schemas: &[&str]) -> String {
-    schemas
-        .iter()
-        .map(|s| {
-            format!(
-                "SELECT {} AS schema_name, coalesce(string_agg(version, ','), '') AS versions FROM {}.{TRACKING_TABLE}",
-                quote_literal(s),
-                quote_ident(s)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
+/// Hands out an isolated step's work to the workers: first the schemas
+/// whose versions are known (untracked ones lack everything), then each
+/// schema found behind as the streamed read ([`applied::Applied`]) brings
+/// its chunk in.
+struct Dispatch<'a, 'r> {
+    run: &'a [Migration],
+    by_schema: &'a HashMap<&'a str, &'a Target>,
+    applied: &'r mut applied::Applied,
+    queue: VecDeque<Work<'a>>,
+    /// `StepStarted` was sent: schemas found up to date from now on were
+    /// counted in its bound and are reported done.
+    started: bool,
+    /// Why the read stopped, if it failed.
+    error: Option<MigrateError>,
+}
+
+impl<'a, 'r> Dispatch<'a, 'r> {
+    fn new(
+        run: &'a [Migration],
+        targets: &'a [Target],
+        by_schema: &'a HashMap<&'a str, &'a Target>,
+        applied: &'r mut applied::Applied,
+    ) -> Dispatch<'a, 'r> {
+        let mut queue = VecDeque::new();
+        for t in targets {
+            let schema = t.schema.as_str();
+            if !applied.is_tracked(schema) {
+                queue.push_back((t, run.iter().collect(), false));
+            } else if let Some(done) = applied.get(schema) {
+                let pending = pending_of(run, done);
+                if !pending.is_empty() {
+                    queue.push_back((t, pending, true));
+                }
+            }
+        }
+        Dispatch {
+            run,
+            by_schema,
+            applied,
+            queue,
+            started: false,
+            error: None,
+        }
+    }
+
+    /// Reads on until some schema has work; `false` when none has.
+    fn has_work(&mut self) -> Result<bool, MigrateError> {
+        while self.queue.is_empty() {
+            if !self.pull(&|_| {})? {
+                return Ok(false);
+            }
+        }
+        self.started = true;
+        Ok(true)
+    }
+
+    /// Schemas that may have work: those queued and those not read yet.
+    fn upper_bound(&self) -> usize {
+        self.queue.len() + self.applied.unread()
+    }
+
+    /// The next schema to migrate; `None` when the step has no more (or the
+    /// read failed: see `error`).
+    fn next(&mut self, on_event: &(dyn Fn(Event) + Sync)) -> Option<Work<'a>> {
+        loop {
+            if let Some(work) = self.queue.pop_front() {
+                return Some(work);
+            }
+            match self.pull(on_event) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.error = Some(e);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Takes in the next chunk of the read; `false` when all has arrived.
+    fn pull(&mut self, on_event: &(dyn Fn(Event) + Sync)) -> Result<bool, MigrateError> {
+        let Some(names) = self.applied.next_chunk()? else {
+            return Ok(false);
+        };
+        for name in names {
+            let (Some(&target), Some(done)) =
+                (self.by_schema.get(name.as_str()), self.applied.get(&name))
+            else {
+                continue;
+            };
+            let pending = pending_of(self.run, done);
+            if !pending.is_empty() {
+                self.queue.push_back((target, pending, true));
+            } else if self.started {
+                on_event(Event::SchemaDone {
+                    schema: name,
+                    applied: 0,
+                });
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The migrations of `run` not in `done`, in order.
+fn pending_of<'a>(run: &'a [Migration], done: &applied::Versions) -> Vec<&'a Migration> {
+    run.iter().filter(|m| !done.contains(m.version())).collect()
 }
 
 #[derive(Default)]
