@@ -106,7 +106,7 @@ pub struct Tenant {
 }
 
 #[derive(QueryableByName)]
-struct TenantRow {
+pub(crate) struct TenantRow {
     #[diesel(sql_type = BigInt)]
     id: i64,
     #[diesel(sql_type = Text)]
@@ -118,7 +118,7 @@ struct TenantRow {
 impl TenantRow {
     /// Rows were written through validated names; a row that no longer
     /// validates was edited by hand and is reported, never used.
-    fn into_tenant(self) -> QueryResult<Tenant> {
+    pub(crate) fn into_tenant(self) -> QueryResult<Tenant> {
         let schema_name = SchemaName::new(&self.schema_name)
             .or_else(|_| SchemaName::internal(&self.schema_name))
             .map_err(|e| {
@@ -172,21 +172,28 @@ pub fn insert(
     public_name: &PublicName,
     schema: &SchemaName,
 ) -> QueryResult<Tenant> {
-    let row: TenantRow = diesel::sql_query(
-        "INSERT INTO public.appschema_tenants (public_name, schema_name) VALUES ($1, $2)
-         RETURNING id, public_name, schema_name",
-    )
+    diesel::sql_query(format!(
+        "{INSERT_TENANT} SELECT id, public_name, schema_name FROM tenant"
+    ))
     .bind::<Text, _>(public_name.as_str())
     .bind::<Text, _>(schema.as_str())
-    .get_result(conn)?;
-    diesel::sql_query(
-        "INSERT INTO public.appschema_public_names (public_name, tenant_id, is_primary) VALUES ($1, $2, true)",
-    )
-    .bind::<Text, _>(public_name.as_str())
-    .bind::<BigInt, _>(row.id)
-    .execute(conn)?;
-    row.into_tenant()
+    .get_result::<TenantRow>(conn)?
+    .into_tenant()
 }
+
+/// The `WITH` clause of one statement inserting a tenant (`$1`: public name,
+/// `$2`: schema) and its primary name, leaving the new row in `tenant`
+/// (`id`, `public_name`, `schema_name`) for the statement's `SELECT`. The
+/// name row's foreign key is checked at the end of the statement, when the
+/// tenant row is there.
+pub(crate) const INSERT_TENANT: &str = "\
+WITH tenant AS (
+    INSERT INTO public.appschema_tenants (public_name, schema_name) VALUES ($1, $2)
+    RETURNING id, public_name, schema_name
+), primary_name AS (
+    INSERT INTO public.appschema_public_names (public_name, tenant_id, is_primary)
+    SELECT public_name, id, true FROM tenant
+)";
 
 /// Adds an alias: another public name the tenant answers to.
 pub fn add_alias(conn: &mut PgConnection, tenant: &Tenant, alias: &PublicName) -> QueryResult<()> {

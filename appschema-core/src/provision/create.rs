@@ -3,14 +3,16 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use diesel::prelude::*;
+use diesel::sql_types::{Array, Nullable, Text};
 
 use super::error::{ProvisionError, TemplateError};
 use super::migrations::IsolatedMigrations;
 use super::spare;
 use super::template::{self, Template};
-use super::util::{registry_conflict, schema_ddl, schema_exists, InvalidateOnReturn};
+use super::util::{registry_conflict, schema_ddl, InvalidateOnReturn};
 use crate::name::{PublicName, SchemaName, MAX_IDENTIFIER_BYTES, RESERVED_PREFIX};
 use crate::registry::{self, Tenant};
 
@@ -234,11 +236,11 @@ fn create_with<M: IsolatedMigrations + ?Sized>(
     if let Some(schema) = &request.schema {
         return attempt(conn, schema);
     }
+    // No "is it free?" query first: the registry's unique index and
+    // `CREATE SCHEMA` itself refuse a taken name (as `SchemaExists`), and the
+    // transaction leaves nothing behind.
     for n in 0..MAX_DERIVED_ATTEMPTS {
         let schema = derived_candidate(&request.public_name, n);
-        if schema_exists(conn, &schema)? {
-            continue;
-        }
         match attempt(conn, &schema) {
             Err(ProvisionError::SchemaExists { .. }) => continue,
             other => return other,
@@ -257,6 +259,16 @@ pub(crate) fn create_in<M: IsolatedMigrations + ?Sized>(
     schema: &SchemaName,
     source: Source,
 ) -> Result<Created, ProvisionError> {
+    if source == Source::Template {
+        let head = migrations.head().ok_or(TemplateError::NoMigrations)?;
+        let (tenant, template) =
+            insert_registry_rows_and_load_template(conn, public_name, schema, &head)?;
+        template.replay(conn, schema)?;
+        return Ok(Created {
+            tenant,
+            source: Source::Template,
+        });
+    }
     let tenant = insert_registry_rows(conn, public_name, schema)?;
     let used = build_schema(conn, migrations, schema, source)?;
     Ok(Created {
@@ -265,22 +277,57 @@ pub(crate) fn create_in<M: IsolatedMigrations + ?Sized>(
     })
 }
 
-/// Inserts the registry rows, then checks the schema is free. The insert
-/// comes first: its unique indexes are where concurrent creations of the
-/// same name or schema queue up and lose.
+/// Inserts the registry rows. The insert comes first: its unique indexes are
+/// where concurrent creations of the same name or schema queue up and lose.
+/// A schema that exists outside the registry is refused by the `CREATE
+/// SCHEMA` (or `ALTER SCHEMA … RENAME`) that follows, as
+/// [`ProvisionError::SchemaExists`].
 fn insert_registry_rows(
     conn: &mut PgConnection,
     public_name: &PublicName,
     schema: &SchemaName,
 ) -> Result<Tenant, ProvisionError> {
-    let tenant = registry::insert(conn, public_name, schema)
-        .map_err(|e| registry_conflict(e, public_name.as_str(), schema.as_str()))?;
-    if schema_exists(conn, schema)? {
-        return Err(ProvisionError::SchemaExists {
-            schema: schema.to_string(),
-        });
-    }
-    Ok(tenant)
+    registry::insert(conn, public_name, schema)
+        .map_err(|e| registry_conflict(e, public_name.as_str(), schema.as_str()))
+}
+
+#[derive(QueryableByName)]
+struct InsertedWithTemplate {
+    #[diesel(embed)]
+    tenant: registry::TenantRow,
+    #[diesel(sql_type = Nullable<Text>)]
+    digest: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    body: Option<String>,
+}
+
+/// [`insert_registry_rows`] and the stored template for `head`, in one
+/// statement: the template's body comes along only when this process has not
+/// cached that very body (same version, same md5) already.
+fn insert_registry_rows_and_load_template(
+    conn: &mut PgConnection,
+    public_name: &PublicName,
+    schema: &SchemaName,
+    head: &str,
+) -> Result<(Tenant, Arc<Template>), ProvisionError> {
+    let row = diesel::sql_query(format!(
+        "{} SELECT tenant.id, tenant.public_name, tenant.schema_name, stored.digest, stored.body
+           FROM tenant LEFT JOIN ({}) stored ON true",
+        registry::INSERT_TENANT,
+        template::stored_template_sql(3, 4),
+    ))
+    .bind::<Text, _>(public_name.as_str())
+    .bind::<Text, _>(schema.as_str())
+    .bind::<Text, _>(head)
+    .bind::<Array<Text>, _>(template::cached_digests(head))
+    .get_result::<InsertedWithTemplate>(conn)
+    .map_err(|e| registry_conflict(e, public_name.as_str(), schema.as_str()))?;
+    let tenant = row.tenant.into_tenant()?;
+    let Some(digest) = row.digest else {
+        return Err(template::stale_or_missing(conn, head));
+    };
+    let template = template::resolve_stored(conn, head, &digest, row.body)?;
+    Ok((tenant, template))
 }
 
 /// Creates `schema` at the isolated head by `source`, in the open transaction.
@@ -297,8 +344,10 @@ pub(crate) fn build_schema<M: IsolatedMigrations + ?Sized>(
         }
         Source::Template => {
             let head = migrations.head().ok_or(TemplateError::NoMigrations)?;
-            let template = template::load_template(conn, &head)?;
-            template.replay(conn, schema)?;
+            match template::load_current(conn, &head)? {
+                Some(template) => template.replay(conn, schema)?,
+                None => return Err(template::stale_or_missing(conn, &head)),
+            }
             Ok(Source::Template)
         }
         Source::Spare => {

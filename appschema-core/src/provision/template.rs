@@ -14,10 +14,11 @@
 //! meta-commands and its `CREATE SCHEMA`.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
+use diesel::sql_types::{Array, Nullable, Text};
 
 use super::create::migrate_new_schema;
 use super::error::{ProvisionError, TemplateError};
@@ -40,7 +41,9 @@ pub struct Template {
     version: String,
     versions: Vec<String>,
     body: String,
-    pieces: Vec<Piece>,
+    /// What [`Template::sql_for`] sends, cut where the schema's name goes:
+    /// `CREATE SCHEMA`, the body, the tracking rows.
+    replay: Vec<Piece>,
 }
 
 impl Template {
@@ -103,12 +106,21 @@ impl Template {
                 "the version must be the last of the versions".into(),
             ));
         }
-        let pieces = split_schema(&body, TEMPLATE_PLACEHOLDER).map_err(TemplateError::Sql)?;
+        let mut replay = vec![Piece::Text("CREATE SCHEMA ".into()), Piece::Schema];
+        replay.push(Piece::Text(";\n".into()));
+        replay.extend(split_schema(&body, TEMPLATE_PLACEHOLDER).map_err(TemplateError::Sql)?);
+        replay.push(Piece::Text("INSERT INTO ".into()));
+        replay.push(Piece::Schema);
+        let rows: Vec<String> = versions.iter().map(|v| format!("('{v}')")).collect();
+        replay.push(Piece::Text(format!(
+            ".__diesel_schema_migrations (version) VALUES {};\n",
+            rows.join(", ")
+        )));
         Ok(Template {
             version,
             versions,
             body,
-            pieces,
+            replay,
         })
     }
 
@@ -167,16 +179,7 @@ impl Template {
     /// The SQL building schema `schema` from this template: `CREATE SCHEMA`,
     /// the DDL, and the rows of `__diesel_schema_migrations`.
     pub fn sql_for(&self, schema: &SchemaName) -> String {
-        let quoted = schema.quoted();
-        let mut sql = format!("CREATE SCHEMA {quoted};\n");
-        sql.push_str(&join_schema(&self.pieces, &quoted));
-        sql.push_str(&format!(
-            "INSERT INTO {quoted}.__diesel_schema_migrations (version) VALUES "
-        ));
-        let rows: Vec<String> = self.versions.iter().map(|v| format!("('{v}')")).collect();
-        sql.push_str(&rows.join(", "));
-        sql.push_str(";\n");
-        sql
+        join_schema(&self.replay, &schema.quoted())
     }
 
     /// Replays the template as `schema` in the open transaction.
@@ -249,45 +252,164 @@ pub fn store_template(conn: &mut PgConnection, template: &Template) -> QueryResu
     .map(drop)
 }
 
+/// Parsed templates, shared by every connection of the process: replaying a
+/// template needs neither its body sent again nor parsing it again. Keyed by
+/// the stored version *and* the md5 of the stored body, which the query
+/// fetching a template always returns (the body itself only when its md5 is
+/// not cached): a template regenerated under the same version, or another
+/// database's, is never served from the cache, and checking costs no round
+/// trip.
+static CACHE: Mutex<Vec<Cached>> = Mutex::new(Vec::new());
+
+/// How many parsed templates the cache keeps (the oldest goes first).
+const CACHE_CAPACITY: usize = 16;
+
+struct Cached {
+    version: String,
+    digest: String,
+    template: Arc<Template>,
+}
+
+fn cache() -> std::sync::MutexGuard<'static, Vec<Cached>> {
+    // The cache holds no invariant a panicking holder could break.
+    CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The md5 digests of the cached templates for `version`.
+pub(crate) fn cached_digests(version: &str) -> Vec<String> {
+    cache()
+        .iter()
+        .filter(|c| c.version == version)
+        .map(|c| c.digest.clone())
+        .collect()
+}
+
+fn cache_get(version: &str, digest: &str) -> Option<Arc<Template>> {
+    cache()
+        .iter()
+        .find(|c| c.version == version && c.digest == digest)
+        .map(|c| c.template.clone())
+}
+
+fn cache_put(version: &str, digest: &str, template: Arc<Template>) {
+    let mut cache = cache();
+    cache.retain(|c| !(c.version == version && c.digest == digest));
+    if cache.len() >= CACHE_CAPACITY {
+        cache.remove(0);
+    }
+    cache.push(Cached {
+        version: version.to_string(),
+        digest: digest.to_string(),
+        template,
+    });
+}
+
+/// The SQL, selecting `digest` and `body` (null when `digest` is among the
+/// text array `${known}`), of the template stored for version `${version}`.
+pub(crate) fn stored_template_sql(version: usize, known: usize) -> String {
+    format!(
+        "SELECT digest, CASE WHEN digest = ANY(${known}) THEN NULL ELSE body END AS body
+           FROM (SELECT md5(body) AS digest, body FROM public.appschema_templates
+                  WHERE version = ${version}) stored"
+    )
+}
+
+/// The template stored for `head` with body md5 `digest`: `body` parsed when
+/// the query sent it, else the cached one (fetched again in the rare case
+/// another thread evicted it meanwhile).
+pub(crate) fn resolve_stored(
+    conn: &mut PgConnection,
+    head: &str,
+    digest: &str,
+    body: Option<String>,
+) -> Result<Arc<Template>, ProvisionError> {
+    let (digest, body) = match body {
+        Some(body) => (digest.to_string(), body),
+        None => match cache_get(head, digest) {
+            Some(template) => return Ok(template),
+            None => match fetch_stored(conn, head, &[])? {
+                Some((digest, Some(body))) => (digest, body),
+                _ => return Err(stale_or_missing(conn, head)),
+            },
+        },
+    };
+    let template = Template::parse(&body)?;
+    if template.version != head {
+        return Err(TemplateError::Malformed(format!(
+            "the template stored as version {head} says it is version {}",
+            template.version
+        ))
+        .into());
+    }
+    let template = Arc::new(template);
+    cache_put(head, &digest, template.clone());
+    Ok(template)
+}
+
 #[derive(QueryableByName)]
 struct StoredRow {
     #[diesel(sql_type = Text)]
-    body: String,
+    digest: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    body: Option<String>,
+}
+
+fn fetch_stored(
+    conn: &mut PgConnection,
+    head: &str,
+    known: &[String],
+) -> QueryResult<Option<(String, Option<String>)>> {
+    Ok(diesel::sql_query(stored_template_sql(1, 2))
+        .bind::<Text, _>(head)
+        .bind::<Array<Text>, _>(known)
+        .get_result::<StoredRow>(conn)
+        .optional()?
+        .map(|r| (r.digest, r.body)))
+}
+
+/// Why there is no template for `head`: [`TemplateError::Stale`] naming the
+/// newest stored one, or [`TemplateError::Missing`].
+pub(crate) fn stale_or_missing(conn: &mut PgConnection, head: &str) -> ProvisionError {
+    let newest = diesel::sql_query(
+        "SELECT version AS value FROM public.appschema_templates ORDER BY created_at DESC LIMIT 1",
+    )
+    .get_result::<super::util::TextRow>(conn)
+    .optional();
+    match newest {
+        Ok(Some(row)) => TemplateError::Stale {
+            template: row.value,
+            head: head.to_string(),
+        }
+        .into(),
+        Ok(None) => TemplateError::Missing {
+            head: head.to_string(),
+        }
+        .into(),
+        Err(e) => e.into(),
+    }
 }
 
 /// The stored template for `head`; refused with [`TemplateError::Stale`]
 /// when only older ones are stored, [`TemplateError::Missing`] when none is.
 pub fn load_template(conn: &mut PgConnection, head: &str) -> Result<Template, ProvisionError> {
-    if let Some(template) = load_current(conn, head)? {
-        return Ok(template);
+    match load_current(conn, head)? {
+        Some(template) => Ok(Template::clone(&template)),
+        None => Err(stale_or_missing(conn, head)),
     }
-    let newest = diesel::sql_query(
-        "SELECT version AS value FROM public.appschema_templates ORDER BY created_at DESC LIMIT 1",
-    )
-    .get_result::<super::util::TextRow>(conn)
-    .optional()?;
-    Err(match newest {
-        Some(row) => TemplateError::Stale {
-            template: row.value,
-            head: head.to_string(),
-        },
-        None => TemplateError::Missing {
-            head: head.to_string(),
-        },
-    }
-    .into())
 }
 
-/// The stored template for `head`, if there is one.
+/// The stored template for `head`, if there is one (from the cache when the
+/// stored body is the cached one).
 pub(crate) fn load_current(
     conn: &mut PgConnection,
     head: &str,
-) -> Result<Option<Template>, ProvisionError> {
-    let row = diesel::sql_query("SELECT body FROM public.appschema_templates WHERE version = $1")
-        .bind::<Text, _>(head)
-        .get_result::<StoredRow>(conn)
-        .optional()?;
-    Ok(row.map(|r| Template::parse(&r.body)).transpose()?)
+) -> Result<Option<Arc<Template>>, ProvisionError> {
+    match fetch_stored(conn, head, &cached_digests(head))? {
+        Some((digest, body)) => resolve_stored(conn, head, &digest, body).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Checks a template read from elsewhere (a file) against the head.
