@@ -414,6 +414,12 @@ fn user_changes_to_the_path_between_checkouts_of_the_same_tenant_never_survive_t
         r#"SET search_path TO "t0","public""#,
         "SET search_path TO public, t0",
         "SELECT pg_catalog.set_config('search_path', 't1, public', false)",
+        // set_config keeps its argument verbatim: values that start like
+        // the tenant's path, or differ from it only in spacing.
+        r#"SELECT pg_catalog.set_config('search_path', '"t0", "t1"', false)"#,
+        r#"SELECT pg_catalog.set_config('search_path', '"t0", "public", "t1"', false)"#,
+        r#"SELECT pg_catalog.set_config('search_path', '"t0", "public" ', false)"#,
+        r#"SELECT pg_catalog.set_config('search_path', '"t0"', false)"#,
         "BEGIN; SET LOCAL search_path TO t1; COMMIT",
         "BEGIN; SET search_path TO t2; COMMIT",
         "BEGIN; SET search_path TO t2; SET LOCAL search_path TO t1; COMMIT",
