@@ -394,13 +394,13 @@ fn cached_marker(conn: &mut PgConnection) -> String {
         .unwrap()
 }
 
-/// The switch skips `set_config` when the server already holds the tenant's
-/// path; the server compares its own current value, so whatever user code
-/// did to the setting since the previous checkout of the same tenant on the
-/// same backend, the next checkout lands exactly on the tenant's path. A
-/// comparison that trusted the previous checkout, compared only a prefix or
-/// the resolved schemas, or saw a `SET LOCAL` as the session's value would
-/// leave one of these behind.
+/// Whatever user code did to the setting since the previous checkout of the
+/// same tenant on the same backend, the next checkout lands on exactly the
+/// tenant's path (the server's value, byte for byte). A switch that skipped
+/// `set_config` when "already on it" by trusting the previous checkout, or by
+/// comparing only a prefix, the first schema, the resolved schemas or a
+/// trimmed value, would leave one of these behind (each was tried against
+/// this test).
 #[test]
 fn user_changes_to_the_path_between_checkouts_of_the_same_tenant_never_survive_the_next_one() {
     let (_db, pool) = setup(3);
@@ -455,11 +455,11 @@ fn user_changes_to_the_path_between_checkouts_of_the_same_tenant_never_survive_t
     assert_on(&mut conn, "t0");
 }
 
-/// Skipping the write when the path string is unchanged is safe because the
-/// names in it are resolved when used: a tenant schema dropped, recreated or
-/// renamed between two checkouts of the same tenant on the same backend is
-/// looked up again (and a missing one is still refused), for fresh queries
-/// and for statements diesel prepared before the change.
+/// The names in a path are resolved when used: a tenant schema dropped,
+/// recreated or renamed between two checkouts of the same tenant on the same
+/// backend (the path string unchanged) is looked up again, and a missing one
+/// is refused, for fresh queries and for statements diesel prepared before
+/// the change.
 #[test]
 fn a_schema_dropped_recreated_or_renamed_between_checkouts_of_the_same_tenant_is_looked_up_again() {
     let (db, pool) = setup(3);
@@ -484,7 +484,11 @@ fn a_schema_dropped_recreated_or_renamed_between_checkouts_of_the_same_tenant_is
         .unwrap();
     {
         let mut conn = pool.get_for(&tenant(0)).unwrap();
-        assert_eq!(backend_pid(&mut conn), pid, "the refusal replaced the connection");
+        assert_eq!(
+            backend_pid(&mut conn),
+            pid,
+            "the refusal replaced the connection"
+        );
         assert_eq!(whoami(&mut conn).unwrap().schema.as_deref(), Some("t0"));
         assert_eq!(whoami(&mut conn).unwrap().marker, "recreated");
         assert_eq!(cached_marker(&mut conn), "recreated");
