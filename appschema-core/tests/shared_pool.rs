@@ -369,3 +369,145 @@ fn assert_on_ok(conn: &mut PgConnection, expected: &str) -> QueryResult<()> {
     assert_on(conn, expected);
     Ok(())
 }
+
+#[derive(QueryableByName)]
+struct ServerPath {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    search_path: String,
+}
+
+fn server_path(conn: &mut PgConnection) -> String {
+    diesel::sql_query("SELECT pg_catalog.current_setting('search_path') AS search_path")
+        .get_result::<ServerPath>(conn)
+        .unwrap()
+        .search_path
+}
+
+diesel::table! { items (id) { id -> Int8, marker -> Text } }
+
+/// A query diesel prepares once per connection and caches.
+fn cached_marker(conn: &mut PgConnection) -> String {
+    items::table
+        .find(1)
+        .select(items::marker)
+        .first(conn)
+        .unwrap()
+}
+
+/// Whatever user code did to the setting since the previous checkout of the
+/// same tenant on the same backend, the next checkout lands on exactly the
+/// tenant's path (the server's value, byte for byte). A switch that skipped
+/// `set_config` when "already on it" by trusting the previous checkout, or by
+/// comparing only a prefix, the first schema, the resolved schemas or a
+/// trimmed value, would leave one of these behind (each was tried against
+/// this test).
+#[test]
+fn user_changes_to_the_path_between_checkouts_of_the_same_tenant_never_survive_the_next_one() {
+    let (_db, pool) = setup(3);
+    let exact = r#""t0", "public""#;
+    let pid = backend_pid(&mut pool.get_shared().unwrap());
+    for statement in [
+        "SET search_path TO t1",
+        "SET search_path TO t0",
+        r#"SET search_path TO "t0", "public", "t1""#,
+        "SET search_path TO t0, public",
+        r#"SET search_path TO "t0","public""#,
+        "SET search_path TO public, t0",
+        "SELECT pg_catalog.set_config('search_path', 't1, public', false)",
+        // set_config keeps its argument verbatim: values that start like
+        // the tenant's path, or differ from it only in spacing.
+        r#"SELECT pg_catalog.set_config('search_path', '"t0", "t1"', false)"#,
+        r#"SELECT pg_catalog.set_config('search_path', '"t0", "public", "t1"', false)"#,
+        r#"SELECT pg_catalog.set_config('search_path', '"t0", "public" ', false)"#,
+        r#"SELECT pg_catalog.set_config('search_path', '"t0"', false)"#,
+        "BEGIN; SET LOCAL search_path TO t1; COMMIT",
+        "BEGIN; SET search_path TO t2; COMMIT",
+        "BEGIN; SET search_path TO t2; SET LOCAL search_path TO t1; COMMIT",
+        "RESET ALL",
+        "RESET search_path",
+        "SET SESSION AUTHORIZATION DEFAULT",
+    ] {
+        {
+            let mut conn = pool.get_for(&tenant(0)).unwrap();
+            assert_eq!(server_path(&mut conn), exact);
+            assert_on(&mut conn, "t0");
+            assert_eq!(cached_marker(&mut conn), "t0");
+            conn.batch_execute(statement).unwrap();
+        }
+        let mut conn = pool.get_for(&tenant(0)).unwrap();
+        assert_eq!(
+            backend_pid(&mut conn),
+            pid,
+            "`{statement}` made the pool replace its connection; the test needs the same backend"
+        );
+        assert_eq!(server_path(&mut conn), exact, "after `{statement}`");
+        assert_on(&mut conn, "t0");
+        assert_eq!(cached_marker(&mut conn), "t0", "after `{statement}`");
+    }
+    // DISCARD ALL also deallocates the switch: the connection is replaced,
+    // and the new one is on the tenant.
+    pool.get_for(&tenant(0))
+        .unwrap()
+        .batch_execute("DISCARD ALL")
+        .unwrap();
+    let mut conn = pool.get_for(&tenant(0)).unwrap();
+    assert_eq!(server_path(&mut conn), exact);
+    assert_on(&mut conn, "t0");
+}
+
+/// The names in a path are resolved when used: a tenant schema dropped,
+/// recreated or renamed between two checkouts of the same tenant on the same
+/// backend (the path string unchanged) is looked up again, and a missing one
+/// is refused, for fresh queries and for statements diesel prepared before
+/// the change.
+#[test]
+fn a_schema_dropped_recreated_or_renamed_between_checkouts_of_the_same_tenant_is_looked_up_again() {
+    let (db, pool) = setup(3);
+    let mut admin = db.conn();
+    let pid = {
+        let mut conn = pool.get_for(&tenant(0)).unwrap();
+        assert_on(&mut conn, "t0");
+        assert_eq!(cached_marker(&mut conn), "t0");
+        backend_pid(&mut conn)
+    };
+
+    admin.batch_execute("DROP SCHEMA t0 CASCADE").unwrap();
+    let e = pool.get_for(&tenant(0)).unwrap_err();
+    assert!(matches!(e, ConnectionError::SchemaMissing { .. }), "{e:?}");
+
+    admin
+        .batch_execute(
+            "CREATE SCHEMA t0;
+             CREATE TABLE t0.items (id int8 PRIMARY KEY, marker text NOT NULL);
+             INSERT INTO t0.items VALUES (1, 'recreated')",
+        )
+        .unwrap();
+    {
+        let mut conn = pool.get_for(&tenant(0)).unwrap();
+        assert_eq!(
+            backend_pid(&mut conn),
+            pid,
+            "the refusal replaced the connection"
+        );
+        assert_eq!(whoami(&mut conn).unwrap().schema.as_deref(), Some("t0"));
+        assert_eq!(whoami(&mut conn).unwrap().marker, "recreated");
+        assert_eq!(cached_marker(&mut conn), "recreated");
+    }
+
+    admin
+        .batch_execute("ALTER SCHEMA t0 RENAME TO t0_old; ALTER SCHEMA t1 RENAME TO t0")
+        .unwrap();
+    {
+        let mut conn = pool.get_for(&tenant(0)).unwrap();
+        assert_eq!(backend_pid(&mut conn), pid);
+        assert_eq!(whoami(&mut conn).unwrap().marker, "t1");
+        assert_eq!(cached_marker(&mut conn), "t1");
+    }
+
+    admin.batch_execute("ALTER SCHEMA t0 RENAME TO t1").unwrap();
+    let e = pool.get_for(&tenant(0)).unwrap_err();
+    assert!(matches!(e, ConnectionError::SchemaMissing { .. }), "{e:?}");
+    let mut conn = pool.get_for(&tenant(1)).unwrap();
+    assert_eq!(backend_pid(&mut conn), pid);
+    assert_on(&mut conn, "t1");
+}

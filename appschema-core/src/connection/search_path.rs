@@ -218,7 +218,10 @@ impl SwitchReport {
 }
 
 /// Markers in the errors the session switch raises on purpose; the client
-/// recognises its own refusals by them.
+/// recognises its own refusals by them. Each is the name of a configuration
+/// parameter that cannot exist (no built-in one has spaces, and a custom one
+/// needs a dot), so `current_setting` of it always raises
+/// `unrecognized configuration parameter "<marker>"`.
 const OPEN_TRANSACTION: &str = "appschema: connection returned inside an open transaction block";
 const SCHEMA_MISSING: &str = "appschema: first schema of the path missing";
 const PATH_MISMATCH: &str = "appschema: server holds another search_path";
@@ -241,41 +244,61 @@ fn push_literal(out: &mut String, s: &str) {
 /// each connection of a [`SharedPool`](super::SharedPool).
 const SWITCH_STATEMENT: &str = "appschema_search_path_switch";
 
+/// The body of the prepared switch: `$1` is the path, `$2` its first schema.
+///
+/// One `CASE`, whose branches PostgreSQL evaluates in order:
+///
+/// 1. The open-transaction check, first, so nothing is set inside a
+///    transaction block a later `ROLLBACK` could undo: on the simple query
+///    protocol a statement that starts its own (implicit) transaction has
+///    `transaction_timestamp()` equal to `statement_timestamp()` to the
+///    microsecond, as PostgreSQL copies one into the other when the
+///    transaction starts. Inside a transaction block opened by an earlier
+///    `BEGIN`, the transaction's start is that earlier message's, at least a
+///    client round trip before, so the two differ. (On the extended protocol
+///    they differ even in an implicit transaction, because Bind starts the
+///    transaction and Execute restamps the statement; hence an SQL-level
+///    `PREPARE`, run with `EXECUTE` in a simple-protocol query, so the server
+///    still plans it only once.)
+/// 2. `set_config`, every time, whose return value (what the server now
+///    holds) must be `$1`. (Skipping it when `current_setting` already
+///    equals `$1` would be as safe, but measured slower: the saved write is
+///    cheaper than analysing the extra comparison; see BENCHMARKS.md.)
+/// 3. `current_schema()` (the first schema of the path that exists) must be
+///    `$2`.
+///
+/// Every refusal raises by asking `current_setting` for a parameter named by
+/// its marker, so nothing needs installing in the database. Functions and
+/// operators are schema-qualified, so a user's `search_path` cannot shadow
+/// them. The statement is kept small on purpose: PostgreSQL re-analyses and
+/// re-plans it whenever the `search_path` it runs under changed, i.e. on
+/// every checkout for another tenant than the connection's previous one.
+fn session_switch_body() -> String {
+    format!(
+        "SELECT CASE \
+         WHEN pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() \
+         THEN pg_catalog.current_setting(E'{OPEN_TRANSACTION}') \
+         WHEN pg_catalog.set_config('search_path', $1, false) OPERATOR(pg_catalog.<>) $1 \
+         THEN pg_catalog.current_setting(E'{PATH_MISMATCH}') \
+         WHEN (pg_catalog.current_schema() OPERATOR(pg_catalog.=) $2) IS NOT TRUE \
+         THEN pg_catalog.current_setting(E'{SCHEMA_MISSING}') \
+         END"
+    )
+}
+
 /// Prepares, once per physical connection, the session-level switch that
 /// [`SharedPool`](super::SharedPool) executes as its checkout test: one
-/// statement that sets the path (`$1`), checks the server's report against
-/// it and the first schema (`$2`), and refuses a connection left inside a
-/// transaction block.
+/// statement that refuses a connection left inside a transaction block,
+/// puts the connection on the path (`$1`), and checks the server's value and
+/// the first schema (`$2`); see [`session_switch_body`].
 ///
-/// The open-transaction check: on the simple query protocol a statement that
-/// starts its own (implicit) transaction has `transaction_timestamp()` equal
-/// to `statement_timestamp()` to the microsecond, as PostgreSQL copies one
-/// into the other when the transaction starts. Inside a transaction block
-/// opened by an earlier `BEGIN`, the transaction's start is that earlier
-/// message's, at least a client round trip before, so the two differ. (On
-/// the extended protocol they differ even in an implicit transaction,
-/// because Bind starts the transaction and Execute restamps the statement;
-/// hence an SQL-level `PREPARE`, run with `EXECUTE` in a simple-protocol
-/// query, so the server still plans it only once.)
-///
-/// Every refusal is an error raised by casting a marked text to `int4`, so
-/// nothing needs installing in the database. The operators are
-/// schema-qualified, so a user's `search_path` cannot shadow them. If user
-/// code deallocates the statement (`DEALLOCATE ALL`, `DISCARD ALL`), the
-/// next checkout's `EXECUTE` fails and the connection is replaced.
+/// If user code deallocates the statement (`DEALLOCATE ALL`, `DISCARD ALL`),
+/// the next checkout's `EXECUTE` fails and the connection is replaced.
 pub(crate) fn prepare_session_switch(conn: &mut PgConnection) -> QueryResult<()> {
     use diesel::connection::SimpleConnection;
     conn.batch_execute(&format!(
-        "PREPARE {SWITCH_STATEMENT} (pg_catalog.text, pg_catalog.text) AS \
-         SELECT CASE \
-         WHEN pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() \
-         THEN CAST(E'{OPEN_TRANSACTION}: ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) \
-         WHEN s.v OPERATOR(pg_catalog.<>) $1 \
-         THEN CAST(E'{PATH_MISMATCH}: ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) \
-         WHEN pg_catalog.current_schema() IS DISTINCT FROM $2 \
-         THEN CAST(E'{SCHEMA_MISSING}: ' OPERATOR(pg_catalog.||) s.v AS pg_catalog.int4) \
-         ELSE 0 END \
-         FROM (SELECT pg_catalog.set_config('search_path', $1, false) AS v OFFSET 0) s"
+        "PREPARE {SWITCH_STATEMENT} (pg_catalog.text, pg_catalog.text) AS {}",
+        session_switch_body()
     ))
 }
 
@@ -322,7 +345,9 @@ pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(
                         .to_string(),
                 ))
             } else if message.contains(PATH_MISMATCH) {
-                Err(SessionRefusal::Broken(message.to_string()))
+                Err(SessionRefusal::Broken(
+                    "the server does not hold the search_path just set".to_string(),
+                ))
             } else {
                 Err(SessionRefusal::Failed(
                     diesel::result::Error::DatabaseError(kind, info),
@@ -330,5 +355,20 @@ pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(
             }
         }
         Err(e) => Err(SessionRefusal::Failed(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A marker must never name a parameter that can exist: built-in names
+    /// have no spaces, custom ones need a dot. Nor may it need escaping.
+    #[test]
+    fn refusal_markers_name_no_possible_parameter() {
+        for marker in [OPEN_TRANSACTION, SCHEMA_MISSING, PATH_MISMATCH] {
+            assert!(marker.contains(' '), "{marker}");
+            assert!(!marker.contains(['.', '\'', '\\']), "{marker}");
+        }
     }
 }
