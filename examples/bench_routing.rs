@@ -5,8 +5,16 @@
 //! tenant hard-wired (no resolver, a plain r2d2 pool whose connections are
 //! on one tenant's `search_path`).
 //!
-//! `cargo run --release --example bench_routing --features axum` (about 70 s;
-//! needs `wrk` on PATH). Each run is `wrk -t2 -c50 -d10s`; the two servers
+//! Two more measurements split the gap into its parts:
+//! - hard-wired on the `SharedPool`: the baseline's handler, but checking out
+//!   with `SharedPool::get_for` of the one tenant (the switch statement in
+//!   place of r2d2's `SELECT 1`, always the same tenant; no resolver);
+//! - routed over 100 aliases of *one* tenant: the real app, the same
+//!   resolver and layer work per request, but the pool's connections stay on
+//!   one schema, as the hard-wired baseline's do.
+//!
+//! `cargo run --release --example bench_routing --features axum` (about
+//! 110 s; needs `wrk` on PATH). Each run is `wrk -t2 -c50 -d10s`; the three
 //! alternate, three runs each, in one process over one PostgreSQL.
 
 #[path = "saas/app.rs"]
@@ -17,6 +25,7 @@ use std::process::Command;
 
 use app::{Plan, Project};
 use appschema::provision::{self, NewTenant, Source};
+use appschema::{registry, PublicName, SchemaName, SharedPool};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -41,6 +50,27 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for OnSchema {
 
 type PlainPool = Pool<ConnectionManager<PgConnection>>;
 
+/// The same handler body as `app::list_projects` on the app's `SharedPool`,
+/// the tenant fixed: no resolver, no layer.
+async fn hardwired_shared_projects(
+    State((pool, schema)): State<(SharedPool, SchemaName)>,
+) -> Result<Json<Vec<Project>>, axum::http::StatusCode> {
+    let rows = tokio::task::spawn_blocking(move || -> QueryResult<Vec<Project>> {
+        use app::tenant::projects;
+        let mut conn = pool
+            .get_for(&schema)
+            .map_err(|e| diesel::result::Error::QueryBuilderError(e.into()))?;
+        projects::table
+            .order(projects::id)
+            .select(Project::as_select())
+            .load(&mut *conn)
+    })
+    .await
+    .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?
+    .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok(Json(rows))
+}
+
 /// The same handler body as `app::list_projects`, minus the tenant routing.
 async fn hardwired_projects(
     State(pool): State<PlainPool>,
@@ -61,7 +91,9 @@ async fn hardwired_projects(
     Ok(Json(rows))
 }
 
-fn wrk(port: u16) -> f64 {
+/// Requests/s of `wrk` against `port`, Host headers `<prefix>1.localhost` …
+/// `<prefix>100.localhost` in turn.
+fn wrk(port: u16, prefix: &str) -> f64 {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/saas/rotate_hosts.lua"
@@ -69,6 +101,7 @@ fn wrk(port: u16) -> f64 {
     let out = Command::new("wrk")
         .args(["-t2", "-c50", &format!("-d{SECONDS}s"), "-s", script])
         .arg(format!("http://127.0.0.1:{port}/api/projects"))
+        .args(["--", prefix])
         .output()
         .expect("wrk must be installed (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -101,7 +134,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .select(Plan::as_select())
             .first(&mut conn)?
     };
-    let mut first_schema = None;
+    let mut first = None;
     for i in 1..=TENANTS {
         let host = format!("bench{i}.localhost");
         let schema = conn.transaction(
@@ -115,16 +148,22 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                  INSERT INTO projects (name) SELECT 'project ' || n FROM generate_series(1, 5) n;",
                     plan = free.id
                 ))?;
-                Ok(schema)
+                Ok((created.tenant, schema))
             },
         )?;
-        first_schema.get_or_insert(schema);
+        first.get_or_insert(schema);
+    }
+    let (first_tenant, first_schema) = first.expect("at least one tenant");
+    // 100 aliases of the first tenant: routed requests that never switch.
+    for i in 1..=TENANTS {
+        let alias = PublicName::new(&format!("alias{i}.localhost"))?;
+        registry::add_alias(&mut conn, &first_tenant, &alias)?;
     }
     appschema::resolve::invalidate_all();
 
     let plain: PlainPool = Pool::builder()
         .max_size(16)
-        .connection_customizer(Box::new(OnSchema(first_schema.unwrap())))
+        .connection_customizer(Box::new(OnSchema(first_schema)))
         .build(ConnectionManager::new(&url))?;
     let hardwired = Router::new()
         .route("/api/projects", get(hardwired_projects))
@@ -133,33 +172,54 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let hardwired_port = listener.local_addr()?.port();
     rt.spawn(async move { axum::serve(listener, hardwired).await });
     let routed_port = running.addr.port();
+    let shared_wired = Router::new()
+        .route("/api/projects", get(hardwired_shared_projects))
+        .with_state((
+            running.state.pool.clone(),
+            first_tenant.schema_name.clone(),
+        ));
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let shared_wired_port = listener.local_addr()?.port();
+    rt.spawn(async move { axum::serve(listener, shared_wired).await });
 
-    // Warm both up (connections opened, resolver cache filled).
-    wrk_warmup(routed_port);
-    wrk_warmup(hardwired_port);
+    // Warm all up (connections opened, resolver cache filled).
+    wrk_warmup(routed_port, "bench");
+    wrk_warmup(routed_port, "alias");
+    wrk_warmup(hardwired_port, "bench");
+    wrk_warmup(shared_wired_port, "bench");
 
-    let (mut routed, mut wired) = (Vec::new(), Vec::new());
+    let (mut routed, mut one, mut wired, mut swired) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
-        let w = wrk(hardwired_port);
-        let r = wrk(routed_port);
+        let w = wrk(hardwired_port, "bench");
+        let s = wrk(shared_wired_port, "bench");
+        let o = wrk(routed_port, "alias");
+        let r = wrk(routed_port, "bench");
         println!(
-            "round {round}: hard-wired {w:.0} req/s, routed {r:.0} req/s, ratio {:.3}",
+            "round {round}: hard-wired {w:.0} req/s; hard-wired on the SharedPool {s:.0} ({:.3}); \
+             routed over one tenant's aliases {o:.0} ({:.3}); routed over {TENANTS} tenants {r:.0} ({:.3})",
+            s / w,
+            o / w,
             r / w
         );
         wired.push(w);
+        swired.push(s);
         routed.push(r);
+        one.push(o);
     }
-    let (r, w) = (median(routed), median(wired));
+    let (r, o, w, s) = (median(routed), median(one), median(wired), median(swired));
     println!();
     println!("| endpoint | requests/s (median of {ROUNDS} × {SECONDS} s) | ÷ hard-wired |");
     println!("|---|---:|---:|");
     println!("| `GET /api/projects`, tenant hard-wired (plain r2d2 pool, no resolver) | {w:.0} | 1.000 |");
+    println!("| `GET /api/projects`, tenant hard-wired on the SharedPool (switch, same tenant; no resolver) | {s:.0} | {:.3} |", s / w);
     println!("| `GET /api/projects`, routed by Host over {TENANTS} tenants (resolver + SharedPool) | {r:.0} | {:.3} |", r / w);
+    println!("| `GET /api/projects`, routed by Host over {TENANTS} aliases of one tenant (resolver + SharedPool, no switch) | {o:.0} | {:.3} |", o / w);
     running.stop();
     Ok(())
 }
 
-fn wrk_warmup(port: u16) {
+fn wrk_warmup(port: u16, prefix: &str) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/saas/rotate_hosts.lua"
@@ -167,5 +227,6 @@ fn wrk_warmup(port: u16) {
     let _ = Command::new("wrk")
         .args(["-t2", "-c50", "-d2s", "-s", script])
         .arg(format!("http://127.0.0.1:{port}/api/projects"))
+        .args(["--", prefix])
         .output();
 }
