@@ -174,10 +174,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let routed_port = running.addr.port();
     let shared_wired = Router::new()
         .route("/api/projects", get(hardwired_shared_projects))
-        .with_state((
-            running.state.pool.clone(),
-            first_tenant.schema_name.clone(),
-        ));
+        .with_state((running.state.pool.clone(), first_tenant.schema_name.clone()));
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let shared_wired_port = listener.local_addr()?.port();
     rt.spawn(async move { axum::serve(listener, shared_wired).await });
