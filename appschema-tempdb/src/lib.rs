@@ -29,6 +29,7 @@
 mod bins;
 mod cluster;
 mod pgbouncer;
+mod process;
 mod testdb;
 
 pub use cluster::TempCluster;

@@ -3,24 +3,26 @@
 //! proxy (PgBouncer, RDS Proxy).
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use diesel::{Connection, PgConnection};
-
-use crate::cluster::{RunAs, WATCHDOG};
+use crate::process::{start_in_fresh_dir, Kind, RunAs, ServerProcess};
 use crate::{Error, TempCluster};
 
 /// The port number only names the socket file: PgBouncer listens on no TCP
 /// port.
 const SOCKET_PORT: u16 = 6432;
 
-/// How long `start` waits for PgBouncer to accept connections.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+static PGBOUNCER: Kind = Kind {
+    name: "pgbouncer",
+    tag: "bouncer",
+    port: SOCKET_PORT,
+    start_timeout: Duration::from_secs(30),
+    // Immediate shutdown (SIGINT would wait for clients).
+    stop_signal: libc::SIGTERM,
+};
 
 /// Where Debian's `pgbouncer` package installs the binary.
 const DEFAULT_BINARY: &str = "/usr/sbin/pgbouncer";
@@ -41,9 +43,7 @@ const DEFAULT_BINARY: &str = "/usr/sbin/pgbouncer";
 /// ```
 #[derive(Debug)]
 pub struct TempPgBouncer {
-    dir: PathBuf,
-    process: Child,
-    watchdog: Option<(Child, ChildStdin)>,
+    pgbouncer: ServerProcess,
     version: (u32, u32),
     pool_size: u32,
 }
@@ -65,18 +65,9 @@ impl TempPgBouncer {
         let binary = find_binary()?;
         let version = binary_version(&binary)?;
         let run_as = RunAs::detect()?;
-        let dir = tempfile::Builder::new()
-            .prefix("appschema-bouncer-")
-            .tempdir_in("/tmp")
-            .map_err(|e| Error::new(format!("cannot create a directory under /tmp: {e}")))?
-            .keep();
-        match Self::start_in(dir.clone(), &binary, version, run_as, cluster, pool_size) {
-            Ok(bouncer) => Ok(bouncer),
-            Err(e) => {
-                let _ = fs::remove_dir_all(&dir);
-                Err(e)
-            }
-        }
+        start_in_fresh_dir(&PGBOUNCER, |dir| {
+            Self::start_in(dir, &binary, version, run_as, cluster, pool_size)
+        })
     }
 
     fn start_in(
@@ -92,8 +83,7 @@ impl TempPgBouncer {
             fs::write(&path, text)
                 .map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))?;
             if let Some(user) = run_as {
-                std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid))
-                    .map_err(|e| Error::new(format!("cannot chown {}: {e}", path.display())))?;
+                user.chown(&path)?;
             }
             Ok::<_, Error>(path)
         };
@@ -105,7 +95,7 @@ impl TempPgBouncer {
             ""
         };
         write("userlist.txt", "\"postgres\" \"\"\n")?;
-        write("pgbouncer.log", "")?;
+        let log_path = write("pgbouncer.log", "")?;
         let config = format!(
             "[databases]\n\
              * = host={socket} port={port} user=postgres\n\
@@ -131,8 +121,7 @@ impl TempPgBouncer {
         );
         let config_path = write("pgbouncer.ini", &config)?;
         if let Some(user) = run_as {
-            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
-                .map_err(|e| Error::new(format!("cannot chown {}: {e}", dir.display())))?;
+            user.chown(&dir)?;
         }
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
             .map_err(|e| Error::new(format!("cannot chmod {}: {e}", dir.display())))?;
@@ -141,71 +130,18 @@ impl TempPgBouncer {
         cmd.arg(&config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        if let Some(user) = run_as {
-            user.apply(&mut cmd);
-        }
-        let process = cmd
-            .spawn()
-            .map_err(|e| Error::new(format!("cannot run {}: {e}", binary.display())))?;
-        let mut bouncer = TempPgBouncer {
-            dir,
-            process,
-            watchdog: None,
+            .stderr(Stdio::null());
+        let pgbouncer = ServerProcess::start(&PGBOUNCER, cmd, run_as, dir, log_path)?;
+        Ok(TempPgBouncer {
+            pgbouncer,
             version,
             pool_size,
-        };
-        bouncer.watchdog = Some(bouncer.spawn_watchdog()?);
-        bouncer.wait_until_ready()?;
-        Ok(bouncer)
-    }
-
-    fn spawn_watchdog(&self) -> Result<(Child, ChildStdin), Error> {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("appschema-bouncer-watchdog")
-            .arg(self.process.id().to_string())
-            .arg(&self.dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| Error::new(format!("cannot start the clean-up watchdog (sh): {e}")))?;
-        let stdin = child.stdin.take().expect("stdin was piped");
-        Ok((child, stdin))
-    }
-
-    fn wait_until_ready(&mut self) -> Result<(), Error> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = self.process.try_wait() {
-                return Err(Error::new(format!(
-                    "pgbouncer exited during start-up ({status}); its log:\n{}",
-                    self.log()
-                )));
-            }
-            match PgConnection::establish(&self.url_for("postgres")) {
-                Ok(_) => return Ok(()),
-                Err(e) if Instant::now() > deadline => {
-                    return Err(Error::new(format!(
-                        "pgbouncer did not accept connections within {START_TIMEOUT:?} ({e}); its log:\n{}",
-                        self.log()
-                    )))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
+        })
     }
 
     /// A URL for database `dbname` through PgBouncer, as user `postgres`.
     pub fn url_for(&self, dbname: &str) -> String {
-        format!(
-            "postgres://postgres@/{dbname}?host={}&port={SOCKET_PORT}",
-            self.dir.display()
-        )
+        self.pgbouncer.url_for(dbname)
     }
 
     /// PgBouncer's version, `(major, minor)`.
@@ -227,35 +163,12 @@ impl TempPgBouncer {
 
     /// PgBouncer's log so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+        self.pgbouncer.log()
     }
 
     /// The directory holding the configuration, the socket and the log.
     pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for TempPgBouncer {
-    fn drop(&mut self) {
-        if let Some((mut child, mut stdin)) = self.watchdog.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = stdin.flush();
-        }
-        // SIGTERM: immediate shutdown (SIGINT would wait for clients).
-        // SAFETY: signalling our own child, not yet reaped.
-        unsafe { libc::kill(self.process.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Ok(None) = self.process.try_wait() {
-            if Instant::now() > deadline {
-                let _ = self.process.kill();
-                let _ = self.process.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = fs::remove_dir_all(&self.dir);
+        self.pgbouncer.dir()
     }
 }
 
