@@ -90,6 +90,40 @@ impl ConnectionError {
             source,
         }
     }
+
+    /// What a failed r2d2 checkout of `pool` for `tenant` means: every
+    /// connection was busy for the whole timeout, or none could be opened.
+    pub(crate) fn checkout_failed<M: r2d2::ManageConnection>(
+        pool: &r2d2::Pool<M>,
+        tenant: Option<&crate::SchemaName>,
+        timeout: Duration,
+        error: r2d2::Error,
+    ) -> ConnectionError {
+        let target = describe_target(tenant);
+        let max_size = pool.max_size();
+        if pool.state().connections >= max_size {
+            ConnectionError::PoolExhausted {
+                target,
+                timeout,
+                max_size,
+            }
+        } else {
+            ConnectionError::DatabaseDown {
+                target,
+                timeout,
+                message: error.to_string(),
+            }
+        }
+    }
+}
+
+/// How errors name the work a connection was for: `tenant schema `acme``
+/// or `shared work`.
+pub(crate) fn describe_target(tenant: Option<&crate::SchemaName>) -> String {
+    match tenant {
+        Some(t) => format!("tenant schema `{t}`"),
+        None => "shared work".to_string(),
+    }
 }
 
 /// Lets `?` carry a diesel error out of a unit of work (transaction-scoped mode).

@@ -10,7 +10,7 @@ use diesel::connection::CacheSize;
 use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection};
 
-use super::error::ConnectionError;
+use super::error::{describe_target, ConnectionError};
 use super::search_path::{
     prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
 };
@@ -390,7 +390,7 @@ impl SharedPool {
         let mut conn = self
             .pool
             .get()
-            .map_err(|e| self.classify(e, &describe(tenant)))?;
+            .map_err(|e| ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e))?;
         let outcome = match scope.outcome() {
             Some(outcome) => outcome,
             // is_valid did not run for this checkout (it always does in r2d2
@@ -403,13 +403,13 @@ impl SharedPool {
                     Err(SessionRefusal::SchemaMissing) => Outcome::SchemaMissing,
                     Err(SessionRefusal::Broken(message)) => {
                         return Err(ConnectionError::SwitchFailed {
-                            target: describe(tenant),
+                            target: describe_target(tenant),
                             message,
                         })
                     }
                     Err(SessionRefusal::Failed(source)) => {
                         return Err(ConnectionError::Query {
-                            target: describe(tenant),
+                            target: describe_target(tenant),
                             source,
                         })
                     }
@@ -428,31 +428,6 @@ impl SharedPool {
             }),
             Some(schema) => Err(ConnectionError::SchemaMissing { schema }),
         }
-    }
-
-    fn classify(&self, e: r2d2::Error, target: &str) -> ConnectionError {
-        let state = self.pool.state();
-        let max_size = self.pool.max_size();
-        if state.connections >= max_size {
-            ConnectionError::PoolExhausted {
-                target: target.to_string(),
-                timeout: self.timeout,
-                max_size,
-            }
-        } else {
-            ConnectionError::DatabaseDown {
-                target: target.to_string(),
-                timeout: self.timeout,
-                message: e.to_string(),
-            }
-        }
-    }
-}
-
-fn describe(tenant: Option<&SchemaName>) -> String {
-    match tenant {
-        Some(t) => format!("tenant schema `{t}`"),
-        None => "shared work".to_string(),
     }
 }
 

@@ -8,7 +8,7 @@ use diesel::connection::{AnsiTransactionManager, CacheSize, TransactionManager};
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Error as R2d2Error};
 use diesel::{Connection, PgConnection};
 
-use super::error::ConnectionError;
+use super::error::{describe_target, ConnectionError};
 use super::search_path::{run_switch, Refusal, SearchPath};
 use crate::name::SchemaName;
 
@@ -67,17 +67,9 @@ where
     F: FnOnce(&mut PgConnection) -> Result<T, E>,
     E: From<diesel::result::Error> + From<ConnectionError>,
 {
-    let (value, first, target) = match tenant {
-        Some(t) => (
-            path.for_tenant(t),
-            t.as_str().to_string(),
-            format!("tenant schema `{t}`"),
-        ),
-        None => (
-            path.shared_only(),
-            path.shared().to_string(),
-            "shared work".to_string(),
-        ),
+    let (value, first) = match tenant {
+        Some(t) => (path.for_tenant(t), t.as_str().to_string()),
+        None => (path.shared_only(), path.shared().to_string()),
     };
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
@@ -93,7 +85,11 @@ where
                 return Err(ConnectionError::SchemaMissing { schema: first }.into())
             }
             Err(Refusal::Broken(message)) => {
-                return Err(ConnectionError::SwitchFailed { target, message }.into())
+                return Err(ConnectionError::SwitchFailed {
+                    target: describe_target(tenant),
+                    message,
+                }
+                .into())
             }
         }
         f(conn)
@@ -234,24 +230,8 @@ impl TransactionScopedPool {
         &self,
         tenant: Option<&SchemaName>,
     ) -> Result<r2d2::PooledConnection<ConnectionManager<PgConnection>>, ConnectionError> {
-        self.pool.get().map_err(|e| {
-            let target = match tenant {
-                Some(t) => format!("tenant schema `{t}`"),
-                None => "shared work".to_string(),
-            };
-            if self.pool.state().connections >= self.pool.max_size() {
-                ConnectionError::PoolExhausted {
-                    target,
-                    timeout: self.timeout,
-                    max_size: self.pool.max_size(),
-                }
-            } else {
-                ConnectionError::DatabaseDown {
-                    target,
-                    timeout: self.timeout,
-                    message: e.to_string(),
-                }
-            }
-        })
+        self.pool
+            .get()
+            .map_err(|e| ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e))
     }
 }
