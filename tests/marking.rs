@@ -7,6 +7,7 @@ use appschema_tempdb::TestDb;
 use diesel::connection::SimpleConnection;
 use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_dsl::LoadQuery;
 
 #[appschema::shared]
 pub mod shared {
@@ -36,6 +37,15 @@ fn tenant_conn(db: &TestDb, schema: &str) -> PgConnection {
         .execute(&mut conn)
         .unwrap();
     conn
+}
+
+/// The rows `query()` loads on a `t1` connection and on a `t2` connection.
+fn on_t1_and_t2<Q, U>(db: &TestDb, query: impl Fn() -> Q) -> (Vec<U>, Vec<U>)
+where
+    Q: RunQueryDsl<PgConnection> + LoadQuery<'static, PgConnection, U>,
+{
+    let load = |schema| query().load(&mut tenant_conn(db, schema)).unwrap();
+    (load("t1"), load("t2"))
 }
 
 /// Two tenants, `t1` and `t2`, each with its own `orders` and `invoices`, one
@@ -93,8 +103,7 @@ fn the_same_isolated_query_returns_each_tenants_own_rows() {
             .select((tenant::orders::id, tenant::orders::total))
             .order(tenant::orders::id)
     };
-    let t1: Vec<(i64, i64)> = query().load(&mut tenant_conn(&db, "t1")).unwrap();
-    let t2: Vec<(i64, i64)> = query().load(&mut tenant_conn(&db, "t2")).unwrap();
+    let (t1, t2): (Vec<(i64, i64)>, _) = on_t1_and_t2(&db, query);
     assert_eq!(t1, [(10, 100), (11, 110)]);
     assert_eq!(t2, [(20, 200)]);
 }
@@ -107,8 +116,7 @@ fn a_shared_query_returns_the_shared_rows_on_every_tenants_connection() {
             .select(shared::plans::name)
             .order(shared::plans::id)
     };
-    let t1: Vec<String> = query().load(&mut tenant_conn(&db, "t1")).unwrap();
-    let t2: Vec<String> = query().load(&mut tenant_conn(&db, "t2")).unwrap();
+    let (t1, t2): (Vec<String>, _) = on_t1_and_t2(&db, query);
     // t1 has a `plans` table of its own: an unqualified query would read it.
     assert_eq!(t1, ["basic", "pro"]);
     assert_eq!(t2, ["basic", "pro"]);
@@ -123,8 +131,7 @@ fn isolated_orders_join_shared_plans_on_each_tenant() {
             .select((tenant::orders::id, shared::plans::name))
             .order(tenant::orders::id)
     };
-    let t1: Vec<(i64, String)> = query().load(&mut tenant_conn(&db, "t1")).unwrap();
-    let t2: Vec<(i64, String)> = query().load(&mut tenant_conn(&db, "t2")).unwrap();
+    let (t1, t2): (Vec<(i64, String)>, _) = on_t1_and_t2(&db, query);
     assert_eq!(t1, [(10, "basic".to_string()), (11, "pro".to_string())]);
     assert_eq!(t2, [(20, "pro".to_string())]);
 }
@@ -135,8 +142,7 @@ fn tables_read_from_a_print_schema_file_are_isolated_too() {
     let query = || {
         generated::invoices::table.select((generated::invoices::number, generated::invoices::note))
     };
-    let t1: Vec<(String, Option<String>)> = query().load(&mut tenant_conn(&db, "t1")).unwrap();
-    let t2: Vec<(String, Option<String>)> = query().load(&mut tenant_conn(&db, "t2")).unwrap();
+    let (t1, t2): (Vec<(String, Option<String>)>, _) = on_t1_and_t2(&db, query);
     assert_eq!(t1, [("T1-0001".to_string(), None)]);
     assert_eq!(t2, [("T2-0001".to_string(), Some("paid".to_string()))]);
 }
@@ -157,6 +163,11 @@ fn a_file_printed_from_one_tenants_schema_serves_every_tenant() {
     assert_eq!(t2, [20]);
 }
 
+/// What a marking attribute records about a column.
+const fn column(name: &'static str, sql_type: &'static str) -> ColumnMeta {
+    ColumnMeta { name, sql_type }
+}
+
 #[test]
 fn each_module_lists_its_tables_with_scope_schema_and_columns() {
     assert_eq!(
@@ -165,16 +176,7 @@ fn each_module_lists_its_tables_with_scope_schema_and_columns() {
             name: "plans",
             scope: Scope::Shared,
             schema: Some("public"),
-            columns: &[
-                ColumnMeta {
-                    name: "id",
-                    sql_type: "Int8"
-                },
-                ColumnMeta {
-                    name: "name",
-                    sql_type: "Text"
-                },
-            ],
+            columns: const { &[column("id", "Int8"), column("name", "Text")] },
         }]
     );
     assert_eq!(
@@ -183,20 +185,13 @@ fn each_module_lists_its_tables_with_scope_schema_and_columns() {
             name: "orders",
             scope: Scope::Isolated,
             schema: None,
-            columns: &[
-                ColumnMeta {
-                    name: "id",
-                    sql_type: "Int8"
-                },
-                ColumnMeta {
-                    name: "plan_id",
-                    sql_type: "Int8"
-                },
-                ColumnMeta {
-                    name: "total",
-                    sql_type: "Int8"
-                },
-            ],
+            columns: const {
+                &[
+                    column("id", "Int8"),
+                    column("plan_id", "Int8"),
+                    column("total", "Int8"),
+                ]
+            },
         }]
     );
     assert_eq!(
@@ -205,20 +200,13 @@ fn each_module_lists_its_tables_with_scope_schema_and_columns() {
             name: "invoices",
             scope: Scope::Isolated,
             schema: None,
-            columns: &[
-                ColumnMeta {
-                    name: "id",
-                    sql_type: "Int8"
-                },
-                ColumnMeta {
-                    name: "number",
-                    sql_type: "Varchar"
-                },
-                ColumnMeta {
-                    name: "note",
-                    sql_type: "Nullable<Text>"
-                },
-            ],
+            columns: const {
+                &[
+                    column("id", "Int8"),
+                    column("number", "Varchar"),
+                    column("note", "Nullable<Text>"),
+                ]
+            },
         }]
     );
 }

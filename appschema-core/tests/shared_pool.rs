@@ -28,14 +28,27 @@ fn setup(n: usize) -> (TestDb, SharedPool) {
     (db, pool)
 }
 
-#[test]
-fn a_checkout_for_a_tenant_is_on_that_tenants_path_and_shared_work_on_public() {
-    let (_db, pool) = setup(3);
-    for i in [0, 1, 2, 1, 0] {
+/// A database of its own, set up by `sql` alone (no tenant registry).
+fn db_set_up_by(sql: &str) -> TestDb {
+    let db = TestDb::new();
+    db.conn().batch_execute(sql).unwrap();
+    db
+}
+
+/// Checks out a connection for each of `tenants` in turn and asserts it is
+/// that tenant's, on that tenant's path.
+fn assert_each_checkout_on_its_tenant(pool: &SharedPool, tenants: impl IntoIterator<Item = usize>) {
+    for i in tenants {
         let mut conn = pool.get_for(&tenant(i)).unwrap();
         assert_eq!(conn.tenant(), Some(&tenant(i)));
         assert_on(&mut conn, &format!("t{i}"));
     }
+}
+
+#[test]
+fn a_checkout_for_a_tenant_is_on_that_tenants_path_and_shared_work_on_public() {
+    let (_db, pool) = setup(3);
+    assert_each_checkout_on_its_tenant(&pool, [0, 1, 2, 1, 0]);
     let mut conn = pool.get_shared().unwrap();
     assert_on(&mut conn, "public");
     assert_eq!(conn.tenant(), None);
@@ -113,10 +126,7 @@ fn a_rolled_back_transaction_that_changed_the_path_leaks_nothing() {
         // PostgreSQL undid the SET with the transaction.
         assert_on(&mut conn, "t0");
     }
-    for i in [1, 0, 2] {
-        let mut conn = pool.get_for(&tenant(i)).unwrap();
-        assert_on(&mut conn, &format!("t{i}"));
-    }
+    assert_each_checkout_on_its_tenant(&pool, [1, 0, 2]);
 }
 
 #[test]
@@ -140,10 +150,7 @@ fn a_savepoint_rollback_leaks_nothing() {
         // The outer transaction committed its session-level SET.
         assert_on(&mut conn, "t1");
     }
-    for i in [0, 2, 0] {
-        let mut conn = pool.get_for(&tenant(i)).unwrap();
-        assert_on(&mut conn, &format!("t{i}"));
-    }
+    assert_each_checkout_on_its_tenant(&pool, [0, 2, 0]);
 }
 
 #[test]
@@ -196,17 +203,14 @@ mod shapes {
 
 #[test]
 fn a_statement_prepared_for_one_tenant_never_returns_its_rows_to_another() {
-    let db = TestDb::new();
-    db.conn()
-        .batch_execute(
-            "CREATE SCHEMA sa; CREATE TABLE sa.shapes (id int8 PRIMARY KEY, v text);
-             INSERT INTO sa.shapes VALUES (1, 'from sa');
-             CREATE SCHEMA sb; CREATE TABLE sb.shapes (id int8 PRIMARY KEY, v int4);
-             INSERT INTO sb.shapes VALUES (1, 7);
-             CREATE SCHEMA sc; CREATE TABLE sc.shapes (id int8 PRIMARY KEY, v text);
-             INSERT INTO sc.shapes VALUES (1, 'from sc');",
-        )
-        .unwrap();
+    let db = db_set_up_by(
+        "CREATE SCHEMA sa; CREATE TABLE sa.shapes (id int8 PRIMARY KEY, v text);
+         INSERT INTO sa.shapes VALUES (1, 'from sa');
+         CREATE SCHEMA sb; CREATE TABLE sb.shapes (id int8 PRIMARY KEY, v int4);
+         INSERT INTO sb.shapes VALUES (1, 7);
+         CREATE SCHEMA sc; CREATE TABLE sc.shapes (id int8 PRIMARY KEY, v text);
+         INSERT INTO sc.shapes VALUES (1, 'from sc');",
+    );
     let pool = single_connection_pool(&db);
     let [sa, sb, sc] = ["sa", "sb", "sc"].map(|s| SchemaName::new(s).unwrap());
     let load = |conn: &mut PgConnection| {
@@ -245,15 +249,12 @@ fn a_statement_prepared_for_one_tenant_never_returns_its_rows_to_another() {
 
 #[test]
 fn without_the_statement_cache_a_reshaped_table_is_simply_read() {
-    let db = TestDb::new();
-    db.conn()
-        .batch_execute(
-            "CREATE SCHEMA sa; CREATE TABLE sa.shapes (id int8 PRIMARY KEY, v text);
-             INSERT INTO sa.shapes VALUES (1, 'from sa');
-             CREATE SCHEMA sb; CREATE TABLE sb.shapes (v text, extra int4, id int8 PRIMARY KEY);
-             INSERT INTO sb.shapes VALUES ('from sb', 7, 1);",
-        )
-        .unwrap();
+    let db = db_set_up_by(
+        "CREATE SCHEMA sa; CREATE TABLE sa.shapes (id int8 PRIMARY KEY, v text);
+         INSERT INTO sa.shapes VALUES (1, 'from sa');
+         CREATE SCHEMA sb; CREATE TABLE sb.shapes (v text, extra int4, id int8 PRIMARY KEY);
+         INSERT INTO sb.shapes VALUES ('from sb', 7, 1);",
+    );
     let pool = SharedPool::builder(db.url())
         .max_size(1)
         .prepared_statement_cache(false)

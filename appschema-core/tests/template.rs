@@ -4,33 +4,23 @@ mod common;
 
 use appschema_core::provision::{
     clone_tenant, create_tenant, create_tenant_from_template, generate_template, store_template,
-    NewTenant, ProvisionError, Source, Template,
+    ProvisionError, Source, Template,
 };
-use appschema_core::{registry, PublicName};
-use appschema_tempdb::TestDb;
 use common::{
-    app_migrations, app_parts, catalog_snapshot, describe_schema, isolated, query_strings, schemas,
+    app_migrations, app_migrations_but_the_last, applied_versions, create_named, db_with_registry,
+    db_with_tenants_a_and_b, describe_schema, leaving_the_catalog_unchanged, new_tenant,
+    public_name, query_strings, refused, schemas_starting_with, store_generated_template,
 };
 use diesel::connection::SimpleConnection;
-use diesel::prelude::*;
-
-fn setup() -> (TestDb, PgConnection) {
-    let db = TestDb::new();
-    let mut conn = db.conn();
-    registry::install(&mut conn).unwrap();
-    (db, conn)
-}
 
 #[test]
 fn a_tenant_from_the_template_is_identical_to_one_built_by_migrations() {
-    let (db, mut conn) = setup();
+    let (db, mut conn) = db_with_registry();
     let m = app_migrations();
     let template = generate_template(&mut conn, db.url(), &m).unwrap();
     assert_eq!(template.version(), "20240102000000");
     assert!(
-        !schemas(&mut conn)
-            .iter()
-            .any(|s| s.starts_with("appschema_scratch_")),
+        schemas_starting_with(&mut conn, "appschema_scratch_").is_empty(),
         "scratch schema left behind"
     );
     let text = template.to_string();
@@ -45,13 +35,9 @@ fn a_tenant_from_the_template_is_identical_to_one_built_by_migrations() {
     );
     store_template(&mut conn, &template).unwrap();
 
-    let by_migrations = create_tenant(&mut conn, &m, &NewTenant::new("m.test").unwrap()).unwrap();
-    let by_template = create_tenant(
-        &mut conn,
-        &m,
-        &NewTenant::new("t.test").unwrap().source(Source::Template),
-    )
-    .unwrap();
+    let by_migrations = create_named(&mut conn, &m, "m.test");
+    let request = new_tenant("t.test").source(Source::Template);
+    let by_template = create_tenant(&mut conn, &m, &request).unwrap();
     assert_eq!(by_template.source, Source::Template);
     let expected = describe_schema(&mut conn, by_migrations.tenant.schema_name.as_str());
     assert!(
@@ -71,10 +57,7 @@ fn a_tenant_from_the_template_is_identical_to_one_built_by_migrations() {
         expected
     );
     assert_eq!(
-        query_strings(
-            &mut conn,
-            "SELECT version::text AS value FROM t_test.__diesel_schema_migrations ORDER BY 1"
-        ),
+        applied_versions(&mut conn, "t_test"),
         ["20240101000000", "20240102000000"]
     );
     // The serial default points at the tenant's own sequence.
@@ -91,36 +74,33 @@ fn a_tenant_from_the_template_is_identical_to_one_built_by_migrations() {
 
 #[test]
 fn a_template_read_back_from_its_text_replays_the_same() {
-    let (db, mut conn) = setup();
+    let (db, mut conn) = db_with_registry();
     let m = app_migrations();
     let template = generate_template(&mut conn, db.url(), &m).unwrap();
     let parsed = Template::parse(&template.to_string()).unwrap();
     assert_eq!(parsed, template);
     let created =
-        create_tenant_from_template(&mut conn, &m, &NewTenant::new("f.test").unwrap(), &parsed)
-            .unwrap();
+        create_tenant_from_template(&mut conn, &m, &new_tenant("f.test"), &parsed).unwrap();
     assert_eq!(created.source, Source::Template);
     assert!(Template::parse("CREATE TABLE x ()").is_err());
 }
 
 #[test]
 fn a_stale_template_is_refused_with_a_message_saying_to_regenerate_it() {
-    let (db, mut conn) = setup();
-    let old = isolated(app_parts()[..1].to_vec());
-    let template = generate_template(&mut conn, db.url(), &old).unwrap();
-    store_template(&mut conn, &template).unwrap();
+    let (db, mut conn) = db_with_registry();
+    let template = store_generated_template(&mut conn, db.url(), &app_migrations_but_the_last());
     let m = app_migrations();
-    let before = catalog_snapshot(&mut conn);
-    let request = NewTenant::new("s.test").unwrap().source(Source::Template);
-    let err = create_tenant(&mut conn, &m, &request).unwrap_err();
+    let request = new_tenant("s.test").source(Source::Template);
+    let err = refused(&mut conn, &m, &request);
     assert_eq!(
         err.to_string(),
         "the schema template matches migration 20240101000000 but the isolated head is 20240102000000: \
          regenerate it with `appschema-cli schematemplate`"
     );
-    let err = create_tenant_from_template(&mut conn, &m, &request, &template).unwrap_err();
+    let err = leaving_the_catalog_unchanged(&mut conn, |conn| {
+        create_tenant_from_template(conn, &m, &request, &template).unwrap_err()
+    });
     assert!(err.to_string().contains("regenerate it"), "{err}");
-    assert_eq!(catalog_snapshot(&mut conn), before);
     // A spare request skips the stale template and builds by migrations.
     let created = create_tenant(&mut conn, &m, &request.source(Source::Spare)).unwrap();
     assert_eq!(created.source, Source::Migrations);
@@ -128,12 +108,12 @@ fn a_stale_template_is_refused_with_a_message_saying_to_regenerate_it() {
 
 #[test]
 fn a_missing_template_is_refused_and_a_spare_request_falls_back_to_a_current_one() {
-    let (db, mut conn) = setup();
+    let (db, mut conn) = db_with_registry();
     let m = app_migrations();
     let err = create_tenant(
         &mut conn,
         &m,
-        &NewTenant::new("x.test").unwrap().source(Source::Template),
+        &new_tenant("x.test").source(Source::Template),
     )
     .unwrap_err();
     assert!(
@@ -141,36 +121,25 @@ fn a_missing_template_is_refused_and_a_spare_request_falls_back_to_a_current_one
             .contains("generate one with `appschema-cli schematemplate`"),
         "{err}"
     );
-    let template = generate_template(&mut conn, db.url(), &m).unwrap();
-    store_template(&mut conn, &template).unwrap();
-    let created = create_tenant(
-        &mut conn,
-        &m,
-        &NewTenant::new("x.test").unwrap().source(Source::Spare),
-    )
-    .unwrap();
+    store_generated_template(&mut conn, db.url(), &m);
+    let created =
+        create_tenant(&mut conn, &m, &new_tenant("x.test").source(Source::Spare)).unwrap();
     assert_eq!(created.source, Source::Template);
 }
 
 #[test]
 fn clone_copies_rows_keeps_foreign_keys_and_sets_sequences() {
-    let (_db, mut conn) = setup();
+    let (_db, mut conn) = db_with_registry();
     let m = app_migrations();
-    create_tenant(&mut conn, &m, &NewTenant::new("src.test").unwrap()).unwrap();
+    create_named(&mut conn, &m, "src.test");
     conn.batch_execute(
         "INSERT INTO src_test.customers (name) VALUES ('ada'), ('bob'), ('cy');
          DELETE FROM src_test.customers WHERE name = 'cy';
          INSERT INTO src_test.orders (customer_id, total) SELECT id, 5 FROM src_test.customers;",
     )
     .unwrap();
-    let source = PublicName::new("src.test").unwrap();
-    let created = clone_tenant(
-        &mut conn,
-        &m,
-        &source,
-        &NewTenant::new("copy.test").unwrap(),
-    )
-    .unwrap();
+    let source = public_name("src.test");
+    let created = clone_tenant(&mut conn, &m, &source, &new_tenant("copy.test")).unwrap();
     assert_eq!(created.tenant.schema_name.as_str(), "copy_test");
     let rows = "SELECT o.id || ' ' || c.name || ' ' || o.total || ' ' || o.doubled AS value
                   FROM {s}.orders o JOIN {s}.customers c ON c.id = o.customer_id ORDER BY o.id";
@@ -219,22 +188,14 @@ fn clone_copies_rows_keeps_foreign_keys_and_sets_sequences() {
 
 #[test]
 fn cloning_onto_a_taken_name_or_from_an_unknown_tenant_changes_nothing() {
-    let (_db, mut conn) = setup();
+    let (_db, mut conn) = db_with_tenants_a_and_b();
     let m = app_migrations();
-    create_tenant(&mut conn, &m, &NewTenant::new("a.test").unwrap()).unwrap();
-    create_tenant(&mut conn, &m, &NewTenant::new("b.test").unwrap()).unwrap();
-    let before = catalog_snapshot(&mut conn);
-    let a = PublicName::new("a.test").unwrap();
-    let err = clone_tenant(
-        &mut conn,
-        &m,
-        &a,
-        &NewTenant::new("b.test").unwrap().schema("bb").unwrap(),
-    )
-    .unwrap_err();
-    assert!(matches!(err, ProvisionError::TenantExists { .. }), "{err}");
-    let nobody = PublicName::new("nobody.test").unwrap();
-    let err = clone_tenant(&mut conn, &m, &nobody, &NewTenant::new("c.test").unwrap()).unwrap_err();
-    assert!(matches!(err, ProvisionError::UnknownTenant { .. }), "{err}");
-    assert_eq!(catalog_snapshot(&mut conn), before);
+    leaving_the_catalog_unchanged(&mut conn, |conn| {
+        let onto_b = new_tenant("b.test").schema("bb").unwrap();
+        let err = clone_tenant(conn, &m, &public_name("a.test"), &onto_b).unwrap_err();
+        assert!(matches!(err, ProvisionError::TenantExists { .. }), "{err}");
+        let nobody = public_name("nobody.test");
+        let err = clone_tenant(conn, &m, &nobody, &new_tenant("c.test")).unwrap_err();
+        assert!(matches!(err, ProvisionError::UnknownTenant { .. }), "{err}");
+    });
 }

@@ -5,28 +5,22 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 
 use appschema_core::provision::{
-    create_tenant, generate_template, store_template, NewTenant, ProvisionError, Source, Template,
+    create_tenant, store_template, NewTenant, ProvisionError, Source, Template,
 };
-use appschema_core::registry;
-use appschema_tempdb::TestDb;
-use common::{app_migrations, app_parts, catalog_snapshot, isolated, query_strings, schemas};
-use diesel::connection::{InstrumentationEvent, SimpleConnection};
+use common::{
+    app_migrations, app_migrations_but_the_last,
+    assert_concurrent_creations_of_one_public_name_yield_one_tenant,
+    create_unregistered_billing_schema, db_with_registry, isolated, new_tenant, query_strings,
+    refused, store_generated_template,
+};
+use diesel::connection::InstrumentationEvent;
 use diesel::prelude::*;
 
-fn setup() -> (TestDb, PgConnection) {
-    let db = TestDb::new();
-    let mut conn = db.conn();
-    registry::install(&mut conn).unwrap();
-    (db, conn)
-}
-
 fn from_template(public_name: &str) -> NewTenant {
-    NewTenant::new(public_name)
-        .unwrap()
-        .source(Source::Template)
+    new_tenant(public_name).source(Source::Template)
 }
 
 fn tables(conn: &mut PgConnection, schema: &str) -> Vec<String> {
@@ -40,7 +34,7 @@ fn tables(conn: &mut PgConnection, schema: &str) -> Vec<String> {
 
 #[test]
 fn a_template_regenerated_under_the_same_version_is_served_not_the_cached_one() {
-    let (db, mut conn) = setup();
+    let (db, mut conn) = db_with_registry();
     let version = "20240101000000".to_string();
     let first = isolated(vec![(
         version.clone(),
@@ -51,8 +45,7 @@ fn a_template_regenerated_under_the_same_version_is_served_not_the_cached_one() 
         "CREATE TABLE second (id int);".into(),
     )]);
 
-    let template = generate_template(&mut conn, db.url(), &first).unwrap();
-    store_template(&mut conn, &template).unwrap();
+    let template = store_generated_template(&mut conn, db.url(), &first);
     // The first creation caches the template, the second is served from it.
     for name in ["a.test", "b.test"] {
         let created = create_tenant(&mut conn, &first, &from_template(name)).unwrap();
@@ -64,9 +57,8 @@ fn a_template_regenerated_under_the_same_version_is_served_not_the_cached_one() 
     }
 
     // Regenerated: same version, another body. The cache must not hide it.
-    let regenerated = generate_template(&mut conn, db.url(), &second).unwrap();
+    let regenerated = store_generated_template(&mut conn, db.url(), &second);
     assert_eq!(regenerated.version(), template.version());
-    store_template(&mut conn, &regenerated).unwrap();
     for name in ["c.test", "d.test"] {
         let created = create_tenant(&mut conn, &second, &from_template(name)).unwrap();
         assert_eq!(
@@ -97,30 +89,22 @@ fn a_template_regenerated_under_the_same_version_is_served_not_the_cached_one() 
 
 #[test]
 fn a_stale_template_is_refused_even_when_this_process_has_it_cached() {
-    let (db, mut conn) = setup();
-    let old = isolated(app_parts()[..1].to_vec());
-    let template = generate_template(&mut conn, db.url(), &old).unwrap();
-    store_template(&mut conn, &template).unwrap();
+    let (db, mut conn) = db_with_registry();
+    let old = app_migrations_but_the_last();
+    store_generated_template(&mut conn, db.url(), &old);
     // Cached while it was current.
     let created = create_tenant(&mut conn, &old, &from_template("old.test")).unwrap();
     assert_eq!(created.source, Source::Template);
 
     let m = app_migrations();
-    let before = catalog_snapshot(&mut conn);
-    let err = create_tenant(&mut conn, &m, &from_template("new.test")).unwrap_err();
+    let err = refused(&mut conn, &m, &from_template("new.test"));
     assert_eq!(
         err.to_string(),
         "the schema template matches migration 20240101000000 but the isolated head is 20240102000000: \
          regenerate it with `appschema-cli schematemplate`"
     );
-    assert_eq!(
-        catalog_snapshot(&mut conn),
-        before,
-        "nothing of it may remain"
-    );
     // Once regenerated at the head it is used.
-    let current = generate_template(&mut conn, db.url(), &m).unwrap();
-    store_template(&mut conn, &current).unwrap();
+    store_generated_template(&mut conn, db.url(), &m);
     let created = create_tenant(&mut conn, &m, &from_template("new.test")).unwrap();
     assert_eq!(
         tables(&mut conn, created.tenant.schema_name.as_str()),
@@ -130,57 +114,47 @@ fn a_stale_template_is_refused_even_when_this_process_has_it_cached() {
 
 #[test]
 fn taken_names_are_refused_from_the_template_and_leave_no_orphan_schema() {
-    let (db, mut conn) = setup();
+    let (db, mut conn) = db_with_registry();
     let m = app_migrations();
-    let template = generate_template(&mut conn, db.url(), &m).unwrap();
-    store_template(&mut conn, &template).unwrap();
+    store_generated_template(&mut conn, db.url(), &m);
     let first = create_tenant(&mut conn, &m, &from_template("acme.test")).unwrap();
     assert_eq!(first.tenant.schema_name.as_str(), "acme_test");
-    conn.batch_execute(
-        "CREATE SCHEMA billing; CREATE TABLE billing.secrets (x int); INSERT INTO billing.secrets VALUES (42);",
-    )
-    .unwrap();
-    let before = catalog_snapshot(&mut conn);
+    create_unregistered_billing_schema(&mut conn);
 
+    // Each refusal below leaves the catalog as it was (`refused` asserts it).
     // Taken public name (case and trailing dot folded), free schema.
-    let err = create_tenant(
+    let err = refused(
         &mut conn,
         &m,
         &from_template("ACME.test.").schema("other").unwrap(),
-    )
-    .unwrap_err();
+    );
     assert!(
         matches!(&err, ProvisionError::TenantExists { public_name } if public_name == "acme.test"),
         "{err:?}"
     );
-    assert_eq!(catalog_snapshot(&mut conn), before);
 
     // Free public name, schema of another tenant.
-    let err = create_tenant(
+    let err = refused(
         &mut conn,
         &m,
         &from_template("other.test").schema("acme_test").unwrap(),
-    )
-    .unwrap_err();
+    );
     assert!(
         matches!(&err, ProvisionError::SchemaExists { schema } if schema == "acme_test"),
         "{err:?}"
     );
-    assert_eq!(catalog_snapshot(&mut conn), before);
 
     // Free public name, schema that exists outside the registry: refused by
     // the CREATE SCHEMA itself, never taken over.
-    let err = create_tenant(
+    let err = refused(
         &mut conn,
         &m,
         &from_template("billing.test").schema("billing").unwrap(),
-    )
-    .unwrap_err();
+    );
     assert_eq!(
         err.to_string(),
         "schema `billing` already exists: choose another schema name"
     );
-    assert_eq!(catalog_snapshot(&mut conn), before);
     assert_eq!(
         query_strings(&mut conn, "SELECT x::text AS value FROM billing.secrets"),
         ["42"]
@@ -194,52 +168,21 @@ fn taken_names_are_refused_from_the_template_and_leave_no_orphan_schema() {
 
 #[test]
 fn concurrent_template_creations_of_one_public_name_yield_one_tenant_and_one_schema() {
-    let (db, mut conn) = setup();
+    let (db, mut conn) = db_with_registry();
     let m = app_migrations();
-    let template = generate_template(&mut conn, db.url(), &m).unwrap();
-    store_template(&mut conn, &template).unwrap();
-    let threads = 6;
-    let barrier = Arc::new(Barrier::new(threads));
-    let results: Vec<_> = (0..threads)
-        .map(|i| {
-            let (url, barrier) = (db.url().to_string(), barrier.clone());
-            std::thread::spawn(move || {
-                let mut conn = PgConnection::establish(&url).unwrap();
-                let request = from_template("race.example")
-                    .schema(&format!("race_{i}"))
-                    .unwrap();
-                barrier.wait();
-                create_tenant(&mut conn, &app_migrations(), &request)
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .collect();
-    assert_eq!(
-        results.iter().filter(|r| r.is_ok()).count(),
-        1,
-        "{results:?}"
+    store_generated_template(&mut conn, db.url(), &m);
+    assert_concurrent_creations_of_one_public_name_yield_one_tenant(
+        db.url(),
+        &mut conn,
+        Source::Template,
     );
-    for r in results.iter().filter(|r| r.is_err()) {
-        assert!(
-            matches!(r, Err(ProvisionError::TenantExists { public_name }) if public_name == "race.example"),
-            "{r:?}"
-        );
-    }
-    let race: Vec<_> = schemas(&mut conn)
-        .into_iter()
-        .filter(|s| s.starts_with("race_"))
-        .collect();
-    assert_eq!(race.len(), 1, "{race:?}");
 }
 
 #[test]
 fn creating_from_the_template_takes_four_statements() {
-    let (db, mut conn) = setup();
+    let (db, mut conn) = db_with_registry();
     let m = app_migrations();
-    let template = generate_template(&mut conn, db.url(), &m).unwrap();
-    store_template(&mut conn, &template).unwrap();
+    store_generated_template(&mut conn, db.url(), &m);
     let sent = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = sent.clone();
     conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {

@@ -7,10 +7,11 @@ mod support;
 use appschema_core::connection::{
     in_tenant_transaction, ConnectionError, SearchPath, TenantCustomizer, TransactionScopedPool,
 };
+use appschema_core::SchemaName;
 use appschema_tempdb::{server, TempCluster, TempPgBouncer, TestDb};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::r2d2::{Builder, ConnectionManager, Pool};
 use support::{assert_on, create_tenants, tenant, whoami};
 
 /// A database with `n` tenants behind a PgBouncer (one server connection,
@@ -26,8 +27,7 @@ struct Bounced {
 fn bounced(n: usize) -> Bounced {
     match server().temp_cluster() {
         Some(cluster) => {
-            let testdb = TestDb::new();
-            create_tenants(&mut testdb.conn(), n);
+            let testdb = db_with_tenants(n);
             let bouncer = TempPgBouncer::start(cluster).unwrap();
             Bounced {
                 bouncer,
@@ -56,18 +56,36 @@ impl Bounced {
     }
 }
 
+/// A database of its own with `n` tenants.
+fn db_with_tenants(n: usize) -> TestDb {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), n);
+    db
+}
+
+/// The builder of a per-tenant r2d2 pool: its customizer SETs each new
+/// connection's session path to `schema`.
+fn per_tenant_pool(schema: SchemaName) -> Builder<ConnectionManager<PgConnection>> {
+    Pool::builder()
+        .connection_customizer(Box::new(TenantCustomizer::new(schema, SearchPath::new())))
+}
+
+/// A transaction-scoped pool of at most `max_size` connections to `url`.
+fn scoped_pool(url: &str, max_size: u32) -> TransactionScopedPool {
+    TransactionScopedPool::builder(url)
+        .max_size(max_size)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn behind_pgbouncer_a_session_level_search_path_leaks_to_another_client() {
     let b = bounced(2);
     assert!(!b.bouncer.supports_prepared_statements() || b.bouncer.version() >= (1, 21));
     // A per-tenant pool for t0: its customizer SETs the session's path.
-    let t0_pool = Pool::builder()
+    let t0_pool = per_tenant_pool(tenant(0))
         .max_size(1)
-        .connection_customizer(Box::new(TenantCustomizer::new(
-            tenant(0),
-            SearchPath::new(),
-        )))
-        .build(ConnectionManager::<PgConnection>::new(b.url()))
+        .build(ConnectionManager::new(b.url()))
         .unwrap();
     let mut t0 = t0_pool.get().unwrap();
     assert_on(&mut t0, "t0");
@@ -84,14 +102,8 @@ fn behind_pgbouncer_a_session_level_search_path_leaks_to_another_client() {
 #[test]
 fn behind_pgbouncer_transaction_scoped_units_never_leak() {
     let b = bounced(3);
-    let pool_a = TransactionScopedPool::builder(b.url())
-        .max_size(2)
-        .build()
-        .unwrap();
-    let pool_b = TransactionScopedPool::builder(b.url())
-        .max_size(2)
-        .build()
-        .unwrap();
+    let pool_a = scoped_pool(&b.url(), 2);
+    let pool_b = scoped_pool(&b.url(), 2);
     let mut bystander = PgConnection::establish(&b.url()).unwrap();
     for round in 0..30 {
         let (pa, pb) = (tenant(round % 3), tenant((round + 1) % 3));
@@ -133,8 +145,7 @@ fn behind_pgbouncer_transaction_scoped_units_never_leak() {
 
 #[test]
 fn a_unit_of_work_sets_its_tenant_only_for_its_transaction() {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 2);
+    let db = db_with_tenants(2);
     let mut conn = db.conn();
     let path = SearchPath::new();
     in_tenant_transaction(&mut conn, &tenant(1), &path, |c| {
@@ -154,8 +165,7 @@ fn a_unit_of_work_sets_its_tenant_only_for_its_transaction() {
 
 #[test]
 fn a_savepoint_rollback_inside_a_unit_returns_to_the_units_tenant() {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 3);
+    let db = db_with_tenants(3);
     let mut conn = db.conn();
     in_tenant_transaction(&mut conn, &tenant(0), &SearchPath::new(), |c| {
         let inner: QueryResult<()> = c.transaction(|c| {
@@ -173,8 +183,7 @@ fn a_savepoint_rollback_inside_a_unit_returns_to_the_units_tenant() {
 
 #[test]
 fn a_unit_inside_an_open_transaction_is_refused() {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 2);
+    let db = db_with_tenants(2);
     let mut conn = db.conn();
     let path = SearchPath::new();
     conn.transaction(|c| {
@@ -191,13 +200,9 @@ fn a_unit_inside_an_open_transaction_is_refused() {
 
 #[test]
 fn a_unit_for_a_missing_schema_fails_naming_it() {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 1);
-    let pool = TransactionScopedPool::builder(db.url())
-        .max_size(1)
-        .build()
-        .unwrap();
-    let ghost = appschema_core::SchemaName::new("ghost").unwrap();
+    let db = db_with_tenants(1);
+    let pool = scoped_pool(db.url(), 1);
+    let ghost = SchemaName::new("ghost").unwrap();
     let e = pool
         .transaction_for(&ghost, |_| Ok::<_, ConnectionError>(()))
         .unwrap_err();
@@ -207,27 +212,18 @@ fn a_unit_for_a_missing_schema_fails_naming_it() {
 
 #[test]
 fn a_per_tenant_pool_puts_new_connections_on_its_tenant() {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 2);
-    let pool = Pool::builder()
+    let db = db_with_tenants(2);
+    let pool = per_tenant_pool(tenant(1))
         .max_size(2)
-        .connection_customizer(Box::new(TenantCustomizer::new(
-            tenant(1),
-            SearchPath::new(),
-        )))
-        .build(ConnectionManager::<PgConnection>::new(db.url()))
+        .build(ConnectionManager::new(db.url()))
         .unwrap();
     for _ in 0..3 {
         assert_on(&mut pool.get().unwrap(), "t1");
     }
-    let ghost = Pool::builder()
+    let ghost = per_tenant_pool(SchemaName::new("ghost").unwrap())
         .max_size(1)
         .connection_timeout(std::time::Duration::from_millis(300))
-        .connection_customizer(Box::new(TenantCustomizer::new(
-            appschema_core::SchemaName::new("ghost").unwrap(),
-            SearchPath::new(),
-        )))
-        .build(ConnectionManager::<PgConnection>::new(db.url()));
+        .build(ConnectionManager::new(db.url()));
     let msg = ghost.unwrap_err().to_string();
     assert!(
         msg.contains("ghost") && msg.contains("does not exist"),
