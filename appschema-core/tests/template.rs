@@ -199,3 +199,63 @@ fn cloning_onto_a_taken_name_or_from_an_unknown_tenant_changes_nothing() {
         assert!(matches!(err, ProvisionError::UnknownTenant { .. }), "{err}");
     });
 }
+
+#[test]
+fn clone_copies_tables_in_a_foreign_key_cycle_whose_constraints_are_not_deferrable() {
+    let (_db, mut conn) = db_with_registry();
+    // people.team_id -> teams, teams.lead_id -> people: neither table can be
+    // copied first, and neither constraint is DEFERRABLE. badges hangs off
+    // the cycle.
+    let m = common::isolated(vec![(
+        "20240101000000".to_string(),
+        "CREATE TABLE teams (id int PRIMARY KEY, lead_id int);
+         CREATE TABLE people (id int PRIMARY KEY, team_id int NOT NULL REFERENCES teams (id));
+         ALTER TABLE teams ADD CONSTRAINT teams_lead FOREIGN KEY (lead_id)
+             REFERENCES people (id) ON DELETE SET NULL;
+         CREATE TABLE badges (person_id int REFERENCES people (id), label text);"
+            .to_string(),
+    )]);
+    create_named(&mut conn, &m, "cyc.test");
+    conn.batch_execute(
+        "INSERT INTO cyc_test.teams VALUES (1, NULL), (2, NULL);
+         INSERT INTO cyc_test.people VALUES (10, 1), (20, 2), (21, 2);
+         UPDATE cyc_test.teams SET lead_id = id * 10;
+         INSERT INTO cyc_test.badges VALUES (21, 'new');",
+    )
+    .unwrap();
+    let before = describe_schema(&mut conn, "cyc_test");
+    clone_tenant(
+        &mut conn,
+        &m,
+        &public_name("cyc.test"),
+        &new_tenant("copy.test"),
+    )
+    .unwrap();
+
+    let rows =
+        "SELECT p.id || ' ' || t.id || ' ' || t.lead_id || ' ' || coalesce(b.label, '-') AS value
+                  FROM {s}.people p JOIN {s}.teams t ON t.id = p.team_id
+                  LEFT JOIN {s}.badges b ON b.person_id = p.id ORDER BY p.id";
+    assert_eq!(
+        query_strings(&mut conn, &rows.replace("{s}", "copy_test")),
+        ["10 1 10 -", "20 2 20 -", "21 2 20 new"]
+    );
+    // The constraints are back as they were, and enforced.
+    assert_eq!(describe_schema(&mut conn, "copy_test"), before);
+    assert!(conn
+        .batch_execute("INSERT INTO copy_test.people VALUES (30, 99)")
+        .is_err());
+    assert!(conn
+        .batch_execute("UPDATE copy_test.teams SET lead_id = 99")
+        .is_err());
+    conn.batch_execute("DELETE FROM copy_test.badges; DELETE FROM copy_test.people WHERE id = 10")
+        .unwrap();
+    assert_eq!(
+        query_strings(
+            &mut conn,
+            "SELECT coalesce(lead_id::text, 'null') AS value FROM copy_test.teams WHERE id = 1"
+        ),
+        ["null"],
+        "ON DELETE SET NULL kept"
+    );
+}

@@ -38,9 +38,11 @@ struct NameRow {
 /// one repeatable-read transaction (a consistent snapshot of the source):
 /// the new schema is built at the isolated head (by the request's source:
 /// migrations, template or spare), then every table's rows are copied in
-/// foreign-key order (parents first; cycles rely on deferrable constraints)
-/// with the new tables' user triggers disabled during the copy, and every
-/// sequence is set to the source's value. The source must be at the head.
+/// foreign-key order (parents first; the foreign keys among tables in or
+/// behind a cycle are dropped for the copy and added back, which checks
+/// every row) with the new tables' user triggers disabled during the copy,
+/// and every sequence is set to the source's value. The source must be at
+/// the head.
 ///
 /// Must not be called inside an open transaction (it sets the isolation level).
 pub fn clone_tenant<M: IsolatedMigrations + ?Sized>(
@@ -119,11 +121,12 @@ fn copy_data(
         &edges,
         from,
     );
-    if order.cycle {
-        // Only deferrable constraints can be deferred; others will report
-        // the violation, and the whole clone rolls back.
-        conn.batch_execute("SET CONSTRAINTS ALL DEFERRED")?;
-    }
+    // Rows of tables in (or behind) a foreign-key cycle cannot be copied
+    // parents first: their constraints are dropped in the new schema for the copy and
+    // added back after it, which checks every copied row (all in this
+    // transaction, so a failure leaves nothing behind). Deferring them would
+    // only work for constraints declared DEFERRABLE.
+    let suspended = suspend_foreign_keys(conn, to, &order.cyclic)?;
     let triggers: BTreeSet<&str> = tables
         .iter()
         .filter(|t| t.has_user_triggers)
@@ -160,6 +163,15 @@ fn copy_data(
             t = quote_ident(table),
         ))?;
     }
+    for fk in &suspended {
+        conn.batch_execute(&format!(
+            "ALTER TABLE {}.{} ADD CONSTRAINT {} {}",
+            to.quoted(),
+            quote_ident(&fk.table_name),
+            quote_ident(&fk.name),
+            fk.definition
+        ))?;
+    }
     for table in &triggers {
         conn.batch_execute(&format!(
             "ALTER TABLE {}.{} ENABLE TRIGGER USER",
@@ -184,12 +196,59 @@ fn copy_data(
     Ok(())
 }
 
-struct Order {
-    tables: Vec<String>,
-    cycle: bool,
+#[derive(QueryableByName)]
+struct ForeignKeyRow {
+    #[diesel(sql_type = Text)]
+    table_name: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    definition: String,
 }
 
-/// Parents before children (Kahn's algorithm); tables left in a cycle come
+/// Drops the foreign keys of `schema` that run between two different tables
+/// of `cyclic`, returning what it takes to add them back as they were
+/// (`pg_get_constraintdef` keeps `ON DELETE`, `DEFERRABLE`, `NOT VALID`).
+fn suspend_foreign_keys(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    cyclic: &[String],
+) -> QueryResult<Vec<ForeignKeyRow>> {
+    if cyclic.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = diesel::sql_query(
+        "SELECT child.relname::text AS table_name, c.conname::text AS name,
+                pg_catalog.pg_get_constraintdef(c.oid) AS definition
+           FROM pg_catalog.pg_constraint c
+           JOIN pg_catalog.pg_class child ON child.oid = c.conrelid
+           JOIN pg_catalog.pg_class parent ON parent.oid = c.confrelid
+          WHERE c.contype = 'f' AND c.conrelid <> c.confrelid
+            AND child.relnamespace = $1::regnamespace AND parent.relnamespace = $1::regnamespace
+            AND child.relname = ANY ($2) AND parent.relname = ANY ($2)
+          ORDER BY child.relname, c.conname",
+    )
+    .bind::<Text, _>(schema.quoted())
+    .bind::<diesel::sql_types::Array<Text>, _>(cyclic)
+    .load::<ForeignKeyRow>(conn)?;
+    for fk in &keys {
+        conn.batch_execute(&format!(
+            "ALTER TABLE {}.{} DROP CONSTRAINT {}",
+            schema.quoted(),
+            quote_ident(&fk.table_name),
+            quote_ident(&fk.name)
+        ))?;
+    }
+    Ok(keys)
+}
+
+struct Order {
+    tables: Vec<String>,
+    /// The tables in a cycle or behind one (also at the end of `tables`).
+    cyclic: Vec<String>,
+}
+
+/// Parents before children (Kahn's algorithm); tables in or behind a cycle come
 /// last, in name order.
 fn fk_order(tables: &[String], edges: &[EdgeRow], schema: &SchemaName) -> Order {
     // regclass::text qualifies names outside the search_path: strip our schema.
@@ -237,10 +296,10 @@ fn fk_order(tables: &[String], edges: &[EdgeRow], schema: &SchemaName) -> Order 
         }
         order.extend(ready);
     }
-    let cycle = !parents.is_empty();
-    order.extend(parents.into_keys());
+    let cyclic: Vec<String> = parents.into_keys().collect();
+    order.extend(cyclic.iter().cloned());
     Order {
         tables: order,
-        cycle,
+        cyclic,
     }
 }
