@@ -551,8 +551,13 @@ impl Migrator {
     }
 
     /// Runs the work `next_work` hands out on `workers` workers (at least
-    /// one), each with a connection from `conns` (opening more when it holds
-    /// fewer; all are left in it afterwards).
+    /// one), each with a connection from `conns`; a worker without one opens
+    /// its own, in its own thread, so the connects of a wide run overlap
+    /// each other and the first worker's work. Every connection is left in
+    /// `conns` afterwards, for the next step.
+    ///
+    /// A worker that cannot connect takes no work; the run fails only if no
+    /// worker could connect (the others do the whole step otherwise).
     fn run_isolated<'w>(
         &self,
         next_work: &(dyn Fn() -> Option<Work<'w>> + Sync),
@@ -562,64 +567,103 @@ impl Migrator {
     ) -> Result<Outcome, MigrateError> {
         let outcome = Mutex::new(Outcome::default());
         let workers = workers.max(1);
-        while conns.len() < workers {
-            conns.push(self.connect()?);
-        }
+        let mut slots: Vec<Option<PgConnection>> = conns.drain(..).map(Some).collect();
+        slots.resize_with(slots.len().max(workers), || None);
+        let mut connect_error = None;
         std::thread::scope(|scope| {
-            for conn in conns[..workers].iter_mut() {
-                let outcome = &outcome;
-                scope.spawn(move || {
-                    while let Some((target, pending, tracked)) = next_work() {
-                        let schema = target.schema.as_str();
-                        let path = self.shared_path(Some(&target.schema));
-                        let mut applied = 0;
-                        let mut failure = None;
-                        let mut tracked = tracked;
-                        for m in pending {
-                            let at = ApplyTarget {
-                                schema,
-                                path: &path,
-                                tracked,
-                            };
-                            match apply(conn, at, m, on_event) {
-                                Ok(true) => {
-                                    applied += 1;
-                                    tracked = true;
-                                }
-                                Ok(false) => tracked = true,
-                                Err(message) => {
-                                    failure = Some(Failure {
-                                        schema: schema.to_string(),
-                                        migration: m.name().to_string(),
-                                        message,
-                                    });
-                                    break;
-                                }
-                            }
-                        }
-                        {
+            let handles: Vec<_> = slots
+                .iter_mut()
+                .take(workers)
+                .map(|slot| {
+                    let outcome = &outcome;
+                    scope.spawn(move || -> Result<(), MigrateError> {
+                        let conn = match slot {
+                            Some(conn) => conn,
+                            None => slot.insert(self.connect()?),
+                        };
+                        while let Some(work) = next_work() {
+                            let path = self.shared_path(Some(&work.0.schema));
+                            let done = migrate_one(conn, work, &path, on_event);
                             let mut o = outcome.lock().unwrap_or_else(|e| e.into_inner());
-                            o.applied += applied;
-                            if applied > 0 {
-                                o.migrated.push(schema.to_string());
-                            }
-                            if let Some(f) = &failure {
-                                o.failures.push(f.clone());
-                            }
+                            o.record(done);
                         }
-                        match failure {
-                            Some(f) => on_event(Event::SchemaFailed(f)),
-                            None => on_event(Event::SchemaDone {
-                                schema: schema.to_string(),
-                                applied,
-                            }),
-                        }
-                    }
-                });
+                        Ok(())
+                    })
+                })
+                .collect();
+            let mut connected = 0;
+            for handle in handles {
+                match handle.join() {
+                    Ok(Ok(())) => connected += 1,
+                    Ok(Err(e)) => connect_error = Some(e),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            if connected > 0 {
+                connect_error = None;
             }
         });
-        Ok(outcome.into_inner().unwrap_or_else(|e| e.into_inner()))
+        conns.extend(slots.into_iter().flatten());
+        match connect_error {
+            Some(e) => Err(e),
+            None => Ok(outcome.into_inner().unwrap_or_else(|e| e.into_inner())),
+        }
     }
+}
+
+/// Applies one schema's pending migrations of a step in order, stopping at
+/// the first failure, and reports the schema's end (done or failed).
+fn migrate_one(
+    conn: &mut PgConnection,
+    (target, pending, tracked): Work<'_>,
+    path: &str,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> SchemaOutcome {
+    let schema = target.schema.as_str();
+    let mut applied = 0;
+    let mut failure = None;
+    let mut tracked = tracked;
+    for m in pending {
+        let at = ApplyTarget {
+            schema,
+            path,
+            tracked,
+        };
+        match apply(conn, at, m, on_event) {
+            Ok(true) => {
+                applied += 1;
+                tracked = true;
+            }
+            Ok(false) => tracked = true,
+            Err(message) => {
+                failure = Some(Failure {
+                    schema: schema.to_string(),
+                    migration: m.name().to_string(),
+                    message,
+                });
+                break;
+            }
+        }
+    }
+    match &failure {
+        Some(f) => on_event(Event::SchemaFailed(f.clone())),
+        None => on_event(Event::SchemaDone {
+            schema: schema.to_string(),
+            applied,
+        }),
+    }
+    SchemaOutcome {
+        schema: schema.to_string(),
+        applied,
+        failure,
+    }
+}
+
+/// What [`migrate_one`] did to one schema.
+struct SchemaOutcome {
+    schema: String,
+    applied: usize,
+    failure: Option<Failure>,
 }
 
 /// One schema's work in an isolated step: the schema, the step's
@@ -749,6 +793,16 @@ struct Outcome {
     applied: usize,
     migrated: Vec<String>,
     failures: Vec<Failure>,
+}
+
+impl Outcome {
+    fn record(&mut self, done: SchemaOutcome) {
+        self.applied += done.applied;
+        if done.applied > 0 {
+            self.migrated.push(done.schema);
+        }
+        self.failures.extend(done.failure);
+    }
 }
 
 fn status_of(
