@@ -56,32 +56,13 @@ pub fn migrations() -> Result<MigrationSet, Box<dyn std::error::Error + Send + S
     MigrationSet::load_with_schema_files(&dir, &[schema], root).map_err(|e| e.to_string().into())
 }
 
-/// The migration set as provisioning sees it (its isolated part).
-#[derive(Debug)]
-pub struct Isolated(pub MigrationSet);
-
-impl provision::IsolatedMigrations for Isolated {
-    fn versions(&self) -> Vec<String> {
-        self.0.isolated().map(|m| m.version().to_string()).collect()
-    }
-
-    fn migrate_schema(
-        &self,
-        conn: &mut PgConnection,
-        schema: &SchemaName,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        appschema::migrate_schema_in_transaction(conn, schema, &self.0)?;
-        Ok(())
-    }
-}
-
 /// Everything a handler needs.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// Tenant-scoped connections for every tenant.
     pub pool: SharedPool,
     /// Provisioning builds new tenants with these.
-    pub migrations: Arc<Isolated>,
+    pub migrations: Arc<MigrationSet>,
     /// The apex host (`localhost`): sign-ups go there, tenants live under it.
     pub apex: String,
     /// The port printed in URLs.
@@ -115,7 +96,7 @@ pub async fn start(
     let migrations = Arc::new(
         tokio::task::spawn_blocking({
             let url = url.clone();
-            move || -> Result<Isolated, Box<dyn std::error::Error + Send + Sync>> {
+            move || -> Result<MigrationSet, Box<dyn std::error::Error + Send + Sync>> {
                 let set = migrations()?;
                 let report = Migrator::new(&url)
                     .schema_source(
@@ -126,7 +107,6 @@ pub async fn start(
                 if !report.is_success() {
                     return Err(format!("migrate failed: {:?}", report.failures).into());
                 }
-                let set = Isolated(set);
                 let mut conn = PgConnection::establish(&url)?;
                 provision::ensure_spares(&mut conn, &set, SPARES)?;
                 Ok(set)
