@@ -247,6 +247,53 @@ fn a_statement_prepared_for_one_tenant_never_returns_its_rows_to_another() {
     assert_eq!(load(&mut conn).unwrap(), ["from sa"]);
 }
 
+/// The deploy hazard: a migration changes a column's type while the pool
+/// holds connections with the old statement cached. Each connection must
+/// fail that query at most once, not until it reaches its maximum lifetime.
+#[test]
+fn a_connection_whose_cached_statement_went_stale_fails_once_then_is_replaced() {
+    let db = db_set_up_by(
+        "CREATE SCHEMA sa; CREATE TABLE sa.shapes (id int8 PRIMARY KEY, v varchar(20));
+         INSERT INTO sa.shapes VALUES (1, 'from sa');",
+    );
+    let pool = single_connection_pool(&db);
+    let sa = SchemaName::new("sa").unwrap();
+    let load = |conn: &mut PgConnection| {
+        shapes::shapes::table
+            .select(shapes::shapes::v)
+            .filter(shapes::shapes::id.eq(1))
+            .load::<String>(conn)
+    };
+    let pid = {
+        let mut conn = pool.get_for(&sa).unwrap();
+        assert_eq!(load(&mut conn).unwrap(), ["from sa"]);
+        backend_pid(&mut conn)
+    };
+    // The migration: varchar -> text (diesel reads both as Text, but the
+    // cached statement's result type changed).
+    db.conn()
+        .batch_execute("ALTER TABLE sa.shapes ALTER COLUMN v TYPE text")
+        .unwrap();
+    {
+        let mut conn = pool.get_for(&sa).unwrap();
+        assert_eq!(backend_pid(&mut conn), pid);
+        let err = load(&mut conn).unwrap_err().to_string();
+        assert!(
+            err.contains("cached plan must not change result type"),
+            "{err}"
+        );
+    }
+    // Returned after that error, the connection was closed: the next
+    // checkout runs the query on a new backend, which prepares it afresh.
+    let mut conn = pool.get_for(&sa).unwrap();
+    assert_ne!(
+        backend_pid(&mut conn),
+        pid,
+        "the stale connection was reused"
+    );
+    assert_eq!(load(&mut conn).unwrap(), ["from sa"]);
+}
+
 #[test]
 fn without_the_statement_cache_a_reshaped_table_is_simply_read() {
     let db = db_set_up_by(
@@ -511,4 +558,37 @@ fn a_schema_dropped_recreated_or_renamed_between_checkouts_of_the_same_tenant_is
     let mut conn = pool.get_for(&tenant(1)).unwrap();
     assert_eq!(backend_pid(&mut conn), pid);
     assert_on(&mut conn, "t1");
+}
+
+static MARKED_QUERIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn counting_instrumentation() -> Option<Box<dyn diesel::connection::Instrumentation>> {
+    Some(Box::new(
+        |event: diesel::connection::InstrumentationEvent<'_>| {
+            if let diesel::connection::InstrumentationEvent::StartQuery { query, .. } = event {
+                if query
+                    .to_string()
+                    .contains("appschema_instrumentation_marker")
+                {
+                    MARKED_QUERIES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        },
+    ))
+}
+
+#[test]
+fn the_applications_default_instrumentation_still_sees_pooled_queries() {
+    // Process-wide, but harmless to the other tests: it only counts queries
+    // carrying this test's marker.
+    diesel::connection::set_default_instrumentation(counting_instrumentation).unwrap();
+    let (_db, pool) = setup(1);
+    let mut conn = pool.get_for(&tenant(0)).unwrap();
+    conn.batch_execute("SELECT 'appschema_instrumentation_marker'")
+        .unwrap();
+    assert_eq!(
+        MARKED_QUERIES.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the stale-plan watch must pass events on to the default instrumentation"
+    );
 }

@@ -11,6 +11,7 @@ use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection};
 
 use super::error::{describe_target, ConnectionError};
+use super::plan_watch::PlanWatch;
 use super::search_path::{
     prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
 };
@@ -154,6 +155,7 @@ impl r2d2::ManageConnection for TenantManager {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
         prepare_session_switch(&mut conn).map_err(ManagerError::Switch)?;
+        PlanWatch::install(&mut conn);
         Ok(conn)
     }
 
@@ -179,9 +181,12 @@ impl r2d2::ManageConnection for TenantManager {
     }
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
-        // A connection that comes back during a panic, or with a diesel
-        // transaction still open, is closed rather than reused.
-        std::thread::panicking() || R2D2Connection::is_broken(conn)
+        // A connection that comes back during a panic, with a diesel
+        // transaction still open, or holding a cached statement PostgreSQL
+        // now refuses (see `PlanWatch`), is closed rather than reused.
+        std::thread::panicking()
+            || R2D2Connection::is_broken(conn)
+            || PlanWatch::saw_stale_plan(conn)
     }
 }
 
@@ -244,8 +249,11 @@ impl SharedPoolBuilder {
     /// `true`. With it, a statement prepared while a connection was on one
     /// tenant and run on another whose table has a different shape fails with
     /// PostgreSQL's `cached plan must not change result type` (never another
-    /// tenant's rows); with `false` every query is planned afresh and such
-    /// statements just work, at a planning cost per query.
+    /// tenant's rows), as does a cached statement after a migration changed
+    /// its result type; the connection is then closed when it is returned,
+    /// so each connection fails such a query at most once. With `false`
+    /// every query is planned afresh and such statements just work, at a
+    /// planning cost per query.
     pub fn prepared_statement_cache(mut self, on: bool) -> Self {
         self.statement_cache = on;
         self
