@@ -201,6 +201,26 @@ mod shapes {
     diesel::table! { shapes (id) { id -> Int8, v -> Text } }
 }
 
+/// `v` of row 1 of `shapes`, as a statement diesel prepares and caches.
+fn load(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+    shapes::shapes::table
+        .select(shapes::shapes::v)
+        .filter(shapes::shapes::id.eq(1))
+        .load::<String>(conn)
+}
+
+/// Checks out a connection for `schema`, asserts it is backend `pid` and
+/// that PostgreSQL refuses the cached `load` statement on it.
+fn assert_cached_load_refused(pool: &SharedPool, schema: &SchemaName, pid: i32) {
+    let mut conn = pool.get_for(schema).unwrap();
+    assert_eq!(backend_pid(&mut conn), pid);
+    let err = load(&mut conn).unwrap_err().to_string();
+    assert!(
+        err.contains("cached plan must not change result type"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_statement_prepared_for_one_tenant_never_returns_its_rows_to_another() {
     let db = db_set_up_by(
@@ -213,12 +233,6 @@ fn a_statement_prepared_for_one_tenant_never_returns_its_rows_to_another() {
     );
     let pool = single_connection_pool(&db);
     let [sa, sb, sc] = ["sa", "sb", "sc"].map(|s| SchemaName::new(s).unwrap());
-    let load = |conn: &mut PgConnection| {
-        shapes::shapes::table
-            .select(shapes::shapes::v)
-            .filter(shapes::shapes::id.eq(1))
-            .load::<String>(conn)
-    };
     // Prepared (and cached by diesel) while on sa.
     let pid = {
         let mut conn = pool.get_for(&sa).unwrap();
@@ -233,16 +247,9 @@ fn a_statement_prepared_for_one_tenant_never_returns_its_rows_to_another() {
         assert_eq!(load(&mut conn).unwrap(), ["from sc"]);
     }
     // Tenant whose table has another shape: a clear error, not sa's rows.
-    {
-        let mut conn = pool.get_for(&sb).unwrap();
-        assert_eq!(backend_pid(&mut conn), pid);
-        let err = load(&mut conn).unwrap_err().to_string();
-        assert!(
-            err.contains("cached plan must not change result type"),
-            "{err}"
-        );
-    }
-    // And the connection still serves the original tenant correctly.
+    assert_cached_load_refused(&pool, &sb, pid);
+    // And the pool still serves the original tenant correctly (on a new
+    // connection: the refused one was closed when it came back).
     let mut conn = pool.get_for(&sa).unwrap();
     assert_eq!(load(&mut conn).unwrap(), ["from sa"]);
 }
@@ -258,12 +265,6 @@ fn a_connection_whose_cached_statement_went_stale_fails_once_then_is_replaced() 
     );
     let pool = single_connection_pool(&db);
     let sa = SchemaName::new("sa").unwrap();
-    let load = |conn: &mut PgConnection| {
-        shapes::shapes::table
-            .select(shapes::shapes::v)
-            .filter(shapes::shapes::id.eq(1))
-            .load::<String>(conn)
-    };
     let pid = {
         let mut conn = pool.get_for(&sa).unwrap();
         assert_eq!(load(&mut conn).unwrap(), ["from sa"]);
@@ -274,15 +275,7 @@ fn a_connection_whose_cached_statement_went_stale_fails_once_then_is_replaced() 
     db.conn()
         .batch_execute("ALTER TABLE sa.shapes ALTER COLUMN v TYPE text")
         .unwrap();
-    {
-        let mut conn = pool.get_for(&sa).unwrap();
-        assert_eq!(backend_pid(&mut conn), pid);
-        let err = load(&mut conn).unwrap_err().to_string();
-        assert!(
-            err.contains("cached plan must not change result type"),
-            "{err}"
-        );
-    }
+    assert_cached_load_refused(&pool, &sa, pid);
     // Returned after that error, the connection was closed: the next
     // checkout runs the query on a new backend, which prepares it afresh.
     let mut conn = pool.get_for(&sa).unwrap();
