@@ -8,7 +8,10 @@
 //! tenant it will see) before timing, the statement cache is on everywhere,
 //! and the modes run in short interleaved rounds whose order rotates. Each
 //! round's ratio is taken against the baseline of the same round; the table
-//! gives the median ratio and its min/max over the rounds.
+//! gives the median ratio and its min/max over the rounds. It also gives the
+//! CPU time spent per operation, by this process and by the server's
+//! backends, summed over all rounds of a mode: on this 2-core VM wall-clock
+//! ratios swing by ±0.2× from run to run, CPU per operation by a few %.
 //!
 //! `cargo run --release --example bench_connections` (about 2 minutes).
 
@@ -39,9 +42,43 @@ fn pk_select(conn: &mut PgConnection, id: i64) -> QueryResult<String> {
 
 type Op = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
+/// CPU time (user + system, clock ticks) used so far by this process and by
+/// every PostgreSQL process on the machine (the throwaway cluster's
+/// backends): on 2 shared cores wall-clock throughput swings with whatever
+/// else runs, while CPU spent per operation does much less. Backends that
+/// exit take their time with them; the pools here live for the whole run.
+fn cpu_ticks() -> (u64, u64) {
+    fn ticks_of(stat: &str) -> Option<(String, u64)> {
+        // pid (comm) state ppid … utime stime: fields 14 and 15, counted
+        // after the parenthesised command name (which may contain spaces).
+        let close = stat.rfind(')')?;
+        let comm = stat[stat.find('(')? + 1..close].to_string();
+        let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let utime: u64 = rest.get(11)?.parse().ok()?;
+        let stime: u64 = rest.get(12)?.parse().ok()?;
+        Some((comm, utime + stime))
+    }
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks_of(&s))
+        .map_or(0, |(_, t)| t);
+    let servers: u64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|s| ticks_of(&s))
+        .filter(|(comm, _)| comm == "postgres")
+        .map(|(_, t)| t)
+        .sum();
+    (own, servers)
+}
+
 /// Runs `op(thread, k)` on `threads` threads for `run`; returns operations
-/// per second.
-fn measure(op: &Op, threads: u64, run: Duration) -> f64 {
+/// per second, the operations done and the CPU ticks (see [`cpu_ticks`])
+/// spent by this process and by the server.
+fn measure(op: &Op, threads: u64, run: Duration) -> (f64, u64, (u64, u64)) {
+    let cpu_before = cpu_ticks();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..threads)
@@ -63,7 +100,11 @@ fn measure(op: &Op, threads: u64, run: Duration) -> f64 {
     for h in handles {
         h.join().unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu_after = cpu_ticks();
+    let cpu = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+    let ops = done.load(Ordering::Relaxed);
+    (ops as f64 / elapsed, ops, cpu)
 }
 
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
@@ -89,25 +130,40 @@ fn run_modes(title: &str, modes: &[(&str, Op, usize)], threads: u64, run: Durati
         measure(op, threads, Duration::from_millis(200));
     }
     let mut ops: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    // Per mode, over all rounds: operations done and CPU ticks spent.
+    let mut spent = vec![(0u64, 0u64, 0u64); modes.len()];
     for round in 0..ROUNDS {
         for j in 0..modes.len() {
             let m = (j + round) % modes.len();
-            ops[m].push(measure(&modes[m].1, threads, run));
+            let (per_second, done, cpu) = measure(&modes[m].1, threads, run);
+            ops[m].push(per_second);
+            spent[m].0 += done;
+            spent[m].1 += cpu.0;
+            spent[m].2 += cpu.1;
         }
     }
+    // Clock ticks are 10 ms: CPU per op is taken over all rounds of a mode.
+    let ticks_per_second = 100.0;
+    let us_per_op = |done: u64, ticks: u64| ticks as f64 / ticks_per_second * 1e6 / done as f64;
+    let cpu_us = |(done, client, server): (u64, u64, u64)| us_per_op(done, client + server);
     println!(
         "\n### {title}: {threads} thread(s), median of {ROUNDS} interleaved rounds of {run:?}"
     );
-    println!("| mode | ops/s (median) | time per op ÷ baseline, median | min | max | baseline |");
-    println!("|---|---:|---:|---:|---:|---|");
+    println!(
+        "| mode | ops/s (median) | time per op ÷ baseline, median | min | max | CPU µs per op: client + server | CPU per op ÷ baseline | baseline |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for (i, (name, _, base)) in modes.iter().enumerate() {
         let ratios = sorted((0..ROUNDS).map(|r| ops[*base][r] / ops[i][r]).collect());
         let med = sorted(ops[i].clone())[ROUNDS / 2];
         println!(
-            "| {name} | {med:.0} | {:.3}× | {:.3}× | {:.3}× | {} |",
+            "| {name} | {med:.0} | {:.3}× | {:.3}× | {:.3}× | {:.1} + {:.1} | {:.3}× | {} |",
             ratios[ROUNDS / 2],
             ratios[0],
             ratios[ROUNDS - 1],
+            us_per_op(spent[i].0, spent[i].1),
+            us_per_op(spent[i].0, spent[i].2),
+            cpu_us(spent[i]) / cpu_us(spent[*base]),
             modes[*base].0
         );
     }
