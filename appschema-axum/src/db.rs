@@ -7,7 +7,7 @@
 //! thread pool, turning every failure into a [`TenantDbError`] that answers
 //! with a fitting status code.
 
-use appschema_core::connection::{ConnectionError, SharedPool};
+use appschema_core::connection::{is_stale_plan, ConnectionError, SharedPool};
 use appschema_core::SchemaName;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -53,7 +53,10 @@ pub enum TenantDbError {
 impl TenantDbError {
     /// The status code the error answers with: `404` for a row that is not
     /// there (`diesel::result::Error::NotFound`) or a tenant whose schema is
-    /// gone; `503` when the pool is exhausted or the database down; `500`
+    /// gone; `503` when the pool is exhausted, the database down, or a
+    /// cached statement went stale after a migration changed its result
+    /// type ([`is_stale_plan`](appschema_core::connection::is_stale_plan):
+    /// the pool replaces that connection, so a retry succeeds); `500`
     /// otherwise.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -68,6 +71,9 @@ impl TenantDbError {
                 source: diesel::result::Error::NotFound,
                 ..
             } => StatusCode::NOT_FOUND,
+            TenantDbError::Query { source, .. } if is_stale_plan(source) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             TenantDbError::Query { .. } | TenantDbError::Panicked { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

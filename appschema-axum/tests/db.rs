@@ -184,6 +184,52 @@ async fn failures_answer_with_fitting_status_codes() {
     drop(held);
 }
 
+mod dsl {
+    diesel::table! { projects (name) { name -> Text } }
+}
+
+/// The tenant's project names through diesel's query builder, whose
+/// statements diesel prepares once per connection and caches (`sql_query`'s
+/// are not cached).
+fn cached_project_names(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+    dsl::projects::table
+        .select(dsl::projects::name)
+        .order(dsl::projects::name)
+        .load(conn)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_gone_stale_after_a_migration_answers_503_once_then_the_retry_works() {
+    let db = seeded_db();
+    let pool = pool(&db, 1);
+    db.conn()
+        .batch_execute("ALTER TABLE acme.projects ALTER COLUMN name TYPE varchar(40)")
+        .unwrap();
+    // Cached by diesel on the pool's one connection.
+    let names = run_for_tenant(&pool, &schema("acme"), cached_project_names)
+        .await
+        .unwrap();
+    assert_eq!(names, ["rocket"]);
+    // The deploy: the result type of the cached statement changes.
+    db.conn()
+        .batch_execute("ALTER TABLE acme.projects ALTER COLUMN name TYPE text")
+        .unwrap();
+    let err = run_for_tenant(&pool, &schema("acme"), cached_project_names)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cached plan must not change result type"),
+        "{err}"
+    );
+    assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    // The client's retry gets a fresh connection.
+    let names = run_for_tenant(&pool, &schema("acme"), cached_project_names)
+        .await
+        .unwrap();
+    assert_eq!(names, ["rocket"]);
+}
+
 async fn projects(
     State(pool): State<SharedPool>,
     tenant: CurrentTenant,

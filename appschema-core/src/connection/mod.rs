@@ -20,6 +20,7 @@ mod transaction;
 
 pub use customizer::TenantCustomizer;
 pub use error::ConnectionError;
+pub use plan_watch::is_stale_plan;
 pub use search_path::SearchPath;
 pub use shared_pool::{
     ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantManager,

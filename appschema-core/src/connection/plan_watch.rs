@@ -23,6 +23,20 @@ use diesel::{Connection, PgConnection};
 /// are only replaced at their maximum lifetime.
 const STALE_PLAN: &str = "cached plan must not change result type";
 
+/// Whether `error` is PostgreSQL refusing a cached statement whose result
+/// type changed (`cached plan must not change result type`). It is
+/// transient on a [`SharedPool`](super::SharedPool): the connection that
+/// raised it is closed when it is returned, so running the work again on a
+/// new checkout succeeds (a web handler can answer "retry later").
+///
+/// ```
+/// use appschema_core::connection::is_stale_plan;
+/// assert!(!is_stale_plan(&diesel::result::Error::NotFound));
+/// ```
+pub fn is_stale_plan(error: &diesel::result::Error) -> bool {
+    matches!(error, diesel::result::Error::DatabaseError(_, info) if info.message().contains(STALE_PLAN))
+}
+
 /// The connection's instrumentation: diesel's default one (if the
 /// application set one with `set_default_instrumentation`), to which every
 /// event is passed on, plus the stale-plan flag.
@@ -53,13 +67,10 @@ impl PlanWatch {
 impl Instrumentation for PlanWatch {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         if let InstrumentationEvent::FinishQuery {
-            error: Some(diesel::result::Error::DatabaseError(_, info)),
-            ..
+            error: Some(error), ..
         } = &event
         {
-            if info.message().contains(STALE_PLAN) {
-                self.stale = true;
-            }
+            self.stale |= is_stale_plan(error);
         }
         if let Some(inner) = &mut self.inner {
             inner.on_connection_event(event);
