@@ -117,7 +117,7 @@ impl ConnectionError {
     }
 }
 
-/// How errors name the work a connection was for: `tenant schema `acme``
+/// How errors name the work a connection was for: ``tenant schema `acme` ``
 /// or `shared work`.
 pub(crate) fn describe_target(tenant: Option<&crate::SchemaName>) -> String {
     match tenant {

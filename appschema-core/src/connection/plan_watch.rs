@@ -34,7 +34,10 @@ const STALE_PLAN: &str = "cached plan must not change result type";
 /// assert!(!is_stale_plan(&diesel::result::Error::NotFound));
 /// ```
 pub fn is_stale_plan(error: &diesel::result::Error) -> bool {
-    matches!(error, diesel::result::Error::DatabaseError(_, info) if info.message().contains(STALE_PLAN))
+    match error {
+        diesel::result::Error::DatabaseError(_, info) => info.message().contains(STALE_PLAN),
+        _ => false,
+    }
 }
 
 /// The connection's instrumentation: diesel's default one (if the
