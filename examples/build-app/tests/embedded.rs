@@ -34,8 +34,10 @@ fn migrations_planned_at_build_time_migrate_a_database_without_files() {
         &SchemaName::new("acme").unwrap(),
     )
     .unwrap();
-    let elsewhere = tempfile_dir();
-    std::env::set_current_dir(&elsewhere).unwrap();
+    // A working directory with no migration files (removed when the test
+    // ends; this binary's only test, so changing the directory is safe).
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::env::set_current_dir(elsewhere.path()).unwrap();
     let report = Migrator::new(db.url()).migrate(&set, &|_| {}).unwrap();
     assert!(report.is_success(), "{:?}", report.failures);
     assert_eq!(report.migrations_applied, 3);
@@ -44,10 +46,4 @@ fn migrations_planned_at_build_time_migrate_a_database_without_files() {
          INSERT INTO acme.orders (plan_id, note) SELECT id, 'hi' FROM public.plans;",
     )
     .unwrap();
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("appschema-build-example-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
