@@ -23,6 +23,7 @@ use appschema_core::provision::{
 use appschema_core::{registry, MigrationSet, SchemaName, Scope};
 use appschema_tempdb::TestDb;
 use diesel::connection::SimpleConnection;
+use diesel::PgConnection;
 
 /// One migration per table; table k references table k-1 and has two
 /// secondary indexes.
@@ -90,13 +91,12 @@ fn bench(tables: usize, rounds: usize) {
             (Source::Migrations, &mut by_migrations),
             (Source::Spare, &mut by_spare),
         ] {
-            let request = NewTenant::new(&format!("{source}-{round}.bench"))
-                .unwrap()
-                .source(source);
-            let t = Instant::now();
-            let created = create_tenant(&mut conn, &set, &request).unwrap();
-            samples.push(t.elapsed());
-            assert_eq!(created.source, source);
+            samples.push(timed_create(
+                &mut conn,
+                &set,
+                &format!("{source}-{round}"),
+                source,
+            ));
         }
     }
     // Claims back to back, with no other tenant's DDL between them: in the
@@ -106,13 +106,12 @@ fn bench(tables: usize, rounds: usize) {
     ensure_spares(&mut conn, &set, rounds).unwrap();
     let mut claims_alone = vec![];
     for round in 0..rounds {
-        let request = NewTenant::new(&format!("alone-{round}.bench"))
-            .unwrap()
-            .source(Source::Spare);
-        let t = Instant::now();
-        let created = create_tenant(&mut conn, &set, &request).unwrap();
-        claims_alone.push(t.elapsed());
-        assert_eq!(created.source, Source::Spare);
+        claims_alone.push(timed_create(
+            &mut conn,
+            &set,
+            &format!("alone-{round}"),
+            Source::Spare,
+        ));
     }
     let (a_med, _) = stats(base_a.clone());
     let (b_med, _) = stats(base_b.clone());
@@ -139,6 +138,24 @@ fn bench(tables: usize, rounds: usize) {
         spare_fill.as_secs_f64()
     );
     drop(conn);
+}
+
+/// Creates tenant `<label>.bench` from `source`, timed; checks it was built
+/// that way (no fallback to another source).
+fn timed_create(
+    conn: &mut PgConnection,
+    set: &MigrationSet,
+    label: &str,
+    source: Source,
+) -> Duration {
+    let request = NewTenant::new(&format!("{label}.bench"))
+        .unwrap()
+        .source(source);
+    let t = Instant::now();
+    let created = create_tenant(conn, set, &request).unwrap();
+    let elapsed = t.elapsed();
+    assert_eq!(created.source, source);
+    elapsed
 }
 
 fn main() {

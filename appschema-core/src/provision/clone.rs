@@ -122,10 +122,10 @@ fn copy_data(
         from,
     );
     // Rows of tables in (or behind) a foreign-key cycle cannot be copied
-    // parents first: their constraints are dropped in the new schema for the copy and
-    // added back after it, which checks every copied row (all in this
-    // transaction, so a failure leaves nothing behind). Deferring them would
-    // only work for constraints declared DEFERRABLE.
+    // parents first: their constraints are dropped in the new schema for
+    // the copy and added back after it, which checks every copied row (all
+    // in this transaction, so a failure leaves nothing behind). Deferring
+    // them would only work for constraints declared DEFERRABLE.
     let suspended = suspend_foreign_keys(conn, to, &order.cyclic)?;
     let triggers: BTreeSet<&str> = tables
         .iter()
