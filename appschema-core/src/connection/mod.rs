@@ -13,6 +13,7 @@
 
 mod customizer;
 mod error;
+mod hygiene;
 mod plan_watch;
 mod search_path;
 mod shared_pool;

@@ -11,6 +11,7 @@ use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection};
 
 use super::error::{describe_target, ConnectionError};
+use super::hygiene::with_startup_options;
 use super::plan_watch::PlanWatch;
 use super::search_path::{
     prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
@@ -138,7 +139,10 @@ impl std::error::Error for ManagerError {}
 /// shared-only path; go through [`SharedPool`] to pick a tenant.
 #[derive(Debug)]
 pub struct TenantManager {
+    /// The caller's URL with start-up options (see `with_startup_options`).
     url: String,
+    /// The `search_path` those options set: the shared-only path.
+    default_path: String,
     /// The switch to the shared-only path, for checkouts that did not go
     /// through [`SharedPool`] (a plain `r2d2::Pool` of this manager).
     shared_sql: String,
@@ -154,7 +158,7 @@ impl r2d2::ManageConnection for TenantManager {
         if !self.statement_cache {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
-        prepare_session_switch(&mut conn).map_err(ManagerError::Switch)?;
+        prepare_session_switch(&mut conn, &self.default_path).map_err(ManagerError::Switch)?;
         PlanWatch::install(&mut conn);
         Ok(conn)
     }
@@ -268,8 +272,10 @@ impl SharedPoolBuilder {
             &self.path.shared_only(),
             self.path.shared(),
         );
+        let default_path = self.path.shared_only();
         let manager = TenantManager {
-            url: self.url,
+            url: with_startup_options(&self.url, &default_path),
+            default_path,
             shared_sql,
             statement_cache: self.statement_cache,
         };

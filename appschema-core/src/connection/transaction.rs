@@ -9,7 +9,8 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Error as R2d2Error};
 use diesel::{Connection, PgConnection};
 
 use super::error::{describe_target, ConnectionError};
-use super::search_path::{run_switch, Refusal, SearchPath};
+use super::hygiene::{drain_notifications, UNIT_RESET};
+use super::search_path::{run_local_switch, write_local_switch, Refusal, SearchPath};
 use crate::name::SchemaName;
 
 /// Runs `f` in a transaction whose first statement is
@@ -77,13 +78,15 @@ where
     if depth.is_some() {
         return Err(ConnectionError::NestedTransaction { schema: first }.into());
     }
+    let mut sql = String::from(UNIT_RESET);
+    write_local_switch(&mut sql, &value, &first);
     conn.transaction(|conn| {
-        let report = run_switch(conn, &value, true)?;
-        match report.check(&value, &first) {
+        match run_local_switch(conn, &sql) {
             Ok(()) => {}
             Err(Refusal::SchemaMissing) => {
                 return Err(ConnectionError::SchemaMissing { schema: first }.into())
             }
+            Err(Refusal::Failed(e)) => return Err(e.into()),
             Err(Refusal::Broken(message)) => {
                 return Err(ConnectionError::SwitchFailed {
                     target: describe_target(tenant),
@@ -91,7 +94,15 @@ where
                 }
                 .into())
             }
+            Err(Refusal::Dirty) => {
+                return Err(ConnectionError::SwitchFailed {
+                    target: describe_target(tenant),
+                    message: "the session could not be reset".to_string(),
+                }
+                .into())
+            }
         }
+        drain_notifications(conn);
         f(conn)
     })
 }
