@@ -35,8 +35,7 @@ use diesel::PgConnection;
 /// connection's start-up options carry diesel's), `CLOSE ALL` (holdable
 /// cursors), `DISCARD TEMP` (temporary tables, views, sequences, types,
 /// functions) and `DISCARD SEQUENCES` (`lastval()`, `currval()`).
-pub(crate) const CHECKOUT_RESET: &str =
-    "RESET ALL; CLOSE ALL; DISCARD TEMP; DISCARD SEQUENCES; ";
+pub(crate) const CHECKOUT_RESET: &str = "RESET ALL; CLOSE ALL; DISCARD TEMP; DISCARD SEQUENCES; ";
 
 /// Sent only when the switch reported a changed role or `LISTEN`
 /// registrations: its own transaction, so `UNLISTEN` has taken effect when
@@ -46,11 +45,18 @@ pub(crate) const DIRTY_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; UNLISTE
 /// The reset a transaction-scoped unit of work runs first, inside its own
 /// transaction (no prepared statements: behind a transaction-pooling proxy
 /// the server session is whichever one is free). Everything `DISCARD ALL`
-/// does but `DEALLOCATE ALL` / `DISCARD PLANS`, then diesel's connect-time
-/// settings again (`RESET ALL` would otherwise leave the server's defaults).
+/// does but `DEALLOCATE ALL` / `DISCARD PLANS` and `UNLISTEN *` (which
+/// would only take effect when the unit commits: the unit's switch checks
+/// for registrations instead, and [`DIRTY_UNLISTEN`] runs on its own when
+/// there are), then diesel's connect-time settings again (`RESET ALL` would
+/// otherwise leave the server's defaults).
 pub(crate) const UNIT_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
-     SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8'; CLOSE ALL; UNLISTEN *; \
+     SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8'; CLOSE ALL; \
      DISCARD TEMP; DISCARD SEQUENCES; SELECT pg_catalog.pg_advisory_unlock_all(); ";
+
+/// Sent, in a transaction of its own, when a transaction-scoped unit found
+/// its session listening.
+pub(crate) const DIRTY_UNLISTEN: &str = "UNLISTEN *";
 
 /// Diesel's connect-time settings (`PgConnection::establish` runs `SET TIME
 /// ZONE 'UTC'` and `SET CLIENT_ENCODING TO 'UTF8'`), as `-c` start-up
@@ -295,7 +301,10 @@ mod tests {
             with_startup_options("postgres:///app", r#""public", "ext""#),
             format!("postgres:///app?options={}", percent_encode(OURS))
         );
-        let url = with_startup_options("postgresql://u@h:5/db?sslmode=disable", r#""public", "ext""#);
+        let url = with_startup_options(
+            "postgresql://u@h:5/db?sslmode=disable",
+            r#""public", "ext""#,
+        );
         assert!(url.starts_with("postgresql://u@h:5/db?sslmode=disable&options="));
         assert_eq!(percent_decode(url.rsplit_once("options=").unwrap().1), OURS);
     }
@@ -306,7 +315,10 @@ mod tests {
             "postgres:///app?options=-c%20work_mem%3D64MB&host=/tmp",
             r#""public", "ext""#,
         );
-        assert!(url.starts_with("postgres:///app?host=/tmp&options="), "{url}");
+        assert!(
+            url.starts_with("postgres:///app?host=/tmp&options="),
+            "{url}"
+        );
         assert_eq!(
             percent_decode(url.rsplit_once("options=").unwrap().1),
             format!("-c work_mem=64MB {OURS}")
@@ -317,7 +329,10 @@ mod tests {
     fn a_keyword_value_string_gains_a_quoted_options_pair() {
         assert_eq!(
             with_startup_options("host=/tmp dbname=app", r#""public", "ext""#),
-            format!("host=/tmp dbname=app options='{}'", OURS.replace('\\', "\\\\"))
+            format!(
+                "host=/tmp dbname=app options='{}'",
+                OURS.replace('\\', "\\\\")
+            )
         );
         let url = with_startup_options(
             "host=/tmp options='-c work_mem=64MB' dbname = 'my app'",

@@ -24,7 +24,7 @@ pub use error::ConnectionError;
 pub use plan_watch::is_stale_plan;
 pub use search_path::SearchPath;
 pub use shared_pool::{
-    ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantManager,
+    ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantManager, TenantPool,
 };
 pub use transaction::{
     in_shared_transaction, in_tenant_transaction, TransactionScopedPool,

@@ -212,9 +212,7 @@ impl Refusal {
         match self {
             Refusal::SchemaMissing => SessionRefusal::SchemaMissing,
             Refusal::Broken(m) => SessionRefusal::Broken(m),
-            Refusal::Dirty => {
-                SessionRefusal::Broken("the session could not be reset".to_string())
-            }
+            Refusal::Dirty => SessionRefusal::Broken("the session could not be reset".to_string()),
             Refusal::Failed(e) => SessionRefusal::Failed(e),
         }
     }
@@ -464,7 +462,8 @@ fn run_once(conn: &mut PgConnection, sql: &str) -> Result<(), Refusal> {
 }
 
 /// Writes into `out` the check of a transaction-scoped unit: `SET LOCAL` of
-/// `path` and the check of the server's value and of `first_schema`, as
+/// `path` and the check of the server's value and of `first_schema`, and
+/// a refusal with the dirty-session marker when the session listens, as
 /// one `SELECT` of literals (no prepared statement: behind a
 /// transaction-pooling proxy each transaction may get another server
 /// session). Raises with the same markers as the session switch.
@@ -475,6 +474,8 @@ pub(crate) fn write_local_switch(out: &mut String, path: &str, first_schema: &st
     push_literal(&mut f, first_schema);
     out.push_str(&format!(
         "SELECT CASE \
+         WHEN EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
+         THEN pg_catalog.current_setting(E'{SESSION_DIRTY}') \
          WHEN pg_catalog.set_config('search_path', {p}, true) OPERATOR(pg_catalog.<>) {p} \
          THEN pg_catalog.current_setting(E'{PATH_MISMATCH}') \
          WHEN (pg_catalog.current_schema() OPERATOR(pg_catalog.=) {f}) IS NOT TRUE \
@@ -496,7 +497,12 @@ mod tests {
     /// have no spaces, custom ones need a dot. Nor may it need escaping.
     #[test]
     fn refusal_markers_name_no_possible_parameter() {
-        for marker in [OPEN_TRANSACTION, SCHEMA_MISSING, PATH_MISMATCH, SESSION_DIRTY] {
+        for marker in [
+            OPEN_TRANSACTION,
+            SCHEMA_MISSING,
+            PATH_MISMATCH,
+            SESSION_DIRTY,
+        ] {
             assert!(marker.contains(' '), "{marker}");
             assert!(!marker.contains(['.', '\'', '\\']), "{marker}");
         }

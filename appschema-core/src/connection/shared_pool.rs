@@ -263,6 +263,15 @@ impl SharedPoolBuilder {
         self
     }
 
+    /// Builds a pool that serves only `tenant`: a [`TenantPool`], with the
+    /// same checkout (switch and session hygiene) as a [`SharedPool`].
+    pub fn build_for(self, tenant: SchemaName) -> Result<TenantPool, ConnectionError> {
+        Ok(TenantPool {
+            pool: self.build()?,
+            tenant,
+        })
+    }
+
     /// Builds the pool, opening `min_idle` connections (waiting up to the
     /// connection timeout for them).
     pub fn build(self) -> Result<SharedPool, ConnectionError> {
@@ -442,6 +451,47 @@ impl SharedPool {
             }),
             Some(schema) => Err(ConnectionError::SchemaMissing { schema }),
         }
+    }
+}
+
+/// A per-tenant pool: a [`SharedPool`] pinned to one tenant, built with
+/// [`SharedPoolBuilder::build_for`]. Every checkout runs the shared pool's
+/// switch and session hygiene, which a plain r2d2 pool with a
+/// [`TenantCustomizer`](super::TenantCustomizer) cannot do (r2d2 runs a
+/// customizer only when it opens a connection): settings, temporary tables,
+/// cursors, `LISTEN`, roles and advisory locks one user leaves on a
+/// connection never reach the next user of the same tenant.
+///
+/// ```no_run
+/// use appschema_core::{SchemaName, connection::SharedPool};
+/// use diesel::prelude::*;
+///
+/// let acme = SchemaName::new("acme").unwrap();
+/// let pool = SharedPool::builder("postgres:///app").max_size(4).build_for(acme)?;
+/// let mut conn = pool.get()?; // on "acme", "public"
+/// diesel::sql_query("SELECT * FROM orders").execute(&mut *conn)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TenantPool {
+    pool: SharedPool,
+    tenant: SchemaName,
+}
+
+impl TenantPool {
+    /// A connection on the tenant's `search_path`, its session reset.
+    pub fn get(&self) -> Result<TenantConnection, ConnectionError> {
+        self.pool.get_for(&self.tenant)
+    }
+
+    /// The tenant this pool serves.
+    pub fn tenant(&self) -> &SchemaName {
+        &self.tenant
+    }
+
+    /// The underlying pool's state (connections open, idle).
+    pub fn state(&self) -> r2d2::State {
+        self.pool.state()
     }
 }
 
