@@ -177,8 +177,9 @@ fn derived_candidate(public_name: &PublicName, attempt: usize) -> SchemaName {
 /// of it remains. Safe to call from a request handler: concurrent calls for
 /// the same public name or schema yield one tenant and
 /// [`ProvisionError::TenantExists`] / [`ProvisionError::SchemaExists`] for
-/// the others. A derived schema name that is taken is retried with a suffix
-/// (`acme_2`, `acme_3`, …).
+/// the others. A derived schema name that is taken, was ever another
+/// tenant's, or is a role's name is retried with a suffix (`acme_2`,
+/// `acme_3`, …).
 ///
 /// Called inside an open transaction, the work happens in a savepoint and
 /// commits with the caller's transaction.
@@ -242,7 +243,11 @@ fn create_with<M: IsolatedMigrations + ?Sized>(
     for n in 0..MAX_DERIVED_ATTEMPTS {
         let schema = derived_candidate(&request.public_name, n);
         match attempt(conn, &schema) {
-            Err(ProvisionError::SchemaExists { .. }) => continue,
+            Err(
+                ProvisionError::SchemaExists { .. }
+                | ProvisionError::SchemaRetired { .. }
+                | ProvisionError::SchemaNamedLikeRole { .. },
+            ) => continue,
             other => return other,
         }
     }

@@ -22,6 +22,21 @@ pub enum ProvisionError {
         /// The schema asked for.
         schema: String,
     },
+    /// A dropped, archived or renamed tenant had this schema name. Names are
+    /// never reused: a connection still on the old tenant's path must never
+    /// reach a new tenant's rows.
+    #[error("schema name `{schema}` belonged to a tenant that was dropped, archived or renamed, and is never reused (a connection still on it would read the new tenant's rows): choose another schema name")]
+    SchemaRetired {
+        /// The schema asked for.
+        schema: String,
+    },
+    /// A database role has this name: a session whose `search_path` falls
+    /// back to the default `"$user", public` would resolve the schema.
+    #[error("schema name `{schema}` is the name of a database role; a session whose search_path falls back to \"$user\" would resolve it: choose another schema name")]
+    SchemaNamedLikeRole {
+        /// The schema asked for.
+        schema: String,
+    },
     /// No tenant answers to the public name.
     #[error("no tenant is named `{public_name}`: check the name with `appschema-cli list`")]
     UnknownTenant {
