@@ -276,12 +276,20 @@ pub(crate) struct ConnectFacts {
     pub(crate) startup_options_applied: bool,
 }
 
-/// The body of the prepared switch: `$1` is the path, `$2` its first schema.
+/// The body of the prepared check that comes before the switch: `$1` is
+/// the first schema of the path to switch to.
 ///
-/// One `CASE`, whose branches PostgreSQL evaluates in order. It runs after
-/// [`CHECKOUT_RESET`](super::hygiene::CHECKOUT_RESET) in the same message
-/// (one implicit transaction), so it always runs under the connection's
-/// default path and is never re-planned for a tenant change:
+/// It runs after [`CHECKOUT_RESET`](super::hygiene::CHECKOUT_RESET) and
+/// before the `SET search_path` in the same message (one implicit
+/// transaction), so it always runs under the connection's default path and
+/// changes no path itself: PostgreSQL re-analyses and re-plans a cached
+/// statement whenever the `search_path` it starts under differs from the
+/// one it last ran under, and a statement that set the path itself (the
+/// previous release's switch) was re-planned on every checkout once
+/// `RESET ALL` came before it (about 15 µs of server time, measured; see
+/// BENCHMARKS.md).
+///
+/// One `CASE`, whose branches PostgreSQL evaluates in order:
 ///
 /// 1. The open-transaction check, first, so nothing is set inside a
 ///    transaction block a later `ROLLBACK` could undo: on the simple query
@@ -298,17 +306,15 @@ pub(crate) struct ConnectFacts {
 ///    it only once.)
 /// 2. Session state whose reset is costly but whose check is cheap: a role
 ///    or session authorization other than the login role, and `LISTEN`
-///    registrations. Found, the switch refuses with a marker and the client
+///    registrations. Found, the check refuses with a marker and the client
 ///    sends [`DIRTY_RESET`](super::hygiene::DIRTY_RESET), then the checkout
 ///    again.
 /// 3. `pg_advisory_unlock_all()`, every time (a function: no statement of
 ///    its own).
 /// 4. Diesel's connect-time settings, only on a connection whose start-up
 ///    options were dropped by a proxy.
-/// 5. `set_config`, every time, whose return value (what the server now
-///    holds) must be `$1`.
-/// 6. `current_schema()` (the first schema of the path that exists) must be
-///    `$2`.
+/// 5. The schema `$1` exists and the login role may use it (`USAGE`): else
+///    unqualified names would resolve to the shared schema instead.
 ///
 /// Every refusal raises by asking `current_setting` for a parameter named by
 /// its marker, so nothing needs installing in the database. Functions and
@@ -333,9 +339,9 @@ fn session_switch_body(facts: &ConnectFacts) -> String {
          THEN pg_catalog.current_setting(E'{SESSION_DIRTY}') \
          WHEN pg_catalog.pg_advisory_unlock_all() IS NULL THEN NULL \
          {reapply}\
-         WHEN pg_catalog.set_config('search_path', $1, false) OPERATOR(pg_catalog.<>) $1 \
-         THEN pg_catalog.current_setting(E'{PATH_MISMATCH}') \
-         WHEN (pg_catalog.current_schema() OPERATOR(pg_catalog.=) $2) IS NOT TRUE \
+         WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_namespace n \
+                           WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.name) \
+           OR NOT pg_catalog.has_schema_privilege($1, 'USAGE') \
          THEN pg_catalog.current_setting(E'{SCHEMA_MISSING}') \
          END"
     )
@@ -371,25 +377,26 @@ pub(crate) fn prepare_session_switch(
         startup_options_applied: row.search_path == default_path,
     };
     conn.batch_execute(&format!(
-        "PREPARE {SWITCH_STATEMENT} (pg_catalog.text, pg_catalog.text) AS {}",
+        "PREPARE {SWITCH_STATEMENT} (pg_catalog.text) AS {}",
         session_switch_body(&facts)
     ))?;
     Ok(facts)
 }
 
 /// Writes into `out` (cleared first) one simple-protocol message: the
-/// checkout's unconditional reset, then the `EXECUTE` of the prepared switch
-/// for `path` and `first_schema`.
+/// checkout's unconditional reset, the `EXECUTE` of the prepared check for
+/// `first_schema`, then `SET search_path` to `path` (a list of quoted
+/// identifiers, as [`SearchPath`] writes it). A `SET` that succeeds holds
+/// exactly its value; one that fails fails the whole message.
 pub(crate) fn write_session_switch(out: &mut String, path: &str, first_schema: &str) {
     out.clear();
     out.push_str(CHECKOUT_RESET);
     out.push_str("EXECUTE ");
     out.push_str(SWITCH_STATEMENT);
     out.push('(');
-    push_literal(out, path);
-    out.push_str(", ");
     push_literal(out, first_schema);
-    out.push(')');
+    out.push_str("); SET search_path = ");
+    out.push_str(path);
 }
 
 /// Why the session switch refused a connection.

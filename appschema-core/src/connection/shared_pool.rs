@@ -315,12 +315,14 @@ impl SharedPoolBuilder {
 /// query r2d2 sends on every checkout anyway, so it costs no extra round
 /// trip compared with a plain r2d2 pool.
 ///
-/// Every checkout sets the path, whatever the connection was on before:
-/// user code may have run `SET search_path`, `RESET ALL` or `DISCARD ALL`,
-/// or rolled back a transaction, so the library never trusts what it last
-/// set. The server's report of the switch is checked (the value it now
-/// holds, and that the tenant's schema exists); a connection whose switch
-/// fails is discarded and another tried.
+/// Every checkout returns the session to its connect-time state (settings,
+/// temporary tables, cursors, `LISTEN`, roles, advisory locks, `lastval()`:
+/// see the README's *Session hygiene*) and sets the path, whatever the
+/// connection was on before: user code may have run `SET search_path`,
+/// `RESET ALL` or `DISCARD ALL`, or rolled back a transaction, so the
+/// library never trusts what it last set. The tenant's schema is checked to
+/// exist (and be usable by the login role) first; a connection whose
+/// checkout fails is discarded and another tried.
 ///
 /// A transaction opened with a raw `BEGIN` (not through
 /// `Connection::transaction`) and left open is invisible to diesel, so the
@@ -330,8 +332,9 @@ impl SharedPoolBuilder {
 /// transaction, and a connection found inside a transaction block is
 /// discarded (r2d2 then opens or tries another).
 ///
-/// The switch is prepared once per connection (SQL `PREPARE`) and run as an
-/// `EXECUTE` on the simple query protocol, which that check needs.
+/// The reset, the checks and the switch are one simple-protocol message
+/// (the checks are prepared once per connection with SQL `PREPARE` and run
+/// as an `EXECUTE`): the open-transaction check needs that protocol.
 ///
 /// ```no_run
 /// use appschema_core::{SchemaName, connection::SharedPool};
