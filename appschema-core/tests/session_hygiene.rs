@@ -461,3 +461,37 @@ all_attacks!(
     true,
     reset_all_in_the_middle_of_a_checkout
 );
+
+/// `RESET ALL` returns to the connection's start-up values: diesel's
+/// connect-time settings (the pool passes them as start-up options) and
+/// whatever the application put in the URL's options.
+#[test]
+fn diesels_settings_and_the_urls_options_come_back_after_user_code_changes_them() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 1);
+    let url = format!("{}&options=-c%20statement_timeout%3D4321", db.url());
+    let pool = SharedPool::builder(url).max_size(1).build().unwrap();
+    let settings = |c: &mut PgConnection| {
+        text(
+            c,
+            "SELECT current_setting('TimeZone') || ' ' || current_setting('client_encoding') \
+             || ' ' || current_setting('statement_timeout') AS v",
+        )
+        .unwrap()
+    };
+    let expected = "UTC UTF8 4321ms";
+    {
+        let mut c = pool.get_for(&tenant(0)).unwrap();
+        assert_eq!(settings(&mut c), expected);
+        c.batch_execute(
+            "SET TIME ZONE 'Europe/Paris'; SET client_encoding = 'LATIN1'; SET statement_timeout = 0",
+        )
+        .unwrap();
+    }
+    let mut c = pool.get_for(&tenant(0)).unwrap();
+    assert_eq!(settings(&mut c), expected);
+    // And in the middle of a checkout, user code's own RESET ALL too.
+    c.batch_execute("SET TIME ZONE 'Europe/Paris'; RESET ALL")
+        .unwrap();
+    assert_eq!(settings(&mut c), expected);
+}
