@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use appschema_core::migrate::{Event, Migrator};
-use appschema_core::migration::MigrationSet;
+use appschema_core::planner::MigrationSet;
 use appschema_core::{PublicName, Scope};
 use clap::{Parser, Subcommand};
 

@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::migration::{MigrationSet, PlanErrors};
+use crate::planner::{MigrationSet, PlanErrors};
 
 /// The file the build step writes in `OUT_DIR`.
 pub const GENERATED_FILE: &str = "appschema_migrations.rs";
@@ -106,11 +106,11 @@ fn rerun_paths(dir: &Path, schema_files: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Includes the migrations embedded by [`embed_migrations`] as a
-/// [`MigrationSet`](crate::migration::MigrationSet).
+/// [`MigrationSet`](crate::planner::MigrationSet).
 #[macro_export]
 macro_rules! include_migrations {
     () => {
-        $crate::migration::MigrationSet::from_embedded(include!(concat!(
+        $crate::planner::MigrationSet::from_embedded(include!(concat!(
             env!("OUT_DIR"),
             "/appschema_migrations.rs"
         )))

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use appschema_core::migration::{MigrationSet, Step};
+use appschema_core::planner::{MigrationSet, Step};
 use appschema_core::schema_source::TableScopes;
 use appschema_core::Scope;
 

@@ -9,10 +9,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Nullable, Text};
 
 use super::error::{ProvisionError, TemplateError};
-use super::migrations::IsolatedMigrations;
+use super::migrations::{migrate_new_schema, IsolatedMigrations};
 use super::spare;
 use super::template::{self, Template};
-use super::util::{registry_conflict, schema_ddl, InvalidateOnReturn};
+use super::util::{registry_conflict, InvalidateOnReturn};
 use crate::name::{PublicName, SchemaName, MAX_IDENTIFIER_BYTES, RESERVED_PREFIX};
 use crate::registry::{self, Tenant};
 
@@ -364,21 +364,6 @@ pub(crate) fn build_schema<M: IsolatedMigrations + ?Sized>(
             Ok(Source::Migrations)
         }
     }
-}
-
-/// `CREATE SCHEMA` then the isolated migrations, in the open transaction.
-pub(crate) fn migrate_new_schema<M: IsolatedMigrations + ?Sized>(
-    conn: &mut PgConnection,
-    migrations: &M,
-    schema: &SchemaName,
-) -> Result<(), ProvisionError> {
-    schema_ddl(conn, &format!("CREATE SCHEMA {}", schema.quoted()), schema)?;
-    migrations
-        .migrate_schema(conn, schema)
-        .map_err(|source| ProvisionError::Migration {
-            schema: schema.to_string(),
-            source,
-        })
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
-//! What provisioning needs from the isolated migrations.
+//! What provisioning needs from the isolated migrations, and building a
+//! new schema with them.
 
 use diesel::PgConnection;
 
+use super::error::ProvisionError;
+use super::util::schema_ddl;
 use crate::name::SchemaName;
 
 /// The isolated migrations, as provisioning sees them: their versions, the
@@ -43,7 +46,7 @@ impl<T: IsolatedMigrations + ?Sized> IsolatedMigrations for &T {
     }
 }
 
-impl IsolatedMigrations for crate::migration::MigrationSet {
+impl IsolatedMigrations for crate::planner::MigrationSet {
     fn versions(&self) -> Vec<String> {
         self.isolated().map(|m| m.version().to_string()).collect()
     }
@@ -61,4 +64,19 @@ impl IsolatedMigrations for crate::migration::MigrationSet {
             .map(drop)
             .map_err(Into::into)
     }
+}
+
+/// `CREATE SCHEMA` then the isolated migrations, in the open transaction.
+pub(crate) fn migrate_new_schema<M: IsolatedMigrations + ?Sized>(
+    conn: &mut PgConnection,
+    migrations: &M,
+    schema: &SchemaName,
+) -> Result<(), ProvisionError> {
+    schema_ddl(conn, &format!("CREATE SCHEMA {}", schema.quoted()), schema)?;
+    migrations
+        .migrate_schema(conn, schema)
+        .map_err(|source| ProvisionError::Migration {
+            schema: schema.to_string(),
+            source,
+        })
 }

@@ -5,9 +5,8 @@
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
-use super::create::migrate_new_schema;
 use super::error::ProvisionError;
-use super::migrations::IsolatedMigrations;
+use super::migrations::{migrate_new_schema, IsolatedMigrations};
 use super::util::{has_version, random_hex, schema_ddl, BoolRow, TextRow};
 use crate::name::SchemaName;
 

@@ -20,9 +20,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Nullable, Text};
 
-use super::create::migrate_new_schema;
 use super::error::{ProvisionError, TemplateError};
-use super::migrations::IsolatedMigrations;
+use super::migrations::{migrate_new_schema, IsolatedMigrations};
 use super::pg_dump::dump_schema;
 use super::sqltok::{self, ident_is, join_schema, split_schema, Kind, Piece};
 use super::util::{random_hex, schema_ddl};

@@ -1,6 +1,7 @@
 //! The planner: a diesel-style migrations directory plus the scope of every
 //! table becomes a [`MigrationSet`]: migrations in version order, each with
-//! its scope, checked before anything runs.
+//! its scope, checked before anything runs. The executor that applies a set
+//! is [`crate::migrate`].
 //!
 //! A migration is `<version>_<name>/up.sql` (+ `down.sql`, optional
 //! `metadata.toml`), as diesel writes them. Its scope is decided from the
@@ -9,10 +10,15 @@
 //! `metadata.toml` declares it and wins over detection. diesel's
 //! `run_in_transaction = false` is honoured.
 
+mod error;
+mod read;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
+
+pub use error::{PlanError, PlanErrors};
+use read::{read_dir, Source};
 
 use crate::schema_source::TableScopes;
 use crate::sql::{self, TableRef};
@@ -218,219 +224,6 @@ impl MigrationSet {
         out.push(']');
         out
     }
-}
-
-/// A problem the planner found, naming the migration's path and the tables.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PlanError {
-    /// The migrations directory or one of its files cannot be read.
-    #[error("cannot read `{path}`: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// An entry of the migrations directory is not a diesel migration.
-    #[error("`{path}` is not a migration: {why}")]
-    Malformed {
-        /// The path.
-        path: PathBuf,
-        /// What is wrong, and the expected form.
-        why: String,
-    },
-    /// Two migrations have the same version.
-    #[error("`{path}` and `{other}` have the same version {version}: give one a new version")]
-    DuplicateVersion {
-        /// One migration.
-        path: PathBuf,
-        /// The other.
-        other: PathBuf,
-        /// The version.
-        version: String,
-    },
-    /// `up.sql` does not parse.
-    #[error("`{path}` does not parse: {message}")]
-    Unparsable {
-        /// The `up.sql` file.
-        path: PathBuf,
-        /// PostgreSQL's parser's message.
-        message: String,
-    },
-    /// The migration touches shared and isolated tables.
-    #[error(
-        "`{path}` touches shared tables ({shared}) and isolated tables ({isolated}): \
-         split it into one shared and one isolated migration"
-    )]
-    MixedScopes {
-        /// The migration directory.
-        path: PathBuf,
-        /// The shared tables it touches.
-        shared: String,
-        /// The isolated tables it touches.
-        isolated: String,
-    },
-    /// The scope cannot be decided from the tables touched.
-    #[error(
-        "cannot decide the scope of `{path}`: {why}; declare it with \
-         `appschema_scope = \"shared\"` or `appschema_scope = \"isolated\"` in its metadata.toml"
-    )]
-    Undecidable {
-        /// The migration directory.
-        path: PathBuf,
-        /// What it touches.
-        why: String,
-    },
-    /// A shared table references an isolated one.
-    #[error(
-        "`{path}` adds a foreign key from shared table `{from}` to isolated table `{to}`: \
-         a shared row cannot point into one tenant's schema; reference shared tables only \
-         (isolated -> shared is fine)"
-    )]
-    SharedToIsolatedForeignKey {
-        /// The migration directory.
-        path: PathBuf,
-        /// The referencing (shared) table.
-        from: String,
-        /// The referenced (isolated) table.
-        to: String,
-    },
-    /// `metadata.toml` is invalid.
-    #[error("`{path}`: {message}")]
-    Metadata {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// The schema source could not be read (or marks a table in both scopes).
-    #[error(transparent)]
-    SchemaSource(#[from] crate::schema_source::SchemaSourceError),
-}
-
-/// Every problem the planner found.
-#[derive(Debug)]
-pub struct PlanErrors(pub Vec<PlanError>);
-
-impl fmt::Display for PlanErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.as_slice() {
-            [one] => write!(f, "{one}"),
-            many => {
-                write!(f, "{} problems in the migrations:", many.len())?;
-                for e in many {
-                    write!(f, "\n  - {e}")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl std::error::Error for PlanErrors {}
-
-/// A migration directory as read from disk, before planning.
-struct Source {
-    dir: PathBuf,
-    version: String,
-    name: String,
-    up: String,
-    down: Option<String>,
-    declared: Option<Scope>,
-    run_in_transaction: bool,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PlanError + '_ {
-    move |source| PlanError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn read_dir(dir: &Path) -> Result<Vec<Result<Source, PlanError>>, PlanError> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(io(dir))?;
-    entries.sort();
-    Ok(entries
-        .into_iter()
-        .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-            // diesel skips dot files; loose files (a README, .keep) are not migrations.
-            p.is_dir() && !name.is_some_and(|n| n.starts_with('.'))
-        })
-        .map(|p| read_one(&p))
-        .collect())
-}
-
-fn read_one(dir: &Path) -> Result<Source, PlanError> {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let malformed = |why: &str| PlanError::Malformed {
-        path: dir.to_path_buf(),
-        why: why.to_string(),
-    };
-    let Some((raw_version, _)) = name.split_once('_') else {
-        return Err(malformed(
-            "its name must be `<version>_<name>` (e.g. `2024-01-31-120000_create_orders`)",
-        ));
-    };
-    let version = raw_version.replace('-', "");
-    if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit()) || version.len() > 50 {
-        return Err(malformed(
-            "its version (before the first `_`) must be digits and dashes, at most 50 characters",
-        ));
-    }
-    let up_path = dir.join("up.sql");
-    if !up_path.is_file() {
-        return Err(malformed("it has no `up.sql`"));
-    }
-    let up = std::fs::read_to_string(&up_path).map_err(io(&up_path))?;
-    let down_path = dir.join("down.sql");
-    let down = if down_path.is_file() {
-        Some(std::fs::read_to_string(&down_path).map_err(io(&down_path))?)
-    } else {
-        None
-    };
-    let meta_path = dir.join("metadata.toml");
-    let mut declared = None;
-    let mut run_in_transaction = true;
-    if meta_path.is_file() {
-        let text = std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?;
-        let meta_err = |message: String| PlanError::Metadata {
-            path: meta_path.clone(),
-            message,
-        };
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e| meta_err(format!("invalid TOML: {e}")))?;
-        if let Some(v) = table.get("run_in_transaction") {
-            run_in_transaction = v
-                .as_bool()
-                .ok_or_else(|| meta_err("`run_in_transaction` must be true or false".into()))?;
-        }
-        if let Some(v) = table.get("appschema_scope") {
-            let s = v.as_str().unwrap_or_default();
-            declared = Some(
-                s.parse::<Scope>()
-                    .map_err(|e| meta_err(format!("`appschema_scope`: {e}")))?,
-            );
-        }
-    }
-    Ok(Source {
-        dir: dir.to_path_buf(),
-        version,
-        name,
-        up,
-        down,
-        declared,
-        run_in_transaction,
-    })
 }
 
 fn list(tables: &BTreeSet<String>) -> String {

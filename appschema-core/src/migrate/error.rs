@@ -1,0 +1,46 @@
+//! Errors of the executor.
+
+/// Why a run could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// The database could not be reached.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    /// A query of appschema's own failed.
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+    /// A `--tenant` name is not in the registry.
+    #[error("no tenant answers to `{0}`: check the name with `appschema-cli status`")]
+    UnknownTenant(String),
+    /// A schema source returned an error.
+    #[error("schema source `{name}` failed: {source}")]
+    SchemaSource {
+        /// The source's name.
+        name: String,
+        /// The error.
+        source: diesel::result::Error,
+    },
+    /// A migration that must run outside a transaction was asked to run
+    /// inside the caller's transaction.
+    #[error(
+        "migration {0} sets `run_in_transaction = false` and cannot run inside the caller's \
+         transaction: make it transactional (e.g. drop CONCURRENTLY for a new table)"
+    )]
+    NotTransactional(String),
+    /// A migration failed in one schema (single-schema API).
+    #[error("migration {version} failed in schema `{schema}`: {message}")]
+    Failed {
+        /// The schema.
+        schema: String,
+        /// The migration's version.
+        version: String,
+        /// PostgreSQL's message.
+        message: String,
+    },
+    /// A reader of applied versions stopped without an error of its own
+    /// (its thread died); the run stopped without applying to the schemas
+    /// not read.
+    #[error("reading the applied versions stopped with {0} schema(s) unread: run migrate again")]
+    ReadInterrupted(usize),
+}
