@@ -54,6 +54,22 @@ pub enum PlanError {
         /// The isolated tables it touches.
         isolated: String,
     },
+    /// The declared scope contradicts the scope of the tables touched.
+    #[error(
+        "`{path}` declares `appschema_scope = \"{declared}\"` but touches {detected} tables \
+         ({tables}): a declaration only decides what the tables cannot; remove it, or move \
+         the {declared} statements into a migration of their own"
+    )]
+    DeclarationContradicts {
+        /// The migration directory.
+        path: PathBuf,
+        /// The scope its metadata.toml declares.
+        declared: crate::Scope,
+        /// The scope of the tables it touches.
+        detected: crate::Scope,
+        /// Those tables.
+        tables: String,
+    },
     /// The scope cannot be decided from the tables touched.
     #[error(
         "cannot decide the scope of `{path}`: {why}; declare it with \

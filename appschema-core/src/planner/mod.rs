@@ -11,6 +11,7 @@
 //! `run_in_transaction = false` is honoured.
 
 mod error;
+mod history;
 mod read;
 
 use std::borrow::Cow;
@@ -18,10 +19,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 pub use error::{PlanError, PlanErrors};
+use history::History;
+pub use read::DIRECTORY_METADATA;
 use read::{read_dir, Source};
 
 use crate::schema_source::TableScopes;
-use crate::sql::{self, TableRef};
+use crate::sql::{self, SqlFacts};
 use crate::Scope;
 
 /// One migration: version, scope, SQL.
@@ -99,7 +102,8 @@ impl MigrationSet {
     /// Every problem found is reported at once, before anything runs.
     pub fn load(dir: &Path, tables: &TableScopes) -> Result<MigrationSet, PlanErrors> {
         let sources = read_dir(dir).map_err(|e| PlanErrors(vec![e]))?;
-        plan(sources, tables)
+        let default_scope = read::read_default_scope(dir).map_err(|e| PlanErrors(vec![e]))?;
+        plan(sources, tables, default_scope)
     }
 
     /// Reads the schema files and plans `dir`: what the CLI and the build
@@ -237,19 +241,11 @@ fn list(tables: &BTreeSet<String>) -> String {
 fn plan(
     sources: Vec<Result<Source, PlanError>>,
     tables: &TableScopes,
+    default_scope: Option<Scope>,
 ) -> Result<MigrationSet, PlanErrors> {
     let mut errors = Vec::new();
-    let mut migrations = Vec::new();
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
-    // Tables no longer in the schema source (created, later dropped) take the
-    // scope of the migration that created them.
-    let mut history: BTreeMap<String, Scope> = BTreeMap::new();
-    let scope_of = |t: &TableRef, history: &BTreeMap<String, Scope>| -> Option<Scope> {
-        tables
-            .get(&t.name)
-            .map(|m| m.scope)
-            .or_else(|| history.get(&t.name).copied())
-    };
+    let mut analyzed: Vec<(Source, SqlFacts)> = Vec::new();
     for source in sources {
         let s = match source {
             Ok(s) => s,
@@ -266,49 +262,75 @@ fn plan(
             });
             continue;
         }
-        let facts = match sql::analyze(&s.up) {
-            Ok(f) => f,
-            Err(message) => {
-                errors.push(PlanError::Unparsable {
-                    path: s.dir.join("up.sql"),
-                    message,
+        match sql::analyze(&s.up) {
+            Ok(facts) => analyzed.push((s, facts)),
+            Err(message) => errors.push(PlanError::Unparsable {
+                path: s.dir.join("up.sql"),
+                message,
+            }),
+        }
+    }
+    // diesel_migrations applies pending migrations sorted by version (the
+    // directory name up to the first `_`, dashes removed) as strings; the
+    // history is read in that order, not in directory-name order (which
+    // differs when `20170102000000_` and `2017-05-01-000000_` names mix).
+    analyzed.sort_by(|(a, _), (b, _)| a.version.cmp(&b.version));
+    let input: Vec<(&SqlFacts, Option<Scope>)> =
+        analyzed.iter().map(|(s, f)| (f, s.declared)).collect();
+    let history = History::new(&input, tables, default_scope);
+    let mut migrations = Vec::new();
+    for (i, (s, _)) in analyzed.into_iter().enumerate() {
+        let touched = history.scopes(i);
+        let detected = match (touched.shared.is_empty(), touched.isolated.is_empty()) {
+            (false, false) => {
+                errors.push(PlanError::MixedScopes {
+                    path: s.dir.clone(),
+                    shared: list(&touched.shared),
+                    isolated: list(&touched.isolated),
                 });
                 continue;
             }
-        };
-        let mut shared = BTreeSet::new();
-        let mut isolated = BTreeSet::new();
-        let mut unknown = BTreeSet::new();
-        for t in &facts.touched {
-            match scope_of(t, &history) {
-                Some(Scope::Shared) => shared.insert(t.to_string()),
-                Some(Scope::Isolated) => isolated.insert(t.to_string()),
-                None => unknown.insert(t.to_string()),
-            };
-        }
-        let detected = match (shared.is_empty(), isolated.is_empty()) {
-            (false, false) => {
-                if s.declared.is_none() {
-                    errors.push(PlanError::MixedScopes {
-                        path: s.dir.clone(),
-                        shared: list(&shared),
-                        isolated: list(&isolated),
-                    });
-                    continue;
-                }
-                None
-            }
-            (false, true) => Some(Scope::Shared),
-            (true, false) => Some(Scope::Isolated),
+            (false, true) => Some((Scope::Shared, &touched.shared)),
+            (true, false) => Some((Scope::Isolated, &touched.isolated)),
             (true, true) => None,
         };
-        let Some(scope) = s.declared.or(detected) else {
-            let why = if unknown.is_empty() {
-                "it touches no table".to_string()
+        let scope = match (s.declared, detected) {
+            (Some(declared), Some((detected, tables))) if declared != detected => {
+                errors.push(PlanError::DeclarationContradicts {
+                    path: s.dir.clone(),
+                    declared,
+                    detected,
+                    tables: list(tables),
+                });
+                continue;
+            }
+            (_, Some((detected, _))) if touched.unknown.is_empty() => Some(detected),
+            (Some(declared), _) => Some(declared),
+            (None, Some((detected, _))) => Some(detected),
+            (None, None) if history.touches_nothing(i) => default_scope,
+            (None, None) => None,
+        };
+        let Some(scope) = scope else {
+            let unknown_indexes = &history.touched(i).unknown_indexes;
+            let why = if !touched.unknown.is_empty() {
+                format!(
+                    "it touches only tables no schema file marks and no other migration decides ({})",
+                    list(&touched.unknown)
+                )
+            } else if !unknown_indexes.is_empty() {
+                format!(
+                    "it touches indexes no migration creates, so their table is unknown ({})",
+                    list(unknown_indexes)
+                )
             } else {
                 format!(
-                    "it touches only tables no schema file marks ({})",
-                    list(&unknown)
+                    "it touches no table (set a default for such migrations with \
+                     `appschema_default_scope = \"shared\"` or `\"isolated\"` in `{}`)",
+                    s.dir
+                        .parent()
+                        .unwrap_or(Path::new("."))
+                        .join(read::DIRECTORY_METADATA)
+                        .display()
                 )
             };
             errors.push(PlanError::Undecidable {
@@ -317,20 +339,12 @@ fn plan(
             });
             continue;
         };
-        for t in &facts.touched {
-            if scope_of(t, &history).is_none() {
-                history.insert(t.name.clone(), scope);
-            }
-        }
-        for (from, to) in &facts.foreign_keys {
-            let from_scope = scope_of(from, &history).unwrap_or(scope);
-            if from_scope == Scope::Shared && scope_of(to, &history) == Some(Scope::Isolated) {
-                errors.push(PlanError::SharedToIsolatedForeignKey {
-                    path: s.dir.clone(),
-                    from: from.to_string(),
-                    to: to.to_string(),
-                });
-            }
+        for (from, to) in history.shared_to_isolated(i) {
+            errors.push(PlanError::SharedToIsolatedForeignKey {
+                path: s.dir.clone(),
+                from,
+                to,
+            });
         }
         migrations.push(Migration {
             version: Cow::Owned(s.version),
@@ -344,6 +358,5 @@ fn plan(
     if !errors.is_empty() {
         return Err(PlanErrors(errors));
     }
-    migrations.sort_by(|a, b| a.version.cmp(&b.version));
     Ok(MigrationSet { migrations })
 }

@@ -108,3 +108,43 @@ fn read_one(dir: &Path) -> Result<Source, PlanError> {
         run_in_transaction,
     })
 }
+
+/// The file in the migrations directory (beside the migrations, which
+/// diesel ignores as it is no directory) holding project-wide planner
+/// settings.
+pub const DIRECTORY_METADATA: &str = "metadata.toml";
+
+/// The project-wide scope of migrations that touch no table (functions,
+/// extensions, types, `SELECT 1`): `appschema_default_scope` in the
+/// migrations directory's own `metadata.toml`.
+pub(super) fn read_default_scope(dir: &Path) -> Result<Option<Scope>, PlanError> {
+    let path = dir.join(DIRECTORY_METADATA);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let meta_err = |message: String| PlanError::Metadata {
+        path: path.clone(),
+        message,
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| meta_err(format!("invalid TOML: {e}")))?;
+    for key in table.keys() {
+        if key != "appschema_default_scope" {
+            return Err(meta_err(format!(
+                "unknown key `{key}`: the migrations directory's metadata.toml takes only \
+                 `appschema_default_scope`"
+            )));
+        }
+    }
+    match table.get("appschema_default_scope") {
+        None => Ok(None),
+        Some(v) => v
+            .as_str()
+            .unwrap_or_default()
+            .parse::<Scope>()
+            .map(Some)
+            .map_err(|e| meta_err(format!("`appschema_default_scope`: {e}"))),
+    }
+}
