@@ -433,6 +433,137 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>, String> {
         .map_err(parse_message)
 }
 
+/// The form of a `run_in_transaction = false` migration that runs inside
+/// the transaction creating a new, empty schema (provisioning a tenant):
+///
+/// - `CONCURRENTLY` is removed from `CREATE INDEX`, `DROP INDEX`,
+///   `REINDEX` and `DETACH PARTITION`: it only avoids blocking writers of a
+///   table that has some, and a table created in the same transaction has
+///   none (nor can another session see it);
+/// - `VACUUM` is left out: an empty schema has nothing to vacuum;
+/// - statements that no transaction may hold and that are no schema's
+///   business (`CREATE DATABASE`, `ALTER SYSTEM`, tablespaces,
+///   subscriptions) are refused, naming the statement.
+///
+/// Every rewrite is checked: the rewritten statement must parse to the
+/// original's tree with the `concurrent` flag cleared (compared through
+/// PostgreSQL's deparser), else the statement is refused.
+///
+/// ```
+/// let sql = "CREATE INDEX CONCURRENTLY o_idx ON orders (id);\nVACUUM orders;";
+/// assert_eq!(
+///     appschema_core::sql::new_schema_form(sql).unwrap(),
+///     "CREATE INDEX  o_idx ON orders (id);\n"
+/// );
+/// ```
+pub fn new_schema_form(sql: &str) -> Result<String, String> {
+    let mut out = String::new();
+    for statement in split_statements(sql)? {
+        if let Some(s) = statement_for_new_schema(&statement)? {
+            out.push_str(&s);
+            out.push_str(";\n");
+        }
+    }
+    Ok(out)
+}
+
+fn statement_for_new_schema(statement: &str) -> Result<Option<String>, String> {
+    let mut parsed = pg_query::parse(statement).map_err(parse_message)?.protobuf;
+    let Some(node) = parsed
+        .stmts
+        .first_mut()
+        .and_then(|s| s.stmt.as_mut())
+        .and_then(|n| n.node.as_mut())
+    else {
+        return Ok(Some(statement.to_string()));
+    };
+    let refuse = |what: &str| {
+        Err(format!(
+            "`{statement}` ({what}) cannot run inside a transaction"
+        ))
+    };
+    let concurrent = match node {
+        NodeEnum::IndexStmt(s) => std::mem::take(&mut s.concurrent),
+        NodeEnum::DropStmt(s) => std::mem::take(&mut s.concurrent),
+        NodeEnum::ReindexStmt(s) => {
+            let before = s.params.len();
+            s.params.retain(|p| {
+                !matches!(&p.node, Some(NodeEnum::DefElem(d)) if d.defname == "concurrently")
+            });
+            s.params.len() != before
+        }
+        NodeEnum::AlterTableStmt(s) => {
+            let mut any = false;
+            for cmd in &mut s.cmds {
+                if let Some(NodeEnum::AlterTableCmd(cmd)) = &mut cmd.node {
+                    if let Some(NodeEnum::PartitionCmd(p)) =
+                        cmd.def.as_mut().and_then(|d| d.node.as_mut())
+                    {
+                        any |= std::mem::take(&mut p.concurrent);
+                    }
+                }
+            }
+            any
+        }
+        NodeEnum::VacuumStmt(_) => return Ok(None),
+        NodeEnum::CreatedbStmt(_) | NodeEnum::DropdbStmt(_) => return refuse("a database"),
+        NodeEnum::AlterSystemStmt(_) => return refuse("server configuration"),
+        NodeEnum::CreateTableSpaceStmt(_) | NodeEnum::DropTableSpaceStmt(_) => {
+            return refuse("a tablespace")
+        }
+        NodeEnum::CreateSubscriptionStmt(_)
+        | NodeEnum::AlterSubscriptionStmt(_)
+        | NodeEnum::DropSubscriptionStmt(_) => return refuse("a subscription"),
+        _ => false,
+    };
+    if !concurrent {
+        return Ok(Some(statement.to_string()));
+    }
+    let expected = pg_query::deparse(&parsed).map_err(|e| e.to_string())?;
+    let scanned = pg_query::scan(statement).map_err(parse_message)?;
+    let tokens = &scanned.tokens;
+    let text = |i: usize| {
+        tokens
+            .get(i)
+            .map_or("", |t| &statement[t.start as usize..t.end as usize])
+    };
+    for (i, token) in tokens.iter().enumerate() {
+        if token.token != protobuf::Token::Concurrently as i32 {
+            continue;
+        }
+        // The keyword alone, or with the comma or parentheses of an
+        // option list (`REINDEX (CONCURRENTLY, VERBOSE)`, `(CONCURRENTLY)`).
+        let before = i.checked_sub(1);
+        let mut spans = vec![(i, i)];
+        if text(i + 1) == "," {
+            spans.push((i, i + 1));
+        }
+        if let Some(b) = before {
+            if text(b) == "," {
+                spans.push((b, i));
+            }
+            if text(b) == "(" && text(i + 1) == ")" {
+                spans.push((b, i + 1));
+            }
+        }
+        for (first, last) in spans {
+            let start = tokens[first].start as usize;
+            let end = tokens[last].end as usize;
+            let candidate = format!("{}{}", &statement[..start], &statement[end..]);
+            let same = pg_query::parse(&candidate)
+                .ok()
+                .and_then(|p| p.deparse().ok())
+                .is_some_and(|d| d == expected);
+            if same {
+                return Ok(Some(candidate));
+            }
+        }
+    }
+    Err(format!(
+        "cannot remove CONCURRENTLY from `{statement}` without changing it"
+    ))
+}
+
 /// PostgreSQL's own message, without pg_query's prefix.
 fn parse_message(e: pg_query::Error) -> String {
     match e {
@@ -544,6 +675,39 @@ mod tests {
     fn invalid_sql_gives_postgresql_s_message() {
         let err = analyze("CREATE TABLE (").unwrap_err();
         assert!(err.contains("syntax error"), "{err}");
+    }
+
+    #[test]
+    fn the_new_schema_form_drops_concurrently_and_vacuum_and_keeps_the_rest() {
+        let sql = "-- comment\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS \"concurrently\" ON t (a);\n\
+                   DROP INDEX CONCURRENTLY IF EXISTS old_idx;\n\
+                   REINDEX (CONCURRENTLY) INDEX i;\n\
+                   REINDEX INDEX CONCURRENTLY i;\n\
+                   REINDEX (VERBOSE, CONCURRENTLY) TABLE t;\n\
+                   ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY;\n\
+                   VACUUM ANALYZE t;\n\
+                   CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;";
+        let out = new_schema_form(sql).unwrap();
+        assert!(!out.to_ascii_uppercase().contains("CONCURRENTLY ON"), "{out}");
+        assert!(out.contains("\"concurrently\" ON t (a)"), "{out}");
+        assert!(!out.contains("VACUUM"), "{out}");
+        assert!(out.contains("SELECT 1; $$ LANGUAGE sql"), "{out}");
+        for statement in split_statements(&out).unwrap() {
+            let tree = pg_query::parse(&statement).unwrap();
+            let text = format!("{:?}", tree.protobuf);
+            assert!(!text.contains("concurrent: true"), "{statement}");
+            assert!(!text.contains("\"concurrently\", arg: None"), "{statement}");
+        }
+        assert_eq!(split_statements(&out).unwrap().len(), 7);
+    }
+
+    #[test]
+    fn the_new_schema_form_refuses_what_no_transaction_may_hold() {
+        let err = new_schema_form("CREATE DATABASE other").unwrap_err();
+        assert_eq!(
+            err,
+            "`CREATE DATABASE other` (a database) cannot run inside a transaction"
+        );
     }
 
     #[test]

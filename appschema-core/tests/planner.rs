@@ -342,7 +342,7 @@ fn the_build_step_embeds_the_planned_set_and_fails_on_planner_errors() {
         .unwrap();
     let code = std::fs::read_to_string(&out).unwrap();
     assert!(
-        code.contains(r#"("1", "1_orders", "isolated", true, "CREATE TABLE orders (id int);", Some("-- nothing")),"#),
+        code.contains(r#"("1", "1_orders", "isolated", true, "CREATE TABLE orders (id int);", Some("-- nothing"), None),"#),
         "{code}"
     );
     p.migration(

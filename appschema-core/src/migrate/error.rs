@@ -24,8 +24,9 @@ pub enum MigrateError {
     /// A migration that must run outside a transaction was asked to run
     /// inside the caller's transaction.
     #[error(
-        "migration {0} sets `run_in_transaction = false` and cannot run inside the caller's \
-         transaction: make it transactional (e.g. drop CONCURRENTLY for a new table)"
+        "migration {0} sets `run_in_transaction = false` and has no form for a new schema \
+         (a set built with `MigrationSet::from_parts`, or a shared migration): plan it with \
+         `MigrationSet::load` or the build step, which prepare one"
     )]
     NotTransactional(String),
     /// A migration failed in one schema (single-schema API).

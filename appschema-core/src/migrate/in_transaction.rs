@@ -11,6 +11,8 @@ use super::apply::{db_message, lock_key, quote_literal};
 use super::{MigrateError, TRACKING_TABLE};
 use crate::name::SchemaName;
 use crate::planner::MigrationSet;
+#[cfg(doc)]
+use crate::planner::Migration;
 
 /// Brings one schema to the isolated head inside the caller's transaction:
 /// creates its `__diesel_schema_migrations`, applies every isolated
@@ -19,6 +21,13 @@ use crate::planner::MigrationSet;
 /// (provisioning calls it in the transaction that inserts the registry row).
 /// The transaction's previous `search_path` is restored. Returns how many
 /// migrations were applied.
+///
+/// Meant for a schema being created (or a spare, which holds no data):
+/// a `run_in_transaction = false` migration runs here in the form the
+/// planner prepared for a new schema ([`Migration::new_schema_sql`]:
+/// without `CONCURRENTLY`, which only spares the writers of a table that has
+/// some). Existing tenants are migrated by [`super::Migrator`], which keeps
+/// such migrations outside any transaction.
 ///
 /// ```no_run
 /// # use diesel::Connection;
@@ -70,12 +79,11 @@ pub fn migrate_schema_in_transaction(
     .collect();
     let mut count = 0;
     for m in set.isolated().filter(|m| !applied.contains(m.version())) {
-        if !m.run_in_transaction() {
-            return Err(MigrateError::NotTransactional(m.name().to_string()));
-        }
+        let sql = m
+            .new_schema_sql()
+            .ok_or_else(|| MigrateError::NotTransactional(m.name().to_string()))?;
         conn.batch_execute(&format!(
-            "{}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({});",
-            m.up_sql(),
+            "{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({});",
             quote_literal(m.version())
         ))
         .map_err(|e| MigrateError::Failed {

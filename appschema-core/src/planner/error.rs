@@ -70,6 +70,18 @@ pub enum PlanError {
         /// Those tables.
         tables: String,
     },
+    /// An isolated `run_in_transaction = false` migration has a statement
+    /// that cannot run inside the transaction creating a tenant's schema.
+    #[error(
+        "`{path}` cannot run inside the transaction that creates a tenant's schema: {why}; \
+         move that statement into a shared migration, or out of the migrations"
+    )]
+    NotForNewSchema {
+        /// The migration directory.
+        path: PathBuf,
+        /// The statement and why.
+        why: String,
+    },
     /// The scope cannot be decided from the tables touched.
     #[error(
         "cannot decide the scope of `{path}`: {why}; declare it with \

@@ -35,6 +35,9 @@ pub struct Migration {
     scope: Scope,
     run_in_transaction: bool,
     up_sql: Cow<'static, str>,
+    /// For an isolated `run_in_transaction = false` migration: the form that
+    /// runs inside the transaction creating a new schema.
+    new_schema_sql: Option<Cow<'static, str>>,
     down_sql: Option<Cow<'static, str>>,
 }
 
@@ -61,6 +64,20 @@ impl Migration {
     pub fn up_sql(&self) -> &str {
         &self.up_sql
     }
+    /// The SQL that builds this migration's part of a *new, empty* schema
+    /// inside the transaction creating it (provisioning): `up.sql`, except
+    /// that a `run_in_transaction = false` migration has its
+    /// `CONCURRENTLY` removed and its `VACUUM`s left out (an empty schema
+    /// has nothing to lock or vacuum; see [`crate::sql::new_schema_form`]).
+    /// `None` for a `run_in_transaction = false` migration the planner did
+    /// not prepare (a shared one).
+    pub fn new_schema_sql(&self) -> Option<&str> {
+        if self.run_in_transaction {
+            Some(&self.up_sql)
+        } else {
+            self.new_schema_sql.as_deref()
+        }
+    }
     /// The `down.sql` text, when present.
     pub fn down_sql(&self) -> Option<&str> {
         self.down_sql.as_deref()
@@ -68,7 +85,7 @@ impl Migration {
 }
 
 /// A migration as embedded by the build step: `(version, name, scope,
-/// run_in_transaction, up_sql, down_sql)`. Generated code only; build a
+/// run_in_transaction, up_sql, down_sql, new_schema_sql)`. Generated code only; build a
 /// [`MigrationSet`] from it with [`MigrationSet::from_embedded`].
 pub type EmbeddedMigration = (
     &'static str,
@@ -76,6 +93,7 @@ pub type EmbeddedMigration = (
     &'static str,
     bool,
     &'static str,
+    Option<&'static str>,
     Option<&'static str>,
 );
 
@@ -127,12 +145,13 @@ impl MigrationSet {
         let migrations = items
             .iter()
             .map(
-                |&(version, name, scope, run_in_transaction, up, down)| Migration {
+                |&(version, name, scope, run_in_transaction, up, down, new_schema)| Migration {
                     version: Cow::Borrowed(version),
                     name: Cow::Borrowed(name),
                     scope: scope.parse().expect("generated code holds a valid scope"),
                     run_in_transaction,
                     up_sql: Cow::Borrowed(up),
+                    new_schema_sql: new_schema.map(Cow::Borrowed),
                     down_sql: down.map(Cow::Borrowed),
                 },
             )
@@ -157,6 +176,7 @@ impl MigrationSet {
                     scope,
                     run_in_transaction: true,
                     up_sql: Cow::Owned(up.into()),
+                    new_schema_sql: None,
                     down_sql: None,
                 }
             })
@@ -211,18 +231,20 @@ impl MigrationSet {
     /// `&[EmbeddedMigration]` literal.
     pub fn to_rust_literal(&self) -> String {
         let mut out = String::from("&[\n");
+        let option = |s: &Option<Cow<'static, str>>| match s {
+            Some(s) => format!("Some({s:?})"),
+            None => "None".to_string(),
+        };
         for m in &self.migrations {
             out.push_str(&format!(
-                "    ({:?}, {:?}, {:?}, {}, {:?}, {}),\n",
+                "    ({:?}, {:?}, {:?}, {}, {:?}, {}, {}),\n",
                 m.version,
                 m.name,
                 m.scope.as_str(),
                 m.run_in_transaction,
                 m.up_sql,
-                match &m.down_sql {
-                    Some(d) => format!("Some({d:?})"),
-                    None => "None".to_string(),
-                }
+                option(&m.down_sql),
+                option(&m.new_schema_sql),
             ));
         }
         out.push(']');
@@ -339,6 +361,20 @@ fn plan(
             });
             continue;
         };
+        let new_schema_sql = if scope == Scope::Isolated && !s.run_in_transaction {
+            match sql::new_schema_form(&s.up) {
+                Ok(sql) => Some(Cow::Owned(sql)),
+                Err(why) => {
+                    errors.push(PlanError::NotForNewSchema {
+                        path: s.dir.clone(),
+                        why,
+                    });
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         for (from, to) in history.shared_to_isolated(i) {
             errors.push(PlanError::SharedToIsolatedForeignKey {
                 path: s.dir.clone(),
@@ -352,6 +388,7 @@ fn plan(
             scope,
             run_in_transaction: s.run_in_transaction,
             up_sql: Cow::Owned(s.up),
+            new_schema_sql,
             down_sql: s.down.map(Cow::Owned),
         });
     }
