@@ -487,9 +487,9 @@ fn statement_for_new_schema(statement: &str) -> Result<Option<String>, String> {
         NodeEnum::DropStmt(s) => std::mem::take(&mut s.concurrent),
         NodeEnum::ReindexStmt(s) => {
             let before = s.params.len();
-            s.params.retain(|p| {
-                !matches!(&p.node, Some(NodeEnum::DefElem(d)) if d.defname == "concurrently")
-            });
+            s.params.retain(
+                |p| !matches!(&p.node, Some(NodeEnum::DefElem(d)) if d.defname == "concurrently"),
+            );
             s.params.len() != before
         }
         NodeEnum::AlterTableStmt(s) => {
@@ -688,7 +688,10 @@ mod tests {
                    VACUUM ANALYZE t;\n\
                    CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;";
         let out = new_schema_form(sql).unwrap();
-        assert!(!out.to_ascii_uppercase().contains("CONCURRENTLY ON"), "{out}");
+        assert!(
+            !out.to_ascii_uppercase().contains("CONCURRENTLY ON"),
+            "{out}"
+        );
         assert!(out.contains("\"concurrently\" ON t (a)"), "{out}");
         assert!(!out.contains("VACUUM"), "{out}");
         assert!(out.contains("SELECT 1; $$ LANGUAGE sql"), "{out}");

@@ -10,9 +10,9 @@ use diesel::sql_types::Text;
 use super::apply::{db_message, lock_key, quote_literal};
 use super::{MigrateError, TRACKING_TABLE};
 use crate::name::SchemaName;
-use crate::planner::MigrationSet;
 #[cfg(doc)]
 use crate::planner::Migration;
+use crate::planner::MigrationSet;
 
 /// Brings one schema to the isolated head inside the caller's transaction:
 /// creates its `__diesel_schema_migrations`, applies every isolated

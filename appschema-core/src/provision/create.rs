@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Nullable, Text};
 
 use super::error::{ProvisionError, TemplateError};
-use super::migrations::{migrate_new_schema, IsolatedMigrations};
+use super::migrations::{explain_failure, migrate_new_schema, IsolatedMigrations};
 use super::spare;
 use super::template::{self, Template};
 use super::util::{registry_conflict, InvalidateOnReturn};
@@ -28,7 +28,8 @@ pub enum Source {
     /// refused when it is missing or not at the isolated head.
     Template,
     /// Claim a spare schema (see [`super::ensure_spares`]); when none is left,
-    /// use the stored template if it is current, else the migrations.
+    /// replay the stored template if it is current and replays, else run the
+    /// migrations.
     Spare,
 }
 
@@ -233,6 +234,9 @@ fn create_with<M: IsolatedMigrations + ?Sized>(
             ),
         })
     };
+    let attempt = |conn: &mut PgConnection, schema: &SchemaName| {
+        attempt(conn, schema).map_err(|e| explain_failure(conn, migrations, e))
+    };
     if let Some(schema) = &request.schema {
         return attempt(conn, schema);
     }
@@ -356,8 +360,14 @@ pub(crate) fn build_schema<M: IsolatedMigrations + ?Sized>(
             }
             if let Some(head) = migrations.head() {
                 if let Some(template) = template::load_current(conn, &head)? {
-                    template.replay(conn, schema)?;
-                    return Ok(Source::Template);
+                    // In a savepoint: a template that does not replay here
+                    // (one stored by an older appschema, say) leaves the way
+                    // to the migrations open instead of failing the sign-up.
+                    match conn.transaction(|conn| template.replay(conn, schema)) {
+                        Ok(()) => return Ok(Source::Template),
+                        Err(e @ ProvisionError::SchemaExists { .. }) => return Err(e),
+                        Err(_) => {}
+                    }
                 }
             }
             migrate_new_schema(conn, migrations, schema)?;

@@ -48,6 +48,21 @@ pub enum ProvisionError {
         /// The migration's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Building the schema failed while the shared schema lacks shared
+    /// migrations: the tenant's migrations likely need them.
+    #[error(
+        "the shared schema has {pending} migration(s) not applied yet (the first is {first}), \
+         and building the tenant's schema failed: {error}; run `appschema-cli migrate` (or \
+         `Migrator::migrate`) first, then create the tenant"
+    )]
+    SharedBehind {
+        /// How many shared migrations are not applied.
+        pending: usize,
+        /// The first of them, by version.
+        first: String,
+        /// How building the schema failed.
+        error: Box<ProvisionError>,
+    },
     /// The source tenant of a clone is not at the isolated migration head.
     #[error("tenant `{public_name}` is at migration {at} but the isolated head is {head}: run `appschema-cli migrate` before cloning it")]
     NotAtHead {
