@@ -258,4 +258,21 @@ fn a_tenant_created_before_the_shared_migrations_ran_says_to_run_migrate() {
     .unwrap_err();
     let message = err.to_string();
     assert!(message.contains("appschema-cli migrate"), "{message}");
+    assert_eq!(
+        message
+            .matches(r#"relation "plans" does not exist"#)
+            .count(),
+        1,
+        "{message}"
+    );
+    // Printed as a chain (anyhow's `{:#}`), no message repeats another.
+    let mut chain = vec![message.clone()];
+    let mut next = std::error::Error::source(&err);
+    while let Some(e) = next {
+        chain.push(e.to_string());
+        next = e.source();
+    }
+    for pair in chain.windows(2) {
+        assert!(!pair[0].contains(&pair[1]), "{chain:#?}");
+    }
 }

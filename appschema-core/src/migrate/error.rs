@@ -6,20 +6,20 @@
 pub enum MigrateError {
     /// The database could not be reached.
     #[error("cannot connect to the database: {0}")]
-    Connect(#[from] diesel::ConnectionError),
+    Connect(diesel::ConnectionError),
     /// A query of appschema's own failed.
     #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
+    Database(diesel::result::Error),
     /// A `--tenant` name is not in the registry.
     #[error("no tenant answers to `{0}`: check the name with `appschema-cli status`")]
     UnknownTenant(String),
     /// A schema source returned an error.
-    #[error("schema source `{name}` failed: {source}")]
+    #[error("schema source `{name}` failed: {error}")]
     SchemaSource {
         /// The source's name.
         name: String,
         /// The error.
-        source: diesel::result::Error,
+        error: diesel::result::Error,
     },
     /// A migration that must run outside a transaction was asked to run
     /// inside the caller's transaction.
@@ -44,4 +44,19 @@ pub enum MigrateError {
     /// not read.
     #[error("reading the applied versions stopped with {0} schema(s) unread: run migrate again")]
     ReadInterrupted(usize),
+}
+
+// The variants wrapping another error print its message themselves, so they
+// do not also return it as `source()`: a chain printed in full (anyhow's
+// `{:#}`) would say everything twice.
+impl From<diesel::ConnectionError> for MigrateError {
+    fn from(e: diesel::ConnectionError) -> MigrateError {
+        MigrateError::Connect(e)
+    }
+}
+
+impl From<diesel::result::Error> for MigrateError {
+    fn from(e: diesel::result::Error) -> MigrateError {
+        MigrateError::Database(e)
+    }
 }

@@ -164,9 +164,9 @@ impl Migrator {
         }
         if self.tenants.is_none() {
             for (name, source) in &self.sources {
-                let schemas = source(conn).map_err(|source| MigrateError::SchemaSource {
+                let schemas = source(conn).map_err(|error| MigrateError::SchemaSource {
                     name: name.clone(),
-                    source,
+                    error,
                 })?;
                 targets.extend(schemas.into_iter().map(|schema| Target {
                     schema,
@@ -322,18 +322,22 @@ fn status_of(
     set: &MigrationSet,
     applied: BTreeSet<String>,
 ) -> SchemaStatus {
-    let pending = set
-        .migrations()
-        .iter()
-        .filter(|m| m.scope() == scope && !applied.contains(m.version()))
-        .map(|m| m.name().to_string())
-        .collect();
+    let names = |in_scope: bool, recorded: bool| -> Vec<String> {
+        set.migrations()
+            .iter()
+            .filter(|m| {
+                (m.scope() == scope) == in_scope && applied.contains(m.version()) == recorded
+            })
+            .map(|m| m.name().to_string())
+            .collect()
+    };
     SchemaStatus {
+        pending: names(true, false),
+        misplaced: names(false, true),
         schema,
         tenant,
         scope,
         applied: applied.into_iter().collect(),
-        pending,
     }
 }
 

@@ -59,7 +59,9 @@ pub enum Event {
     StepStarted {
         /// `shared` or `isolated`.
         scope: Scope,
-        /// The migrations of the step, by name.
+        /// The migrations of the step pending in the schemas known when it
+        /// starts, by name, in order (an isolated step's schemas are still
+        /// being read then; those read later are usually at the same version).
         migrations: Vec<String>,
         /// Schemas that may have something to apply in this step.
         schemas: usize,
@@ -93,6 +95,11 @@ pub struct SchemaStatus {
     pub applied: Vec<String>,
     /// Migrations of its scope not applied yet, by name, in order.
     pub pending: Vec<String>,
+    /// Migrations of the *other* scope recorded in its tracking table, by
+    /// name: an isolated migration recorded in the shared schema was run
+    /// there by hand (`diesel migration run` applies every migration to
+    /// `public`), and its tables sit in the wrong schema.
+    pub misplaced: Vec<String>,
 }
 
 /// One planned application: a migration and the schemas it will run in.

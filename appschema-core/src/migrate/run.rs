@@ -72,7 +72,7 @@ impl Migrator {
                     }
                     on_event(Event::StepStarted {
                         scope: Scope::Isolated,
-                        migrations: run.iter().map(|m| m.name().to_string()).collect(),
+                        migrations: dispatch.pending_names(),
                         schemas: dispatch.upper_bound(),
                     });
                     let workers = self.jobs.min(dispatch.upper_bound());
@@ -298,6 +298,20 @@ impl<'a, 'r> Dispatch<'a, 'r> {
         }
         self.started = true;
         Ok(true)
+    }
+
+    /// The step's migrations pending in some schema queued so far, in order
+    /// (schemas still being read are usually at the same version).
+    fn pending_names(&self) -> Vec<String> {
+        self.run
+            .iter()
+            .filter(|m| {
+                self.queue
+                    .iter()
+                    .any(|(_, pending, _)| pending.iter().any(|p| p.version() == m.version()))
+            })
+            .map(|m| m.name().to_string())
+            .collect()
     }
 
     /// Schemas that may have work: those queued and those not read yet.

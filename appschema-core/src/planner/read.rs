@@ -18,9 +18,9 @@ pub(super) struct Source {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PlanError + '_ {
-    move |source| PlanError::Io {
+    move |error| PlanError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

@@ -90,9 +90,9 @@ pub(crate) fn migrate_new_schema<M: IsolatedMigrations + ?Sized>(
     schema_ddl(conn, &format!("CREATE SCHEMA {}", schema.quoted()), schema)?;
     migrations
         .migrate_schema(conn, schema)
-        .map_err(|source| ProvisionError::Migration {
+        .map_err(|error| ProvisionError::Migration {
             schema: schema.to_string(),
-            source,
+            error,
         })
 }
 

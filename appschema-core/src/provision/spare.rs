@@ -102,12 +102,12 @@ pub(crate) fn claim<M: IsolatedMigrations + ?Sized>(
     )?;
     if let Some(head) = migrations.head() {
         if !has_version(conn, schema, &head)? {
-            migrations.migrate_schema(conn, schema).map_err(|source| {
-                ProvisionError::Migration {
+            migrations
+                .migrate_schema(conn, schema)
+                .map_err(|error| ProvisionError::Migration {
                     schema: schema.to_string(),
-                    source,
-                }
-            })?;
+                    error,
+                })?;
         }
     }
     Ok(true)
