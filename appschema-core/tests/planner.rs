@@ -362,6 +362,16 @@ fn the_build_step_embeds_the_planned_set_and_fails_on_planner_errors() {
         err.contains("split it into one shared and one isolated migration"),
         "{err}"
     );
+    // A build.rs returning `Result<(), Box<dyn Error>>` prints the error
+    // with `Debug`: it must read as the message, not a struct dump.
+    let err = appschema_core::build::generate(
+        &p.dir.path().join("migrations"),
+        &files,
+        p.dir.path(),
+        &out,
+    )
+    .unwrap_err();
+    assert_eq!(format!("{err:?}"), err.to_string());
 }
 
 #[test]
