@@ -16,7 +16,7 @@
 //! - **Cheap when there is nothing to do**: the applied versions of all
 //!   schemas are read in a few queries (one per 50 schemas), not per tenant;
 //!   `migrate` streams that read, so workers start on the first schemas
-//!   found behind while the rest is still being read (see [`applied`]).
+//!   found behind while the rest is still being read (see the `applied` module).
 //!
 //! Which schemas: appschema's own shared tables first ([`registry::install`]),
 //! the shared schema, then every tenant of the registry, then every schema

@@ -4,11 +4,17 @@
 //! is [`crate::migrate`].
 //!
 //! A migration is `<version>_<name>/up.sql` (+ `down.sql`, optional
-//! `metadata.toml`), as diesel writes them. Its scope is decided from the
-//! tables its `up.sql` touches ([`crate::sql`]) and how those tables are
-//! marked ([`TableScopes`]); `appschema_scope = "shared"` or `"isolated"` in
-//! `metadata.toml` declares it and wins over detection. diesel's
-//! `run_in_transaction = false` is honoured.
+//! `metadata.toml`), as diesel writes them, read in the order
+//! `diesel_migrations` applies them. Its scope is decided from the tables
+//! its `up.sql` touches ([`crate::sql`]), as the whole history settles their
+//! scopes from the markings ([`TableScopes`]) (see `history`). What the
+//! tables cannot decide is declared: `appschema_scope = "shared"` or
+//! `"isolated"` in the migration's `metadata.toml` (refused when it
+//! contradicts the tables), or, for migrations that touch no table,
+//! `appschema_default_scope` in the migrations directory's own
+//! [`DIRECTORY_METADATA`]. diesel's `run_in_transaction = false` is honoured,
+//! and such an isolated migration gets a form for new schemas
+//! ([`Migration::new_schema_sql`]).
 
 mod error;
 mod history;
@@ -85,8 +91,8 @@ impl Migration {
 }
 
 /// A migration as embedded by the build step: `(version, name, scope,
-/// run_in_transaction, up_sql, down_sql, new_schema_sql)`. Generated code only; build a
-/// [`MigrationSet`] from it with [`MigrationSet::from_embedded`].
+/// run_in_transaction, up_sql, down_sql, new_schema_sql)`. Generated code
+/// only; build a [`MigrationSet`] from it with [`MigrationSet::from_embedded`].
 pub type EmbeddedMigration = (
     &'static str,
     &'static str,
