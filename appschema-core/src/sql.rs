@@ -704,6 +704,56 @@ mod tests {
         assert_eq!(split_statements(&out).unwrap().len(), 7);
     }
 
+    fn without_concurrently(sql: &str) -> String {
+        let mut parsed = pg_query::parse(sql).unwrap().protobuf;
+        match parsed.stmts[0].stmt.as_mut().and_then(|n| n.node.as_mut()) {
+            Some(NodeEnum::IndexStmt(s)) => s.concurrent = false,
+            Some(NodeEnum::DropStmt(s)) => s.concurrent = false,
+            _ => unreachable!(),
+        }
+        pg_query::deparse(&parsed).unwrap()
+    }
+
+    /// Random index statements (a fixed seed: the same cases every run).
+    #[test]
+    fn the_new_schema_form_of_an_index_statement_is_the_same_statement_without_concurrently() {
+        use proptest::prelude::*;
+        let statements = (
+            "[a-z_][a-z0-9_]{0,8}|\"[A-Za-z ]{1,8}\"",
+            "[a-z_][a-z0-9_]{0,8}",
+            proptest::collection::vec("[a-z_][a-z0-9_]{0,5}", 1..4),
+            any::<(bool, bool, bool)>(),
+        )
+            .prop_map(|(index, table, columns, (unique, if_exists, drop))| {
+                if drop {
+                    let if_exists = if if_exists { "IF EXISTS " } else { "" };
+                    format!("DROP INDEX CONCURRENTLY {if_exists}{index}")
+                } else {
+                    format!(
+                        "CREATE {}INDEX CONCURRENTLY {}{index} ON {table} ({})",
+                        if unique { "UNIQUE " } else { "" },
+                        if if_exists { "IF NOT EXISTS " } else { "" },
+                        columns.join(", ")
+                    )
+                }
+            });
+        proptest::test_runner::TestRunner::deterministic()
+            .run(&statements, |sql| {
+                // Generated names may be keywords: only valid statements count.
+                if pg_query::parse(&sql).is_err() {
+                    return Ok(());
+                }
+                let out = new_schema_form(&sql).unwrap();
+                let statement = out.trim_end().trim_end_matches(';');
+                prop_assert_eq!(
+                    pg_query::parse(statement).unwrap().deparse().unwrap(),
+                    without_concurrently(&sql)
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
+
     #[test]
     fn the_new_schema_form_refuses_what_no_transaction_may_hold() {
         let err = new_schema_form("CREATE DATABASE other").unwrap_err();

@@ -497,3 +497,24 @@ fn the_project_default_scope_decides_migrations_that_touch_no_table() {
     let err = p.load().unwrap_err();
     assert!(err.contains("unknown key `appschema_default`"), "{err}");
 }
+
+#[test]
+fn an_isolated_migration_that_no_transaction_can_hold_is_refused_when_planning() {
+    let p = Project::new();
+    p.migration("1_orders", "CREATE TABLE orders (id int);", None)
+        .migration(
+            "2_index",
+            "CREATE INDEX CONCURRENTLY orders_id ON orders (id); ALTER SYSTEM SET work_mem = '8MB';",
+            Some("run_in_transaction = false\nappschema_scope = \"isolated\""),
+        );
+    let err = p.load().unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "`{}` cannot run inside the transaction that creates a tenant's schema: \
+             `ALTER SYSTEM SET work_mem = '8MB'` (server configuration) cannot run inside a \
+             transaction; move that statement into a shared migration, or out of the migrations",
+            p.path("2_index").display()
+        )
+    );
+}
