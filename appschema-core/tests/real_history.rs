@@ -275,4 +275,9 @@ fn a_tenant_created_before_the_shared_migrations_ran_says_to_run_migrate() {
     for pair in chain.windows(2) {
         assert!(!pair[0].contains(&pair[1]), "{chain:#?}");
     }
+    // Spares and the template's scratch schema say the same.
+    let err = ensure_spares(&mut conn, &history(), 1).unwrap_err();
+    assert!(err.to_string().contains("appschema-cli migrate"), "{err}");
+    let err = generate_template(&mut conn, db.url(), &history()).unwrap_err();
+    assert!(err.to_string().contains("appschema-cli migrate"), "{err}");
 }

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use super::error::ProvisionError;
-use super::migrations::{migrate_new_schema, IsolatedMigrations};
+use super::migrations::{explain_failure, migrate_new_schema, IsolatedMigrations};
 use super::util::{has_version, random_hex, schema_ddl, BoolRow, TextRow};
 use crate::name::SchemaName;
 
@@ -51,19 +51,21 @@ pub fn ensure_spares<M: IsolatedMigrations + ?Sized>(
 ) -> Result<usize, ProvisionError> {
     let mut created = 0;
     loop {
-        let made = conn.transaction(|conn| -> Result<bool, ProvisionError> {
-            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('appschema.spares'))")
-                .execute(conn)?;
-            if count_spares(conn)? >= count {
-                return Ok(false);
-            }
-            let schema = SchemaName::internal(format!("appschema_spare_{}", random_hex()))?;
-            migrate_new_schema(conn, migrations, &schema)?;
-            diesel::sql_query("INSERT INTO public.appschema_spares (schema_name) VALUES ($1)")
-                .bind::<Text, _>(schema.as_str())
-                .execute(conn)?;
-            Ok(true)
-        })?;
+        let made = conn
+            .transaction(|conn| -> Result<bool, ProvisionError> {
+                diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('appschema.spares'))")
+                    .execute(conn)?;
+                if count_spares(conn)? >= count {
+                    return Ok(false);
+                }
+                let schema = SchemaName::internal(format!("appschema_spare_{}", random_hex()))?;
+                migrate_new_schema(conn, migrations, &schema)?;
+                diesel::sql_query("INSERT INTO public.appschema_spares (schema_name) VALUES ($1)")
+                    .bind::<Text, _>(schema.as_str())
+                    .execute(conn)?;
+                Ok(true)
+            })
+            .map_err(|e| explain_failure(conn, migrations, e))?;
         if !made {
             return Ok(created);
         }

@@ -21,7 +21,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Nullable, Text};
 
 use super::error::{ProvisionError, TemplateError};
-use super::migrations::{migrate_new_schema, IsolatedMigrations};
+use super::migrations::{explain_failure, migrate_new_schema, IsolatedMigrations};
 use super::pg_dump::dump_schema;
 use super::sqltok::{self, ident_is, join_schema, split_schema, Kind, Piece};
 use super::util::{random_hex, schema_ddl};
@@ -260,7 +260,8 @@ pub fn generate_template<M: IsolatedMigrations + ?Sized>(
         return Err(TemplateError::NoMigrations.into());
     }
     let scratch = SchemaName::internal(format!("appschema_scratch_{}", random_hex()))?;
-    conn.transaction(|conn| migrate_new_schema(conn, migrations, &scratch))?;
+    conn.transaction(|conn| migrate_new_schema(conn, migrations, &scratch))
+        .map_err(|e| explain_failure(conn, migrations, e))?;
     let dump = dump_schema(database_url, scratch.as_str())
         .map_err(ProvisionError::from)
         .and_then(|dump| Ok((dump, populated_materialized_views(conn, &scratch)?)));
