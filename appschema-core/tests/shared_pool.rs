@@ -324,6 +324,9 @@ fn errors_name_the_tenant_and_are_distinct() {
     let e = pool.get_for_public_name("bad name!").unwrap_err();
     assert!(matches!(e, ConnectionError::InvalidName { .. }), "{e:?}");
     assert!(e.to_string().contains("bad name!"), "{e}");
+    // The rule broken is in the message; it is not a `source()` as well, so
+    // a chain printed whole (`{:#}` of anyhow) does not say it twice.
+    assert!(std::error::Error::source(&e).is_none(), "{e}");
 
     let ghost = SchemaName::new("ghost").unwrap();
     let e = pool.get_for(&ghost).unwrap_err();

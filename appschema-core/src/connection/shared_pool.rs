@@ -390,9 +390,9 @@ impl SharedPool {
             .map_err(|e| ConnectionError::invalid_name(public_name, e))?;
         let tenant = {
             let mut conn = self.get_shared()?;
-            registry::find(&mut conn, &name).map_err(|source| ConnectionError::Query {
+            registry::find(&mut conn, &name).map_err(|error| ConnectionError::Query {
                 target: format!("tenant `{name}`"),
-                source,
+                error,
             })?
         };
         let tenant = tenant.ok_or_else(|| ConnectionError::UnknownTenant {
@@ -433,10 +433,10 @@ impl SharedPool {
                             message,
                         })
                     }
-                    Err(SessionRefusal::Failed(source)) => {
+                    Err(SessionRefusal::Failed(error)) => {
                         return Err(ConnectionError::Query {
                             target: describe_target(tenant),
-                            source,
+                            error,
                         })
                     }
                 }
