@@ -495,3 +495,35 @@ fn diesels_settings_and_the_urls_options_come_back_after_user_code_changes_them(
         .unwrap();
     assert_eq!(settings(&mut c), expected);
 }
+
+/// Behind a proxy that drops start-up options (PgBouncer with
+/// `ignore_startup_parameters = options`, as the test PgBouncer is set up),
+/// `RESET ALL` returns to the server's defaults, so the checkout re-applies
+/// diesel's settings itself.
+#[test]
+fn behind_a_proxy_that_drops_start_up_options_diesels_settings_still_come_back() {
+    let b = bounced(1);
+    let pool = SharedPool::builder(b.url()).max_size(1).build().unwrap();
+    let settings = |c: &mut PgConnection| {
+        text(
+            c,
+            "SELECT current_setting('TimeZone') || ' ' || current_setting('client_encoding') AS v",
+        )
+        .unwrap()
+    };
+    // The server's default is not UTC, so a RESET ALL left alone would show.
+    let mut admin = PgConnection::establish(&b.direct_url()).unwrap();
+    let db = appschema_core::quote_ident(&current_database(&mut admin));
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} SET TimeZone = 'America/Lima'"
+        ))
+        .unwrap();
+    {
+        let mut c = pool.get_for(&tenant(0)).unwrap();
+        assert_eq!(settings(&mut c), "UTC UTF8");
+        c.batch_execute("SET TIME ZONE 'Europe/Paris'").unwrap();
+    }
+    let mut c = pool.get_for(&tenant(0)).unwrap();
+    assert_eq!(settings(&mut c), "UTC UTF8");
+}
