@@ -158,7 +158,7 @@ impl TestDatabaseBuilder {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let template = template::ready(&self.migrations, &names, self.spares)?;
-        let db = TestDb::try_from_template(&template).map_err(|e| Error::new(e.to_string()))?;
+        let db = template.copy()?;
         let pool = SharedPool::builder(db.url())
             .max_size(self.pool_size)
             .min_idle(Some(0))
@@ -170,14 +170,13 @@ impl TestDatabaseBuilder {
             .min_idle(Some(0))
             .build(ConnectionManager::<PgConnection>::new(db.url()))
             .map_err(|e| Error::new(format!("cannot build the registry pool: {e}")))?;
-        let mut conn = connect(db.url())?;
-        let mut tenants = Vec::with_capacity(names.len());
-        for name in &names {
-            let tenant = registry::find(&mut conn, name)
-                .map_err(|e| Error::new(format!("cannot read the registry: {e}")))?
-                .ok_or_else(|| Error::new(format!("tenant `{name}` missing from the copy")))?;
-            tenants.push(tenant);
-        }
+        let tenants = match template.tenants.get() {
+            Some(tenants) => tenants.clone(),
+            None => {
+                let tenants = read_tenants(db.url(), &names)?;
+                template.tenants.get_or_init(|| tenants).clone()
+            }
+        };
         Ok(TestDatabase {
             tenants,
             migrations: self.migrations,
@@ -305,6 +304,19 @@ impl TestDatabase {
             .unwrap_or_else(|e| panic!("appschema-test: cannot create `{public_name}`: {e}"));
         created.tenant
     }
+}
+
+/// The registry rows of `names`, in that order.
+fn read_tenants(url: &str, names: &[PublicName]) -> Result<Vec<Tenant>, Error> {
+    let mut conn = connect(url)?;
+    names
+        .iter()
+        .map(|name| {
+            registry::find(&mut conn, name)
+                .map_err(|e| Error::new(format!("cannot read the registry: {e}")))?
+                .ok_or_else(|| Error::new(format!("tenant `{name}` missing from the copy")))
+        })
+        .collect()
 }
 
 pub(crate) fn connect(url: &str) -> Result<PgConnection, Error> {

@@ -1,27 +1,117 @@
 //! Template databases: built once per content (migrations, tenants, spares),
-//! copied for every test.
+//! copied for every test, with copies made ahead on a throwaway server.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use appschema_core::migrate::Migrator;
 use appschema_core::provision::{self, NewTenant};
+use appschema_core::registry::Tenant;
 use appschema_core::{quote_ident, MigrationSet, PublicName};
+use appschema_tempdb::{Server, TestDb};
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use crate::{connect, Error};
 
-/// The name of a template database holding `migrations` applied, `tenants`
-/// created and `spares` spare schemas, built now unless this process (or,
-/// on a `DATABASE_URL` server, an earlier one) already built it.
+/// How many copies of a template are kept ready ahead of the tests that will
+/// take them, on a throwaway server. None on a `DATABASE_URL` server: copies
+/// left when the process ends would stay there.
+const COPIES_AHEAD: usize = 2;
+
+/// A built template database and the copies of it made ahead of time.
+#[derive(Debug)]
+pub(crate) struct Template {
+    name: String,
+    /// The registry rows of its tenants, the same in every copy: read from
+    /// the first copy, so later set-ups need no connection.
+    pub(crate) tenants: OnceLock<Vec<Tenant>>,
+    ahead: usize,
+    copies: Mutex<Copies>,
+    /// Signalled when a copy made ahead is ready (or failed).
+    made: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Copies {
+    ready: Vec<TestDb>,
+    in_flight: usize,
+}
+
+impl Template {
+    fn new(name: String, ahead: usize) -> Template {
+        Template {
+            name,
+            tenants: OnceLock::new(),
+            ahead,
+            copies: Mutex::new(Copies::default()),
+            made: Condvar::new(),
+        }
+    }
+
+    fn copies(&self) -> MutexGuard<'_, Copies> {
+        self.copies
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A fresh copy of the template for one test: one made ahead if there
+    /// is one, else the next one being made ahead, else one made now; then
+    /// replacements start in the background.
+    pub(crate) fn copy(self: &Arc<Self>) -> Result<TestDb, Error> {
+        let mut copies = self.copies();
+        let ahead = loop {
+            if let Some(db) = copies.ready.pop() {
+                break Some(db);
+            }
+            if copies.in_flight == 0 {
+                break None;
+            }
+            copies = self
+                .made
+                .wait(copies)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        };
+        drop(copies);
+        let copy = match ahead {
+            Some(db) => db,
+            None => TestDb::try_from_template(&self.name).map_err(|e| Error::new(e.to_string()))?,
+        };
+        self.refill();
+        Ok(copy)
+    }
+
+    /// Starts making copies ahead, each in a thread of its own, until enough
+    /// are ready or being made.
+    fn refill(self: &Arc<Self>) {
+        let mut copies = self.copies();
+        while copies.ready.len() + copies.in_flight < self.ahead {
+            copies.in_flight += 1;
+            let template = Arc::clone(self);
+            std::thread::spawn(move || {
+                // A failure here shows again, with its reason, when a test
+                // makes its copy itself.
+                let made = TestDb::try_from_template(&template.name).ok();
+                let mut copies = template.copies();
+                copies.in_flight -= 1;
+                copies.ready.extend(made);
+                drop(copies);
+                template.made.notify_all();
+            });
+        }
+    }
+}
+
+/// The template database holding `migrations` applied, `tenants` created
+/// and `spares` spare schemas, built now unless this process (or, on a
+/// `DATABASE_URL` server, an earlier one) already built it.
 pub(crate) fn ready(
     migrations: &MigrationSet,
     tenants: &[PublicName],
     spares: usize,
-) -> Result<String, Error> {
-    type Slot = Arc<OnceLock<Result<String, Error>>>;
+) -> Result<Arc<Template>, Error> {
+    type Slot = Arc<OnceLock<Result<Arc<Template>, Error>>>;
     static BUILT: OnceLock<Mutex<HashMap<String, Slot>>> = OnceLock::new();
     let name = format!(
         "appschema_tpl_{:016x}",
@@ -36,8 +126,15 @@ pub(crate) fn ready(
         .clone();
     // Tests wanting the same template wait for the one building it; tests
     // wanting another one build theirs meanwhile.
-    slot.get_or_init(|| build(&name, migrations, tenants, spares))
-        .clone()
+    slot.get_or_init(|| {
+        let name = build(&name, migrations, tenants, spares)?;
+        let ahead = match appschema_tempdb::server() {
+            Server::Temp(_) => COPIES_AHEAD,
+            Server::External { .. } => 0,
+        };
+        Ok(Arc::new(Template::new(name, ahead)))
+    })
+    .clone()
 }
 
 /// FNV-1a over everything the template holds: stable across processes and

@@ -175,3 +175,28 @@ fn a_failing_migration_is_reported_not_hidden() {
         .unwrap_err();
     assert!(err.to_string().contains("nonexistent_type"), "{err}");
 }
+
+#[test]
+fn concurrent_set_ups_each_get_a_database_of_their_own() {
+    let names: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                s.spawn(move || {
+                    let db = TestDatabase::builder(&MIGRATIONS).tenants(TENANTS).build();
+                    let mut conn = db.conn_for("globex.example.com");
+                    assert_eq!(orders(&mut conn), 0);
+                    diesel::sql_query(format!(
+                        "INSERT INTO orders (plan_id, total) VALUES (1, {i})"
+                    ))
+                    .execute(&mut *conn)
+                    .unwrap();
+                    assert_eq!(orders(&mut conn), 1);
+                    db.name().to_string()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let distinct: std::collections::HashSet<_> = names.iter().collect();
+    assert_eq!(distinct.len(), names.len(), "{names:?}");
+}
