@@ -1,6 +1,7 @@
 //! The README's instructions stay true: its one `apt-get install` line names
 //! exactly the packages `scripts/install-deps.sh` installs (and `.ci/run`
-//! installs them through that script).
+//! installs them through that script), and its axum snippet is the example
+//! that compiles.
 
 use std::path::Path;
 use std::process::Command;
@@ -62,5 +63,32 @@ fn ci_installs_the_system_packages_through_install_deps() {
         !ci.lines()
             .any(|line| !line.trim_start().starts_with('#') && line.contains("apt-get install")),
         ".ci/run must not install packages of its own"
+    );
+}
+
+#[test]
+fn readme_axum_snippet_is_the_compiled_example() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let marker = "<!-- examples/axum_app.rs";
+    let after = &readme[readme
+        .find(marker)
+        .expect("README.md marks its copy of examples/axum_app.rs")..];
+    let block = after
+        .split_once("```rust\n")
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .map(|(code, _)| code)
+        .expect("a rust code block after the marker");
+    let example = std::fs::read_to_string(root().join("examples/axum_app.rs")).unwrap();
+    // The file without its leading doc comment.
+    let body = example
+        .lines()
+        .skip_while(|line| line.starts_with("//!"))
+        .skip_while(|line| line.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        block.trim_end(),
+        body.trim_end(),
+        "README.md's axum snippet must equal examples/axum_app.rs (below its doc comment)"
     );
 }
