@@ -12,6 +12,9 @@
 #   pgbouncer     the transaction-pooling tests run a throwaway PgBouncer
 #   gcc libc6-dev a C compiler and libc headers: rustc links with `cc`, and
 #                 pg_query compiles libpg_query's C sources
+#   curl ca-certificates
+#                 cargo's downloads from crates.io (HTTPS), rustup's
+#                 installer, and the curl commands the saas example prints
 #
 # Usage: scripts/install-deps.sh          install what is missing
 #        scripts/install-deps.sh --list   print the list, one line, and exit
@@ -21,7 +24,7 @@
 # through sudo.
 set -eu
 
-PACKAGES="postgresql libpq-dev libclang-dev pgbouncer gcc libc6-dev"
+PACKAGES="postgresql libpq-dev libclang-dev pgbouncer gcc libc6-dev curl ca-certificates"
 
 case "${1:-}" in
   --list) echo "$PACKAGES"; exit 0 ;;
