@@ -1,7 +1,10 @@
 //! Connection-mode benchmark: throughput of a primary-key select on an
-//! isolated table, 8 threads, each mode against a plain r2d2 baseline in the
-//! same run; then backend memory growth with 1,000 tenants touched by one
-//! pooled connection.
+//! isolated table, 8 threads, each mode against its baseline in the same
+//! run (plain r2d2 for the same tenant; for another tenant on every
+//! checkout, a floor that switches the path with a bare prepared
+//! `set_config` and nothing else); the checkout alone and what each reset
+//! statement adds to it; then backend memory growth with 1,000 tenants
+//! touched by one pooled connection.
 //!
 //! Fairness: every mode holds exactly 8 backends (one per thread), every
 //! pool is filled and warmed (each connection has run the query on every
@@ -42,34 +45,153 @@ fn pk_select(conn: &mut PgConnection, id: i64) -> QueryResult<String> {
 
 type Op = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
+thread_local! {
+    /// The `search_path` the next checkout of a [`Checked`] pool sets (for
+    /// the floor baseline and the previous switch).
+    static NEXT_PATH: std::cell::RefCell<(String, String)> =
+        const { std::cell::RefCell::new((String::new(), String::new())) };
+}
+
+fn set_next_path(t: &SchemaName) {
+    NEXT_PATH.with(|p| {
+        let mut p = p.borrow_mut();
+        p.0 = format!("{}, \"public\"", t.quoted());
+        p.1 = t.as_str().to_string();
+    });
+}
+
+/// The checkout test of a [`Checked`] pool.
+#[derive(Clone, Copy)]
+enum Test {
+    /// A simple-protocol statement (what each reset costs, one by one).
+    Sql(&'static str),
+    /// The floor for switching tenants: a bare prepared
+    /// `set_config('search_path', $1, false)` on the extended protocol,
+    /// none of appschema's checks or resets (the path from [`NEXT_PATH`]).
+    SetPath,
+    /// The previous release's switch (before session hygiene): the same
+    /// `PREPARE`d `CASE`, `EXECUTE`d on the simple protocol, without the
+    /// reset statements, role and `LISTEN` checks or advisory unlock.
+    PreviousSwitch,
+}
+
+/// A plain r2d2 manager whose checkout test is [`Test`].
+struct Checked {
+    inner: ConnectionManager<PgConnection>,
+    test: Test,
+}
+
+const PREVIOUS_SWITCH: &str = "PREPARE previous_switch (pg_catalog.text, pg_catalog.text) AS \
+    SELECT CASE \
+    WHEN pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() \
+    THEN pg_catalog.current_setting(E'x y') \
+    WHEN pg_catalog.set_config('search_path', $1, false) OPERATOR(pg_catalog.<>) $1 \
+    THEN pg_catalog.current_setting(E'x z') \
+    WHEN (pg_catalog.current_schema() OPERATOR(pg_catalog.=) $2) IS NOT TRUE \
+    THEN pg_catalog.current_setting(E'x w') END";
+
+impl r2d2::ManageConnection for Checked {
+    type Connection = PgConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PgConnection, Self::Error> {
+        let mut conn = self.inner.connect()?;
+        if let Test::PreviousSwitch = self.test {
+            conn.batch_execute(PREVIOUS_SWITCH)
+                .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut PgConnection) -> Result<(), Self::Error> {
+        let result = match self.test {
+            Test::Sql(sql) => conn.batch_execute(sql),
+            Test::SetPath => NEXT_PATH.with(|p| {
+                diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, false)")
+                    .bind::<diesel::sql_types::Text, _>(&p.borrow().0)
+                    .execute(conn)
+                    .map(drop)
+            }),
+            Test::PreviousSwitch => NEXT_PATH.with(|p| {
+                let p = p.borrow();
+                conn.batch_execute(&format!(
+                    "EXECUTE previous_switch(E'{}', E'{}')",
+                    p.0.replace('\'', "''"),
+                    p.1
+                ))
+            }),
+        };
+        result.map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+        self.inner.has_broken(conn)
+    }
+}
+
+fn checked_pool(url: &str, size: u32, test: Test) -> r2d2::Pool<Checked> {
+    r2d2::Pool::builder()
+        .max_size(size)
+        .build(Checked {
+            inner: ConnectionManager::new(url),
+            test,
+        })
+        .unwrap()
+}
+
+/// The throwaway cluster's postmaster, whose children are the backends the
+/// benchmark's CPU figures count (`None`: an external server, whose
+/// processes are all counted).
+static POSTMASTER: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+
 /// CPU time (user + system, clock ticks) used so far by this process and by
-/// every PostgreSQL process on the machine (the throwaway cluster's
-/// backends): on 2 shared cores wall-clock throughput swings with whatever
-/// else runs, while CPU spent per operation does much less. Backends that
-/// exit take their time with them; the pools here live for the whole run.
+/// the server (the throwaway cluster's postmaster and its children, or
+/// every PostgreSQL process when the server is external): on 2 shared cores
+/// wall-clock throughput swings with whatever else runs, while CPU spent
+/// per operation does much less. Counting only this cluster's processes
+/// keeps other clusters on the machine (another test run) out of the
+/// figures. Backends that exit take their time with them; the pools here
+/// live for the whole run.
 fn cpu_ticks() -> (u64, u64) {
-    fn ticks_of(stat: &str) -> Option<(String, u64)> {
+    struct Stat {
+        pid: u32,
+        ppid: u32,
+        comm: String,
+        ticks: u64,
+    }
+    fn parse(stat: &str) -> Option<Stat> {
         // pid (comm) state ppid … utime stime: fields 14 and 15, counted
         // after the parenthesised command name (which may contain spaces).
         let close = stat.rfind(')')?;
+        let pid = stat[..stat.find('(')?].trim().parse().ok()?;
         let comm = stat[stat.find('(')? + 1..close].to_string();
         let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ppid = rest.get(1)?.parse().ok()?;
         let utime: u64 = rest.get(11)?.parse().ok()?;
         let stime: u64 = rest.get(12)?.parse().ok()?;
-        Some((comm, utime + stime))
+        Some(Stat {
+            pid,
+            ppid,
+            comm,
+            ticks: utime + stime,
+        })
     }
     let own = std::fs::read_to_string("/proc/self/stat")
         .ok()
-        .and_then(|s| ticks_of(&s))
-        .map_or(0, |(_, t)| t);
+        .and_then(|s| parse(&s))
+        .map_or(0, |s| s.ticks);
+    let postmaster = POSTMASTER.get().copied().flatten();
     let servers: u64 = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|s| ticks_of(&s))
-        .filter(|(comm, _)| comm == "postgres")
-        .map(|(_, t)| t)
+        .filter_map(|s| parse(&s))
+        .filter(|s| match postmaster {
+            Some(pm) => s.pid == pm || s.ppid == pm,
+            None => s.comm == "postgres",
+        })
+        .map(|s| s.ticks)
         .sum();
     (own, servers)
 }
@@ -171,6 +293,9 @@ fn run_modes(title: &str, modes: &[(&str, Op, usize)], threads: u64, run: Durati
 
 fn main() {
     let server = appschema_tempdb::server();
+    POSTMASTER
+        .set(server.temp_cluster().map(|c| c.pid()))
+        .unwrap();
     let db = appschema_tempdb::TestDb::new();
     let url = db.url().to_string();
     let mut admin = db.conn();
@@ -204,26 +329,27 @@ fn main() {
         .max_size(n)
         .build()
         .unwrap();
+    // The floor for switching tenants: r2d2 whose checkout test is a bare
+    // prepared set_config of the path (same re-planning, no checks).
+    let floor = checked_pool(&url, n, Test::SetPath);
+    // What django-tenants and Apartment do: a separate `SET search_path`
+    // statement before the work, on a plain pool.
+    let set_first = plain.clone();
     // Per-tenant pools holding 8 backends in all, like the others: one pool
-    // of one connection per tenant t0..t7, thread t on tenant t.
+    // of one connection per tenant t0..t7, thread t on tenant t. With
+    // appschema's checkout (TenantPool) and with a bare customizer.
+    let tenant_pools: Vec<_> = (0..THREADS as usize)
+        .map(|i| {
+            SharedPool::builder(url.clone())
+                .max_size(1)
+                .build_for(tenant(i))
+                .unwrap()
+        })
+        .collect();
     let per_tenant: Vec<_> = (0..THREADS as usize)
         .map(|i| {
             Pool::builder()
                 .max_size(1)
-                .connection_customizer(Box::new(TenantCustomizer::new(
-                    tenant(i),
-                    SearchPath::new(),
-                )))
-                .build(ConnectionManager::<PgConnection>::new(url.clone()))
-                .unwrap()
-        })
-        .collect();
-    // The previous run's setup, kept to show its cost: 8 pools of 8 (64
-    // backends), each checkout on pool (t + k) % 8.
-    let per_tenant_64: Vec<_> = (0..THREADS as usize)
-        .map(|i| {
-            Pool::builder()
-                .max_size(n)
                 .connection_customizer(Box::new(TenantCustomizer::new(
                     tenant(i),
                     SearchPath::new(),
@@ -239,52 +365,38 @@ fn main() {
         .unwrap();
     let tenants: Arc<Vec<SchemaName>> = Arc::new((0..TENANTS).map(tenant).collect());
     let t0 = tenant(0);
+    let another = |t: u64, k: u64| ((t * 13 + k) % TENANTS as u64) as usize;
 
     // Warm every connection on every tenant it will serve.
-    warm_all(
-        n as usize,
-        || plain.get().unwrap(),
-        |c| {
-            pk_select(c, 1).unwrap();
-        },
-    );
-    warm_all(
-        n as usize,
-        || untested.get().unwrap(),
-        |c| {
-            pk_select(c, 1).unwrap();
-        },
-    );
-    warm_all(
-        n as usize,
-        || shared.get_shared().unwrap(),
-        |c| {
-            for t in tenants.iter() {
-                c.batch_execute(&format!("SET search_path = {}", t.quoted()))
-                    .unwrap();
-                pk_select(c, 1).unwrap();
-            }
-        },
-    );
-    for p in per_tenant.iter() {
-        pk_select(&mut p.get().unwrap(), 1).unwrap();
-    }
-    for p in per_tenant_64.iter() {
+    for p in [&plain, &untested] {
         warm_all(
             n as usize,
             || p.get().unwrap(),
             |c| {
                 pk_select(c, 1).unwrap();
+                c.transaction(|c| pk_select(c, 1)).unwrap();
             },
         );
     }
+    let warm_tenants = |c: &mut PgConnection| {
+        for t in tenants.iter() {
+            c.batch_execute(&format!("SET search_path = {}", t.quoted()))
+                .unwrap();
+            pk_select(c, 1).unwrap();
+        }
+    };
     warm_all(
         n as usize,
-        || plain.get().unwrap(),
-        |c| {
-            c.transaction(|c| pk_select(c, 1)).unwrap();
-        },
+        || shared.get_shared().unwrap(),
+        |c| warm_tenants(c),
     );
+    warm_all(n as usize, || floor.get().unwrap(), |c| warm_tenants(c));
+    for p in tenant_pools.iter() {
+        pk_select(&mut p.get().unwrap(), 1).unwrap();
+    }
+    for p in per_tenant.iter() {
+        pk_select(&mut p.get().unwrap(), 1).unwrap();
+    }
 
     let mut modes: Vec<(&str, Op, usize)> = Vec::new();
     let p = plain.clone();
@@ -303,29 +415,63 @@ fn main() {
         }),
         0,
     ));
+    let p = floor.clone();
+    let ts = tenants.clone();
+    modes.push((
+        "floor: r2d2 + prepared set_config, another tenant each checkout",
+        Arc::new(move |t, k| {
+            set_next_path(&ts[another(t, k)]);
+            pk_select(&mut p.get().unwrap(), id(t, k)).unwrap();
+        }),
+        2,
+    ));
     let (p, ts) = (shared.clone(), tenants.clone());
     modes.push((
         "shared pool, another tenant each checkout",
         Arc::new(move |t, k| {
-            let tenant = &ts[((t * 13 + k) % TENANTS as u64) as usize];
+            let tenant = &ts[another(t, k)];
             pk_select(&mut p.get_for(tenant).unwrap(), id(t, k)).unwrap();
+        }),
+        2,
+    ));
+    let (p, ts) = (set_first.clone(), tenants.clone());
+    modes.push((
+        "django-tenants/Apartment style: SET search_path, then the work, another tenant",
+        Arc::new(move |t, k| {
+            let mut c = p.get().unwrap();
+            c.batch_execute(&format!(
+                "SET search_path = {}, public",
+                ts[another(t, k)].quoted()
+            ))
+            .unwrap();
+            pk_select(&mut c, id(t, k)).unwrap();
+        }),
+        2,
+    ));
+    let (p, t) = (set_first.clone(), t0.clone());
+    modes.push((
+        "django-tenants/Apartment style, same tenant",
+        Arc::new(move |tt, k| {
+            let mut c = p.get().unwrap();
+            c.batch_execute(&format!("SET search_path = {}, public", t.quoted()))
+                .unwrap();
+            pk_select(&mut c, id(tt, k)).unwrap();
         }),
         0,
     ));
-    let pools = per_tenant.clone();
+    let pools = tenant_pools.clone();
     modes.push((
-        "per-tenant pools (8 × 1 connection)",
+        "per-tenant pools: TenantPool (8 × 1 connection, with hygiene)",
         Arc::new(move |t, k| {
             pk_select(&mut pools[t as usize].get().unwrap(), id(t, k)).unwrap();
         }),
         0,
     ));
-    let pools = per_tenant_64.clone();
+    let pools = per_tenant.clone();
     modes.push((
-        "per-tenant pools, previous setup (8 × 8 connections, round robin)",
+        "per-tenant pools: TenantCustomizer (8 × 1, no hygiene)",
         Arc::new(move |t, k| {
-            let p = &pools[((t + k) % 8) as usize];
-            pk_select(&mut p.get().unwrap(), id(t, k)).unwrap();
+            pk_select(&mut pools[t as usize].get().unwrap(), id(t, k)).unwrap();
         }),
         0,
     ));
@@ -346,7 +492,7 @@ fn main() {
                 .transaction(|c| pk_select(c, id(t, k)))
                 .unwrap();
         }),
-        6,
+        9,
     ));
     let (p, t) = (scoped.clone(), t0.clone());
     modes.push((
@@ -355,12 +501,62 @@ fn main() {
             p.transaction_for(&t, |c| Ok::<_, ConnectionError>(pk_select(c, id(tt, k))?))
                 .unwrap();
         }),
-        6,
+        9,
+    ));
+    // Sessions that do leave state: a custom setting (row-level security's
+    // `app.user_id`) and a temporary table, each op; the baseline does the
+    // same work on plain r2d2, where nothing is reset.
+    let set_user = |c: &mut PgConnection, k: u64| {
+        diesel::sql_query("SELECT set_config('app.user_id', $1, false)")
+            .bind::<diesel::sql_types::Text, _>(k.to_string())
+            .execute(c)
+            .unwrap();
+    };
+    let p = plain.clone();
+    modes.push((
+        "plain r2d2, op sets app.user_id",
+        Arc::new(move |t, k| {
+            let mut c = p.get().unwrap();
+            set_user(&mut c, k);
+            pk_select(&mut c, id(t, k)).unwrap();
+        }),
+        11,
+    ));
+    let (p, t) = (shared.clone(), t0.clone());
+    modes.push((
+        "shared pool, same tenant, op sets app.user_id",
+        Arc::new(move |tt, k| {
+            let mut c = p.get_for(&t).unwrap();
+            set_user(&mut c, k);
+            pk_select(&mut c, id(tt, k)).unwrap();
+        }),
+        11,
+    ));
+    let temp = "CREATE TEMP TABLE IF NOT EXISTS scratch (v int8); INSERT INTO scratch VALUES (1)";
+    let p = plain.clone();
+    modes.push((
+        "plain r2d2, op fills a temp table",
+        Arc::new(move |t, k| {
+            let mut c = p.get().unwrap();
+            c.batch_execute(temp).unwrap();
+            pk_select(&mut c, id(t, k)).unwrap();
+        }),
+        13,
+    ));
+    let (p, t) = (shared.clone(), t0.clone());
+    modes.push((
+        "shared pool, same tenant, op fills a temp table",
+        Arc::new(move |tt, k| {
+            let mut c = p.get_for(&t).unwrap();
+            c.batch_execute(temp).unwrap();
+            pk_select(&mut c, id(tt, k)).unwrap();
+        }),
+        13,
     ));
     run_modes("PK select per checkout", &modes, THREADS, RUN);
 
     // Checkout alone, one thread, one connection: the per-checkout cost
-    // without contention.
+    // without contention, and each reset statement's share of it.
     let one_plain = Pool::builder()
         .max_size(1)
         .build(ConnectionManager::<PgConnection>::new(plain_url))
@@ -372,7 +568,7 @@ fn main() {
     let mut checkout_modes: Vec<(&str, Op, usize)> = Vec::new();
     let p = one_plain.clone();
     checkout_modes.push((
-        "plain r2d2 checkout (`SELECT 1`)",
+        "plain r2d2 checkout (`SELECT 1`, prepared)",
         Arc::new(move |_, _| drop(p.get().unwrap())),
         0,
     ));
@@ -388,6 +584,41 @@ fn main() {
         Arc::new(move |_, k| drop(p.get_for(&ts[(k % TENANTS as u64) as usize]).unwrap())),
         0,
     ));
+    let p = checked_pool(&url, 1, Test::PreviousSwitch);
+    let t = t0.clone();
+    checkout_modes.push((
+        "previous switch (no hygiene), same tenant",
+        Arc::new(move |_, _| {
+            set_next_path(&t);
+            drop(p.get().unwrap())
+        }),
+        0,
+    ));
+    let p = checked_pool(&url, 1, Test::SetPath);
+    let t = t0.clone();
+    checkout_modes.push((
+        "floor: prepared set_config, same tenant",
+        Arc::new(move |_, _| {
+            set_next_path(&t);
+            drop(p.get().unwrap())
+        }),
+        0,
+    ));
+    let first = checkout_modes.len();
+    for sql in [
+        "SELECT 1",
+        "RESET ALL; SELECT 1",
+        "CLOSE ALL; SELECT 1",
+        "DISCARD TEMP; SELECT 1",
+        "DISCARD SEQUENCES; SELECT 1",
+        "SELECT pg_catalog.pg_advisory_unlock_all()",
+        "SET SESSION AUTHORIZATION DEFAULT; SELECT 1",
+        "UNLISTEN *; SELECT 1",
+        "DISCARD ALL",
+    ] {
+        let p = checked_pool(&url, 1, Test::Sql(sql));
+        checkout_modes.push((sql, Arc::new(move |_, _| drop(p.get().unwrap())), first));
+    }
     run_modes("Checkout only", &checkout_modes, 1, RUN);
 
     // Memory: one pooled connection touching 1,000 tenants.

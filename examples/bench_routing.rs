@@ -1,32 +1,39 @@
-//! Routing benchmark: requests/s of the saas example's tenant-scoped read
-//! endpoint (`GET /api/projects`: host → tenant through the resolver, then a
-//! `SharedPool` checkout switched to that tenant) under 50 concurrent
-//! connections spread over 100 tenants, against the same endpoint with the
-//! tenant hard-wired (no resolver, a plain r2d2 pool whose connections are
-//! on one tenant's `search_path`).
+//! Routing benchmark: requests/s of the saas example's tenant-scoped
+//! endpoints under 50 concurrent connections spread over 100 tenants (wrk,
+//! each request's Host naming the next tenant), on two endpoints:
+//! - `GET /api/projects`: one query (the tenant's projects);
+//! - `GET /`: the tenant page, three queries, one a join between an
+//!   isolated table (`account`) and a shared one (`plans`).
 //!
-//! Two more measurements split the gap into its parts:
-//! - hard-wired on the `SharedPool`: the baseline's handler, but checking out
-//!   with `SharedPool::get_for` of the one tenant (the switch statement in
-//!   place of r2d2's `SELECT 1`, always the same tenant; no resolver);
-//! - routed over 100 aliases of *one* tenant: the real app, the same
-//!   resolver and layer work per request, but the pool's connections stay on
-//!   one schema, as the hard-wired baseline's do.
+//! For each endpoint, three servers in one process over one PostgreSQL:
+//! - **routed**: the real app (host → tenant through the resolver and the
+//!   tower layer, then a `SharedPool` checkout for that tenant);
+//! - **hard-wired per request on the SharedPool**: the same handler body
+//!   and the same `SharedPool`, the tenant looked up from the Host header in
+//!   a `HashMap` built at start (no resolver, no layer, no registry): over
+//!   the same tenant mix, the difference is the router's own cost;
+//! - **single-tenant plain r2d2**: the same handler body on a plain r2d2
+//!   pool whose connections sit on one tenant (`SET search_path` on
+//!   connect): what one tenant costs with no multi-tenancy at all.
 //!
 //! `cargo run --release --example bench_routing --features axum` (about
-//! 110 s; needs `wrk` on PATH). Each run is `wrk -t2 -c50 -d10s`; the three
-//! alternate, three runs each, in one process over one PostgreSQL.
+//! 4 minutes; needs `wrk` on PATH). Each run is `wrk -t2 -c50 -d10s`; the
+//! servers alternate, three rounds each.
 
 #[path = "saas/app.rs"]
 #[allow(dead_code)]
 mod app;
 
+use std::collections::HashMap;
 use std::process::Command;
+use std::sync::Arc;
 
 use app::{Plan, Project};
 use appschema::provision::{self, NewTenant, Source};
-use appschema::{registry, PublicName, SchemaName, SharedPool};
+use appschema::{SchemaName, SharedPool};
 use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
 use diesel::connection::SimpleConnection;
@@ -50,58 +57,84 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for OnSchema {
 
 type PlainPool = Pool<ConnectionManager<PgConnection>>;
 
-/// The same handler body as `app::list_projects` on the app's `SharedPool`,
-/// the tenant fixed: no resolver, no layer.
-async fn hardwired_shared_projects(
-    State((pool, schema)): State<(SharedPool, SchemaName)>,
-) -> Result<Json<Vec<Project>>, axum::http::StatusCode> {
-    let rows = tokio::task::spawn_blocking(move || -> QueryResult<Vec<Project>> {
-        use app::tenant::projects;
-        let mut conn = pool
-            .get_for(&schema)
-            .map_err(|e| diesel::result::Error::QueryBuilderError(e.into()))?;
-        projects::table
-            .order(projects::id)
-            .select(Project::as_select())
-            .load(&mut *conn)
-    })
-    .await
-    .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?
-    .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
+/// The tenant for a request's Host, from a map built at start: the
+/// hard-wired baseline's routing (no resolver, no registry, no layer).
+type HostMap = Arc<HashMap<String, SchemaName>>;
+
+fn schema_for(hosts: &HostMap, headers: &HeaderMap) -> Result<SchemaName, StatusCode> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| hosts.get(h))
+        .cloned()
+        .ok_or(StatusCode::NOT_FOUND)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> QueryResult<T> + Send + 'static,
+) -> Result<T, StatusCode> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn pool_error(e: impl std::error::Error + Send + Sync + 'static) -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(Box::new(e))
+}
+
+fn load_projects(conn: &mut PgConnection) -> QueryResult<Vec<Project>> {
+    use app::tenant::projects;
+    projects::table
+        .order(projects::id)
+        .select(Project::as_select())
+        .load(conn)
+}
+
+async fn per_request_projects(
+    State((pool, hosts)): State<(SharedPool, HostMap)>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Project>>, StatusCode> {
+    let schema = schema_for(&hosts, &headers)?;
+    let rows =
+        blocking(move || load_projects(&mut *pool.get_for(&schema).map_err(pool_error)?)).await?;
     Ok(Json(rows))
 }
 
-/// The same handler body as `app::list_projects`, minus the tenant routing.
-async fn hardwired_projects(
-    State(pool): State<PlainPool>,
-) -> Result<Json<Vec<Project>>, axum::http::StatusCode> {
-    let rows = tokio::task::spawn_blocking(move || -> QueryResult<Vec<Project>> {
-        use app::tenant::projects;
-        let mut conn = pool
-            .get()
-            .map_err(|e| diesel::result::Error::QueryBuilderError(e.into()))?;
-        projects::table
-            .order(projects::id)
-            .select(Project::as_select())
-            .load(&mut conn)
-    })
-    .await
-    .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?
-    .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
+async fn per_request_page(
+    State((pool, hosts)): State<(SharedPool, HostMap)>,
+    headers: HeaderMap,
+) -> Result<Html<String>, StatusCode> {
+    let schema = schema_for(&hosts, &headers)?;
+    let name = schema.to_string();
+    let data =
+        blocking(move || app::page_data(&mut *pool.get_for(&schema).map_err(pool_error)?)).await?;
+    Ok(Html(app::render_page(data, &name)))
+}
+
+async fn single_projects(State(pool): State<PlainPool>) -> Result<Json<Vec<Project>>, StatusCode> {
+    let rows = blocking(move || load_projects(&mut *pool.get().map_err(pool_error)?)).await?;
     Ok(Json(rows))
 }
 
-/// Requests/s of `wrk` against `port`, Host headers `<prefix>1.localhost` …
-/// `<prefix>100.localhost` in turn.
-fn wrk(port: u16, prefix: &str) -> f64 {
+async fn single_page(
+    State((pool, name)): State<(PlainPool, String)>,
+) -> Result<Html<String>, StatusCode> {
+    let data = blocking(move || app::page_data(&mut *pool.get().map_err(pool_error)?)).await?;
+    Ok(Html(app::render_page(data, &name)))
+}
+
+/// Requests/s of `wrk` against `path` on `port`, Host headers
+/// `bench1.localhost` … `bench100.localhost` in turn.
+fn wrk(port: u16, path: &str, seconds: u32) -> f64 {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/saas/rotate_hosts.lua"
     );
     let out = Command::new("wrk")
-        .args(["-t2", "-c50", &format!("-d{SECONDS}s"), "-s", script])
-        .arg(format!("http://127.0.0.1:{port}/api/projects"))
-        .args(["--", prefix])
+        .args(["-t2", "-c50", &format!("-d{seconds}s"), "-s", script])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .args(["--", "bench"])
         .output()
         .expect("wrk must be installed (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -119,13 +152,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn serve(rt: &tokio::runtime::Runtime, router: Router) -> Result<u16, std::io::Error> {
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let port = listener.local_addr()?.port();
+    rt.spawn(async move { axum::serve(listener, router).await });
+    Ok(port)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let server = appschema_tempdb::Server::from_env_or_start()?;
     let url = server.url();
     let rt = tokio::runtime::Runtime::new()?;
     let running = rt.block_on(app::start(&url, 0))?;
 
-    // 100 tenants with 5 projects each.
+    // 100 tenants with 5 projects each, 2 tasks per project.
     let mut conn = PgConnection::establish(&url)?;
     let free: Plan = {
         use app::shared::plans;
@@ -134,6 +174,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .select(Plan::as_select())
             .first(&mut conn)?
     };
+    let mut hosts = HashMap::new();
     let mut first = None;
     for i in 1..=TENANTS {
         let host = format!("bench{i}.localhost");
@@ -141,89 +182,91 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             |conn| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
                 let request = NewTenant::new(&host)?.source(Source::Migrations);
                 let created = provision::create_tenant(conn, &*running.state.migrations, &request)?;
-                let schema = created.tenant.schema_name.quoted();
                 conn.batch_execute(&format!(
                     "SET LOCAL search_path TO {schema}, public;
-                 INSERT INTO account (display_name, plan_id) VALUES ('{host}', {plan});
-                 INSERT INTO projects (name) SELECT 'project ' || n FROM generate_series(1, 5) n;",
+                     INSERT INTO account (display_name, plan_id) VALUES ('{host}', {plan});
+                     INSERT INTO projects (name) SELECT 'project ' || n FROM generate_series(1, 5) n;
+                     INSERT INTO tasks (project_id, title) SELECT p.id, 'task ' || n
+                       FROM projects p, generate_series(1, 2) n;",
+                    schema = created.tenant.schema_name.quoted(),
                     plan = free.id
                 ))?;
-                Ok((created.tenant, schema))
+                Ok(created.tenant.schema_name)
             },
         )?;
-        first.get_or_insert(schema);
+        first.get_or_insert(schema.clone());
+        hosts.insert(host, schema);
     }
-    let (first_tenant, first_schema) = first.expect("at least one tenant");
-    // 100 aliases of the first tenant: routed requests that never switch.
-    for i in 1..=TENANTS {
-        let alias = PublicName::new(&format!("alias{i}.localhost"))?;
-        registry::add_alias(&mut conn, &first_tenant, &alias)?;
-    }
-    appschema::resolve::invalidate_all();
+    let first_schema = first.expect("at least one tenant");
+    let hosts: HostMap = Arc::new(hosts);
 
     let plain: PlainPool = Pool::builder()
         .max_size(16)
-        .connection_customizer(Box::new(OnSchema(first_schema)))
+        .connection_customizer(Box::new(OnSchema(first_schema.quoted())))
         .build(ConnectionManager::new(&url))?;
-    let hardwired = Router::new()
-        .route("/api/projects", get(hardwired_projects))
-        .with_state(plain);
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let hardwired_port = listener.local_addr()?.port();
-    rt.spawn(async move { axum::serve(listener, hardwired).await });
-    let routed_port = running.addr.port();
-    let shared_wired = Router::new()
-        .route("/api/projects", get(hardwired_shared_projects))
-        .with_state((running.state.pool.clone(), first_tenant.schema_name.clone()));
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let shared_wired_port = listener.local_addr()?.port();
-    rt.spawn(async move { axum::serve(listener, shared_wired).await });
-
-    // Warm all up (connections opened, resolver cache filled).
-    wrk_warmup(routed_port, "bench");
-    wrk_warmup(routed_port, "alias");
-    wrk_warmup(hardwired_port, "bench");
-    wrk_warmup(shared_wired_port, "bench");
-
-    let (mut routed, mut one, mut wired, mut swired) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=ROUNDS {
-        let w = wrk(hardwired_port, "bench");
-        let s = wrk(shared_wired_port, "bench");
-        let o = wrk(routed_port, "alias");
-        let r = wrk(routed_port, "bench");
-        println!(
-            "round {round}: hard-wired {w:.0} req/s; hard-wired on the SharedPool {s:.0} ({:.3}); \
-             routed over one tenant's aliases {o:.0} ({:.3}); routed over {TENANTS} tenants {r:.0} ({:.3})",
-            s / w,
-            o / w,
-            r / w
-        );
-        wired.push(w);
-        swired.push(s);
-        routed.push(r);
-        one.push(o);
+    let pool = running.state.pool.clone();
+    let per_request = serve(
+        &rt,
+        Router::new()
+            .route("/api/projects", get(per_request_projects))
+            .route("/", get(per_request_page))
+            .with_state((pool, hosts)),
+    )?;
+    let single = serve(
+        &rt,
+        Router::new()
+            .route("/api/projects", get(single_projects))
+            .with_state(plain.clone())
+            .merge(
+                Router::new()
+                    .route("/", get(single_page))
+                    .with_state((plain, first_schema.to_string())),
+            ),
+    )?;
+    let routed = running.addr.port();
+    let servers = [
+        (
+            "routed by Host over 100 tenants (resolver + layer + SharedPool)",
+            routed,
+        ),
+        (
+            "hard-wired per request on the SharedPool (HashMap, no resolver)",
+            per_request,
+        ),
+        ("single tenant, plain r2d2 (no multi-tenancy)", single),
+    ];
+    for (path, name) in [
+        ("/api/projects", "one query"),
+        ("/", "three queries, a shared ⨝ isolated join"),
+    ] {
+        for (_, port) in servers {
+            wrk(port, path, 2);
+        }
+        let mut results = vec![Vec::new(); servers.len()];
+        for round in 1..=ROUNDS {
+            let mut line = format!("{path} round {round}:");
+            for (i, (_, port)) in servers.iter().enumerate() {
+                let r = wrk(*port, path, SECONDS);
+                line.push_str(&format!(" {r:.0}"));
+                results[i].push(r);
+            }
+            println!("{line}");
+        }
+        let m: Vec<f64> = results.into_iter().map(median).collect();
+        println!();
+        println!("#### `GET {path}` ({name}), median of {ROUNDS} × {SECONDS} s");
+        println!("| server | requests/s | ÷ hard-wired per request | ÷ single tenant |");
+        println!("|---|---:|---:|---:|");
+        for (i, (label, _)) in servers.iter().enumerate() {
+            println!(
+                "| {label} | {:.0} | {:.3} | {:.3} |",
+                m[i],
+                m[i] / m[1],
+                m[i] / m[2]
+            );
+        }
+        println!();
     }
-    let (r, o, w, s) = (median(routed), median(one), median(wired), median(swired));
-    println!();
-    println!("| endpoint | requests/s (median of {ROUNDS} × {SECONDS} s) | ÷ hard-wired |");
-    println!("|---|---:|---:|");
-    println!("| `GET /api/projects`, tenant hard-wired (plain r2d2 pool, no resolver) | {w:.0} | 1.000 |");
-    println!("| `GET /api/projects`, tenant hard-wired on the SharedPool (switch, same tenant; no resolver) | {s:.0} | {:.3} |", s / w);
-    println!("| `GET /api/projects`, routed by Host over {TENANTS} tenants (resolver + SharedPool) | {r:.0} | {:.3} |", r / w);
-    println!("| `GET /api/projects`, routed by Host over {TENANTS} aliases of one tenant (resolver + SharedPool, no switch) | {o:.0} | {:.3} |", o / w);
     running.stop();
     Ok(())
-}
-
-fn wrk_warmup(port: u16, prefix: &str) {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/saas/rotate_hosts.lua"
-    );
-    let _ = Command::new("wrk")
-        .args(["-t2", "-c50", "-d2s", "-s", script])
-        .arg(format!("http://127.0.0.1:{port}/api/projects"))
-        .args(["--", prefix])
-        .output();
 }

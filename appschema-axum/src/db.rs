@@ -22,22 +22,22 @@ use crate::CurrentTenant;
 #[non_exhaustive]
 pub enum TenantDbError {
     /// No connection on the tenant's `search_path` could be had.
-    #[error("no connection for tenant schema `{schema}`: {source}")]
+    #[error("no connection for tenant schema `{schema}`: {error}")]
     Connection {
         /// The tenant's schema.
         schema: String,
-        /// Why (pool exhausted, database down, schema missing, …).
-        #[source]
-        source: ConnectionError,
+        /// Why (pool exhausted, database down, schema missing, …); in the
+        /// message too, so it is not also a `source()`.
+        error: ConnectionError,
     },
     /// The closure returned a diesel error.
-    #[error("query for tenant schema `{schema}` failed: {source}")]
+    #[error("query for tenant schema `{schema}` failed: {error}")]
     Query {
         /// The tenant's schema.
         schema: String,
-        /// diesel's error.
-        #[source]
-        source: diesel::result::Error,
+        /// diesel's error; in the message too, so it is not also a
+        /// `source()`.
+        error: diesel::result::Error,
     },
     /// The closure panicked (the connection went back to the pool, whose
     /// next checkout sets its `search_path` again).
@@ -60,7 +60,7 @@ impl TenantDbError {
     /// otherwise.
     pub fn status(&self) -> StatusCode {
         match self {
-            TenantDbError::Connection { source, .. } => match source {
+            TenantDbError::Connection { error, .. } => match error {
                 ConnectionError::SchemaMissing { .. } => StatusCode::NOT_FOUND,
                 ConnectionError::PoolExhausted { .. } | ConnectionError::DatabaseDown { .. } => {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -68,10 +68,10 @@ impl TenantDbError {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             TenantDbError::Query {
-                source: diesel::result::Error::NotFound,
+                error: diesel::result::Error::NotFound,
                 ..
             } => StatusCode::NOT_FOUND,
-            TenantDbError::Query { source, .. } if is_stale_plan(source) => {
+            TenantDbError::Query { error, .. } if is_stale_plan(error) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             TenantDbError::Query { .. } | TenantDbError::Panicked { .. } => {
@@ -137,13 +137,13 @@ where
     let outcome = tokio::task::spawn_blocking(move || {
         let mut conn = pool
             .get_for(&schema)
-            .map_err(|source| TenantDbError::Connection {
+            .map_err(|error| TenantDbError::Connection {
                 schema: schema.to_string(),
-                source,
+                error,
             })?;
-        work(&mut conn).map_err(|source| TenantDbError::Query {
+        work(&mut conn).map_err(|error| TenantDbError::Query {
             schema: schema.to_string(),
-            source,
+            error,
         })
     })
     .await;

@@ -129,7 +129,7 @@ async fn failures_answer_with_fitting_status_codes() {
         matches!(
             &err,
             TenantDbError::Connection {
-                source: ConnectionError::SchemaMissing { .. },
+                error: ConnectionError::SchemaMissing { .. },
                 ..
             }
         ),

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use appschema_core::migrate::{Event, Migrator};
-use appschema_core::migration::MigrationSet;
+use appschema_core::planner::MigrationSet;
 use appschema_core::{PublicName, Scope};
 use clap::{Parser, Subcommand};
 
@@ -269,7 +269,7 @@ fn migrate(
                 if let Some(b) = bar.take() {
                     b.finish_and_clear();
                 }
-                let what = format!("{scope} {}", migrations.join(", "));
+                let what = format!("{scope} {}", summarize(&migrations));
                 if terminal {
                     let b = indicatif::ProgressBar::new(schemas as u64);
                     b.set_style(
@@ -354,11 +354,49 @@ fn status(config: &Config, json: bool) -> Result<ExitCode> {
                     "scope": s.scope.as_str(),
                     "applied": s.applied,
                     "pending": s.pending,
+                    "misplaced": s.misplaced,
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    for s in &statuses {
+        if !s.misplaced.is_empty() {
+            let other = match s.scope {
+                Scope::Shared => "isolated",
+                Scope::Isolated => "shared",
+            };
+            eprintln!(
+                "warning: {} schema `{}` has {} {other} migration(s) recorded ({}): they ran in the \
+                 wrong schema, by `diesel migration run` or by hand; drop what they created there \
+                 and delete their rows from `{}.__diesel_schema_migrations`, then use \
+                 `appschema-cli migrate`",
+                s.scope,
+                s.schema,
+                s.misplaced.len(),
+                summarize(&s.misplaced),
+                s.schema
+            );
+        }
+    }
+    if let Some(shared) = statuses.iter().find(|s| s.scope == Scope::Shared) {
+        let misplaced = isolated_tables_in(config, &shared.schema)?;
+        if !misplaced.is_empty() {
+            eprintln!(
+                "warning: isolated table(s) {} exist in the shared schema `{}`: `diesel migration \
+                 run` applies every migration to `{}`; appschema creates isolated tables in each \
+                 tenant's schema. Drop them there (after moving any data into a tenant) and run \
+                 `appschema-cli migrate`",
+                misplaced
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                shared.schema,
+                shared.schema
+            );
+        }
     }
     for s in &statuses {
         let who = s
@@ -369,7 +407,7 @@ fn status(config: &Config, json: bool) -> Result<ExitCode> {
         let state = if s.pending.is_empty() {
             "up to date".to_string()
         } else {
-            format!("{} pending: {}", s.pending.len(), s.pending.join(", "))
+            format!("{} pending: {}", s.pending.len(), summarize(&s.pending))
         };
         println!(
             "{} {}{who}: {} applied, {state}",
@@ -379,6 +417,52 @@ fn status(config: &Config, json: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Names for one line: all of them when a few, else the first and the
+/// last with the count.
+fn summarize(names: &[String]) -> String {
+    match names {
+        [] => "(none)".to_string(),
+        [_] | [_, _] | [_, _, _] => names.join(", "),
+        [first, .., last] => format!("{first} … {last} ({} migrations)", names.len()),
+    }
+}
+
+/// The tables the schema files mark isolated that exist in `schema` (the
+/// shared schema).
+fn isolated_tables_in(config: &Config, schema: &str) -> Result<Vec<String>> {
+    let base = std::env::current_dir().context("cannot read the working directory")?;
+    let tables =
+        appschema_core::schema_source::TableScopes::from_files(&config.schema_files, &base)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let isolated: Vec<String> = tables
+        .iter()
+        .filter(|(_, t)| t.scope == Scope::Isolated)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if isolated.is_empty() {
+        return Ok(Vec::new());
+    }
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let mut conn = PgConnection::establish(config.database_url()?)
+        .context("cannot connect to the database")?;
+    Ok(diesel::sql_query(
+        "SELECT tablename::text AS name FROM pg_catalog.pg_tables
+          WHERE schemaname = $1 AND tablename = ANY($2) ORDER BY 1",
+    )
+    .bind::<diesel::sql_types::Text, _>(schema)
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(&isolated)
+    .load::<Name>(&mut conn)
+    .context("cannot read the shared schema's tables")?
+    .into_iter()
+    .map(|n| n.name)
+    .collect())
 }
 
 fn generate(config: &Config, name: &str, scope: &str) -> Result<ExitCode> {

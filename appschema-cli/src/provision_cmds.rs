@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use appschema_core::migration::MigrationSet;
+use appschema_core::planner::MigrationSet;
 use appschema_core::provision::{self, DropMode, NewTenant, Source, Template};
 use appschema_core::{registry, PublicName, SchemaName};
 use clap::Subcommand;
@@ -194,7 +194,11 @@ pub fn run(
                     .context("cannot create spares")?;
                 eprintln!("created {made} spare schema(s)");
             }
-            for spare in provision::spare_schemas(&mut conn).context("cannot list the spares")? {
+            let spares = provision::spare_schemas(&mut conn).context("cannot list the spares")?;
+            if spares.is_empty() {
+                eprintln!("no spare schemas: create some with `appschema-cli spares --count N`");
+            }
+            for spare in spares {
                 println!("{spare}");
             }
         }
@@ -207,6 +211,11 @@ pub fn run(
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
+                if tenants.is_empty() {
+                    eprintln!(
+                        "no tenants yet: create one with `appschema-cli createschema PUBLIC_NAME`"
+                    );
+                }
                 for t in tenants {
                     println!("{}\t{}", t.public_name, t.schema_name);
                 }

@@ -275,3 +275,75 @@ fn migration_generate_creates_a_diesel_directory_with_the_scope_declared() {
     let out = run(cli(dir.path()).args(["migration", "generate", "x", "--scope", "both"]));
     assert_eq!(out.code, 2);
 }
+
+#[test]
+fn migrate_names_only_the_pending_migrations_and_status_summarizes_long_lists() {
+    let db = TestDb::new();
+    let dir = project();
+    for i in 3..=9 {
+        migration(
+            dir.path(),
+            &format!("2024-01-0{i}-000000_orders_{i}"),
+            &format!("ALTER TABLE orders ADD COLUMN c{i} int;"),
+        );
+    }
+    add_tenants(&db, 2);
+    let out = run(cli(dir.path()).args(["status", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(
+            "8 pending: 2024-01-02-000000_orders … 2024-01-09-000000_orders_9 (8 migrations)"
+        ),
+        "{}",
+        out.stdout
+    );
+    let out = run(cli(dir.path()).args(["migrate", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    migration(
+        dir.path(),
+        "2024-01-10-000000_orders_10",
+        "ALTER TABLE orders ADD COLUMN c10 int;",
+    );
+    let out = run(cli(dir.path()).args(["migrate", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("applying isolated 2024-01-10-000000_orders_10 to 2 schema(s)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("orders_9"), "{}", out.stderr);
+}
+
+#[test]
+fn status_warns_about_isolated_tables_and_versions_in_the_shared_schema() {
+    let db = TestDb::new();
+    let dir = project();
+    let out = run(cli(dir.path()).args(["migrate", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // What `diesel migration run` does: every migration, in `public`.
+    db.conn()
+        .batch_execute(
+            "CREATE TABLE public.orders (id bigserial PRIMARY KEY);
+             INSERT INTO public.__diesel_schema_migrations (version) VALUES ('20240102000000');",
+        )
+        .unwrap();
+    let out = run(cli(dir.path()).args(["status", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "warning: shared schema `public` has 1 isolated migration(s) recorded \
+             (2024-01-02-000000_orders)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "warning: isolated table(s) `orders` exist in the shared schema `public`: \
+             `diesel migration run` applies every migration to `public`"
+        ),
+        "{}",
+        out.stderr
+    );
+}

@@ -215,3 +215,51 @@ fn rename_and_clone_print_the_result() {
     assert_eq!(code, 1);
     assert!(err.contains("nothing to rename"), "{err}");
 }
+
+#[test]
+fn list_and_spares_say_so_when_there_are_none() {
+    let db = TestDb::new();
+    let dir = project(&db);
+    let (code, out, err) = run(dir.path(), &db, &["list"]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    assert_eq!(
+        err,
+        "no tenants yet: create one with `appschema-cli createschema PUBLIC_NAME`\n"
+    );
+    let (code, out, err) = run(dir.path(), &db, &["spares"]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    assert_eq!(
+        err,
+        "no spare schemas: create some with `appschema-cli spares --count N`\n"
+    );
+}
+
+#[test]
+fn createschema_before_migrate_says_to_run_migrate_once() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/schema.rs"), SCHEMA).unwrap();
+    for (name, up) in [
+        (
+            "2024-01-01-000000_plans",
+            "CREATE TABLE public.plans (id bigserial PRIMARY KEY);",
+        ),
+        (
+            "2024-01-02-000000_orders",
+            "CREATE TABLE orders (id bigserial PRIMARY KEY, plan_id bigint REFERENCES plans (id));",
+        ),
+    ] {
+        let d = dir.path().join("migrations").join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("up.sql"), up).unwrap();
+    }
+    let (code, _, err) = run(dir.path(), &db, &["createschema", "dev.test"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("run `appschema-cli migrate`"), "{err}");
+    assert_eq!(
+        err.matches(r#"relation "plans" does not exist"#).count(),
+        1,
+        "{err}"
+    );
+}

@@ -19,13 +19,15 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::migration::{MigrationSet, PlanErrors};
+use crate::planner::{MigrationSet, PlanErrors};
 
 /// The file the build step writes in `OUT_DIR`.
 pub const GENERATED_FILE: &str = "appschema_migrations.rs";
 
-/// Why the build step failed.
-#[derive(Debug, thiserror::Error)]
+/// Why the build step failed. Its `Debug` form is its message, so a
+/// `build.rs` whose `main` returns `Result<(), Box<dyn Error>>` prints the
+/// planner's refusal as written, not as a struct dump.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
     /// Not run by cargo (`CARGO_MANIFEST_DIR` / `OUT_DIR` unset).
@@ -33,15 +35,27 @@ pub enum BuildError {
     NotInBuildScript(&'static str),
     /// The planner refused the migrations.
     #[error("{0}")]
-    Plan(#[from] PlanErrors),
+    Plan(PlanErrors),
     /// Writing the generated file failed.
-    #[error("cannot write `{path}`: {source}")]
+    #[error("cannot write `{path}`: {error}")]
     Write {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl std::fmt::Debug for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl From<PlanErrors> for BuildError {
+    fn from(e: PlanErrors) -> BuildError {
+        BuildError::Plan(e)
+    }
 }
 
 /// Plans `migrations_dir` against the tables marked in `schema_files` (both
@@ -76,9 +90,9 @@ pub fn generate(
         migrations_dir.display(),
         set.to_rust_literal()
     );
-    std::fs::write(output, code).map_err(|source| BuildError::Write {
+    std::fs::write(output, code).map_err(|error| BuildError::Write {
         path: output.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -106,12 +120,16 @@ fn rerun_paths(dir: &Path, schema_files: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Includes the migrations embedded by [`embed_migrations`] as a
-/// [`MigrationSet`](crate::migration::MigrationSet).
+/// [`MigrationSet`](crate::planner::MigrationSet).
 #[macro_export]
 macro_rules! include_migrations {
     () => {
-        $crate::migration::MigrationSet::from_embedded(include!(concat!(
-            env!("OUT_DIR"),
+        $crate::planner::MigrationSet::from_embedded(include!(concat!(
+            env!(
+                "OUT_DIR",
+                "include_migrations!() needs appschema's build step: add a build.rs calling \
+                 appschema::build::embed_migrations(&[\"src/schema.rs\"], \"migrations\")"
+            ),
             "/appschema_migrations.rs"
         )))
     };

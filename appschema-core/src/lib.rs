@@ -14,8 +14,8 @@
 pub mod build;
 pub mod connection;
 pub mod migrate;
-pub mod migration;
 mod name;
+pub mod planner;
 pub mod provision;
 pub mod registry;
 pub mod resolve;
@@ -28,9 +28,9 @@ pub use connection::{
     TransactionScopedPool,
 };
 pub use migrate::{migrate_schema_in_transaction, MigrateError, Migrator};
-pub use migration::{MigrationSet, PlanError, PlanErrors};
 pub use name::{
     quote_ident, NameError, PublicName, SchemaName, MAX_IDENTIFIER_BYTES, MAX_PUBLIC_NAME_BYTES,
     RESERVED_PREFIX,
 };
+pub use planner::{MigrationSet, PlanError, PlanErrors};
 pub use scope::{ColumnMeta, ParseScopeError, Scope, TableMeta};

@@ -50,7 +50,26 @@ CREATE TABLE IF NOT EXISTS public.appschema_archives (
     archived_at     timestamptz NOT NULL DEFAULT now()
 );",
     ),
+    (
+        "0003_schema_names",
+        "\
+CREATE TABLE IF NOT EXISTS public.appschema_schema_names (
+    schema_name text        PRIMARY KEY,
+    retired_at  timestamptz
+);
+INSERT INTO public.appschema_schema_names (schema_name)
+SELECT schema_name FROM public.appschema_tenants
+ON CONFLICT DO NOTHING;
+INSERT INTO public.appschema_schema_names (schema_name, retired_at)
+SELECT original_schema, archived_at FROM public.appschema_archives
+ON CONFLICT DO NOTHING;",
+    ),
 ];
+
+/// The marker of the error [`INSERT_TENANT`] raises for a schema named like
+/// a role (the name of a configuration parameter that cannot exist, so
+/// `current_setting` of it raises `unrecognized configuration parameter`).
+pub(crate) const ROLE_NAMED_SCHEMA: &str = "appschema: schema named like a role";
 
 /// Creates (or completes) appschema's own shared tables, in one transaction.
 /// Concurrent callers serialize on an advisory lock.
@@ -166,7 +185,13 @@ pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<Tenant>> {
 
 /// Inserts a tenant's registry rows (the tenant and its primary name). Call it
 /// inside the transaction that creates the schema, so both commit or neither.
-/// A name or schema already taken fails with a unique violation.
+/// A name or schema already taken fails with a unique violation, and so does
+/// a schema name any tenant ever had (`appschema_schema_names`: a dropped,
+/// archived or renamed tenant's schema name is never handed to another
+/// tenant, so a connection still on it can never reach the newcomer's rows).
+/// A schema named like a database role is refused too (a session whose
+/// `search_path` falls back to the default `"$user", public` would resolve
+/// it).
 pub fn insert(
     conn: &mut PgConnection,
     public_name: &PublicName,
@@ -186,6 +211,12 @@ pub fn insert(
 /// (`id`, `public_name`, `schema_name`) for the statement's `SELECT`. The
 /// name row's foreign key is checked at the end of the statement, when the
 /// tenant row is there.
+///
+/// The schema name is recorded in `appschema_schema_names`, whose primary
+/// key refuses any name a tenant ever had; a name equal to a role's raises
+/// [`ROLE_NAMED_SCHEMA`]. Both checks come after the tenant row's insert,
+/// which waits for a concurrent drop of the same schema name to commit, so
+/// they see its retirement.
 pub(crate) const INSERT_TENANT: &str = "\
 WITH tenant AS (
     INSERT INTO public.appschema_tenants (public_name, schema_name) VALUES ($1, $2)
@@ -193,7 +224,55 @@ WITH tenant AS (
 ), primary_name AS (
     INSERT INTO public.appschema_public_names (public_name, tenant_id, is_primary)
     SELECT public_name, id, true FROM tenant
+), schema_name AS (
+    INSERT INTO public.appschema_schema_names (schema_name)
+    SELECT schema_name FROM tenant
+     WHERE CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_roles r
+                              WHERE r.rolname OPERATOR(pg_catalog.=) tenant.schema_name)
+                THEN pg_catalog.current_setting(E'appschema: schema named like a role')::bool
+                ELSE true END
 )";
+
+/// Records that a tenant's schema name is no longer in use and may never be
+/// given to another tenant (see [`insert`]).
+pub(crate) fn retire_schema_name(conn: &mut PgConnection, schema: &SchemaName) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO public.appschema_schema_names (schema_name, retired_at) VALUES ($1, now())
+         ON CONFLICT (schema_name) DO UPDATE SET retired_at = now()",
+    )
+    .bind::<Text, _>(schema.as_str())
+    .execute(conn)
+    .map(drop)
+}
+
+/// Records `new` as a tenant's schema name (a rename): refused like
+/// [`insert`] when any tenant ever had that name or a role has it.
+pub(crate) fn claim_schema_name(conn: &mut PgConnection, new: &SchemaName) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO public.appschema_schema_names (schema_name)
+         SELECT $1 WHERE CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_roles r
+                                            WHERE r.rolname OPERATOR(pg_catalog.=) $1)
+                              THEN pg_catalog.current_setting(E'appschema: schema named like a role')::bool
+                              ELSE true END",
+    )
+    .bind::<Text, _>(new.as_str())
+    .execute(conn)
+    .map(drop)
+}
+
+/// Gives a retired schema name back to the tenant that had it (restoring
+/// an archive under its old schema: the same tenant's rows, not another's).
+pub(crate) fn unretire_schema_name(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "DELETE FROM public.appschema_schema_names WHERE schema_name = $1 AND retired_at IS NOT NULL",
+    )
+    .bind::<Text, _>(schema.as_str())
+    .execute(conn)
+    .map(drop)
+}
 
 /// Adds an alias: another public name the tenant answers to.
 pub fn add_alias(conn: &mut PgConnection, tenant: &Tenant, alias: &PublicName) -> QueryResult<()> {

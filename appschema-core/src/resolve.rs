@@ -51,13 +51,13 @@ pub enum ResolveError {
         reason: String,
     },
     /// The registry could not be read (answer 503).
-    #[error("cannot read the tenant registry to resolve {host:?}: {source}")]
+    #[error("cannot read the tenant registry to resolve {host:?}: {error}")]
     Registry {
         /// The normalized host.
         host: String,
-        /// The underlying error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        /// The underlying error (printed in the message, so not also
+        /// returned as `source()`: a printed chain would repeat it).
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -294,9 +294,9 @@ impl Resolver {
     }
 
     fn lookup(&self, name: &PublicName) -> Result<Option<Tenant>, ResolveError> {
-        let registry_error = |source| ResolveError::Registry {
+        let registry_error = |error| ResolveError::Registry {
             host: name.to_string(),
-            source,
+            error,
         };
         if let Some(found) = self.source.find(name).map_err(registry_error)? {
             return Ok(Some(found));

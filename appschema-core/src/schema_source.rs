@@ -39,12 +39,12 @@ pub struct TableScopes {
 #[non_exhaustive]
 pub enum SchemaSourceError {
     /// A file could not be read.
-    #[error("cannot read schema file `{path}`: {source}")]
+    #[error("cannot read schema file `{path}`: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file is not valid Rust.
     #[error("schema file `{path}` is not valid Rust: {message}")]
@@ -211,9 +211,9 @@ impl TableScopes {
 }
 
 fn read(path: &Path) -> Result<String, SchemaSourceError> {
-    std::fs::read_to_string(path).map_err(|source| SchemaSourceError::Io {
+    std::fs::read_to_string(path).map_err(|error| SchemaSourceError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 

@@ -22,7 +22,7 @@
 use std::collections::BTreeSet;
 
 use pg_query::protobuf::{self, ConstrType, ObjectType};
-use pg_query::NodeEnum;
+use pg_query::{NodeEnum, NodeRef};
 
 /// A table name as written in SQL: optional schema, then the name (both
 /// already case-folded or unquoted by the parser).
@@ -46,11 +46,25 @@ impl std::fmt::Display for TableRef {
 /// What one migration's SQL does to tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SqlFacts {
-    /// Tables created, altered, dropped, renamed, indexed, commented on,
-    /// triggered on, truncated or written to.
+    /// Tables (and views) created, altered, dropped, renamed, indexed,
+    /// commented on, triggered on, refreshed, truncated or written to.
     pub touched: BTreeSet<TableRef>,
     /// Foreign keys declared: (referencing table, referenced table).
     pub foreign_keys: BTreeSet<(TableRef, TableRef)>,
+    /// Tables and views renamed, in order: (old name, new name).
+    pub renames: Vec<(TableRef, TableRef)>,
+    /// Tables and views dropped.
+    pub dropped: BTreeSet<TableRef>,
+    /// Views and materialized views created, with the relations their query reads.
+    pub views: Vec<(TableRef, BTreeSet<TableRef>)>,
+    /// Indexes created, by name, with their table (named constraints that
+    /// create an index count: primary keys, unique and exclusion constraints).
+    pub indexes: Vec<(TableRef, TableRef)>,
+    /// Indexes dropped, altered, commented on or reindexed, by name: the
+    /// statement touches the index's table, which only the history knows.
+    pub index_uses: BTreeSet<TableRef>,
+    /// Indexes renamed, in order: (old name, new name).
+    pub index_renames: Vec<(TableRef, TableRef)>,
 }
 
 /// Parses `sql` with PostgreSQL's grammar and reports the tables it touches.
@@ -63,11 +77,6 @@ pub fn analyze(sql: &str) -> Result<SqlFacts, String> {
 
 fn analyze_into(sql: &str, facts: &mut SqlFacts) -> Result<(), String> {
     let parsed = pg_query::parse(sql).map_err(parse_message)?;
-    for (table, context) in &parsed.tables {
-        if matches!(context, pg_query::Context::DDL | pg_query::Context::DML) {
-            facts.touched.insert(split_name(table));
-        }
-    }
     for raw in &parsed.protobuf.stmts {
         if let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
             statement(node, facts);
@@ -76,9 +85,34 @@ fn analyze_into(sql: &str, facts: &mut SqlFacts) -> Result<(), String> {
     Ok(())
 }
 
-/// What `pg_query`'s table list does not cover: foreign keys, comments,
-/// renames, and the SQL inside `DO` blocks.
+/// The relations a statement writes or changes (pg_query's DDL and DML
+/// contexts), its function calls naming a table, then what each kind of
+/// statement adds: foreign keys, comments, renames, drops, views, indexes,
+/// and the SQL inside `DO` blocks.
 fn statement(node: &NodeEnum, facts: &mut SqlFacts) {
+    // The relation of ALTER INDEX / ALTER SEQUENCE is no table.
+    let skip_relation = match node {
+        NodeEnum::AlterTableStmt(s) => {
+            let objtype = ObjectType::try_from(s.objtype).unwrap_or(ObjectType::Undefined);
+            if objtype == ObjectType::ObjectIndex {
+                facts.index_uses.extend(s.relation.as_ref().map(range_var));
+            }
+            objtype == ObjectType::ObjectIndex || objtype == ObjectType::ObjectSequence
+        }
+        _ => false,
+    };
+    for (n, _, context, _) in node.nodes() {
+        match n {
+            NodeRef::RangeVar(v)
+                if matches!(context, pg_query::Context::DDL | pg_query::Context::DML)
+                    && !skip_relation =>
+            {
+                facts.touched.insert(range_var(v));
+            }
+            NodeRef::FuncCall(f) => facts.touched.extend(managed_table(f)),
+            _ => {}
+        }
+    }
     match node {
         NodeEnum::CreateStmt(s) => {
             let Some(from) = s.relation.as_ref().map(range_var) else {
@@ -86,50 +120,128 @@ fn statement(node: &NodeEnum, facts: &mut SqlFacts) {
             };
             for elt in s.table_elts.iter().chain(&s.constraints) {
                 match &elt.node {
-                    Some(NodeEnum::Constraint(c)) => foreign_key(&from, c, facts),
+                    Some(NodeEnum::Constraint(c)) => constraint(&from, c, facts),
                     Some(NodeEnum::ColumnDef(col)) => column_def(&from, col, facts),
                     _ => {}
                 }
             }
         }
-        NodeEnum::AlterTableStmt(s) => {
+        NodeEnum::AlterTableStmt(s) if !skip_relation => {
             let Some(from) = s.relation.as_ref().map(range_var) else {
                 return;
             };
             for cmd in &s.cmds {
                 if let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node {
                     match cmd.def.as_ref().and_then(|d| d.node.as_ref()) {
-                        Some(NodeEnum::Constraint(c)) => foreign_key(&from, c, facts),
+                        Some(NodeEnum::Constraint(c)) => constraint(&from, c, facts),
                         Some(NodeEnum::ColumnDef(col)) => column_def(&from, col, facts),
                         _ => {}
                     }
                 }
             }
         }
+        NodeEnum::IndexStmt(s) => {
+            if let (false, Some(table)) = (s.idxname.is_empty(), &s.relation) {
+                let table = range_var(table);
+                facts.indexes.push((
+                    TableRef {
+                        schema: table.schema.clone(),
+                        name: s.idxname.clone(),
+                    },
+                    table,
+                ));
+            }
+        }
         NodeEnum::RenameStmt(s) => {
-            if let Some(rel) = &s.relation {
-                facts.touched.insert(range_var(rel));
+            let Some(rel) = s.relation.as_ref().map(range_var) else {
+                return;
+            };
+            let renamed = TableRef {
+                schema: rel.schema.clone(),
+                name: s.newname.clone(),
+            };
+            match ObjectType::try_from(s.rename_type).unwrap_or(ObjectType::Undefined) {
+                ObjectType::ObjectIndex => {
+                    facts.index_uses.insert(rel.clone());
+                    facts.index_renames.push((rel, renamed));
+                }
+                ObjectType::ObjectSequence => {}
+                ObjectType::ObjectTable
+                | ObjectType::ObjectView
+                | ObjectType::ObjectMatview
+                | ObjectType::ObjectForeignTable => {
+                    facts.touched.insert(rel.clone());
+                    facts.renames.push((rel, renamed));
+                }
+                // Columns, constraints, triggers, policies, rules: of the relation.
+                _ => {
+                    facts.touched.insert(rel);
+                }
             }
         }
         NodeEnum::CommentStmt(s) => {
             let objtype = ObjectType::try_from(s.objtype).unwrap_or(ObjectType::Undefined);
             let names = s.object.as_ref().map(|o| name_list(o)).unwrap_or_default();
-            let table = match objtype {
-                ObjectType::ObjectTable | ObjectType::ObjectView => qualified(&names),
+            match objtype {
+                ObjectType::ObjectTable | ObjectType::ObjectView | ObjectType::ObjectMatview => {
+                    facts.touched.extend(qualified(&names))
+                }
                 // table.column or schema.table.column
                 ObjectType::ObjectColumn if names.len() >= 2 => {
-                    qualified(&names[..names.len() - 1])
+                    facts.touched.extend(qualified(&names[..names.len() - 1]))
                 }
-                _ => None,
-            };
-            facts.touched.extend(table);
+                ObjectType::ObjectIndex => facts.index_uses.extend(qualified(&names)),
+                _ => {}
+            }
         }
-        // pg_query lists dropped tables, triggers and rules; views too.
-        NodeEnum::DropStmt(s)
-            if ObjectType::try_from(s.remove_type) == Ok(ObjectType::ObjectView) =>
-        {
+        NodeEnum::DropStmt(s) => {
+            let objtype = ObjectType::try_from(s.remove_type).unwrap_or(ObjectType::Undefined);
             for o in &s.objects {
-                facts.touched.extend(qualified(&name_list(o)));
+                let names = name_list(o);
+                match objtype {
+                    ObjectType::ObjectTable
+                    | ObjectType::ObjectView
+                    | ObjectType::ObjectMatview
+                    | ObjectType::ObjectForeignTable => {
+                        if let Some(t) = qualified(&names) {
+                            facts.touched.insert(t.clone());
+                            facts.dropped.insert(t);
+                        }
+                    }
+                    // The last name is the trigger's, rule's or policy's.
+                    ObjectType::ObjectTrigger
+                    | ObjectType::ObjectRule
+                    | ObjectType::ObjectPolicy
+                        if names.len() >= 2 =>
+                    {
+                        facts.touched.extend(qualified(&names[..names.len() - 1]))
+                    }
+                    ObjectType::ObjectIndex => facts.index_uses.extend(qualified(&names)),
+                    _ => {}
+                }
+            }
+        }
+        NodeEnum::ViewStmt(s) => {
+            if let Some(view) = &s.view {
+                let reads = s.query.as_deref().map(reads).unwrap_or_default();
+                facts.views.push((range_var(view), reads));
+            }
+        }
+        NodeEnum::CreateTableAsStmt(s) => {
+            let target = s.into.as_ref().and_then(|i| i.rel.as_ref()).map(range_var);
+            if let Some(target) = target {
+                let reads = s.query.as_deref().map(reads).unwrap_or_default();
+                facts.views.push((target, reads));
+            }
+        }
+        NodeEnum::ReindexStmt(s) => {
+            if let Some(rel) = s.relation.as_ref().map(range_var) {
+                let kind = protobuf::ReindexObjectType::try_from(s.kind);
+                if kind == Ok(protobuf::ReindexObjectType::ReindexObjectIndex) {
+                    facts.index_uses.insert(rel);
+                } else {
+                    facts.touched.insert(rel);
+                }
             }
         }
         NodeEnum::DoStmt(s) => {
@@ -149,19 +261,86 @@ fn statement(node: &NodeEnum, facts: &mut SqlFacts) {
     }
 }
 
+/// The relations a view's or `CREATE TABLE AS`'s query reads.
+fn reads(query: &protobuf::Node) -> BTreeSet<TableRef> {
+    let Some(node) = query.node.as_ref() else {
+        return BTreeSet::new();
+    };
+    node.nodes()
+        .into_iter()
+        .filter_map(|(n, ..)| match n {
+            NodeRef::RangeVar(v) => Some(range_var(v)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `diesel_manage_updated_at('orders')`, diesel's helper installing an
+/// `updated_at` trigger: it touches the table it names.
+fn managed_table(f: &protobuf::FuncCall) -> Option<TableRef> {
+    let name = f.funcname.last().and_then(|n| match &n.node {
+        Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+        _ => None,
+    })?;
+    if name != "diesel_manage_updated_at" {
+        return None;
+    }
+    let mut arg = f.args.first()?.node.as_ref()?;
+    if let NodeEnum::TypeCast(c) = arg {
+        arg = c.arg.as_ref()?.node.as_ref()?;
+    }
+    let NodeEnum::AConst(c) = arg else {
+        return None;
+    };
+    let Some(protobuf::a_const::Val::Sval(s)) = &c.val else {
+        return None;
+    };
+    // A regclass literal: unquoted parts fold to lower case.
+    let parts: Vec<String> = s
+        .sval
+        .split('.')
+        .map(
+            |p| match p.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                Some(quoted) => quoted.to_string(),
+                None => p.to_ascii_lowercase(),
+            },
+        )
+        .collect();
+    qualified(&parts)
+}
+
 fn column_def(from: &TableRef, col: &protobuf::ColumnDef, facts: &mut SqlFacts) {
     for c in &col.constraints {
         if let Some(NodeEnum::Constraint(c)) = &c.node {
-            foreign_key(from, c, facts);
+            constraint(from, c, facts);
         }
     }
 }
 
-fn foreign_key(from: &TableRef, c: &protobuf::Constraint, facts: &mut SqlFacts) {
-    if ConstrType::try_from(c.contype) == Ok(ConstrType::ConstrForeign) {
-        if let Some(to) = &c.pktable {
-            facts.foreign_keys.insert((from.clone(), range_var(to)));
+/// A constraint of table `from`: a foreign key, or a named constraint
+/// backed by an index of the same name.
+fn constraint(from: &TableRef, c: &protobuf::Constraint, facts: &mut SqlFacts) {
+    match ConstrType::try_from(c.contype) {
+        Ok(ConstrType::ConstrForeign) => {
+            if let Some(to) = &c.pktable {
+                facts.foreign_keys.insert((from.clone(), range_var(to)));
+            }
         }
+        Ok(ConstrType::ConstrPrimary | ConstrType::ConstrUnique | ConstrType::ConstrExclusion) => {
+            let name = if c.indexname.is_empty() {
+                &c.conname
+            } else {
+                &c.indexname
+            };
+            if !name.is_empty() {
+                let index = TableRef {
+                    schema: from.schema.clone(),
+                    name: name.clone(),
+                };
+                facts.indexes.push((index, from.clone()));
+            }
+        }
+        _ => {}
     }
 }
 
@@ -210,19 +389,6 @@ fn range_var(v: &protobuf::RangeVar) -> TableRef {
     }
 }
 
-fn split_name(name: &str) -> TableRef {
-    match name.rsplit_once('.') {
-        Some((schema, table)) => TableRef {
-            schema: Some(schema.to_string()),
-            name: table.to_string(),
-        },
-        None => TableRef {
-            schema: None,
-            name: name.to_string(),
-        },
-    }
-}
-
 fn name_list(node: &protobuf::Node) -> Vec<String> {
     match &node.node {
         Some(NodeEnum::List(list)) => list
@@ -265,6 +431,137 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>, String> {
                 .collect()
         })
         .map_err(parse_message)
+}
+
+/// The form of a `run_in_transaction = false` migration that runs inside
+/// the transaction creating a new, empty schema (provisioning a tenant):
+///
+/// - `CONCURRENTLY` is removed from `CREATE INDEX`, `DROP INDEX`,
+///   `REINDEX` and `DETACH PARTITION`: it only avoids blocking writers of a
+///   table that has some, and a table created in the same transaction has
+///   none (nor can another session see it);
+/// - `VACUUM` is left out: an empty schema has nothing to vacuum;
+/// - statements that no transaction may hold and that are no schema's
+///   business (`CREATE DATABASE`, `ALTER SYSTEM`, tablespaces,
+///   subscriptions) are refused, naming the statement.
+///
+/// Every rewrite is checked: the rewritten statement must parse to the
+/// original's tree with the `concurrent` flag cleared (compared through
+/// PostgreSQL's deparser), else the statement is refused.
+///
+/// ```
+/// let sql = "CREATE INDEX CONCURRENTLY o_idx ON orders (id);\nVACUUM orders;";
+/// assert_eq!(
+///     appschema_core::sql::new_schema_form(sql).unwrap(),
+///     "CREATE INDEX  o_idx ON orders (id);\n"
+/// );
+/// ```
+pub fn new_schema_form(sql: &str) -> Result<String, String> {
+    let mut out = String::new();
+    for statement in split_statements(sql)? {
+        if let Some(s) = statement_for_new_schema(&statement)? {
+            out.push_str(&s);
+            out.push_str(";\n");
+        }
+    }
+    Ok(out)
+}
+
+fn statement_for_new_schema(statement: &str) -> Result<Option<String>, String> {
+    let mut parsed = pg_query::parse(statement).map_err(parse_message)?.protobuf;
+    let Some(node) = parsed
+        .stmts
+        .first_mut()
+        .and_then(|s| s.stmt.as_mut())
+        .and_then(|n| n.node.as_mut())
+    else {
+        return Ok(Some(statement.to_string()));
+    };
+    let refuse = |what: &str| {
+        Err(format!(
+            "`{statement}` ({what}) cannot run inside a transaction"
+        ))
+    };
+    let concurrent = match node {
+        NodeEnum::IndexStmt(s) => std::mem::take(&mut s.concurrent),
+        NodeEnum::DropStmt(s) => std::mem::take(&mut s.concurrent),
+        NodeEnum::ReindexStmt(s) => {
+            let before = s.params.len();
+            s.params.retain(
+                |p| !matches!(&p.node, Some(NodeEnum::DefElem(d)) if d.defname == "concurrently"),
+            );
+            s.params.len() != before
+        }
+        NodeEnum::AlterTableStmt(s) => {
+            let mut any = false;
+            for cmd in &mut s.cmds {
+                if let Some(NodeEnum::AlterTableCmd(cmd)) = &mut cmd.node {
+                    if let Some(NodeEnum::PartitionCmd(p)) =
+                        cmd.def.as_mut().and_then(|d| d.node.as_mut())
+                    {
+                        any |= std::mem::take(&mut p.concurrent);
+                    }
+                }
+            }
+            any
+        }
+        NodeEnum::VacuumStmt(_) => return Ok(None),
+        NodeEnum::CreatedbStmt(_) | NodeEnum::DropdbStmt(_) => return refuse("a database"),
+        NodeEnum::AlterSystemStmt(_) => return refuse("server configuration"),
+        NodeEnum::CreateTableSpaceStmt(_) | NodeEnum::DropTableSpaceStmt(_) => {
+            return refuse("a tablespace")
+        }
+        NodeEnum::CreateSubscriptionStmt(_)
+        | NodeEnum::AlterSubscriptionStmt(_)
+        | NodeEnum::DropSubscriptionStmt(_) => return refuse("a subscription"),
+        _ => false,
+    };
+    if !concurrent {
+        return Ok(Some(statement.to_string()));
+    }
+    let expected = pg_query::deparse(&parsed).map_err(|e| e.to_string())?;
+    let scanned = pg_query::scan(statement).map_err(parse_message)?;
+    let tokens = &scanned.tokens;
+    let text = |i: usize| {
+        tokens
+            .get(i)
+            .map_or("", |t| &statement[t.start as usize..t.end as usize])
+    };
+    for (i, token) in tokens.iter().enumerate() {
+        if token.token != protobuf::Token::Concurrently as i32 {
+            continue;
+        }
+        // The keyword alone, or with the comma or parentheses of an
+        // option list (`REINDEX (CONCURRENTLY, VERBOSE)`, `(CONCURRENTLY)`).
+        let before = i.checked_sub(1);
+        let mut spans = vec![(i, i)];
+        if text(i + 1) == "," {
+            spans.push((i, i + 1));
+        }
+        if let Some(b) = before {
+            if text(b) == "," {
+                spans.push((b, i));
+            }
+            if text(b) == "(" && text(i + 1) == ")" {
+                spans.push((b, i + 1));
+            }
+        }
+        for (first, last) in spans {
+            let start = tokens[first].start as usize;
+            let end = tokens[last].end as usize;
+            let candidate = format!("{}{}", &statement[..start], &statement[end..]);
+            let same = pg_query::parse(&candidate)
+                .ok()
+                .and_then(|p| p.deparse().ok())
+                .is_some_and(|d| d == expected);
+            if same {
+                return Ok(Some(candidate));
+            }
+        }
+    }
+    Err(format!(
+        "cannot remove CONCURRENTLY from `{statement}` without changing it"
+    ))
 }
 
 /// PostgreSQL's own message, without pg_query's prefix.
@@ -378,6 +675,92 @@ mod tests {
     fn invalid_sql_gives_postgresql_s_message() {
         let err = analyze("CREATE TABLE (").unwrap_err();
         assert!(err.contains("syntax error"), "{err}");
+    }
+
+    #[test]
+    fn the_new_schema_form_drops_concurrently_and_vacuum_and_keeps_the_rest() {
+        let sql = "-- comment\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS \"concurrently\" ON t (a);\n\
+                   DROP INDEX CONCURRENTLY IF EXISTS old_idx;\n\
+                   REINDEX (CONCURRENTLY) INDEX i;\n\
+                   REINDEX INDEX CONCURRENTLY i;\n\
+                   REINDEX (VERBOSE, CONCURRENTLY) TABLE t;\n\
+                   ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY;\n\
+                   VACUUM ANALYZE t;\n\
+                   CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;";
+        let out = new_schema_form(sql).unwrap();
+        assert!(
+            !out.to_ascii_uppercase().contains("CONCURRENTLY ON"),
+            "{out}"
+        );
+        assert!(out.contains("\"concurrently\" ON t (a)"), "{out}");
+        assert!(!out.contains("VACUUM"), "{out}");
+        assert!(out.contains("SELECT 1; $$ LANGUAGE sql"), "{out}");
+        for statement in split_statements(&out).unwrap() {
+            let tree = pg_query::parse(&statement).unwrap();
+            let text = format!("{:?}", tree.protobuf);
+            assert!(!text.contains("concurrent: true"), "{statement}");
+            assert!(!text.contains("\"concurrently\", arg: None"), "{statement}");
+        }
+        assert_eq!(split_statements(&out).unwrap().len(), 7);
+    }
+
+    fn without_concurrently(sql: &str) -> String {
+        let mut parsed = pg_query::parse(sql).unwrap().protobuf;
+        match parsed.stmts[0].stmt.as_mut().and_then(|n| n.node.as_mut()) {
+            Some(NodeEnum::IndexStmt(s)) => s.concurrent = false,
+            Some(NodeEnum::DropStmt(s)) => s.concurrent = false,
+            _ => unreachable!(),
+        }
+        pg_query::deparse(&parsed).unwrap()
+    }
+
+    /// Random index statements (a fixed seed: the same cases every run).
+    #[test]
+    fn the_new_schema_form_of_an_index_statement_is_the_same_statement_without_concurrently() {
+        use proptest::prelude::*;
+        let statements = (
+            "[a-z_][a-z0-9_]{0,8}|\"[A-Za-z ]{1,8}\"",
+            "[a-z_][a-z0-9_]{0,8}",
+            proptest::collection::vec("[a-z_][a-z0-9_]{0,5}", 1..4),
+            any::<(bool, bool, bool)>(),
+        )
+            .prop_map(|(index, table, columns, (unique, if_exists, drop))| {
+                if drop {
+                    let if_exists = if if_exists { "IF EXISTS " } else { "" };
+                    format!("DROP INDEX CONCURRENTLY {if_exists}{index}")
+                } else {
+                    format!(
+                        "CREATE {}INDEX CONCURRENTLY {}{index} ON {table} ({})",
+                        if unique { "UNIQUE " } else { "" },
+                        if if_exists { "IF NOT EXISTS " } else { "" },
+                        columns.join(", ")
+                    )
+                }
+            });
+        proptest::test_runner::TestRunner::deterministic()
+            .run(&statements, |sql| {
+                // Generated names may be keywords: only valid statements count.
+                if pg_query::parse(&sql).is_err() {
+                    return Ok(());
+                }
+                let out = new_schema_form(&sql).unwrap();
+                let statement = out.trim_end().trim_end_matches(';');
+                prop_assert_eq!(
+                    pg_query::parse(statement).unwrap().deparse().unwrap(),
+                    without_concurrently(&sql)
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn the_new_schema_form_refuses_what_no_transaction_may_hold() {
+        let err = new_schema_form("CREATE DATABASE other").unwrap_err();
+        assert_eq!(
+            err,
+            "`CREATE DATABASE other` (a database) cannot run inside a transaction"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use appschema_core::migrate::{migrate_schema_in_transaction, Event, Migrator};
-use appschema_core::migration::MigrationSet;
+use appschema_core::planner::MigrationSet;
 use appschema_core::{registry, PublicName, SchemaName, Scope};
 use appschema_tempdb::TestDb;
 use diesel::connection::SimpleConnection;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use appschema_core::migration::{MigrationSet, Step};
+use appschema_core::planner::{MigrationSet, Step};
 use appschema_core::schema_source::TableScopes;
 use appschema_core::Scope;
 
@@ -114,14 +114,78 @@ fn each_migration_takes_the_scope_of_the_tables_it_touches_in_version_order() {
 }
 
 #[test]
-fn a_declared_scope_wins_over_detection() {
+fn a_declared_scope_decides_only_what_the_tables_cannot() {
+    let p = Project::new();
+    p.migration(
+        "1_extension",
+        "CREATE EXTENSION IF NOT EXISTS citext;",
+        Some("appschema_scope = \"isolated\""),
+    )
+    .migration(
+        "2_seed",
+        "INSERT INTO orders (id) VALUES (1);",
+        Some("appschema_scope = \"isolated\""),
+    );
+    assert_eq!(
+        scopes(&p.load().unwrap()),
+        [("1".into(), Scope::Isolated), ("2".into(), Scope::Isolated)]
+    );
+}
+
+#[test]
+fn a_declared_scope_that_contradicts_the_tables_is_refused_naming_both() {
     let p = Project::new();
     p.migration(
         "1_seed",
         "INSERT INTO orders (id) VALUES (1);",
         Some("appschema_scope = \"shared\""),
     );
-    assert_eq!(scopes(&p.load().unwrap()), [("1".into(), Scope::Shared)]);
+    let err = p.load().unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "`{}` declares `appschema_scope = \"shared\"` but touches isolated tables (`orders`): \
+             a declaration only decides what the tables cannot; remove it, or move the shared \
+             statements into a migration of their own",
+            p.path("1_seed").display()
+        )
+    );
+}
+
+/// The isolation bug of issue 15: `migration generate --scope isolated`
+/// declared the scope, and the migration also altered a shared table; it
+/// passed the planner and `migrate` altered `public.plans` through the first
+/// tenant.
+#[test]
+fn a_declared_scope_never_lets_a_mixed_migration_through() {
+    let p = Project::new();
+    p.migration(
+        "1_both",
+        "ALTER TABLE orders ADD COLUMN note text; ALTER TABLE public.plans ADD COLUMN tier int;",
+        Some("appschema_scope = \"isolated\""),
+    );
+    let err = p.load().unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "`{}` touches shared tables (`public.plans`) and isolated tables (`orders`): \
+             split it into one shared and one isolated migration",
+            p.path("1_both").display()
+        )
+    );
+    let p = Project::new();
+    p.migration(
+        "1_shared_only",
+        "ALTER TABLE public.plans ADD COLUMN tier int;",
+        Some("appschema_scope = \"isolated\""),
+    );
+    let err = p.load().unwrap_err();
+    assert!(
+        err.contains(
+            "declares `appschema_scope = \"isolated\"` but touches shared tables (`public.plans`)"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -152,14 +216,19 @@ fn a_migration_touching_no_marked_table_must_declare_its_scope() {
     assert!(err.starts_with("2 problems in the migrations:"), "{err}");
     assert!(
         err.contains(&format!(
-            "cannot decide the scope of `{}`: it touches no table; declare it with \
-             `appschema_scope = \"shared\"` or `appschema_scope = \"isolated\"` in its metadata.toml",
-            p.path("1_ext").display()
+            "cannot decide the scope of `{}`: it touches no table (set a default for such \
+             migrations with `appschema_default_scope = \"shared\"` or `\"isolated\"` in `{}`); \
+             declare it with `appschema_scope = \"shared\"` or `appschema_scope = \"isolated\"` \
+             in its metadata.toml",
+            p.path("1_ext").display(),
+            p.dir.path().join("migrations/metadata.toml").display()
         )),
         "{err}"
     );
     assert!(
-        err.contains("it touches only tables no schema file marks (`mystery`)"),
+        err.contains(
+            "it touches only tables no schema file marks and no other migration decides (`mystery`)"
+        ),
         "{err}"
     );
 }
@@ -273,7 +342,7 @@ fn the_build_step_embeds_the_planned_set_and_fails_on_planner_errors() {
         .unwrap();
     let code = std::fs::read_to_string(&out).unwrap();
     assert!(
-        code.contains(r#"("1", "1_orders", "isolated", true, "CREATE TABLE orders (id int);", Some("-- nothing")),"#),
+        code.contains(r#"("1", "1_orders", "isolated", true, "CREATE TABLE orders (id int);", Some("-- nothing"), None),"#),
         "{code}"
     );
     p.migration(
@@ -292,5 +361,160 @@ fn the_build_step_embeds_the_planned_set_and_fails_on_planner_errors() {
     assert!(
         err.contains("split it into one shared and one isolated migration"),
         "{err}"
+    );
+    // A build.rs returning `Result<(), Box<dyn Error>>` prints the error
+    // with `Debug`: it must read as the message, not a struct dump.
+    let err = appschema_core::build::generate(
+        &p.dir.path().join("migrations"),
+        &files,
+        p.dir.path(),
+        &out,
+    )
+    .unwrap_err();
+    assert_eq!(format!("{err:?}"), err.to_string());
+}
+
+#[test]
+fn migrations_are_planned_in_diesel_s_version_order_whatever_the_name_format() {
+    // By directory name `2017-05-01-…` sorts before `20170102…` ('-' < '0');
+    // diesel applies by version, dashes removed: 20170102… first. The table
+    // is created by the first and renamed by the second, so planning in
+    // directory-name order would see the rename before the creation.
+    let p = Project::new();
+    p.migration(
+        "20170102000000_create",
+        "CREATE TABLE purchases (id int);",
+        None,
+    )
+    .migration(
+        "2017-05-01-000000_rename",
+        "ALTER TABLE purchases RENAME TO orders;",
+        None,
+    )
+    .migration(
+        "2017-01-01-000000_first",
+        "CREATE TABLE items (id int);",
+        None,
+    );
+    let set = p.load().unwrap();
+    let names: Vec<&str> = set.migrations().iter().map(|m| m.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "2017-01-01-000000_first",
+            "20170102000000_create",
+            "2017-05-01-000000_rename"
+        ]
+    );
+    assert!(set
+        .migrations()
+        .iter()
+        .all(|m| m.scope() == Scope::Isolated));
+}
+
+#[test]
+fn the_history_decides_renamed_dropped_indexed_and_viewed_tables() {
+    let p = Project::new();
+    p.migration("1_create", "CREATE TABLE purchases (id int);", None)
+        .migration(
+            "2_index",
+            "CREATE INDEX purchases_by_id ON purchases (id);",
+            None,
+        )
+        .migration("3_rename", "ALTER TABLE purchases RENAME TO orders;", None)
+        .migration(
+            "4_drop_index",
+            "DROP INDEX CONCURRENTLY purchases_by_id;",
+            Some("run_in_transaction = false"),
+        )
+        .migration(
+            "5_audit",
+            "CREATE TABLE audit (id int, order_id int REFERENCES orders (id));",
+            None,
+        )
+        .migration("6_drop_audit", "DROP TABLE audit;", None)
+        .migration(
+            "7_view",
+            "CREATE MATERIALIZED VIEW order_ids AS SELECT id FROM orders;",
+            None,
+        )
+        .migration("8_refresh", "REFRESH MATERIALIZED VIEW order_ids;", None)
+        .migration(
+            "9_trigger",
+            "SELECT diesel_manage_updated_at('public.plans');",
+            None,
+        );
+    let set = p.load().unwrap();
+    let got = scopes(&set);
+    let want: Vec<(String, Scope)> = (1..=9)
+        .map(|v| {
+            let scope = if v == 9 {
+                Scope::Shared
+            } else {
+                Scope::Isolated
+            };
+            (v.to_string(), scope)
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn the_project_default_scope_decides_migrations_that_touch_no_table() {
+    let p = Project::new();
+    p.migration(
+        "1_fn",
+        "CREATE FUNCTION one() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql;",
+        None,
+    )
+    .migration("2_noop", "SELECT 1;", None)
+    .migration("3_orders", "ALTER TABLE orders ADD COLUMN x int;", None)
+    .migration("4_mystery", "CREATE TABLE mystery (id int);", None);
+    std::fs::write(
+        p.dir.path().join("migrations/metadata.toml"),
+        "appschema_default_scope = \"shared\"\n",
+    )
+    .unwrap();
+    // A living table nothing decides still needs a declaration: the default
+    // is for migrations that touch no table.
+    let err = p.load().unwrap_err();
+    assert!(err.contains("4_mystery"), "{err}");
+    assert!(!err.contains("1_fn") && !err.contains("2_noop"), "{err}");
+    std::fs::remove_dir_all(p.path("4_mystery")).unwrap();
+    assert_eq!(
+        scopes(&p.load().unwrap()),
+        [
+            ("1".into(), Scope::Shared),
+            ("2".into(), Scope::Shared),
+            ("3".into(), Scope::Isolated)
+        ]
+    );
+    std::fs::write(
+        p.dir.path().join("migrations/metadata.toml"),
+        "appschema_default = \"shared\"\n",
+    )
+    .unwrap();
+    let err = p.load().unwrap_err();
+    assert!(err.contains("unknown key `appschema_default`"), "{err}");
+}
+
+#[test]
+fn an_isolated_migration_that_no_transaction_can_hold_is_refused_when_planning() {
+    let p = Project::new();
+    p.migration("1_orders", "CREATE TABLE orders (id int);", None)
+        .migration(
+            "2_index",
+            "CREATE INDEX CONCURRENTLY orders_id ON orders (id); ALTER SYSTEM SET work_mem = '8MB';",
+            Some("run_in_transaction = false\nappschema_scope = \"isolated\""),
+        );
+    let err = p.load().unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "`{}` cannot run inside the transaction that creates a tenant's schema: \
+             `ALTER SYSTEM SET work_mem = '8MB'` (server configuration) cannot run inside a \
+             transaction; move that statement into a shared migration, or out of the migrations",
+            p.path("2_index").display()
+        )
     );
 }

@@ -76,7 +76,7 @@ fn the_search_path_holds_the_tenant_then_the_shared_schema_then_extras() {
     let p: Path = diesel::sql_query("SHOW search_path")
         .get_result(&mut *conn)
         .unwrap();
-    assert_eq!(p.search_path, r#""t0", "public", "ext""#);
+    assert_eq!(p.search_path, "t0, public, ext");
 }
 
 #[test]
@@ -324,6 +324,9 @@ fn errors_name_the_tenant_and_are_distinct() {
     let e = pool.get_for_public_name("bad name!").unwrap_err();
     assert!(matches!(e, ConnectionError::InvalidName { .. }), "{e:?}");
     assert!(e.to_string().contains("bad name!"), "{e}");
+    // The rule broken is in the message; it is not a `source()` as well, so
+    // a chain printed whole (`{:#}` of anyhow) does not say it twice.
+    assert!(std::error::Error::source(&e).is_none(), "{e}");
 
     let ghost = SchemaName::new("ghost").unwrap();
     let e = pool.get_for(&ghost).unwrap_err();
@@ -438,14 +441,16 @@ fn cached_marker(conn: &mut PgConnection) -> String {
 /// Whatever user code did to the setting since the previous checkout of the
 /// same tenant on the same backend, the next checkout lands on exactly the
 /// tenant's path (the server's value, byte for byte). A switch that skipped
-/// `set_config` when "already on it" by trusting the previous checkout, or by
+/// setting the path when "already on it" by trusting the previous checkout, or by
 /// comparing only a prefix, the first schema, the resolved schemas or a
 /// trimmed value, would leave one of these behind (each was tried against
 /// this test).
 #[test]
 fn user_changes_to_the_path_between_checkouts_of_the_same_tenant_never_survive_the_next_one() {
     let (_db, pool) = setup(3);
-    let exact = r#""t0", "public""#;
+    // `SET search_path = "t0", "public"` stores the list as PostgreSQL
+    // writes it: identifiers quoted only where they need it.
+    let exact = "t0, public";
     let pid = backend_pid(&mut pool.get_shared().unwrap());
     for statement in [
         "SET search_path TO t1",

@@ -7,11 +7,13 @@ use appschema_core::provision::{
     ProvisionError, Source, Template,
 };
 use common::{
-    app_migrations, app_migrations_but_the_last, applied_versions, create_named, db_with_registry,
-    db_with_tenants_a_and_b, describe_schema, leaving_the_catalog_unchanged, new_tenant,
-    public_name, query_strings, refused, schemas_starting_with, store_generated_template,
+    app_migrations, app_migrations_but_the_last, app_parts, applied_versions, create_named,
+    db_with_registry, db_with_tenants_a_and_b, describe_schema, isolated,
+    leaving_the_catalog_unchanged, new_tenant, public_name, query_strings, refused,
+    schemas_starting_with, store_generated_template,
 };
 use diesel::connection::SimpleConnection;
+use diesel::Connection;
 
 #[test]
 fn a_tenant_from_the_template_is_identical_to_one_built_by_migrations() {
@@ -125,6 +127,64 @@ fn a_missing_template_is_refused_and_a_spare_request_falls_back_to_a_current_one
     let created =
         create_tenant(&mut conn, &m, &new_tenant("x.test").source(Source::Spare)).unwrap();
     assert_eq!(created.source, Source::Template);
+}
+
+#[test]
+fn a_template_replays_a_sql_function_whose_body_names_a_table_pg_dump_writes_later() {
+    let (db, mut conn) = db_with_registry();
+    let mut parts = app_parts();
+    parts.push((
+        "20240103000000".into(),
+        "CREATE FUNCTION order_count() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT count(*) FROM orders $$;"
+            .into(),
+    ));
+    let m = isolated(parts);
+    store_generated_template(&mut conn, db.url(), &m);
+    let created = create_tenant(
+        &mut conn,
+        &m,
+        &new_tenant("f.test").source(Source::Template),
+    )
+    .unwrap();
+    assert_eq!(created.source, Source::Template);
+    conn.batch_execute("SET search_path TO f_test, public")
+        .unwrap();
+    assert_eq!(
+        query_strings(&mut conn, "SELECT order_count()::text AS value"),
+        ["0"]
+    );
+    conn.batch_execute("RESET search_path").unwrap();
+    // The check is off for the replay only: the transaction's setting is back.
+    let on = conn
+        .transaction(|conn| {
+            create_tenant(conn, &m, &new_tenant("g.test").source(Source::Template))?;
+            Ok::<_, ProvisionError>(query_strings(
+                conn,
+                "SELECT current_setting('check_function_bodies') AS value",
+            ))
+        })
+        .unwrap();
+    assert_eq!(on, ["on"]);
+}
+
+#[test]
+fn when_spares_run_out_a_template_that_does_not_replay_gives_way_to_the_migrations() {
+    let (_db, mut conn) = db_with_registry();
+    let m = app_migrations();
+    let broken = Template::parse(
+        "-- appschema schema template\n-- version: 20240102000000\n\
+         -- versions: 20240101000000 20240102000000\n-- placeholder: __appschema_schema__\n\
+         CREATE TABLE __appschema_schema__.t (id int REFERENCES __appschema_schema__.nowhere (id));\n",
+    )
+    .unwrap();
+    store_template(&mut conn, &broken).unwrap();
+    let created =
+        create_tenant(&mut conn, &m, &new_tenant("w.test").source(Source::Spare)).unwrap();
+    assert_eq!(created.source, Source::Migrations);
+    assert_eq!(
+        applied_versions(&mut conn, "w_test"),
+        ["20240101000000", "20240102000000"]
+    );
 }
 
 #[test]

@@ -8,53 +8,11 @@ use appschema_core::connection::{
     in_tenant_transaction, ConnectionError, SearchPath, TenantCustomizer, TransactionScopedPool,
 };
 use appschema_core::SchemaName;
-use appschema_tempdb::{server, TempCluster, TempPgBouncer, TestDb};
+use appschema_tempdb::TestDb;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{Builder, ConnectionManager, Pool};
-use support::{assert_on, create_tenants, tenant, whoami};
-
-/// A database with `n` tenants behind a PgBouncer (one server connection,
-/// so every client shares one backend). Falls back to a cluster of its own
-/// when `DATABASE_URL` names an external server.
-struct Bounced {
-    bouncer: TempPgBouncer,
-    db: String,
-    _own: Option<(TempCluster, ())>,
-    _testdb: Option<TestDb>,
-}
-
-fn bounced(n: usize) -> Bounced {
-    match server().temp_cluster() {
-        Some(cluster) => {
-            let testdb = db_with_tenants(n);
-            let bouncer = TempPgBouncer::start(cluster).unwrap();
-            Bounced {
-                bouncer,
-                db: testdb.name().to_string(),
-                _own: None,
-                _testdb: Some(testdb),
-            }
-        }
-        None => {
-            let cluster = TempCluster::start().unwrap();
-            create_tenants(&mut PgConnection::establish(&cluster.url()).unwrap(), n);
-            let bouncer = TempPgBouncer::start(&cluster).unwrap();
-            Bounced {
-                bouncer,
-                db: "postgres".to_string(),
-                _own: Some((cluster, ())),
-                _testdb: None,
-            }
-        }
-    }
-}
-
-impl Bounced {
-    fn url(&self) -> String {
-        self.bouncer.url_for(&self.db)
-    }
-}
+use support::{assert_on, bounced, create_tenants, tenant, whoami};
 
 /// A database of its own with `n` tenants.
 fn db_with_tenants(n: usize) -> TestDb {

@@ -561,26 +561,52 @@ async fn create_task(
     Ok((StatusCode::CREATED, Json(task)).into_response())
 }
 
+/// What the tenant page shows: three queries, one joining an isolated table
+/// (`account`) with a shared one (`plans`).
+pub struct PageData {
+    account: String,
+    plan: Plan,
+    rows: Vec<(Project, Option<Task>)>,
+    all_plans: Vec<Plan>,
+}
+
+/// Reads the tenant page's data on a connection on the tenant's path.
+pub fn page_data(conn: &mut PgConnection) -> QueryResult<PageData> {
+    let (account, plan) = account_with_plan(conn)?;
+    let rows: Vec<(Project, Option<Task>)> = projects::table
+        .left_join(tasks::table)
+        .order((projects::id, tasks::id.nullable()))
+        .select((Project::as_select(), Option::<Task>::as_select()))
+        .load(conn)?;
+    let all_plans = plans::table
+        .order(plans::id)
+        .select(Plan::as_select())
+        .load(conn)?;
+    Ok(PageData {
+        account,
+        plan,
+        rows,
+        all_plans,
+    })
+}
+
 /// `GET /` on a tenant host: a minimal HTML page of its projects and tasks.
 async fn tenant_page(
     State(state): State<AppState>,
     tenant: CurrentTenant,
 ) -> Result<Html<String>, TenantDbError> {
-    let (account, plan, rows, all_plans) = tenant
-        .run(&state.pool, |conn| {
-            let (account, plan) = account_with_plan(conn)?;
-            let rows: Vec<(Project, Option<Task>)> = projects::table
-                .left_join(tasks::table)
-                .order((projects::id, tasks::id.nullable()))
-                .select((Project::as_select(), Option::<Task>::as_select()))
-                .load(conn)?;
-            let all_plans = plans::table
-                .order(plans::id)
-                .select(Plan::as_select())
-                .load(conn)?;
-            Ok((account, plan, rows, all_plans))
-        })
-        .await?;
+    let data = tenant.run(&state.pool, page_data).await?;
+    Ok(Html(render_page(data, tenant.0.schema_name.as_str())))
+}
+
+/// The tenant page's HTML.
+pub fn render_page(data: PageData, schema: &str) -> String {
+    let PageData {
+        account,
+        plan,
+        rows,
+        all_plans,
+    } = data;
     let mut html = format!(
         "<!doctype html><meta charset=utf-8><title>{name}</title>\
          <h1>{name}</h1><p>Plan: <b>{plan}</b> (up to {max} projects). Schema: <code>{schema}</code></p>\
@@ -588,7 +614,7 @@ async fn tenant_page(
         name = escape(&account),
         plan = escape(&plan.name),
         max = plan.max_projects,
-        schema = escape(tenant.0.schema_name.as_str()),
+        schema = escape(schema),
     );
     let mut current = None;
     for (project, task) in rows {
@@ -618,7 +644,7 @@ async fn tenant_page(
         ));
     }
     html.push_str("</ul>");
-    Ok(Html(html))
+    html
 }
 
 fn escape(text: &str) -> String {

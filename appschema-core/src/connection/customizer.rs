@@ -64,6 +64,13 @@ impl CustomizeConnection<PgConnection, R2d2Error> for TenantCustomizer {
                     Refusal::Broken(m) => {
                         format!("search_path switch for tenant schema `{}` failed: {m}", self.tenant)
                     }
+                    Refusal::Dirty => format!(
+                        "search_path switch for tenant schema `{}` found the session dirty",
+                        self.tenant
+                    ),
+                    Refusal::Failed(e) => {
+                        format!("search_path switch for tenant schema `{}` failed: {e}", self.tenant)
+                    }
                 };
                 R2d2Error::QueryError(diesel::result::Error::QueryBuilderError(message.into()))
             })

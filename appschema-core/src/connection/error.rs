@@ -16,13 +16,13 @@ pub enum ConnectionError {
         public_name: String,
     },
     /// A tenant or schema name was refused before it reached SQL.
-    #[error("invalid name `{name}`: {source}")]
+    #[error("invalid name `{name}`: {error}")]
     InvalidName {
         /// The name as given.
         name: String,
-        /// The rule it broke.
-        #[source]
-        source: NameError,
+        /// The rule it broke (part of the message, so not also a `source()`:
+        /// an error chain printed whole would say it twice).
+        error: NameError,
     },
     /// The tenant's schema does not exist in the database (the registry row
     /// or the caller's schema name points at nothing). The connection was
@@ -73,21 +73,21 @@ pub enum ConnectionError {
         schema: String,
     },
     /// A query failed.
-    #[error("query for {target} failed: {source}")]
+    #[error("query for {target} failed: {error}")]
     Query {
         /// `tenant schema "acme"` or `shared work`.
         target: String,
-        /// The database's error.
-        #[source]
-        source: diesel::result::Error,
+        /// The database's error (in the message too, so it is not also a
+        /// `source()`: an error chain printed whole would say it twice).
+        error: diesel::result::Error,
     },
 }
 
 impl ConnectionError {
-    pub(crate) fn invalid_name(name: &str, source: NameError) -> ConnectionError {
+    pub(crate) fn invalid_name(name: &str, error: NameError) -> ConnectionError {
         ConnectionError::InvalidName {
             name: name.to_string(),
-            source,
+            error,
         }
     }
 
@@ -128,10 +128,10 @@ pub(crate) fn describe_target(tenant: Option<&crate::SchemaName>) -> String {
 
 /// Lets `?` carry a diesel error out of a unit of work (transaction-scoped mode).
 impl From<diesel::result::Error> for ConnectionError {
-    fn from(source: diesel::result::Error) -> Self {
+    fn from(error: diesel::result::Error) -> Self {
         ConnectionError::Query {
             target: "a unit of work".to_string(),
-            source,
+            error,
         }
     }
 }

@@ -3,16 +3,26 @@
 //! Three ways to run a tenant's queries on its `search_path`
 //! (`"<tenant>", "<shared>", <extra schemas>…`, see [`SearchPath`]):
 //!
-//! - [`SharedPool`]: one pool for every tenant; the switch is the query r2d2
-//!   sends on every checkout anyway. The default choice.
+//! - [`SharedPool`]: one pool for every tenant; the session reset and the
+//!   switch are the query r2d2 sends on every checkout anyway. The default
+//!   choice.
+//! - [`TenantPool`]: a `SharedPool` pinned to one tenant, for a tenant that
+//!   deserves a pool of its own; the same checkout.
 //! - [`TenantCustomizer`]: an r2d2 customizer for a pool that serves one
-//!   tenant (r2d2 runs it only when it opens a connection).
+//!   tenant (r2d2 runs it only when it opens a connection; it resets
+//!   nothing on checkout: prefer [`TenantPool`]).
 //! - [`TransactionScopedPool`] / [`in_tenant_transaction`]: each unit of work
 //!   is one transaction starting with `SET LOCAL search_path`; the mode for
 //!   PgBouncer or RDS Proxy in transaction pooling.
+//!
+//! Every checkout of a `SharedPool` or `TenantPool`, and the start of every
+//! transaction-scoped unit, returns the session to its connect-time state
+//! (settings, temporary tables, holdable cursors, `LISTEN`, roles, advisory
+//! locks, `lastval()`), keeping only diesel's prepared statements.
 
 mod customizer;
 mod error;
+mod hygiene;
 mod plan_watch;
 mod search_path;
 mod shared_pool;
@@ -23,7 +33,7 @@ pub use error::ConnectionError;
 pub use plan_watch::is_stale_plan;
 pub use search_path::SearchPath;
 pub use shared_pool::{
-    ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantManager,
+    ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantManager, TenantPool,
 };
 pub use transaction::{
     in_shared_transaction, in_tenant_transaction, TransactionScopedPool,

@@ -7,6 +7,7 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Nullable, Text};
 
 use super::error::ConnectionError;
+use super::hygiene::{drain_notifications, CHECKOUT_RESET, DIRTY_RESET};
 use crate::name::{quote_ident, SchemaName, MAX_IDENTIFIER_BYTES};
 
 /// Which schemas follow the tenant's on its `search_path`: the shared schema
@@ -193,12 +194,28 @@ pub(crate) fn run_switch(
 }
 
 /// Why a switch's report was not the one asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Refusal {
     /// The expected first schema does not exist.
     SchemaMissing,
     /// The server holds another value: the connection must not be used.
     Broken(String),
+    /// The session was left in another role or listening (session switch
+    /// only): reset, then switch again.
+    Dirty,
+    /// The statement failed for another reason.
+    Failed(diesel::result::Error),
+}
+
+impl Refusal {
+    fn into_session(self) -> SessionRefusal {
+        match self {
+            Refusal::SchemaMissing => SessionRefusal::SchemaMissing,
+            Refusal::Broken(m) => SessionRefusal::Broken(m),
+            Refusal::Dirty => SessionRefusal::Broken("the session could not be reset".to_string()),
+            Refusal::Failed(e) => SessionRefusal::Failed(e),
+        }
+    }
 }
 
 impl SwitchReport {
@@ -225,10 +242,11 @@ impl SwitchReport {
 const OPEN_TRANSACTION: &str = "appschema: connection returned inside an open transaction block";
 const SCHEMA_MISSING: &str = "appschema: first schema of the path missing";
 const PATH_MISMATCH: &str = "appschema: server holds another search_path";
+const SESSION_DIRTY: &str = "appschema: role changed or channels listened to";
 
 /// Appends `s` to `out` as an `E'…'` literal, read the same whatever the
 /// session's `standard_conforming_strings`.
-fn push_literal(out: &mut String, s: &str) {
+pub(crate) fn push_literal(out: &mut String, s: &str) {
     out.push_str("E'");
     for c in s.chars() {
         match c {
@@ -244,7 +262,32 @@ fn push_literal(out: &mut String, s: &str) {
 /// each connection of a [`SharedPool`](super::SharedPool).
 const SWITCH_STATEMENT: &str = "appschema_search_path_switch";
 
-/// The body of the prepared switch: `$1` is the path, `$2` its first schema.
+/// What a connection of a [`SharedPool`](super::SharedPool) was like right
+/// after connecting, baked into its prepared switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConnectFacts {
+    /// `session_user` at connect: any other `session_user` or
+    /// `current_user` at checkout means `SET ROLE` / `SET SESSION
+    /// AUTHORIZATION` was left behind.
+    pub(crate) login_role: String,
+    /// Whether the start-up options took effect (the `search_path` was the
+    /// one they set). When a proxy dropped them, `RESET ALL` returns to the
+    /// server's defaults, and the switch re-applies diesel's settings.
+    pub(crate) startup_options_applied: bool,
+}
+
+/// The body of the prepared check that comes before the switch: `$1` is
+/// the first schema of the path to switch to.
+///
+/// It runs after [`CHECKOUT_RESET`](super::hygiene::CHECKOUT_RESET) and
+/// before the `SET search_path` in the same message (one implicit
+/// transaction), so it always runs under the connection's default path and
+/// changes no path itself: PostgreSQL re-analyses and re-plans a cached
+/// statement whenever the `search_path` it starts under differs from the
+/// one it last ran under, and a statement that set the path itself (the
+/// previous release's switch) was re-planned on every checkout once
+/// `RESET ALL` came before it (about 15 µs of server time, measured; see
+/// BENCHMARKS.md).
 ///
 /// One `CASE`, whose branches PostgreSQL evaluates in order:
 ///
@@ -253,66 +296,107 @@ const SWITCH_STATEMENT: &str = "appschema_search_path_switch";
 ///    protocol a statement that starts its own (implicit) transaction has
 ///    `transaction_timestamp()` equal to `statement_timestamp()` to the
 ///    microsecond, as PostgreSQL copies one into the other when the
-///    transaction starts. Inside a transaction block opened by an earlier
-///    `BEGIN`, the transaction's start is that earlier message's, at least a
-///    client round trip before, so the two differ. (On the extended protocol
-///    they differ even in an implicit transaction, because Bind starts the
-///    transaction and Execute restamps the statement; hence an SQL-level
-///    `PREPARE`, run with `EXECUTE` in a simple-protocol query, so the server
-///    still plans it only once.)
-/// 2. `set_config`, every time, whose return value (what the server now
-///    holds) must be `$1`. (Skipping it when `current_setting` already
-///    equals `$1` would be as safe, but measured slower: the saved write is
-///    cheaper than analysing the extra comparison; see BENCHMARKS.md.)
-/// 3. `current_schema()` (the first schema of the path that exists) must be
-///    `$2`.
+///    transaction starts, and both are taken once per message. Inside a
+///    transaction block opened by an earlier `BEGIN`, the transaction's
+///    start is that earlier message's, at least a client round trip
+///    before, so the two differ. (On the extended protocol they differ even
+///    in an implicit transaction, because Bind starts the transaction and
+///    Execute restamps the statement; hence an SQL-level `PREPARE`, run
+///    with `EXECUTE` in a simple-protocol query, so the server still plans
+///    it only once.)
+/// 2. Session state whose reset is costly but whose check is cheap: a role
+///    or session authorization other than the login role, and `LISTEN`
+///    registrations. Found, the check refuses with a marker and the client
+///    sends [`DIRTY_RESET`](super::hygiene::DIRTY_RESET), then the checkout
+///    again.
+/// 3. `pg_advisory_unlock_all()`, every time (a function: no statement of
+///    its own).
+/// 4. Diesel's connect-time settings, only on a connection whose start-up
+///    options were dropped by a proxy.
+/// 5. The schema `$1` exists and the login role may use it (`USAGE`): else
+///    unqualified names would resolve to the shared schema instead.
 ///
 /// Every refusal raises by asking `current_setting` for a parameter named by
 /// its marker, so nothing needs installing in the database. Functions and
 /// operators are schema-qualified, so a user's `search_path` cannot shadow
-/// them. The statement is kept small on purpose: PostgreSQL re-analyses and
-/// re-plans it whenever the `search_path` it runs under changed, i.e. on
-/// every checkout for another tenant than the connection's previous one.
-fn session_switch_body() -> String {
+/// them (`session_user` and `current_user` are keywords).
+fn session_switch_body(facts: &ConnectFacts) -> String {
+    let mut role = String::new();
+    push_literal(&mut role, &facts.login_role);
+    let reapply = if facts.startup_options_applied {
+        ""
+    } else {
+        "WHEN pg_catalog.set_config('TimeZone', 'UTC', false) IS NULL THEN NULL \
+         WHEN pg_catalog.set_config('client_encoding', 'UTF8', false) IS NULL THEN NULL "
+    };
     format!(
         "SELECT CASE \
          WHEN pg_catalog.statement_timestamp() OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp() \
          THEN pg_catalog.current_setting(E'{OPEN_TRANSACTION}') \
-         WHEN pg_catalog.set_config('search_path', $1, false) OPERATOR(pg_catalog.<>) $1 \
-         THEN pg_catalog.current_setting(E'{PATH_MISMATCH}') \
-         WHEN (pg_catalog.current_schema() OPERATOR(pg_catalog.=) $2) IS NOT TRUE \
+         WHEN session_user OPERATOR(pg_catalog.<>) {role}::pg_catalog.name \
+           OR current_user OPERATOR(pg_catalog.<>) {role}::pg_catalog.name \
+           OR EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
+         THEN pg_catalog.current_setting(E'{SESSION_DIRTY}') \
+         WHEN pg_catalog.pg_advisory_unlock_all() IS NULL THEN NULL \
+         {reapply}\
+         WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_namespace n \
+                           WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.name) \
+           OR NOT pg_catalog.has_schema_privilege($1, 'USAGE') \
          THEN pg_catalog.current_setting(E'{SCHEMA_MISSING}') \
          END"
     )
 }
 
+#[derive(QueryableByName)]
+struct ConnectRow {
+    #[diesel(sql_type = Text)]
+    login_role: String,
+    #[diesel(sql_type = Text)]
+    search_path: String,
+}
+
 /// Prepares, once per physical connection, the session-level switch that
-/// [`SharedPool`](super::SharedPool) executes as its checkout test: one
-/// statement that refuses a connection left inside a transaction block,
-/// puts the connection on the path (`$1`), and checks the server's value and
-/// the first schema (`$2`); see [`session_switch_body`].
+/// [`SharedPool`](super::SharedPool) executes as its checkout test (see
+/// [`session_switch_body`]), after reading what the connection is like:
+/// its login role, and whether its start-up options set `default_path`.
 ///
 /// If user code deallocates the statement (`DEALLOCATE ALL`, `DISCARD ALL`),
 /// the next checkout's `EXECUTE` fails and the connection is replaced.
-pub(crate) fn prepare_session_switch(conn: &mut PgConnection) -> QueryResult<()> {
+pub(crate) fn prepare_session_switch(
+    conn: &mut PgConnection,
+    default_path: &str,
+) -> QueryResult<ConnectFacts> {
     use diesel::connection::SimpleConnection;
+    let row: ConnectRow = diesel::sql_query(
+        "SELECT session_user::pg_catalog.text AS login_role, \
+         pg_catalog.current_setting('search_path') AS search_path",
+    )
+    .get_result(conn)?;
+    let facts = ConnectFacts {
+        login_role: row.login_role,
+        startup_options_applied: row.search_path == default_path,
+    };
     conn.batch_execute(&format!(
-        "PREPARE {SWITCH_STATEMENT} (pg_catalog.text, pg_catalog.text) AS {}",
-        session_switch_body()
-    ))
+        "PREPARE {SWITCH_STATEMENT} (pg_catalog.text) AS {}",
+        session_switch_body(&facts)
+    ))?;
+    Ok(facts)
 }
 
-/// Writes into `out` (cleared first) the `EXECUTE` of the prepared switch
-/// for `path` and `first_schema`, sent as one simple-protocol query.
+/// Writes into `out` (cleared first) one simple-protocol message: the
+/// checkout's unconditional reset, the `EXECUTE` of the prepared check for
+/// `first_schema`, then `SET search_path` to `path` (a list of quoted
+/// identifiers, as [`SearchPath`] writes it). A `SET` that succeeds holds
+/// exactly its value; one that fails fails the whole message.
 pub(crate) fn write_session_switch(out: &mut String, path: &str, first_schema: &str) {
     out.clear();
+    out.push_str(CHECKOUT_RESET);
     out.push_str("EXECUTE ");
     out.push_str(SWITCH_STATEMENT);
     out.push('(');
-    push_literal(out, path);
-    out.push_str(", ");
     push_literal(out, first_schema);
-    out.push(')');
+    out.push_str("); SET search_path = ");
+    out.push_str(path);
 }
 
 /// Why the session switch refused a connection.
@@ -328,34 +412,88 @@ pub(crate) enum SessionRefusal {
     Failed(diesel::result::Error),
 }
 
-/// Runs a statement written by [`write_session_switch`] on a connection
-/// where [`prepare_session_switch`] ran: one round trip.
+/// Runs a checkout written by [`write_session_switch`] on a connection
+/// where [`prepare_session_switch`] ran: one round trip for a session in
+/// its connect-time role and listening to nothing, three otherwise (the
+/// switch's refusal, [`DIRTY_RESET`], the switch again). Then drops any
+/// notification libpq already received.
 pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(), SessionRefusal> {
+    use diesel::connection::SimpleConnection;
+    let result = match run_once(conn, sql) {
+        Err(Refusal::Dirty) => {
+            conn.batch_execute(DIRTY_RESET)
+                .map_err(SessionRefusal::Failed)?;
+            match run_once(conn, sql) {
+                Err(Refusal::Dirty) => Err(SessionRefusal::Broken(
+                    "the role or LISTEN registrations it was left with survived a reset"
+                        .to_string(),
+                )),
+                other => other.map_err(Refusal::into_session),
+            }
+        }
+        other => other.map_err(Refusal::into_session),
+    };
+    drain_notifications(conn);
+    result
+}
+
+/// One run of the checkout message, classified.
+fn run_once(conn: &mut PgConnection, sql: &str) -> Result<(), Refusal> {
     use diesel::connection::SimpleConnection;
     match conn.batch_execute(sql) {
         Ok(()) => Ok(()),
         Err(diesel::result::Error::DatabaseError(kind, info)) => {
             let message = info.message();
             if message.contains(SCHEMA_MISSING) {
-                Err(SessionRefusal::SchemaMissing)
+                Err(Refusal::SchemaMissing)
+            } else if message.contains(SESSION_DIRTY) {
+                Err(Refusal::Dirty)
             } else if message.contains(OPEN_TRANSACTION) {
-                Err(SessionRefusal::Broken(
+                Err(Refusal::Broken(
                     "it was returned to the pool inside an open transaction block (a raw BEGIN \
                      without COMMIT or ROLLBACK); use Connection::transaction"
                         .to_string(),
                 ))
             } else if message.contains(PATH_MISMATCH) {
-                Err(SessionRefusal::Broken(
+                Err(Refusal::Broken(
                     "the server does not hold the search_path just set".to_string(),
                 ))
             } else {
-                Err(SessionRefusal::Failed(
-                    diesel::result::Error::DatabaseError(kind, info),
-                ))
+                Err(Refusal::Failed(diesel::result::Error::DatabaseError(
+                    kind, info,
+                )))
             }
         }
-        Err(e) => Err(SessionRefusal::Failed(e)),
+        Err(e) => Err(Refusal::Failed(e)),
     }
+}
+
+/// Writes into `out` the check of a transaction-scoped unit: `SET LOCAL` of
+/// `path` and the check of the server's value and of `first_schema`, and
+/// a refusal with the dirty-session marker when the session listens, as
+/// one `SELECT` of literals (no prepared statement: behind a
+/// transaction-pooling proxy each transaction may get another server
+/// session). Raises with the same markers as the session switch.
+pub(crate) fn write_local_switch(out: &mut String, path: &str, first_schema: &str) {
+    let mut p = String::new();
+    push_literal(&mut p, path);
+    let mut f = String::new();
+    push_literal(&mut f, first_schema);
+    out.push_str(&format!(
+        "SELECT CASE \
+         WHEN EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
+         THEN pg_catalog.current_setting(E'{SESSION_DIRTY}') \
+         WHEN pg_catalog.set_config('search_path', {p}, true) OPERATOR(pg_catalog.<>) {p} \
+         THEN pg_catalog.current_setting(E'{PATH_MISMATCH}') \
+         WHEN (pg_catalog.current_schema() OPERATOR(pg_catalog.=) {f}) IS NOT TRUE \
+         THEN pg_catalog.current_setting(E'{SCHEMA_MISSING}') \
+         END"
+    ));
+}
+
+/// Runs a message ending in [`write_local_switch`]'s check.
+pub(crate) fn run_local_switch(conn: &mut PgConnection, sql: &str) -> Result<(), Refusal> {
+    run_once(conn, sql)
 }
 
 #[cfg(test)]
@@ -366,7 +504,12 @@ mod tests {
     /// have no spaces, custom ones need a dot. Nor may it need escaping.
     #[test]
     fn refusal_markers_name_no_possible_parameter() {
-        for marker in [OPEN_TRANSACTION, SCHEMA_MISSING, PATH_MISMATCH] {
+        for marker in [
+            OPEN_TRANSACTION,
+            SCHEMA_MISSING,
+            PATH_MISMATCH,
+            SESSION_DIRTY,
+        ] {
             assert!(marker.contains(' '), "{marker}");
             assert!(!marker.contains(['.', '\'', '\\']), "{marker}");
         }

@@ -11,6 +11,7 @@ use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection};
 
 use super::error::{describe_target, ConnectionError};
+use super::hygiene::with_startup_options;
 use super::plan_watch::PlanWatch;
 use super::search_path::{
     prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
@@ -138,7 +139,10 @@ impl std::error::Error for ManagerError {}
 /// shared-only path; go through [`SharedPool`] to pick a tenant.
 #[derive(Debug)]
 pub struct TenantManager {
+    /// The caller's URL with start-up options (see `with_startup_options`).
     url: String,
+    /// The `search_path` those options set: the shared-only path.
+    default_path: String,
     /// The switch to the shared-only path, for checkouts that did not go
     /// through [`SharedPool`] (a plain `r2d2::Pool` of this manager).
     shared_sql: String,
@@ -154,7 +158,7 @@ impl r2d2::ManageConnection for TenantManager {
         if !self.statement_cache {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
-        prepare_session_switch(&mut conn).map_err(ManagerError::Switch)?;
+        prepare_session_switch(&mut conn, &self.default_path).map_err(ManagerError::Switch)?;
         PlanWatch::install(&mut conn);
         Ok(conn)
     }
@@ -259,6 +263,15 @@ impl SharedPoolBuilder {
         self
     }
 
+    /// Builds a pool that serves only `tenant`: a [`TenantPool`], with the
+    /// same checkout (switch and session hygiene) as a [`SharedPool`].
+    pub fn build_for(self, tenant: SchemaName) -> Result<TenantPool, ConnectionError> {
+        Ok(TenantPool {
+            pool: self.build()?,
+            tenant,
+        })
+    }
+
     /// Builds the pool, opening `min_idle` connections (waiting up to the
     /// connection timeout for them).
     pub fn build(self) -> Result<SharedPool, ConnectionError> {
@@ -268,8 +281,10 @@ impl SharedPoolBuilder {
             &self.path.shared_only(),
             self.path.shared(),
         );
+        let default_path = self.path.shared_only();
         let manager = TenantManager {
-            url: self.url,
+            url: with_startup_options(&self.url, &default_path),
+            default_path,
             shared_sql,
             statement_cache: self.statement_cache,
         };
@@ -300,12 +315,14 @@ impl SharedPoolBuilder {
 /// query r2d2 sends on every checkout anyway, so it costs no extra round
 /// trip compared with a plain r2d2 pool.
 ///
-/// Every checkout sets the path, whatever the connection was on before:
-/// user code may have run `SET search_path`, `RESET ALL` or `DISCARD ALL`,
-/// or rolled back a transaction, so the library never trusts what it last
-/// set. The server's report of the switch is checked (the value it now
-/// holds, and that the tenant's schema exists); a connection whose switch
-/// fails is discarded and another tried.
+/// Every checkout returns the session to its connect-time state (settings,
+/// temporary tables, cursors, `LISTEN`, roles, advisory locks, `lastval()`:
+/// see the README's *Session hygiene*) and sets the path, whatever the
+/// connection was on before: user code may have run `SET search_path`,
+/// `RESET ALL` or `DISCARD ALL`, or rolled back a transaction, so the
+/// library never trusts what it last set. The tenant's schema is checked to
+/// exist (and be usable by the login role) first; a connection whose
+/// checkout fails is discarded and another tried.
 ///
 /// A transaction opened with a raw `BEGIN` (not through
 /// `Connection::transaction`) and left open is invisible to diesel, so the
@@ -315,8 +332,9 @@ impl SharedPoolBuilder {
 /// transaction, and a connection found inside a transaction block is
 /// discarded (r2d2 then opens or tries another).
 ///
-/// The switch is prepared once per connection (SQL `PREPARE`) and run as an
-/// `EXECUTE` on the simple query protocol, which that check needs.
+/// The reset, the checks and the switch are one simple-protocol message
+/// (the checks are prepared once per connection with SQL `PREPARE` and run
+/// as an `EXECUTE`): the open-transaction check needs that protocol.
 ///
 /// ```no_run
 /// use appschema_core::{SchemaName, connection::SharedPool};
@@ -372,9 +390,9 @@ impl SharedPool {
             .map_err(|e| ConnectionError::invalid_name(public_name, e))?;
         let tenant = {
             let mut conn = self.get_shared()?;
-            registry::find(&mut conn, &name).map_err(|source| ConnectionError::Query {
+            registry::find(&mut conn, &name).map_err(|error| ConnectionError::Query {
                 target: format!("tenant `{name}`"),
-                source,
+                error,
             })?
         };
         let tenant = tenant.ok_or_else(|| ConnectionError::UnknownTenant {
@@ -415,10 +433,10 @@ impl SharedPool {
                             message,
                         })
                     }
-                    Err(SessionRefusal::Failed(source)) => {
+                    Err(SessionRefusal::Failed(error)) => {
                         return Err(ConnectionError::Query {
                             target: describe_target(tenant),
-                            source,
+                            error,
                         })
                     }
                 }
@@ -436,6 +454,47 @@ impl SharedPool {
             }),
             Some(schema) => Err(ConnectionError::SchemaMissing { schema }),
         }
+    }
+}
+
+/// A per-tenant pool: a [`SharedPool`] pinned to one tenant, built with
+/// [`SharedPoolBuilder::build_for`]. Every checkout runs the shared pool's
+/// switch and session hygiene, which a plain r2d2 pool with a
+/// [`TenantCustomizer`](super::TenantCustomizer) cannot do (r2d2 runs a
+/// customizer only when it opens a connection): settings, temporary tables,
+/// cursors, `LISTEN`, roles and advisory locks one user leaves on a
+/// connection never reach the next user of the same tenant.
+///
+/// ```no_run
+/// use appschema_core::{SchemaName, connection::SharedPool};
+/// use diesel::prelude::*;
+///
+/// let acme = SchemaName::new("acme").unwrap();
+/// let pool = SharedPool::builder("postgres:///app").max_size(4).build_for(acme)?;
+/// let mut conn = pool.get()?; // on "acme", "public"
+/// diesel::sql_query("SELECT * FROM orders").execute(&mut *conn)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TenantPool {
+    pool: SharedPool,
+    tenant: SchemaName,
+}
+
+impl TenantPool {
+    /// A connection on the tenant's `search_path`, its session reset.
+    pub fn get(&self) -> Result<TenantConnection, ConnectionError> {
+        self.pool.get_for(&self.tenant)
+    }
+
+    /// The tenant this pool serves.
+    pub fn tenant(&self) -> &SchemaName {
+        &self.tenant
+    }
+
+    /// The underlying pool's state (connections open, idle).
+    pub fn state(&self) -> r2d2::State {
+        self.pool.state()
     }
 }
 

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
-use diesel::connection::{AnsiTransactionManager, CacheSize, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, CacheSize, SimpleConnection, TransactionManager};
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Error as R2d2Error};
 use diesel::{Connection, PgConnection};
 
 use super::error::{describe_target, ConnectionError};
-use super::search_path::{run_switch, Refusal, SearchPath};
+use super::hygiene::{drain_notifications, DIRTY_UNLISTEN, UNIT_RESET};
+use super::search_path::{run_local_switch, write_local_switch, Refusal, SearchPath};
 use crate::name::SchemaName;
 
 /// Runs `f` in a transaction whose first statement is
@@ -77,23 +78,52 @@ where
     if depth.is_some() {
         return Err(ConnectionError::NestedTransaction { schema: first }.into());
     }
-    conn.transaction(|conn| {
-        let report = run_switch(conn, &value, true)?;
-        match report.check(&value, &first) {
-            Ok(()) => {}
-            Err(Refusal::SchemaMissing) => {
-                return Err(ConnectionError::SchemaMissing { schema: first }.into())
-            }
-            Err(Refusal::Broken(message)) => {
-                return Err(ConnectionError::SwitchFailed {
+    let mut sql = String::from(UNIT_RESET);
+    write_local_switch(&mut sql, &value, &first);
+    let mut f = Some(f);
+    // At most twice: a session found listening (to channels an earlier
+    // client of this server session registered) is unlistened in a
+    // transaction of its own, as `UNLISTEN` only takes effect at commit,
+    // then the unit starts again.
+    for attempt in 0..2 {
+        let outcome = conn.transaction(|conn| {
+            let refusal = match run_local_switch(conn, &sql) {
+                Ok(()) => {
+                    drain_notifications(conn);
+                    let f = f.take().expect("the unit's work runs once");
+                    return f(conn).map(Some);
+                }
+                Err(refusal) => refusal,
+            };
+            Err(match refusal {
+                Refusal::Dirty if attempt == 0 => return Ok(None),
+                Refusal::SchemaMissing => ConnectionError::SchemaMissing {
+                    schema: first.clone(),
+                }
+                .into(),
+                Refusal::Failed(e) => e.into(),
+                Refusal::Broken(message) => ConnectionError::SwitchFailed {
                     target: describe_target(tenant),
                     message,
                 }
-                .into())
-            }
+                .into(),
+                Refusal::Dirty => ConnectionError::SwitchFailed {
+                    target: describe_target(tenant),
+                    message: "the session still listens after UNLISTEN *".to_string(),
+                }
+                .into(),
+            })
+        })?;
+        match outcome {
+            Some(value) => return Ok(value),
+            None => conn.batch_execute(DIRTY_UNLISTEN).map_err(E::from)?,
         }
-        f(conn)
-    })
+    }
+    Err(ConnectionError::SwitchFailed {
+        target: describe_target(tenant),
+        message: "the session still listens after UNLISTEN *".to_string(),
+    }
+    .into())
 }
 
 /// Turns diesel's prepared-statement cache off on each new connection.

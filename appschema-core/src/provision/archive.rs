@@ -53,6 +53,9 @@ pub fn drop_tenant(
         diesel::sql_query("DELETE FROM public.appschema_tenants WHERE id = $1")
             .bind::<BigInt, _>(tenant.id)
             .execute(conn)?;
+        // Never handed to another tenant: a request still holding a
+        // connection on this path must not reach a newcomer's rows.
+        registry::retire_schema_name(conn, &tenant.schema_name)?;
         match mode {
             DropMode::Drop => {
                 conn.batch_execute(&format!("DROP SCHEMA {} CASCADE", tenant.schema_name.quoted()))?;
@@ -167,6 +170,10 @@ pub fn restore_archive(
             Some(s) => s.clone(),
             None => SchemaName::new(&row.original_schema)?,
         };
+        if schema.as_str() == row.original_schema {
+            // The same tenant's rows come back under their own name.
+            registry::unretire_schema_name(conn, &schema)?;
+        }
         let tenant = registry::insert(conn, &public, &schema)
             .map_err(|e| registry_conflict(e, public.as_str(), schema.as_str()))?;
         if schema_exists(conn, &schema)? {

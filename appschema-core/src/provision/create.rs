@@ -9,10 +9,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Nullable, Text};
 
 use super::error::{ProvisionError, TemplateError};
-use super::migrations::IsolatedMigrations;
+use super::migrations::{explain_failure, migrate_new_schema, IsolatedMigrations};
 use super::spare;
 use super::template::{self, Template};
-use super::util::{registry_conflict, schema_ddl, InvalidateOnReturn};
+use super::util::{registry_conflict, InvalidateOnReturn};
 use crate::name::{PublicName, SchemaName, MAX_IDENTIFIER_BYTES, RESERVED_PREFIX};
 use crate::registry::{self, Tenant};
 
@@ -28,7 +28,8 @@ pub enum Source {
     /// refused when it is missing or not at the isolated head.
     Template,
     /// Claim a spare schema (see [`super::ensure_spares`]); when none is left,
-    /// use the stored template if it is current, else the migrations.
+    /// replay the stored template if it is current and replays, else run the
+    /// migrations.
     Spare,
 }
 
@@ -177,8 +178,9 @@ fn derived_candidate(public_name: &PublicName, attempt: usize) -> SchemaName {
 /// of it remains. Safe to call from a request handler: concurrent calls for
 /// the same public name or schema yield one tenant and
 /// [`ProvisionError::TenantExists`] / [`ProvisionError::SchemaExists`] for
-/// the others. A derived schema name that is taken is retried with a suffix
-/// (`acme_2`, `acme_3`, …).
+/// the others. A derived schema name that is taken, was ever another
+/// tenant's, or is a role's name is retried with a suffix (`acme_2`,
+/// `acme_3`, …).
 ///
 /// Called inside an open transaction, the work happens in a savepoint and
 /// commits with the caller's transaction.
@@ -233,6 +235,9 @@ fn create_with<M: IsolatedMigrations + ?Sized>(
             ),
         })
     };
+    let attempt = |conn: &mut PgConnection, schema: &SchemaName| {
+        attempt(conn, schema).map_err(|e| explain_failure(conn, migrations, e))
+    };
     if let Some(schema) = &request.schema {
         return attempt(conn, schema);
     }
@@ -242,7 +247,11 @@ fn create_with<M: IsolatedMigrations + ?Sized>(
     for n in 0..MAX_DERIVED_ATTEMPTS {
         let schema = derived_candidate(&request.public_name, n);
         match attempt(conn, &schema) {
-            Err(ProvisionError::SchemaExists { .. }) => continue,
+            Err(
+                ProvisionError::SchemaExists { .. }
+                | ProvisionError::SchemaRetired { .. }
+                | ProvisionError::SchemaNamedLikeRole { .. },
+            ) => continue,
             other => return other,
         }
     }
@@ -356,29 +365,20 @@ pub(crate) fn build_schema<M: IsolatedMigrations + ?Sized>(
             }
             if let Some(head) = migrations.head() {
                 if let Some(template) = template::load_current(conn, &head)? {
-                    template.replay(conn, schema)?;
-                    return Ok(Source::Template);
+                    // In a savepoint: a template that does not replay here
+                    // (one stored by an older appschema, say) leaves the way
+                    // to the migrations open instead of failing the sign-up.
+                    match conn.transaction(|conn| template.replay(conn, schema)) {
+                        Ok(()) => return Ok(Source::Template),
+                        Err(e @ ProvisionError::SchemaExists { .. }) => return Err(e),
+                        Err(_) => {}
+                    }
                 }
             }
             migrate_new_schema(conn, migrations, schema)?;
             Ok(Source::Migrations)
         }
     }
-}
-
-/// `CREATE SCHEMA` then the isolated migrations, in the open transaction.
-pub(crate) fn migrate_new_schema<M: IsolatedMigrations + ?Sized>(
-    conn: &mut PgConnection,
-    migrations: &M,
-    schema: &SchemaName,
-) -> Result<(), ProvisionError> {
-    schema_ddl(conn, &format!("CREATE SCHEMA {}", schema.quoted()), schema)?;
-    migrations
-        .migrate_schema(conn, schema)
-        .map_err(|source| ProvisionError::Migration {
-            schema: schema.to_string(),
-            source,
-        })
 }
 
 #[cfg(test)]

@@ -22,6 +22,21 @@ pub enum ProvisionError {
         /// The schema asked for.
         schema: String,
     },
+    /// A dropped, archived or renamed tenant had this schema name. Names are
+    /// never reused: a connection still on the old tenant's path must never
+    /// reach a new tenant's rows.
+    #[error("schema name `{schema}` belonged to a tenant that was dropped, archived or renamed, and is never reused (a connection still on it would read the new tenant's rows): choose another schema name")]
+    SchemaRetired {
+        /// The schema asked for.
+        schema: String,
+    },
+    /// A database role has this name: a session whose `search_path` falls
+    /// back to the default `"$user", public` would resolve the schema.
+    #[error("schema name `{schema}` is the name of a database role; a session whose search_path falls back to \"$user\" would resolve it: choose another schema name")]
+    SchemaNamedLikeRole {
+        /// The schema asked for.
+        schema: String,
+    },
     /// No tenant answers to the public name.
     #[error("no tenant is named `{public_name}`: check the name with `appschema-cli list`")]
     UnknownTenant {
@@ -41,12 +56,27 @@ pub enum ProvisionError {
         public_name: String,
     },
     /// The isolated migrations failed on the new schema.
-    #[error("cannot migrate schema `{schema}`: {source}")]
+    #[error("cannot migrate schema `{schema}`: {error}")]
     Migration {
         /// The schema being migrated.
         schema: String,
         /// The migration's error.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Building the schema failed while the shared schema lacks shared
+    /// migrations: the tenant's migrations likely need them.
+    #[error(
+        "the shared schema has {pending} migration(s) not applied yet (the first is {first}), \
+         and building the tenant's schema failed: {error}; run `appschema-cli migrate` (or \
+         `Migrator::migrate`) first, then create the tenant"
+    )]
+    SharedBehind {
+        /// How many shared migrations are not applied.
+        pending: usize,
+        /// The first of them, by version.
+        first: String,
+        /// How building the schema failed.
+        error: Box<ProvisionError>,
     },
     /// The source tenant of a clone is not at the isolated migration head.
     #[error("tenant `{public_name}` is at migration {at} but the isolated head is {head}: run `appschema-cli migrate` before cloning it")]
@@ -63,7 +93,7 @@ pub enum ProvisionError {
     Template(#[from] TemplateError),
     /// Any other database error.
     #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
+    Database(diesel::result::Error),
 }
 
 /// Why a schema template could not be generated, read or used.
@@ -101,4 +131,13 @@ pub enum TemplateError {
     /// pg_dump's SQL could not be tokenized.
     #[error("cannot read pg_dump's output: {0}")]
     Sql(String),
+}
+
+// `Database` prints the database's message itself, so it does not also
+// return it as `source()`: a chain printed in full (anyhow's `{:#}`) would
+// say it twice.
+impl From<diesel::result::Error> for ProvisionError {
+    fn from(e: diesel::result::Error) -> ProvisionError {
+        ProvisionError::Database(e)
+    }
 }

@@ -13,8 +13,9 @@ use crate::registry::{self, Tenant};
 /// `new_schema`, in one transaction. Aliases are kept.
 ///
 /// Connections already set to the old schema keep a `search_path` naming a
-/// schema that no longer exists: drop them (or let the connection layer's
-/// invalidation do it) after renaming a schema.
+/// schema that no longer exists, so their queries fail until their next
+/// checkout; the old name is retired and never given to another tenant, so
+/// they can never reach another tenant's rows.
 pub fn rename_tenant(
     conn: &mut PgConnection,
     public_name: &PublicName,
@@ -52,6 +53,11 @@ pub fn rename_tenant(
                 .bind::<BigInt, _>(tenant.id)
                 .execute(conn)
                 .map_err(|e| registry_conflict(e, &tenant.public_name, schema.as_str()))?;
+            // The new name must never have been a tenant's; the old one is
+            // never given to another (connections may still be on it).
+            registry::claim_schema_name(conn, schema)
+                .map_err(|e| registry_conflict(e, &tenant.public_name, schema.as_str()))?;
+            registry::retire_schema_name(conn, &tenant.schema_name)?;
             schema_ddl(
                 conn,
                 &format!(

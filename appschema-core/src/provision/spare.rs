@@ -5,9 +5,8 @@
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
-use super::create::migrate_new_schema;
 use super::error::ProvisionError;
-use super::migrations::IsolatedMigrations;
+use super::migrations::{explain_failure, migrate_new_schema, IsolatedMigrations};
 use super::util::{has_version, random_hex, schema_ddl, BoolRow, TextRow};
 use crate::name::SchemaName;
 
@@ -52,19 +51,21 @@ pub fn ensure_spares<M: IsolatedMigrations + ?Sized>(
 ) -> Result<usize, ProvisionError> {
     let mut created = 0;
     loop {
-        let made = conn.transaction(|conn| -> Result<bool, ProvisionError> {
-            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('appschema.spares'))")
-                .execute(conn)?;
-            if count_spares(conn)? >= count {
-                return Ok(false);
-            }
-            let schema = SchemaName::internal(format!("appschema_spare_{}", random_hex()))?;
-            migrate_new_schema(conn, migrations, &schema)?;
-            diesel::sql_query("INSERT INTO public.appschema_spares (schema_name) VALUES ($1)")
-                .bind::<Text, _>(schema.as_str())
-                .execute(conn)?;
-            Ok(true)
-        })?;
+        let made = conn
+            .transaction(|conn| -> Result<bool, ProvisionError> {
+                diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('appschema.spares'))")
+                    .execute(conn)?;
+                if count_spares(conn)? >= count {
+                    return Ok(false);
+                }
+                let schema = SchemaName::internal(format!("appschema_spare_{}", random_hex()))?;
+                migrate_new_schema(conn, migrations, &schema)?;
+                diesel::sql_query("INSERT INTO public.appschema_spares (schema_name) VALUES ($1)")
+                    .bind::<Text, _>(schema.as_str())
+                    .execute(conn)?;
+                Ok(true)
+            })
+            .map_err(|e| explain_failure(conn, migrations, e))?;
         if !made {
             return Ok(created);
         }
@@ -103,12 +104,12 @@ pub(crate) fn claim<M: IsolatedMigrations + ?Sized>(
     )?;
     if let Some(head) = migrations.head() {
         if !has_version(conn, schema, &head)? {
-            migrations.migrate_schema(conn, schema).map_err(|source| {
-                ProvisionError::Migration {
+            migrations
+                .migrate_schema(conn, schema)
+                .map_err(|error| ProvisionError::Migration {
                     schema: schema.to_string(),
-                    source,
-                }
-            })?;
+                    error,
+                })?;
         }
     }
     Ok(true)

@@ -20,9 +20,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Nullable, Text};
 
-use super::create::migrate_new_schema;
 use super::error::{ProvisionError, TemplateError};
-use super::migrations::IsolatedMigrations;
+use super::migrations::{explain_failure, migrate_new_schema, IsolatedMigrations};
 use super::pg_dump::dump_schema;
 use super::sqltok::{self, ident_is, join_schema, split_schema, Kind, Piece};
 use super::util::{random_hex, schema_ddl};
@@ -32,6 +31,21 @@ use crate::name::SchemaName;
 pub const TEMPLATE_PLACEHOLDER: &str = "__appschema_schema__";
 
 const MAGIC: &str = "-- appschema schema template";
+
+/// pg_dump writes functions before the tables a `LANGUAGE sql` body may
+/// name, and turns `check_function_bodies` off for its script; the
+/// cleaned template drops pg_dump's session `SET`s, so its replay turns the
+/// check off itself, for the transaction only (`set_config(…, true)`), and
+/// afterwards puts back the value the transaction had.
+const CHECK_FUNCTION_BODIES_OFF: &str =
+    "SELECT pg_catalog.set_config('appschema.check_function_bodies', \
+     pg_catalog.current_setting('check_function_bodies'), true), \
+     pg_catalog.set_config('check_function_bodies', 'off', true);\n";
+
+/// Restores what [`CHECK_FUNCTION_BODIES_OFF`] saved.
+const CHECK_FUNCTION_BODIES_RESTORED: &str =
+    "SELECT pg_catalog.set_config('check_function_bodies', \
+     pg_catalog.current_setting('appschema.check_function_bodies'), true);\n";
 
 /// A schema template: the isolated schema's DDL for one migration version.
 /// Its text form ([`fmt::Display`], [`Template::parse`]) is what
@@ -108,7 +122,9 @@ impl Template {
         }
         let mut replay = vec![Piece::Text("CREATE SCHEMA ".into()), Piece::Schema];
         replay.push(Piece::Text(";\n".into()));
+        replay.push(Piece::Text(CHECK_FUNCTION_BODIES_OFF.into()));
         replay.extend(split_schema(&body, TEMPLATE_PLACEHOLDER).map_err(TemplateError::Sql)?);
+        replay.push(Piece::Text(CHECK_FUNCTION_BODIES_RESTORED.into()));
         replay.push(Piece::Text("INSERT INTO ".into()));
         replay.push(Piece::Schema);
         let rows: Vec<String> = versions.iter().map(|v| format!("('{v}')")).collect();
@@ -176,6 +192,24 @@ impl Template {
         Self::from_parts(version, versions, body)
     }
 
+    /// Appends the `REFRESH MATERIALIZED VIEW` of each view of `views`:
+    /// pg_dump's schema-only output creates materialized views `WITH NO
+    /// DATA`, where the migrations left them populated.
+    fn refresh_materialized_views(&mut self, views: &[String]) -> Result<(), TemplateError> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let mut body = self.body.clone();
+        for view in views {
+            body.push_str(&format!(
+                "REFRESH MATERIALIZED VIEW {TEMPLATE_PLACEHOLDER}.{};\n",
+                crate::name::quote_ident(view)
+            ));
+        }
+        *self = Self::from_parts(self.version.clone(), self.versions.clone(), body)?;
+        Ok(())
+    }
+
     /// The SQL building schema `schema` from this template: `CREATE SCHEMA`,
     /// the DDL, and the rows of `__diesel_schema_migrations`.
     pub fn sql_for(&self, schema: &SchemaName) -> String {
@@ -226,17 +260,37 @@ pub fn generate_template<M: IsolatedMigrations + ?Sized>(
         return Err(TemplateError::NoMigrations.into());
     }
     let scratch = SchemaName::internal(format!("appschema_scratch_{}", random_hex()))?;
-    conn.transaction(|conn| migrate_new_schema(conn, migrations, &scratch))?;
-    let dump = dump_schema(database_url, scratch.as_str());
+    conn.transaction(|conn| migrate_new_schema(conn, migrations, &scratch))
+        .map_err(|e| explain_failure(conn, migrations, e))?;
+    let dump = dump_schema(database_url, scratch.as_str())
+        .map_err(ProvisionError::from)
+        .and_then(|dump| Ok((dump, populated_materialized_views(conn, &scratch)?)));
     conn.batch_execute(&format!(
         "DROP SCHEMA IF EXISTS {} CASCADE",
         scratch.quoted()
     ))?;
-    Ok(Template::from_dump(
-        &dump?,
-        &scratch,
-        migrations.versions(),
-    )?)
+    let (dump, populated) = dump?;
+    let mut template = Template::from_dump(&dump, &scratch, migrations.versions())?;
+    template.refresh_materialized_views(&populated)?;
+    Ok(template)
+}
+
+/// The materialized views of `schema` that hold data, in creation order
+/// (a view created later may read an earlier one).
+fn populated_materialized_views(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+) -> QueryResult<Vec<String>> {
+    Ok(diesel::sql_query(
+        "SELECT relname::text AS value FROM pg_catalog.pg_class
+          WHERE relnamespace = $1::regnamespace AND relkind = 'm' AND relispopulated
+          ORDER BY oid",
+    )
+    .bind::<Text, _>(schema.quoted())
+    .load::<super::util::TextRow>(conn)?
+    .into_iter()
+    .map(|r| r.value)
+    .collect())
 }
 
 /// Stores `template` in `public.appschema_templates`, replacing any for the

@@ -72,9 +72,20 @@ pub(crate) fn has_version(
 /// Turns a unique violation on the registry into the error naming what is
 /// taken; anything else stays a database error.
 pub(crate) fn registry_conflict(e: DieselError, public_name: &str, schema: &str) -> ProvisionError {
+    if let DieselError::DatabaseError(_, info) = &e {
+        if info.message().contains(crate::registry::ROLE_NAMED_SCHEMA) {
+            return ProvisionError::SchemaNamedLikeRole {
+                schema: schema.to_string(),
+            };
+        }
+    }
     if let DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) = &e {
         return if info.constraint_name() == Some("appschema_tenants_schema_name_key") {
             ProvisionError::SchemaExists {
+                schema: schema.to_string(),
+            }
+        } else if info.constraint_name() == Some("appschema_schema_names_pkey") {
+            ProvisionError::SchemaRetired {
                 schema: schema.to_string(),
             }
         } else {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use appschema_core::{registry, PublicName, SchemaName};
+use appschema_tempdb::{server, TempCluster, TempPgBouncer, TestDb};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Nullable, Text};
@@ -77,4 +78,57 @@ pub fn backend_pid(conn: &mut PgConnection) -> i32 {
         .get_result::<Pid>(conn)
         .unwrap()
         .pid
+}
+
+/// A database with `n` tenants behind a PgBouncer (one server connection,
+/// so every client shares one backend). Falls back to a cluster of its own
+/// when `DATABASE_URL` names an external server.
+pub struct Bounced {
+    pub bouncer: TempPgBouncer,
+    db: String,
+    _own: Option<(TempCluster, ())>,
+    _testdb: Option<TestDb>,
+}
+
+pub fn bounced(n: usize) -> Bounced {
+    match server().temp_cluster() {
+        Some(cluster) => {
+            let testdb = TestDb::new();
+            create_tenants(&mut testdb.conn(), n);
+            let bouncer = TempPgBouncer::start(cluster).unwrap();
+            Bounced {
+                bouncer,
+                db: testdb.name().to_string(),
+                _own: None,
+                _testdb: Some(testdb),
+            }
+        }
+        None => {
+            let cluster = TempCluster::start().unwrap();
+            create_tenants(&mut PgConnection::establish(&cluster.url()).unwrap(), n);
+            let bouncer = TempPgBouncer::start(&cluster).unwrap();
+            Bounced {
+                bouncer,
+                db: "postgres".to_string(),
+                _own: Some((cluster, ())),
+                _testdb: None,
+            }
+        }
+    }
+}
+
+impl Bounced {
+    /// The database's URL through PgBouncer.
+    pub fn url(&self) -> String {
+        self.bouncer.url_for(&self.db)
+    }
+
+    /// The same database, directly (not through PgBouncer).
+    pub fn direct_url(&self) -> String {
+        match (&self._testdb, &self._own) {
+            (Some(db), _) => db.url().to_string(),
+            (None, Some((cluster, ()))) => cluster.url(),
+            (None, None) => unreachable!("a Bounced holds its database"),
+        }
+    }
 }

@@ -1,0 +1,62 @@
+//! Errors of the executor.
+
+/// Why a run could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// The database could not be reached.
+    #[error("cannot connect to the database: {0}")]
+    Connect(diesel::ConnectionError),
+    /// A query of appschema's own failed.
+    #[error("database error: {0}")]
+    Database(diesel::result::Error),
+    /// A `--tenant` name is not in the registry.
+    #[error("no tenant answers to `{0}`: check the name with `appschema-cli status`")]
+    UnknownTenant(String),
+    /// A schema source returned an error.
+    #[error("schema source `{name}` failed: {error}")]
+    SchemaSource {
+        /// The source's name.
+        name: String,
+        /// The error.
+        error: diesel::result::Error,
+    },
+    /// A migration that must run outside a transaction was asked to run
+    /// inside the caller's transaction.
+    #[error(
+        "migration {0} sets `run_in_transaction = false` and has no form for a new schema \
+         (a set built with `MigrationSet::from_parts`, or a shared migration): plan it with \
+         `MigrationSet::load` or the build step, which prepare one"
+    )]
+    NotTransactional(String),
+    /// A migration failed in one schema (single-schema API).
+    #[error("migration {version} failed in schema `{schema}`: {message}")]
+    Failed {
+        /// The schema.
+        schema: String,
+        /// The migration's version.
+        version: String,
+        /// PostgreSQL's message.
+        message: String,
+    },
+    /// A reader of applied versions stopped without an error of its own
+    /// (its thread died); the run stopped without applying to the schemas
+    /// not read.
+    #[error("reading the applied versions stopped with {0} schema(s) unread: run migrate again")]
+    ReadInterrupted(usize),
+}
+
+// The variants wrapping another error print its message themselves, so they
+// do not also return it as `source()`: a chain printed in full (anyhow's
+// `{:#}`) would say everything twice.
+impl From<diesel::ConnectionError> for MigrateError {
+    fn from(e: diesel::ConnectionError) -> MigrateError {
+        MigrateError::Connect(e)
+    }
+}
+
+impl From<diesel::result::Error> for MigrateError {
+    fn from(e: diesel::result::Error) -> MigrateError {
+        MigrateError::Database(e)
+    }
+}

@@ -1,0 +1,100 @@
+//! Migrating one schema inside the caller's transaction: what provisioning
+//! does to a new tenant schema.
+
+use std::collections::BTreeSet;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+use super::apply::{db_message, lock_key, quote_literal};
+use super::{MigrateError, TRACKING_TABLE};
+use crate::name::SchemaName;
+#[cfg(doc)]
+use crate::planner::Migration;
+use crate::planner::MigrationSet;
+
+/// Brings one schema to the isolated head inside the caller's transaction:
+/// creates its `__diesel_schema_migrations`, applies every isolated
+/// migration it lacks with `search_path` = the schema, then the shared
+/// schema (`public`), and records them. The caller commits or rolls back
+/// (provisioning calls it in the transaction that inserts the registry row).
+/// The transaction's previous `search_path` is restored. Returns how many
+/// migrations were applied.
+///
+/// Meant for a schema being created (or a spare, which holds no data):
+/// a `run_in_transaction = false` migration runs here in the form the
+/// planner prepared for a new schema ([`Migration::new_schema_sql`]:
+/// without `CONCURRENTLY`, which only spares the writers of a table that has
+/// some). Existing tenants are migrated by [`super::Migrator`], which keeps
+/// such migrations outside any transaction.
+///
+/// ```no_run
+/// # use diesel::Connection;
+/// # use appschema_core::{SchemaName, planner::MigrationSet};
+/// # let set = MigrationSet::default();
+/// let mut conn = diesel::PgConnection::establish("postgres:///app").unwrap();
+/// conn.transaction(|conn| {
+///     let schema = SchemaName::new("acme").unwrap();
+///     diesel::sql_query(format!("CREATE SCHEMA {}", schema.quoted())).execute(conn)?;
+///     appschema_core::migrate::migrate_schema_in_transaction(conn, &schema, &set)
+///         .map_err(|e| diesel::result::Error::QueryBuilderError(e.into()))?;
+///     Ok::<_, diesel::result::Error>(())
+/// }).unwrap();
+/// # use diesel::RunQueryDsl;
+/// ```
+pub fn migrate_schema_in_transaction(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    set: &MigrationSet,
+) -> Result<usize, MigrateError> {
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        value: String,
+    }
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    let previous: Setting =
+        diesel::sql_query("SELECT current_setting('search_path') AS value").get_result(conn)?;
+    let qs = schema.quoted();
+    conn.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock({key});
+         CREATE TABLE IF NOT EXISTS {qs}.{TRACKING_TABLE} (
+             version VARCHAR(50) PRIMARY KEY NOT NULL,
+             run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
+         SELECT set_config('search_path', {path}, true);",
+        key = lock_key(schema.as_str()),
+        path = quote_literal(&format!("{qs}, public")),
+    ))?;
+    let applied: BTreeSet<String> = diesel::sql_query(format!(
+        "SELECT version::text AS version FROM {qs}.{TRACKING_TABLE}"
+    ))
+    .load::<Version>(conn)?
+    .into_iter()
+    .map(|v| v.version)
+    .collect();
+    let mut count = 0;
+    for m in set.isolated().filter(|m| !applied.contains(m.version())) {
+        let sql = m
+            .new_schema_sql()
+            .ok_or_else(|| MigrateError::NotTransactional(m.name().to_string()))?;
+        conn.batch_execute(&format!(
+            "{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({});",
+            quote_literal(m.version())
+        ))
+        .map_err(|e| MigrateError::Failed {
+            schema: schema.as_str().to_string(),
+            version: m.version().to_string(),
+            message: db_message(&e),
+        })?;
+        count += 1;
+    }
+    diesel::sql_query("SELECT set_config('search_path', $1, true)")
+        .bind::<Text, _>(&previous.value)
+        .execute(conn)?;
+    Ok(count)
+}

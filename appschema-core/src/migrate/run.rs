@@ -1,0 +1,385 @@
+//! Running the timeline: shared steps on one connection, isolated steps
+//! spread over workers, each schema's pending migrations in order.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use diesel::prelude::*;
+
+use super::applied;
+use super::apply::{apply, ApplyTarget};
+use super::{Event, Failure, MigrateError, Migrator, Report, Target};
+use crate::name::{quote_ident, SchemaName};
+use crate::planner::{Migration, Step};
+use crate::Scope;
+
+impl Migrator {
+    /// The timeline's steps in order (see [`Migrator::migrate`]).
+    pub(super) fn run_steps(
+        &self,
+        steps: &[Step<'_>],
+        targets: &[Target],
+        by_schema: &HashMap<&str, &Target>,
+        applied: &mut applied::Applied,
+        conns: &mut Vec<PgConnection>,
+        on_event: &(dyn Fn(Event) + Sync),
+    ) -> Result<Report, MigrateError> {
+        let mut report = Report::default();
+        let mut migrated: BTreeSet<String> = BTreeSet::new();
+        for (i, step) in steps.iter().enumerate() {
+            match *step {
+                Step::Shared(m) => {
+                    let schema = &self.shared_schema;
+                    if applied.get(schema).is_some_and(|v| v.contains(m.version())) {
+                        continue;
+                    }
+                    on_event(Event::StepStarted {
+                        scope: Scope::Shared,
+                        migrations: vec![m.name().to_string()],
+                        schemas: 1,
+                    });
+                    let target = ApplyTarget {
+                        schema,
+                        path: &self.shared_path(None),
+                        tracked: applied.is_tracked(schema),
+                    };
+                    match apply(&mut conns[0], target, m, on_event) {
+                        Ok(applied_now) => {
+                            if applied_now {
+                                report.migrations_applied += 1;
+                                migrated.insert(schema.clone());
+                            }
+                            on_event(Event::SchemaDone {
+                                schema: schema.clone(),
+                                applied: usize::from(applied_now),
+                            });
+                        }
+                        Err(message) => {
+                            let failure = Failure {
+                                schema: schema.clone(),
+                                migration: m.name().to_string(),
+                                message,
+                            };
+                            on_event(Event::SchemaFailed(failure.clone()));
+                            report.failures.push(failure);
+                        }
+                    }
+                }
+                Step::Isolated(run) => {
+                    let mut dispatch = Dispatch::new(run, targets, by_schema, applied);
+                    if !dispatch.has_work()? {
+                        continue;
+                    }
+                    on_event(Event::StepStarted {
+                        scope: Scope::Isolated,
+                        migrations: dispatch.pending_names(),
+                        schemas: dispatch.upper_bound(),
+                    });
+                    let workers = self.jobs.min(dispatch.upper_bound());
+                    let dispatch = Mutex::new(dispatch);
+                    let next_work = || {
+                        dispatch
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .next(on_event)
+                    };
+                    let outcome = self.run_isolated(&next_work, workers, conns, on_event)?;
+                    report.migrations_applied += outcome.applied;
+                    migrated.extend(outcome.migrated);
+                    report.failures.extend(outcome.failures);
+                    if let Some(e) = dispatch
+                        .into_inner()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .error
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+            if !report.failures.is_empty() {
+                report.steps_skipped = steps.len() - i - 1;
+                break;
+            }
+        }
+        report.schemas_migrated = migrated.len();
+        Ok(report)
+    }
+
+    fn shared_path(&self, tenant: Option<&SchemaName>) -> String {
+        match tenant {
+            Some(t) => format!("{}, {}", t.quoted(), quote_ident(&self.shared_schema)),
+            None => quote_ident(&self.shared_schema),
+        }
+    }
+
+    /// Runs the work `next_work` hands out on `workers` workers (at least
+    /// one), each with a connection from `conns`; a worker without one opens
+    /// its own, in its own thread, so the connects of a wide run overlap
+    /// each other and the first worker's work. Every connection is left in
+    /// `conns` afterwards, for the next step.
+    ///
+    /// A worker that cannot connect takes no work; the run fails only if no
+    /// worker could connect (the others do the whole step otherwise).
+    fn run_isolated<'w>(
+        &self,
+        next_work: &(dyn Fn() -> Option<Work<'w>> + Sync),
+        workers: usize,
+        conns: &mut Vec<PgConnection>,
+        on_event: &(dyn Fn(Event) + Sync),
+    ) -> Result<Outcome, MigrateError> {
+        let outcome = Mutex::new(Outcome::default());
+        let workers = workers.max(1);
+        let mut slots: Vec<Option<PgConnection>> = conns.drain(..).map(Some).collect();
+        slots.resize_with(slots.len().max(workers), || None);
+        let mut connect_error = None;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = slots
+                .iter_mut()
+                .take(workers)
+                .map(|slot| {
+                    let outcome = &outcome;
+                    scope.spawn(move || -> Result<(), MigrateError> {
+                        let conn = match slot {
+                            Some(conn) => conn,
+                            None => slot.insert(self.connect()?),
+                        };
+                        while let Some(work) = next_work() {
+                            let path = self.shared_path(Some(&work.0.schema));
+                            let done = migrate_one(conn, work, &path, on_event);
+                            let mut o = outcome.lock().unwrap_or_else(|e| e.into_inner());
+                            o.record(done);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            let mut connected = 0;
+            for handle in handles {
+                match handle.join() {
+                    Ok(Ok(())) => connected += 1,
+                    Ok(Err(e)) => connect_error = Some(e),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            if connected > 0 {
+                connect_error = None;
+            }
+        });
+        conns.extend(slots.into_iter().flatten());
+        match connect_error {
+            Some(e) => Err(e),
+            None => Ok(outcome.into_inner().unwrap_or_else(|e| e.into_inner())),
+        }
+    }
+}
+
+/// Applies one schema's pending migrations of a step in order, stopping at
+/// the first failure, and reports the schema's end (done or failed).
+fn migrate_one(
+    conn: &mut PgConnection,
+    (target, pending, tracked): Work<'_>,
+    path: &str,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> SchemaOutcome {
+    let schema = target.schema.as_str();
+    let mut applied = 0;
+    let mut failure = None;
+    let mut tracked = tracked;
+    for m in pending {
+        let at = ApplyTarget {
+            schema,
+            path,
+            tracked,
+        };
+        match apply(conn, at, m, on_event) {
+            Ok(true) => {
+                applied += 1;
+                tracked = true;
+            }
+            Ok(false) => tracked = true,
+            Err(message) => {
+                failure = Some(Failure {
+                    schema: schema.to_string(),
+                    migration: m.name().to_string(),
+                    message,
+                });
+                break;
+            }
+        }
+    }
+    match &failure {
+        Some(f) => on_event(Event::SchemaFailed(f.clone())),
+        None => on_event(Event::SchemaDone {
+            schema: schema.to_string(),
+            applied,
+        }),
+    }
+    SchemaOutcome {
+        schema: schema.to_string(),
+        applied,
+        failure,
+    }
+}
+
+/// What [`migrate_one`] did to one schema.
+struct SchemaOutcome {
+    schema: String,
+    applied: usize,
+    failure: Option<Failure>,
+}
+
+/// One schema's work in an isolated step: the schema, the step's
+/// migrations it lacks (in order), and whether its tracking table exists.
+type Work<'a> = (&'a Target, Vec<&'a Migration>, bool);
+
+/// The tenant schemas of `targets` that have a tracking table, in order.
+pub(super) fn tracked_targets<'t>(
+    targets: &'t [Target],
+    tracked: &BTreeSet<String>,
+) -> Vec<&'t str> {
+    targets
+        .iter()
+        .map(|t| t.schema.as_str())
+        .filter(|s| tracked.contains(*s))
+        .collect()
+}
+
+/// Hands out an isolated step's work to the workers: first the schemas
+/// whose versions are known (untracked ones lack everything), then each
+/// schema found behind as the streamed read ([`applied::Applied`]) brings
+/// its chunk in.
+struct Dispatch<'a, 'r> {
+    run: &'a [Migration],
+    by_schema: &'a HashMap<&'a str, &'a Target>,
+    applied: &'r mut applied::Applied,
+    queue: VecDeque<Work<'a>>,
+    /// `StepStarted` was sent: schemas found up to date from now on were
+    /// counted in its bound and are reported done.
+    started: bool,
+    /// Why the read stopped, if it failed.
+    error: Option<MigrateError>,
+}
+
+impl<'a, 'r> Dispatch<'a, 'r> {
+    fn new(
+        run: &'a [Migration],
+        targets: &'a [Target],
+        by_schema: &'a HashMap<&'a str, &'a Target>,
+        applied: &'r mut applied::Applied,
+    ) -> Dispatch<'a, 'r> {
+        let mut queue = VecDeque::new();
+        for t in targets {
+            let schema = t.schema.as_str();
+            if !applied.is_tracked(schema) {
+                queue.push_back((t, run.iter().collect(), false));
+            } else if let Some(done) = applied.get(schema) {
+                let pending = pending_of(run, done);
+                if !pending.is_empty() {
+                    queue.push_back((t, pending, true));
+                }
+            }
+        }
+        Dispatch {
+            run,
+            by_schema,
+            applied,
+            queue,
+            started: false,
+            error: None,
+        }
+    }
+
+    /// Reads on until some schema has work; `false` when none has.
+    fn has_work(&mut self) -> Result<bool, MigrateError> {
+        while self.queue.is_empty() {
+            if !self.pull(&|_| {})? {
+                return Ok(false);
+            }
+        }
+        self.started = true;
+        Ok(true)
+    }
+
+    /// The step's migrations pending in some schema queued so far, in order
+    /// (schemas still being read are usually at the same version).
+    fn pending_names(&self) -> Vec<String> {
+        self.run
+            .iter()
+            .filter(|m| {
+                self.queue
+                    .iter()
+                    .any(|(_, pending, _)| pending.iter().any(|p| p.version() == m.version()))
+            })
+            .map(|m| m.name().to_string())
+            .collect()
+    }
+
+    /// Schemas that may have work: those queued and those not read yet.
+    fn upper_bound(&self) -> usize {
+        self.queue.len() + self.applied.unread()
+    }
+
+    /// The next schema to migrate; `None` when the step has no more (or the
+    /// read failed: see `error`).
+    fn next(&mut self, on_event: &(dyn Fn(Event) + Sync)) -> Option<Work<'a>> {
+        loop {
+            if let Some(work) = self.queue.pop_front() {
+                return Some(work);
+            }
+            match self.pull(on_event) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.error = Some(e);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Takes in the next chunk of the read; `false` when all has arrived.
+    fn pull(&mut self, on_event: &(dyn Fn(Event) + Sync)) -> Result<bool, MigrateError> {
+        let Some(names) = self.applied.next_chunk()? else {
+            return Ok(false);
+        };
+        for name in names {
+            let (Some(&target), Some(done)) =
+                (self.by_schema.get(name.as_str()), self.applied.get(&name))
+            else {
+                continue;
+            };
+            let pending = pending_of(self.run, done);
+            if !pending.is_empty() {
+                self.queue.push_back((target, pending, true));
+            } else if self.started {
+                on_event(Event::SchemaDone {
+                    schema: name,
+                    applied: 0,
+                });
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The migrations of `run` not in `done`, in order.
+fn pending_of<'a>(run: &'a [Migration], done: &applied::Versions) -> Vec<&'a Migration> {
+    run.iter().filter(|m| !done.contains(m.version())).collect()
+}
+
+#[derive(Default)]
+struct Outcome {
+    applied: usize,
+    migrated: Vec<String>,
+    failures: Vec<Failure>,
+}
+
+impl Outcome {
+    fn record(&mut self, done: SchemaOutcome) {
+        self.applied += done.applied;
+        if done.applied > 0 {
+            self.migrated.push(done.schema);
+        }
+        self.failures.extend(done.failure);
+    }
+}
