@@ -74,12 +74,12 @@ fn the_named_tenants_are_ready_each_on_its_own_schema() {
     for other in ["globex.example.com", "initech.example.com"] {
         assert_eq!(orders(&mut db.conn_for(other)), 0, "{other}");
     }
-    // The shared migration ran once, in public.
-    let path = diesel::sql_query("SELECT current_setting('search_path') AS value")
+    // Unqualified names resolve to the tenant's schema first, then public.
+    let schemas = diesel::sql_query("SELECT array_to_string(current_schemas(false), ',') AS value")
         .get_result::<Value>(&mut *db.conn_for("globex.example.com"))
         .unwrap()
         .value;
-    assert_eq!(path, r#""globex_example_com", "public""#);
+    assert_eq!(schemas, "globex_example_com,public");
 }
 
 #[test]
