@@ -79,8 +79,11 @@ pub use appschema_axum as axum;
 /// `pub const TABLES: &[appschema::TableMeta]` describing its tables.
 ///
 /// Shared and isolated tables join like any diesel tables: bring the shared
-/// table into the isolated module with `use` and declare the relation with
-/// `joinable!` and `allow_tables_to_appear_in_same_query!`, as below.
+/// tables into the isolated module with `use` and declare the relations with
+/// `joinable!` and `allow_tables_to_appear_in_same_query!`, as below. That
+/// macro declares every pair of the tables it lists, and diesel refuses a
+/// pair declared twice in a crate, so list every table that may meet another
+/// (isolated and shared) once, in the isolated module.
 ///
 /// ```
 /// use diesel::prelude::*;
@@ -88,16 +91,20 @@ pub use appschema_axum as axum;
 /// #[appschema::shared]
 /// pub mod shared {
 ///     diesel::table! { plans (id) { id -> Int8, name -> Text } }
+///     diesel::table! { currencies (code) { code -> Text, symbol -> Text } }
 /// }
 ///
 /// #[appschema::isolated]
 /// pub mod tenant {
-///     use super::shared::plans;
+///     use super::shared::{currencies, plans};
 ///
 ///     diesel::table! { orders (id) { id -> Int8, plan_id -> Int8, total -> Int8 } }
+///     diesel::table! { invoices (id) { id -> Int8, order_id -> Int8, currency -> Text } }
 ///
 ///     diesel::joinable!(orders -> plans (plan_id));
-///     diesel::allow_tables_to_appear_in_same_query!(orders, plans);
+///     diesel::joinable!(invoices -> orders (order_id));
+///     diesel::joinable!(invoices -> currencies (currency));
+///     diesel::allow_tables_to_appear_in_same_query!(orders, invoices, plans, currencies);
 /// }
 ///
 /// # fn main() {
@@ -112,6 +119,14 @@ pub use appschema_axum as axum;
 /// assert_eq!(
 ///     diesel::debug_query::<diesel::pg::Pg, _>(&join).to_string(),
 ///     r#"SELECT "orders"."id", "public"."plans"."name" FROM ("orders" INNER JOIN "public"."plans" ON ("orders"."plan_id" = "public"."plans"."id")) -- binds: []"#,
+/// );
+/// let invoices = tenant::invoices::table
+///     .inner_join(tenant::orders::table.inner_join(shared::plans::table))
+///     .inner_join(shared::currencies::table)
+///     .select((tenant::invoices::id, shared::plans::name, shared::currencies::symbol));
+/// assert_eq!(
+///     diesel::debug_query::<diesel::pg::Pg, _>(&invoices).to_string(),
+///     r#"SELECT "invoices"."id", "public"."plans"."name", "public"."currencies"."symbol" FROM (("invoices" INNER JOIN ("orders" INNER JOIN "public"."plans" ON ("orders"."plan_id" = "public"."plans"."id")) ON ("invoices"."order_id" = "orders"."id")) INNER JOIN "public"."currencies" ON ("invoices"."currency" = "public"."currencies"."code")) -- binds: []"#,
 /// );
 /// assert_eq!(tenant::TABLES[0].scope, appschema::Scope::Isolated);
 /// assert_eq!(tenant::TABLES[0].schema, None);

@@ -27,6 +27,29 @@ pub mod tenant {
 #[appschema::isolated(file = "tests/schema/tenant.rs")]
 pub mod generated {}
 
+/// Several tables on each side. One `allow_tables_to_appear_in_same_query!`
+/// names every table that may meet another in a query, isolated and shared
+/// (diesel wants each pair declared once in the crate, so the shared module
+/// does not declare its own pair again).
+#[appschema::shared]
+pub mod catalog {
+    diesel::table! { plans (id) { id -> Int8, name -> Text } }
+    diesel::table! { currencies (code) { code -> Text, symbol -> Text } }
+}
+
+#[appschema::isolated]
+pub mod billing {
+    use super::catalog::{currencies, plans};
+
+    diesel::table! { orders (id) { id -> Int8, plan_id -> Int8, total -> Int8 } }
+    diesel::table! { invoices (id) { id -> Int8, order_id -> Int8, currency -> Text } }
+
+    diesel::joinable!(orders -> plans (plan_id));
+    diesel::joinable!(invoices -> orders (order_id));
+    diesel::joinable!(invoices -> currencies (currency));
+    diesel::allow_tables_to_appear_in_same_query!(orders, invoices, plans, currencies);
+}
+
 #[appschema::isolated(file = "tests/schema/tenant_printed_from_t1.rs")]
 pub mod printed_from_t1 {}
 
@@ -209,4 +232,52 @@ fn each_module_lists_its_tables_with_scope_schema_and_columns() {
             },
         }]
     );
+}
+
+#[test]
+fn joins_across_scopes_span_several_tables_on_each_side() {
+    use billing::{invoices, orders};
+    use catalog::{currencies, plans};
+
+    let db = TestDb::new();
+    db.conn()
+        .batch_execute(
+            r#"
+            CREATE TABLE public.plans (id int8 PRIMARY KEY, name text NOT NULL);
+            CREATE TABLE public.currencies (code text PRIMARY KEY, symbol text NOT NULL);
+            INSERT INTO public.plans VALUES (1, 'basic'), (2, 'pro');
+            INSERT INTO public.currencies VALUES ('EUR', '€'), ('USD', '$');
+            CREATE SCHEMA t1;
+            CREATE SCHEMA t2;
+            CREATE TABLE t1.orders (id int8 PRIMARY KEY, plan_id int8 NOT NULL REFERENCES public.plans, total int8 NOT NULL);
+            CREATE TABLE t2.orders (LIKE t1.orders INCLUDING ALL);
+            CREATE TABLE t1.invoices (id int8 PRIMARY KEY, order_id int8 NOT NULL, currency text NOT NULL REFERENCES public.currencies);
+            CREATE TABLE t2.invoices (LIKE t1.invoices INCLUDING ALL);
+            INSERT INTO t1.orders VALUES (10, 1, 100), (11, 2, 110);
+            INSERT INTO t1.invoices VALUES (1, 10, 'EUR'), (2, 11, 'USD');
+            INSERT INTO t2.orders VALUES (20, 2, 200);
+            INSERT INTO t2.invoices VALUES (1, 20, 'USD');
+            "#,
+        )
+        .unwrap();
+    let query = || {
+        invoices::table
+            .inner_join(orders::table.inner_join(plans::table))
+            .inner_join(currencies::table)
+            .order(invoices::id)
+            .select((invoices::id, orders::total, plans::name, currencies::symbol))
+    };
+    assert_eq!(
+        diesel::debug_query::<Pg, _>(&query()).to_string(),
+        r#"SELECT "invoices"."id", "orders"."total", "public"."plans"."name", "public"."currencies"."symbol" FROM (("invoices" INNER JOIN ("orders" INNER JOIN "public"."plans" ON ("orders"."plan_id" = "public"."plans"."id")) ON ("invoices"."order_id" = "orders"."id")) INNER JOIN "public"."currencies" ON ("invoices"."currency" = "public"."currencies"."code")) ORDER BY "invoices"."id" -- binds: []"#
+    );
+    let (t1, t2): (Vec<(i64, i64, String, String)>, _) = on_t1_and_t2(&db, query);
+    assert_eq!(
+        t1,
+        [
+            (1, 100, "basic".into(), "€".into()),
+            (2, 110, "pro".into(), "$".into())
+        ]
+    );
+    assert_eq!(t2, [(1, 200, "pro".into(), "$".into())]);
 }

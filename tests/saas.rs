@@ -1,6 +1,10 @@
 //! HTTP tests against the running saas example (examples/saas): the real app,
 //! started in-process on an ephemeral port over its own database, spoken to
 //! over TCP with raw HTTP/1.1, so every byte of the Host header is ours.
+//!
+//! Each test's database comes from `appschema-test`, the harness applications
+//! use for their own tests: migrated, with spares (and, where a test asks,
+//! tenants) ready, its pools handed to the app.
 
 #[path = "../examples/saas/app.rs"]
 #[allow(dead_code)]
@@ -8,11 +12,17 @@ mod app;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use appschema::provision::{drop_tenant, DropMode};
-use appschema::PublicName;
-use appschema_tempdb::TestDb;
+use appschema::{MigrationSet, PublicName};
+use appschema_test::TestDatabase;
+use diesel::prelude::*;
+
+/// The app's migrations, planned once per test process.
+static MIGRATIONS: LazyLock<MigrationSet> =
+    LazyLock::new(|| app::migrations().expect("the saas example's migrations plan"));
 
 /// Sends one request with the Host header given as raw bytes (`None`: no Host
 /// header at all); returns the status code and the body.
@@ -91,7 +101,7 @@ fn project_names(body: &str) -> Vec<String> {
 /// A running app over a fresh database with `acme` and `globex` signed up
 /// concurrently and one project each (acme has two).
 struct Fixture {
-    db: TestDb,
+    db: TestDatabase,
     running: app::Running,
     _rt: tokio::runtime::Runtime,
 }
@@ -102,15 +112,35 @@ impl Fixture {
     }
 }
 
-fn two_tenants() -> Fixture {
-    let db = TestDb::new();
+/// The app served over `db`'s pools, as `main` serves it over its own.
+fn serve(db: TestDatabase) -> Fixture {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let running = rt.block_on(app::start(db.url(), 0)).unwrap();
-    let addr = running.addr;
+    let running = rt
+        .block_on(app::serve(
+            db.pool().clone(),
+            db.registry_pool().clone(),
+            Arc::clone(db.migrations()),
+            0,
+        ))
+        .unwrap();
+    Fixture {
+        db,
+        running,
+        _rt: rt,
+    }
+}
+
+fn two_tenants() -> Fixture {
+    let db = TestDatabase::builder(&MIGRATIONS)
+        .spares(app::SPARES)
+        .pool_size(8)
+        .build();
+    let fixture = serve(db);
+    let addr = fixture.addr();
     let signups = std::thread::scope(|s| {
         let a = s.spawn(|| post(addr, "localhost", "/signup", r#"{"name":"acme"}"#));
         let g = s.spawn(|| {
@@ -139,11 +169,27 @@ fn two_tenants() -> Fixture {
         );
         assert_eq!(status, 201, "{host}: {body}");
     }
-    Fixture {
-        db,
-        running,
-        _rt: rt,
+    fixture
+}
+
+#[test]
+fn tenants_made_by_the_harness_are_served_by_host_name() {
+    let hosts = ["acme.localhost", "globex.localhost", "initech.localhost"];
+    let db = TestDatabase::builder(&MIGRATIONS).tenants(hosts).build();
+    // Seed each tenant's rows straight through the harness's connections.
+    for host in hosts {
+        diesel::insert_into(app::tenant::projects::table)
+            .values(app::tenant::projects::name.eq(format!("{host} launch")))
+            .execute(&mut *db.conn_for(host))
+            .unwrap();
     }
+    let f = serve(db);
+    for host in hosts {
+        let (status, body) = get(f.addr(), host, "/api/projects");
+        assert_eq!(status, 200, "{host}: {body}");
+        assert_eq!(project_names(&body), [format!("{host} launch")]);
+    }
+    assert_eq!(get(f.addr(), "nobody.localhost", "/api/projects").0, 404);
 }
 
 #[test]

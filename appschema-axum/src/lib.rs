@@ -1,9 +1,8 @@
 //! tower/axum integration of appschema: every request is routed to its
 //! tenant by host name before a handler runs.
 //!
-//! [`TenantLayer`] resolves the request's host through a
-//! [`Resolver`](appschema_core::resolve::Resolver) and puts the
-//! [`CurrentTenant`] in the request's extensions; unknown hosts get `404`,
+//! [`TenantLayer`] resolves the request's host through a [`Resolver`] and
+//! puts the [`CurrentTenant`] in the request's extensions; unknown hosts get `404`,
 //! malformed ones `400`, and a registry that cannot be read `503`, before any
 //! handler runs, so no handler ever runs without a tenant (and never on the
 //! shared schema by accident). Handlers take [`CurrentTenant`] as an extractor

@@ -20,7 +20,19 @@ mod provision_cmds;
 
 /// Schema-per-tenant multi-tenancy for Diesel on PostgreSQL.
 #[derive(Debug, Parser)]
-#[command(name = "appschema-cli", version, about)]
+#[command(
+    name = "appschema-cli",
+    version,
+    about,
+    after_help = "Examples:
+  appschema-cli migrate --dry-run            # what would run, in order
+  appschema-cli migrate                      # apply it to public and every tenant
+  appschema-cli createschema acme.example.com --from spare
+  appschema-cli status
+
+Options come from the command line, else DATABASE_URL, else appschema.toml.
+`appschema-cli <command> --help` shows each command's examples."
+)]
 struct Cli {
     /// The database (else `DATABASE_URL`, else `database_url` in appschema.toml).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
@@ -40,6 +52,11 @@ struct Cli {
 enum Command {
     /// Applies pending migrations: appschema's own tables, then shared and
     /// isolated migrations in timeline order, to every tenant schema.
+    #[command(after_help = "Examples:
+  appschema-cli migrate --dry-run
+  appschema-cli migrate --jobs 4
+  appschema-cli migrate --tenant acme.example.com --tenant globex.example.com
+  appschema-cli --schema-file src/schema/shared.rs --schema-file src/schema/tenant.rs migrate")]
     Migrate {
         /// Parallel workers for tenant schemas [default: number of CPUs].
         #[arg(long)]
@@ -52,12 +69,18 @@ enum Command {
         dry_run: bool,
     },
     /// Shows each schema's applied and pending migrations, behind-head first.
+    #[command(after_help = "Examples:
+  appschema-cli status
+  appschema-cli status --json")]
     Status {
         /// Prints JSON.
         #[arg(long)]
         json: bool,
     },
     /// Manages migration directories.
+    #[command(after_help = "Examples:
+  appschema-cli migration generate add_pgcrypto --scope shared
+  appschema-cli migration generate create_orders --scope isolated")]
     Migration {
         #[command(subcommand)]
         command: MigrationCommand,
@@ -70,6 +93,9 @@ enum Command {
 enum MigrationCommand {
     /// Creates `<migrations-dir>/<timestamp>_<NAME>/` with up.sql, down.sql
     /// and a metadata.toml declaring the scope.
+    #[command(after_help = "Examples:
+  appschema-cli migration generate create_orders --scope isolated
+  appschema-cli --migrations-dir db/migrations migration generate add_plans --scope shared")]
     Generate {
         /// The migration's name (letters, digits, `_`).
         name: String,

@@ -16,6 +16,10 @@ use diesel::{Connection, PgConnection};
 pub enum ProvisionCommand {
     /// Creates a tenant: registry row, schema and isolated migrations, in one
     /// transaction. Prints the schema it created.
+    #[command(after_help = "Examples:
+  appschema-cli createschema acme.example.com
+  appschema-cli createschema acme.example.com --schema acme --from spare
+  appschema-cli createschema acme.example.com --template acme-template.sql")]
     Createschema {
         /// The tenant's public name (usually its host name).
         public_name: String,
@@ -31,24 +35,36 @@ pub enum ProvisionCommand {
     },
     /// Generates the schema template for the current isolated head, stores it
     /// in the database (for `createschema --from template`) and writes it out.
+    #[command(after_help = "Examples:
+  appschema-cli schematemplate
+  appschema-cli schematemplate --output template.sql")]
     Schematemplate {
         /// Where to write it [default: stdout].
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
     /// Lists the spare schemas, or tops them up to --count.
+    #[command(after_help = "Examples:
+  appschema-cli spares
+  appschema-cli spares --count 5")]
     Spares {
         /// Keep this many spares ready.
         #[arg(long)]
         count: Option<usize>,
     },
     /// Lists the tenants.
+    #[command(after_help = "Examples:
+  appschema-cli list
+  appschema-cli list --json")]
     List {
         /// Prints JSON.
         #[arg(long)]
         json: bool,
     },
     /// Drops a tenant (schema and registry rows, in one transaction).
+    #[command(after_help = "Examples:
+  appschema-cli dropschema acme.example.com
+  appschema-cli dropschema acme.example.com --archive --yes")]
     Dropschema {
         /// Any of the tenant's public names.
         public_name: String,
@@ -60,6 +76,9 @@ pub enum ProvisionCommand {
         yes: bool,
     },
     /// Restores an archived tenant.
+    #[command(after_help = "Examples:
+  appschema-cli restore appschema_archived_acme_example_com_1a2b3c4d5e6f7a8b
+  appschema-cli restore appschema_archived_acme_example_com_1a2b3c4d5e6f7a8b --as acme2.example.com --schema acme2")]
     Restore {
         /// The archive's schema (`appschema_archived_…`, as dropschema --archive printed).
         archive: String,
@@ -71,6 +90,9 @@ pub enum ProvisionCommand {
         schema: Option<String>,
     },
     /// Renames a tenant's public name and/or schema.
+    #[command(after_help = "Examples:
+  appschema-cli rename acme.example.com --to acme.io
+  appschema-cli rename acme.example.com --schema acme_io")]
     Rename {
         /// Any of the tenant's public names.
         public_name: String,
@@ -82,6 +104,9 @@ pub enum ProvisionCommand {
         schema: Option<String>,
     },
     /// Creates a tenant as a copy of another, data included.
+    #[command(after_help = "Examples:
+  appschema-cli clone acme.example.com acme-staging.example.com
+  appschema-cli clone acme.example.com demo.example.com --schema demo")]
     Clone {
         /// The tenant to copy.
         source: String,

@@ -210,12 +210,16 @@ fn read_schema_file(
     let source = std::fs::read_to_string(&path).map_err(|e| {
         syn::Error::new_spanned(
             file,
+            // Name the file as written, relative to the package, never by its
+            // absolute path: that depends on where the package (or cargo's
+            // target directory, for trybuild's copies) happens to live.
             format!(
-                "cannot read schema file `{written}` ({}): {e}\n\
-                 help: the path is relative to the package root (CARGO_MANIFEST_DIR); \
-                 write the file with `diesel print-schema > {written}`, then use \
+                "cannot read schema file `{written}` of package `{package}`: {e}\n\
+                 help: the path is relative to the package root (CARGO_MANIFEST_DIR, \
+                 the directory of its Cargo.toml); write the file with \
+                 `diesel print-schema > {written}`, then use \
                  #[appschema::{scope}(file = \"{written}\")]",
-                path.display()
+                package = std::env::var("CARGO_PKG_NAME").unwrap_or_else(|_| "?".into()),
             ),
         )
     })?;

@@ -114,12 +114,29 @@ pub async fn start(
         })
         .await??,
     );
+    // Two pools. Tenant work checks connections out of the SharedPool, which
+    // puts each on the tenant's search_path. The resolver (host -> tenant)
+    // reads the registry through a plain r2d2 pool of its own: its lookups
+    // (one per host not yet cached) then never wait behind tenant work for a
+    // connection, and a flood of unknown hosts cannot starve the tenants.
     let pool = SharedPool::builder(&url).max_size(16).build()?;
     let registry_pool = Pool::builder()
         .max_size(4)
         .build(ConnectionManager::<PgConnection>::new(&url))?;
-    let resolver = Arc::new(Resolver::builder().build(registry_pool));
+    serve(pool, registry_pool, migrations, port).await
+}
 
+/// Serves the app on `127.0.0.1:port` (0: any free port) over a database
+/// already migrated: tenant work on `pool`, the resolver's registry lookups
+/// on `registry_pool`. Tests call it with the pools of their
+/// `appschema_test::TestDatabase`.
+pub async fn serve(
+    pool: SharedPool,
+    registry_pool: Pool<ConnectionManager<PgConnection>>,
+    migrations: Arc<MigrationSet>,
+    port: u16,
+) -> Result<Running, Box<dyn std::error::Error + Send + Sync>> {
+    let resolver = Arc::new(Resolver::builder().build(registry_pool));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let state = AppState {
