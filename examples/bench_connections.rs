@@ -329,6 +329,18 @@ fn main() {
         .max_size(n)
         .build()
         .unwrap();
+    // The modes that leave session state behind get pools of their own: a
+    // backend that ever created a temporary table keeps its temporary
+    // schema, and `DISCARD TEMP` then looks for its contents on every later
+    // checkout, which would slow the clean-session modes sharing it.
+    let dirty_settings = SharedPool::builder(url.clone())
+        .max_size(n)
+        .build()
+        .unwrap();
+    let dirty_temp = SharedPool::builder(url.clone())
+        .max_size(n)
+        .build()
+        .unwrap();
     // The floor for switching tenants: r2d2 whose checkout test is a bare
     // prepared set_config of the path (same re-planning, no checks).
     let floor = checked_pool(&url, n, Test::SetPath);
@@ -391,6 +403,15 @@ fn main() {
         |c| warm_tenants(c),
     );
     warm_all(n as usize, || floor.get().unwrap(), |c| warm_tenants(c));
+    for p in [&dirty_settings, &dirty_temp] {
+        warm_all(
+            n as usize,
+            || p.get_for(&t0).unwrap(),
+            |c| {
+                pk_select(c, 1).unwrap();
+            },
+        );
+    }
     for p in tenant_pools.iter() {
         pk_select(&mut p.get().unwrap(), 1).unwrap();
     }
@@ -522,7 +543,7 @@ fn main() {
         }),
         11,
     ));
-    let (p, t) = (shared.clone(), t0.clone());
+    let (p, t) = (dirty_settings.clone(), t0.clone());
     modes.push((
         "shared pool, same tenant, op sets app.user_id",
         Arc::new(move |tt, k| {
@@ -543,7 +564,7 @@ fn main() {
         }),
         13,
     ));
-    let (p, t) = (shared.clone(), t0.clone());
+    let (p, t) = (dirty_temp.clone(), t0.clone());
     modes.push((
         "shared pool, same tenant, op fills a temp table",
         Arc::new(move |tt, k| {
