@@ -70,6 +70,7 @@ pub use appschema_derive::shared;
 /// tower/axum integration (feature `axum`): resolve each request's tenant.
 #[cfg(feature = "axum")]
 pub use appschema_axum as axum;
+
 /// Marks an inline module of diesel tables as **isolated**: one copy per
 /// tenant, in the tenant's own schema.
 ///
@@ -128,3 +129,8 @@ pub use appschema_axum as axum;
 /// ```
 #[doc(inline)]
 pub use appschema_derive::isolated;
+/// The migration planner (feature `planner`; `appschema-planner`): what
+/// `appschema-cli` and the planning build step run. Applications need not
+/// link it: see `appschema-build` for embedding a prepared plan.
+#[cfg(feature = "planner")]
+pub use appschema_planner as planner;
