@@ -8,7 +8,11 @@
 //!
 //! This crate is a facade: it re-exports the runtime library
 //! ([`appschema-core`](appschema_core)) and the table-marking attribute macros
-//! (`appschema-derive`).
+//! (`appschema-derive`). The migration planner is not among them: it runs in
+//! `appschema-cli` and in build steps, and an application embeds its result
+//! ([`include_migrations!`]) from the plan `appschema-cli prepare` writes,
+//! with `appschema-build` in its `[build-dependencies]`, so its build needs
+//! no libclang.
 //!
 //! ```
 //! use appschema::Scope;

@@ -17,7 +17,10 @@ fn migrations_embedded_from_the_plan_file_migrate_a_database_without_files() {
         root,
     )
     .unwrap();
-    assert_eq!(set, planned, "the plan file embeds what the planner decides");
+    assert_eq!(
+        set, planned,
+        "the plan file embeds what the planner decides"
+    );
     let planned: Vec<(&str, Scope)> = set
         .migrations()
         .iter()
