@@ -221,11 +221,27 @@ impl Plan {
     pub fn watched_paths(&self, base: &Path) -> Vec<PathBuf> {
         let dir = base.join(&self.migrations_dir);
         let mut out = vec![dir.clone()];
-        out.extend(self.inputs.keys().map(|p| base.join(p)));
+        out.extend(
+            self.inputs
+                .keys()
+                .map(|p| base.join(p))
+                .filter(|p| p.exists()),
+        );
+        let directory_metadata = dir.join("metadata.toml");
+        if directory_metadata.is_file() {
+            out.push(directory_metadata);
+        }
         if let Ok(names) = migration_dirs(&dir) {
             for name in names {
                 out.push(dir.join(&name));
-                out.extend(MIGRATION_FILES.iter().map(|f| dir.join(&name).join(f)));
+                // Only files that exist: cargo re-runs a build script on
+                // every build while a path it watches is missing.
+                out.extend(
+                    MIGRATION_FILES
+                        .iter()
+                        .map(|f| dir.join(&name).join(f))
+                        .filter(|p| p.is_file()),
+                );
             }
         }
         out
