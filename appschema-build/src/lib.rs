@@ -32,7 +32,7 @@ mod sha256;
 
 use std::path::{Path, PathBuf};
 
-pub use plan::{Plan, PlannedMigration, PLAN_FILE_FORMAT};
+pub use plan::{Plan, PreparedMigration, PLAN_FILE_FORMAT};
 pub use sha256::sha256_hex;
 
 /// The plan file's usual name, in the package root.

@@ -37,12 +37,12 @@ pub struct Plan {
     /// directory's `metadata.toml`): relative path → SHA-256.
     pub inputs: BTreeMap<String, String>,
     /// The migrations, in the order they run.
-    pub migrations: Vec<PlannedMigration>,
+    pub migrations: Vec<PreparedMigration>,
 }
 
 /// One migration of a plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PlannedMigration {
+pub struct PreparedMigration {
     /// The directory name, `<version>_<name>`.
     pub name: String,
     /// The version diesel records.
@@ -57,9 +57,9 @@ pub struct PlannedMigration {
     pub new_schema_sql: Option<String>,
 }
 
-impl PlannedMigration {
+impl PreparedMigration {
     /// The checksums of the files of the migration directory `dir`, as
-    /// [`PlannedMigration::files`] records them.
+    /// [`PreparedMigration::files`] records them.
     pub fn checksums(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
         let mut files = BTreeMap::new();
         for file in MIGRATION_FILES {
@@ -159,7 +159,7 @@ impl Plan {
                         .ok_or_else(|| invalid("`statements` is not a list of strings".into()))?,
                 ),
             };
-            plan.migrations.push(PlannedMigration {
+            plan.migrations.push(PreparedMigration {
                 name: string(t, "name")?,
                 version: string(t, "version")?,
                 scope,
@@ -261,7 +261,7 @@ impl Plan {
                 )]
             }
         };
-        let planned: BTreeMap<&str, &PlannedMigration> = self
+        let planned: BTreeMap<&str, &PreparedMigration> = self
             .migrations
             .iter()
             .map(|m| (m.name.as_str(), m))
@@ -269,7 +269,7 @@ impl Plan {
         for name in &on_disk {
             match planned.get(name.as_str()) {
                 None => changes.push(format!("migration `{name}` was added since")),
-                Some(m) => match PlannedMigration::checksums(&dir.join(name)) {
+                Some(m) => match PreparedMigration::checksums(&dir.join(name)) {
                     Ok(files) if files == m.files => {}
                     Ok(files) => {
                         let changed: Vec<&str> = MIGRATION_FILES
@@ -315,7 +315,7 @@ mod tests {
             migrations_dir: "migrations".into(),
             inputs: [("src/schema.rs".to_string(), "ab".repeat(32))].into(),
             migrations: vec![
-                PlannedMigration {
+                PreparedMigration {
                     name: "1_a".into(),
                     version: "1".into(),
                     scope: "shared".into(),
@@ -323,7 +323,7 @@ mod tests {
                     statements: None,
                     new_schema_sql: None,
                 },
-                PlannedMigration {
+                PreparedMigration {
                     name: "2_b".into(),
                     version: "2".into(),
                     scope: "isolated".into(),

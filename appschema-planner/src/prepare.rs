@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
-use appschema_build::{sha256_hex, Plan, PlannedMigration};
+use appschema_build::{sha256_hex, Plan, PreparedMigration};
 
 use crate::schema_source::TableScopes;
 use crate::{PlanError, PlanErrors};
@@ -100,10 +100,10 @@ pub fn prepare(
     }
     for m in set.migrations() {
         let path = dir.join(m.name());
-        let files = PlannedMigration::checksums(&path)
+        let files = PreparedMigration::checksums(&path)
             .map_err(|error| PrepareError::Read { path, error })?;
         let outside = !m.run_in_transaction();
-        plan.migrations.push(PlannedMigration {
+        plan.migrations.push(PreparedMigration {
             name: m.name().to_string(),
             version: m.version().to_string(),
             scope: m.scope().as_str().to_string(),
