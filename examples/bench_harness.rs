@@ -2,7 +2,7 @@
 //! from `appschema-test` with 3 fresh tenants, on the saas example's
 //! migrations (shared `plans`; isolated `account`, `projects`, `tasks`).
 //!
-//! `cargo run --release --example bench_harness [-- ROUNDS [BODY_MS]]`
+//! `cargo run --release --example bench_harness --features axum [-- ROUNDS [BODY_MS]]`
 //! (default 30 rounds; each test's body a sleep of BODY_MS, default 0: the
 //! set-ups back to back, so the copies made ahead cannot keep up).
 //!
@@ -15,12 +15,14 @@
 //! without the harness: an empty database, migrated, the 3 tenants created by
 //! the migrations.
 
-use std::path::Path;
+#[path = "saas/app.rs"]
+#[allow(dead_code)]
+mod app;
+
 use std::time::{Duration, Instant};
 
 use appschema::migrate::Migrator;
 use appschema::provision::{create_tenant, NewTenant};
-use appschema::MigrationSet;
 use appschema_tempdb::TestDb;
 use appschema_test::TestDatabase;
 use diesel::connection::SimpleConnection;
@@ -57,13 +59,7 @@ fn main() {
             .map(|a| a.parse().expect("BODY_MS is a number"))
             .unwrap_or(0),
     );
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let migrations = MigrationSet::load_with_schema_files(
-        &root.join("examples/saas/migrations"),
-        &[root.join("examples/saas/app.rs")],
-        root,
-    )
-    .expect("the saas migrations plan");
+    let migrations = app::migrations().expect("the saas migrations plan");
 
     let started = Instant::now();
     let server = appschema_test::server();

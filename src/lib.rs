@@ -8,7 +8,11 @@
 //!
 //! This crate is a facade: it re-exports the runtime library
 //! ([`appschema-core`](appschema_core)) and the table-marking attribute macros
-//! (`appschema-derive`).
+//! (`appschema-derive`). The migration planner is not among them: it runs in
+//! `appschema-cli` and in build steps, and an application embeds its result
+//! ([`include_migrations!`]) from the plan `appschema-cli prepare` writes,
+//! with `appschema-build` in its `[build-dependencies]`, so its build needs
+//! no libclang.
 //!
 //! ```
 //! use appschema::Scope;
@@ -70,6 +74,7 @@ pub use appschema_derive::shared;
 /// tower/axum integration (feature `axum`): resolve each request's tenant.
 #[cfg(feature = "axum")]
 pub use appschema_axum as axum;
+
 /// Marks an inline module of diesel tables as **isolated**: one copy per
 /// tenant, in the tenant's own schema.
 ///
@@ -143,3 +148,8 @@ pub use appschema_axum as axum;
 /// ```
 #[doc(inline)]
 pub use appschema_derive::isolated;
+/// The migration planner (feature `planner`; `appschema-planner`): what
+/// `appschema-cli` and the planning build step run. Applications need not
+/// link it: see `appschema-build` for embedding a prepared plan.
+#[cfg(feature = "planner")]
+pub use appschema_planner as planner;

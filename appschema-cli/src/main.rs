@@ -12,8 +12,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use appschema_core::migrate::{Event, Migrator};
-use appschema_core::planner::MigrationSet;
-use appschema_core::{PublicName, Scope};
+use appschema_core::{MigrationSet, PublicName, Scope};
 use clap::{Parser, Subcommand};
 
 mod provision_cmds;
@@ -76,6 +75,25 @@ enum Command {
         /// Prints JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Writes the plan file an application embeds without the planner
+    /// (offline mode): each migration's version and scope, and a checksum of
+    /// every file the plan depends on. Keep the file in the repository and
+    /// run this again after changing a migration or a schema file; the
+    /// application's `build.rs` calls
+    /// `appschema_build::embed_prepared_migrations("appschema-plan.toml")`,
+    /// which fails the build when the plan is out of date.
+    ///
+    /// Example: `appschema-cli prepare && git add appschema-plan.toml`
+    Prepare {
+        /// Where to write the plan; the migrations directory and the schema
+        /// files must lie under its directory.
+        #[arg(long, default_value = appschema_build::PLAN_FILE)]
+        plan_file: PathBuf,
+        /// Writes nothing; exits non-zero when the plan file is missing or
+        /// out of date (for CI).
+        #[arg(long)]
+        check: bool,
     },
     /// Manages migration directories.
     #[command(after_help = "Examples:
@@ -152,6 +170,14 @@ impl Config {
     }
 
     fn migrations(&self) -> Result<MigrationSet> {
+        self.check_files()?;
+        let base = std::env::current_dir().context("cannot read the working directory")?;
+        appschema_planner::load_with_schema_files(&self.migrations_dir, &self.schema_files, &base)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("the migrations were refused before anything ran")
+    }
+
+    fn check_files(&self) -> Result<()> {
         if !self.migrations_dir.is_dir() {
             bail!(
                 "migrations directory `{}` does not exist: pass --migrations-dir or create it",
@@ -166,10 +192,7 @@ impl Config {
                 );
             }
         }
-        let base = std::env::current_dir().context("cannot read the working directory")?;
-        MigrationSet::load_with_schema_files(&self.migrations_dir, &self.schema_files, &base)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("the migrations were refused before anything ran")
+        Ok(())
     }
 }
 
@@ -193,6 +216,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
         } => migrate(&config, jobs, &tenants, dry_run),
         Command::Status { json } => status(&config, json),
+        Command::Prepare { plan_file, check } => prepare(&config, &plan_file, check),
         Command::Migration {
             command: MigrationCommand::Generate { name, scope },
         } => generate(&config, &name, &scope),
@@ -419,6 +443,48 @@ fn status(config: &Config, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn prepare(config: &Config, plan_file: &Path, check: bool) -> Result<ExitCode> {
+    config.check_files()?;
+    let base = std::env::current_dir().context("cannot read the working directory")?;
+    let plan = appschema_planner::prepare(
+        &config.migrations_dir,
+        &config.schema_files,
+        &base,
+        plan_file,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .context("no plan written")?;
+    if check {
+        let current = match std::fs::read_to_string(plan_file) {
+            Ok(text) => appschema_build::Plan::parse(&text, plan_file).ok(),
+            Err(_) => None,
+        };
+        if current.as_ref() == Some(&plan) {
+            println!("{} is up to date", plan_file.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!(
+            "error: `{}` is missing or out of date: run `appschema-cli prepare` and commit the file",
+            plan_file.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    std::fs::write(plan_file, plan.to_toml())
+        .with_context(|| format!("failed to write `{}`", plan_file.display()))?;
+    let shared = plan
+        .migrations
+        .iter()
+        .filter(|m| m.scope == "shared")
+        .count();
+    println!(
+        "wrote {}: {} migrations ({shared} shared, {} isolated)",
+        plan_file.display(),
+        plan.migrations.len(),
+        plan.migrations.len() - shared
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Names for one line: all of them when a few, else the first and the
 /// last with the count.
 fn summarize(names: &[String]) -> String {
@@ -434,7 +500,7 @@ fn summarize(names: &[String]) -> String {
 fn isolated_tables_in(config: &Config, schema: &str) -> Result<Vec<String>> {
     let base = std::env::current_dir().context("cannot read the working directory")?;
     let tables =
-        appschema_core::schema_source::TableScopes::from_files(&config.schema_files, &base)
+        appschema_planner::schema_source::TableScopes::from_files(&config.schema_files, &base)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     let isolated: Vec<String> = tables
         .iter()

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use appschema_core::planner::MigrationSet;
 use appschema_core::provision::{self, DropMode, NewTenant, Source, Template};
+use appschema_core::MigrationSet;
 use appschema_core::{registry, PublicName, SchemaName};
 use clap::Subcommand;
 use diesel::{Connection, PgConnection};

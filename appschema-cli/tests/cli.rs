@@ -347,3 +347,40 @@ fn status_warns_about_isolated_tables_and_versions_in_the_shared_schema() {
         out.stderr
     );
 }
+
+#[test]
+fn prepare_writes_the_plan_file_and_check_refuses_it_once_a_migration_changed() {
+    let dir = project();
+    let out = run(cli(dir.path()).args(["prepare", "--check"]));
+    assert_eq!(out.code, 1, "no plan file yet: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("is missing or out of date: run `appschema-cli prepare`"),
+        "{}",
+        out.stderr
+    );
+    let out = run(cli(dir.path()).arg("prepare"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "wrote appschema-plan.toml: 2 migrations (1 shared, 1 isolated)\n"
+    );
+    let plan = std::fs::read_to_string(dir.path().join("appschema-plan.toml")).unwrap();
+    assert!(
+        plan.contains("name = \"2024-01-02-000000_orders\""),
+        "{plan}"
+    );
+    assert!(plan.contains("scope = \"isolated\""), "{plan}");
+    assert_eq!(run(cli(dir.path()).args(["prepare", "--check"])).code, 0);
+
+    migration(
+        dir.path(),
+        "2024-01-03-000000_more",
+        "ALTER TABLE orders ADD note text;",
+    );
+    assert_eq!(run(cli(dir.path()).args(["prepare", "--check"])).code, 1);
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let out = run(cli(dir.path()).args(["prepare", "--plan-file", "sub/plan.toml"]));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("is outside"), "{}", out.stderr);
+}

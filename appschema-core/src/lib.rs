@@ -2,8 +2,13 @@
 //!
 //! The runtime library of [appschema](https://docs.rs/appschema): schema
 //! names, the tenant registry, tenant-scoped connections, the migration
-//! planner and executor, and tenant provisioning. Applications use it through
-//! the `appschema` facade crate.
+//! executor, and tenant provisioning. Applications use it through the
+//! `appschema` facade crate.
+//!
+//! It is what a running application links, so it parses no SQL and no Rust:
+//! the migration planner (PostgreSQL's grammar through `pg_query`, schema
+//! files through `syn`) lives in `appschema-planner`, used by the CLI and by
+//! build steps; the application receives its result as a [`MigrationSet`].
 //!
 //! ```
 //! use appschema_core::Scope;
@@ -11,26 +16,23 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod build;
 pub mod connection;
 pub mod migrate;
+mod migration_set;
 mod name;
-pub mod planner;
 pub mod provision;
 pub mod registry;
 pub mod resolve;
-pub mod schema_source;
 mod scope;
-pub mod sql;
 
 pub use connection::{
     ConnectionError, SearchPath, SharedPool, TenantConnection, TenantCustomizer,
     TransactionScopedPool,
 };
 pub use migrate::{migrate_schema_in_transaction, MigrateError, Migrator};
+pub use migration_set::{EmbeddedMigration, Migration, MigrationSet, Step};
 pub use name::{
     quote_ident, NameError, PublicName, SchemaName, MAX_IDENTIFIER_BYTES, MAX_PUBLIC_NAME_BYTES,
     RESERVED_PREFIX,
 };
-pub use planner::{MigrationSet, PlanError, PlanErrors};
-pub use scope::{ColumnMeta, ParseScopeError, Scope, TableMeta};
+pub use scope::{ColumnMeta, ParseScopeError, Scope, TableMeta, DEFAULT_SHARED_SCHEMA};

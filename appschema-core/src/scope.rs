@@ -3,6 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The schema shared tables live in unless a marking names another.
+pub const DEFAULT_SHARED_SCHEMA: &str = "public";
+
 /// Where a table lives, and through the tables it touches, where a
 /// migration runs.
 ///

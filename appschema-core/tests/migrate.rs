@@ -4,8 +4,8 @@
 use std::sync::Mutex;
 
 use appschema_core::migrate::{migrate_schema_in_transaction, Event, Migrator};
-use appschema_core::planner::MigrationSet;
 use appschema_core::{registry, PublicName, SchemaName, Scope};
+use appschema_core::{Migration, MigrationSet};
 use appschema_tempdb::TestDb;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -370,21 +370,23 @@ fn migrations_opting_out_of_transactions_run_statement_by_statement() {
     let db = TestDb::new();
     let mut conn = db.conn();
     tenants(&mut conn, 2);
-    let dir = tempfile::tempdir().unwrap();
-    for (name, up, meta) in [
-        ("1_orders", "CREATE TABLE orders (id int);", ""),
-        (
+    // As the planner splits a `run_in_transaction = false` migration.
+    let set = MigrationSet::new(vec![
+        Migration::new("1", "1_orders", Scope::Isolated, "CREATE TABLE orders (id int);"),
+        Migration::new(
+            "2",
             "2_idx",
+            Scope::Isolated,
             "CREATE INDEX CONCURRENTLY orders_id ON orders (id);\nCREATE INDEX CONCURRENTLY orders_id2 ON orders (id);",
-            "run_in_transaction = false\n",
+        )
+        .outside_transaction(
+            vec![
+                "CREATE INDEX CONCURRENTLY orders_id ON orders (id)".into(),
+                "CREATE INDEX CONCURRENTLY orders_id2 ON orders (id)".into(),
+            ],
+            None,
         ),
-    ] {
-        let d = dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("up.sql"), up).unwrap();
-        std::fs::write(d.join("metadata.toml"), format!("{meta}appschema_scope = \"isolated\"\n")).unwrap();
-    }
-    let set = MigrationSet::load(dir.path(), &Default::default()).unwrap();
+    ]);
     let report = Migrator::new(db.url()).migrate(&set, &|_| {}).unwrap();
     assert!(report.is_success(), "{:?}", report.failures);
     assert_eq!(versions(&mut conn, "t1"), ["1", "2"]);

@@ -1,8 +1,8 @@
 //! The saas example's application: tables, routes, handlers and start-up.
 //! Shared by `main.rs` (the program) and `tests/saas.rs` (HTTP tests against
-//! the running app). This file is also the schema source the migration
-//! planner reads: its `#[appschema::shared]` / `#[appschema::isolated]`
-//! modules decide each migration's scope.
+//! the running app). Its tables are in `schema.rs`, the schema source the
+//! migration planner reads: its `#[appschema::shared]` /
+//! `#[appschema::isolated]` modules decide each migration's scope.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,7 +12,7 @@ use appschema::axum::{CurrentTenant, TenantDbError, TenantLayer};
 use appschema::migrate::Migrator;
 use appschema::provision::{self, NewTenant, ProvisionError, Source};
 use appschema::resolve::{normalize_host, Resolver};
-use appschema::{MigrationSet, SchemaName, SharedPool};
+use appschema::{Migration, MigrationSet, SchemaName, SharedPool};
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -24,23 +24,12 @@ use diesel::r2d2::{ConnectionManager, Pool};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
-#[appschema::shared]
-pub mod shared {
-    diesel::table! { plans (id) { id -> Int8, name -> Text, max_projects -> Int4, price_cents -> Int4 } }
-}
-
-#[appschema::isolated]
-pub mod tenant {
-    use super::shared::plans;
-
-    diesel::table! { account (id) { id -> Int4, display_name -> Text, plan_id -> Int8 } }
-    diesel::table! { projects (id) { id -> Int8, name -> Text } }
-    diesel::table! { tasks (id) { id -> Int8, project_id -> Int8, title -> Text, done -> Bool } }
-
-    diesel::joinable!(account -> plans (plan_id));
-    diesel::joinable!(tasks -> projects (project_id));
-    diesel::allow_tables_to_appear_in_same_query!(account, plans, projects, tasks);
-}
+// The tables live in their own file, which the planner reads
+// (`appschema-cli prepare --schema-file schema.rs`): editing this one leaves
+// the prepared plan valid.
+#[path = "schema.rs"]
+mod schema;
+pub use schema::{shared, tenant};
 
 use shared::plans;
 use tenant::{account, projects, tasks};
@@ -48,12 +37,29 @@ use tenant::{account, projects, tasks};
 /// How many spare schemas are kept ready, so a sign-up only renames one.
 pub const SPARES: usize = 2;
 
-/// The application's migrations, planned against this file's markings.
+/// The application's migrations, as `appschema-cli prepare` planned them
+/// against this file's markings (`examples/saas/appschema-plan.toml`), read
+/// with their SQL at start-up without the planner. An application usually
+/// embeds them at build time instead (`appschema_build::embed_prepared_migrations`
+/// in its `build.rs`, then `appschema::include_migrations!()`).
 pub fn migrations() -> Result<MigrationSet, Box<dyn std::error::Error + Send + Sync>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("examples/saas/migrations");
-    let schema = root.join("examples/saas/app.rs");
-    MigrationSet::load_with_schema_files(&dir, &[schema], root).map_err(|e| e.to_string().into())
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/saas/appschema-plan.toml");
+    let migrations = appschema_build::load_prepared(&plan)?
+        .into_iter()
+        .map(|m| {
+            let mut migration = Migration::new(m.version, m.name, m.scope.parse()?, m.up_sql);
+            if let Some(down) = m.down_sql {
+                migration = migration.with_down_sql(down);
+            }
+            if let Some(statements) = m.statements {
+                let statements = statements.into_iter().map(Into::into).collect();
+                migration =
+                    migration.outside_transaction(statements, m.new_schema_sql.map(Into::into));
+            }
+            Ok(migration)
+        })
+        .collect::<Result<Vec<_>, appschema::ParseScopeError>>()?;
+    Ok(MigrationSet::new(migrations))
 }
 
 /// Everything a handler needs.

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 
 use super::{Event, TRACKING_TABLE};
 use crate::name::quote_ident;
-use crate::planner::Migration;
+use crate::Migration;
 
 pub(super) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -239,14 +239,19 @@ fn apply_without_transaction(
             let _ = conn.batch_execute("ROLLBACK");
         })?;
         conn.batch_execute(&format!("SET search_path TO {path}"))?;
-        let statements = crate::sql::split_statements(m.up_sql()).map_err(|e| {
+        // The planner split `up.sql` with PostgreSQL's grammar; a
+        // `run_in_transaction = false` migration always carries the split.
+        let statements = m.statements().ok_or_else(|| {
             diesel::result::Error::DatabaseError(
                 diesel::result::DatabaseErrorKind::Unknown,
-                Box::new(e),
+                Box::new(format!(
+                    "migration {} runs outside a transaction but holds no statements",
+                    m.version()
+                )),
             )
         })?;
         for statement in statements {
-            conn.batch_execute(&statement)?;
+            conn.batch_execute(statement)?;
         }
         conn.batch_execute(&format!(
             "INSERT INTO {}.{TRACKING_TABLE} (version) VALUES ({})",

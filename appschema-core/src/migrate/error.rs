@@ -26,7 +26,7 @@ pub enum MigrateError {
     #[error(
         "migration {0} sets `run_in_transaction = false` and has no form for a new schema \
          (a set built with `MigrationSet::from_parts`, or a shared migration): plan it with \
-         `MigrationSet::load` or the build step, which prepare one"
+         `appschema_planner::load` or a build step, which prepare one"
     )]
     NotTransactional(String),
     /// A migration failed in one schema (single-schema API).

@@ -11,8 +11,8 @@ use super::apply::{db_message, lock_key, quote_literal};
 use super::{MigrateError, TRACKING_TABLE};
 use crate::name::SchemaName;
 #[cfg(doc)]
-use crate::planner::Migration;
-use crate::planner::MigrationSet;
+use crate::Migration;
+use crate::MigrationSet;
 
 /// Brings one schema to the isolated head inside the caller's transaction:
 /// creates its `__diesel_schema_migrations`, applies every isolated
@@ -31,7 +31,7 @@ use crate::planner::MigrationSet;
 ///
 /// ```no_run
 /// # use diesel::Connection;
-/// # use appschema_core::{SchemaName, planner::MigrationSet};
+/// # use appschema_core::{MigrationSet, SchemaName};
 /// # let set = MigrationSet::default();
 /// let mut conn = diesel::PgConnection::establish("postgres:///app").unwrap();
 /// conn.transaction(|conn| {

@@ -41,9 +41,9 @@ pub use in_transaction::migrate_schema_in_transaction;
 pub use report::{Event, Failure, PlannedMigration, Report, SchemaStatus};
 
 use crate::name::{PublicName, SchemaName};
-use crate::planner::{MigrationSet, Step};
 use crate::registry;
 use crate::Scope;
+use crate::{MigrationSet, Step};
 use run::tracked_targets;
 
 /// diesel's tracking table, created in every migrated schema.
@@ -68,7 +68,7 @@ pub type SchemaSource =
 ///
 /// ```no_run
 /// use appschema_core::migrate::Migrator;
-/// use appschema_core::planner::MigrationSet;
+/// use appschema_core::MigrationSet;
 /// # let set = MigrationSet::default();
 /// let report = Migrator::new("postgres:///app").jobs(4).migrate(&set, &|_| {}).unwrap();
 /// assert!(report.is_success());
@@ -102,7 +102,7 @@ impl Migrator {
         Migrator {
             database_url: database_url.into(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            shared_schema: crate::schema_source::DEFAULT_SHARED_SCHEMA.to_string(),
+            shared_schema: crate::DEFAULT_SHARED_SCHEMA.to_string(),
             tenants: None,
             sources: Vec::new(),
         }

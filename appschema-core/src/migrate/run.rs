@@ -10,8 +10,8 @@ use super::applied;
 use super::apply::{apply, ApplyTarget};
 use super::{Event, Failure, MigrateError, Migrator, Report, Target};
 use crate::name::{quote_ident, SchemaName};
-use crate::planner::{Migration, Step};
 use crate::Scope;
+use crate::{Migration, Step};
 
 impl Migrator {
     /// The timeline's steps in order (see [`Migrator::migrate`]).

@@ -57,7 +57,7 @@ impl<T: IsolatedMigrations + ?Sized> IsolatedMigrations for &T {
     }
 }
 
-impl IsolatedMigrations for crate::planner::MigrationSet {
+impl IsolatedMigrations for crate::MigrationSet {
     fn versions(&self) -> Vec<String> {
         self.isolated().map(|m| m.version().to_string()).collect()
     }

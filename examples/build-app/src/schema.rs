@@ -1,4 +1,4 @@
-// Read by the build step (not compiled here: the marking macros are another crate's concern).
+// Read by `appschema-cli prepare` (not compiled here: the marking macros are another crate's concern).
 #[appschema::shared]
 pub mod shared {
     diesel::table! { public.plans (id) { id -> Int8, name -> Text } }

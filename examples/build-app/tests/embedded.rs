@@ -1,5 +1,6 @@
-//! The build step end to end: migrations embedded at build time migrate a
-//! real database, from a working directory with no migration files.
+//! The lean build step end to end: migrations embedded at build time from
+//! the prepared plan are the planner's, and migrate a real database from a
+//! working directory with no migration files.
 
 use appschema::migrate::Migrator;
 use appschema::{registry, PublicName, SchemaName, Scope};
@@ -7,8 +8,19 @@ use appschema_tempdb::TestDb;
 use diesel::connection::SimpleConnection;
 
 #[test]
-fn migrations_planned_at_build_time_migrate_a_database_without_files() {
+fn migrations_embedded_from_the_plan_file_migrate_a_database_without_files() {
     let set = appschema_build_example::migrations();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let planned = appschema_planner::load_with_schema_files(
+        &root.join("migrations"),
+        &[root.join("src/schema.rs")],
+        root,
+    )
+    .unwrap();
+    assert_eq!(
+        set, planned,
+        "the plan file embeds what the planner decides"
+    );
     let planned: Vec<(&str, Scope)> = set
         .migrations()
         .iter()

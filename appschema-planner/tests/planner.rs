@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use appschema_core::planner::{MigrationSet, Step};
-use appschema_core::schema_source::TableScopes;
 use appschema_core::Scope;
+use appschema_core::{MigrationSet, Step};
+use appschema_planner::schema_source::TableScopes;
 
 const SCHEMA: &str = r#"
 #[appschema::shared]
@@ -43,7 +43,7 @@ impl Project {
     }
 
     fn load(&self) -> Result<MigrationSet, String> {
-        MigrationSet::load_with_schema_files(
+        appschema_planner::load_with_schema_files(
             &self.dir.path().join("migrations"),
             &[self.dir.path().join("src/schema.rs")],
             self.dir.path(),
@@ -241,7 +241,7 @@ fn a_table_marked_both_shared_and_isolated_is_refused() {
         "#[appschema::shared] mod s { diesel::table! { orders (id) { id -> Int8 } } }",
     )
     .unwrap();
-    let err = MigrationSet::load_with_schema_files(
+    let err = appschema_planner::load_with_schema_files(
         &p.dir.path().join("migrations"),
         &[
             p.dir.path().join("src/schema.rs"),
@@ -308,9 +308,10 @@ fn malformed_migration_directories_are_named() {
     let err = p.load().unwrap_err();
     assert!(err.contains("its name must be `<version>_<name>`"), "{err}");
     assert!(err.contains("it has no `up.sql`"), "{err}");
-    let missing = MigrationSet::load(Path::new("/nonexistent/migrations"), &TableScopes::new())
-        .unwrap_err()
-        .to_string();
+    let missing =
+        appschema_planner::load(Path::new("/nonexistent/migrations"), &TableScopes::new())
+            .unwrap_err()
+            .to_string();
     assert!(
         missing.starts_with("cannot read `/nonexistent/migrations`"),
         "{missing}"
@@ -338,11 +339,16 @@ fn the_build_step_embeds_the_planned_set_and_fails_on_planner_errors() {
     p.migration("1_orders", "CREATE TABLE orders (id int);", None);
     let out = p.dir.path().join("generated.rs");
     let files = [p.dir.path().join("src/schema.rs")];
-    appschema_core::build::generate(&p.dir.path().join("migrations"), &files, p.dir.path(), &out)
-        .unwrap();
+    appschema_planner::build::generate(
+        &p.dir.path().join("migrations"),
+        &files,
+        p.dir.path(),
+        &out,
+    )
+    .unwrap();
     let code = std::fs::read_to_string(&out).unwrap();
     assert!(
-        code.contains(r#"("1", "1_orders", "isolated", true, "CREATE TABLE orders (id int);", Some("-- nothing"), None),"#),
+        code.contains(r#"EmbeddedMigration { version: "1", name: "1_orders", scope: "isolated", up_sql: "CREATE TABLE orders (id int);", down_sql: Some("-- nothing"), statements: None, new_schema_sql: None },"#),
         "{code}"
     );
     p.migration(
@@ -350,7 +356,7 @@ fn the_build_step_embeds_the_planned_set_and_fails_on_planner_errors() {
         "ALTER TABLE orders ADD x int; ALTER TABLE public.plans ADD y int;",
         None,
     );
-    let err = appschema_core::build::generate(
+    let err = appschema_planner::build::generate(
         &p.dir.path().join("migrations"),
         &files,
         p.dir.path(),
@@ -364,7 +370,7 @@ fn the_build_step_embeds_the_planned_set_and_fails_on_planner_errors() {
     );
     // A build.rs returning `Result<(), Box<dyn Error>>` prints the error
     // with `Debug`: it must read as the message, not a struct dump.
-    let err = appschema_core::build::generate(
+    let err = appschema_planner::build::generate(
         &p.dir.path().join("migrations"),
         &files,
         p.dir.path(),

@@ -452,7 +452,7 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>, String> {
 /// ```
 /// let sql = "CREATE INDEX CONCURRENTLY o_idx ON orders (id);\nVACUUM orders;";
 /// assert_eq!(
-///     appschema_core::sql::new_schema_form(sql).unwrap(),
+///     appschema_planner::sql::new_schema_form(sql).unwrap(),
 ///     "CREATE INDEX  o_idx ON orders (id);\n"
 /// );
 /// ```

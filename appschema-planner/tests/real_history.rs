@@ -7,8 +7,6 @@
 //! catalog: `migrate` on an existing tenant, the migrations at creation, the
 //! schema template, and a spare.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -18,8 +16,9 @@ use appschema_core::provision::{
     NewTenant, Source,
 };
 use appschema_core::{registry, MigrationSet, Scope};
+use appschema_planner::load_with_schema_files;
 use appschema_tempdb::TestDb;
-use common::query_strings;
+use diesel::prelude::*;
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real_history")
@@ -27,12 +26,8 @@ fn fixture() -> PathBuf {
 
 fn history() -> MigrationSet {
     let dir = fixture();
-    MigrationSet::load_with_schema_files(
-        &dir.join("migrations"),
-        &[dir.join("src/schema.rs")],
-        &dir,
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+    load_with_schema_files(&dir.join("migrations"), &[dir.join("src/schema.rs")], &dir)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `pg_dump --schema-only` of `schema`, normalized: comments, blank lines
@@ -280,4 +275,20 @@ fn a_tenant_created_before_the_shared_migrations_ran_says_to_run_migrate() {
     assert!(err.to_string().contains("appschema-cli migrate"), "{err}");
     let err = generate_template(&mut conn, db.url(), &history()).unwrap_err();
     assert!(err.to_string().contains("appschema-cli migrate"), "{err}");
+}
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    value: String,
+}
+
+/// The `value` column of every row `sql` returns.
+fn query_strings(conn: &mut PgConnection, sql: &str) -> Vec<String> {
+    diesel::sql_query(sql)
+        .load::<Row>(conn)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value)
+        .collect()
 }
