@@ -103,8 +103,8 @@ impl IntoResponse for TenantDbError {
 /// the pool when `work` returns or panics.
 ///
 /// ```no_run
-/// use appschema_axum::{run_for_tenant, CurrentTenant, TenantDbError};
-/// use appschema_core::SharedPool;
+/// use appschema::axum::{run_for_tenant, CurrentTenant, TenantDbError};
+/// use appschema::SharedPool;
 /// use axum::extract::State;
 /// use diesel::prelude::*;
 ///

@@ -13,8 +13,8 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use appschema_axum::{CurrentTenant, TenantLayer};
-//! use appschema_core::resolve::Resolver;
+//! use appschema::axum::{CurrentTenant, TenantLayer};
+//! use appschema::resolve::Resolver;
 //! use axum::{routing::get, Router};
 //! use diesel::r2d2::{ConnectionManager, Pool};
 //!

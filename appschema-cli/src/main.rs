@@ -83,8 +83,10 @@ enum Command {
     /// application's `build.rs` calls
     /// `appschema_build::embed_prepared_migrations("appschema-plan.toml")`,
     /// which fails the build when the plan is out of date.
-    ///
-    /// Example: `appschema-cli prepare && git add appschema-plan.toml`
+    #[command(after_help = "Examples:
+  appschema-cli prepare && git add appschema-plan.toml
+  appschema-cli prepare --check              # in CI: fails when the plan is out of date
+  appschema-cli prepare --schema-file src/schema.rs --plan-file db/appschema-plan.toml")]
     Prepare {
         /// Where to write the plan; the migrations directory and the schema
         /// files must lie under its directory.

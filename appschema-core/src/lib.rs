@@ -11,7 +11,7 @@
 //! build steps; the application receives its result as a [`MigrationSet`].
 //!
 //! ```
-//! use appschema_core::Scope;
+//! use appschema::Scope;
 //! assert_eq!("shared".parse::<Scope>(), Ok(Scope::Shared));
 //! ```
 #![warn(missing_docs)]

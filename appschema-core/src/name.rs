@@ -77,7 +77,7 @@ pub enum NameError {
 /// schemas).
 ///
 /// ```
-/// use appschema_core::SchemaName;
+/// use appschema::SchemaName;
 /// let name = SchemaName::new("acme").unwrap();
 /// assert_eq!(name.quoted(), "\"acme\"");
 /// assert!(SchemaName::new("pg_catalog").is_err());
@@ -195,8 +195,8 @@ fn validate_identifier(name: &str) -> Result<(), NameError> {
 /// Quotes any identifier for SQL, doubling embedded quotes.
 ///
 /// ```
-/// assert_eq!(appschema_core::quote_ident("public"), "\"public\"");
-/// assert_eq!(appschema_core::quote_ident("a\"b"), "\"a\"\"b\"");
+/// assert_eq!(appschema::quote_ident("public"), "\"public\"");
+/// assert_eq!(appschema::quote_ident("a\"b"), "\"a\"\"b\"");
 /// ```
 pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -208,7 +208,7 @@ pub fn quote_ident(ident: &str) -> String {
 /// refused: use their punycode (`xn--…`) form.
 ///
 /// ```
-/// use appschema_core::PublicName;
+/// use appschema::PublicName;
 /// assert_eq!(PublicName::new("Acme.Example.COM.").unwrap().as_str(), "acme.example.com");
 /// assert!(PublicName::new("аcme.com").is_err()); // Cyrillic `а`
 /// ```

@@ -77,7 +77,7 @@ pub(crate) const ROLE_NAMED_SCHEMA: &str = "appschema: schema named like a role"
 /// ```no_run
 /// # use diesel::Connection;
 /// let mut conn = diesel::PgConnection::establish("postgres:///app").unwrap();
-/// appschema_core::registry::install(&mut conn).unwrap();
+/// appschema::registry::install(&mut conn).unwrap();
 /// ```
 pub fn install(conn: &mut PgConnection) -> QueryResult<()> {
     conn.transaction(|conn| {

@@ -68,7 +68,7 @@ pub enum ResolveError {
 /// must arrive in punycode, as browsers send them).
 ///
 /// ```
-/// use appschema_core::resolve::normalize_host;
+/// use appschema::resolve::normalize_host;
 /// assert_eq!(normalize_host("ACME.localhost:8080").unwrap().as_str(), "acme.localhost");
 /// assert_eq!(normalize_host("acme.localhost.").unwrap().as_str(), "acme.localhost");
 /// assert!(normalize_host("evil.com@acme.localhost").is_err());
@@ -147,7 +147,7 @@ struct Cache {
 /// Resolves hosts to tenants through the registry, with a bounded cache.
 ///
 /// ```no_run
-/// use appschema_core::resolve::Resolver;
+/// use appschema::resolve::Resolver;
 /// use diesel::r2d2::{ConnectionManager, Pool};
 /// let pool = Pool::new(ConnectionManager::<diesel::PgConnection>::new("postgres:///app")).unwrap();
 /// let resolver = Resolver::builder().capacity(10_000).build(pool);

@@ -10,7 +10,7 @@ pub const DEFAULT_SHARED_SCHEMA: &str = "public";
 /// migration runs.
 ///
 /// ```
-/// use appschema_core::Scope;
+/// use appschema::Scope;
 /// assert_eq!(Scope::Shared.to_string(), "shared");
 /// assert!("both".parse::<Scope>().is_err());
 /// ```

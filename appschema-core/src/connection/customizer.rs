@@ -21,7 +21,7 @@ use crate::name::SchemaName;
 /// at no extra cost.
 ///
 /// ```no_run
-/// use appschema_core::{SchemaName, connection::{SearchPath, TenantCustomizer}};
+/// use appschema::{SchemaName, connection::{SearchPath, TenantCustomizer}};
 /// use diesel::r2d2::{ConnectionManager, Pool};
 /// use diesel::PgConnection;
 ///

@@ -30,7 +30,7 @@ const STALE_PLAN: &str = "cached plan must not change result type";
 /// new checkout succeeds (a web handler can answer "retry later").
 ///
 /// ```
-/// use appschema_core::connection::is_stale_plan;
+/// use appschema::connection::is_stale_plan;
 /// assert!(!is_stale_plan(&diesel::result::Error::NotFound));
 /// ```
 pub fn is_stale_plan(error: &diesel::result::Error) -> bool {

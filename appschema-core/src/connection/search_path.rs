@@ -16,7 +16,7 @@ use crate::name::{quote_ident, SchemaName, MAX_IDENTIFIER_BYTES};
 /// shared-only work runs on `"<shared>", "<extra>"…`. Every name is quoted.
 ///
 /// ```
-/// use appschema_core::{SchemaName, connection::SearchPath};
+/// use appschema::{SchemaName, connection::SearchPath};
 /// let path = SearchPath::new().extra_schema("extensions").unwrap();
 /// let acme = SchemaName::new("acme").unwrap();
 /// assert_eq!(path.for_tenant(&acme), r#""acme", "public", "extensions""#);

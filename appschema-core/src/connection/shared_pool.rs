@@ -337,7 +337,7 @@ impl SharedPoolBuilder {
 /// as an `EXECUTE`): the open-transaction check needs that protocol.
 ///
 /// ```no_run
-/// use appschema_core::{SchemaName, connection::SharedPool};
+/// use appschema::{SchemaName, connection::SharedPool};
 /// use diesel::prelude::*;
 ///
 /// let pool = SharedPool::builder("postgres:///app").build()?;
@@ -466,7 +466,7 @@ impl SharedPool {
 /// connection never reach the next user of the same tenant.
 ///
 /// ```no_run
-/// use appschema_core::{SchemaName, connection::SharedPool};
+/// use appschema::{SchemaName, connection::SharedPool};
 /// use diesel::prelude::*;
 ///
 /// let acme = SchemaName::new("acme").unwrap();

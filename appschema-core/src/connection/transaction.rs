@@ -23,7 +23,7 @@ use crate::name::SchemaName;
 /// transaction ends.
 ///
 /// ```no_run
-/// use appschema_core::{SchemaName, connection::{in_tenant_transaction, SearchPath, ConnectionError}};
+/// use appschema::{SchemaName, connection::{in_tenant_transaction, SearchPath, ConnectionError}};
 /// use diesel::prelude::*;
 /// let mut conn = PgConnection::establish("postgres:///app?port=6432")?;
 /// let acme = SchemaName::new("acme").unwrap();
@@ -207,7 +207,7 @@ impl TransactionScopedPoolBuilder {
 /// clients.
 ///
 /// ```no_run
-/// use appschema_core::{SchemaName, connection::{TransactionScopedPool, ConnectionError}};
+/// use appschema::{SchemaName, connection::{TransactionScopedPool, ConnectionError}};
 /// use diesel::prelude::*;
 /// let pool = TransactionScopedPool::builder("postgres://app@pgbouncer:6432/app").build()?;
 /// let acme = SchemaName::new("acme").unwrap();

@@ -31,13 +31,13 @@ use crate::MigrationSet;
 ///
 /// ```no_run
 /// # use diesel::Connection;
-/// # use appschema_core::{MigrationSet, SchemaName};
+/// # use appschema::{MigrationSet, SchemaName};
 /// # let set = MigrationSet::default();
 /// let mut conn = diesel::PgConnection::establish("postgres:///app").unwrap();
 /// conn.transaction(|conn| {
 ///     let schema = SchemaName::new("acme").unwrap();
 ///     diesel::sql_query(format!("CREATE SCHEMA {}", schema.quoted())).execute(conn)?;
-///     appschema_core::migrate::migrate_schema_in_transaction(conn, &schema, &set)
+///     appschema::migrate::migrate_schema_in_transaction(conn, &schema, &set)
 ///         .map_err(|e| diesel::result::Error::QueryBuilderError(e.into()))?;
 ///     Ok::<_, diesel::result::Error>(())
 /// }).unwrap();

@@ -67,8 +67,8 @@ pub type SchemaSource =
 /// Runs migrations; see the [module docs](self).
 ///
 /// ```no_run
-/// use appschema_core::migrate::Migrator;
-/// use appschema_core::MigrationSet;
+/// use appschema::migrate::Migrator;
+/// use appschema::MigrationSet;
 /// # let set = MigrationSet::default();
 /// let report = Migrator::new("postgres:///app").jobs(4).migrate(&set, &|_| {}).unwrap();
 /// assert!(report.is_success());

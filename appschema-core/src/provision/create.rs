@@ -133,7 +133,7 @@ const MAX_DERIVED_ATTEMPTS: usize = 50;
 /// digit or a reserved prefix, cut to fit 63 bytes.
 ///
 /// ```
-/// use appschema_core::{provision::derive_schema_name, PublicName};
+/// use appschema::{provision::derive_schema_name, PublicName};
 /// let name = derive_schema_name(&PublicName::new("Acme.example.com").unwrap());
 /// assert_eq!(name.as_str(), "acme_example_com");
 /// let name = derive_schema_name(&PublicName::new("pg-1.example").unwrap());

@@ -10,13 +10,13 @@
 //!
 //! ```no_run
 //! # use diesel::Connection;
-//! # let migrations = appschema_core::MigrationSet::default(); // embedded at build time
-//! use appschema_core::provision::{create_tenant, NewTenant, Source};
+//! # let migrations = appschema::MigrationSet::default(); // embedded at build time
+//! use appschema::provision::{create_tenant, NewTenant, Source};
 //! let mut conn = diesel::PgConnection::establish("postgres:///app").unwrap();
 //! let request = NewTenant::new("acme.example.com")?.source(Source::Spare);
 //! let created = create_tenant(&mut conn, &migrations, &request)?;
 //! println!("{} lives in schema {}", created.tenant.public_name, created.tenant.schema_name);
-//! # Ok::<(), appschema_core::provision::ProvisionError>(())
+//! # Ok::<(), appschema::provision::ProvisionError>(())
 //! ```
 
 mod archive;
