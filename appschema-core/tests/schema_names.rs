@@ -40,16 +40,47 @@ fn schema(name: &str) -> SchemaName {
     SchemaName::new(name).unwrap()
 }
 
-/// A request holds a connection on `acme` while acme is dropped and someone
-/// signs up asking for the same schema name.
-#[test]
-fn a_connection_held_across_a_drop_never_reads_the_tenant_that_asks_for_the_freed_name() {
+/// A database with the tenant `acme.test`, and a request holding a
+/// connection on its schema (after writing a row there).
+struct Held {
+    db: appschema_tempdb::TestDb,
+    conn: PgConnection,
+    m: appschema_core::MigrationSet,
+    acme: appschema_core::registry::Tenant,
+    _pool: SharedPool,
+    held: appschema_core::connection::TenantConnection,
+}
+
+fn acme_with_a_held_connection() -> Held {
     let (db, mut conn) = db_with_registry();
     let m = app_migrations();
     let acme = create_named(&mut conn, &m, "acme.test").tenant;
     let pool = SharedPool::builder(db.url()).max_size(1).build().unwrap();
     let mut held = pool.get_for(&acme.schema_name).unwrap();
     add_customer(&mut held, "acme's customer");
+    Held {
+        db,
+        conn,
+        m,
+        acme,
+        _pool: pool,
+        held,
+    }
+}
+
+/// A request holds a connection on `acme` while acme is dropped and someone
+/// signs up asking for the same schema name.
+#[test]
+fn a_connection_held_across_a_drop_never_reads_the_tenant_that_asks_for_the_freed_name() {
+    let Held {
+        db,
+        mut conn,
+        m,
+        acme,
+        held: mut held_conn,
+        ..
+    } = acme_with_a_held_connection();
+    let held = &mut held_conn;
 
     drop_tenant(&mut conn, &public_name("acme.test"), DropMode::Drop).unwrap();
     let e = create_tenant(
@@ -80,18 +111,21 @@ fn a_connection_held_across_a_drop_never_reads_the_tenant_that_asks_for_the_free
     add_customer(&mut fresh, "the newcomer's customer");
 
     // The held connection fails; it never reads the newcomer's rows.
-    let read = customer_names(&mut held);
+    let read = customer_names(held);
     assert!(read.is_err(), "LEAK: the held connection read {read:?}");
 }
 
 #[test]
 fn a_connection_held_across_a_rename_never_reads_the_tenant_that_asks_for_the_old_name() {
-    let (db, mut conn) = db_with_registry();
-    let m = app_migrations();
-    let acme = create_named(&mut conn, &m, "acme.test").tenant;
-    let pool = SharedPool::builder(db.url()).max_size(1).build().unwrap();
-    let mut held = pool.get_for(&acme.schema_name).unwrap();
-    add_customer(&mut held, "acme's customer");
+    let Held {
+        db: _db,
+        mut conn,
+        m,
+        acme,
+        held: mut held_conn,
+        ..
+    } = acme_with_a_held_connection();
+    let held = &mut held_conn;
 
     rename_tenant(
         &mut conn,
@@ -117,7 +151,7 @@ fn a_connection_held_across_a_rename_never_reads_the_tenant_that_asks_for_the_ol
     )
     .unwrap_err();
     assert!(matches!(e, ProvisionError::SchemaRetired { .. }), "{e:?}");
-    assert!(customer_names(&mut held).is_err());
+    assert!(customer_names(held).is_err());
 }
 
 #[test]
