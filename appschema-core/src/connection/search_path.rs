@@ -246,7 +246,7 @@ const SESSION_DIRTY: &str = "appschema: role changed or channels listened to";
 
 /// Appends `s` to `out` as an `E'…'` literal, read the same whatever the
 /// session's `standard_conforming_strings`.
-pub(crate) fn push_literal(out: &mut String, s: &str) {
+fn push_literal(out: &mut String, s: &str) {
     out.push_str("E'");
     for c in s.chars() {
         match c {
@@ -273,7 +273,7 @@ pub(crate) struct ConnectFacts {
     /// Whether the start-up options took effect (the `search_path` was the
     /// one they set). When a proxy dropped them, `RESET ALL` returns to the
     /// server's defaults, and the switch re-applies diesel's settings.
-    pub(crate) startup_options_applied: bool,
+    startup_options_applied: bool,
 }
 
 /// The body of the prepared check that comes before the switch: `$1` is
@@ -365,7 +365,7 @@ struct ConnectRow {
 pub(crate) fn prepare_session_switch(
     conn: &mut PgConnection,
     default_path: &str,
-) -> QueryResult<ConnectFacts> {
+) -> QueryResult<()> {
     use diesel::connection::SimpleConnection;
     let row: ConnectRow = diesel::sql_query(
         "SELECT session_user::pg_catalog.text AS login_role, \
@@ -379,8 +379,7 @@ pub(crate) fn prepare_session_switch(
     conn.batch_execute(&format!(
         "PREPARE {SWITCH_STATEMENT} (pg_catalog.text) AS {}",
         session_switch_body(&facts)
-    ))?;
-    Ok(facts)
+    ))
 }
 
 /// Writes into `out` (cleared first) one simple-protocol message: the
@@ -437,8 +436,9 @@ pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(
     result
 }
 
-/// One run of the checkout message, classified.
-fn run_once(conn: &mut PgConnection, sql: &str) -> Result<(), Refusal> {
+/// One run of a checkout message (or of a unit's message ending in
+/// [`write_local_switch`]'s check), its refusals classified by marker.
+pub(crate) fn run_once(conn: &mut PgConnection, sql: &str) -> Result<(), Refusal> {
     use diesel::connection::SimpleConnection;
     match conn.batch_execute(sql) {
         Ok(()) => Ok(()),
@@ -489,11 +489,6 @@ pub(crate) fn write_local_switch(out: &mut String, path: &str, first_schema: &st
          THEN pg_catalog.current_setting(E'{SCHEMA_MISSING}') \
          END"
     ));
-}
-
-/// Runs a message ending in [`write_local_switch`]'s check.
-pub(crate) fn run_local_switch(conn: &mut PgConnection, sql: &str) -> Result<(), Refusal> {
-    run_once(conn, sql)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use diesel::{Connection, PgConnection};
 
 use super::error::{describe_target, ConnectionError};
 use super::hygiene::{drain_notifications, DIRTY_UNLISTEN, UNIT_RESET};
-use super::search_path::{run_local_switch, write_local_switch, Refusal, SearchPath};
+use super::search_path::{run_once, write_local_switch, Refusal, SearchPath};
 use crate::name::SchemaName;
 
 /// Runs `f` in a transaction whose first statement is
@@ -87,7 +87,7 @@ where
     // then the unit starts again.
     for attempt in 0..2 {
         let outcome = conn.transaction(|conn| {
-            let refusal = match run_local_switch(conn, &sql) {
+            let refusal = match run_once(conn, &sql) {
                 Ok(()) => {
                     drain_notifications(conn);
                     let f = f.take().expect("the unit's work runs once");
