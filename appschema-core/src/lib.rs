@@ -16,6 +16,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod citus;
 pub mod connection;
 pub mod migrate;
 mod migration_set;

@@ -49,12 +49,25 @@ impl TempCluster {
     /// The binaries are looked up on `PATH`, then under
     /// `/usr/lib/postgresql/*/bin` (highest version first).
     pub fn start() -> Result<TempCluster, Error> {
-        let bins = PgBins::find()?;
-        let run_as = RunAs::detect()?;
-        start_in_fresh_dir(&POSTGRES, |dir| Self::start_in(dir, bins, run_as))
+        Self::start_with(&[])
     }
 
-    fn start_in(dir: PathBuf, bins: PgBins, run_as: Option<RunAs>) -> Result<TempCluster, Error> {
+    /// Like [`TempCluster::start`], with server settings added to the
+    /// command line (`-c name=value`). A value may hold `{dir}`, replaced by
+    /// the cluster's directory (which is also its socket directory): Citus's
+    /// `citus.local_hostname` names the node itself that way.
+    pub fn start_with(settings: &[(&str, &str)]) -> Result<TempCluster, Error> {
+        let bins = PgBins::find()?;
+        let run_as = RunAs::detect()?;
+        start_in_fresh_dir(&POSTGRES, |dir| Self::start_in(dir, bins, run_as, settings))
+    }
+
+    fn start_in(
+        dir: PathBuf,
+        bins: PgBins,
+        run_as: Option<RunAs>,
+        settings: &[(&str, &str)],
+    ) -> Result<TempCluster, Error> {
         if let Some(user) = run_as {
             user.chown(&dir)?;
         }
@@ -110,10 +123,12 @@ impl TempCluster {
             .args(["-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
             .args(["-c", "max_connections=400"])
-            .args(["-c", "max_locks_per_transaction=256"])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
+            .args(["-c", "max_locks_per_transaction=256"]);
+        for (name, value) in settings {
+            let value = value.replace("{dir}", &dir.display().to_string());
+            cmd.arg("-c").arg(format!("{name}={value}"));
+        }
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
         let postgres = ServerProcess::start(&POSTGRES, cmd, run_as, dir, log_path)?;
         Ok(TempCluster { postgres, bins })
     }

@@ -8,6 +8,11 @@
 //!   a directory under `/tmp`, `postgres` listening on a unix socket inside
 //!   it, both deleted when the process ends (normally, by a panic, or killed).
 //!
+//! - with `APPSCHEMA_TEST_CITUS=1` (and no `DATABASE_URL`), a throwaway
+//!   Citus cluster is started instead ([`TempCitus`]: a coordinator and two
+//!   workers), and every test database is a Citus database on all three:
+//!   the same tests then run against the coordinator.
+//!
 //! One server is shared per process ([`server`]), and each test takes its own
 //! database on it ([`TestDb`]), so tests run in parallel without seeing each
 //! other's tables.
@@ -27,11 +32,13 @@
 #![warn(missing_docs)]
 
 mod bins;
+mod citus;
 mod cluster;
 mod pgbouncer;
 mod process;
 mod testdb;
 
+pub use citus::TempCitus;
 pub use cluster::TempCluster;
 pub use pgbouncer::TempPgBouncer;
 pub use testdb::{server, Server, TestDb};

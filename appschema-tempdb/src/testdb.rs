@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
-use crate::{Error, TempCluster};
+use crate::{Error, TempCitus, TempCluster};
 
 /// The server a process's tests, examples or benchmarks talk to.
 #[derive(Debug)]
@@ -17,13 +17,19 @@ pub enum Server {
     },
     /// A throwaway cluster started for this process.
     Temp(TempCluster),
+    /// A throwaway Citus cluster started for this process
+    /// (`APPSCHEMA_TEST_CITUS=1`); URLs are the coordinator's.
+    Citus(TempCitus),
 }
 
 impl Server {
-    /// `DATABASE_URL` if set, else a freshly started [`TempCluster`].
+    /// `DATABASE_URL` if set, else a freshly started [`TempCitus`] when
+    /// `APPSCHEMA_TEST_CITUS` is set (to anything but `0` or nothing), else
+    /// a freshly started [`TempCluster`].
     pub fn from_env_or_start() -> Result<Server, Error> {
         match std::env::var("DATABASE_URL") {
             Ok(url) if !url.trim().is_empty() => Ok(Server::External { url }),
+            _ if citus_requested() => TempCitus::start().map(Server::Citus),
             _ => TempCluster::start().map(Server::Temp),
         }
     }
@@ -33,6 +39,7 @@ impl Server {
         match self {
             Server::External { url } => url.clone(),
             Server::Temp(cluster) => cluster.url(),
+            Server::Citus(citus) => citus.coordinator().url(),
         }
     }
 
@@ -41,16 +48,32 @@ impl Server {
         match self {
             Server::External { url } => with_database(url, dbname),
             Server::Temp(cluster) => cluster.url_for(dbname),
+            Server::Citus(citus) => citus.coordinator().url_for(dbname),
         }
     }
 
-    /// The throwaway cluster, if this server is one.
+    /// The throwaway cluster, if this server is one (for Citus: the
+    /// coordinator).
     pub fn temp_cluster(&self) -> Option<&TempCluster> {
         match self {
             Server::External { .. } => None,
             Server::Temp(cluster) => Some(cluster),
+            Server::Citus(citus) => Some(citus.coordinator()),
         }
     }
+
+    /// The throwaway Citus cluster, if this server is one.
+    pub fn citus(&self) -> Option<&TempCitus> {
+        match self {
+            Server::Citus(citus) => Some(citus),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `APPSCHEMA_TEST_CITUS` asks for a Citus cluster.
+fn citus_requested() -> bool {
+    std::env::var("APPSCHEMA_TEST_CITUS").is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0")
 }
 
 /// The process-wide server, started on first use and never stopped by this
@@ -105,6 +128,10 @@ impl TestDb {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        if let Some(citus) = server.citus() {
+            let url = citus.create_database_from(&name, template)?;
+            return Ok(TestDb { name, url });
+        }
         let mut admin = PgConnection::establish(&server.url())
             .map_err(|e| Error::new(format!("cannot connect to {}: {e}", server.url())))?;
         let copy = match template {
@@ -143,6 +170,10 @@ impl Default for TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if let Some(citus) = server().citus() {
+            let _ = citus.drop_database(&self.name);
+            return;
+        }
         if let Ok(mut admin) = PgConnection::establish(&server().url()) {
             let _ = diesel::sql_query(format!(
                 "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",

@@ -81,13 +81,19 @@ impl IsolatedMigrations for crate::MigrationSet {
     }
 }
 
-/// `CREATE SCHEMA` then the isolated migrations, in the open transaction.
+/// `CREATE SCHEMA` (a distributed schema on Citus) then the isolated
+/// migrations, in the open transaction.
 pub(crate) fn migrate_new_schema<M: IsolatedMigrations + ?Sized>(
     conn: &mut PgConnection,
     migrations: &M,
     schema: &SchemaName,
 ) -> Result<(), ProvisionError> {
-    schema_ddl(conn, &format!("CREATE SCHEMA {}", schema.quoted()), schema)?;
+    let create = format!(
+        "CREATE SCHEMA {};\n{}",
+        schema.quoted(),
+        crate::citus::distribute_new_schema_sql(schema)
+    );
+    schema_ddl(conn, &create, schema)?;
     migrations
         .migrate_schema(conn, schema)
         .map_err(|error| ProvisionError::Migration {

@@ -122,6 +122,10 @@ impl Template {
         }
         let mut replay = vec![Piece::Text("CREATE SCHEMA ".into()), Piece::Schema];
         replay.push(Piece::Text(";\n".into()));
+        // On Citus, a distributed schema: its tables are created distributed.
+        replay.push(Piece::Text(crate::citus::DISTRIBUTE_PREFIX.into()));
+        replay.push(Piece::Schema);
+        replay.push(Piece::Text(crate::citus::DISTRIBUTE_SUFFIX.into()));
         replay.push(Piece::Text(CHECK_FUNCTION_BODIES_OFF.into()));
         replay.extend(split_schema(&body, TEMPLATE_PLACEHOLDER).map_err(TemplateError::Sql)?);
         replay.push(Piece::Text(CHECK_FUNCTION_BODIES_RESTORED.into()));
