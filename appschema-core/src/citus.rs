@@ -171,6 +171,33 @@ pub(crate) const DISTRIBUTE_PREFIX: &str = "DO $appschema$ BEGIN IF EXISTS (SELE
 /// See [`distribute_new_schema_sql`].
 pub(crate) const DISTRIBUTE_SUFFIX: &str = "'); END IF; END $appschema$;\n";
 
+/// Runs `sql` (any number of statements) as one message, or, when
+/// `one_by_one` (on Citus), statement by statement: Citus refuses DDL on
+/// distributed tables inside a multi-statement message ("cannot insert
+/// multiple commands into a prepared statement"). Either way the first
+/// error stops it; a transaction the script opened is then left aborted,
+/// as with a single message.
+pub(crate) fn execute_script(
+    conn: &mut PgConnection,
+    sql: &str,
+    one_by_one: bool,
+) -> QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    if !one_by_one {
+        return conn.batch_execute(sql);
+    }
+    let statements = crate::provision::sqltok::split_statements(sql).map_err(|e| {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::Unknown,
+            Box::new(format!("cannot split the SQL into statements: {e}")),
+        )
+    })?;
+    for statement in statements {
+        conn.batch_execute(statement)?;
+    }
+    Ok(())
+}
+
 /// Makes every table of `tables` (names in `schema`, the shared schema)
 /// that exists and is not yet a reference table into one, and returns the
 /// ones it converted. Tables that do not exist (yet) are skipped. Does

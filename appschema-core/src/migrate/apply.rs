@@ -6,6 +6,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use super::{Event, TRACKING_TABLE};
+use crate::citus::execute_script;
 use crate::name::quote_ident;
 use crate::Migration;
 
@@ -173,6 +174,9 @@ pub(super) struct ApplyTarget<'a> {
     /// The schema's tracking table is known to exist, so the guard need not
     /// create it.
     pub(super) tracked: bool,
+    /// On Citus: run the statements one by one (see
+    /// [`crate::citus::execute_script`]).
+    pub(super) one_by_one: bool,
 }
 
 /// One round trip: lock, check, migration, tracking row, commit.
@@ -186,18 +190,19 @@ fn apply_in_transaction(
         schema,
         path,
         tracked,
+        one_by_one,
     } = target;
     if tracked {
-        return conn.batch_execute(&tracked_batch(schema, path, m, try_lock));
+        return execute_script(conn, &tracked_batch(schema, path, m, try_lock), one_by_one);
     }
-    conn.batch_execute(&format!(
+    execute_script(conn, &format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED;\nSELECT set_config('search_path', {path}, true);\n{guard};\n{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\nCOMMIT;",
         path = quote_literal(path),
         guard = guard_sql(schema, m.version(), try_lock),
         sql = m.up_sql(),
         qs = quote_ident(schema),
         v = quote_literal(m.version()),
-    ))
+    ), one_by_one)
 }
 
 /// `run_in_transaction = false`: a session lock, then each statement on its

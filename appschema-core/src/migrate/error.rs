@@ -44,6 +44,16 @@ pub enum MigrateError {
     /// not read.
     #[error("reading the applied versions stopped with {0} schema(s) unread: run migrate again")]
     ReadInterrupted(usize),
+    /// On Citus: a shared table isolated tables reference could not be made
+    /// a reference table (see [`crate::citus::ensure_reference_tables`]).
+    #[error("{0}")]
+    Citus(crate::citus::CitusError),
+}
+
+impl From<crate::citus::CitusError> for MigrateError {
+    fn from(e: crate::citus::CitusError) -> MigrateError {
+        MigrateError::Citus(e)
+    }
 }
 
 // The variants wrapping another error print its message themselves, so they

@@ -52,14 +52,19 @@ pub fn migrate_schema_in_transaction(
     struct Setting {
         #[diesel(sql_type = Text)]
         value: String,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        citus: bool,
     }
     #[derive(QueryableByName)]
     struct Version {
         #[diesel(sql_type = Text)]
         version: String,
     }
-    let previous: Setting =
-        diesel::sql_query("SELECT current_setting('search_path') AS value").get_result(conn)?;
+    let previous: Setting = diesel::sql_query(
+        "SELECT current_setting('search_path') AS value, EXISTS (SELECT 1 FROM \
+             pg_catalog.pg_extension WHERE extname = 'citus') AS citus",
+    )
+    .get_result(conn)?;
     let qs = schema.quoted();
     conn.batch_execute(&format!(
         "SELECT pg_advisory_xact_lock({key});
@@ -82,10 +87,15 @@ pub fn migrate_schema_in_transaction(
         let sql = m
             .new_schema_sql()
             .ok_or_else(|| MigrateError::NotTransactional(m.name().to_string()))?;
-        conn.batch_execute(&format!(
-            "{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({});",
-            quote_literal(m.version())
-        ))
+        // On Citus, statement by statement (see `citus::execute_script`).
+        crate::citus::execute_script(
+            conn,
+            &format!(
+                "{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({});",
+                quote_literal(m.version())
+            ),
+            previous.citus,
+        )
         .map_err(|e| MigrateError::Failed {
             schema: schema.as_str().to_string(),
             version: m.version().to_string(),

@@ -79,6 +79,10 @@ pub struct Migrator {
     shared_schema: String,
     tenants: Option<Vec<PublicName>>,
     sources: Vec<(String, SchemaSource)>,
+    reference_tables: Vec<String>,
+    /// Whether the database is a Citus coordinator, found out as `migrate`
+    /// starts.
+    citus: std::sync::OnceLock<bool>,
 }
 
 impl std::fmt::Debug for Migrator {
@@ -105,6 +109,8 @@ impl Migrator {
             shared_schema: crate::DEFAULT_SHARED_SCHEMA.to_string(),
             tenants: None,
             sources: Vec::new(),
+            reference_tables: Vec::new(),
+            citus: std::sync::OnceLock::new(),
         }
     }
 
@@ -130,6 +136,31 @@ impl Migrator {
     pub fn schema_source(mut self, name: impl Into<String>, source: SchemaSource) -> Migrator {
         self.sources.push((name.into(), source));
         self
+    }
+
+    /// On Citus: the shared tables (in the shared schema) that isolated
+    /// tables reference, which must be reference tables there. `migrate`
+    /// makes those that exist into reference tables before it starts and
+    /// after each shared migration it applies (see
+    /// [`crate::citus::ensure_reference_tables`]); off Citus this does
+    /// nothing. The planner lists them (`appschema_planner::citus_notes`);
+    /// `appschema-cli migrate` passes them. Default: none.
+    pub fn citus_reference_tables(mut self, tables: Vec<String>) -> Migrator {
+        self.reference_tables = tables;
+        self
+    }
+
+    /// Whether `migrate` found a Citus coordinator (`false` before it ran).
+    pub(crate) fn on_citus(&self) -> bool {
+        self.citus.get().copied().unwrap_or(false)
+    }
+
+    /// [`crate::citus::ensure_reference_tables`] for this run's list.
+    pub(crate) fn ensure_reference_tables(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<String>, crate::citus::CitusError> {
+        crate::citus::ensure_reference_tables(conn, &self.shared_schema, &self.reference_tables)
     }
 
     fn connect(&self) -> Result<PgConnection, MigrateError> {
@@ -276,6 +307,9 @@ impl Migrator {
         let started = Instant::now();
         let mut conns = vec![self.connect()?];
         registry::install(&mut conns[0])?;
+        let citus = crate::citus::is_citus(&mut conns[0])?;
+        let _ = self.citus.set(citus);
+        self.ensure_reference_tables(&mut conns[0])?;
         let targets = self.targets(&mut conns[0])?;
         let tracked = applied::tracked_schemas(&mut conns[0])?;
         let mut known = HashMap::new();

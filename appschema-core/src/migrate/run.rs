@@ -42,8 +42,19 @@ impl Migrator {
                         schema,
                         path: &self.shared_path(None),
                         tracked: applied.is_tracked(schema),
+                        one_by_one: self.on_citus(),
                     };
-                    match apply(&mut conns[0], target, m, on_event) {
+                    let applied = apply(&mut conns[0], target, m, on_event).and_then(|now| {
+                        // On Citus, the tables isolated migrations will
+                        // reference become reference tables as soon as
+                        // they exist.
+                        if now {
+                            self.ensure_reference_tables(&mut conns[0])
+                                .map_err(|e| e.to_string())?;
+                        }
+                        Ok(now)
+                    });
+                    match applied {
                         Ok(applied_now) => {
                             if applied_now {
                                 report.migrations_applied += 1;
@@ -145,7 +156,7 @@ impl Migrator {
                         };
                         while let Some(work) = next_work() {
                             let path = self.shared_path(Some(&work.0.schema));
-                            let done = migrate_one(conn, work, &path, on_event);
+                            let done = migrate_one(conn, work, &path, self.on_citus(), on_event);
                             let mut o = outcome.lock().unwrap_or_else(|e| e.into_inner());
                             o.record(done);
                         }
@@ -179,6 +190,7 @@ fn migrate_one(
     conn: &mut PgConnection,
     (target, pending, tracked): Work<'_>,
     path: &str,
+    one_by_one: bool,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> SchemaOutcome {
     let schema = target.schema.as_str();
@@ -190,6 +202,7 @@ fn migrate_one(
             schema,
             path,
             tracked,
+            one_by_one,
         };
         match apply(conn, at, m, on_event) {
             Ok(true) => {

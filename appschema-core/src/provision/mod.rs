@@ -27,7 +27,7 @@ mod migrations;
 mod pg_dump;
 mod rename;
 mod spare;
-mod sqltok;
+pub(crate) mod sqltok;
 mod template;
 mod util;
 

@@ -185,6 +185,64 @@ pub(crate) fn ident_is(token: &Token<'_>, name: &str) -> bool {
     }
 }
 
+/// `sql` as its statements, each without its `;`, empty ones (blank or
+/// comments only) left out. A `;` ends a statement only outside
+/// parentheses (a `CREATE RULE`'s action list) and outside a
+/// `BEGIN ATOMIC … END` function body (whose `CASE … END`s are counted).
+/// What Citus needs: it refuses DDL on distributed tables inside a
+/// multi-statement message.
+pub(crate) fn split_statements(sql: &str) -> Result<Vec<&str>, String> {
+    let tokens = tokenize(sql)?;
+    let mut out = Vec::new();
+    let (mut start, mut offset) = (0, 0);
+    let mut parens = 0usize;
+    // Inside BEGIN ATOMIC: the open BEGIN ATOMIC/CASE blocks.
+    let mut atomic = 0usize;
+    let mut previous_word: Option<&str> = None;
+    fn push<'s>(text: &'s str, out: &mut Vec<&'s str>) {
+        let meaningful = tokenize(text).is_ok_and(|ts| {
+            ts.iter()
+                .any(|t| !matches!(t.kind, Kind::Space | Kind::LineComment | Kind::BlockComment))
+        });
+        if meaningful {
+            out.push(text.trim());
+        }
+    }
+    for token in &tokens {
+        match token.kind {
+            Kind::Other if token.text == "(" => parens += 1,
+            Kind::Other if token.text == ")" => parens = parens.saturating_sub(1),
+            Kind::Other if token.text == ";" && parens == 0 && atomic == 0 => {
+                push(&sql[start..offset], &mut out);
+                start = offset + 1;
+            }
+            Kind::Ident => {
+                let word = token.text;
+                if word.eq_ignore_ascii_case("atomic")
+                    && previous_word.is_some_and(|w| w.eq_ignore_ascii_case("begin"))
+                {
+                    atomic += 1;
+                } else if atomic > 0 && word.eq_ignore_ascii_case("case") {
+                    atomic += 1;
+                } else if atomic > 0 && word.eq_ignore_ascii_case("end") {
+                    atomic -= 1;
+                }
+                previous_word = Some(word);
+            }
+            _ => {}
+        }
+        if !matches!(
+            token.kind,
+            Kind::Space | Kind::LineComment | Kind::BlockComment | Kind::Ident
+        ) {
+            previous_word = None;
+        }
+        offset += token.text.len();
+    }
+    push(&sql[start..], &mut out);
+    Ok(out)
+}
+
 /// The object-reference types whose literals name a schema-qualified object.
 const REG_TYPES: &[&str] = &[
     "regclass",
@@ -283,6 +341,27 @@ pub(crate) fn join_schema(pieces: &[Piece], ident: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_split_at_top_level_semicolons_only() {
+        let sql = "CREATE TABLE a (x text DEFAULT ';');\n-- a comment; with a semicolon\n\
+                   CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$;\n\
+                   CREATE RULE r AS ON INSERT TO a DO ALSO (NOTIFY a; NOTIFY b);\n\
+                   CREATE FUNCTION g(i int) RETURNS int LANGUAGE sql BEGIN ATOMIC \
+                   SELECT CASE WHEN i > 0 THEN 1 ELSE 2 END; SELECT 3; END;\n\
+                   /* only; a comment */ ;; INSERT INTO \"x;y\" VALUES (E'\\';')";
+        let statements = split_statements(sql).unwrap();
+        assert_eq!(statements.len(), 5, "{statements:#?}");
+        assert_eq!(statements[0], "CREATE TABLE a (x text DEFAULT ';')");
+        assert!(statements[1].ends_with("END $$"));
+        assert!(statements[2].ends_with("(NOTIFY a; NOTIFY b)"));
+        assert!(
+            statements[3].ends_with("SELECT 3; END"),
+            "{}",
+            statements[3]
+        );
+        assert!(statements[4].starts_with("INSERT"), "{}", statements[4]);
+    }
 
     fn replace(sql: &str, from: &str, to: &str) -> String {
         join_schema(&split_schema(sql, from).unwrap(), to)

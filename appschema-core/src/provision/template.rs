@@ -226,6 +226,10 @@ impl Template {
         conn: &mut PgConnection,
         schema: &SchemaName,
     ) -> Result<(), ProvisionError> {
+        if crate::citus::is_citus(conn)? {
+            // Statement by statement (see `citus::execute_script`).
+            return super::util::schema_script(conn, &self.sql_for(schema), schema, true);
+        }
         schema_ddl(conn, &self.sql_for(schema), schema)
     }
 }

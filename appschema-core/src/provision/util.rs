@@ -104,8 +104,18 @@ pub(crate) fn schema_ddl(
     sql: &str,
     schema: &SchemaName,
 ) -> Result<(), ProvisionError> {
-    use diesel::connection::SimpleConnection;
-    conn.batch_execute(sql).map_err(|e| match &e {
+    schema_script(conn, sql, schema, false)
+}
+
+/// [`schema_ddl`], statement by statement when `one_by_one` (on Citus:
+/// see [`crate::citus::execute_script`]).
+pub(crate) fn schema_script(
+    conn: &mut PgConnection,
+    sql: &str,
+    schema: &SchemaName,
+    one_by_one: bool,
+) -> Result<(), ProvisionError> {
+    crate::citus::execute_script(conn, sql, one_by_one).map_err(|e| match &e {
         DieselError::DatabaseError(_, info) if info.message().contains("already exists") => {
             ProvisionError::SchemaExists {
                 schema: schema.to_string(),

@@ -21,7 +21,15 @@ pub fn public_name(i: usize) -> String {
 /// Creates `n` tenants (registered) on `conn`'s database.
 pub fn create_tenants(conn: &mut PgConnection, n: usize) {
     registry::install(conn).unwrap();
-    let mut sql = String::from(
+    // On a Citus coordinator (APPSCHEMA_TEST_CITUS=1), each tenant schema is
+    // a distributed schema on a worker, as appschema creates them there.
+    let citus = appschema_core::citus::is_citus(conn).unwrap();
+    let mut sql = String::from(if citus {
+        "SET citus.enable_schema_based_sharding = on;"
+    } else {
+        ""
+    });
+    sql.push_str(
         "CREATE TABLE public.items (id int8 PRIMARY KEY, marker text NOT NULL);
          INSERT INTO public.items VALUES (1, 'public');",
     );
@@ -34,6 +42,9 @@ pub fn create_tenants(conn: &mut PgConnection, n: usize) {
                FROM generate_series(1, 100) g;",
             q = t.quoted()
         ));
+    }
+    if citus {
+        sql.push_str("RESET citus.enable_schema_based_sharding;");
     }
     conn.batch_execute(&sql).unwrap();
     for i in 0..n {
