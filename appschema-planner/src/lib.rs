@@ -42,5 +42,8 @@ pub mod schema_source;
 pub mod sql;
 
 pub use appschema_core::{Migration, MigrationSet, Scope};
-pub use planner::{load, load_with_schema_files, PlanError, PlanErrors, DIRECTORY_METADATA};
+pub use planner::{
+    load, load_with_citus_notes, load_with_schema_files, load_with_schema_files_and_citus_notes,
+    CitusNotes, CitusWarning, PlanError, PlanErrors, DIRECTORY_METADATA,
+};
 pub use prepare::{prepare, PrepareError};

@@ -65,6 +65,9 @@ pub struct SqlFacts {
     pub index_uses: BTreeSet<TableRef>,
     /// Indexes renamed, in order: (old name, new name).
     pub index_renames: Vec<(TableRef, TableRef)>,
+    /// Tables a trigger is created on (Citus refuses triggers on
+    /// distributed tables).
+    pub triggers: BTreeSet<TableRef>,
 }
 
 /// Parses `sql` with PostgreSQL's grammar and reports the tables it touches.
@@ -139,6 +142,9 @@ fn statement(node: &NodeEnum, facts: &mut SqlFacts) {
                     }
                 }
             }
+        }
+        NodeEnum::CreateTrigStmt(s) => {
+            facts.triggers.extend(s.relation.as_ref().map(range_var));
         }
         NodeEnum::IndexStmt(s) => {
             if let (false, Some(table)) = (s.idxname.is_empty(), &s.relation) {

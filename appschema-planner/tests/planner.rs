@@ -524,3 +524,50 @@ fn an_isolated_migration_that_no_transaction_can_hold_is_refused_when_planning()
         )
     );
 }
+
+#[test]
+fn citus_notes_name_the_shared_tables_tenants_reference_and_the_triggers_citus_refuses() {
+    let p = Project::new();
+    p.migration(
+        "2024-01-01-000000_plans",
+        "CREATE TABLE plans (id bigint PRIMARY KEY, name text NOT NULL);",
+        None,
+    )
+    .migration(
+        "2024-01-02-000000_orders",
+        "CREATE TABLE orders (id bigint PRIMARY KEY, plan_id bigint REFERENCES plans (id));
+         CREATE TABLE items (id bigint PRIMARY KEY);",
+        None,
+    )
+    .migration(
+        "2024-01-03-000000_renamed",
+        "ALTER TABLE plans RENAME TO price_plans;",
+        Some("appschema_scope = \"shared\""),
+    )
+    .migration(
+        "2024-01-04-000000_touch",
+        "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+         CREATE TRIGGER items_touch BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION touch();",
+        None,
+    );
+    let (set, notes) = appschema_planner::load_with_schema_files_and_citus_notes(
+        &p.dir.path().join("migrations"),
+        &[p.dir.path().join("src/schema.rs")],
+        p.dir.path(),
+    )
+    .unwrap();
+    assert_eq!(set.migrations().len(), 4);
+    // By the name the isolated migration uses, and by its last name.
+    assert_eq!(
+        notes.reference_tables.iter().collect::<Vec<_>>(),
+        ["plans", "price_plans"]
+    );
+    assert_eq!(notes.warnings.len(), 1, "{:?}", notes.warnings);
+    let warning = notes.warnings[0].to_string();
+    assert!(warning.contains("2024-01-04-000000_touch"), "{warning}");
+    assert!(warning.contains("`items`"), "{warning}");
+    assert!(
+        warning.contains("citus.enable_unsafe_triggers"),
+        "{warning}"
+    );
+}

@@ -270,9 +270,9 @@ pub(crate) fn create_in<M: IsolatedMigrations + ?Sized>(
 ) -> Result<Created, ProvisionError> {
     if source == Source::Template {
         let head = migrations.head().ok_or(TemplateError::NoMigrations)?;
-        let (tenant, template) =
+        let (tenant, template, citus) =
             insert_registry_rows_and_load_template(conn, public_name, schema, &head)?;
-        template.replay(conn, schema)?;
+        template.replay_on(conn, schema, citus)?;
         return Ok(Created {
             tenant,
             source: Source::Template,
@@ -308,19 +308,23 @@ struct InsertedWithTemplate {
     digest: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     body: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    citus: bool,
 }
 
 /// [`insert_registry_rows`] and the stored template for `head`, in one
 /// statement: the template's body comes along only when this process has not
-/// cached that very body (same version, same md5) already.
+/// cached that very body (same version, same md5) already; and whether the
+/// database is on Citus (the replay then goes statement by statement).
 fn insert_registry_rows_and_load_template(
     conn: &mut PgConnection,
     public_name: &PublicName,
     schema: &SchemaName,
     head: &str,
-) -> Result<(Tenant, Arc<Template>), ProvisionError> {
+) -> Result<(Tenant, Arc<Template>, bool), ProvisionError> {
     let row = diesel::sql_query(format!(
-        "{} SELECT tenant.id, tenant.public_name, tenant.schema_name, stored.digest, stored.body
+        "{} SELECT tenant.id, tenant.public_name, tenant.schema_name, stored.digest, stored.body,
+                EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') AS citus
            FROM tenant LEFT JOIN ({}) stored ON true",
         registry::INSERT_TENANT,
         template::stored_template_sql(3, 4),
@@ -336,7 +340,7 @@ fn insert_registry_rows_and_load_template(
         return Err(template::stale_or_missing(conn, head));
     };
     let template = template::resolve_stored(conn, head, &digest, row.body)?;
-    Ok((tenant, template))
+    Ok((tenant, template, row.citus))
 }
 
 /// Creates `schema` at the isolated head by `source`, in the open transaction.

@@ -122,10 +122,6 @@ impl Template {
         }
         let mut replay = vec![Piece::Text("CREATE SCHEMA ".into()), Piece::Schema];
         replay.push(Piece::Text(";\n".into()));
-        // On Citus, a distributed schema: its tables are created distributed.
-        replay.push(Piece::Text(crate::citus::DISTRIBUTE_PREFIX.into()));
-        replay.push(Piece::Schema);
-        replay.push(Piece::Text(crate::citus::DISTRIBUTE_SUFFIX.into()));
         replay.push(Piece::Text(CHECK_FUNCTION_BODIES_OFF.into()));
         replay.extend(split_schema(&body, TEMPLATE_PLACEHOLDER).map_err(TemplateError::Sql)?);
         replay.push(Piece::Text(CHECK_FUNCTION_BODIES_RESTORED.into()));
@@ -226,11 +222,30 @@ impl Template {
         conn: &mut PgConnection,
         schema: &SchemaName,
     ) -> Result<(), ProvisionError> {
-        if crate::citus::is_citus(conn)? {
-            // Statement by statement (see `citus::execute_script`).
-            return super::util::schema_script(conn, &self.sql_for(schema), schema, true);
+        let citus = crate::citus::is_citus(conn)?;
+        self.replay_on(conn, schema, citus)
+    }
+
+    /// [`Template::replay`] when the caller knows whether the database is
+    /// on Citus: there, statement by statement (see
+    /// [`crate::citus::execute_script`]).
+    pub(crate) fn replay_on(
+        &self,
+        conn: &mut PgConnection,
+        schema: &SchemaName,
+        citus: bool,
+    ) -> Result<(), ProvisionError> {
+        if !citus {
+            return schema_ddl(conn, &self.sql_for(schema), schema);
         }
-        schema_ddl(conn, &self.sql_for(schema), schema)
+        // A distributed schema: its tables are created distributed, each
+        // statement on its own.
+        let sql = self.sql_for(schema).replacen(
+            ";\n",
+            &format!(";\n{}", crate::citus::distribute_new_schema_sql(schema)),
+            1,
+        );
+        super::util::schema_script(conn, &sql, schema, true)
     }
 }
 

@@ -45,6 +45,8 @@ pub(super) struct Touched {
     pub(super) unknown_indexes: BTreeSet<String>,
     /// Foreign keys as written: (from, node, to, node).
     foreign_keys: Vec<(String, usize, String, usize)>,
+    /// Tables triggers are created on, as written, with their node.
+    triggers: Vec<(String, usize)>,
 }
 
 /// The history's tables and what each migration touches.
@@ -209,6 +211,34 @@ impl History {
             .collect()
     }
 
+    /// Migration `i`'s foreign keys from an isolated table to a shared one:
+    /// the shared table's name as written there (without its schema) and
+    /// its last name.
+    pub(super) fn isolated_to_shared(&self, i: usize) -> Vec<(String, String)> {
+        self.touched[i]
+            .foreign_keys
+            .iter()
+            .filter(|&&(_, from, _, to)| {
+                self.nodes[from].scope == Some(Scope::Isolated)
+                    && self.nodes[to].scope == Some(Scope::Shared)
+            })
+            .map(|(_, _, written, to)| {
+                let written = written.rsplit('.').next().unwrap_or(written).to_string();
+                (written, self.nodes[*to].name.clone())
+            })
+            .collect()
+    }
+
+    /// The isolated tables migration `i` creates triggers on, as written.
+    pub(super) fn triggers_on_isolated(&self, i: usize) -> Vec<String> {
+        self.touched[i]
+            .triggers
+            .iter()
+            .filter(|&&(_, n)| self.nodes[n].scope == Some(Scope::Isolated))
+            .map(|(written, _)| written.clone())
+            .collect()
+    }
+
     /// Whether migration `i` touches nothing at all (no relation, no index).
     pub(super) fn touches_nothing(&self, i: usize) -> bool {
         let t = &self.touched[i];
@@ -295,6 +325,10 @@ impl Walk {
             if let Some(n) = self.indexes.remove(&old.name) {
                 self.indexes.insert(new.name.clone(), n);
             }
+        }
+        for table in &facts.triggers {
+            let n = self.node(&table.name);
+            out.triggers.push((table.to_string(), n));
         }
         for (from, to) in &facts.foreign_keys {
             let (f, t) = (self.node(&from.name), self.node(&to.name));

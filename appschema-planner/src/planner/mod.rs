@@ -17,6 +17,7 @@
 //! and, when isolated, a form for new schemas
 //! ([`Migration::new_schema_sql`](appschema_core::Migration::new_schema_sql)).
 
+mod citus;
 mod error;
 mod history;
 mod read;
@@ -25,6 +26,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+pub use citus::{CitusNotes, CitusWarning};
 pub use error::{PlanError, PlanErrors};
 use history::History;
 pub use read::DIRECTORY_METADATA;
@@ -38,6 +40,15 @@ use crate::sql::{self, SqlFacts};
 /// Reads and plans `dir` (diesel's layout) against the table markings.
 /// Every problem found is reported at once, before anything runs.
 pub fn load(dir: &Path, tables: &TableScopes) -> Result<MigrationSet, PlanErrors> {
+    load_with_citus_notes(dir, tables).map(|(set, _)| set)
+}
+
+/// Like [`load`], with what the plan means on a Citus cluster: the shared
+/// tables that must be reference tables there, and what Citus would refuse.
+pub fn load_with_citus_notes(
+    dir: &Path,
+    tables: &TableScopes,
+) -> Result<(MigrationSet, CitusNotes), PlanErrors> {
     let sources = read_dir(dir).map_err(|e| PlanErrors(vec![e]))?;
     let default_scope = read::read_default_scope(dir).map_err(|e| PlanErrors(vec![e]))?;
     plan(sources, tables, default_scope)
@@ -50,9 +61,18 @@ pub fn load_with_schema_files(
     schema_files: &[PathBuf],
     base_dir: &Path,
 ) -> Result<MigrationSet, PlanErrors> {
+    load_with_schema_files_and_citus_notes(dir, schema_files, base_dir).map(|(set, _)| set)
+}
+
+/// [`load_with_schema_files`] and [`load_with_citus_notes`] in one.
+pub fn load_with_schema_files_and_citus_notes(
+    dir: &Path,
+    schema_files: &[PathBuf],
+    base_dir: &Path,
+) -> Result<(MigrationSet, CitusNotes), PlanErrors> {
     let tables = TableScopes::from_files(schema_files, base_dir)
         .map_err(|e| PlanErrors(vec![PlanError::SchemaSource(e)]))?;
-    load(dir, &tables)
+    load_with_citus_notes(dir, &tables)
 }
 
 fn list(tables: &BTreeSet<String>) -> String {
@@ -67,8 +87,9 @@ fn plan(
     sources: Vec<Result<Source, PlanError>>,
     tables: &TableScopes,
     default_scope: Option<Scope>,
-) -> Result<MigrationSet, PlanErrors> {
+) -> Result<(MigrationSet, CitusNotes), PlanErrors> {
     let mut errors = Vec::new();
+    let mut notes = CitusNotes::default();
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut analyzed: Vec<(Source, SqlFacts)> = Vec::new();
     for source in sources {
@@ -195,6 +216,18 @@ fn plan(
             };
             migration = migration.outside_transaction(statements, new_schema_sql);
         }
+        // Under the name it has when the isolated migration runs, and
+        // under its last name (`migrate` converts whichever exists).
+        for (written, last) in history.isolated_to_shared(i) {
+            notes.reference_tables.insert(written);
+            notes.reference_tables.insert(last);
+        }
+        for table in history.triggers_on_isolated(i) {
+            notes.warnings.push(CitusWarning::TriggerOnIsolatedTable {
+                path: s.dir.clone(),
+                table,
+            });
+        }
         for (from, to) in history.shared_to_isolated(i) {
             errors.push(PlanError::SharedToIsolatedForeignKey {
                 path: s.dir.clone(),
@@ -207,5 +240,5 @@ fn plan(
     if !errors.is_empty() {
         return Err(PlanErrors(errors));
     }
-    Ok(MigrationSet::new(migrations))
+    Ok((MigrationSet::new(migrations), notes))
 }
