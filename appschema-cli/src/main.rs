@@ -15,6 +15,7 @@ use appschema_core::migrate::{Event, Migrator};
 use appschema_core::{MigrationSet, PublicName, Scope};
 use clap::{Parser, Subcommand};
 
+mod citus_cmds;
 mod provision_cmds;
 
 /// Schema-per-tenant multi-tenancy for Diesel on PostgreSQL.
@@ -107,6 +108,8 @@ enum Command {
     },
     #[command(flatten)]
     Provision(provision_cmds::ProvisionCommand),
+    #[command(flatten)]
+    Citus(citus_cmds::CitusCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,11 +175,20 @@ impl Config {
     }
 
     fn migrations(&self) -> Result<MigrationSet> {
+        self.migrations_and_citus_notes().map(|(set, _)| set)
+    }
+
+    /// The planned migrations and what they mean on Citus.
+    fn migrations_and_citus_notes(&self) -> Result<(MigrationSet, appschema_planner::CitusNotes)> {
         self.check_files()?;
         let base = std::env::current_dir().context("cannot read the working directory")?;
-        appschema_planner::load_with_schema_files(&self.migrations_dir, &self.schema_files, &base)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("the migrations were refused before anything ran")
+        appschema_planner::load_with_schema_files_and_citus_notes(
+            &self.migrations_dir,
+            &self.schema_files,
+            &base,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the migrations were refused before anything ran")
     }
 
     fn check_files(&self) -> Result<()> {
@@ -225,6 +237,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Provision(command) => {
             provision_cmds::run(command, config.database_url()?, || config.migrations())
         }
+        Command::Citus(command) => citus_cmds::run(command, config.database_url()?),
     }
 }
 
@@ -254,8 +267,14 @@ fn migrate(
     tenants: &[String],
     dry_run: bool,
 ) -> Result<ExitCode> {
-    let set = config.migrations()?;
-    let migrator = migrator(config, jobs, tenants)?;
+    let (set, citus_notes) = config.migrations_and_citus_notes()?;
+    let migrator = migrator(config, jobs, tenants)?
+        .citus_reference_tables(citus_notes.reference_tables.iter().cloned().collect());
+    if !citus_notes.warnings.is_empty() && on_citus(config)? {
+        for warning in &citus_notes.warnings {
+            eprintln!("warning: {warning}");
+        }
+    }
     if dry_run {
         let plan = migrator.plan(&set).context("cannot read what is pending")?;
         if plan.is_empty() {
@@ -365,11 +384,30 @@ fn migrate(
     Ok(ExitCode::FAILURE)
 }
 
+/// Whether the database is a Citus coordinator.
+fn on_citus(config: &Config) -> Result<bool> {
+    let mut conn = <diesel::PgConnection as diesel::Connection>::establish(config.database_url()?)
+        .context("cannot connect to the database")?;
+    Ok(appschema_core::citus::is_citus(&mut conn)?)
+}
+
+/// On Citus, each distributed schema's node (`HOST:PORT`); empty elsewhere.
+fn placements(config: &Config) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut conn = <diesel::PgConnection as diesel::Connection>::establish(config.database_url()?)
+        .context("cannot connect to the database")?;
+    Ok(appschema_core::citus::placements_by_schema(&mut conn)
+        .context("cannot read where the tenants live")?
+        .into_iter()
+        .map(|(schema, node)| (schema, node.to_string()))
+        .collect())
+}
+
 fn status(config: &Config, json: bool) -> Result<ExitCode> {
     let set = config.migrations()?;
     let statuses = migrator(config, None, &[])?
         .status(&set)
         .context("cannot read the schemas' migrations")?;
+    let nodes = placements(config)?;
     if json {
         let value: Vec<serde_json::Value> = statuses
             .iter()
@@ -381,6 +419,7 @@ fn status(config: &Config, json: bool) -> Result<ExitCode> {
                     "applied": s.applied,
                     "pending": s.pending,
                     "misplaced": s.misplaced,
+                    "node": nodes.get(&s.schema),
                 })
             })
             .collect();
@@ -435,8 +474,12 @@ fn status(config: &Config, json: bool) -> Result<ExitCode> {
         } else {
             format!("{} pending: {}", s.pending.len(), summarize(&s.pending))
         };
+        let node = nodes
+            .get(&s.schema)
+            .map(|n| format!(" on {n}"))
+            .unwrap_or_default();
         println!(
-            "{} {}{who}: {} applied, {state}",
+            "{} {}{who}{node}: {} applied, {state}",
             s.scope,
             s.schema,
             s.applied.len()

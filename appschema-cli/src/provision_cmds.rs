@@ -204,10 +204,15 @@ pub fn run(
         }
         ProvisionCommand::List { json } => {
             let tenants = registry::list(&mut conn).context("cannot list the tenants")?;
+            // On Citus, the node each tenant lives on.
+            let nodes = appschema_core::citus::placements_by_schema(&mut conn)
+                .context("cannot read where the tenants live")?;
+            let node =
+                |t: &registry::Tenant| nodes.get(t.schema_name.as_str()).map(|n| n.to_string());
             if json {
                 let rows: Vec<_> = tenants
                     .iter()
-                    .map(|t| serde_json::json!({"public_name": t.public_name, "schema": t.schema_name.as_str()}))
+                    .map(|t| serde_json::json!({"public_name": t.public_name, "schema": t.schema_name.as_str(), "node": node(t)}))
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
@@ -216,8 +221,11 @@ pub fn run(
                         "no tenants yet: create one with `appschema-cli createschema PUBLIC_NAME`"
                     );
                 }
-                for t in tenants {
-                    println!("{}\t{}", t.public_name, t.schema_name);
+                for t in &tenants {
+                    match node(t) {
+                        Some(node) => println!("{}\t{}\t{node}", t.public_name, t.schema_name),
+                        None => println!("{}\t{}", t.public_name, t.schema_name),
+                    }
                 }
             }
         }

@@ -519,7 +519,8 @@ pub struct PlannedMove {
     pub to: NodeAddr,
 }
 
-/// Moves that spread the tenants' bytes more evenly over the nodes:
+/// Moves that spread the tenants' bytes more evenly over the nodes (spare
+/// and archived schemas are left where they are):
 /// repeatedly, the largest tenant on the fullest node that fits moves to the
 /// emptiest node, as long as that narrows the gap between the two. Sizes
 /// are the tables' total sizes (`citus_total_relation_size`, which asks the
@@ -548,7 +549,15 @@ pub fn rebalance_plan(conn: &mut PgConnection) -> Result<Vec<PlannedMove>, Citus
     .into_iter()
     .map(|s| (s.schema, s.bytes))
     .collect();
-    let placements = placements(conn)?;
+    // Tenants only: spares and archives stay where they are.
+    let tenants: std::collections::HashSet<String> = crate::registry::list(conn)?
+        .into_iter()
+        .map(|t| t.schema_name.to_string())
+        .collect();
+    let placements: Vec<Placement> = placements(conn)?
+        .into_iter()
+        .filter(|p| tenants.contains(&p.schema))
+        .collect();
     let nodes = nodes(conn)?;
     Ok(plan_moves(&nodes, &placements, &sizes))
 }

@@ -3,9 +3,8 @@
 //!
 //! Skipped, with the reason printed, when Citus is not installed — unless
 //! `APPSCHEMA_REQUIRE_CITUS=1` (as `.ci/run` sets), which turns the skip
-//! into a failure.
+//! into a failure (see `appschema_tempdb::citus_for_tests`).
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use appschema_core::citus::{self, CitusError, NodeAddr, TransferMode};
@@ -15,63 +14,13 @@ use appschema_core::provision::{
     store_template, DropMode, NewTenant, Source,
 };
 use appschema_core::{registry, MigrationSet, PublicName, Scope, SharedPool};
-use appschema_tempdb::TempCitus;
+use appschema_tempdb::CitusTestDb as CitusDb;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Text};
 
-fn cluster() -> Option<&'static TempCitus> {
-    static CITUS: OnceLock<Option<TempCitus>> = OnceLock::new();
-    CITUS
-        .get_or_init(|| {
-            let required = std::env::var("APPSCHEMA_REQUIRE_CITUS").is_ok_and(|v| v == "1");
-            match TempCitus::installed() {
-                Ok(()) => Some(TempCitus::start().unwrap_or_else(|e| panic!("{e}"))),
-                Err(why) if required => panic!("APPSCHEMA_REQUIRE_CITUS=1 but {why}"),
-                Err(why) => {
-                    eprintln!("skipping the Citus tests: {why}");
-                    None
-                }
-            }
-        })
-        .as_ref()
-}
-
-/// A database on every node of the cluster, dropped with this value.
-struct CitusDb {
-    citus: &'static TempCitus,
-    name: String,
-    url: String,
-}
-
-impl CitusDb {
-    fn new(test: &str) -> Option<CitusDb> {
-        let citus = cluster()?;
-        let name = format!("citus_{test}_{}", std::process::id());
-        let url = citus.create_database(&name).unwrap();
-        Some(CitusDb { citus, name, url })
-    }
-
-    fn conn(&self) -> PgConnection {
-        let mut conn = PgConnection::establish(&self.url).unwrap();
-        conn.batch_execute("SET client_min_messages TO warning")
-            .unwrap();
-        conn
-    }
-
-    fn worker(&self, i: usize) -> NodeAddr {
-        let w = &self.citus.workers()[i];
-        NodeAddr {
-            host: TempCitus::node_name(w),
-            port: w.port(),
-        }
-    }
-}
-
-impl Drop for CitusDb {
-    fn drop(&mut self) {
-        let _ = self.citus.drop_database(&self.name);
-    }
+fn worker(db: &CitusDb, i: usize) -> NodeAddr {
+    db.worker(i).parse().unwrap()
 }
 
 /// A shared `plans` table the tenants' `projects` reference, and an
@@ -112,7 +61,7 @@ fn with_migration(set: &MigrationSet, version: &str, sql: &str) -> MigrationSet 
 }
 
 fn migrator(db: &CitusDb) -> Migrator {
-    Migrator::new(&db.url)
+    Migrator::new(db.url())
         .jobs(2)
         .citus_reference_tables(vec!["plans".into()])
 }
@@ -214,21 +163,21 @@ fn tenants_built_by_each_source_are_distributed_schemas_on_workers_and_routed_by
     );
 
     let by_migrations = create(&mut conn, &set, "a.example", Source::Migrations);
-    let template = generate_template(&mut conn, &db.url, &set).unwrap();
+    let template = generate_template(&mut conn, db.url(), &set).unwrap();
     store_template(&mut conn, &template).unwrap();
     let by_template = create(&mut conn, &set, "b.example", Source::Template);
     assert_eq!(ensure_spares(&mut conn, &set, 1).unwrap(), 1);
     let by_spare = create(&mut conn, &set, "c.example", Source::Spare);
 
     let placements = citus::placements_by_schema(&mut conn).unwrap();
-    let workers = [db.worker(0), db.worker(1)];
+    let workers = [worker(&db, 0), worker(&db, 1)];
     for schema in [&by_migrations, &by_template, &by_spare] {
         assert!(is_distributed(&mut conn, schema), "{schema} is distributed");
         let node = placements.get(schema.as_str()).expect("a placement");
         assert!(workers.contains(node), "{schema} lives on a worker: {node}");
     }
 
-    let pool = SharedPool::builder(&db.url).max_size(2).build().unwrap();
+    let pool = SharedPool::builder(db.url()).max_size(2).build().unwrap();
     for (i, public) in ["a.example", "b.example", "c.example"].iter().enumerate() {
         for n in 0..=i {
             assert_eq!(
@@ -247,7 +196,7 @@ fn without_a_reference_table_the_tenant_migration_fails_with_citus_naming_the_fi
     };
     let mut conn = db.conn();
     registry::install(&mut conn).unwrap();
-    let report = Migrator::new(&db.url)
+    let report = Migrator::new(db.url())
         .jobs(1)
         .migrate(&app(), &|_| {})
         .unwrap();
@@ -403,17 +352,17 @@ fn a_tenant_moves_to_the_other_worker_with_its_rows_by_the_mode_its_tables_allow
          INSERT INTO {schema}.events (note) VALUES ('created');"
     ))
     .unwrap();
-    let pool = SharedPool::builder(&db.url).max_size(1).build().unwrap();
+    let pool = SharedPool::builder(db.url()).max_size(1).build().unwrap();
     assert_eq!(
         add_project_through_the_pool(&pool, "a.example", "before"),
         201
     );
 
     let here = citus::placements_by_schema(&mut conn).unwrap()[&schema].clone();
-    let there = if here == db.worker(0) {
-        db.worker(1)
+    let there = if here == worker(&db, 0) {
+        worker(&db, 1)
     } else {
-        db.worker(0)
+        worker(&db, 0)
     };
     // `events` has no primary key: logical replication would block its
     // updates, so Auto blocks writes for the copy instead.
@@ -473,13 +422,13 @@ fn moves_to_unknown_nodes_or_of_unknown_tenants_are_refused_by_name() {
     let err = citus::move_tenant(&mut conn, &name("a.example"), &nowhere, TransferMode::Auto)
         .unwrap_err();
     assert!(
-        matches!(&err, CitusError::UnknownNode { node, known } if node == "10.255.255.1:5432" && known.contains(&db.worker(0).to_string())),
+        matches!(&err, CitusError::UnknownNode { node, known } if node == "10.255.255.1:5432" && known.contains(&worker(&db, 0).to_string())),
         "{err}"
     );
     let err = citus::move_tenant(
         &mut conn,
         &name("nobody.example"),
-        &db.worker(0),
+        &worker(&db, 0),
         TransferMode::Auto,
     )
     .unwrap_err();
@@ -494,7 +443,7 @@ fn a_rebalance_plan_spreads_tenants_by_size_and_moving_by_it_evens_the_nodes() {
     let set = app();
     migrate(&db, &set);
     let mut conn = db.conn();
-    let w0 = db.worker(0);
+    let w0 = worker(&db, 0);
     let mut schemas = Vec::new();
     for (i, rows) in [40_000, 20_000, 10_000, 5_000].iter().enumerate() {
         let public = format!("r{i}.example");
@@ -512,7 +461,7 @@ fn a_rebalance_plan_spreads_tenants_by_size_and_moving_by_it_evens_the_nodes() {
         "everything on one worker: something must move"
     );
     assert!(
-        plan.iter().all(|m| m.from == w0 && m.to == db.worker(1)),
+        plan.iter().all(|m| m.from == w0 && m.to == worker(&db, 1)),
         "{plan:?}"
     );
     // The largest tenant moves first.

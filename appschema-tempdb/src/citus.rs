@@ -3,6 +3,7 @@
 //! their unix sockets (a node's name is its socket directory).
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use diesel::{Connection, PgConnection};
 
@@ -220,4 +221,86 @@ fn quote_ident(ident: &str) -> String {
 
 fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The process-wide Citus cluster for a test suite of its own, started on
+/// first use; `None`, with the reason printed, when Citus is not installed —
+/// unless `APPSCHEMA_REQUIRE_CITUS=1` (as CI sets), which makes that a
+/// panic, so that a suite meant to run never passes by skipping.
+pub fn citus_for_tests() -> Option<&'static TempCitus> {
+    static CITUS: OnceLock<Option<TempCitus>> = OnceLock::new();
+    CITUS
+        .get_or_init(|| {
+            let required = std::env::var("APPSCHEMA_REQUIRE_CITUS").is_ok_and(|v| v == "1");
+            match TempCitus::installed() {
+                Ok(()) => Some(
+                    TempCitus::start()
+                        .unwrap_or_else(|e| panic!("cannot start a Citus cluster: {e}")),
+                ),
+                Err(why) if required => panic!("APPSCHEMA_REQUIRE_CITUS=1, but {why}"),
+                Err(why) => {
+                    eprintln!("skipping the Citus tests: {why}");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// A database of its own on every node of [`citus_for_tests`]'s cluster,
+/// dropped with this value.
+///
+/// ```no_run
+/// let Some(db) = appschema_tempdb::CitusTestDb::new("my_test") else {
+///     return; // Citus is not installed: skipped, as printed
+/// };
+/// println!("coordinator: {}, a worker: {}", db.url(), db.worker(0));
+/// ```
+#[derive(Debug)]
+pub struct CitusTestDb {
+    citus: &'static TempCitus,
+    name: String,
+    url: String,
+}
+
+impl CitusTestDb {
+    /// A database named after `test` (and the process), or `None` when
+    /// Citus is not installed (see [`citus_for_tests`]).
+    pub fn new(test: &str) -> Option<CitusTestDb> {
+        let citus = citus_for_tests()?;
+        let name = format!("citus_{test}_{}", std::process::id());
+        let url = citus
+            .create_database(&name)
+            .unwrap_or_else(|e| panic!("cannot create Citus database {name}: {e}"));
+        Some(CitusTestDb { citus, name, url })
+    }
+
+    /// The coordinator's URL for this database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A new connection to the coordinator, notices quieted.
+    pub fn conn(&self) -> PgConnection {
+        let mut conn = PgConnection::establish(&self.url)
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.url));
+        diesel::connection::SimpleConnection::batch_execute(
+            &mut conn,
+            "SET client_min_messages TO warning",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        conn
+    }
+
+    /// Worker `i`'s address as Citus knows it: `HOST:PORT`.
+    pub fn worker(&self, i: usize) -> String {
+        let w = &self.citus.workers()[i];
+        format!("{}:{}", TempCitus::node_name(w), w.port())
+    }
+}
+
+impl Drop for CitusTestDb {
+    fn drop(&mut self) {
+        let _ = self.citus.drop_database(&self.name);
+    }
 }

@@ -38,7 +38,7 @@ mod pgbouncer;
 mod process;
 mod testdb;
 
-pub use citus::TempCitus;
+pub use citus::{citus_for_tests, CitusTestDb, TempCitus};
 pub use cluster::TempCluster;
 pub use pgbouncer::TempPgBouncer;
 pub use testdb::{server, Server, TestDb};
