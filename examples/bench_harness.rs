@@ -69,6 +69,12 @@ fn main() {
         appschema_test::Server::Temp(_) => {
             println!("throwaway server started in {:.1} ms", ms(server_start))
         }
+        appschema_test::Server::Citus(_) => {
+            println!(
+                "throwaway Citus cluster started in {:.1} ms",
+                ms(server_start)
+            )
+        }
     }
 
     let started = Instant::now();

@@ -19,6 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "Started a throwaway PostgreSQL server in {} (deleted on exit).",
             cluster.dir().display()
         ),
+        appschema_tempdb::Server::Citus(citus) => println!(
+            "Started a throwaway Citus cluster; coordinator in {} (deleted on exit).",
+            citus.coordinator().dir().display()
+        ),
     }
 
     let pool = Pool::builder()

@@ -38,6 +38,9 @@ pub struct Plan {
     pub inputs: BTreeMap<String, String>,
     /// The migrations, in the order they run.
     pub migrations: Vec<PreparedMigration>,
+    /// Shared tables that isolated tables reference: reference tables on
+    /// Citus (`appschema::MigrationSet::citus_reference_tables`).
+    pub citus_reference_tables: Vec<String>,
 }
 
 /// One migration of a plan.
@@ -129,6 +132,19 @@ impl Plan {
             migrations_dir: string(&table, "migrations_dir")?,
             inputs: string_map(table.get("inputs"), "inputs")?,
             migrations: Vec::new(),
+            citus_reference_tables: match table.get("citus_reference_tables") {
+                None => Vec::new(),
+                Some(v) => v
+                    .as_array()
+                    .and_then(|a| {
+                        a.iter()
+                            .map(|s| s.as_str().map(String::from))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or_else(|| {
+                        invalid("`citus_reference_tables` is not a list of strings".into())
+                    })?,
+            },
         };
         let empty = Vec::new();
         let list = match table.get("migration") {
@@ -187,6 +203,17 @@ impl Plan {
             )
         };
         root.insert("inputs".into(), map(&self.inputs));
+        if !self.citus_reference_tables.is_empty() {
+            root.insert(
+                "citus_reference_tables".into(),
+                toml::Value::Array(
+                    self.citus_reference_tables
+                        .iter()
+                        .map(|t| t.clone().into())
+                        .collect(),
+                ),
+            );
+        }
         let migrations = self
             .migrations
             .iter()
@@ -314,6 +341,7 @@ mod tests {
         Plan {
             migrations_dir: "migrations".into(),
             inputs: [("src/schema.rs".to_string(), "ab".repeat(32))].into(),
+            citus_reference_tables: vec!["plans".into()],
             migrations: vec![
                 PreparedMigration {
                     name: "1_a".into(),

@@ -149,6 +149,7 @@ pub struct EmbeddedMigration {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MigrationSet {
     migrations: Vec<Migration>,
+    citus_reference_tables: Vec<Cow<'static, str>>,
 }
 
 /// One step of the timeline: a shared migration, or a run of consecutive
@@ -166,7 +167,34 @@ impl MigrationSet {
     /// A set of `migrations`, in the order given: the order the planner
     /// decided (diesel's: by version, compared as strings).
     pub fn new(migrations: Vec<Migration>) -> MigrationSet {
-        MigrationSet { migrations }
+        MigrationSet {
+            migrations,
+            citus_reference_tables: Vec::new(),
+        }
+    }
+
+    /// With the shared tables that isolated tables reference (the planner
+    /// finds them): on Citus, `migrate` makes them reference tables (see
+    /// [`crate::citus`]); elsewhere they change nothing.
+    ///
+    /// ```
+    /// use appschema::{MigrationSet, Scope};
+    /// let set = MigrationSet::from_parts([("1", Scope::Shared, "CREATE TABLE plans (id int PRIMARY KEY)")])
+    ///     .with_citus_reference_tables(["plans"]);
+    /// assert_eq!(set.citus_reference_tables().collect::<Vec<_>>(), ["plans"]);
+    /// ```
+    pub fn with_citus_reference_tables<I, S>(mut self, tables: I) -> MigrationSet
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Cow<'static, str>>,
+    {
+        self.citus_reference_tables = tables.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// See [`MigrationSet::with_citus_reference_tables`].
+    pub fn citus_reference_tables(&self) -> impl Iterator<Item = &str> {
+        self.citus_reference_tables.iter().map(|t| t.as_ref())
     }
 
     /// The set a build step embedded (see
@@ -192,7 +220,7 @@ impl MigrationSet {
                 m
             })
             .collect();
-        MigrationSet { migrations }
+        MigrationSet::new(migrations)
     }
 
     /// Builds a set from migrations given in code; they are sorted by
@@ -210,7 +238,7 @@ impl MigrationSet {
             })
             .collect();
         migrations.sort_by(|a, b| a.version.cmp(&b.version));
-        MigrationSet { migrations }
+        MigrationSet::new(migrations)
     }
 
     /// Every migration, in version order.
@@ -262,16 +290,20 @@ impl MigrationSet {
 #[macro_export]
 macro_rules! include_migrations {
     () => {{
-        // The generated literal names the type unqualified.
+        // The generated literal names the type unqualified: a pair of the
+        // migrations and the shared tables to make reference tables on Citus.
         use $crate::EmbeddedMigration;
-        $crate::MigrationSet::from_embedded(include!(concat!(
-            env!(
-                "OUT_DIR",
-                "include_migrations!() needs appschema's build step: add a build.rs calling \
-                 appschema_build::embed_prepared_migrations(\"migrations\", \"appschema-plan.toml\")"
-            ),
-            "/appschema_migrations.rs"
-        )))
+        let (migrations, reference_tables): (&'static [EmbeddedMigration], &'static [&'static str]) =
+            include!(concat!(
+                env!(
+                    "OUT_DIR",
+                    "include_migrations!() needs appschema's build step: add a build.rs calling \
+                     appschema_build::embed_prepared_migrations(\"migrations\", \"appschema-plan.toml\")"
+                ),
+                "/appschema_migrations.rs"
+            ));
+        $crate::MigrationSet::from_embedded(migrations)
+            .with_citus_reference_tables(reference_tables.iter().copied())
     }};
 }
 

@@ -87,6 +87,9 @@ pub fn generate(
     let set = crate::load_with_schema_files(migrations_dir, schema_files, base_dir)?;
     appschema_build::write_embedded(
         &embedded_sources(&set),
+        &set.citus_reference_tables()
+            .map(String::from)
+            .collect::<Vec<_>>(),
         &format!("{}", migrations_dir.display()),
         output,
     )

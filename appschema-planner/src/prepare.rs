@@ -93,6 +93,7 @@ pub fn prepare(
     }
     let mut plan = Plan {
         migrations_dir: relative(&dir)?,
+        citus_reference_tables: set.citus_reference_tables().map(String::from).collect(),
         ..Plan::default()
     };
     for path in &input_paths {

@@ -84,11 +84,15 @@ impl TempCitus {
                 w2.join().expect("start thread panicked"),
             )
         });
-        Ok(TempCitus {
+        let citus = TempCitus {
             coordinator: coordinator?,
             workers: vec![w1?, w2?],
             registering: std::sync::Mutex::new(()),
-        })
+        };
+        // The `postgres` database too: what `url()` names (the demo on
+        // Citus runs there).
+        citus.set_up_database("postgres")?;
+        Ok(citus)
     }
 
     /// The coordinator: where applications connect.
@@ -140,6 +144,13 @@ impl TempCitus {
             // The copies carry the template's extension and node list.
             return Ok(self.coordinator.url_for(name));
         }
+        self.set_up_database(name)?;
+        Ok(self.coordinator.url_for(name))
+    }
+
+    /// Installs the extension in database `name` on every node and
+    /// registers the nodes in it.
+    fn set_up_database(&self, name: &str) -> Result<(), Error> {
         for node in self.nodes() {
             execute(&node.url_for(name), "CREATE EXTENSION citus")?;
         }
@@ -173,8 +184,7 @@ impl TempCitus {
                 "{e}\nthe workers' logs end:\n{}",
                 tails.join("\n---\n")
             ))
-        })?;
-        Ok(self.coordinator.url_for(name))
+        })
     }
 
     /// Drops database `name` on every node (forcing its connections off).

@@ -160,8 +160,17 @@ impl TestDatabaseBuilder {
                 PublicName::new(name).map_err(|e| Error::new(format!("tenant `{name}`: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let template = template::ready(&self.migrations, &names, self.spares)?;
-        let db = template.copy()?;
+        // On a throwaway Citus cluster (APPSCHEMA_TEST_CITUS=1) each test's
+        // database is built, not copied: a copy of a Citus database would
+        // need its copies on every node made at once.
+        let (db, template) = if appschema_tempdb::server().citus().is_some() {
+            let db = TestDb::try_new().map_err(|e| Error::new(e.to_string()))?;
+            template::fill(db.url(), &self.migrations, &names, self.spares)?;
+            (db, None)
+        } else {
+            let template = template::ready(&self.migrations, &names, self.spares)?;
+            (template.copy()?, Some(template))
+        };
         let pool = SharedPool::builder(db.url())
             .max_size(self.pool_size)
             .min_idle(Some(0))
@@ -173,11 +182,14 @@ impl TestDatabaseBuilder {
             .min_idle(Some(0))
             .build(ConnectionManager::<PgConnection>::new(db.url()))
             .map_err(|e| Error::new(format!("cannot build the registry pool: {e}")))?;
-        let tenants = match template.tenants.get() {
+        let tenants = match template.as_ref().and_then(|t| t.tenants.get()) {
             Some(tenants) => tenants.clone(),
             None => {
                 let tenants = read_tenants(db.url(), &names)?;
-                template.tenants.get_or_init(|| tenants).clone()
+                match &template {
+                    Some(template) => template.tenants.get_or_init(|| tenants).clone(),
+                    None => tenants,
+                }
             }
         };
         Ok(TestDatabase {

@@ -130,7 +130,7 @@ pub(crate) fn ready(
         let name = build(&name, migrations, tenants, spares)?;
         let ahead = match appschema_tempdb::server() {
             Server::Temp(_) => COPIES_AHEAD,
-            Server::External { .. } => 0,
+            Server::External { .. } | Server::Citus(_) => 0,
         };
         Ok(Arc::new(Template::new(name, ahead)))
     })
@@ -215,7 +215,7 @@ fn build(
 }
 
 /// Migrates the database at `url`, creates the tenants, builds the spares.
-fn fill(
+pub(crate) fn fill(
     url: &str,
     migrations: &MigrationSet,
     tenants: &[PublicName],

@@ -44,7 +44,9 @@ pub const SPARES: usize = 2;
 /// in its `build.rs`, then `appschema::include_migrations!()`).
 pub fn migrations() -> Result<MigrationSet, Box<dyn std::error::Error + Send + Sync>> {
     let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/saas/appschema-plan.toml");
-    let migrations = appschema_build::load_prepared(&plan)?
+    let (migrations, reference_tables) =
+        appschema_build::load_prepared_with_reference_tables(&plan)?;
+    let migrations = migrations
         .into_iter()
         .map(|m| {
             let mut migration = Migration::new(m.version, m.name, m.scope.parse()?, m.up_sql);
@@ -59,7 +61,8 @@ pub fn migrations() -> Result<MigrationSet, Box<dyn std::error::Error + Send + S
             Ok(migration)
         })
         .collect::<Result<Vec<_>, appschema::ParseScopeError>>()?;
-    Ok(MigrationSet::new(migrations))
+    // On Citus, the shared tables tenants reference become reference tables.
+    Ok(MigrationSet::new(migrations).with_citus_reference_tables(reference_tables))
 }
 
 /// Everything a handler needs.

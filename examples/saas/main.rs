@@ -45,6 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             "Started a throwaway PostgreSQL server in {} (deleted on exit).",
             cluster.dir().display()
         ),
+        appschema_tempdb::Server::Citus(citus) => println!(
+            "Started a throwaway Citus cluster (a coordinator and two workers); coordinator in {} (deleted on exit).",
+            citus.coordinator().dir().display()
+        ),
     }
     let running = app::start(&server.url(), port).await?;
     let p = running.addr.port();

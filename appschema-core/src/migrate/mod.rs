@@ -80,9 +80,10 @@ pub struct Migrator {
     tenants: Option<Vec<PublicName>>,
     sources: Vec<(String, SchemaSource)>,
     reference_tables: Vec<String>,
-    /// Whether the database is a Citus coordinator, found out as `migrate`
-    /// starts.
-    citus: std::sync::OnceLock<bool>,
+    /// Found out as `migrate` starts: on a Citus coordinator, the shared
+    /// tables to keep as reference tables (this migrator's and the set's);
+    /// `None` elsewhere.
+    citus: std::sync::RwLock<Option<Vec<String>>>,
 }
 
 impl std::fmt::Debug for Migrator {
@@ -110,7 +111,7 @@ impl Migrator {
             tenants: None,
             sources: Vec::new(),
             reference_tables: Vec::new(),
-            citus: std::sync::OnceLock::new(),
+            citus: std::sync::RwLock::new(None),
         }
     }
 
@@ -138,13 +139,13 @@ impl Migrator {
         self
     }
 
-    /// On Citus: the shared tables (in the shared schema) that isolated
-    /// tables reference, which must be reference tables there. `migrate`
-    /// makes those that exist into reference tables before it starts and
-    /// after each shared migration it applies (see
-    /// [`crate::citus::ensure_reference_tables`]); off Citus this does
-    /// nothing. The planner lists them (`appschema_planner::citus_notes`);
-    /// `appschema-cli migrate` passes them. Default: none.
+    /// On Citus: more shared tables (in the shared schema) that isolated
+    /// tables reference, which must be reference tables there, besides the
+    /// set's own list ([`MigrationSet::citus_reference_tables`], which the
+    /// planner fills). `migrate` makes those that exist into reference
+    /// tables before it starts and after each shared migration it applies
+    /// (see [`crate::citus::ensure_reference_tables`]); off Citus this does
+    /// nothing. Default: none.
     pub fn citus_reference_tables(mut self, tables: Vec<String>) -> Migrator {
         self.reference_tables = tables;
         self
@@ -152,7 +153,10 @@ impl Migrator {
 
     /// Whether `migrate` found a Citus coordinator (`false` before it ran).
     pub(crate) fn on_citus(&self) -> bool {
-        self.citus.get().copied().unwrap_or(false)
+        self.citus
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// [`crate::citus::ensure_reference_tables`] for this run's list.
@@ -160,7 +164,13 @@ impl Migrator {
         &self,
         conn: &mut PgConnection,
     ) -> Result<Vec<String>, crate::citus::CitusError> {
-        crate::citus::ensure_reference_tables(conn, &self.shared_schema, &self.reference_tables)
+        let citus = self.citus.read().unwrap_or_else(|e| e.into_inner());
+        match citus.as_deref() {
+            Some(tables) => {
+                crate::citus::ensure_reference_tables(conn, &self.shared_schema, tables)
+            }
+            None => Ok(Vec::new()),
+        }
     }
 
     fn connect(&self) -> Result<PgConnection, MigrateError> {
@@ -307,8 +317,12 @@ impl Migrator {
         let started = Instant::now();
         let mut conns = vec![self.connect()?];
         registry::install(&mut conns[0])?;
-        let citus = crate::citus::is_citus(&mut conns[0])?;
-        let _ = self.citus.set(citus);
+        let citus = crate::citus::is_citus(&mut conns[0])?.then(|| {
+            let mut tables = self.reference_tables.clone();
+            tables.extend(set.citus_reference_tables().map(String::from));
+            tables
+        });
+        *self.citus.write().unwrap_or_else(|e| e.into_inner()) = citus;
         self.ensure_reference_tables(&mut conns[0])?;
         let targets = self.targets(&mut conns[0])?;
         let tracked = applied::tracked_schemas(&mut conns[0])?;

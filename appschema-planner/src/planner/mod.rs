@@ -240,5 +240,7 @@ fn plan(
     if !errors.is_empty() {
         return Err(PlanErrors(errors));
     }
-    Ok((MigrationSet::new(migrations), notes))
+    let set = MigrationSet::new(migrations)
+        .with_citus_reference_tables(notes.reference_tables.iter().cloned());
+    Ok((set, notes))
 }
