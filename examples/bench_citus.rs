@@ -132,7 +132,8 @@ fn creation(targets: &[Target], set: &MigrationSet, rounds: usize) {
                 }
                 conn.batch_execute("COMMIT").unwrap();
             } else {
-                conn.batch_execute(&format!("BEGIN; {ddl}; COMMIT")).unwrap();
+                conn.batch_execute(&format!("BEGIN; {ddl}; COMMIT"))
+                    .unwrap();
             }
             samples[i][3].push(started.elapsed());
             ensure_spares(conn, set, 1).unwrap();
@@ -194,7 +195,9 @@ fn add_column(targets: &[Target], set: &MigrationSet, tenants: usize) {
 }
 
 fn moves(url: &str, set: &MigrationSet, rows: usize) {
-    println!("\n### Moving a tenant of {rows} rows to the other worker, a writer inserting meanwhile\n");
+    println!(
+        "\n### Moving a tenant of {rows} rows to the other worker, a writer inserting meanwhile\n"
+    );
     println!("| mode | move | inserts during the move | longest insert wait | median insert |");
     println!("|---|---|---|---|---|");
     let mut conn = connect(url);

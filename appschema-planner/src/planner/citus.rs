@@ -30,6 +30,18 @@ pub enum CitusWarning {
         /// The table, as written.
         table: String,
     },
+    /// A foreign key from an isolated table to a table named in a schema
+    /// other than `public`: on Citus another schema is another colocation
+    /// group (another tenant's, or a distributed schema), and the key is
+    /// refused.
+    CrossSchemaReference {
+        /// The migration's directory.
+        path: PathBuf,
+        /// The referencing table, as written.
+        from: String,
+        /// The referenced table, as written.
+        to: String,
+    },
 }
 
 impl fmt::Display for CitusWarning {
@@ -42,6 +54,14 @@ impl fmt::Display for CitusWarning {
                  distributed tables\") unless `citus.enable_unsafe_triggers` is on \
                  (`ALTER DATABASE … SET citus.enable_unsafe_triggers = on`, safe here because \
                  each tenant's rows live on one node); or move the logic into the application",
+                path.display()
+            ),
+            CitusWarning::CrossSchemaReference { path, from, to } => write!(
+                f,
+                "`{}` adds a foreign key from isolated table `{from}` to `{to}`, in another \
+                 schema: on Citus a tenant's tables may reference only their own schema's tables \
+                 and reference tables (shared tables in `public`), so Citus refuses it; reference \
+                 a shared table in `public` instead",
                 path.display()
             ),
         }

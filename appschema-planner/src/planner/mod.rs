@@ -125,7 +125,7 @@ fn plan(
         analyzed.iter().map(|(s, f)| (f, s.declared)).collect();
     let history = History::new(&input, tables, default_scope);
     let mut migrations = Vec::new();
-    for (i, (s, _)) in analyzed.into_iter().enumerate() {
+    for (i, (s, facts)) in analyzed.into_iter().enumerate() {
         let touched = history.scopes(i);
         let detected = match (touched.shared.is_empty(), touched.isolated.is_empty()) {
             (false, false) => {
@@ -221,6 +221,23 @@ fn plan(
         for (written, last) in history.isolated_to_shared(i) {
             notes.reference_tables.insert(written);
             notes.reference_tables.insert(last);
+        }
+        if scope == Scope::Isolated {
+            // A tenant table referencing a table named in another schema
+            // than the shared one: another tenant's, on Citus refused.
+            for (from, to) in &facts.foreign_keys {
+                if to
+                    .schema
+                    .as_deref()
+                    .is_some_and(|schema| schema != "public")
+                {
+                    notes.warnings.push(CitusWarning::CrossSchemaReference {
+                        path: s.dir.clone(),
+                        from: from.to_string(),
+                        to: to.to_string(),
+                    });
+                }
+            }
         }
         for table in history.triggers_on_isolated(i) {
             notes.warnings.push(CitusWarning::TriggerOnIsolatedTable {
