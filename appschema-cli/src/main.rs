@@ -268,8 +268,8 @@ fn migrate(
     dry_run: bool,
 ) -> Result<ExitCode> {
     let (set, citus_notes) = config.migrations_and_citus_notes()?;
-    let migrator = migrator(config, jobs, tenants)?
-        .citus_reference_tables(citus_notes.reference_tables.iter().cloned().collect());
+    // The set carries the planner's `citus_reference_tables`.
+    let migrator = migrator(config, jobs, tenants)?;
     if !citus_notes.warnings.is_empty() && on_citus(config)? {
         for warning in &citus_notes.warnings {
             eprintln!("warning: {warning}");

@@ -221,7 +221,7 @@ pub fn ensure_reference_tables(
     }
     let missing = diesel::sql_query(
         "SELECT c.oid::regclass::text AS value
-           FROM unnest($1::text[]) AS t(name)
+           FROM (SELECT DISTINCT name FROM unnest($1::text[]) AS u(name)) AS t
            JOIN pg_catalog.pg_class c
              ON c.relname = t.name AND c.relnamespace = $2::regnamespace
             AND c.relkind IN ('r', 'p')

@@ -217,9 +217,12 @@ fn without_a_reference_table_the_tenant_migration_fails_with_citus_naming_the_fi
         "nothing of the failed creation remains"
     );
     // What migrate with the planner's list does fixes it.
-    let converted =
-        citus::ensure_reference_tables(&mut conn, "public", &["plans".into(), "nope".into()])
-            .unwrap();
+    let converted = citus::ensure_reference_tables(
+        &mut conn,
+        "public",
+        &["plans".into(), "nope".into(), "plans".into()],
+    )
+    .unwrap();
     assert_eq!(converted, ["plans"]);
     create(&mut conn, &app(), "a.example", Source::Migrations);
     assert!(
