@@ -85,16 +85,12 @@ impl managed::Manager for AsyncTenantManager {
         conn: &mut AsyncPgConnection,
         metrics: &Metrics,
     ) -> RecycleResult<ManagerError> {
-        // A connection that comes back with a query started and never
-        // finished (its future was dropped: a cancelled request), with a
-        // diesel transaction open or failed, closed, or holding a cached
-        // statement PostgreSQL now refuses, is closed rather than reused.
-        // The first is the async hazard: the server may still be running
-        // the statement, and its results and transaction state are unknown.
-        if PlanWatch::unfit_for_reuse(conn.instrumentation()) {
-            return Err(RecycleError::message(
-                "a query was cancelled mid-flight or a cached plan went stale",
-            ));
+        // A connection that comes back with a diesel transaction open or
+        // failed, closed, or holding a cached statement PostgreSQL now
+        // refuses, is closed rather than reused. (One with a query in
+        // flight never comes back: see `AsyncTenantConnection`'s `Drop`.)
+        if PlanWatch::saw_stale_plan_in(conn.instrumentation()) {
+            return Err(RecycleError::message("a cached plan went stale"));
         }
         if std::thread::panicking() || conn.is_broken() {
             return Err(RecycleError::message(
@@ -330,21 +326,19 @@ impl AsyncSharedPool {
                 create: Some(remaining),
                 recycle: Some(remaining),
             };
-            let mut conn = self
-                .pool
-                .timeout_get(&timeouts)
-                .await
-                .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?;
-            // Dropped while this runs (a cancelled request), the switch's
-            // query stays in flight on `conn`, which the manager's recycle
-            // then refuses.
+            let mut conn = AsyncTenantConnection {
+                conn: Some(
+                    self.pool
+                        .timeout_get(&timeouts)
+                        .await
+                        .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?,
+                ),
+                tenant: tenant.cloned(),
+            };
+            // Dropped while this runs (a cancelled request), `conn` is
+            // dropped with the switch in flight, and closed (see `Drop`).
             let refusal = match run_session_switch(&mut conn, &sql).await {
-                Ok(()) => {
-                    return Ok(AsyncTenantConnection {
-                        conn,
-                        tenant: tenant.cloned(),
-                    })
-                }
+                Ok(()) => return Ok(conn),
                 // The connection is fine: its implicit transaction, and the
                 // `SET` with it, was rolled back.
                 Err(SessionRefusal::SchemaMissing) => {
@@ -357,7 +351,7 @@ impl AsyncSharedPool {
             // Broken (inside a raw `BEGIN`, say) or dead: never back to the
             // pool. Another connection is tried until the deadline, as r2d2
             // does when its checkout test fails.
-            drop(Object::take(conn));
+            conn.discard();
             if attempts == 0 || Instant::now() >= deadline {
                 return Err(match refusal {
                     SessionRefusal::Failed(error) => ConnectionError::Query {
@@ -413,14 +407,49 @@ impl AsyncTenantPool {
 
 /// A pooled async connection on a tenant's (or the shared-only)
 /// `search_path`. Dereferences to [`AsyncPgConnection`]; returns to the
-/// pool when dropped (and is closed instead when it came back in an unknown
-/// state, see [`AsyncSharedPool`]).
+/// pool when dropped.
+///
+/// Dropped with a query in flight (the future running it was dropped: a
+/// cancelled request, a timeout), it is not returned: its state is unknown
+/// (the server may still be running the statement, inside a transaction
+/// diesel does not know of, with results still to come), so it is taken
+/// out of the pool, the server is asked to cancel the statement (a cancel
+/// request, as `pg_cancel_backend` does; on a tokio runtime), and the
+/// connection is closed.
 pub struct AsyncTenantConnection {
-    conn: Object<AsyncTenantManager>,
-    tenant: Option<SchemaName>,
+    /// `None` only once dropped or discarded.
+    pub(crate) conn: Option<Object<AsyncTenantManager>>,
+    pub(crate) tenant: Option<SchemaName>,
+}
+
+impl Drop for AsyncTenantConnection {
+    fn drop(&mut self) {
+        let in_flight = self
+            .conn
+            .as_mut()
+            .is_some_and(|conn| PlanWatch::query_in_flight(conn.instrumentation()));
+        if in_flight {
+            self.discard();
+        }
+    }
 }
 
 impl AsyncTenantConnection {
+    /// Takes the connection out of the pool for good: asks the server to
+    /// cancel whatever it still runs for it, and closes it.
+    pub(crate) fn discard(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let conn = Object::take(conn);
+        let cancel = conn.cancel_token();
+        drop(conn);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                // Best effort: a statement that already ended ignores it.
+                let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+            });
+        }
+    }
+
     /// The tenant this connection was checked out for (`None` for shared work).
     pub fn tenant(&self) -> Option<&SchemaName> {
         self.tenant.as_ref()
@@ -435,15 +464,17 @@ impl fmt::Debug for AsyncTenantConnection {
     }
 }
 
+const GONE: &str = "an AsyncTenantConnection holds its connection until dropped";
+
 impl Deref for AsyncTenantConnection {
     type Target = AsyncPgConnection;
     fn deref(&self) -> &AsyncPgConnection {
-        &self.conn
+        self.conn.as_ref().expect(GONE)
     }
 }
 
 impl DerefMut for AsyncTenantConnection {
     fn deref_mut(&mut self) -> &mut AsyncPgConnection {
-        &mut self.conn
+        self.conn.as_mut().expect(GONE)
     }
 }

@@ -11,13 +11,13 @@ use appschema_core::connection::internals::{
 };
 use appschema_core::connection::{ConnectionError, SearchPath};
 use appschema_core::SchemaName;
-use deadpool::managed::Object;
 use diesel_async::{
     AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager,
 };
 use scoped_futures::ScopedBoxFuture;
 
 use crate::pool::{build_deadpool, checkout_failed, AsyncTenantManager, DeadPool};
+use crate::AsyncTenantConnection;
 use crate::switch::drain_notifications;
 
 /// Runs `f` in a transaction whose first statements reset the session and
@@ -296,13 +296,20 @@ impl AsyncTransactionScopedPool {
         in_shared_transaction(&mut conn, &self.path, f).await
     }
 
+    /// A connection (closed rather than reused if the unit is dropped
+    /// mid-query: see [`AsyncTenantConnection`]).
     async fn get(
         &self,
         tenant: Option<&SchemaName>,
-    ) -> Result<Object<AsyncTenantManager>, ConnectionError> {
-        self.pool
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        let conn = self
+            .pool
             .get()
             .await
-            .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))
+            .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?;
+        Ok(AsyncTenantConnection {
+            conn: Some(conn),
+            tenant: tenant.cloned(),
+        })
     }
 }

@@ -87,22 +87,28 @@ impl PlanWatch {
     }
 
     /// Whether the connection whose instrumentation is `instrumentation`
-    /// saw a stale cached plan (see [`PlanWatch::saw_stale_plan`]), or has
-    /// a query started and never finished (its future was dropped). `false`
+    /// saw a stale cached plan (see [`PlanWatch::saw_stale_plan`]). `false`
     /// when the instrumentation is not a `PlanWatch`.
-    pub fn unfit_for_reuse(instrumentation: &dyn Instrumentation) -> bool {
+    pub fn saw_stale_plan_in(instrumentation: &dyn Instrumentation) -> bool {
         instrumentation
             .downcast_ref::<PlanWatch>()
-            .is_some_and(|watch| watch.stale || watch.in_flight > 0)
+            .is_some_and(|watch| watch.stale)
+    }
+
+    /// Whether the connection whose instrumentation is `instrumentation`
+    /// has a query started and never finished (its future was dropped).
+    /// `false` when the instrumentation is not a `PlanWatch`.
+    pub fn query_in_flight(instrumentation: &dyn Instrumentation) -> bool {
+        instrumentation
+            .downcast_ref::<PlanWatch>()
+            .is_some_and(|watch| watch.in_flight > 0)
     }
 
     /// Whether a query on `conn` failed with a stale cached plan since the
     /// watch was installed. `false` if the application replaced the
     /// connection's instrumentation.
     pub(crate) fn saw_stale_plan(conn: &mut PgConnection) -> bool {
-        conn.instrumentation()
-            .downcast_ref::<PlanWatch>()
-            .is_some_and(|watch| watch.stale)
+        PlanWatch::saw_stale_plan_in(conn.instrumentation())
     }
 }
 
