@@ -16,6 +16,8 @@
 //! - [`AsyncTransactionScopedPool`] / [`in_tenant_transaction`]: each unit
 //!   of work is one transaction starting with `SET LOCAL search_path`; for
 //!   PgBouncer or RDS Proxy in transaction pooling.
+//! - [`claim_spare`]: sign-up from an async handler, a spare schema renamed
+//!   to the new tenant's, no blocking thread.
 //!
 //! Cancellation: a request future dropped mid-checkout or mid-query leaves
 //! its query in flight; the connection is then closed rather than handed to
@@ -36,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod pool;
+mod provision;
 mod switch;
 mod transaction;
 
@@ -43,6 +46,7 @@ pub use pool::{
     AsyncSharedPool, AsyncSharedPoolBuilder, AsyncTenantConnection, AsyncTenantManager,
     AsyncTenantPool,
 };
+pub use provision::claim_spare;
 pub use transaction::{
     in_shared_transaction, in_tenant_transaction, AsyncTransactionScopedPool,
     AsyncTransactionScopedPoolBuilder,
