@@ -451,7 +451,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         println!("#### `GET {path}` ({name}), median of {ROUNDS} × {SECONDS} s");
         // Each server against the baselines of its own kind (sync: 1, 2;
         // async: 4, 5), and the async ones against the sync routed app too.
-        println!("| server | requests/s | ÷ hard-wired per request | ÷ single tenant | ÷ sync routed |");
+        println!(
+            "| server | requests/s | ÷ hard-wired per request | ÷ single tenant | ÷ sync routed |"
+        );
         println!("|---|---:|---:|---:|---:|");
         for (i, (label, _)) in servers.iter().enumerate() {
             let base = if i < 3 { 0 } else { 3 };

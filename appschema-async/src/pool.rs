@@ -17,8 +17,8 @@ use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
-    describe_target, prepare_statement_sql, with_startup_options, write_session_switch,
-    ConnectRow, PlanWatch, SessionRefusal, CONNECT_QUERY,
+    describe_target, prepare_statement_sql, with_startup_options, write_session_switch, ConnectRow,
+    PlanWatch, SessionRefusal, CONNECT_QUERY,
 };
 use appschema_core::connection::{ConnectionError, ManagerError, SearchPath};
 use appschema_core::SchemaName;

@@ -302,7 +302,11 @@ async fn a_statement_cached_for_one_tenant_fails_once_for_a_reshaped_one_then_is
         );
     }
     let mut conn = pool.get_for(&sa).await.unwrap();
-    assert_ne!(pid(&mut conn).await, first, "the stale connection was reused");
+    assert_ne!(
+        pid(&mut conn).await,
+        first,
+        "the stale connection was reused"
+    );
     assert_eq!(load(&mut conn).await.unwrap(), ["from sa"]);
 }
 
@@ -342,8 +346,9 @@ async fn errors_name_the_tenant_and_are_distinct() {
 /// cancelled while its query is in flight.
 async fn poll_once_and_drop<F: Future>(future: F) {
     let mut future = std::pin::pin!(future);
-    let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx).is_ready()))
-        .await;
+    let polled =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx).is_ready()))
+            .await;
     assert!(!polled, "the query answered before the first poll returned");
 }
 
@@ -382,7 +387,11 @@ async fn a_request_dropped_mid_query_never_returns_its_connection_and_its_statem
         .await
         .unwrap();
     let mut next = pool.get_for(&tenant(1)).await.unwrap();
-    assert_ne!(pid(&mut next).await, victim, "the cancelled connection was reused");
+    assert_ne!(
+        pid(&mut next).await,
+        victim,
+        "the cancelled connection was reused"
+    );
     assert_on(&mut next, "t1").await;
     let ghost: i64 = diesel::sql_query("SELECT count(*)::int8 AS n FROM t0.items WHERE id = 999")
         .get_result::<Count>(&mut admin)
@@ -406,9 +415,11 @@ async fn a_request_dropped_mid_checkout_never_returns_its_connection() {
     let (_db, pool) = setup(2);
     let first = {
         let mut conn = pool.get_for(&tenant(1)).await.unwrap();
-        conn.batch_execute("CREATE TEMP TABLE items AS SELECT 1::int8 AS id, 'A-secret'::text AS marker")
-            .await
-            .unwrap();
+        conn.batch_execute(
+            "CREATE TEMP TABLE items AS SELECT 1::int8 AS id, 'A-secret'::text AS marker",
+        )
+        .await
+        .unwrap();
         pid(&mut conn).await
     };
     // The idle connection is handed out at once; the first poll then sends
@@ -494,7 +505,9 @@ async fn a_unit_of_work_is_on_its_tenant_and_refused_inside_an_open_transaction(
     }
     let ghost = SchemaName::new("ghost").unwrap();
     let e = pool
-        .transaction_for(&ghost, |_| async move { Ok::<_, ConnectionError>(()) }.scope_boxed())
+        .transaction_for(&ghost, |_| {
+            async move { Ok::<_, ConnectionError>(()) }.scope_boxed()
+        })
         .await
         .unwrap_err();
     assert!(matches!(e, ConnectionError::SchemaMissing { .. }), "{e:?}");
@@ -502,16 +515,15 @@ async fn a_unit_of_work_is_on_its_tenant_and_refused_inside_an_open_transaction(
     let mut conn = AsyncPgConnection::establish(db.url()).await.unwrap();
     let e = conn
         .transaction::<(), ConnectionError, _>(async |c| {
-            appschema_async::in_tenant_transaction(
-                c,
-                &tenant(0),
-                &Default::default(),
-                |_| async move { Ok::<_, ConnectionError>(()) }.scope_boxed(),
-            )
+            appschema_async::in_tenant_transaction(c, &tenant(0), &Default::default(), |_| {
+                async move { Ok::<_, ConnectionError>(()) }.scope_boxed()
+            })
             .await
         })
         .await
         .unwrap_err();
-    assert!(matches!(e, ConnectionError::NestedTransaction { .. }), "{e:?}");
+    assert!(
+        matches!(e, ConnectionError::NestedTransaction { .. }),
+        "{e:?}"
+    );
 }
-

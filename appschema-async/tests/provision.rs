@@ -30,10 +30,14 @@ async fn a_spare_at_the_head_becomes_the_tenant_in_one_transaction() {
     ensure_spares(&mut conn, &app_migrations(), 2).unwrap();
     let spares = spare_schemas(&mut conn).unwrap();
     let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
-    let created = claim_spare(&mut async_conn, &spare(new_tenant("acme.test")), head().as_deref())
-        .await
-        .unwrap()
-        .expect("a spare was free");
+    let created = claim_spare(
+        &mut async_conn,
+        &spare(new_tenant("acme.test")),
+        head().as_deref(),
+    )
+    .await
+    .unwrap()
+    .expect("a spare was free");
     assert_eq!(created.source, Source::Spare);
     assert_eq!(created.tenant.schema_name.as_str(), "acme_test");
     // The oldest spare was taken; the registry names the tenant; its
@@ -52,12 +56,19 @@ async fn through_the_async_pool_a_taken_derived_name_gets_a_suffix() {
     let m = app_migrations();
     ensure_spares(&mut conn, &m, 2).unwrap();
     conn.batch_execute("CREATE SCHEMA acme_test").unwrap();
-    let pool = AsyncSharedPool::builder(db.url()).max_size(1).build().unwrap();
-    let mut pooled = pool.get_shared().await.unwrap();
-    let created = claim_spare(&mut pooled, &spare(new_tenant("acme.test")), head().as_deref())
-        .await
-        .unwrap()
+    let pool = AsyncSharedPool::builder(db.url())
+        .max_size(1)
+        .build()
         .unwrap();
+    let mut pooled = pool.get_shared().await.unwrap();
+    let created = claim_spare(
+        &mut pooled,
+        &spare(new_tenant("acme.test")),
+        head().as_deref(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(created.tenant.schema_name.as_str(), "acme_test_2");
 }
 
@@ -65,22 +76,31 @@ async fn through_the_async_pool_a_taken_derived_name_gets_a_suffix() {
 async fn no_free_spare_or_one_behind_the_head_changes_nothing_and_answers_none() {
     let (db, mut conn) = db_with_registry();
     let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
-    let none = claim_spare(&mut async_conn, &spare(new_tenant("a.test")), head().as_deref())
-        .await
-        .unwrap();
+    let none = claim_spare(
+        &mut async_conn,
+        &spare(new_tenant("a.test")),
+        head().as_deref(),
+    )
+    .await
+    .unwrap();
     assert!(none.is_none());
     ensure_spares(&mut conn, &app_migrations_but_the_last(), 1).unwrap();
     let behind = spare_schemas(&mut conn).unwrap();
-    let none = claim_spare(&mut async_conn, &spare(new_tenant("a.test")), head().as_deref())
-        .await
-        .unwrap();
+    let none = claim_spare(
+        &mut async_conn,
+        &spare(new_tenant("a.test")),
+        head().as_deref(),
+    )
+    .await
+    .unwrap();
     assert!(none.is_none());
     // Rolled back: no registry row, the spare still free under its name.
     assert_eq!(spare_schemas(&mut conn).unwrap(), behind);
     let name = appschema_core::PublicName::new("a.test").unwrap();
     assert_eq!(registry::find(&mut conn, &name).unwrap(), None);
     // The blocking path then brings it to the head.
-    let created = create_tenant(&mut conn, &app_migrations(), &spare(new_tenant("a.test"))).unwrap();
+    let created =
+        create_tenant(&mut conn, &app_migrations(), &spare(new_tenant("a.test"))).unwrap();
     assert_eq!(created.source, Source::Spare);
 }
 
@@ -96,7 +116,10 @@ async fn a_name_already_taken_is_refused_and_the_spare_given_back() {
     let err = claim_spare(&mut async_conn, &request, head().as_deref())
         .await
         .unwrap_err();
-    assert!(matches!(err, ProvisionError::TenantExists { .. }), "{err:?}");
+    assert!(
+        matches!(err, ProvisionError::TenantExists { .. }),
+        "{err:?}"
+    );
     assert_eq!(spare_schemas(&mut conn).unwrap(), spares);
 }
 
@@ -107,7 +130,10 @@ async fn a_name_already_taken_is_refused_and_the_spare_given_back() {
 async fn concurrent_claims_take_different_spares() {
     let (db, mut conn) = db_with_registry();
     ensure_spares(&mut conn, &app_migrations(), 3).unwrap();
-    let pool = AsyncSharedPool::builder(db.url()).max_size(6).build().unwrap();
+    let pool = AsyncSharedPool::builder(db.url())
+        .max_size(6)
+        .build()
+        .unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..6 {
         let pool = pool.clone();

@@ -39,7 +39,10 @@ impl CurrentTenant {
     ///     Ok(format!("{n} archived"))
     /// }
     /// ```
-    pub async fn conn(&self, pool: &AsyncSharedPool) -> Result<AsyncTenantConnection, TenantDbError> {
+    pub async fn conn(
+        &self,
+        pool: &AsyncSharedPool,
+    ) -> Result<AsyncTenantConnection, TenantDbError> {
         pool.get_for(&self.0.schema_name)
             .await
             .map_err(|error| TenantDbError::Connection {
@@ -91,7 +94,10 @@ where
             .await
             .map_err(IntoResponse::into_response)?;
         let pool = AsyncSharedPool::from_ref(state);
-        let conn = tenant.conn(&pool).await.map_err(IntoResponse::into_response)?;
+        let conn = tenant
+            .conn(&pool)
+            .await
+            .map_err(IntoResponse::into_response)?;
         Ok(TenantConn(tenant, conn))
     }
 }

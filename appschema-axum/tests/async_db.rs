@@ -148,7 +148,11 @@ async fn handlers_read_their_hosts_tenant_on_the_request_task() {
                 StatusCode::NOT_FOUND,
                 "no such tenant (its schema is gone)\n",
             ),
-            ("nobody.localhost", StatusCode::NOT_FOUND, "no such tenant\n"),
+            (
+                "nobody.localhost",
+                StatusCode::NOT_FOUND,
+                "no such tenant\n",
+            ),
         ] {
             assert_eq!(
                 call(&app, path, host).await,

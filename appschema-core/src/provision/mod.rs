@@ -26,9 +26,7 @@
 pub mod internals {
     pub use super::create::{derived_candidate, MAX_DERIVED_ATTEMPTS};
     pub use super::spare::{rename_spare_sql, CLAIM_SPARE};
-    pub use super::util::{
-        has_version_sql, registry_conflict, schema_ddl_error, BoolRow, TextRow,
-    };
+    pub use super::util::{has_version_sql, registry_conflict, schema_ddl_error, BoolRow, TextRow};
     pub use crate::registry::{TenantRow, INSERT_TENANT};
 }
 

@@ -101,8 +101,8 @@ pub(crate) fn claim<M: IsolatedMigrations + ?Sized>(
     schema: &SchemaName,
 ) -> Result<bool, ProvisionError> {
     let spare = diesel::sql_query(CLAIM_SPARE)
-    .get_result::<TextRow>(conn)
-    .optional()?;
+        .get_result::<TextRow>(conn)
+        .optional()?;
     let Some(spare) = spare else { return Ok(false) };
     let spare = SchemaName::internal(spare.value)?;
     schema_ddl(conn, &rename_spare_sql(&spare, schema), schema)?;

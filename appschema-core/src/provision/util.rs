@@ -65,9 +65,9 @@ pub(crate) fn has_version(
     version: &str,
 ) -> QueryResult<bool> {
     diesel::sql_query(has_version_sql(schema))
-    .bind::<Text, _>(version)
-    .get_result::<BoolRow>(conn)
-    .map(|r| r.value)
+        .bind::<Text, _>(version)
+        .get_result::<BoolRow>(conn)
+        .map(|r| r.value)
 }
 
 /// The query behind [`has_version`] (`$1`: the version; one [`BoolRow`]).

@@ -57,7 +57,10 @@ pub struct Value {
 }
 
 fn admin_text(admin: &mut PgConnection, sql: &str) -> Option<String> {
-    diesel::sql_query(sql).get_result::<Value>(admin).ok().and_then(|r| r.v)
+    diesel::sql_query(sql)
+        .get_result::<Value>(admin)
+        .ok()
+        .and_then(|r| r.v)
 }
 
 /// The name of the role [`intruder`] creates for the database `admin` is on.
@@ -163,9 +166,7 @@ fn notifications(s: &mut dyn Session) -> Option<Vec<String>> {
     (!got.is_empty()).then_some(got)
 }
 
-pub fn notifications_sent_to_a_after_it_returned_the_connection(
-    pool: &dyn Pool,
-) -> Option<String> {
+pub fn notifications_sent_to_a_after_it_returned_the_connection(pool: &dyn Pool) -> Option<String> {
     pool.as_user(0, &mut |s| s.exec("LISTEN a_news")).unwrap();
     pool.admin()
         .batch_execute("NOTIFY a_news, 'A-secret'")
@@ -225,15 +226,22 @@ pub fn a_role_left_set(pool: &dyn Pool) -> Option<String> {
 
 pub fn a_session_authorization_left_set(pool: &dyn Pool) -> Option<String> {
     let intruder = intruder(pool);
-    a_then_b(pool, &format!("SET SESSION AUTHORIZATION {intruder}"), |s| {
-        let v = s.text("SELECT session_user::text AS v").unwrap();
-        (v == intruder).then_some(v)
-    })
+    a_then_b(
+        pool,
+        &format!("SET SESSION AUTHORIZATION {intruder}"),
+        |s| {
+            let v = s.text("SELECT session_user::text AS v").unwrap();
+            (v == intruder).then_some(v)
+        },
+    )
 }
 
 pub fn a_session_advisory_lock(pool: &dyn Pool) -> Option<String> {
     let leak = a_then_b(pool, "SELECT pg_advisory_lock(4242)", |_| None::<()>);
-    let free = admin_text(&mut pool.admin(), "SELECT pg_try_advisory_lock(4242)::text AS v");
+    let free = admin_text(
+        &mut pool.admin(),
+        "SELECT pg_try_advisory_lock(4242)::text AS v",
+    );
     leak.or((free.as_deref() != Some("true")).then(|| "A's advisory lock is still held".to_string()))
 }
 
