@@ -215,7 +215,7 @@ pub fn insert(
 ///
 /// The schema name is recorded in `appschema_schema_names`, whose primary
 /// key refuses any name a tenant ever had; a name equal to a role's raises
-/// [`ROLE_NAMED_SCHEMA`]. Both checks come after the tenant row's insert,
+/// `ROLE_NAMED_SCHEMA`. Both checks come after the tenant row's insert,
 /// which waits for a concurrent drop of the same schema name to commit, so
 /// they see its retirement.
 pub const INSERT_TENANT: &str = "\

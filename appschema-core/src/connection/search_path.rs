@@ -369,7 +369,7 @@ pub const CONNECT_QUERY: &str = "SELECT session_user::pg_catalog.text AS login_r
 
 /// The `PREPARE` of the session-level switch for a connection that
 /// [`CONNECT_QUERY`] found like `row`, when its start-up options set
-/// `default_path` (see [`session_switch_body`]). Run once per physical
+/// `default_path` (see `session_switch_body`). Run once per physical
 /// connection, as a simple-protocol message.
 pub fn prepare_statement_sql(row: ConnectRow, default_path: &str) -> String {
     let facts = ConnectFacts {

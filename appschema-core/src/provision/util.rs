@@ -70,7 +70,7 @@ pub(crate) fn has_version(
         .map(|r| r.value)
 }
 
-/// The query behind [`has_version`] (`$1`: the version; one [`BoolRow`]).
+/// The query behind `has_version` (`$1`: the version; one [`BoolRow`]).
 pub fn has_version_sql(schema: &SchemaName) -> String {
     format!(
         "SELECT EXISTS (SELECT 1 FROM {}.__diesel_schema_migrations WHERE version = $1) AS value",
