@@ -16,9 +16,20 @@
 //!   pool whose connections sit on one tenant (`SET search_path` on
 //!   connect): what one tenant costs with no multi-tenancy at all.
 //!
+//! With `--features axum,async`, three more servers run the same handler
+//! bodies on diesel-async, awaited on the request's task (no
+//! `spawn_blocking`):
+//! - **routed async**: the same resolver and tower layer, then the
+//!   `TenantConn` extractor on an `AsyncSharedPool`;
+//! - **async hard-wired per request on the AsyncSharedPool**: the tenant
+//!   from the `HashMap`, no resolver, no layer;
+//! - **async single tenant, plain diesel-async deadpool**: a pool whose
+//!   connections sit on one tenant.
+//!
 //! `cargo run --release --example bench_routing --features axum` (about
-//! 4 minutes; needs `wrk` on PATH). Each run is `wrk -t2 -c50 -d10s`; the
-//! servers alternate, three rounds each.
+//! 4 minutes; needs `wrk` on PATH), or `--features axum,async` for all six
+//! servers (about 8 minutes). Each run is `wrk -t2 -c50 -d10s`; the servers
+//! alternate, three rounds each.
 
 #[path = "saas/app.rs"]
 #[allow(dead_code)]
@@ -159,6 +170,137 @@ fn serve(rt: &tokio::runtime::Runtime, router: Router) -> Result<u16, std::io::E
     Ok(port)
 }
 
+/// The async servers: the same handler bodies on diesel-async.
+#[cfg(feature = "async")]
+mod asynchronous {
+    use super::{app, schema_for, HostMap};
+    use app::{Plan, Project, Task};
+    use appschema::async_pool::AsyncSharedPool;
+    use appschema::axum::{TenantConn, TenantDbError};
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::Html;
+    use axum::Json;
+    use diesel::prelude::*;
+    use diesel_async::pooled_connection::deadpool::Pool;
+    use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+
+    pub type PlainAsyncPool = Pool<AsyncPgConnection>;
+
+    pub async fn load_projects(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Project>> {
+        use app::tenant::projects;
+        projects::table
+            .order(projects::id)
+            .select(Project::as_select())
+            .load(conn)
+            .await
+    }
+
+    /// `app::page_data`, on diesel-async: the same three queries.
+    pub async fn page_data(conn: &mut AsyncPgConnection) -> QueryResult<app::PageData> {
+        use app::shared::plans;
+        use app::tenant::{account, projects, tasks};
+        let (account, plan) = account::table
+            .inner_join(plans::table)
+            .select((account::display_name, Plan::as_select()))
+            .first(conn)
+            .await?;
+        let rows: Vec<(Project, Option<Task>)> = projects::table
+            .left_join(tasks::table)
+            .order((projects::id, tasks::id.nullable()))
+            .select((Project::as_select(), Option::<Task>::as_select()))
+            .load(conn)
+            .await?;
+        let all_plans = plans::table
+            .order(plans::id)
+            .select(Plan::as_select())
+            .load(conn)
+            .await?;
+        Ok(app::PageData {
+            account,
+            plan,
+            rows,
+            all_plans,
+        })
+    }
+
+    pub async fn routed_projects(
+        TenantConn(tenant, mut conn): TenantConn,
+    ) -> Result<Json<Vec<Project>>, TenantDbError> {
+        let rows = load_projects(&mut conn)
+            .await
+            .map_err(|e| tenant.query_failed(e))?;
+        Ok(Json(rows))
+    }
+
+    pub async fn routed_page(
+        TenantConn(tenant, mut conn): TenantConn,
+    ) -> Result<Html<String>, TenantDbError> {
+        let data = page_data(&mut conn)
+            .await
+            .map_err(|e| tenant.query_failed(e))?;
+        Ok(Html(app::render_page(data, tenant.0.schema_name.as_str())))
+    }
+
+    fn status<E>(_: E) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    pub async fn per_request_projects(
+        State((pool, hosts)): State<(AsyncSharedPool, HostMap)>,
+        headers: HeaderMap,
+    ) -> Result<Json<Vec<Project>>, StatusCode> {
+        let schema = schema_for(&hosts, &headers)?;
+        let mut conn = pool.get_for(&schema).await.map_err(status)?;
+        Ok(Json(load_projects(&mut conn).await.map_err(status)?))
+    }
+
+    pub async fn per_request_page(
+        State((pool, hosts)): State<(AsyncSharedPool, HostMap)>,
+        headers: HeaderMap,
+    ) -> Result<Html<String>, StatusCode> {
+        let schema = schema_for(&hosts, &headers)?;
+        let mut conn = pool.get_for(&schema).await.map_err(status)?;
+        let data = page_data(&mut conn).await.map_err(status)?;
+        Ok(Html(app::render_page(data, schema.as_str())))
+    }
+
+    pub async fn single_projects(
+        State(pool): State<PlainAsyncPool>,
+    ) -> Result<Json<Vec<Project>>, StatusCode> {
+        let mut conn = pool.get().await.map_err(status)?;
+        Ok(Json(load_projects(&mut conn).await.map_err(status)?))
+    }
+
+    pub async fn single_page(
+        State((pool, name)): State<(PlainAsyncPool, String)>,
+    ) -> Result<Html<String>, StatusCode> {
+        let mut conn = pool.get().await.map_err(status)?;
+        let data = page_data(&mut conn).await.map_err(status)?;
+        Ok(Html(app::render_page(data, &name)))
+    }
+
+    /// A plain diesel-async deadpool of `size` whose connections are put on
+    /// `schema` (quoted) when opened; checkouts run diesel-async's default
+    /// recycling check.
+    pub fn plain_pool(url: &str, schema: String, size: usize) -> PlainAsyncPool {
+        let mut config = ManagerConfig::default();
+        config.custom_setup = Box::new(move |url| {
+            let schema = schema.clone();
+            Box::pin(async move {
+                let mut conn = AsyncPgConnection::establish(url).await?;
+                conn.batch_execute(&format!("SET search_path TO {schema}, public"))
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(conn)
+            })
+        });
+        let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+        Pool::builder(manager).max_size(size).build().unwrap()
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let server = appschema_tempdb::Server::from_env_or_start()?;
     let url = server.url();
@@ -210,7 +352,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Router::new()
             .route("/api/projects", get(per_request_projects))
             .route("/", get(per_request_page))
-            .with_state((pool, hosts)),
+            .with_state((pool, hosts.clone())),
     )?;
     let single = serve(
         &rt,
@@ -224,7 +366,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             ),
     )?;
     let routed = running.addr.port();
-    let servers = [
+    let mut servers = vec![
         (
             "routed by Host over 100 tenants (resolver + layer + SharedPool)",
             routed,
@@ -235,12 +377,64 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         ),
         ("single tenant, plain r2d2 (no multi-tenancy)", single),
     ];
+    #[cfg(feature = "async")]
+    {
+        use appschema::async_pool::AsyncSharedPool;
+        use appschema::axum::TenantLayer;
+        use asynchronous as a;
+        let async_pool = AsyncSharedPool::builder(&url).max_size(16).build()?;
+        let registry_pool = Pool::builder()
+            .max_size(4)
+            .build(ConnectionManager::<PgConnection>::new(&url))?;
+        let resolver = Arc::new(appschema::resolve::Resolver::builder().build(registry_pool));
+        let routed_async = serve(
+            &rt,
+            Router::new()
+                .route("/api/projects", get(a::routed_projects))
+                .route("/", get(a::routed_page))
+                .with_state(async_pool.clone())
+                .layer(TenantLayer::new(resolver)),
+        )?;
+        let per_request_async = serve(
+            &rt,
+            Router::new()
+                .route("/api/projects", get(a::per_request_projects))
+                .route("/", get(a::per_request_page))
+                .with_state((async_pool, hosts.clone())),
+        )?;
+        let plain_async = a::plain_pool(&url, first_schema.quoted(), 16);
+        let single_async = serve(
+            &rt,
+            Router::new()
+                .route("/api/projects", get(a::single_projects))
+                .with_state(plain_async.clone())
+                .merge(
+                    Router::new()
+                        .route("/", get(a::single_page))
+                        .with_state((plain_async, first_schema.to_string())),
+                ),
+        )?;
+        servers.extend([
+            (
+                "async: routed by Host over 100 tenants (resolver + layer + AsyncSharedPool)",
+                routed_async,
+            ),
+            (
+                "async: hard-wired per request on the AsyncSharedPool (HashMap, no resolver)",
+                per_request_async,
+            ),
+            (
+                "async: single tenant, plain diesel-async deadpool (no multi-tenancy)",
+                single_async,
+            ),
+        ]);
+    }
     for (path, name) in [
         ("/api/projects", "one query"),
         ("/", "three queries, a shared ⨝ isolated join"),
     ] {
-        for (_, port) in servers {
-            wrk(port, path, 2);
+        for (_, port) in &servers {
+            wrk(*port, path, 2);
         }
         let mut results = vec![Vec::new(); servers.len()];
         for round in 1..=ROUNDS {
@@ -255,14 +449,20 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let m: Vec<f64> = results.into_iter().map(median).collect();
         println!();
         println!("#### `GET {path}` ({name}), median of {ROUNDS} × {SECONDS} s");
-        println!("| server | requests/s | ÷ hard-wired per request | ÷ single tenant |");
-        println!("|---|---:|---:|---:|");
+        // Each server against the baselines of its own kind (sync: 1, 2;
+        // async: 4, 5), and the async ones against the sync routed app too.
+        println!(
+            "| server | requests/s | ÷ hard-wired per request | ÷ single tenant | ÷ sync routed |"
+        );
+        println!("|---|---:|---:|---:|---:|");
         for (i, (label, _)) in servers.iter().enumerate() {
+            let base = if i < 3 { 0 } else { 3 };
             println!(
-                "| {label} | {:.0} | {:.3} | {:.3} |",
+                "| {label} | {:.0} | {:.3} | {:.3} | {:.3} |",
                 m[i],
-                m[i] / m[1],
-                m[i] / m[2]
+                m[i] / m[base + 1],
+                m[i] / m[base + 2],
+                m[i] / m[0]
             );
         }
         println!();

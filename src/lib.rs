@@ -71,6 +71,11 @@ pub use appschema_core::*;
 #[doc(inline)]
 pub use appschema_derive::shared;
 
+/// Async tenant-scoped connections on diesel-async (feature `async`;
+/// `appschema-async`): `AsyncSharedPool` and the transaction-scoped mode.
+#[cfg(feature = "async")]
+pub use appschema_async as async_pool;
+
 /// tower/axum integration (feature `axum`): resolve each request's tenant.
 #[cfg(feature = "axum")]
 pub use appschema_axum as axum;

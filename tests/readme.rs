@@ -66,29 +66,48 @@ fn ci_installs_the_system_packages_through_install_deps() {
     );
 }
 
-#[test]
-fn readme_axum_snippet_is_the_compiled_example() {
+/// The README's rust block after `marker`.
+fn readme_block_after(marker: &str) -> String {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let marker = "<!-- examples/axum_app.rs";
     let after = &readme[readme
         .find(marker)
-        .expect("README.md marks its copy of examples/axum_app.rs")..];
-    let block = after
+        .unwrap_or_else(|| panic!("README.md has no `{marker}`"))..];
+    after
         .split_once("```rust\n")
         .and_then(|(_, rest)| rest.split_once("```\n"))
-        .map(|(code, _)| code)
-        .expect("a rust code block after the marker");
-    let example = std::fs::read_to_string(root().join("examples/axum_app.rs")).unwrap();
-    // The file without its leading doc comment.
-    let body = example
+        .map(|(code, _)| code.to_string())
+        .expect("a rust code block after the marker")
+}
+
+/// `path` without its leading doc comment.
+fn example_body(path: &str) -> String {
+    let example = std::fs::read_to_string(root().join(path)).unwrap();
+    example
         .lines()
         .skip_while(|line| line.starts_with("//!"))
         .skip_while(|line| line.is_empty())
         .collect::<Vec<_>>()
-        .join("\n");
+        .join("\n")
+}
+
+#[test]
+fn readme_axum_snippet_is_the_compiled_example() {
+    let block = readme_block_after("<!-- examples/axum_app.rs");
+    let body = example_body("examples/axum_app.rs");
     assert_eq!(
         block.trim_end(),
         body.trim_end(),
         "README.md's axum snippet must equal examples/axum_app.rs (below its doc comment)"
+    );
+}
+
+#[test]
+fn readme_async_snippet_is_the_compiled_example() {
+    let block = readme_block_after("<!-- examples/axum_async_app.rs");
+    let body = example_body("examples/axum_async_app.rs");
+    assert_eq!(
+        block.trim_end(),
+        body.trim_end(),
+        "README.md's async snippet must equal examples/axum_async_app.rs (below its doc comment)"
     );
 }

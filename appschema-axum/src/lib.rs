@@ -9,7 +9,10 @@
 //! and run their diesel work with [`CurrentTenant::run`] (or
 //! [`run_for_tenant`]): on a connection checked out of a
 //! [`SharedPool`](appschema_core::SharedPool) on the tenant's `search_path`,
-//! on tokio's blocking threads.
+//! on tokio's blocking threads. With the `async` feature, handlers on
+//! diesel-async take a connection of an `AsyncSharedPool` instead
+//! (`CurrentTenant::conn`, the `TenantConn` extractor), with no blocking
+//! thread involved.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -33,8 +36,12 @@
 #![warn(missing_docs)]
 
 mod db;
+#[cfg(feature = "async")]
+mod db_async;
 
 pub use db::{run_for_tenant, TenantDbError};
+#[cfg(feature = "async")]
+pub use db_async::TenantConn;
 
 use std::future::Future;
 use std::pin::Pin;

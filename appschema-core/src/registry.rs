@@ -124,8 +124,9 @@ pub struct Tenant {
     pub schema_name: SchemaName,
 }
 
-#[derive(QueryableByName)]
-pub(crate) struct TenantRow {
+/// A registry row as [`INSERT_TENANT`] (and the look-ups) return it.
+#[derive(Debug, QueryableByName)]
+pub struct TenantRow {
     #[diesel(sql_type = BigInt)]
     id: i64,
     #[diesel(sql_type = Text)]
@@ -137,7 +138,7 @@ pub(crate) struct TenantRow {
 impl TenantRow {
     /// Rows were written through validated names; a row that no longer
     /// validates was edited by hand and is reported, never used.
-    pub(crate) fn into_tenant(self) -> QueryResult<Tenant> {
+    pub fn into_tenant(self) -> QueryResult<Tenant> {
         let schema_name = SchemaName::new(&self.schema_name)
             .or_else(|_| SchemaName::internal(&self.schema_name))
             .map_err(|e| {
@@ -214,10 +215,10 @@ pub fn insert(
 ///
 /// The schema name is recorded in `appschema_schema_names`, whose primary
 /// key refuses any name a tenant ever had; a name equal to a role's raises
-/// [`ROLE_NAMED_SCHEMA`]. Both checks come after the tenant row's insert,
+/// `ROLE_NAMED_SCHEMA`. Both checks come after the tenant row's insert,
 /// which waits for a concurrent drop of the same schema name to commit, so
 /// they see its retirement.
-pub(crate) const INSERT_TENANT: &str = "\
+pub const INSERT_TENANT: &str = "\
 WITH tenant AS (
     INSERT INTO public.appschema_tenants (public_name, schema_name) VALUES ($1, $2)
     RETURNING id, public_name, schema_name

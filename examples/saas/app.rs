@@ -573,10 +573,14 @@ async fn create_task(
 /// What the tenant page shows: three queries, one joining an isolated table
 /// (`account`) with a shared one (`plans`).
 pub struct PageData {
-    account: String,
-    plan: Plan,
-    rows: Vec<(Project, Option<Task>)>,
-    all_plans: Vec<Plan>,
+    /// The account's display name.
+    pub account: String,
+    /// Its plan (a shared row, joined).
+    pub plan: Plan,
+    /// Its projects, each with its tasks (if any).
+    pub rows: Vec<(Project, Option<Task>)>,
+    /// Every plan.
+    pub all_plans: Vec<Plan>,
 }
 
 /// Reads the tenant page's data on a connection on the tenant's path.

@@ -119,7 +119,7 @@ impl ConnectionError {
 
 /// How errors name the work a connection was for: ``tenant schema `acme` ``
 /// or `shared work`.
-pub(crate) fn describe_target(tenant: Option<&crate::SchemaName>) -> String {
+pub fn describe_target(tenant: Option<&crate::SchemaName>) -> String {
     match tenant {
         Some(t) => format!("tenant schema `{t}`"),
         None => "shared work".to_string(),

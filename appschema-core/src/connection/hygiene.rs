@@ -35,12 +35,12 @@ use diesel::PgConnection;
 /// connection's start-up options carry diesel's), `CLOSE ALL` (holdable
 /// cursors), `DISCARD TEMP` (temporary tables, views, sequences, types,
 /// functions) and `DISCARD SEQUENCES` (`lastval()`, `currval()`).
-pub(crate) const CHECKOUT_RESET: &str = "RESET ALL; CLOSE ALL; DISCARD TEMP; DISCARD SEQUENCES; ";
+pub const CHECKOUT_RESET: &str = "RESET ALL; CLOSE ALL; DISCARD TEMP; DISCARD SEQUENCES; ";
 
 /// Sent only when the switch reported a changed role or `LISTEN`
 /// registrations: its own transaction, so `UNLISTEN` has taken effect when
 /// the switch runs again.
-pub(crate) const DIRTY_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; UNLISTEN *";
+pub const DIRTY_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; UNLISTEN *";
 
 /// The reset a transaction-scoped unit of work runs first, inside its own
 /// transaction (no prepared statements: behind a transaction-pooling proxy
@@ -50,13 +50,13 @@ pub(crate) const DIRTY_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; UNLISTE
 /// for registrations instead, and [`DIRTY_UNLISTEN`] runs on its own when
 /// there are), then diesel's connect-time settings again (`RESET ALL` would
 /// otherwise leave the server's defaults).
-pub(crate) const UNIT_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+pub const UNIT_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
      SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8'; CLOSE ALL; \
      DISCARD TEMP; DISCARD SEQUENCES; SELECT pg_catalog.pg_advisory_unlock_all(); ";
 
 /// Sent, in a transaction of its own, when a transaction-scoped unit found
 /// its session listening.
-pub(crate) const DIRTY_UNLISTEN: &str = "UNLISTEN *";
+pub const DIRTY_UNLISTEN: &str = "UNLISTEN *";
 
 /// Diesel's connect-time settings (`PgConnection::establish` runs `SET TIME
 /// ZONE 'UTC'` and `SET CLIENT_ENCODING TO 'UTF8'`), as `-c` start-up
@@ -88,7 +88,7 @@ pub(crate) fn drain_notifications(conn: &mut PgConnection) {
 /// options (PgBouncer's `ignore_startup_parameters = options`) loses them:
 /// the pool checks on connect whether they took effect and falls back to
 /// re-applying diesel's settings on every checkout.
-pub(crate) fn with_startup_options(url: &str, default_path: &str) -> String {
+pub fn with_startup_options(url: &str, default_path: &str) -> String {
     let mut ours = String::new();
     for (name, value) in CONNECT_SETTINGS
         .iter()

@@ -28,6 +28,22 @@ mod search_path;
 mod shared_pool;
 mod transaction;
 
+/// The switch and hygiene SQL, and the decoding of its outcome, for other
+/// appschema crates (the async pool in `appschema-async`): one text, one
+/// decoder, whatever client runs it. Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use super::error::describe_target;
+    pub use super::hygiene::{
+        with_startup_options, CHECKOUT_RESET, DIRTY_RESET, DIRTY_UNLISTEN, UNIT_RESET,
+    };
+    pub use super::plan_watch::PlanWatch;
+    pub use super::search_path::{
+        classify, prepare_statement_sql, write_local_switch, write_session_switch, ConnectRow,
+        Refusal, SessionRefusal, CONNECT_QUERY,
+    };
+}
+
 pub use customizer::TenantCustomizer;
 pub use error::ConnectionError;
 pub use plan_watch::is_stale_plan;

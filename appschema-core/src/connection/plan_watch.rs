@@ -42,38 +42,87 @@ pub fn is_stale_plan(error: &diesel::result::Error) -> bool {
 
 /// The connection's instrumentation: diesel's default one (if the
 /// application set one with `set_default_instrumentation`), to which every
-/// event is passed on, plus the stale-plan flag.
-pub(crate) struct PlanWatch {
+/// event is passed on, plus the stale-plan flag and a count of queries
+/// started and not (yet) finished.
+///
+/// The count is what an async pool needs: a future dropped while its query
+/// was in flight never sees the query finish, so a connection handed back
+/// with queries in flight is in an unknown state (results still coming,
+/// a transaction maybe open, the server maybe still running the statement)
+/// and must not be reused.
+pub struct PlanWatch {
     inner: Option<Box<dyn Instrumentation>>,
     stale: bool,
+    in_flight: u32,
+}
+
+impl std::fmt::Debug for PlanWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanWatch")
+            .field("stale", &self.stale)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PlanWatch {
+    fn default() -> Self {
+        PlanWatch::new()
+    }
 }
 
 impl PlanWatch {
-    /// Installs the watch on `conn`, keeping the default instrumentation.
-    pub(crate) fn install(conn: &mut PgConnection) {
-        conn.set_instrumentation(PlanWatch {
+    /// A watch passing every event on to diesel's default instrumentation.
+    pub fn new() -> PlanWatch {
+        PlanWatch {
             inner: get_default_instrumentation(),
             stale: false,
-        });
+            in_flight: 0,
+        }
+    }
+
+    /// Installs the watch on `conn`, keeping the default instrumentation.
+    pub(crate) fn install(conn: &mut PgConnection) {
+        conn.set_instrumentation(PlanWatch::new());
+    }
+
+    /// Whether the connection whose instrumentation is `instrumentation`
+    /// saw a stale cached plan (see [`PlanWatch::saw_stale_plan`]). `false`
+    /// when the instrumentation is not a `PlanWatch`.
+    pub fn saw_stale_plan_in(instrumentation: &dyn Instrumentation) -> bool {
+        instrumentation
+            .downcast_ref::<PlanWatch>()
+            .is_some_and(|watch| watch.stale)
+    }
+
+    /// Whether the connection whose instrumentation is `instrumentation`
+    /// has a query started and never finished (its future was dropped).
+    /// `false` when the instrumentation is not a `PlanWatch`.
+    pub fn query_in_flight(instrumentation: &dyn Instrumentation) -> bool {
+        instrumentation
+            .downcast_ref::<PlanWatch>()
+            .is_some_and(|watch| watch.in_flight > 0)
     }
 
     /// Whether a query on `conn` failed with a stale cached plan since the
     /// watch was installed. `false` if the application replaced the
     /// connection's instrumentation.
     pub(crate) fn saw_stale_plan(conn: &mut PgConnection) -> bool {
-        conn.instrumentation()
-            .downcast_ref::<PlanWatch>()
-            .is_some_and(|watch| watch.stale)
+        PlanWatch::saw_stale_plan_in(conn.instrumentation())
     }
 }
 
 impl Instrumentation for PlanWatch {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::FinishQuery {
-            error: Some(error), ..
-        } = &event
-        {
-            self.stale |= is_stale_plan(error);
+        match &event {
+            InstrumentationEvent::StartQuery { .. } => self.in_flight += 1,
+            InstrumentationEvent::FinishQuery { error, .. } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if let Some(error) = error {
+                    self.stale |= is_stale_plan(error);
+                }
+            }
+            _ => {}
         }
         if let Some(inner) = &mut self.inner {
             inner.on_connection_event(event);

@@ -78,7 +78,8 @@ impl SearchPath {
     ///
     /// [`for_tenant`]: SearchPath::for_tenant
     /// [`shared_only`]: SearchPath::shared_only
-    pub(crate) fn write(&self, out: &mut String, tenant: Option<&SchemaName>) {
+    #[doc(hidden)]
+    pub fn write(&self, out: &mut String, tenant: Option<&SchemaName>) {
         out.clear();
         if let Some(t) = tenant {
             push_quoted(out, t.as_str());
@@ -195,7 +196,7 @@ pub(crate) fn run_switch(
 
 /// Why a switch's report was not the one asked for.
 #[derive(Debug)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// The expected first schema does not exist.
     SchemaMissing,
     /// The server holds another value: the connection must not be used.
@@ -208,7 +209,9 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    fn into_session(self) -> SessionRefusal {
+    /// The refusal as the session switch reports it (a dirty session that
+    /// is still dirty after its reset is broken).
+    pub fn into_session(self) -> SessionRefusal {
         match self {
             Refusal::SchemaMissing => SessionRefusal::SchemaMissing,
             Refusal::Broken(m) => SessionRefusal::Broken(m),
@@ -265,11 +268,11 @@ const SWITCH_STATEMENT: &str = "appschema_search_path_switch";
 /// What a connection of a [`SharedPool`](super::SharedPool) was like right
 /// after connecting, baked into its prepared switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ConnectFacts {
+struct ConnectFacts {
     /// `session_user` at connect: any other `session_user` or
     /// `current_user` at checkout means `SET ROLE` / `SET SESSION
     /// AUTHORIZATION` was left behind.
-    pub(crate) login_role: String,
+    login_role: String,
     /// Whether the start-up options took effect (the `search_path` was the
     /// one they set). When a proxy dropped them, `RESET ALL` returns to the
     /// server's defaults, and the switch re-applies diesel's settings.
@@ -347,12 +350,36 @@ fn session_switch_body(facts: &ConnectFacts) -> String {
     )
 }
 
-#[derive(QueryableByName)]
-struct ConnectRow {
+/// What [`CONNECT_QUERY`] reads of a new connection.
+#[derive(Debug, QueryableByName)]
+pub struct ConnectRow {
+    /// `session_user` at connect.
     #[diesel(sql_type = Text)]
-    login_role: String,
+    pub login_role: String,
+    /// `search_path` at connect (what the start-up options set, if they
+    /// took effect).
     #[diesel(sql_type = Text)]
-    search_path: String,
+    pub search_path: String,
+}
+
+/// What a new connection is like, read before its switch is prepared (see
+/// [`prepare_statement_sql`]).
+pub const CONNECT_QUERY: &str = "SELECT session_user::pg_catalog.text AS login_role, \
+     pg_catalog.current_setting('search_path') AS search_path";
+
+/// The `PREPARE` of the session-level switch for a connection that
+/// [`CONNECT_QUERY`] found like `row`, when its start-up options set
+/// `default_path` (see `session_switch_body`). Run once per physical
+/// connection, as a simple-protocol message.
+pub fn prepare_statement_sql(row: ConnectRow, default_path: &str) -> String {
+    let facts = ConnectFacts {
+        startup_options_applied: row.search_path == default_path,
+        login_role: row.login_role,
+    };
+    format!(
+        "PREPARE {SWITCH_STATEMENT} (pg_catalog.text) AS {}",
+        session_switch_body(&facts)
+    )
 }
 
 /// Prepares, once per physical connection, the session-level switch that
@@ -367,19 +394,8 @@ pub(crate) fn prepare_session_switch(
     default_path: &str,
 ) -> QueryResult<()> {
     use diesel::connection::SimpleConnection;
-    let row: ConnectRow = diesel::sql_query(
-        "SELECT session_user::pg_catalog.text AS login_role, \
-         pg_catalog.current_setting('search_path') AS search_path",
-    )
-    .get_result(conn)?;
-    let facts = ConnectFacts {
-        login_role: row.login_role,
-        startup_options_applied: row.search_path == default_path,
-    };
-    conn.batch_execute(&format!(
-        "PREPARE {SWITCH_STATEMENT} (pg_catalog.text) AS {}",
-        session_switch_body(&facts)
-    ))
+    let row: ConnectRow = diesel::sql_query(CONNECT_QUERY).get_result(conn)?;
+    conn.batch_execute(&prepare_statement_sql(row, default_path))
 }
 
 /// Writes into `out` (cleared first) one simple-protocol message: the
@@ -387,7 +403,7 @@ pub(crate) fn prepare_session_switch(
 /// `first_schema`, then `SET search_path` to `path` (a list of quoted
 /// identifiers, as [`SearchPath`] writes it). A `SET` that succeeds holds
 /// exactly its value; one that fails fails the whole message.
-pub(crate) fn write_session_switch(out: &mut String, path: &str, first_schema: &str) {
+pub fn write_session_switch(out: &mut String, path: &str, first_schema: &str) {
     out.clear();
     out.push_str(CHECKOUT_RESET);
     out.push_str("EXECUTE ");
@@ -400,7 +416,7 @@ pub(crate) fn write_session_switch(out: &mut String, path: &str, first_schema: &
 
 /// Why the session switch refused a connection.
 #[derive(Debug)]
-pub(crate) enum SessionRefusal {
+pub enum SessionRefusal {
     /// The path's first schema does not exist; the connection is fine (its
     /// implicit transaction, and with it the `SET`, was rolled back).
     SchemaMissing,
@@ -440,7 +456,15 @@ pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(
 /// [`write_local_switch`]'s check), its refusals classified by marker.
 pub(crate) fn run_once(conn: &mut PgConnection, sql: &str) -> Result<(), Refusal> {
     use diesel::connection::SimpleConnection;
-    match conn.batch_execute(sql) {
+    classify(conn.batch_execute(sql))
+}
+
+/// Classifies the outcome of a checkout message ([`write_session_switch`])
+/// or of a unit's message ending in [`write_local_switch`]'s check, run by
+/// any client (the sync pools' `PgConnection` or an async one): the
+/// switch's refusals are recognised by their markers.
+pub fn classify(result: QueryResult<()>) -> Result<(), Refusal> {
+    match result {
         Ok(()) => Ok(()),
         Err(diesel::result::Error::DatabaseError(kind, info)) => {
             let message = info.message();
@@ -474,7 +498,7 @@ pub(crate) fn run_once(conn: &mut PgConnection, sql: &str) -> Result<(), Refusal
 /// one `SELECT` of literals (no prepared statement: behind a
 /// transaction-pooling proxy each transaction may get another server
 /// session). Raises with the same markers as the session switch.
-pub(crate) fn write_local_switch(out: &mut String, path: &str, first_schema: &str) {
+pub fn write_local_switch(out: &mut String, path: &str, first_schema: &str) {
     let mut p = String::new();
     push_literal(&mut p, path);
     let mut f = String::new();

@@ -126,7 +126,7 @@ pub struct Created {
 }
 
 /// How many suffixed variants of a derived schema name are tried.
-const MAX_DERIVED_ATTEMPTS: usize = 50;
+pub const MAX_DERIVED_ATTEMPTS: usize = 50;
 
 /// A schema name for `public_name`: lower case, every character outside
 /// `[a-z0-9_]` turned into `_`, prefixed with `t_` when it would start with a
@@ -143,7 +143,10 @@ pub fn derive_schema_name(public_name: &PublicName) -> SchemaName {
     derived_candidate(public_name, 0)
 }
 
-fn derived_candidate(public_name: &PublicName, attempt: usize) -> SchemaName {
+/// The derived schema name of try `attempt` (0: [`derive_schema_name`]'s;
+/// then suffixed `_2`, `_3`, …).
+#[doc(hidden)]
+pub fn derived_candidate(public_name: &PublicName, attempt: usize) -> SchemaName {
     let mut base: String = public_name
         .as_str()
         .chars()

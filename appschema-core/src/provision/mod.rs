@@ -19,6 +19,17 @@
 //! # Ok::<(), appschema::provision::ProvisionError>(())
 //! ```
 
+/// The SQL of creating a tenant from a spare, and the decoding of its
+/// failures, for other appschema crates (the async sign-up in
+/// `appschema-async`). Not a stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use super::create::{derived_candidate, MAX_DERIVED_ATTEMPTS};
+    pub use super::spare::{rename_spare_sql, CLAIM_SPARE};
+    pub use super::util::{has_version_sql, registry_conflict, schema_ddl_error, BoolRow, TextRow};
+    pub use crate::registry::{TenantRow, INSERT_TENANT};
+}
+
 mod archive;
 mod clone;
 mod create;

@@ -73,6 +73,24 @@ pub fn ensure_spares<M: IsolatedMigrations + ?Sized>(
     }
 }
 
+/// Takes the oldest free spare's row (one [`TextRow`]: its schema name, an
+/// internal name) or none; `SKIP LOCKED`, so concurrent claims take
+/// different spares and never wait on each other.
+pub const CLAIM_SPARE: &str = "DELETE FROM public.appschema_spares
+  WHERE schema_name = (SELECT schema_name FROM public.appschema_spares
+                        ORDER BY created_at, schema_name
+                        LIMIT 1 FOR UPDATE SKIP LOCKED)
+ RETURNING schema_name AS value";
+
+/// The rename that makes spare `spare` the schema `schema` (both quoted).
+pub fn rename_spare_sql(spare: &SchemaName, schema: &SchemaName) -> String {
+    format!(
+        "ALTER SCHEMA {} RENAME TO {}",
+        spare.quoted(),
+        schema.quoted()
+    )
+}
+
 /// Claims one spare as `schema`, in the open transaction; `false` when none
 /// is free. `SKIP LOCKED`: concurrent claims take different spares and never
 /// wait on each other. A spare left behind by a new migration is brought to
@@ -82,26 +100,12 @@ pub(crate) fn claim<M: IsolatedMigrations + ?Sized>(
     migrations: &M,
     schema: &SchemaName,
 ) -> Result<bool, ProvisionError> {
-    let spare = diesel::sql_query(
-        "DELETE FROM public.appschema_spares
-          WHERE schema_name = (SELECT schema_name FROM public.appschema_spares
-                                ORDER BY created_at, schema_name
-                                LIMIT 1 FOR UPDATE SKIP LOCKED)
-         RETURNING schema_name AS value",
-    )
-    .get_result::<TextRow>(conn)
-    .optional()?;
+    let spare = diesel::sql_query(CLAIM_SPARE)
+        .get_result::<TextRow>(conn)
+        .optional()?;
     let Some(spare) = spare else { return Ok(false) };
     let spare = SchemaName::internal(spare.value)?;
-    schema_ddl(
-        conn,
-        &format!(
-            "ALTER SCHEMA {} RENAME TO {}",
-            spare.quoted(),
-            schema.quoted()
-        ),
-        schema,
-    )?;
+    schema_ddl(conn, &rename_spare_sql(&spare, schema), schema)?;
     if let Some(head) = migrations.head() {
         if !has_version(conn, schema, &head)? {
             migrations

@@ -21,14 +21,18 @@ impl Drop for InvalidateOnReturn {
     }
 }
 
-#[derive(QueryableByName)]
-pub(crate) struct BoolRow {
+/// One boolean column, `value`.
+#[derive(Debug, QueryableByName)]
+pub struct BoolRow {
+    /// The value.
     #[diesel(sql_type = Bool)]
     pub value: bool,
 }
 
-#[derive(QueryableByName)]
-pub(crate) struct TextRow {
+/// One text column, `value`.
+#[derive(Debug, QueryableByName)]
+pub struct TextRow {
+    /// The value.
     #[diesel(sql_type = Text)]
     pub value: String,
 }
@@ -60,18 +64,23 @@ pub(crate) fn has_version(
     schema: &SchemaName,
     version: &str,
 ) -> QueryResult<bool> {
-    diesel::sql_query(format!(
+    diesel::sql_query(has_version_sql(schema))
+        .bind::<Text, _>(version)
+        .get_result::<BoolRow>(conn)
+        .map(|r| r.value)
+}
+
+/// The query behind `has_version` (`$1`: the version; one [`BoolRow`]).
+pub fn has_version_sql(schema: &SchemaName) -> String {
+    format!(
         "SELECT EXISTS (SELECT 1 FROM {}.__diesel_schema_migrations WHERE version = $1) AS value",
         schema.quoted()
-    ))
-    .bind::<Text, _>(version)
-    .get_result::<BoolRow>(conn)
-    .map(|r| r.value)
+    )
 }
 
 /// Turns a unique violation on the registry into the error naming what is
 /// taken; anything else stays a database error.
-pub(crate) fn registry_conflict(e: DieselError, public_name: &str, schema: &str) -> ProvisionError {
+pub fn registry_conflict(e: DieselError, public_name: &str, schema: &str) -> ProvisionError {
     if let DieselError::DatabaseError(_, info) = &e {
         if info.message().contains(crate::registry::ROLE_NAMED_SCHEMA) {
             return ProvisionError::SchemaNamedLikeRole {
@@ -115,14 +124,21 @@ pub(crate) fn schema_script(
     schema: &SchemaName,
     one_by_one: bool,
 ) -> Result<(), ProvisionError> {
-    crate::citus::execute_script(conn, sql, one_by_one).map_err(|e| match &e {
+    crate::citus::execute_script(conn, sql, one_by_one).map_err(|e| schema_ddl_error(e, schema))
+}
+
+/// What the failure of a statement creating or renaming to `schema` means:
+/// a schema of that name created meanwhile by someone else is
+/// [`ProvisionError::SchemaExists`].
+pub fn schema_ddl_error(e: DieselError, schema: &SchemaName) -> ProvisionError {
+    match &e {
         DieselError::DatabaseError(_, info) if info.message().contains("already exists") => {
             ProvisionError::SchemaExists {
                 schema: schema.to_string(),
             }
         }
         _ => ProvisionError::Database(e),
-    })
+    }
 }
 
 /// Locks the tenant's registry row and returns it.

@@ -1,0 +1,57 @@
+//! # appschema-async
+//!
+//! Tenant-scoped connections for [diesel-async](https://docs.rs/diesel-async)
+//! (`AsyncPgConnection`), so an async service (axum, say) runs its tenants'
+//! queries without handing each request to a blocking thread. Applications
+//! use it through the `appschema` facade's `async` feature, as
+//! `appschema::async_pool`; a crate of its own so that sync users never
+//! compile tokio-postgres.
+//!
+//! - [`AsyncSharedPool`]: one pool for every tenant; each checkout resets
+//!   the session and switches to the tenant's `search_path` in one round
+//!   trip, exactly as the sync `SharedPool` does (the same SQL, refusals and
+//!   [`ConnectionError`](appschema_core::ConnectionError)s: both come from
+//!   `appschema-core`).
+//! - [`AsyncTenantPool`]: the same, pinned to one tenant.
+//! - [`AsyncTransactionScopedPool`] / [`in_tenant_transaction`]: each unit
+//!   of work is one transaction starting with `SET LOCAL search_path`; for
+//!   PgBouncer or RDS Proxy in transaction pooling.
+//! - [`claim_spare`]: sign-up from an async handler, a spare schema renamed
+//!   to the new tenant's, no blocking thread.
+//!
+//! Cancellation: a request future dropped mid-checkout or mid-query leaves
+//! its query in flight; the connection is then closed rather than handed to
+//! the next checkout (see [`AsyncSharedPool`]).
+//!
+//! ```no_run
+//! use appschema::{SchemaName, async_pool::AsyncSharedPool};
+//! use diesel_async::RunQueryDsl;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = AsyncSharedPool::builder("postgres:///app").max_size(16).build()?;
+//! let acme = SchemaName::new("acme").unwrap();
+//! let mut conn = pool.get_for(&acme).await?;
+//! let n = diesel::sql_query("UPDATE orders SET total = 0").execute(&mut *conn).await?;
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod pool;
+mod provision;
+mod switch;
+mod transaction;
+
+pub use pool::{
+    AsyncSharedPool, AsyncSharedPoolBuilder, AsyncTenantConnection, AsyncTenantManager,
+    AsyncTenantPool,
+};
+pub use provision::claim_spare;
+pub use transaction::{
+    in_shared_transaction, in_tenant_transaction, AsyncTransactionScopedPool,
+    AsyncTransactionScopedPoolBuilder,
+};
+
+/// Re-exported for the closures of transaction-scoped units
+/// (`|conn| async move { … }.scope_boxed()`).
+pub use scoped_futures;

@@ -1,0 +1,480 @@
+//! One async pool for every tenant: [`AsyncSharedPool`], the async twin of
+//! `appschema_core::SharedPool`.
+//!
+//! The pool is deadpool's (`deadpool::managed`), not bb8: both are
+//! diesel-async features, but deadpool runs its recycle hook in the task
+//! that asks for a connection, with no background task of its own, and
+//! `Object::take` removes a connection from the pool outright, which is how
+//! a connection in an unknown state is kept out of it. Neither pool passes
+//! the checkout's tenant to its hook (bb8's `is_valid` takes only the
+//! connection too), so the switch runs right after deadpool hands the
+//! connection out: the recycle hook sends nothing, and the switch is the
+//! checkout's only round trip, as on the sync pool, where it replaces
+//! r2d2's `SELECT 1`.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+use appschema_core::connection::internals::{
+    describe_target, prepare_statement_sql, with_startup_options, write_session_switch, ConnectRow,
+    PlanWatch, SessionRefusal, CONNECT_QUERY,
+};
+use appschema_core::connection::{ConnectionError, ManagerError, SearchPath};
+use appschema_core::SchemaName;
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
+use diesel::connection::CacheSize;
+use diesel_async::pooled_connection::PoolableConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+
+use crate::switch::run_session_switch;
+
+/// The deadpool [`Manager`](managed::Manager) of the async pools: opens
+/// connections with appschema's start-up options and, for an
+/// [`AsyncSharedPool`], prepares the switch on each; refuses on recycle a
+/// connection that must not be reused.
+#[derive(Debug)]
+pub struct AsyncTenantManager {
+    /// The caller's URL with start-up options (see `with_startup_options`),
+    /// or as given for a transaction-scoped pool.
+    url: String,
+    /// The `search_path` those options set: the shared-only path. `None`
+    /// for a transaction-scoped pool, which prepares nothing.
+    default_path: Option<String>,
+    statement_cache: bool,
+    max_lifetime: Option<Duration>,
+}
+
+impl AsyncTenantManager {
+    pub(crate) fn plain(url: String, statement_cache: bool) -> AsyncTenantManager {
+        AsyncTenantManager {
+            url,
+            default_path: None,
+            statement_cache,
+            max_lifetime: None,
+        }
+    }
+}
+
+impl managed::Manager for AsyncTenantManager {
+    type Type = AsyncPgConnection;
+    type Error = ManagerError;
+
+    async fn create(&self) -> Result<AsyncPgConnection, ManagerError> {
+        let mut conn = AsyncPgConnection::establish(&self.url)
+            .await
+            .map_err(ManagerError::Connect)?;
+        if !self.statement_cache {
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+        }
+        if let Some(default_path) = &self.default_path {
+            let row: ConnectRow = diesel::sql_query(CONNECT_QUERY)
+                .get_result(&mut conn)
+                .await
+                .map_err(ManagerError::Switch)?;
+            conn.batch_execute(&prepare_statement_sql(row, default_path))
+                .await
+                .map_err(ManagerError::Switch)?;
+        }
+        conn.set_instrumentation(PlanWatch::new());
+        Ok(conn)
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<ManagerError> {
+        // A connection that comes back with a diesel transaction open or
+        // failed, closed, or holding a cached statement PostgreSQL now
+        // refuses, is closed rather than reused. (One with a query in
+        // flight never comes back: see `AsyncTenantConnection`'s `Drop`.)
+        if PlanWatch::saw_stale_plan_in(conn.instrumentation()) {
+            return Err(RecycleError::message("a cached plan went stale"));
+        }
+        if std::thread::panicking() || conn.is_broken() {
+            return Err(RecycleError::message(
+                "the connection is closed or inside a transaction",
+            ));
+        }
+        if self.max_lifetime.is_some_and(|max| metrics.age() >= max) {
+            return Err(RecycleError::message("the connection reached max_lifetime"));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) type DeadPool = managed::Pool<AsyncTenantManager>;
+
+/// Builds an [`AsyncSharedPool`]. Every setter documents its default.
+#[derive(Debug, Clone)]
+pub struct AsyncSharedPoolBuilder {
+    url: String,
+    path: SearchPath,
+    max_size: usize,
+    connection_timeout: Duration,
+    max_lifetime: Option<Duration>,
+    statement_cache: bool,
+}
+
+impl AsyncSharedPoolBuilder {
+    /// The schemas after the tenant's. Default: [`SearchPath::new`] (`public`).
+    pub fn search_path(mut self, path: SearchPath) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// Most connections open at once. Default: 10.
+    pub fn max_size(mut self, n: usize) -> Self {
+        self.max_size = n;
+        self
+    }
+
+    /// How long a checkout waits for a connection (for a free slot, to
+    /// open one, and to switch, retrying on connections found broken)
+    /// before failing with [`ConnectionError::PoolExhausted`] or
+    /// [`ConnectionError::DatabaseDown`]. Default: 30 s.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Age at which a connection is closed (when next checked out) and
+    /// replaced: it bounds the catalog caches a backend keeps for every
+    /// tenant schema it touched. Default: 30 min.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
+    /// Whether diesel-async keeps prepared statements per connection.
+    /// Default: `true`; as on the sync pool, a cached statement refused
+    /// with `cached plan must not change result type` fails once and its
+    /// connection is replaced (see `SharedPoolBuilder::prepared_statement_cache`).
+    pub fn prepared_statement_cache(mut self, on: bool) -> Self {
+        self.statement_cache = on;
+        self
+    }
+
+    /// Builds a pool that serves only `tenant`: an [`AsyncTenantPool`].
+    pub fn build_for(self, tenant: SchemaName) -> Result<AsyncTenantPool, ConnectionError> {
+        Ok(AsyncTenantPool {
+            pool: self.build()?,
+            tenant,
+        })
+    }
+
+    /// Builds the pool. Opens no connection: the first checkouts do.
+    pub fn build(self) -> Result<AsyncSharedPool, ConnectionError> {
+        let default_path = self.path.shared_only();
+        let manager = AsyncTenantManager {
+            url: with_startup_options(&self.url, &default_path),
+            default_path: Some(default_path),
+            statement_cache: self.statement_cache,
+            max_lifetime: self.max_lifetime,
+        };
+        let pool = build_deadpool(manager, self.max_size, self.connection_timeout)?;
+        Ok(AsyncSharedPool {
+            pool,
+            path: self.path,
+            timeout: self.connection_timeout,
+        })
+    }
+}
+
+pub(crate) fn build_deadpool(
+    manager: AsyncTenantManager,
+    max_size: usize,
+    timeout: Duration,
+) -> Result<DeadPool, ConnectionError> {
+    managed::Pool::builder(manager)
+        .max_size(max_size)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| ConnectionError::DatabaseDown {
+            target: "shared work".to_string(),
+            timeout,
+            message: e.to_string(),
+        })
+}
+
+/// What a failed deadpool checkout means: every connection busy for the
+/// whole timeout, or none could be opened.
+pub(crate) fn checkout_failed(
+    pool: &DeadPool,
+    tenant: Option<&SchemaName>,
+    timeout: Duration,
+    error: PoolError<ManagerError>,
+) -> ConnectionError {
+    let target = describe_target(tenant);
+    let status = pool.status();
+    match error {
+        PoolError::Timeout(managed::TimeoutType::Wait) if status.size >= status.max_size => {
+            ConnectionError::PoolExhausted {
+                target,
+                timeout,
+                max_size: u32::try_from(status.max_size).unwrap_or(u32::MAX),
+            }
+        }
+        error => ConnectionError::DatabaseDown {
+            target,
+            timeout,
+            message: error.to_string(),
+        },
+    }
+}
+
+/// One async pool for all tenants, on diesel-async's [`AsyncPgConnection`]:
+/// [`get_for`](AsyncSharedPool::get_for) hands out a connection already on
+/// the tenant's `search_path`, with the same checkout as the sync
+/// `SharedPool` (the same message: session reset, the prepared check of
+/// open transaction, role, `LISTEN` and schema, then `SET search_path`; the
+/// same refusals and errors), awaited rather than blocking a thread.
+///
+/// A connection is never handed to the next checkout in an unknown state:
+/// one whose request future was dropped while a query (or the checkout
+/// itself) was in flight, that came back inside a transaction, or whose
+/// cached statement went stale, is closed instead of reused.
+///
+/// ```no_run
+/// use appschema::{SchemaName, async_pool::AsyncSharedPool};
+/// use diesel_async::RunQueryDsl;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = AsyncSharedPool::builder("postgres:///app").build()?;
+/// let acme = SchemaName::new("acme").unwrap();
+/// let mut conn = pool.get_for(&acme).await?; // on "acme", "public"
+/// diesel::sql_query("DELETE FROM carts").execute(&mut *conn).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct AsyncSharedPool {
+    pool: DeadPool,
+    path: SearchPath,
+    timeout: Duration,
+}
+
+impl fmt::Debug for AsyncSharedPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncSharedPool")
+            .field("path", &self.path)
+            .field("status", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncSharedPool {
+    /// A builder for a pool connecting to `url`.
+    pub fn builder(url: impl Into<String>) -> AsyncSharedPoolBuilder {
+        AsyncSharedPoolBuilder {
+            url: url.into(),
+            path: SearchPath::new(),
+            max_size: 10,
+            connection_timeout: Duration::from_secs(30),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            statement_cache: true,
+        }
+    }
+
+    /// A connection on `tenant`'s `search_path`.
+    pub async fn get_for(
+        &self,
+        tenant: &SchemaName,
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        self.checkout(Some(tenant)).await
+    }
+
+    /// A connection on the shared-only `search_path`, for work that belongs
+    /// to no tenant.
+    pub async fn get_shared(&self) -> Result<AsyncTenantConnection, ConnectionError> {
+        self.checkout(None).await
+    }
+
+    /// The search path configuration.
+    pub fn search_path(&self) -> &SearchPath {
+        &self.path
+    }
+
+    /// The underlying pool's state (connections open, available, waiting).
+    pub fn status(&self) -> deadpool::Status {
+        self.pool.status()
+    }
+
+    async fn checkout(
+        &self,
+        tenant: Option<&SchemaName>,
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        let mut path = String::new();
+        self.path.write(&mut path, tenant);
+        let first = tenant.map_or(self.path.shared(), SchemaName::as_str);
+        let mut sql = String::new();
+        write_session_switch(&mut sql, &path, first);
+        let deadline = Instant::now() + self.timeout;
+        // Each broken connection is replaced; a switch that fails on as
+        // many connections as the pool holds, plus one freshly opened,
+        // fails for a reason no other connection will fix.
+        let mut attempts = self.pool.status().max_size + 1;
+        loop {
+            attempts -= 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let timeouts = managed::Timeouts {
+                wait: Some(remaining),
+                create: Some(remaining),
+                recycle: Some(remaining),
+            };
+            let mut conn = AsyncTenantConnection {
+                conn: Some(
+                    self.pool
+                        .timeout_get(&timeouts)
+                        .await
+                        .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?,
+                ),
+                tenant: tenant.cloned(),
+            };
+            // Dropped while this runs (a cancelled request), `conn` is
+            // dropped with the switch in flight, and closed (see `Drop`).
+            let refusal = match run_session_switch(&mut conn, &sql).await {
+                Ok(()) => return Ok(conn),
+                // The connection is fine: its implicit transaction, and the
+                // `SET` with it, was rolled back.
+                Err(SessionRefusal::SchemaMissing) => {
+                    return Err(ConnectionError::SchemaMissing {
+                        schema: first.to_string(),
+                    })
+                }
+                Err(refusal) => refusal,
+            };
+            // Broken (inside a raw `BEGIN`, say) or dead: never back to the
+            // pool. Another connection is tried until the deadline, as r2d2
+            // does when its checkout test fails.
+            conn.discard();
+            if attempts == 0 || Instant::now() >= deadline {
+                return Err(match refusal {
+                    SessionRefusal::Failed(error) => ConnectionError::Query {
+                        target: describe_target(tenant),
+                        error,
+                    },
+                    SessionRefusal::Broken(message) => ConnectionError::SwitchFailed {
+                        target: describe_target(tenant),
+                        message,
+                    },
+                    SessionRefusal::SchemaMissing => unreachable!("returned above"),
+                });
+            }
+        }
+    }
+}
+
+/// A per-tenant async pool: an [`AsyncSharedPool`] pinned to one tenant,
+/// built with [`AsyncSharedPoolBuilder::build_for`], with the same checkout.
+///
+/// ```no_run
+/// use appschema::{SchemaName, async_pool::AsyncSharedPool};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let acme = SchemaName::new("acme").unwrap();
+/// let pool = AsyncSharedPool::builder("postgres:///app").max_size(4).build_for(acme)?;
+/// let conn = pool.get().await?; // on "acme", "public"
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AsyncTenantPool {
+    pool: AsyncSharedPool,
+    tenant: SchemaName,
+}
+
+impl AsyncTenantPool {
+    /// A connection on the tenant's `search_path`, its session reset.
+    pub async fn get(&self) -> Result<AsyncTenantConnection, ConnectionError> {
+        self.pool.get_for(&self.tenant).await
+    }
+
+    /// The tenant this pool serves.
+    pub fn tenant(&self) -> &SchemaName {
+        &self.tenant
+    }
+
+    /// The underlying pool's state.
+    pub fn status(&self) -> deadpool::Status {
+        self.pool.status()
+    }
+}
+
+/// A pooled async connection on a tenant's (or the shared-only)
+/// `search_path`. Dereferences to [`AsyncPgConnection`]; returns to the
+/// pool when dropped.
+///
+/// Dropped with a query in flight (the future running it was dropped: a
+/// cancelled request, a timeout), it is not returned: its state is unknown
+/// (the server may still be running the statement, inside a transaction
+/// diesel does not know of, with results still to come), so it is taken
+/// out of the pool, the server is asked to cancel the statement (a cancel
+/// request, as `pg_cancel_backend` does; on a tokio runtime), and the
+/// connection is closed.
+pub struct AsyncTenantConnection {
+    /// `None` only once dropped or discarded.
+    pub(crate) conn: Option<Object<AsyncTenantManager>>,
+    pub(crate) tenant: Option<SchemaName>,
+}
+
+impl Drop for AsyncTenantConnection {
+    fn drop(&mut self) {
+        let in_flight = self
+            .conn
+            .as_mut()
+            .is_some_and(|conn| PlanWatch::query_in_flight(conn.instrumentation()));
+        if in_flight {
+            self.discard();
+        }
+    }
+}
+
+impl AsyncTenantConnection {
+    /// Takes the connection out of the pool for good: asks the server to
+    /// cancel whatever it still runs for it, and closes it.
+    pub(crate) fn discard(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let conn = Object::take(conn);
+        let cancel = conn.cancel_token();
+        drop(conn);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                // Best effort: a statement that already ended ignores it.
+                let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+            });
+        }
+    }
+
+    /// The tenant this connection was checked out for (`None` for shared work).
+    pub fn tenant(&self) -> Option<&SchemaName> {
+        self.tenant.as_ref()
+    }
+}
+
+impl fmt::Debug for AsyncTenantConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncTenantConnection")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+const GONE: &str = "an AsyncTenantConnection holds its connection until dropped";
+
+impl Deref for AsyncTenantConnection {
+    type Target = AsyncPgConnection;
+    fn deref(&self) -> &AsyncPgConnection {
+        self.conn.as_ref().expect(GONE)
+    }
+}
+
+impl DerefMut for AsyncTenantConnection {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        self.conn.as_mut().expect(GONE)
+    }
+}

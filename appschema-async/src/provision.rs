@@ -1,0 +1,178 @@
+//! Sign-up from an async handler: a tenant made of a spare schema (one
+//! rename), without a blocking thread.
+//!
+//! Claiming a spare is a handful of short statements; building a schema by
+//! its migrations is not (and runs the application's migration code, which
+//! is blocking diesel). So [`claim_spare`] does the former on an
+//! [`AsyncPgConnection`], with the same SQL and the same error decoding as
+//! `appschema::provision::create_tenant` with `Source::Spare` (both from
+//! `appschema-core`), and answers `None` when no spare at the isolated head
+//! is free: then the caller builds the tenant the blocking way
+//! (`create_tenant` on `spawn_blocking`), as the sync path itself falls back.
+
+use appschema_core::provision::internals::{
+    derived_candidate, has_version_sql, registry_conflict, rename_spare_sql, schema_ddl_error,
+    BoolRow, TenantRow, TextRow, CLAIM_SPARE, INSERT_TENANT, MAX_DERIVED_ATTEMPTS,
+};
+use appschema_core::provision::{Created, NewTenant, ProvisionError, Source};
+use appschema_core::SchemaName;
+use diesel::sql_types::Text;
+use diesel::OptionalExtension;
+use diesel_async::{
+    AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+    TransactionManager,
+};
+
+/// Creates the tenant `request` asks for from a spare schema, in one
+/// transaction on `conn`: its registry rows, and the oldest free spare
+/// renamed to its schema (`SKIP LOCKED`: concurrent sign-ups take different
+/// spares). `head` is the isolated head the spare must be at
+/// (`IsolatedMigrations::head()` of the application's migrations; `None`
+/// when there are no isolated migrations).
+///
+/// Returns `Ok(None)`, with nothing changed, when no free spare is at
+/// `head`: create the tenant with `appschema::provision::create_tenant` on
+/// a blocking thread then (it builds the schema by template or migrations).
+/// Conflicts are the sync path's errors ([`ProvisionError::TenantExists`],
+/// `SchemaExists`, …); a derived schema name that is taken is retried with a
+/// suffix, as there. Every resolver of the process forgets its cached
+/// answers once the transaction ends.
+///
+/// Refused inside an open transaction (the rename and the registry rows
+/// must commit together, and alone).
+///
+/// ```no_run
+/// use appschema::async_pool::{claim_spare, AsyncSharedPool};
+/// use appschema::provision::{NewTenant, Source};
+///
+/// # async fn run(pool: AsyncSharedPool, head: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+/// let request = NewTenant::new("acme.example.com")?.source(Source::Spare);
+/// let mut conn = pool.get_shared().await?;
+/// match claim_spare(&mut conn, &request, head.as_deref()).await? {
+///     Some(created) => println!("{} is ready", created.tenant.schema_name),
+///     None => { /* no spare left: provision::create_tenant on spawn_blocking */ }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub async fn claim_spare(
+    conn: &mut AsyncPgConnection,
+    request: &NewTenant,
+    head: Option<&str>,
+) -> Result<Option<Created>, ProvisionError> {
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_err(ProvisionError::Database)?;
+    if depth.is_some() {
+        return Err(ProvisionError::Database(
+            diesel::result::Error::AlreadyInTransaction,
+        ));
+    }
+    let _invalidate = InvalidateOnReturn;
+    if let Some(schema) = request.schema_name() {
+        return attempt(conn, request, schema, head).await;
+    }
+    for n in 0..MAX_DERIVED_ATTEMPTS {
+        let schema = derived_candidate(request.public_name(), n);
+        match attempt(conn, request, &schema, head).await {
+            Err(
+                ProvisionError::SchemaExists { .. }
+                | ProvisionError::SchemaRetired { .. }
+                | ProvisionError::SchemaNamedLikeRole { .. },
+            ) => continue,
+            other => return other,
+        }
+    }
+    Err(ProvisionError::NoFreeSchemaName {
+        public_name: request.public_name().to_string(),
+    })
+}
+
+/// Empties every resolver's cache when dropped: after the claim committed
+/// or failed (as the sync `create_tenant` does).
+struct InvalidateOnReturn;
+
+impl Drop for InvalidateOnReturn {
+    fn drop(&mut self) {
+        appschema_core::resolve::invalidate_all();
+    }
+}
+
+/// One try of the claim as `schema`, in a transaction of its own: committed
+/// when a spare at `head` became the tenant, rolled back otherwise.
+async fn attempt(
+    conn: &mut AsyncPgConnection,
+    request: &NewTenant,
+    schema: &SchemaName,
+    head: Option<&str>,
+) -> Result<Option<Created>, ProvisionError> {
+    AnsiTransactionManager::begin_transaction(conn)
+        .await
+        .map_err(ProvisionError::Database)?;
+    match claim_in_transaction(conn, request, schema, head).await {
+        Ok(Some(created)) => {
+            AnsiTransactionManager::commit_transaction(conn)
+                .await
+                .map_err(ProvisionError::Database)?;
+            Ok(Some(created))
+        }
+        outcome => {
+            // The work's error wins over a failed rollback's.
+            let rollback = AnsiTransactionManager::rollback_transaction(conn).await;
+            match (outcome, rollback) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(ProvisionError::Database(e)),
+                (Ok(none), Ok(())) => Ok(none),
+            }
+        }
+    }
+}
+
+async fn claim_in_transaction(
+    conn: &mut AsyncPgConnection,
+    request: &NewTenant,
+    schema: &SchemaName,
+    head: Option<&str>,
+) -> Result<Option<Created>, ProvisionError> {
+    let public_name = request.public_name();
+    // The registry rows first: their unique indexes are where concurrent
+    // sign-ups for the same name queue up and lose.
+    let tenant = diesel::sql_query(format!(
+        "{INSERT_TENANT} SELECT id, public_name, schema_name FROM tenant"
+    ))
+    .bind::<Text, _>(public_name.as_str())
+    .bind::<Text, _>(schema.as_str())
+    .get_result::<TenantRow>(conn)
+    .await
+    .map_err(|e| registry_conflict(e, public_name.as_str(), schema.as_str()))?
+    .into_tenant()
+    .map_err(ProvisionError::Database)?;
+    let Some(spare) = diesel::sql_query(CLAIM_SPARE)
+        .get_result::<TextRow>(conn)
+        .await
+        .optional()
+        .map_err(ProvisionError::Database)?
+    else {
+        return Ok(None);
+    };
+    let spare = SchemaName::internal(spare.value)?;
+    conn.batch_execute(&rename_spare_sql(&spare, schema))
+        .await
+        .map_err(|e| schema_ddl_error(e, schema))?;
+    if let Some(head) = head {
+        let at_head = diesel::sql_query(has_version_sql(schema))
+            .bind::<Text, _>(head)
+            .get_result::<BoolRow>(conn)
+            .await
+            .map_err(ProvisionError::Database)?
+            .value;
+        if !at_head {
+            // Behind a newer migration: the blocking path migrates it.
+            return Ok(None);
+        }
+    }
+    Ok(Some(Created {
+        tenant,
+        source: Source::Spare,
+    }))
+}

@@ -1,0 +1,43 @@
+//! The checkout's one message, run on an [`AsyncPgConnection`]: the SQL and
+//! the decoding of its outcome are the sync pool's (`appschema-core`), only
+//! the client differs.
+
+use appschema_core::connection::internals::{classify, Refusal, SessionRefusal, DIRTY_RESET};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::{FutureExt, StreamExt};
+
+/// Runs a checkout message written by `write_session_switch` on a connection
+/// where the switch was prepared: one round trip for a session in its
+/// connect-time role and listening to nothing, three otherwise (the switch's
+/// refusal, `DIRTY_RESET`, the switch again), as in the sync pool. Then
+/// drops any notification the connection already received.
+pub(crate) async fn run_session_switch(
+    conn: &mut AsyncPgConnection,
+    sql: &str,
+) -> Result<(), SessionRefusal> {
+    let result = match classify(conn.batch_execute(sql).await) {
+        Err(Refusal::Dirty) => {
+            conn.batch_execute(DIRTY_RESET)
+                .await
+                .map_err(SessionRefusal::Failed)?;
+            match classify(conn.batch_execute(sql).await) {
+                Err(Refusal::Dirty) => Err(SessionRefusal::Broken(
+                    "the role or LISTEN registrations it was left with survived a reset"
+                        .to_string(),
+                )),
+                other => other.map_err(Refusal::into_session),
+            }
+        }
+        other => other.map_err(Refusal::into_session),
+    };
+    drain_notifications(conn);
+    result
+}
+
+/// Throws away notifications the connection has already received (from
+/// channels an earlier checkout listened to). Client-side only: whatever
+/// the connection's task has queued, without waiting for more.
+pub(crate) fn drain_notifications(conn: &mut AsyncPgConnection) {
+    let mut stream = std::pin::pin!(conn.notifications_stream());
+    while let Some(Some(_)) = stream.next().now_or_never() {}
+}

@@ -1,0 +1,315 @@
+//! Transaction-scoped async mode, for PgBouncer or RDS Proxy in transaction
+//! pooling: every unit of work is one transaction that starts with the
+//! session reset and `SET LOCAL search_path` (the sync mode's SQL, from
+//! `appschema-core`), so nothing outlives it.
+
+use std::fmt;
+use std::time::Duration;
+
+use appschema_core::connection::internals::{
+    classify, describe_target, write_local_switch, Refusal, DIRTY_UNLISTEN, UNIT_RESET,
+};
+use appschema_core::connection::{ConnectionError, SearchPath};
+use appschema_core::SchemaName;
+use diesel_async::{
+    AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager,
+};
+use scoped_futures::ScopedBoxFuture;
+
+use crate::pool::{build_deadpool, checkout_failed, AsyncTenantManager, DeadPool};
+use crate::switch::drain_notifications;
+use crate::AsyncTenantConnection;
+
+/// Runs `f` in a transaction whose first statements reset the session and
+/// `SET LOCAL search_path` to `tenant`'s path (checked against the server's
+/// report): the async twin of `appschema_core::connection::in_tenant_transaction`,
+/// with the same SQL, refusals and errors. The setting ends with the
+/// transaction, committed or rolled back, so it cannot reach the next client
+/// of a transaction-pooling proxy.
+///
+/// `f` is written as diesel-async's transactions were before its 0.7
+/// (`|conn| async move { … }.scope_boxed()`, [`scoped_futures`]), which
+/// lets the unit borrow from its caller.
+///
+/// Refused with [`ConnectionError::NestedTransaction`] inside an open
+/// transaction.
+///
+/// ```no_run
+/// use appschema::{SchemaName, async_pool::in_tenant_transaction, connection::{ConnectionError, SearchPath}};
+/// use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+/// use scoped_futures::ScopedFutureExt;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut conn = AsyncPgConnection::establish("postgres:///app?port=6432").await?;
+/// let acme = SchemaName::new("acme").unwrap();
+/// let n = in_tenant_transaction(&mut conn, &acme, &SearchPath::new(), |conn| {
+///     async move {
+///         Ok::<_, ConnectionError>(diesel::sql_query("DELETE FROM carts").execute(conn).await?)
+///     }
+///     .scope_boxed()
+/// })
+/// .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn in_tenant_transaction<'a, T, E, F>(
+    conn: &mut AsyncPgConnection,
+    tenant: &SchemaName,
+    path: &SearchPath,
+    f: F,
+) -> Result<T, E>
+where
+    F: for<'r> FnOnce(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+        + Send
+        + 'a,
+    E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+    T: Send + 'a,
+{
+    scoped_transaction(conn, Some(tenant), path, f).await
+}
+
+/// Like [`in_tenant_transaction`], on the shared-only path (no tenant).
+pub async fn in_shared_transaction<'a, T, E, F>(
+    conn: &mut AsyncPgConnection,
+    path: &SearchPath,
+    f: F,
+) -> Result<T, E>
+where
+    F: for<'r> FnOnce(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+        + Send
+        + 'a,
+    E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+    T: Send + 'a,
+{
+    scoped_transaction(conn, None, path, f).await
+}
+
+async fn scoped_transaction<'a, T, E, F>(
+    conn: &mut AsyncPgConnection,
+    tenant: Option<&SchemaName>,
+    path: &SearchPath,
+    f: F,
+) -> Result<T, E>
+where
+    F: for<'r> FnOnce(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+        + Send
+        + 'a,
+    E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+    T: Send + 'a,
+{
+    let (value, first) = match tenant {
+        Some(t) => (path.for_tenant(t), t.as_str().to_string()),
+        None => (path.shared_only(), path.shared().to_string()),
+    };
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_err(E::from)?;
+    if depth.is_some() {
+        return Err(ConnectionError::NestedTransaction { schema: first }.into());
+    }
+    let mut sql = String::from(UNIT_RESET);
+    write_local_switch(&mut sql, &value, &first);
+    let mut f = Some(f);
+    // At most twice: a session found listening (to channels an earlier
+    // client of this server session registered) is unlistened in a
+    // transaction of its own, as `UNLISTEN` only takes effect at commit,
+    // then the unit starts again.
+    for attempt in 0..2 {
+        AnsiTransactionManager::begin_transaction(conn)
+            .await
+            .map_err(E::from)?;
+        let outcome: Result<Option<T>, E> = match classify(conn.batch_execute(&sql).await) {
+            Ok(()) => {
+                drain_notifications(conn);
+                let f = f.take().expect("the unit's work runs once");
+                f(conn).await.map(Some)
+            }
+            Err(Refusal::Dirty) if attempt == 0 => Ok(None),
+            Err(Refusal::SchemaMissing) => Err(ConnectionError::SchemaMissing {
+                schema: first.clone(),
+            }
+            .into()),
+            Err(Refusal::Failed(e)) => Err(e.into()),
+            Err(Refusal::Broken(message)) => Err(ConnectionError::SwitchFailed {
+                target: describe_target(tenant),
+                message,
+            }
+            .into()),
+            Err(Refusal::Dirty) => Err(still_listening(tenant).into()),
+        };
+        // As diesel-async's own `transaction`: commit on success, roll back
+        // on error, the work's error winning over a failed rollback's.
+        match outcome {
+            Ok(value) => {
+                AnsiTransactionManager::commit_transaction(conn)
+                    .await
+                    .map_err(E::from)?;
+                match value {
+                    Some(value) => return Ok(value),
+                    None => conn.batch_execute(DIRTY_UNLISTEN).await.map_err(E::from)?,
+                }
+            }
+            Err(error) => {
+                return match AnsiTransactionManager::rollback_transaction(conn).await {
+                    Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+                    Err(rollback_error) => Err(rollback_error.into()),
+                };
+            }
+        }
+    }
+    Err(still_listening(tenant).into())
+}
+
+fn still_listening(tenant: Option<&SchemaName>) -> ConnectionError {
+    ConnectionError::SwitchFailed {
+        target: describe_target(tenant),
+        message: "the session still listens after UNLISTEN *".to_string(),
+    }
+}
+
+/// Builds an [`AsyncTransactionScopedPool`]. Every setter documents its
+/// default.
+#[derive(Debug, Clone)]
+pub struct AsyncTransactionScopedPoolBuilder {
+    url: String,
+    path: SearchPath,
+    max_size: usize,
+    connection_timeout: Duration,
+    statement_cache: bool,
+}
+
+impl AsyncTransactionScopedPoolBuilder {
+    /// The schemas after the tenant's. Default: [`SearchPath::new`] (`public`).
+    pub fn search_path(mut self, path: SearchPath) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// Most client connections open at once. Default: 10.
+    pub fn max_size(mut self, n: usize) -> Self {
+        self.max_size = n;
+        self
+    }
+
+    /// How long a checkout waits. Default: 30 s.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Whether diesel-async keeps prepared statements. Default: `false`,
+    /// for the reason given on the sync
+    /// `TransactionScopedPoolBuilder::prepared_statement_cache`.
+    pub fn prepared_statement_cache(mut self, on: bool) -> Self {
+        self.statement_cache = on;
+        self
+    }
+
+    /// Builds the pool. Opens no connection: the first units do.
+    pub fn build(self) -> Result<AsyncTransactionScopedPool, ConnectionError> {
+        let manager = AsyncTenantManager::plain(self.url, self.statement_cache);
+        Ok(AsyncTransactionScopedPool {
+            pool: build_deadpool(manager, self.max_size, self.connection_timeout)?,
+            path: self.path,
+            timeout: self.connection_timeout,
+        })
+    }
+}
+
+/// An async pool whose only way in is a unit of work: one transaction
+/// beginning with the session reset and `SET LOCAL search_path`. Safe behind
+/// PgBouncer or RDS Proxy in transaction pooling. Like [`AsyncSharedPool`],
+/// it never reuses a connection whose unit was cancelled mid-query.
+///
+/// [`AsyncSharedPool`]: crate::AsyncSharedPool
+///
+/// ```no_run
+/// use appschema::{SchemaName, async_pool::AsyncTransactionScopedPool, connection::ConnectionError};
+/// use diesel_async::RunQueryDsl;
+/// use scoped_futures::ScopedFutureExt;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = AsyncTransactionScopedPool::builder("postgres://app@pgbouncer:6432/app").build()?;
+/// let acme = SchemaName::new("acme").unwrap();
+/// pool.transaction_for(&acme, |conn| {
+///     async move {
+///         diesel::sql_query("UPDATE orders SET total = 0").execute(conn).await?;
+///         Ok::<_, ConnectionError>(())
+///     }
+///     .scope_boxed()
+/// })
+/// .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct AsyncTransactionScopedPool {
+    pool: DeadPool,
+    path: SearchPath,
+    timeout: Duration,
+}
+
+impl fmt::Debug for AsyncTransactionScopedPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncTransactionScopedPool")
+            .field("path", &self.path)
+            .field("status", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncTransactionScopedPool {
+    /// A builder for a pool connecting to `url` (usually the proxy's).
+    pub fn builder(url: impl Into<String>) -> AsyncTransactionScopedPoolBuilder {
+        AsyncTransactionScopedPoolBuilder {
+            url: url.into(),
+            path: SearchPath::new(),
+            max_size: 10,
+            connection_timeout: Duration::from_secs(30),
+            statement_cache: false,
+        }
+    }
+
+    /// Runs `f` as one transaction on `tenant`'s path.
+    pub async fn transaction_for<'a, T, E, F>(&self, tenant: &SchemaName, f: F) -> Result<T, E>
+    where
+        F: for<'r> FnOnce(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+            + Send
+            + 'a,
+        E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+        T: Send + 'a,
+    {
+        let mut conn = self.get(Some(tenant)).await?;
+        in_tenant_transaction(&mut conn, tenant, &self.path, f).await
+    }
+
+    /// Runs `f` as one transaction on the shared-only path.
+    pub async fn transaction_shared<'a, T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'r> FnOnce(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+            + Send
+            + 'a,
+        E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+        T: Send + 'a,
+    {
+        let mut conn = self.get(None).await?;
+        in_shared_transaction(&mut conn, &self.path, f).await
+    }
+
+    /// A connection (closed rather than reused if the unit is dropped
+    /// mid-query: see [`AsyncTenantConnection`]).
+    async fn get(
+        &self,
+        tenant: Option<&SchemaName>,
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?;
+        Ok(AsyncTenantConnection {
+            conn: Some(conn),
+            tenant: tenant.cloned(),
+        })
+    }
+}

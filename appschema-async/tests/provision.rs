@@ -1,0 +1,159 @@
+//! Sign-up from an async handler: `claim_spare` makes a tenant of a spare
+//! schema on an `AsyncPgConnection`, atomically, with the sync path's
+//! conflicts, and answers `None` (changing nothing) when the blocking path
+//! must build the schema instead.
+
+#[path = "../../appschema-core/tests/common/mod.rs"]
+mod common;
+
+use appschema_async::{claim_spare, AsyncSharedPool};
+use appschema_core::provision::{
+    create_tenant, ensure_spares, spare_schemas, IsolatedMigrations, NewTenant, ProvisionError,
+    Source,
+};
+use appschema_core::registry;
+use common::{app_migrations, app_migrations_but_the_last, db_with_registry, new_tenant};
+use diesel::connection::SimpleConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+
+fn head() -> Option<String> {
+    app_migrations().head()
+}
+
+fn spare(request: NewTenant) -> NewTenant {
+    request.source(Source::Spare)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_spare_at_the_head_becomes_the_tenant_in_one_transaction() {
+    let (db, mut conn) = db_with_registry();
+    ensure_spares(&mut conn, &app_migrations(), 2).unwrap();
+    let spares = spare_schemas(&mut conn).unwrap();
+    let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
+    let created = claim_spare(
+        &mut async_conn,
+        &spare(new_tenant("acme.test")),
+        head().as_deref(),
+    )
+    .await
+    .unwrap()
+    .expect("a spare was free");
+    assert_eq!(created.source, Source::Spare);
+    assert_eq!(created.tenant.schema_name.as_str(), "acme_test");
+    // The oldest spare was taken; the registry names the tenant; its
+    // schema has the application's tables.
+    assert_eq!(spare_schemas(&mut conn).unwrap(), spares[1..]);
+    let name = appschema_core::PublicName::new(&created.tenant.public_name).unwrap();
+    let found = registry::find(&mut conn, &name).unwrap();
+    assert_eq!(found, Some(created.tenant));
+    conn.batch_execute("INSERT INTO acme_test.customers (name) VALUES ('a')")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn through_the_async_pool_a_taken_derived_name_gets_a_suffix() {
+    let (db, mut conn) = db_with_registry();
+    let m = app_migrations();
+    ensure_spares(&mut conn, &m, 2).unwrap();
+    conn.batch_execute("CREATE SCHEMA acme_test").unwrap();
+    let pool = AsyncSharedPool::builder(db.url())
+        .max_size(1)
+        .build()
+        .unwrap();
+    let mut pooled = pool.get_shared().await.unwrap();
+    let created = claim_spare(
+        &mut pooled,
+        &spare(new_tenant("acme.test")),
+        head().as_deref(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(created.tenant.schema_name.as_str(), "acme_test_2");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn no_free_spare_or_one_behind_the_head_changes_nothing_and_answers_none() {
+    let (db, mut conn) = db_with_registry();
+    let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
+    let none = claim_spare(
+        &mut async_conn,
+        &spare(new_tenant("a.test")),
+        head().as_deref(),
+    )
+    .await
+    .unwrap();
+    assert!(none.is_none());
+    ensure_spares(&mut conn, &app_migrations_but_the_last(), 1).unwrap();
+    let behind = spare_schemas(&mut conn).unwrap();
+    let none = claim_spare(
+        &mut async_conn,
+        &spare(new_tenant("a.test")),
+        head().as_deref(),
+    )
+    .await
+    .unwrap();
+    assert!(none.is_none());
+    // Rolled back: no registry row, the spare still free under its name.
+    assert_eq!(spare_schemas(&mut conn).unwrap(), behind);
+    let name = appschema_core::PublicName::new("a.test").unwrap();
+    assert_eq!(registry::find(&mut conn, &name).unwrap(), None);
+    // The blocking path then brings it to the head.
+    let created =
+        create_tenant(&mut conn, &app_migrations(), &spare(new_tenant("a.test"))).unwrap();
+    assert_eq!(created.source, Source::Spare);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_name_already_taken_is_refused_and_the_spare_given_back() {
+    let (db, mut conn) = db_with_registry();
+    let m = app_migrations();
+    ensure_spares(&mut conn, &m, 1).unwrap();
+    create_tenant(&mut conn, &m, &new_tenant("taken.test")).unwrap();
+    let spares = spare_schemas(&mut conn).unwrap();
+    let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
+    let request = spare(new_tenant("taken.test").schema("x").unwrap());
+    let err = claim_spare(&mut async_conn, &request, head().as_deref())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProvisionError::TenantExists { .. }),
+        "{err:?}"
+    );
+    assert_eq!(spare_schemas(&mut conn).unwrap(), spares);
+}
+
+/// Concurrent sign-ups on the request tasks of one runtime: each takes a
+/// different spare, the ones left over answer `None`, and one public name
+/// never yields two tenants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_take_different_spares() {
+    let (db, mut conn) = db_with_registry();
+    ensure_spares(&mut conn, &app_migrations(), 3).unwrap();
+    let pool = AsyncSharedPool::builder(db.url())
+        .max_size(6)
+        .build()
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let pool = pool.clone();
+        // Two requests per name: one wins, the other is refused or finds
+        // no spare left.
+        let name = format!("c{}.test", i / 2);
+        tasks.spawn(async move {
+            let mut conn = pool.get_shared().await.unwrap();
+            claim_spare(&mut conn, &spare(new_tenant(&name)), head().as_deref()).await
+        });
+    }
+    let mut created = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            Ok(Some(c)) => created.push(c.tenant.public_name.to_string()),
+            Ok(None) | Err(ProvisionError::TenantExists { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    created.sort();
+    assert_eq!(created, ["c0.test", "c1.test", "c2.test"]);
+    assert!(spare_schemas(&mut conn).unwrap().is_empty());
+}

@@ -1,0 +1,331 @@
+//! The session-hygiene attacks, written once for every pool: sync
+//! (`appschema-core/tests/session_hygiene.rs`) and async
+//! (`appschema-async/tests/session_hygiene.rs`, which includes this file).
+//!
+//! User A (tenant `t0`) leaves session state on a connection; user B, the
+//! next one on the same backend (pools of one connection), must not see it.
+//! Each attack returns the leak it found, `None` when none. A pool is
+//! driven through [`Pool`], a checkout's connection through [`Session`].
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Text};
+
+/// What an attack does on a checked-out connection. Every method panics on
+/// an unexpected failure, except `text` and `whoami`, which report it.
+pub trait Session {
+    /// Runs `sql` (one or more statements) on the simple protocol.
+    fn exec(&mut self, sql: &str);
+    /// One text value (column `v`), or `None` when the query fails; run in a
+    /// savepoint (or a transaction) so a failure leaves a unit usable.
+    fn text(&mut self, sql: &str) -> Option<String>;
+    /// The connection's current schema and the marker its `items` resolves
+    /// to (see `support::whoami`); `Err` when the query fails.
+    fn whoami(&mut self) -> Result<(Option<String>, String), String>;
+    /// After a round trip, the notifications the client holds
+    /// (`channel: payload`).
+    fn notifications(&mut self) -> Vec<String>;
+}
+
+/// The pool under attack.
+pub trait Pool {
+    /// Runs `f` as user `who` (0 = A, 1 = B): a checkout (or unit of work)
+    /// for tenant `t<who>`, or `t0` for the pools serving one tenant. A
+    /// checkout that fails is reported (B locked out is a failure too).
+    fn as_user(&self, who: usize, f: &mut dyn FnMut(&mut dyn Session)) -> Result<(), String>;
+    /// A direct connection to the database (never through the pool).
+    fn admin(&self) -> PgConnection;
+}
+
+/// The objects the attacks use; run once per database, before any attack.
+pub const SETUP: &str = "CREATE SEQUENCE public.hygiene_seq;
+     CREATE FUNCTION public.sneaky() RETURNS void LANGUAGE plpgsql AS $$
+     BEGIN
+         PERFORM pg_catalog.set_config('app.user_id', 'A-secret', false);
+         CREATE TEMP TABLE IF NOT EXISTS items AS
+             SELECT 1::int8 AS id, 'A-secret'::text AS marker;
+         LISTEN sneaky;
+     END $$;";
+
+#[derive(QueryableByName, Debug)]
+pub struct Value {
+    #[diesel(sql_type = Nullable<Text>)]
+    pub v: Option<String>,
+}
+
+fn admin_text(admin: &mut PgConnection, sql: &str) -> Option<String> {
+    diesel::sql_query(sql)
+        .get_result::<Value>(admin)
+        .ok()
+        .and_then(|r| r.v)
+}
+
+/// The name of the role [`intruder`] creates for the database `admin` is on.
+pub fn intruder_name(admin: &mut PgConnection) -> String {
+    let db = admin_text(admin, "SELECT current_database()::text AS v").unwrap();
+    format!("intruder_{db}")
+}
+
+/// A role of this test alone (roles are cluster-wide; tests run in
+/// parallel), without any privilege. The test's `Drop` removes it.
+fn intruder(pool: &dyn Pool) -> String {
+    let mut admin = pool.admin();
+    let name = intruder_name(&mut admin);
+    admin
+        .batch_execute(&format!("CREATE ROLE {name} NOLOGIN"))
+        .unwrap();
+    name
+}
+
+fn count(s: &mut dyn Session, sql: &str) -> i64 {
+    s.text(sql).unwrap().parse().unwrap()
+}
+
+fn marker(s: &mut dyn Session) -> String {
+    s.whoami().unwrap().1
+}
+
+/// `Some(value)` when it is A's secret.
+fn secret(value: Option<String>) -> Option<String> {
+    value.filter(|v| v.contains("A-secret"))
+}
+
+/// A runs `sql`; then B runs `probe`, whose answer is the leak (if any).
+fn a_then_b<T: std::fmt::Debug>(
+    pool: &dyn Pool,
+    sql: &str,
+    mut probe: impl FnMut(&mut dyn Session) -> Option<T>,
+) -> Option<String> {
+    pool.as_user(0, &mut |s| s.exec(sql)).unwrap();
+    b(pool, &mut probe)
+}
+
+/// B runs `probe`; a leak or a refused checkout is reported.
+fn b<T: std::fmt::Debug>(
+    pool: &dyn Pool,
+    probe: &mut dyn FnMut(&mut dyn Session) -> Option<T>,
+) -> Option<String> {
+    let mut seen = None;
+    match pool.as_user(1, &mut |s| seen = probe(s)) {
+        Err(e) => Some(format!("B's checkout was refused: {e}")),
+        Ok(()) => seen.map(|s| format!("B saw {s:?}")),
+    }
+}
+
+// --- the attacks -----------------------------------------------------------
+
+pub fn a_temp_table_named_like_a_tenant_table(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "CREATE TEMP TABLE items (id int8, marker text); INSERT INTO items VALUES (1, 'A-secret')",
+        |s| secret(Some(marker(s))),
+    )
+}
+
+pub fn a_temp_view_named_like_a_tenant_table(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "CREATE TEMP VIEW items AS SELECT 1::int8 AS id, 'A-secret'::text AS marker",
+        |s| secret(Some(marker(s))),
+    )
+}
+
+pub fn a_temp_staging_table_created_if_not_exists_by_both(pool: &dyn Pool) -> Option<String> {
+    let staging = "CREATE TEMP TABLE IF NOT EXISTS staging (v text)";
+    a_then_b(
+        pool,
+        &format!("{staging}; INSERT INTO staging VALUES ('A-secret')"),
+        |s| {
+            s.exec(staging);
+            secret(s.text("SELECT string_agg(v, ',') AS v FROM staging"))
+        },
+    )
+}
+
+pub fn a_cursor_declared_with_hold(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "DECLARE leaky CURSOR WITH HOLD FOR SELECT 'A-secret'::text AS v",
+        |s| secret(s.text("FETCH ALL FROM leaky")),
+    )
+}
+
+pub fn a_listen_registration(pool: &dyn Pool) -> Option<String> {
+    a_then_b(pool, "LISTEN a_channel", |s| {
+        let n = count(s, "SELECT count(*)::text AS v FROM pg_listening_channels()");
+        (n > 0).then_some(n)
+    })
+}
+
+/// B reads its notifications: any is A's.
+fn notifications(s: &mut dyn Session) -> Option<Vec<String>> {
+    let got = s.notifications();
+    (!got.is_empty()).then_some(got)
+}
+
+pub fn notifications_sent_to_a_after_it_returned_the_connection(pool: &dyn Pool) -> Option<String> {
+    pool.as_user(0, &mut |s| s.exec("LISTEN a_news")).unwrap();
+    pool.admin()
+        .batch_execute("NOTIFY a_news, 'A-secret'")
+        .unwrap();
+    // The idle backend forwards it to its socket.
+    std::thread::sleep(Duration::from_millis(200));
+    b(pool, &mut notifications)
+}
+
+pub fn notifications_a_received_but_never_read(pool: &dyn Pool) -> Option<String> {
+    pool.as_user(0, &mut |s| {
+        s.exec("LISTEN a_news");
+        pool.admin()
+            .batch_execute("NOTIFY a_news, 'A-secret'")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        // The client takes it in with this reply; then A stops listening,
+        // so the server holds nothing any more, only the client does.
+        s.exec("SELECT 1; UNLISTEN *");
+    })
+    .unwrap();
+    b(pool, &mut notifications)
+}
+
+pub fn a_custom_setting_read_by_row_level_security(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "SELECT set_config('app.user_id', 'A-secret', false)",
+        |s| secret(s.text("SELECT current_setting('app.user_id', true) AS v")),
+    )
+}
+
+pub fn a_plain_session_setting(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "SET work_mem = '77MB'; SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        |s| {
+            let v = s
+                .text(
+                    "SELECT current_setting('work_mem') || ' ' || \
+                     current_setting('default_transaction_read_only') AS v",
+                )
+                .unwrap();
+            (v != "4MB off").then_some(v)
+        },
+    )
+}
+
+pub fn a_role_left_set(pool: &dyn Pool) -> Option<String> {
+    let intruder = intruder(pool);
+    a_then_b(pool, &format!("SET ROLE {intruder}"), |s| {
+        let v = s.text("SELECT current_user::text AS v").unwrap();
+        let locked_out = s.whoami().is_err();
+        (v == intruder || locked_out).then(|| format!("current_user {v}, locked out: {locked_out}"))
+    })
+}
+
+pub fn a_session_authorization_left_set(pool: &dyn Pool) -> Option<String> {
+    let intruder = intruder(pool);
+    a_then_b(
+        pool,
+        &format!("SET SESSION AUTHORIZATION {intruder}"),
+        |s| {
+            let v = s.text("SELECT session_user::text AS v").unwrap();
+            (v == intruder).then_some(v)
+        },
+    )
+}
+
+pub fn a_session_advisory_lock(pool: &dyn Pool) -> Option<String> {
+    let leak = a_then_b(pool, "SELECT pg_advisory_lock(4242)", |_| None::<()>);
+    let free = admin_text(
+        &mut pool.admin(),
+        "SELECT pg_try_advisory_lock(4242)::text AS v",
+    );
+    leak.or((free.as_deref() != Some("true")).then(|| "A's advisory lock is still held".to_string()))
+}
+
+pub fn lastval_of_a_sequence_a_used(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "SELECT setval('public.hygiene_seq', 4242); SELECT nextval('public.hygiene_seq')",
+        |s| s.text("SELECT lastval()::text AS v"),
+    )
+}
+
+pub fn state_left_by_a_plpgsql_function(pool: &dyn Pool) -> Option<String> {
+    a_then_b(pool, "SELECT public.sneaky()", |s| {
+        let setting = secret(s.text("SELECT current_setting('app.user_id', true) AS v"));
+        let marker = secret(Some(marker(s)));
+        let listening = count(s, "SELECT count(*)::text AS v FROM pg_listening_channels()");
+        (setting.is_some() || marker.is_some() || listening > 0)
+            .then(|| format!("{setting:?} {marker:?} listening {listening}"))
+    })
+}
+
+/// User code runs `RESET ALL` in the middle of B's checkout: the path must
+/// fall back to the shared schema, never to `"$user", public`, where a
+/// schema named like the login role would answer.
+pub fn reset_all_in_the_middle_of_a_checkout(pool: &dyn Pool) -> Option<String> {
+    let mut admin = pool.admin();
+    let role = admin_text(&mut admin, "SELECT session_user::text AS v").unwrap();
+    let q = appschema_core::quote_ident(&role);
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {q}; CREATE TABLE {q}.items (id int8 PRIMARY KEY, marker text);
+             INSERT INTO {q}.items VALUES (1, 'A-secret: the schema named like the login role');"
+        ))
+        .unwrap();
+    b(pool, &mut |s| {
+        s.exec("RESET ALL");
+        secret(Some(marker(s)))
+    })
+}
+
+/// One test per attack on the pool `$make` builds (an expression of a type
+/// implementing [`Pool`], given `$kind`), expecting no leak, or a leak from
+/// every attack (`$expect_leak`: the control proving each probe works).
+#[macro_export]
+macro_rules! attacks_on {
+    ($module:ident, $make:expr, $expect_leak:expr; $($attack:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[test]
+                fn $attack() {
+                    let pool = $make;
+                    let leak = $crate::attacks::$attack(&pool);
+                    if $expect_leak {
+                        assert!(leak.is_some(), "the probe found no leak where one is expected");
+                    } else {
+                        assert_eq!(leak, None, "LEAK");
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// [`attacks_on!`] with every attack that applies to every pool, plus
+/// `$extra` ones.
+#[macro_export]
+macro_rules! all_attacks {
+    ($module:ident, $make:expr, $expect_leak:expr $(, $extra:ident)*) => {
+        $crate::attacks_on!($module, $make, $expect_leak;
+            a_temp_table_named_like_a_tenant_table,
+            a_temp_view_named_like_a_tenant_table,
+            a_temp_staging_table_created_if_not_exists_by_both,
+            a_cursor_declared_with_hold,
+            a_listen_registration,
+            notifications_sent_to_a_after_it_returned_the_connection,
+            notifications_a_received_but_never_read,
+            a_custom_setting_read_by_row_level_security,
+            a_plain_session_setting,
+            a_role_left_set,
+            a_session_authorization_left_set,
+            a_session_advisory_lock,
+            lastval_of_a_sequence_a_used,
+            state_left_by_a_plpgsql_function,
+            $($extra,)*
+        );
+    };
+}
