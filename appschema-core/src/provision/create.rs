@@ -126,7 +126,7 @@ pub struct Created {
 }
 
 /// How many suffixed variants of a derived schema name are tried.
-const MAX_DERIVED_ATTEMPTS: usize = 50;
+pub(crate) const MAX_DERIVED_ATTEMPTS: usize = 50;
 
 /// A schema name for `public_name`: lower case, every character outside
 /// `[a-z0-9_]` turned into `_`, prefixed with `t_` when it would start with a
@@ -143,7 +143,7 @@ pub fn derive_schema_name(public_name: &PublicName) -> SchemaName {
     derived_candidate(public_name, 0)
 }
 
-fn derived_candidate(public_name: &PublicName, attempt: usize) -> SchemaName {
+pub(crate) fn derived_candidate(public_name: &PublicName, attempt: usize) -> SchemaName {
     let mut base: String = public_name
         .as_str()
         .chars()
@@ -291,7 +291,7 @@ pub(crate) fn create_in<M: IsolatedMigrations + ?Sized>(
 /// A schema that exists outside the registry is refused by the `CREATE
 /// SCHEMA` (or `ALTER SCHEMA … RENAME`) that follows, as
 /// [`ProvisionError::SchemaExists`].
-fn insert_registry_rows(
+pub(crate) fn insert_registry_rows(
     conn: &mut PgConnection,
     public_name: &PublicName,
     schema: &SchemaName,
