@@ -16,6 +16,7 @@ use appschema_core::{MigrationSet, PublicName, Scope};
 use clap::{Parser, Subcommand};
 
 mod provision_cmds;
+mod transfer_cmds;
 
 /// Schema-per-tenant multi-tenancy for Diesel on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -107,6 +108,8 @@ enum Command {
     },
     #[command(flatten)]
     Provision(provision_cmds::ProvisionCommand),
+    #[command(flatten)]
+    Transfer(transfer_cmds::TransferCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +227,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => generate(&config, &name, &scope),
         Command::Provision(command) => {
             provision_cmds::run(command, config.database_url()?, || config.migrations())
+        }
+        Command::Transfer(command) => {
+            transfer_cmds::run(command, config.database_url()?, || config.migrations())
         }
     }
 }
