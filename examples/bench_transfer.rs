@@ -13,7 +13,8 @@
 //! noisy neighbour hits both alike; the medians are reported. Peak memory:
 //! the `VmHWM` of this process around ours (reset before each step through
 //! `/proc/self/clear_refs`), `ru_maxrss` of the pg_dump and pg_restore
-//! child processes (from `wait4`). Prints a Markdown table for BENCHMARKS.md.
+//! child processes (from `wait4`), and of the schema-only pg_dump our
+//! export runs twice (the same command run here, from `wait4`). Prints a Markdown table for BENCHMARKS.md.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -153,18 +154,34 @@ fn baseline(bin: &Path, source: &TestDb, file: &Path, s: &mut Samples) {
     s.import_kib = s.import_kib.max(kib);
 }
 
+/// The newest `/usr/lib/postgresql/<version>/bin` holding pg_restore.
+fn newest_pg_bin() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("pg_restore").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let rows: u64 = args.next().map_or(1_000_000, |a| a.parse().expect("ROWS"));
     let rounds: usize = args.next().map_or(3, |a| a.parse().expect("ROUNDS"));
-    let server = appschema_tempdb::server();
-    let bin: PathBuf = server
-        .temp_cluster()
-        .map(|c| c.bin_dir().to_path_buf())
+    // pg_dump and pg_restore from one directory, the server's version's
+    // (not Debian's /usr/bin wrappers); our export runs that pg_dump too.
+    let bin: PathBuf = newest_pg_bin()
         .or_else(|| {
             appschema::provision::find_pg_dump().and_then(|p| p.parent().map(Path::to_path_buf))
         })
         .expect("pg_dump and pg_restore");
+    std::env::set_var("APPSCHEMA_PG_DUMP", bin.join("pg_dump"));
+    eprintln!("pg_dump and pg_restore from {}", bin.display());
 
     let (source, mut conn) = database();
     create_tenant(&mut conn, &migrations(), &NewTenant::new("big.test").unwrap()).unwrap();
@@ -176,23 +193,38 @@ fn main() {
            SELECT 1 + g % 10000, (ARRAY['new', 'paid', 'shipped'])[1 + g % 3], (g % 100000) / 100.0,
                   CASE WHEN g % 7 = 0 THEN NULL ELSE 'note for order ' || g END,
                   TIMESTAMPTZ '2024-01-01' + g * INTERVAL '1 minute'
-             FROM generate_series(1, {rows}) g;
-         VACUUM ANALYZE big_test.orders;"
+             FROM generate_series(1, {rows}) g;"
     ))
     .unwrap();
+    conn.batch_execute("VACUUM ANALYZE big_test.orders").unwrap();
     eprintln!("tenant with {rows} orders built in {:.1?}", t.elapsed());
 
     let dir = tempfile::tempdir().unwrap();
     let (mut a, mut b) = (Samples::default(), Samples::default());
+    // The pg_dumps our export runs for the DDL are children of the library
+    // (not reaped here): the same command, run here, gives their peak.
+    let ddl_dump_kib = ["pre-data", "post-data"]
+        .iter()
+        .map(|section| {
+            run_child(
+                Command::new(bin.join("pg_dump"))
+                    .args(["--no-owner", "-n", "big_test", "-f", "/dev/null"])
+                    .arg(format!("--section={section}"))
+                    .args(["--dbname", source.url()]),
+            )
+            .1
+        })
+        .max()
+        .unwrap_or(0);
     for round in 0..rounds {
         let ours_file = dir.path().join("big.tenant");
         let dump_file = dir.path().join("big.dump");
         if round % 2 == 0 {
-            baseline(&bin, &source, &dump_file, &mut b);
             ours(&source, &ours_file, &mut a);
+            baseline(&bin, &source, &dump_file, &mut b);
         } else {
-            ours(&source, &ours_file, &mut a);
             baseline(&bin, &source, &dump_file, &mut b);
+            ours(&source, &ours_file, &mut a);
         }
         eprintln!(
             "round {round}: ours {:.2?} + {:.2?}, pg_dump/pg_restore {:.2?} + {:.2?}",
@@ -221,6 +253,10 @@ fn main() {
             s.bytes as f64 / (1024.0 * 1024.0)
         );
     }
+    println!(
+        "\nours also runs pg_dump twice for the DDL (`--section pre-data` / `post-data`, schema only): peak RSS {:.1} MiB each",
+        mib(ddl_dump_kib)
+    );
     println!(
         "\nratio (ours / pg_dump + pg_restore, export + import): {:.2}x",
         total(&a) / total(&b)

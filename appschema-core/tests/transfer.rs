@@ -275,6 +275,17 @@ fn a_truncated_export_refuses_the_import_and_leaves_the_target_unchanged() {
     import(&mut target, &app_migrations(), &bytes, &options).unwrap();
 }
 
+/// `bytes` (an export whose body was edited) with its `end` record
+/// rewritten to the checksum of the edited body.
+fn with_checksum_fixed(mut bytes: Vec<u8>) -> Vec<u8> {
+    let end = bytes.len() - "end 8\n00000000\n".len();
+    assert!(bytes[end..].starts_with(b"end 8\n"));
+    bytes.truncate(end);
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(format!("end 8\n{crc:08x}\n").as_bytes());
+    bytes
+}
+
 #[test]
 fn a_damaged_export_refuses_the_import_and_leaves_the_target_unchanged() {
     let (bytes, _db, mut target) = export_and_busy_target();
@@ -287,6 +298,17 @@ fn a_damaged_export_refuses_the_import_and_leaves_the_target_unchanged() {
     damaged[at] = b'9';
     let e = refused(&mut target, &damaged, &options);
     assert!(matches!(&e, TransferError::Corrupt(why) if why.contains("checksum")), "{e}");
+    // A row count that does not match the rows, the checksum made right:
+    // the rows a file holds are the rows it says it holds.
+    let miscounted = with_checksum_fixed(
+        text.replacen("rows 3\n500\n", "rows 3\n499\n", 1).into_bytes(),
+    );
+    assert_ne!(miscounted, bytes);
+    let e = refused(&mut target, &miscounted, &options);
+    assert!(
+        matches!(&e, TransferError::Corrupt(why) if why.contains("should hold 499 rows but 500")),
+        "{e}"
+    );
     let e = refused(&mut target, &b"appschema tenant export\nformat 7\n"[..], &options);
     assert!(matches!(&e, TransferError::UnsupportedFormat { found } if found == "7"), "{e}");
     assert!(e.to_string().contains("format 7"), "{e}");
