@@ -344,3 +344,30 @@ fn exporting_an_unknown_tenant_names_it() {
     let _ = new_tenant("x.test");
     let _ = PublicName::new("x.test");
 }
+
+#[test]
+fn a_target_lacking_shared_migrations_is_refused_saying_to_migrate() {
+    let (bytes, _db, mut target) = export_and_busy_target();
+    // The same isolated history, after a shared migration the target has
+    // not applied.
+    let mut parts = vec![(
+        "20231231000000".to_string(),
+        appschema_core::Scope::Shared,
+        "CREATE TABLE public.plans (id bigserial PRIMARY KEY);".to_string(),
+    )];
+    parts.extend(
+        common::app_parts()
+            .into_iter()
+            .map(|(v, sql)| (v, appschema_core::Scope::Isolated, sql)),
+    );
+    let with_shared = MigrationSet::from_parts(parts);
+    let options = ImportOptions::new().public_name(public_name("new.test"));
+    let e = leaving_the_catalog_unchanged(&mut target, |conn| {
+        import(conn, &with_shared, &bytes, &options).unwrap_err()
+    });
+    assert!(
+        matches!(&e, TransferError::TargetBehind { pending: 1, first } if first == "20231231000000"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("run `appschema-cli migrate`"), "{e}");
+}
