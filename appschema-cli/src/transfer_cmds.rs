@@ -78,7 +78,8 @@ pub fn run(
             let mut options = ImportOptions::new();
             if let Some(name) = &public_name {
                 options = options.public_name(
-                    PublicName::new(name).with_context(|| format!("invalid public name `{name}`"))?,
+                    PublicName::new(name)
+                        .with_context(|| format!("invalid public name `{name}`"))?,
                 );
             }
             if let Some(s) = &schema {
@@ -98,8 +99,8 @@ fn export(
     output: &Path,
     json: bool,
 ) -> Result<ExitCode> {
-    let name =
-        PublicName::new(public_name).with_context(|| format!("invalid public name `{public_name}`"))?;
+    let name = PublicName::new(public_name)
+        .with_context(|| format!("invalid public name `{public_name}`"))?;
     let to_stdout = output == Path::new("-");
     // A file is written aside and renamed into place once complete, so a
     // failed export never leaves a file at OUTPUT.
@@ -113,7 +114,11 @@ fn export(
         let result = provision::export_tenant(conn, url, &name, BufWriter::new(file), report_table);
         match &result {
             Ok(_) => std::fs::rename(&partial, output).with_context(|| {
-                format!("failed to rename `{}` to `{}`", partial.display(), output.display())
+                format!(
+                    "failed to rename `{}` to `{}`",
+                    partial.display(),
+                    output.display()
+                )
             })?,
             Err(_) => {
                 let _ = std::fs::remove_file(&partial);
@@ -146,7 +151,11 @@ fn export(
         exported.head.as_deref().unwrap_or("none"),
         exported.tables.len(),
         human_bytes(exported.bytes),
-        if to_stdout { "stdout".to_string() } else { output.display().to_string() },
+        if to_stdout {
+            "stdout".to_string()
+        } else {
+            output.display().to_string()
+        },
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -160,11 +169,23 @@ fn import(
 ) -> Result<ExitCode> {
     let imported = if file == Path::new("-") {
         let stdin = std::io::stdin().lock();
-        provision::import_tenant(conn, migrations, BufReader::new(stdin), options, report_table)
+        provision::import_tenant(
+            conn,
+            migrations,
+            BufReader::new(stdin),
+            options,
+            report_table,
+        )
     } else {
         let input =
             File::open(file).with_context(|| format!("failed to open `{}`", file.display()))?;
-        provision::import_tenant(conn, migrations, BufReader::new(input), options, report_table)
+        provision::import_tenant(
+            conn,
+            migrations,
+            BufReader::new(input),
+            options,
+            report_table,
+        )
     }
     .with_context(|| format!("cannot import `{}`", file.display()))?;
     let rows: u64 = imported.tables.iter().map(|t| t.rows).sum();

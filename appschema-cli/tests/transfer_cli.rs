@@ -45,7 +45,9 @@ fn project(db: &TestDb, migrations: usize) -> tempfile::TempDir {
 /// Exit code, stdout, stderr.
 fn run(dir: &Path, db: &TestDb, args: &[&str], stdin: Option<Vec<u8>>) -> (i32, Vec<u8>, String) {
     let mut cmd = Command::cargo_bin("appschema-cli").unwrap();
-    cmd.current_dir(dir).env("DATABASE_URL", db.url()).args(args);
+    cmd.current_dir(dir)
+        .env("DATABASE_URL", db.url())
+        .args(args);
     if let Some(input) = stdin {
         cmd.write_stdin(input);
     }
@@ -102,19 +104,34 @@ fn export_then_import_moves_a_tenant_to_another_database() {
     let (code, out, err) = run(
         source_dir.path(),
         &source_db,
-        &["export", "acme.example", "-o", file.to_str().unwrap(), "--json"],
+        &[
+            "export",
+            "acme.example",
+            "-o",
+            file.to_str().unwrap(),
+            "--json",
+        ],
         None,
     );
     assert_eq!(code, 0, "{err}");
     let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(json["schema"], "acme_test");
-    assert_eq!(json["rows"], 1001, "1000 orders and the tracking row: {json}");
-    assert!(err.contains("orders: 1000 row(s)"), "progress per table: {err}");
+    assert_eq!(
+        json["rows"], 1001,
+        "1000 orders and the tracking row: {json}"
+    );
+    assert!(
+        err.contains("orders: 1000 row(s)"),
+        "progress per table: {err}"
+    );
     assert!(!source_dir.path().join("acme.tenant.partial").exists());
 
     let target_db = TestDb::new();
     let target_dir = project(&target_db, 2);
-    target_db.conn().batch_execute("INSERT INTO public.plans DEFAULT VALUES").unwrap();
+    target_db
+        .conn()
+        .batch_execute("INSERT INTO public.plans DEFAULT VALUES")
+        .unwrap();
     let (code, out, err) = run(
         target_dir.path(),
         &target_db,
@@ -138,17 +155,33 @@ fn export_then_import_moves_a_tenant_to_another_database() {
     assert!(err.contains("tenant `acme.test` already exists"), "{err}");
 
     // Through a pipe, under other names.
-    let (code, dump, err) = run(source_dir.path(), &source_db, &["export", "acme.test", "-o", "-"], None);
+    let (code, dump, err) = run(
+        source_dir.path(),
+        &source_db,
+        &["export", "acme.test", "-o", "-"],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = run(
         target_dir.path(),
         &target_db,
-        &["import", "-", "--as", "acme2.test", "--schema", "acme2", "--json"],
+        &[
+            "import",
+            "-",
+            "--as",
+            "acme2.test",
+            "--schema",
+            "acme2",
+            "--json",
+        ],
         Some(dump),
     );
     assert_eq!(code, 0, "{err}");
     let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!((json["schema"].as_str(), json["rows"].as_u64()), (Some("acme2"), Some(1001)));
+    assert_eq!(
+        (json["schema"].as_str(), json["rows"].as_u64()),
+        (Some("acme2"), Some(1001))
+    );
     assert_eq!(
         lines(&target_db, &ORDERS.replace("acme_test", "acme2")),
         lines(&source_db, ORDERS)
@@ -169,7 +202,12 @@ fn import_refuses_another_migration_head_and_a_damaged_file_changing_nothing() {
 
     let behind_db = TestDb::new();
     let behind_dir = project(&behind_db, 1);
-    let (code, _, err) = run(behind_dir.path(), &behind_db, &["import", file.to_str().unwrap()], None);
+    let (code, _, err) = run(
+        behind_dir.path(),
+        &behind_db,
+        &["import", file.to_str().unwrap()],
+        None,
+    );
     assert_eq!(code, 1);
     assert!(
         err.contains("isolated migration 20240102000000") && err.contains("isolated head is none"),
@@ -181,16 +219,27 @@ fn import_refuses_another_migration_head_and_a_damaged_file_changing_nothing() {
     let bytes = std::fs::read(&file).unwrap();
     let cut = target_dir.path().join("cut.tenant");
     std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
-    let (code, _, err) = run(target_dir.path(), &target_db, &["import", cut.to_str().unwrap()], None);
+    let (code, _, err) = run(
+        target_dir.path(),
+        &target_db,
+        &["import", cut.to_str().unwrap()],
+        None,
+    );
     assert_eq!(code, 1);
     assert!(err.contains("damaged or truncated"), "{err}");
     for db in [&behind_db, &target_db] {
         assert_eq!(
-            lines(db, "SELECT count(*)::text AS value FROM public.appschema_tenants"),
+            lines(
+                db,
+                "SELECT count(*)::text AS value FROM public.appschema_tenants"
+            ),
             ["0"]
         );
         assert_eq!(
-            lines(db, "SELECT count(*)::text AS value FROM pg_namespace WHERE nspname = 'acme_test'"),
+            lines(
+                db,
+                "SELECT count(*)::text AS value FROM pg_namespace WHERE nspname = 'acme_test'"
+            ),
             ["0"]
         );
     }
@@ -200,7 +249,12 @@ fn import_refuses_another_migration_head_and_a_damaged_file_changing_nothing() {
 fn exporting_an_unknown_tenant_fails_and_leaves_no_file() {
     let (db, dir) = source();
     let file = dir.path().join("nobody.tenant");
-    let (code, _, err) = run(dir.path(), &db, &["export", "nobody.test", "-o", file.to_str().unwrap()], None);
+    let (code, _, err) = run(
+        dir.path(),
+        &db,
+        &["export", "nobody.test", "-o", file.to_str().unwrap()],
+        None,
+    );
     assert_eq!(code, 1);
     assert!(err.contains("no tenant is named `nobody.test`"), "{err}");
     assert!(!file.exists());

@@ -139,11 +139,20 @@ fn an_exported_tenant_imports_into_another_database_with_the_same_catalog_and_ro
     .unwrap();
     assert_eq!(exported.public_name, "acme.test");
     assert_eq!(exported.head.as_deref(), Some("20240102000000"));
-    assert!(tables_seen.contains(&("orders".to_string(), 500)), "{tables_seen:?}");
-    assert!(tables_seen.contains(&("events_2025".to_string(), 109)), "{tables_seen:?}");
+    assert!(
+        tables_seen.contains(&("orders".to_string(), 500)),
+        "{tables_seen:?}"
+    );
+    assert!(
+        tables_seen.contains(&("events_2025".to_string(), 109)),
+        "{tables_seen:?}"
+    );
     // Nothing in the file names the source schema, except its own record.
     let text = String::from_utf8_lossy(&bytes);
-    let mentions: Vec<_> = text.match_indices("acme_test").map(|(i, _)| &text[i.saturating_sub(80)..i + 20]).collect();
+    let mentions: Vec<_> = text
+        .match_indices("acme_test")
+        .map(|(i, _)| &text[i.saturating_sub(80)..i + 20])
+        .collect();
     assert_eq!(mentions.len(), 1, "{mentions:#?}");
 
     let (_target_db, mut target) = db_with_registry();
@@ -164,8 +173,14 @@ fn an_exported_tenant_imports_into_another_database_with_the_same_catalog_and_ro
         Some("acme_test".to_string()),
         "the alias comes along"
     );
-    assert_eq!(catalog(&mut target, "acme_test"), catalog(&mut source, "acme_test"));
-    assert_eq!(rows(&mut target, "acme_test"), rows(&mut source, "acme_test"));
+    assert_eq!(
+        catalog(&mut target, "acme_test"),
+        catalog(&mut source, "acme_test")
+    );
+    assert_eq!(
+        rows(&mut target, "acme_test"),
+        rows(&mut source, "acme_test")
+    );
 
     // The tenant works: the next order takes the next id, the trigger
     // (off during the load) adds its fee, the sequence goes on.
@@ -188,7 +203,13 @@ fn an_import_under_another_public_name_and_schema_leaves_the_aliases_behind() {
     let bytes = export(&mut source, source_db.url(), "acme.test");
     // Imported twice into the same database: the copy needs other names.
     let (_target_db, mut target) = db_with_registry();
-    import(&mut target, &app_migrations(), &bytes, &ImportOptions::new()).unwrap();
+    import(
+        &mut target,
+        &app_migrations(),
+        &bytes,
+        &ImportOptions::new(),
+    )
+    .unwrap();
     let options = ImportOptions::new()
         .public_name(public_name("acme-copy.test"))
         .schema(SchemaName::new("acme_copy").unwrap());
@@ -203,13 +224,17 @@ fn an_import_under_another_public_name_and_schema_leaves_the_aliases_behind() {
         ),
         ["acme-copy.test"]
     );
-    assert_eq!(catalog(&mut target, "acme_copy"), catalog(&mut source, "acme_test"));
-    assert_eq!(rows(&mut target, "acme_copy"), rows(&mut source, "acme_test"));
+    assert_eq!(
+        catalog(&mut target, "acme_copy"),
+        catalog(&mut source, "acme_test")
+    );
+    assert_eq!(
+        rows(&mut target, "acme_copy"),
+        rows(&mut source, "acme_test")
+    );
     // A derived schema name moves on past taken ones.
     let options = ImportOptions::new().public_name(public_name("acme.test.x"));
-    target
-        .batch_execute("CREATE SCHEMA acme_test_x")
-        .unwrap();
+    target.batch_execute("CREATE SCHEMA acme_test_x").unwrap();
     let imported = import(&mut target, &app_migrations(), &bytes, &options).unwrap();
     assert_eq!(imported.tenant.schema_name.as_str(), "acme_test_x_2");
 }
@@ -247,16 +272,57 @@ fn a_taken_or_retired_name_refuses_the_import_and_leaves_the_target_unchanged() 
         "{e}"
     );
     let e = refused(&mut target, &bytes, &as_name("b.test"));
-    assert!(matches!(e, TransferError::Provision(ProvisionError::TenantExists { .. })), "{e}");
-    let e = refused(&mut target, &bytes, &as_name("new.test").schema(schema("b_test")));
-    assert!(matches!(e, TransferError::Provision(ProvisionError::SchemaExists { .. })), "{e}");
-    let e = refused(&mut target, &bytes, &as_name("new.test").schema(schema("c_test")));
-    assert!(matches!(e, TransferError::Provision(ProvisionError::SchemaRetired { .. })), "{e}");
+    assert!(
+        matches!(
+            e,
+            TransferError::Provision(ProvisionError::TenantExists { .. })
+        ),
+        "{e}"
+    );
+    let e = refused(
+        &mut target,
+        &bytes,
+        &as_name("new.test").schema(schema("b_test")),
+    );
+    assert!(
+        matches!(
+            e,
+            TransferError::Provision(ProvisionError::SchemaExists { .. })
+        ),
+        "{e}"
+    );
+    let e = refused(
+        &mut target,
+        &bytes,
+        &as_name("new.test").schema(schema("c_test")),
+    );
+    assert!(
+        matches!(
+            e,
+            TransferError::Provision(ProvisionError::SchemaRetired { .. })
+        ),
+        "{e}"
+    );
     target.batch_execute("CREATE SCHEMA loose").unwrap();
-    let e = refused(&mut target, &bytes, &as_name("new.test").schema(schema("loose")));
-    assert!(matches!(e, TransferError::Provision(ProvisionError::SchemaExists { .. })), "{e}");
+    let e = refused(
+        &mut target,
+        &bytes,
+        &as_name("new.test").schema(schema("loose")),
+    );
+    assert!(
+        matches!(
+            e,
+            TransferError::Provision(ProvisionError::SchemaExists { .. })
+        ),
+        "{e}"
+    );
     // The rows it would have loaded went nowhere either.
-    assert!(query_strings(&mut target, "SELECT schema_name AS value FROM public.appschema_tenants ORDER BY 1") == ["b_test"]);
+    assert!(
+        query_strings(
+            &mut target,
+            "SELECT schema_name AS value FROM public.appschema_tenants ORDER BY 1"
+        ) == ["b_test"]
+    );
 }
 
 #[test]
@@ -267,7 +333,14 @@ fn a_truncated_export_refuses_the_import_and_leaves_the_target_unchanged() {
     let in_data = text.find("\ndata ").unwrap() + 40;
     let before_post_data = text.find("\npost_data ").unwrap() + 1;
     let before_end = text.rfind("\nend ").unwrap() + 1;
-    for cut in [30, before_post_data, in_data, bytes.len() / 2, before_end, bytes.len() - 1] {
+    for cut in [
+        30,
+        before_post_data,
+        in_data,
+        bytes.len() / 2,
+        before_end,
+        bytes.len() - 1,
+    ] {
         let e = refused(&mut target, &bytes[..cut], &options);
         assert!(matches!(e, TransferError::Corrupt(_)), "cut at {cut}: {e}");
     }
@@ -297,11 +370,15 @@ fn a_damaged_export_refuses_the_import_and_leaves_the_target_unchanged() {
     let mut damaged = bytes.clone();
     damaged[at] = b'9';
     let e = refused(&mut target, &damaged, &options);
-    assert!(matches!(&e, TransferError::Corrupt(why) if why.contains("checksum")), "{e}");
+    assert!(
+        matches!(&e, TransferError::Corrupt(why) if why.contains("checksum")),
+        "{e}"
+    );
     // A row count that does not match the rows, the checksum made right:
     // the rows a file holds are the rows it says it holds.
     let miscounted = with_checksum_fixed(
-        text.replacen("rows 3\n500\n", "rows 3\n499\n", 1).into_bytes(),
+        text.replacen("rows 3\n500\n", "rows 3\n499\n", 1)
+            .into_bytes(),
     );
     assert_ne!(miscounted, bytes);
     let e = refused(&mut target, &miscounted, &options);
@@ -309,8 +386,15 @@ fn a_damaged_export_refuses_the_import_and_leaves_the_target_unchanged() {
         matches!(&e, TransferError::Corrupt(why) if why.contains("should hold 499 rows but 500")),
         "{e}"
     );
-    let e = refused(&mut target, &b"appschema tenant export\nformat 7\n"[..], &options);
-    assert!(matches!(&e, TransferError::UnsupportedFormat { found } if found == "7"), "{e}");
+    let e = refused(
+        &mut target,
+        &b"appschema tenant export\nformat 7\n"[..],
+        &options,
+    );
+    assert!(
+        matches!(&e, TransferError::UnsupportedFormat { found } if found == "7"),
+        "{e}"
+    );
     assert!(e.to_string().contains("format 7"), "{e}");
     let e = refused(&mut target, b"PGDMP\x01\x0e", &options);
     assert!(matches!(e, TransferError::NotAnExport), "{e}");
@@ -325,7 +409,10 @@ fn an_export_at_another_migration_head_is_refused_naming_both_heads() {
     });
     match &e {
         TransferError::HeadMismatch { export, target } => {
-            assert_eq!((export.as_str(), target.as_str()), ("20240102000000", "20240101000000"))
+            assert_eq!(
+                (export.as_str(), target.as_str()),
+                ("20240102000000", "20240101000000")
+            )
         }
         other => panic!("{other}"),
     }
@@ -335,8 +422,14 @@ fn an_export_at_another_migration_head_is_refused_naming_both_heads() {
 #[test]
 fn exporting_an_unknown_tenant_names_it() {
     let (db, mut conn) = db_with_registry();
-    let e = export_tenant(&mut conn, db.url(), &public_name("nobody.test"), Vec::new(), |_| {})
-        .unwrap_err();
+    let e = export_tenant(
+        &mut conn,
+        db.url(),
+        &public_name("nobody.test"),
+        Vec::new(),
+        |_| {},
+    )
+    .unwrap_err();
     assert!(
         matches!(&e, TransferError::Provision(ProvisionError::UnknownTenant { public_name }) if public_name == "nobody.test"),
         "{e}"

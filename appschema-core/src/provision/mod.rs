@@ -43,10 +43,10 @@ pub use migrations::IsolatedMigrations;
 pub use pg_dump::find_pg_dump;
 pub use rename::rename_tenant;
 pub use spare::{count_spares, ensure_spares, spare_schemas};
+pub use template::{
+    generate_template, load_template, store_template, Template, TEMPLATE_PLACEHOLDER,
+};
 pub use transfer::{
     export_tenant, import_tenant, Exported, ImportOptions, Imported, TableTransfer, TransferError,
     FORMAT_VERSION,
-};
-pub use template::{
-    generate_template, load_template, store_template, Template, TEMPLATE_PLACEHOLDER,
 };

@@ -66,13 +66,7 @@ fn run(
     };
     let output = Command::new(pg_dump)
         .args(extra)
-        .args([
-            "--no-owner",
-            "--schema",
-            schema,
-            "--dbname",
-            database_url,
-        ])
+        .args(["--no-owner", "--schema", schema, "--dbname", database_url])
         .output()
         .map_err(|e| fail(e.to_string()))?;
     if !output.status.success() {

@@ -191,45 +191,45 @@ impl Template {
 /// (see [`ddl_pieces`]).
 pub(crate) fn portable_ddl(dump: &str, schema: &SchemaName) -> Result<String, TemplateError> {
     let scratch = schema;
-        let tokens = sqltok::tokenize(dump).map_err(TemplateError::Sql)?;
-        if tokens.iter().any(|t| ident_is(t, TEMPLATE_PLACEHOLDER)) {
-            return Err(TemplateError::Malformed(format!(
-                "the schema uses the identifier {TEMPLATE_PLACEHOLDER}, which templates reserve"
-            )));
-        }
-        let mut statements = Vec::new();
-        let mut current = String::new();
-        let mut words: Vec<String> = Vec::new();
-        for token in &tokens {
-            match token.kind {
-                Kind::LineComment | Kind::BlockComment | Kind::PsqlMeta => current.push(' '),
-                Kind::Other if token.text == ";" => {
-                    if keep_statement(&words, scratch) {
-                        statements.push(current.trim().to_string());
-                    }
-                    current.clear();
-                    words.clear();
+    let tokens = sqltok::tokenize(dump).map_err(TemplateError::Sql)?;
+    if tokens.iter().any(|t| ident_is(t, TEMPLATE_PLACEHOLDER)) {
+        return Err(TemplateError::Malformed(format!(
+            "the schema uses the identifier {TEMPLATE_PLACEHOLDER}, which templates reserve"
+        )));
+    }
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut words: Vec<String> = Vec::new();
+    for token in &tokens {
+        match token.kind {
+            Kind::LineComment | Kind::BlockComment | Kind::PsqlMeta => current.push(' '),
+            Kind::Other if token.text == ";" => {
+                if keep_statement(&words, scratch) {
+                    statements.push(current.trim().to_string());
                 }
-                _ => {
-                    if words.len() < 3 && matches!(token.kind, Kind::Ident | Kind::QuotedIdent) {
-                        words.push(token.text.to_ascii_lowercase());
-                    }
-                    current.push_str(token.text);
+                current.clear();
+                words.clear();
+            }
+            _ => {
+                if words.len() < 3 && matches!(token.kind, Kind::Ident | Kind::QuotedIdent) {
+                    words.push(token.text.to_ascii_lowercase());
                 }
+                current.push_str(token.text);
             }
         }
-        if !current.trim().is_empty() {
-            return Err(TemplateError::Sql(
-                "pg_dump's output ends inside a statement".into(),
-            ));
-        }
-        let mut cleaned = String::new();
-        for statement in statements {
-            cleaned.push_str(&statement);
-            cleaned.push_str(";\n");
-        }
-        let pieces = split_schema(&cleaned, scratch.as_str()).map_err(TemplateError::Sql)?;
-        Ok(join_schema(&pieces, TEMPLATE_PLACEHOLDER))
+    }
+    if !current.trim().is_empty() {
+        return Err(TemplateError::Sql(
+            "pg_dump's output ends inside a statement".into(),
+        ));
+    }
+    let mut cleaned = String::new();
+    for statement in statements {
+        cleaned.push_str(&statement);
+        cleaned.push_str(";\n");
+    }
+    let pieces = split_schema(&cleaned, scratch.as_str()).map_err(TemplateError::Sql)?;
+    Ok(join_schema(&pieces, TEMPLATE_PLACEHOLDER))
 }
 
 /// The pieces of SQL replaying `body` (DDL written with

@@ -63,7 +63,12 @@ impl Drop for Reset {
     }
 }
 
-fn with_target<T>(schema: &SchemaName, table: &str, columns: &[String], f: impl FnOnce() -> T) -> T {
+fn with_target<T>(
+    schema: &SchemaName,
+    table: &str,
+    columns: &[String],
+    f: impl FnOnce() -> T,
+) -> T {
     let columns: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
     let sql = format!(
         "{}.{} ({})",

@@ -24,7 +24,9 @@ pub enum TransferError {
         found: String,
     },
     /// The export is damaged, truncated or inconsistent.
-    #[error("the export is damaged or truncated: {0}; nothing was imported: export the tenant again")]
+    #[error(
+        "the export is damaged or truncated: {0}; nothing was imported: export the tenant again"
+    )]
     Corrupt(String),
     /// The export's isolated migration head is not the target's.
     #[error("the export was taken at isolated migration {export} but this database's isolated head is {target}: bring both to the same migration (run `appschema-cli migrate` against the database that is behind; if that is the source, export the tenant again after migrating it)")]

@@ -153,7 +153,10 @@ pub fn export_tenant<W: Write>(
                 .get_result::<SequenceValue>(conn)?;
                 w.record("sequence", sequence.as_bytes())?;
                 let called = if value.is_called { "t" } else { "f" };
-                w.record("setval", format!("{} {called}", value.last_value).as_bytes())?;
+                w.record(
+                    "setval",
+                    format!("{} {called}", value.last_value).as_bytes(),
+                )?;
             }
             let bytes = w.finish()?;
             Ok(Exported {
@@ -170,7 +173,11 @@ fn texts<Q>(query: Q, conn: &mut PgConnection) -> QueryResult<Vec<String>>
 where
     Q: diesel::query_dsl::LoadQuery<'static, PgConnection, TextRow>,
 {
-    Ok(query.load::<TextRow>(conn)?.into_iter().map(|r| r.value).collect())
+    Ok(query
+        .load::<TextRow>(conn)?
+        .into_iter()
+        .map(|r| r.value)
+        .collect())
 }
 
 /// The versions in `schema`'s `__diesel_schema_migrations`, in the order

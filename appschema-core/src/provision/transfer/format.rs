@@ -168,7 +168,12 @@ impl<R: BufRead> RecordReader<R> {
             .filter(|(tag, _)| {
                 !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
             })
-            .ok_or_else(|| corrupt(format!("`{}` is not a record header", header.escape_debug())))?;
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "`{}` is not a record header",
+                    header.escape_debug()
+                ))
+            })?;
         if len > MAX_PAYLOAD {
             return Err(corrupt(format!(
                 "a `{tag}` record claims {len} bytes, more than any record holds"
@@ -182,14 +187,18 @@ impl<R: BufRead> RecordReader<R> {
         let mut payload = vec![0; len + 1];
         self.input.read_exact(&mut payload).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                corrupt(format!("the file ends inside a `{tag}` record (truncated?)"))
+                corrupt(format!(
+                    "the file ends inside a `{tag}` record (truncated?)"
+                ))
             } else {
                 TransferError::Io(e)
             }
         })?;
         self.bytes += payload.len() as u64;
         if payload.pop() != Some(b'\n') {
-            return Err(corrupt(format!("the `{tag}` record does not end where its length says")));
+            return Err(corrupt(format!(
+                "the `{tag}` record does not end where its length says"
+            )));
         }
         if tag == "end" {
             let found = String::from_utf8_lossy(&payload).into_owned();

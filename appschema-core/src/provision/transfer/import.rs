@@ -228,26 +228,24 @@ fn load_table<R: BufRead>(
     let reader = RefCell::new(reader);
     let pending = RefCell::new(Some(first_data));
     let expected = Cell::new(None::<u64>);
-    let stored = copy_in(conn, schema, table, &columns, |sink: &mut dyn Write| {
-        loop {
-            let record = match pending.borrow_mut().take() {
-                Some(record) => record,
-                None => reader.borrow_mut().expect_next()?,
-            };
-            match record.tag.as_str() {
-                "data" => sink.write_all(&record.payload).map_err(TransferError::Io)?,
-                "rows" => {
-                    let rows = record.text()?.parse::<u64>().map_err(|_| {
-                        corrupt(format!("the row count of table `{table}` is not a number"))
-                    })?;
-                    expected.set(Some(rows));
-                    return Ok::<(), TransferError>(());
-                }
-                other => {
-                    return Err(corrupt(format!(
-                        "unexpected `{other}` record in the rows of table `{table}`"
-                    )))
-                }
+    let stored = copy_in(conn, schema, table, &columns, |sink: &mut dyn Write| loop {
+        let record = match pending.borrow_mut().take() {
+            Some(record) => record,
+            None => reader.borrow_mut().expect_next()?,
+        };
+        match record.tag.as_str() {
+            "data" => sink.write_all(&record.payload).map_err(TransferError::Io)?,
+            "rows" => {
+                let rows = record.text()?.parse::<u64>().map_err(|_| {
+                    corrupt(format!("the row count of table `{table}` is not a number"))
+                })?;
+                expected.set(Some(rows));
+                return Ok::<(), TransferError>(());
+            }
+            other => {
+                return Err(corrupt(format!(
+                    "unexpected `{other}` record in the rows of table `{table}`"
+                )))
             }
         }
     })?;
@@ -281,7 +279,11 @@ fn set_sequence<R: BufRead>(
     name: &str,
 ) -> Result<(), TransferError> {
     let record = reader.expect_next()?;
-    let bad = || corrupt(format!("the value of sequence `{name}` is not `<value> t|f`"));
+    let bad = || {
+        corrupt(format!(
+            "the value of sequence `{name}` is not `<value> t|f`"
+        ))
+    };
     if record.tag != "setval" {
         return Err(bad());
     }
