@@ -15,7 +15,12 @@ use super::error::TransferError;
 /// The first line of every export.
 pub(crate) const MAGIC: &str = "appschema tenant export";
 
-/// The format this code writes and the only one it reads.
+/// The format this code writes and the only one it reads: the second line
+/// of every export says `format <version>`.
+///
+/// ```
+/// assert_eq!(appschema::provision::FORMAT_VERSION, 1);
+/// ```
 pub const FORMAT_VERSION: u32 = 1;
 
 /// The largest payload a reader accepts: the biggest records are a

@@ -71,6 +71,19 @@ pub struct Imported {
 }
 
 /// Under which names [`import_tenant`] creates the tenant.
+///
+/// ```
+/// use appschema::provision::ImportOptions;
+/// use appschema::{PublicName, SchemaName};
+/// // As exported: its public name and aliases, a derived schema.
+/// let as_exported = ImportOptions::new();
+/// // A second copy next to the first: other names.
+/// let copy = ImportOptions::new()
+///     .public_name(PublicName::new("acme-copy.example.com")?)
+///     .schema(SchemaName::new("acme_copy")?);
+/// assert_ne!(as_exported, copy);
+/// # Ok::<(), appschema::NameError>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportOptions {
     public_name: Option<PublicName>,
