@@ -45,7 +45,8 @@ fn source_with_acme() -> (TestDb, PgConnection) {
         INSERT INTO orders (customer_id, total) SELECT 1 + g % 50, g FROM generate_series(1, 500) g;
         INSERT INTO notes (body, mood, tags, seen) VALUES
             (E'tab\there, newline\nthere, backslash \\ and quote '' "', 'happy', '{a,"b c",NULL}', '2024-02-29 12:00:00+00'),
-            (NULL, NULL, NULL, NULL), ('ünïcødé ✓', 'sad', '{}', 'infinity');
+            (NULL, NULL, NULL, NULL), ('ünïcødé ✓', 'sad', '{}', 'infinity'),
+            (repeat('a row larger than a data record ', 20000), NULL, NULL, NULL);
         UPDATE notes SET parent_id = 1 WHERE id > 1;
         INSERT INTO a VALUES (1, NULL), (2, NULL);
         INSERT INTO b VALUES (1, 1), (2, 2);
@@ -149,6 +150,8 @@ fn an_exported_tenant_imports_into_another_database_with_the_same_catalog_and_ro
     );
     // Nothing in the file names the source schema, except its own record.
     let text = String::from_utf8_lossy(&bytes);
+    // The note of 640 KB is cut across data records of 256 KiB.
+    assert!(text.matches("\ndata 262144\n").count() >= 2);
     let mentions: Vec<_> = text
         .match_indices("acme_test")
         .map(|(i, _)| &text[i.saturating_sub(80)..i + 20])

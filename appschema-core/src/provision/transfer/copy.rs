@@ -123,7 +123,7 @@ pub(crate) fn copy_out<E: From<diesel::result::Error>>(
 /// `COPY schema.table (columns) FROM STDIN` (text format), fed by `source`,
 /// which writes everything to the writer it is given; returns the rows the
 /// server stored. An error from `source` aborts the COPY (the server
-/// discards its rows) and is returned.
+/// discards its rows) and is returned as it was.
 pub(crate) fn copy_in<E>(
     conn: &mut PgConnection,
     schema: &SchemaName,
@@ -132,12 +132,27 @@ pub(crate) fn copy_in<E>(
     source: impl Fn(&mut dyn Write) -> Result<(), E>,
 ) -> Result<usize, E>
 where
-    E: From<diesel::result::Error> + std::error::Error,
+    E: From<diesel::result::Error>,
 {
     use diesel::prelude::ExecuteCopyFromDsl;
-    with_target(schema, table, columns, || {
+    // diesel ends an aborted COPY with the source's message and returns the
+    // server's answer ("COPY from stdin failed: …"): the source's own error
+    // is kept aside and returned instead.
+    let failure = RefCell::new(None);
+    let result = with_target(schema, table, columns, || {
         diesel::copy_from(appschema_copy_target::table)
-            .from_raw_data(Target, source)
+            .from_raw_data(Target, |sink: &mut dyn Write| {
+                source(sink).map_err(|e| {
+                    *failure.borrow_mut() = Some(e);
+                    diesel::result::Error::QueryBuilderError(
+                        "appschema: the export could not be read".into(),
+                    )
+                })
+            })
             .execute(conn)
-    })
+    });
+    match (result, failure.into_inner()) {
+        (Err(_), Some(e)) => Err(e),
+        (result, _) => result.map_err(E::from),
+    }
 }

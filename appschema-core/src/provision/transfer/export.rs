@@ -127,7 +127,11 @@ pub fn export_tenant<W: Write>(
                 let rows = copy_out(conn, schema, &table.name, &table.columns, |chunk| {
                     buffer.extend_from_slice(chunk);
                     if buffer.len() >= DATA_CHUNK {
-                        w.record("data", &buffer)?;
+                        // A row may be larger than a chunk: COPY text can
+                        // be cut anywhere, the import joins it back.
+                        for piece in buffer.chunks(DATA_CHUNK) {
+                            w.record("data", piece)?;
+                        }
                         buffer.clear();
                     }
                     Ok::<_, TransferError>(())
