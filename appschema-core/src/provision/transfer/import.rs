@@ -264,13 +264,6 @@ fn load_table<R: BufRead>(
     Ok((done, reader.next()?))
 }
 
-#[derive(QueryableByName)]
-struct Unit {
-    #[allow(dead_code)]
-    #[diesel(sql_type = BigInt)]
-    value: i64,
-}
-
 /// Sets sequence `name` from the `setval` record that follows it.
 fn set_sequence<R: BufRead>(
     conn: &mut PgConnection,
@@ -295,11 +288,11 @@ fn set_sequence<R: BufRead>(
         _ => return Err(bad()),
     };
     let sequence = format!("{}.{}", schema.quoted(), crate::name::quote_ident(name));
-    diesel::sql_query("SELECT pg_catalog.setval($1::regclass, $2, $3) AS value")
+    diesel::sql_query("SELECT pg_catalog.setval($1::regclass, $2, $3)")
         .bind::<Text, _>(sequence)
         .bind::<BigInt, _>(value)
         .bind::<Bool, _>(called)
-        .get_result::<Unit>(conn)?;
+        .execute(conn)?;
     Ok(())
 }
 
