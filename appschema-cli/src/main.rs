@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 mod citus_cmds;
 mod provision_cmds;
+mod transfer_cmds;
 
 /// Schema-per-tenant multi-tenancy for Diesel on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -110,6 +111,8 @@ enum Command {
     Provision(provision_cmds::ProvisionCommand),
     #[command(flatten)]
     Citus(citus_cmds::CitusCommand),
+    #[command(flatten)]
+    Transfer(transfer_cmds::TransferCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,6 +241,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             provision_cmds::run(command, config.database_url()?, || config.migrations())
         }
         Command::Citus(command) => citus_cmds::run(command, config.database_url()?),
+        Command::Transfer(command) => {
+            transfer_cmds::run(command, config.database_url()?, || config.migrations())
+        }
     }
 }
 

@@ -508,3 +508,47 @@ fn off_citus_moving_is_refused_and_nothing_is_distributed() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_tenant_exported_from_one_citus_database_imports_into_another_distributed() {
+    let (Some(from), Some(to)) = (CitusDb::new("export_from"), CitusDb::new("export_to")) else {
+        return;
+    };
+    let set = app();
+    migrate(&from, &set);
+    migrate(&to, &set);
+    let mut conn = from.conn();
+    let schema = create(&mut conn, &set, "a.example", Source::Migrations);
+    conn.batch_execute(&format!(
+        "INSERT INTO {schema}.projects (plan_id, name) SELECT 2, 'n' || g FROM generate_series(1, 300) g;"
+    ))
+    .unwrap();
+    let mut file = Vec::new();
+    appschema_core::provision::export_tenant(
+        &mut conn,
+        from.url(),
+        &name("a.example"),
+        &mut file,
+        |_| {},
+    )
+    .unwrap();
+    let mut target = to.conn();
+    let imported = appschema_core::provision::import_tenant(
+        &mut target,
+        &set,
+        file.as_slice(),
+        &appschema_core::provision::ImportOptions::new(),
+        |_| {},
+    )
+    .unwrap();
+    let schema = imported.tenant.schema_name.to_string();
+    assert!(
+        is_distributed(&mut target, &schema),
+        "imported as a distributed schema"
+    );
+    let pool = SharedPool::builder(to.url()).max_size(1).build().unwrap();
+    assert_eq!(
+        add_project_through_the_pool(&pool, "a.example", "after"),
+        301
+    );
+}

@@ -294,7 +294,7 @@ pub(crate) fn create_in<M: IsolatedMigrations + ?Sized>(
 /// A schema that exists outside the registry is refused by the `CREATE
 /// SCHEMA` (or `ALTER SCHEMA … RENAME`) that follows, as
 /// [`ProvisionError::SchemaExists`].
-fn insert_registry_rows(
+pub(crate) fn insert_registry_rows(
     conn: &mut PgConnection,
     public_name: &PublicName,
     schema: &SchemaName,

@@ -143,7 +143,7 @@ pub(crate) fn explain_failure<M: IsolatedMigrations + ?Sized>(
 
 /// The versions recorded in `public.__diesel_schema_migrations` (none when
 /// it does not exist).
-fn applied_shared_versions(
+pub(crate) fn applied_shared_versions(
     conn: &mut PgConnection,
 ) -> diesel::QueryResult<std::collections::BTreeSet<String>> {
     use diesel::RunQueryDsl;

@@ -1,5 +1,6 @@
 //! Provisioning tenants: create (by migrations, from a schema template, or by
-//! claiming a spare schema), drop or archive, restore, rename and clone.
+//! claiming a spare schema), drop or archive, restore, rename, clone, and
+//! export to a file / import from one.
 //!
 //! Every operation that changes more than one thing is one transaction: the
 //! registry rows and the schema commit together or not at all, so a tenant is
@@ -40,6 +41,7 @@ mod rename;
 mod spare;
 pub(crate) mod sqltok;
 mod template;
+mod transfer;
 mod util;
 
 pub use archive::{drop_tenant, list_archives, restore_archive, Archive, DropMode};
@@ -54,4 +56,8 @@ pub use rename::rename_tenant;
 pub use spare::{count_spares, ensure_spares, spare_schemas};
 pub use template::{
     generate_template, load_template, store_template, Template, TEMPLATE_PLACEHOLDER,
+};
+pub use transfer::{
+    export_tenant, import_tenant, Exported, ImportOptions, Imported, TableTransfer, TransferError,
+    FORMAT_VERSION,
 };

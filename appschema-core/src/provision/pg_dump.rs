@@ -35,29 +35,38 @@ pub fn find_pg_dump() -> Option<PathBuf> {
 
 /// The DDL of one schema, as `pg_dump --schema-only --no-owner` writes it.
 pub(crate) fn dump_schema(database_url: &str, schema: &str) -> Result<String, TemplateError> {
+    dump_schema_with(database_url, schema, &["--schema-only"])
+}
+
+/// What `pg_dump --no-owner --schema SCHEMA` writes with the `extra`
+/// arguments (a section, a snapshot). `schema` must be a validated
+/// [`crate::SchemaName`]: `[a-z0-9_]` has no pattern characters, so
+/// `--schema` matches exactly it.
+pub(crate) fn dump_schema_with(
+    database_url: &str,
+    schema: &str,
+    extra: &[&str],
+) -> Result<String, TemplateError> {
     let pg_dump = find_pg_dump().ok_or_else(|| TemplateError::PgDump {
         path: "pg_dump".into(),
         message: "not found in APPSCHEMA_PG_DUMP, PATH or /usr/lib/postgresql/*/bin".into(),
     })?;
-    run(&pg_dump, database_url, schema)
+    run(&pg_dump, database_url, schema, extra)
 }
 
-fn run(pg_dump: &Path, database_url: &str, schema: &str) -> Result<String, TemplateError> {
+fn run(
+    pg_dump: &Path,
+    database_url: &str,
+    schema: &str,
+    extra: &[&str],
+) -> Result<String, TemplateError> {
     let fail = |message: String| TemplateError::PgDump {
         path: pg_dump.display().to_string(),
         message,
     };
-    // The schema is an internal name (`appschema_scratch_<hex>`): no pattern
-    // characters, so `--schema` matches exactly it.
     let output = Command::new(pg_dump)
-        .args([
-            "--schema-only",
-            "--no-owner",
-            "--schema",
-            schema,
-            "--dbname",
-            database_url,
-        ])
+        .args(extra)
+        .args(["--no-owner", "--schema", schema, "--dbname", database_url])
         .output()
         .map_err(|e| fail(e.to_string()))?;
     if !output.status.success() {

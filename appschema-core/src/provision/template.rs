@@ -120,11 +120,7 @@ impl Template {
                 "the version must be the last of the versions".into(),
             ));
         }
-        let mut replay = vec![Piece::Text("CREATE SCHEMA ".into()), Piece::Schema];
-        replay.push(Piece::Text(";\n".into()));
-        replay.push(Piece::Text(CHECK_FUNCTION_BODIES_OFF.into()));
-        replay.extend(split_schema(&body, TEMPLATE_PLACEHOLDER).map_err(TemplateError::Sql)?);
-        replay.push(Piece::Text(CHECK_FUNCTION_BODIES_RESTORED.into()));
+        let mut replay = ddl_pieces(&body, true)?;
         replay.push(Piece::Text("INSERT INTO ".into()));
         replay.push(Piece::Schema);
         let rows: Vec<String> = versions.iter().map(|v| format!("('{v}')")).collect();
@@ -146,45 +142,7 @@ impl Template {
         scratch: &SchemaName,
         versions: Vec<String>,
     ) -> Result<Template, TemplateError> {
-        let tokens = sqltok::tokenize(dump).map_err(TemplateError::Sql)?;
-        if tokens.iter().any(|t| ident_is(t, TEMPLATE_PLACEHOLDER)) {
-            return Err(TemplateError::Malformed(format!(
-                "the schema uses the identifier {TEMPLATE_PLACEHOLDER}, which templates reserve"
-            )));
-        }
-        let mut statements = Vec::new();
-        let mut current = String::new();
-        let mut words: Vec<String> = Vec::new();
-        for token in &tokens {
-            match token.kind {
-                Kind::LineComment | Kind::BlockComment | Kind::PsqlMeta => current.push(' '),
-                Kind::Other if token.text == ";" => {
-                    if keep_statement(&words, scratch) {
-                        statements.push(current.trim().to_string());
-                    }
-                    current.clear();
-                    words.clear();
-                }
-                _ => {
-                    if words.len() < 3 && matches!(token.kind, Kind::Ident | Kind::QuotedIdent) {
-                        words.push(token.text.to_ascii_lowercase());
-                    }
-                    current.push_str(token.text);
-                }
-            }
-        }
-        if !current.trim().is_empty() {
-            return Err(TemplateError::Sql(
-                "pg_dump's output ends inside a statement".into(),
-            ));
-        }
-        let mut cleaned = String::new();
-        for statement in statements {
-            cleaned.push_str(&statement);
-            cleaned.push_str(";\n");
-        }
-        let pieces = split_schema(&cleaned, scratch.as_str()).map_err(TemplateError::Sql)?;
-        let body = join_schema(&pieces, TEMPLATE_PLACEHOLDER);
+        let body = portable_ddl(dump, scratch)?;
         let version = versions
             .last()
             .cloned()
@@ -247,6 +205,70 @@ impl Template {
         );
         super::util::schema_script(conn, &sql, schema, true)
     }
+}
+
+/// pg_dump's output for `schema`, cleaned (its session `SET`s, `set_config`
+/// calls, comments, psql meta-commands and the schema's own `CREATE` /
+/// `ALTER SCHEMA` dropped) with `schema`'s name replaced by
+/// [`TEMPLATE_PLACEHOLDER`]: DDL that builds the same objects in any schema
+/// (see [`ddl_pieces`]).
+pub(crate) fn portable_ddl(dump: &str, schema: &SchemaName) -> Result<String, TemplateError> {
+    let scratch = schema;
+    let tokens = sqltok::tokenize(dump).map_err(TemplateError::Sql)?;
+    if tokens.iter().any(|t| ident_is(t, TEMPLATE_PLACEHOLDER)) {
+        return Err(TemplateError::Malformed(format!(
+            "the schema uses the identifier {TEMPLATE_PLACEHOLDER}, which templates reserve"
+        )));
+    }
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut words: Vec<String> = Vec::new();
+    for token in &tokens {
+        match token.kind {
+            Kind::LineComment | Kind::BlockComment | Kind::PsqlMeta => current.push(' '),
+            Kind::Other if token.text == ";" => {
+                if keep_statement(&words, scratch) {
+                    statements.push(current.trim().to_string());
+                }
+                current.clear();
+                words.clear();
+            }
+            _ => {
+                if words.len() < 3 && matches!(token.kind, Kind::Ident | Kind::QuotedIdent) {
+                    words.push(token.text.to_ascii_lowercase());
+                }
+                current.push_str(token.text);
+            }
+        }
+    }
+    if !current.trim().is_empty() {
+        return Err(TemplateError::Sql(
+            "pg_dump's output ends inside a statement".into(),
+        ));
+    }
+    let mut cleaned = String::new();
+    for statement in statements {
+        cleaned.push_str(&statement);
+        cleaned.push_str(";\n");
+    }
+    let pieces = split_schema(&cleaned, scratch.as_str()).map_err(TemplateError::Sql)?;
+    Ok(join_schema(&pieces, TEMPLATE_PLACEHOLDER))
+}
+
+/// The pieces of SQL replaying `body` (DDL written with
+/// [`TEMPLATE_PLACEHOLDER`] for the schema), `CREATE SCHEMA` first when
+/// `create_schema`, with `check_function_bodies` off for the DDL only.
+pub(crate) fn ddl_pieces(body: &str, create_schema: bool) -> Result<Vec<Piece>, TemplateError> {
+    let mut pieces = Vec::new();
+    if create_schema {
+        pieces.push(Piece::Text("CREATE SCHEMA ".into()));
+        pieces.push(Piece::Schema);
+        pieces.push(Piece::Text(";\n".into()));
+    }
+    pieces.push(Piece::Text(CHECK_FUNCTION_BODIES_OFF.into()));
+    pieces.extend(split_schema(body, TEMPLATE_PLACEHOLDER).map_err(TemplateError::Sql)?);
+    pieces.push(Piece::Text(CHECK_FUNCTION_BODIES_RESTORED.into()));
+    Ok(pieces)
 }
 
 fn keep_statement(words: &[String], scratch: &SchemaName) -> bool {
