@@ -16,6 +16,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod across;
 pub mod connection;
 pub mod migrate;
 mod migration_set;
@@ -24,6 +25,8 @@ pub mod provision;
 pub mod registry;
 pub mod resolve;
 mod scope;
+pub mod sizes;
+mod workers;
 
 pub use connection::{
     ConnectionError, SearchPath, SharedPool, TenantConnection, TenantCustomizer,
