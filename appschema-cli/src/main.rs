@@ -15,6 +15,7 @@ use appschema_core::migrate::{Event, Migrator};
 use appschema_core::{MigrationSet, PublicName, Scope};
 use clap::{Parser, Subcommand};
 
+mod ops_cmds;
 mod provision_cmds;
 
 /// Schema-per-tenant multi-tenancy for Diesel on PostgreSQL.
@@ -107,6 +108,8 @@ enum Command {
     },
     #[command(flatten)]
     Provision(provision_cmds::ProvisionCommand),
+    #[command(flatten)]
+    Ops(ops_cmds::OpsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +228,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Provision(command) => {
             provision_cmds::run(command, config.database_url()?, || config.migrations())
         }
+        Command::Ops(command) => ops_cmds::run(command, config.database_url()?),
     }
 }
 

@@ -63,20 +63,22 @@ pub struct AcrossTenants {
 }
 
 impl AcrossTenants {
-    /// A runner for the database at `database_url`. Defaults: 1 job, every
+    /// A runner for the database at `database_url`. Defaults: jobs = number
+    /// of CPUs, every
     /// tenant of the registry, one transaction per tenant, the path
     /// `"<tenant>", "public"`.
     pub fn new(database_url: impl Into<String>) -> AcrossTenants {
         AcrossTenants {
             database_url: database_url.into(),
-            jobs: 1,
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             path: SearchPath::new(),
             tenants: None,
             per_tenant_transaction: true,
         }
     }
 
-    /// Parallel workers, each with its own connection. Default: 1. At least 1.
+    /// Parallel workers, each with its own connection. Default: the number
+    /// of CPUs. At least 1.
     pub fn jobs(mut self, jobs: usize) -> AcrossTenants {
         self.jobs = jobs.max(1);
         self
