@@ -16,6 +16,7 @@ use appschema_core::{MigrationSet, PublicName, Scope};
 use clap::{Parser, Subcommand};
 
 mod citus_cmds;
+mod ops_cmds;
 mod provision_cmds;
 mod transfer_cmds;
 
@@ -113,6 +114,8 @@ enum Command {
     Citus(citus_cmds::CitusCommand),
     #[command(flatten)]
     Transfer(transfer_cmds::TransferCommand),
+    #[command(flatten)]
+    Ops(ops_cmds::OpsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +247,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Transfer(command) => {
             transfer_cmds::run(command, config.database_url()?, || config.migrations())
         }
+        Command::Ops(command) => ops_cmds::run(command, config.database_url()?),
     }
 }
 

@@ -52,14 +52,24 @@ pub enum ProvisionCommand {
         #[arg(long)]
         count: Option<usize>,
     },
-    /// Lists the tenants.
+    /// Lists the tenants; with --sizes, each one's total relation size and
+    /// estimated rows.
     #[command(after_help = "Examples:
   appschema-cli list
-  appschema-cli list --json")]
+  appschema-cli list --json
+  appschema-cli list --sizes --sort size     # the biggest tenants first
+  appschema-cli list --sizes --sort rows --json")]
     List {
         /// Prints JSON.
         #[arg(long)]
         json: bool,
+        /// Adds each tenant's total relation size (tables, indexes, TOAST)
+        /// and row estimate (PostgreSQL's statistics).
+        #[arg(long)]
+        sizes: bool,
+        /// Order of --sizes: name, size (largest first) or rows (most first).
+        #[arg(long, requires = "sizes", default_value = "name", value_parser = ["name", "size", "rows"])]
+        sort: String,
     },
     /// Drops a tenant (schema and registry rows, in one transaction).
     #[command(after_help = "Examples:
@@ -202,7 +212,11 @@ pub fn run(
                 println!("{spare}");
             }
         }
-        ProvisionCommand::List { json } => {
+        ProvisionCommand::List { json, sizes, sort } if sizes => {
+            let order = sort.parse().map_err(anyhow::Error::msg)?;
+            crate::ops_cmds::list_sizes(&mut conn, order, json)?;
+        }
+        ProvisionCommand::List { json, .. } => {
             let tenants = registry::list(&mut conn).context("cannot list the tenants")?;
             // On Citus, the node each tenant lives on.
             let nodes = appschema_core::citus::placements_by_schema(&mut conn)

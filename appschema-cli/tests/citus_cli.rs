@@ -147,6 +147,28 @@ fn migrate_createschema_list_status_move_and_rebalance_on_citus() {
     let status = ok(p, &db, &["status"]);
     assert_eq!(status.matches("up to date").count(), 4, "{status}");
 
+    // `exec` in every tenant, DDL and DML, wherever each lives.
+    ok(
+        p,
+        &db,
+        &[
+            "exec",
+            "--jobs",
+            "2",
+            "--sql",
+            "ALTER TABLE orders ADD COLUMN seen boolean NOT NULL DEFAULT false; \
+             INSERT INTO orders (plan_id, seen) VALUES (1, true)",
+        ],
+    );
+    for name in ["a_example", "b_example", "c_example"] {
+        let seen: Flag = diesel::sql_query(format!(
+            "SELECT count(*) = 1 AS value FROM {name}.orders WHERE seen"
+        ))
+        .get_result(&mut db.conn())
+        .unwrap();
+        assert!(seen.value, "exec reached {name}");
+    }
+
     // Everything onto one worker; the rebalance spreads it again.
     for name in ["a.example", "b.example", "c.example"] {
         ok(p, &db, &["move", name, "--to", &workers[0]]);

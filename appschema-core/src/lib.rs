@@ -16,6 +16,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod across;
 pub mod citus;
 pub mod connection;
 pub mod migrate;
@@ -25,6 +26,8 @@ pub mod provision;
 pub mod registry;
 pub mod resolve;
 mod scope;
+pub mod sizes;
+mod workers;
 
 pub use connection::{
     ConnectionError, SearchPath, SharedPool, TenantConnection, TenantCustomizer,

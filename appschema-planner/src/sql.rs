@@ -439,6 +439,46 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>, String> {
         .map_err(parse_message)
 }
 
+/// Checks SQL meant to run inside a transaction appschema opens (one per
+/// tenant, `appschema-cli exec`): it must parse, and hold no statement that
+/// ends or opens a transaction (`COMMIT`, `ROLLBACK`, `BEGIN`, …; a
+/// savepoint is fine), which would commit part of a tenant's work and run
+/// the rest outside any transaction. The error is PostgreSQL's syntax error,
+/// or names the statement.
+///
+/// ```
+/// use appschema_planner::sql::check_in_transaction;
+/// assert!(check_in_transaction("UPDATE orders SET total = 0; SAVEPOINT s").is_ok());
+/// assert!(check_in_transaction("UPDATE orders SET total = 0; COMMIT").is_err());
+/// ```
+pub fn check_in_transaction(sql: &str) -> Result<(), String> {
+    use protobuf::TransactionStmtKind as K;
+    let parsed = pg_query::parse(sql).map_err(parse_message)?;
+    for raw in &parsed.protobuf.stmts {
+        if let Some(NodeEnum::TransactionStmt(t)) = raw.stmt.as_ref().and_then(|s| s.node.as_ref())
+        {
+            let kind = K::try_from(t.kind).unwrap_or(K::Undefined);
+            if !matches!(
+                kind,
+                K::TransStmtSavepoint | K::TransStmtRelease | K::TransStmtRollbackTo
+            ) {
+                let start = usize::try_from(raw.stmt_location).unwrap_or(0);
+                let len = usize::try_from(raw.stmt_len).unwrap_or(0);
+                let text = if len == 0 {
+                    &sql[start.min(sql.len())..]
+                } else {
+                    &sql[start.min(sql.len())..(start + len).min(sql.len())]
+                };
+                return Err(format!(
+                    "`{}` ends or opens a transaction: each tenant's SQL already runs in a transaction of its own; remove it",
+                    text.trim()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The form of a `run_in_transaction = false` migration that runs inside
 /// the transaction creating a new, empty schema (provisioning a tenant):
 ///

@@ -123,14 +123,9 @@ impl Migrator {
         }
     }
 
-    /// Runs the work `next_work` hands out on `workers` workers (at least
-    /// one), each with a connection from `conns`; a worker without one opens
-    /// its own, in its own thread, so the connects of a wide run overlap
-    /// each other and the first worker's work. Every connection is left in
+    /// Runs the work `next_work` hands out on `workers` workers (see
+    /// [`crate::workers::run_workers`]); every connection is left in
     /// `conns` afterwards, for the next step.
-    ///
-    /// A worker that cannot connect takes no work; the run fails only if no
-    /// worker could connect (the others do the whole step otherwise).
     fn run_isolated<'w>(
         &self,
         next_work: &(dyn Fn() -> Option<Work<'w>> + Sync),
@@ -139,48 +134,18 @@ impl Migrator {
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<Outcome, MigrateError> {
         let outcome = Mutex::new(Outcome::default());
-        let workers = workers.max(1);
-        let mut slots: Vec<Option<PgConnection>> = conns.drain(..).map(Some).collect();
-        slots.resize_with(slots.len().max(workers), || None);
-        let mut connect_error = None;
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = slots
-                .iter_mut()
-                .take(workers)
-                .map(|slot| {
-                    let outcome = &outcome;
-                    scope.spawn(move || -> Result<(), MigrateError> {
-                        let conn = match slot {
-                            Some(conn) => conn,
-                            None => slot.insert(self.connect()?),
-                        };
-                        while let Some(work) = next_work() {
-                            let path = self.shared_path(Some(&work.0.schema));
-                            let done = migrate_one(conn, work, &path, self.on_citus(), on_event);
-                            let mut o = outcome.lock().unwrap_or_else(|e| e.into_inner());
-                            o.record(done);
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            let mut connected = 0;
-            for handle in handles {
-                match handle.join() {
-                    Ok(Ok(())) => connected += 1,
-                    Ok(Err(e)) => connect_error = Some(e),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            if connected > 0 {
-                connect_error = None;
-            }
-        });
-        conns.extend(slots.into_iter().flatten());
-        match connect_error {
-            Some(e) => Err(e),
-            None => Ok(outcome.into_inner().unwrap_or_else(|e| e.into_inner())),
-        }
+        let connect = || self.connect();
+        let handle = |conn: &mut PgConnection, work: Work<'w>| -> Result<(), MigrateError> {
+            let path = self.shared_path(Some(&work.0.schema));
+            let done = migrate_one(conn, work, &path, self.on_citus(), on_event);
+            outcome
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(done);
+            Ok(())
+        };
+        crate::workers::run_workers(workers, conns, &connect, next_work, &handle)?;
+        Ok(outcome.into_inner().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
