@@ -139,14 +139,13 @@ fn add_project_through_the_pool(pool: &SharedPool, public: &str, project: &str) 
         .bind::<Text, _>(project)
         .execute(&mut *conn)
         .unwrap();
-    let mine = diesel::sql_query(
+    diesel::sql_query(
         "SELECT count(*) AS value FROM projects JOIN plans ON plans.id = projects.plan_id
           WHERE plans.name = 'pro'",
     )
     .get_result::<Count>(&mut *conn)
     .unwrap()
-    .value;
-    mine
+    .value
 }
 
 #[test]

@@ -218,11 +218,10 @@ pub(crate) fn split_statements(sql: &str) -> Result<Vec<&str>, String> {
             }
             Kind::Ident => {
                 let word = token.text;
-                if word.eq_ignore_ascii_case("atomic")
-                    && previous_word.is_some_and(|w| w.eq_ignore_ascii_case("begin"))
-                {
-                    atomic += 1;
-                } else if atomic > 0 && word.eq_ignore_ascii_case("case") {
+                let opens_atomic = word.eq_ignore_ascii_case("atomic")
+                    && previous_word.is_some_and(|w| w.eq_ignore_ascii_case("begin"));
+                let opens_case = atomic > 0 && word.eq_ignore_ascii_case("case");
+                if opens_atomic || opens_case {
                     atomic += 1;
                 } else if atomic > 0 && word.eq_ignore_ascii_case("end") {
                     atomic -= 1;
