@@ -61,11 +61,28 @@ pub struct WhoAmI {
 }
 
 /// The connection's current schema and the marker its `items` resolves to.
+/// Two statements: on Citus a statement reading a tenant's `items` is
+/// routed to the worker holding it, where `current_schema()` would be the
+/// worker's, not this session's.
 pub fn whoami(conn: &mut PgConnection) -> QueryResult<WhoAmI> {
-    diesel::sql_query(
-        "SELECT current_schema() AS schema, (SELECT marker FROM items WHERE id = 1) AS marker",
-    )
-    .get_result(conn)
+    #[derive(QueryableByName)]
+    struct Schema {
+        #[diesel(sql_type = Nullable<Text>)]
+        schema: Option<String>,
+    }
+    #[derive(QueryableByName)]
+    struct Marker {
+        #[diesel(sql_type = Text)]
+        marker: String,
+    }
+    let schema =
+        diesel::sql_query("SELECT current_schema() AS schema").get_result::<Schema>(conn)?;
+    let marker =
+        diesel::sql_query("SELECT marker FROM items WHERE id = 1").get_result::<Marker>(conn)?;
+    Ok(WhoAmI {
+        schema: schema.schema,
+        marker: marker.marker,
+    })
 }
 
 /// Asserts `conn` is on `expected`'s path, naming the leak if not.
