@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use appschema_core::citus::{self, NodeAddr, TransferMode};
-use appschema_core::{registry, PublicName};
+use appschema_core::PublicName;
 use clap::Subcommand;
 use diesel::{Connection, PgConnection};
 
@@ -70,33 +70,24 @@ pub fn run(command: CitusCommand, url: &str) -> Result<ExitCode> {
                 println!("balanced: nothing to move");
                 return Ok(ExitCode::SUCCESS);
             }
-            let by_schema: std::collections::HashMap<String, String> = registry::list(&mut conn)?
-                .into_iter()
-                .map(|t| (t.schema_name.to_string(), t.public_name))
-                .collect();
             for (i, m) in plan.iter().enumerate() {
                 let line = format!(
-                    "{}/{}: schema {} ({} bytes) {} -> {}",
+                    "{}/{}: `{}` (schema {}, {} bytes) {} -> {}",
                     i + 1,
                     plan.len(),
+                    m.tenant,
                     m.schema,
                     m.bytes,
                     m.from,
                     m.to
                 );
-                let Some(tenant) = by_schema.get(&m.schema) else {
-                    // A distributed schema that is no tenant (a spare):
-                    // not ours to move by public name.
-                    println!("{line}: skipped, not a tenant");
-                    continue;
-                };
                 if dry_run {
                     println!("{line} (dry run)");
                     continue;
                 }
                 let moved = citus::move_tenant(
                     &mut conn,
-                    &PublicName::new(tenant)?,
+                    &PublicName::new(&m.tenant)?,
                     &m.to,
                     TransferMode::Auto,
                 )?;

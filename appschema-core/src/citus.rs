@@ -36,7 +36,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -158,18 +158,28 @@ pub fn is_citus(conn: &mut PgConnection) -> QueryResult<bool> {
 /// distributed schema, so that every table created in it afterwards is
 /// distributed with it; elsewhere it does nothing. A `DO` block, so that
 /// the Citus function is only looked up where Citus is installed, and the
-/// check costs no round trip of its own. The schema's quoted name goes
-/// between [`DISTRIBUTE_PREFIX`] and [`DISTRIBUTE_SUFFIX`], as a string
-/// literal: a validated, double-quoted identifier holds neither `'` nor `$`.
+/// check costs no round trip of its own. The schema's quoted name goes in
+/// as a string literal: a validated, double-quoted identifier holds neither
+/// `'` nor `$`.
 pub(crate) fn distribute_new_schema_sql(schema: &SchemaName) -> String {
-    format!("{DISTRIBUTE_PREFIX}{}{DISTRIBUTE_SUFFIX}", schema.quoted())
+    format!(
+        "DO $appschema$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension \
+         WHERE extname = 'citus') THEN PERFORM citus_schema_distribute('{}'); \
+         END IF; END $appschema$;\n",
+        schema.quoted()
+    )
 }
 
-/// See [`distribute_new_schema_sql`].
-pub(crate) const DISTRIBUTE_PREFIX: &str = "DO $appschema$ BEGIN IF EXISTS (SELECT 1 FROM \
-    pg_catalog.pg_extension WHERE extname = 'citus') THEN PERFORM citus_schema_distribute('";
-/// See [`distribute_new_schema_sql`].
-pub(crate) const DISTRIBUTE_SUFFIX: &str = "'); END IF; END $appschema$;\n";
+/// `sql`, which starts with `CREATE SCHEMA <schema>;\n` (a template replay,
+/// an import), with [`distribute_new_schema_sql`] right after that first
+/// statement: the replay for a Citus coordinator.
+pub(crate) fn distributing(sql: &str, schema: &SchemaName) -> String {
+    sql.replacen(
+        ";\n",
+        &format!(";\n{}", distribute_new_schema_sql(schema)),
+        1,
+    )
+}
 
 /// Runs `sql` (any number of statements) as one message, or, when
 /// `one_by_one` (on Citus), statement by statement: Citus refuses DDL on
@@ -273,6 +283,11 @@ pub fn placements(conn: &mut PgConnection) -> QueryResult<Vec<Placement>> {
     if !is_citus(conn)? {
         return Ok(Vec::new());
     }
+    citus_placements(conn)
+}
+
+/// [`placements`] on a database known to be on Citus.
+fn citus_placements(conn: &mut PgConnection) -> QueryResult<Vec<Placement>> {
     let rows = diesel::sql_query(
         "SELECT DISTINCT ON (s.schemaid) s.schemaid::regnamespace::text AS schema,
                 n.nodename::text AS host, n.nodeport AS port
@@ -307,13 +322,20 @@ pub fn placements_by_schema(conn: &mut PgConnection) -> QueryResult<BTreeMap<Str
 /// The active primary nodes that can hold tenants (workers, and the
 /// coordinator if it was told to hold shards).
 pub fn nodes(conn: &mut PgConnection) -> QueryResult<Vec<NodeAddr>> {
+    #[derive(QueryableByName)]
+    struct NodeRow {
+        #[diesel(sql_type = Text)]
+        host: String,
+        #[diesel(sql_type = Integer)]
+        port: i32,
+    }
     Ok(diesel::sql_query(
-        "SELECT nodename::text AS schema, nodename::text AS host, nodeport AS port
+        "SELECT nodename::text AS host, nodeport AS port
            FROM pg_dist_node
           WHERE isactive AND noderole = 'primary' AND shouldhaveshards
           ORDER BY nodeid",
     )
-    .load::<PlacementRow>(conn)?
+    .load::<NodeRow>(conn)?
     .into_iter()
     .map(|r| NodeAddr {
         host: r.host,
@@ -474,8 +496,10 @@ fn placement_of(conn: &mut PgConnection, schema: &SchemaName) -> Result<NodeAddr
             schema: schema.to_string(),
         });
     }
-    placements_by_schema(conn)?
-        .remove(schema.as_str())
+    citus_placements(conn)?
+        .into_iter()
+        .find(|p| p.schema == schema.as_str())
+        .map(|p| p.node)
         .ok_or_else(|| CitusError::NoPlacement {
             schema: schema.to_string(),
         })
@@ -509,6 +533,8 @@ fn tables_without_replica_identity(
 /// One move of a [`rebalance_plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedMove {
+    /// The tenant's primary public name (what [`move_tenant`] takes).
+    pub tenant: String,
     /// The tenant's schema.
     pub schema: String,
     /// Its size in bytes.
@@ -549,29 +575,28 @@ pub fn rebalance_plan(conn: &mut PgConnection) -> Result<Vec<PlannedMove>, Citus
     .into_iter()
     .map(|s| (s.schema, s.bytes))
     .collect();
-    // Tenants only: spares and archives stay where they are.
-    let tenants: std::collections::HashSet<String> = crate::registry::list(conn)?
+    let tenants: HashMap<String, String> = crate::registry::list(conn)?
         .into_iter()
-        .map(|t| t.schema_name.to_string())
+        .map(|t| (t.schema_name.to_string(), t.public_name))
         .collect();
-    let placements: Vec<Placement> = placements(conn)?
-        .into_iter()
-        .filter(|p| tenants.contains(&p.schema))
-        .collect();
+    let placements = citus_placements(conn)?;
     let nodes = nodes(conn)?;
-    Ok(plan_moves(&nodes, &placements, &sizes))
+    Ok(plan_moves(&nodes, &placements, &tenants, &sizes))
 }
 
-/// The greedy spreading of [`rebalance_plan`], on given sizes.
+/// The greedy spreading of [`rebalance_plan`], on given sizes, for the
+/// schemas in `tenants` (schema → public name) only: spares and archives
+/// stay where they are.
 fn plan_moves(
     nodes: &[NodeAddr],
     placements: &[Placement],
+    tenants: &HashMap<String, String>,
     sizes: &BTreeMap<String, i64>,
 ) -> Vec<PlannedMove> {
     let mut load: BTreeMap<&NodeAddr, i64> = nodes.iter().map(|n| (n, 0)).collect();
     let mut on: Vec<(String, i64, NodeAddr)> = placements
         .iter()
-        .filter(|p| load.contains_key(&p.node))
+        .filter(|p| load.contains_key(&p.node) && tenants.contains_key(&p.schema))
         .map(|p| {
             let bytes = sizes.get(&p.schema).copied().unwrap_or(0);
             (p.schema.clone(), bytes, p.node.clone())
@@ -603,6 +628,7 @@ fn plan_moves(
         let (full, empty) = (full.clone(), empty.clone());
         let bytes = on[i].1;
         moves.push(PlannedMove {
+            tenant: tenants[&on[i].0].clone(),
             schema: on[i].0.clone(),
             bytes,
             from: full.clone(),
@@ -626,6 +652,14 @@ mod tests {
         }
     }
 
+    /// Every placement a tenant, named `<schema>.example`.
+    fn as_tenants(placements: &[Placement]) -> HashMap<String, String> {
+        placements
+            .iter()
+            .map(|p| (p.schema.clone(), format!("{}.example", p.schema)))
+            .collect()
+    }
+
     #[test]
     fn rebalancing_moves_the_largest_fitting_tenant_to_the_emptiest_node() {
         let nodes = [node(1), node(2)];
@@ -640,10 +674,12 @@ mod tests {
             .iter()
             .map(|(s, b)| (s.to_string(), *b))
             .collect();
-        let moves = plan_moves(&nodes, &placements, &sizes);
+        let tenants = as_tenants(&placements);
+        let moves = plan_moves(&nodes, &placements, &tenants, &sizes);
         let moved: Vec<&str> = moves.iter().map(|m| m.schema.as_str()).collect();
         // 100 bytes on node 1: moving a (50) evens it out exactly.
         assert_eq!(moved, ["a"]);
+        assert_eq!(moves[0].tenant, "a.example");
         assert!(moves.iter().all(|m| m.from == node(1) && m.to == node(2)));
     }
 
@@ -663,7 +699,7 @@ mod tests {
         let sizes: BTreeMap<String, i64> = [("a".to_string(), 10), ("b".to_string(), 12)]
             .into_iter()
             .collect();
-        assert!(plan_moves(&nodes, &placements, &sizes).is_empty());
+        assert!(plan_moves(&nodes, &placements, &as_tenants(&placements), &sizes).is_empty());
     }
 
     #[test]

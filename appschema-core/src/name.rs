@@ -202,6 +202,12 @@ pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
+/// Quotes text as a standard-conforming SQL string literal, doubling
+/// embedded single quotes.
+pub(crate) fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// A tenant's public name (usually a host name), normalized: lower case, one
 /// trailing dot removed. 1–253 bytes of ASCII letters, digits, `.`, `-` and
 /// `_`, starting and ending with a letter or digit. Non-ASCII names are

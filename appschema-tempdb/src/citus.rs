@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use diesel::{Connection, PgConnection};
 
 use crate::bins::PgBins;
+use crate::testdb::quote_ident;
 use crate::{Error, TempCluster};
 
 /// What each node needs: Citus loaded at start-up, logical decoding for
@@ -223,10 +224,6 @@ fn execute(url: &str, sql: &str) -> Result<(), Error> {
         .map_err(|e| Error::new(format!("cannot connect to {url}: {e}")))?;
     diesel::connection::SimpleConnection::batch_execute(&mut conn, sql)
         .map_err(|e| Error::new(format!("`{sql}` failed on {url}: {e}")))
-}
-
-fn quote_ident(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
 fn quote_literal(text: &str) -> String {

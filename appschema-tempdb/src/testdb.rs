@@ -185,7 +185,7 @@ impl Drop for TestDb {
 }
 
 /// `ident` as a quoted SQL identifier.
-fn quote_ident(ident: &str) -> String {
+pub(crate) fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 

@@ -49,7 +49,7 @@ pub use error::AcrossError;
 pub use report::{Event, Failure, Report};
 
 use crate::connection::SearchPath;
-use crate::name::PublicName;
+use crate::name::{quote_literal, PublicName};
 use crate::registry::{self, Tenant};
 
 /// Runs work in every tenant; see the [module docs](self).
@@ -290,10 +290,6 @@ const MISSING_SCHEMA: &str = "appschema:no-such-schema";
 
 fn enter(conn: &mut PgConnection, tenant: &Tenant, path: &str, local: bool) -> QueryResult<()> {
     conn.batch_execute(&enter_sql(tenant, path, local))
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// PostgreSQL's message, or what the missing-schema guard means.

@@ -8,11 +8,8 @@ use diesel::prelude::*;
 use super::{Event, TRACKING_TABLE};
 use crate::citus::execute_script;
 use crate::name::quote_ident;
+pub(super) use crate::name::quote_literal;
 use crate::Migration;
-
-pub(super) fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
 
 /// The advisory lock of one schema: `(namespace, hashtext(schema))`.
 pub(super) fn lock_key(schema: &str) -> String {

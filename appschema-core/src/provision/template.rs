@@ -198,11 +198,7 @@ impl Template {
         }
         // A distributed schema: its tables are created distributed, each
         // statement on its own.
-        let sql = self.sql_for(schema).replacen(
-            ";\n",
-            &format!(";\n{}", crate::citus::distribute_new_schema_sql(schema)),
-            1,
-        );
+        let sql = crate::citus::distributing(&self.sql_for(schema), schema);
         super::util::schema_script(conn, &sql, schema, true)
     }
 }

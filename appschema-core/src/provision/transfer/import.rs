@@ -212,11 +212,7 @@ fn replay(
     }
     if create_schema {
         // `ddl_pieces` starts with `CREATE SCHEMA …;\n`.
-        sql = sql.replacen(
-            ";\n",
-            &format!(";\n{}", crate::citus::distribute_new_schema_sql(schema)),
-            1,
-        );
+        sql = crate::citus::distributing(&sql, schema);
     }
     Ok(schema_script(conn, &sql, schema, true)?)
 }
