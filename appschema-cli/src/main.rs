@@ -69,6 +69,15 @@ enum Command {
         /// Prints the plan (each migration and its schemas, in order) without applying it.
         #[arg(long)]
         dry_run: bool,
+        /// Reads every tenant's tracking table instead of trusting the heads
+        /// recorded in `appschema_heads`, and records them anew: after a
+        /// tracking table was changed by other means (diesel CLI's
+        /// `migration revert` on a tenant schema, a hand-written DELETE).
+        #[arg(long)]
+        recheck: bool,
+        /// Records no heads (for benchmarks of what recording costs).
+        #[arg(long, hide = true)]
+        no_record_heads: bool,
     },
     /// Shows each schema's applied and pending migrations, behind-head first.
     #[command(after_help = "Examples:
@@ -78,6 +87,10 @@ enum Command {
         /// Prints JSON.
         #[arg(long)]
         json: bool,
+        /// Reads every tenant's tracking table instead of trusting the
+        /// recorded heads (see `migrate --recheck`).
+        #[arg(long)]
+        recheck: bool,
     },
     /// Writes the plan file an application embeds without the planner
     /// (offline mode): each migration's version and scope, and a checksum of
@@ -234,8 +247,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             jobs,
             tenants,
             dry_run,
-        } => migrate(&config, jobs, &tenants, dry_run),
-        Command::Status { json } => status(&config, json),
+            recheck,
+            no_record_heads,
+        } => {
+            let migrator = migrator(&config, jobs, &tenants)?
+                .recheck(recheck)
+                .record_heads(!no_record_heads);
+            migrate(&config, migrator, dry_run)
+        }
+        Command::Status { json, recheck } => status(&config, json, recheck),
         Command::Prepare { plan_file, check } => prepare(&config, &plan_file, check),
         Command::Migration {
             command: MigrationCommand::Generate { name, scope },
@@ -271,15 +291,9 @@ fn migrator(config: &Config, jobs: Option<usize>, tenants: &[String]) -> Result<
     Ok(m)
 }
 
-fn migrate(
-    config: &Config,
-    jobs: Option<usize>,
-    tenants: &[String],
-    dry_run: bool,
-) -> Result<ExitCode> {
+fn migrate(config: &Config, migrator: Migrator, dry_run: bool) -> Result<ExitCode> {
     let (set, citus_notes) = config.migrations_and_citus_notes()?;
     // The set carries the planner's `citus_reference_tables`.
-    let migrator = migrator(config, jobs, tenants)?;
     if !citus_notes.warnings.is_empty() && on_citus(config)? {
         for warning in &citus_notes.warnings {
             eprintln!("warning: {warning}");
@@ -412,9 +426,10 @@ fn placements(config: &Config) -> Result<std::collections::BTreeMap<String, Stri
         .collect())
 }
 
-fn status(config: &Config, json: bool) -> Result<ExitCode> {
+fn status(config: &Config, json: bool, recheck: bool) -> Result<ExitCode> {
     let set = config.migrations()?;
     let statuses = migrator(config, None, &[])?
+        .recheck(recheck)
         .status(&set)
         .context("cannot read the schemas' migrations")?;
     let nodes = placements(config)?;

@@ -64,6 +64,18 @@ INSERT INTO public.appschema_schema_names (schema_name, retired_at)
 SELECT original_schema, archived_at FROM public.appschema_archives
 ON CONFLICT DO NOTHING;",
     ),
+    (
+        "0004_heads",
+        "\
+CREATE TABLE IF NOT EXISTS public.appschema_heads (
+    schema_name  text        PRIMARY KEY,
+    tracking_oid oid         NOT NULL,
+    digest       text        NOT NULL,
+    recorded_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE public.appschema_heads IS
+    'appschema: per schema, the md5 of its __diesel_schema_migrations versions (byte order, comma-joined) and that table''s OID, written with each migration; migrate trusts a row only when both still match';",
+    ),
 ];
 
 /// The marker of the error [`INSERT_TENANT`] raises for a schema named like

@@ -11,11 +11,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
 
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use super::apply::quote_literal;
+use super::heads;
 use super::{MigrateError, TRACKING_TABLE};
 use crate::name::quote_ident;
 
@@ -35,24 +37,6 @@ pub(super) type Versions = BTreeSet<String>;
 /// What a reader sends: one chunk's schemas with their versions, or why it
 /// stopped.
 type Chunk = Result<Vec<(String, Versions)>, MigrateError>;
-
-/// The schemas that have a tracking table (one catalog query).
-pub(super) fn tracked_schemas(conn: &mut PgConnection) -> QueryResult<BTreeSet<String>> {
-    #[derive(QueryableByName)]
-    struct Ns {
-        #[diesel(sql_type = Text)]
-        nspname: String,
-    }
-    Ok(diesel::sql_query(
-        "SELECT n.nspname::text AS nspname FROM pg_class c
-           JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relname = '__diesel_schema_migrations' AND c.relkind IN ('r', 'p')",
-    )
-    .load::<Ns>(conn)?
-    .into_iter()
-    .map(|r| r.nspname)
-    .collect())
-}
 
 /// Reads the applied versions of `schemas` (each has a tracking table) in
 /// one query.
@@ -104,13 +88,19 @@ pub(super) fn readers_for(chunks: usize, max: usize) -> usize {
 
 /// Starts `readers` threads in `scope`, each on its own connection from
 /// `connect`; reader `i` reads chunks `i`, `i + readers`, … and sends each
-/// as soon as it is read. A reader stops at its first
-/// error (sent as the last item) or when the receiver is dropped.
+/// as soon as it is read. With `heal` (tracking tables' OIDs and the set's
+/// isolated versions), a reader also records the heads of the chunk's
+/// schemas found complete ([`heads::heal`]) once it has sent it: those no
+/// worker of this run will touch (the others record their heads as they are
+/// migrated, and a record written from an older read would only hold them
+/// back). A reader stops at its first error (sent as the last item) or when
+/// the receiver is dropped.
 pub(super) fn spawn_readers<'scope, 'env>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
     connect: &'env (dyn Fn() -> Result<PgConnection, MigrateError> + Sync),
     chunks: &'env [&'env [&'env str]],
     readers: usize,
+    heal: Option<(&'env HashMap<String, i64>, &'env Versions)>,
 ) -> Receiver<Chunk> {
     // A few chunks of slack so readers do not wait on a busy consumer.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4 * readers.max(1));
@@ -126,9 +116,26 @@ pub(super) fn spawn_readers<'scope, 'env>(
             };
             for chunk in chunks.iter().skip(first).step_by(readers) {
                 let read = read_chunk(&mut conn, chunk).map_err(MigrateError::from);
+                let healing = match (&read, heal) {
+                    (Ok(rows), Some((oids, expected))) => {
+                        let complete: Vec<(String, Versions)> = rows
+                            .iter()
+                            .filter(|(_, versions)| versions == expected)
+                            .cloned()
+                            .collect();
+                        Some((complete, oids))
+                    }
+                    _ => None,
+                };
                 let failed = read.is_err();
                 if tx.send(read).is_err() || failed {
                     return;
+                }
+                if let Some((rows, oids)) = healing {
+                    if let Err(e) = heads::heal(&mut conn, &rows, oids) {
+                        let _ = tx.send(Err(e.into()));
+                        return;
+                    }
                 }
             }
         });
@@ -140,22 +147,30 @@ pub(super) fn spawn_readers<'scope, 'env>(
 pub(super) struct Applied {
     known: HashMap<String, Versions>,
     tracked: BTreeSet<String>,
+    /// Schemas whose recorded head says they hold exactly `expected`.
+    current: BTreeSet<String>,
+    /// The set's isolated versions.
+    expected: Arc<Versions>,
     rx: Option<Receiver<Chunk>>,
     unread: usize,
 }
 
 impl Applied {
     /// `unread` schemas (all tracked) will arrive from `rx`; `known` holds
-    /// what was read already.
+    /// what was read already; the schemas of `current` hold `expected`
+    /// (their recorded heads say so) and are not read.
     pub(super) fn new(
         tracked: BTreeSet<String>,
         known: HashMap<String, Versions>,
+        (current, expected): (BTreeSet<String>, Arc<Versions>),
         rx: Receiver<Chunk>,
         unread: usize,
     ) -> Applied {
         Applied {
             known,
             tracked,
+            current,
+            expected,
             rx: (unread > 0).then_some(rx),
             unread,
         }
@@ -166,9 +181,12 @@ impl Applied {
         self.tracked.contains(schema)
     }
 
-    /// The schema's versions, if read already (`None` for an untracked
-    /// schema, or a tracked one still to come).
+    /// The schema's versions, if known (`None` for an untracked schema, or
+    /// a tracked one still to come).
     pub(super) fn get(&self, schema: &str) -> Option<&Versions> {
+        if self.current.contains(schema) {
+            return Some(&self.expected);
+        }
         self.known.get(schema)
     }
 
@@ -203,9 +221,13 @@ impl Applied {
         }
     }
 
-    /// Waits for everything and returns all versions read.
+    /// Waits for everything and returns every schema's versions (read, or
+    /// known from its recorded head).
     pub(super) fn finish(mut self) -> Result<HashMap<String, Versions>, MigrateError> {
         while self.next_chunk()?.is_some() {}
+        for schema in std::mem::take(&mut self.current) {
+            self.known.insert(schema, (*self.expected).clone());
+        }
         Ok(self.known)
     }
 }

@@ -33,7 +33,7 @@ pub(super) fn lock_key(schema: &str) -> String {
 /// A refused try-lock is a cast of a marked text to `int4`; the text
 /// includes `pg_backend_pid()` so the planner cannot fold the cast into a
 /// constant and raise it when the branch is not taken.
-fn tracked_batch(schema: &str, path: &str, m: &Migration, try_lock: bool) -> String {
+fn tracked_batch(schema: &str, path: &str, m: &Migration, try_lock: bool, record: &str) -> String {
     let key = lock_key(schema);
     let lock = if try_lock {
         format!(
@@ -47,7 +47,7 @@ fn tracked_batch(schema: &str, path: &str, m: &Migration, try_lock: bool) -> Str
         "BEGIN ISOLATION LEVEL READ COMMITTED;\n\
          SELECT pg_catalog.set_config('search_path', {path}, true), {lock};\n\
          INSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\n\
-         {sql}\n;\nCOMMIT;",
+         {sql}\n;\n{record}COMMIT;",
         path = quote_literal(path),
         qs = quote_ident(schema),
         v = quote_literal(m.version()),
@@ -129,13 +129,13 @@ pub(super) fn apply(
     m: &Migration,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<bool, String> {
-    let ApplyTarget { schema, path, .. } = target;
+    let schema = target.schema;
     let mut try_lock = true;
     loop {
         let result = if m.run_in_transaction() {
             apply_in_transaction(conn, target, m, try_lock)
         } else {
-            apply_without_transaction(conn, schema, path, m, try_lock)
+            apply_without_transaction(conn, target, m, try_lock)
         };
         match result {
             Ok(()) => return Ok(true),
@@ -174,6 +174,24 @@ pub(super) struct ApplyTarget<'a> {
     /// On Citus: run the statements one by one (see
     /// [`crate::citus::execute_script`]).
     pub(super) one_by_one: bool,
+    /// Record the schema's head with the tracking row (see the `heads`
+    /// module): tenant schemas, unless a benchmark turned it off.
+    pub(super) record: bool,
+}
+
+impl ApplyTarget<'_> {
+    /// The statement (with its `;` and a line break) recording the head, or
+    /// nothing.
+    fn record_sql(&self) -> String {
+        if self.record {
+            format!(
+                "{};\n",
+                super::heads::record_sql(self.schema, self.one_by_one)
+            )
+        } else {
+            String::new()
+        }
+    }
 }
 
 /// One round trip: lock, check, migration, tracking row, commit.
@@ -188,12 +206,18 @@ fn apply_in_transaction(
         path,
         tracked,
         one_by_one,
+        ..
     } = target;
+    let record = target.record_sql();
     if tracked {
-        return execute_script(conn, &tracked_batch(schema, path, m, try_lock), one_by_one);
+        return execute_script(
+            conn,
+            &tracked_batch(schema, path, m, try_lock, &record),
+            one_by_one,
+        );
     }
     execute_script(conn, &format!(
-        "BEGIN ISOLATION LEVEL READ COMMITTED;\nSELECT set_config('search_path', {path}, true);\n{guard};\n{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\nCOMMIT;",
+        "BEGIN ISOLATION LEVEL READ COMMITTED;\nSELECT set_config('search_path', {path}, true);\n{guard};\n{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\n{record}COMMIT;",
         path = quote_literal(path),
         guard = guard_sql(schema, m.version(), try_lock),
         sql = m.up_sql(),
@@ -206,11 +230,11 @@ fn apply_in_transaction(
 /// own (so `CREATE INDEX CONCURRENTLY` works), then the tracking row.
 fn apply_without_transaction(
     conn: &mut PgConnection,
-    schema: &str,
-    path: &str,
+    target: ApplyTarget<'_>,
     m: &Migration,
     try_lock: bool,
 ) -> QueryResult<()> {
+    let ApplyTarget { schema, path, .. } = target;
     let key = lock_key(schema);
     #[derive(QueryableByName)]
     struct Locked {
@@ -255,11 +279,16 @@ fn apply_without_transaction(
         for statement in statements {
             conn.batch_execute(statement)?;
         }
+        // The tracking row and the head, in one transaction.
         conn.batch_execute(&format!(
-            "INSERT INTO {}.{TRACKING_TABLE} (version) VALUES ({})",
+            "BEGIN;\nINSERT INTO {}.{TRACKING_TABLE} (version) VALUES ({});\n{}COMMIT",
             quote_ident(schema),
-            quote_literal(m.version())
+            quote_literal(m.version()),
+            target.record_sql(),
         ))
+        .inspect_err(|_| {
+            let _ = conn.batch_execute("ROLLBACK");
+        })
     })();
     let _ = conn.batch_execute(&format!(
         "RESET search_path; SELECT pg_advisory_unlock({key})"

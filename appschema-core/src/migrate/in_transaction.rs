@@ -54,6 +54,8 @@ pub fn migrate_schema_in_transaction(
         value: String,
         #[diesel(sql_type = diesel::sql_types::Bool)]
         citus: bool,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        heads: bool,
     }
     #[derive(QueryableByName)]
     struct Version {
@@ -62,7 +64,8 @@ pub fn migrate_schema_in_transaction(
     }
     let previous: Setting = diesel::sql_query(
         "SELECT current_setting('search_path') AS value, EXISTS (SELECT 1 FROM \
-             pg_catalog.pg_extension WHERE extname = 'citus') AS citus",
+             pg_catalog.pg_extension WHERE extname = 'citus') AS citus, \
+             to_regclass('public.appschema_heads') IS NOT NULL AS heads",
     )
     .get_result(conn)?;
     let qs = schema.quoted();
@@ -103,8 +106,21 @@ pub fn migrate_schema_in_transaction(
         })?;
         count += 1;
     }
-    diesel::sql_query("SELECT set_config('search_path', $1, true)")
-        .bind::<Text, _>(&previous.value)
-        .execute(conn)?;
+    // The schema's head, recorded in this transaction (see the `heads`
+    // module): it commits, or rolls back, with the versions it describes.
+    // Skipped where appschema's tables predate the record. Same message as
+    // the path's restoration: no extra round trip.
+    let record = if previous.heads {
+        format!(
+            "{};\n",
+            super::heads::record_sql(schema.as_str(), previous.citus)
+        )
+    } else {
+        String::new()
+    };
+    conn.batch_execute(&format!(
+        "{record}SELECT set_config('search_path', {}, true)",
+        quote_literal(&previous.value)
+    ))?;
     Ok(count)
 }

@@ -13,10 +13,15 @@
 //!   starts (the timeline's order would break for the failed schema).
 //! - **Concurrency**: a transaction-scoped advisory lock per schema; a second
 //!   run waits for the first, saying so through [`Event::Waiting`].
-//! - **Cheap when there is nothing to do**: the applied versions of all
-//!   schemas are read in a few queries (one per 50 schemas), not per tenant;
-//!   `migrate` streams that read, so workers start on the first schemas
-//!   found behind while the rest is still being read (see the `applied` module).
+//! - **Cheap when there is nothing to do**: each migration also records the
+//!   schema's head in `public.appschema_heads`, in its own transaction, and
+//!   a schema whose record matches the set is not read at all (see the
+//!   `heads` module); so a run with nothing pending costs a few queries
+//!   whatever the number of tenants. Schemas without a trusted record are
+//!   read in a few queries (one per 50 schemas), not per tenant; `migrate`
+//!   streams that read, so workers start on the first schemas found behind
+//!   while the rest is still being read (see the `applied` module), and
+//!   records what it read.
 //!
 //! Which schemas: appschema's own shared tables first ([`registry::install`]),
 //! the shared schema, then every tenant of the registry, then every schema
@@ -26,6 +31,7 @@
 mod applied;
 mod apply;
 mod error;
+mod heads;
 mod in_transaction;
 mod report;
 mod run;
@@ -80,6 +86,8 @@ pub struct Migrator {
     tenants: Option<Vec<PublicName>>,
     sources: Vec<(String, SchemaSource)>,
     reference_tables: Vec<String>,
+    recheck: bool,
+    record_heads: bool,
     /// Found out as `migrate` starts: on a Citus coordinator, the shared
     /// tables to keep as reference tables (this migrator's and the set's);
     /// `None` elsewhere.
@@ -111,8 +119,37 @@ impl Migrator {
             tenants: None,
             sources: Vec::new(),
             reference_tables: Vec::new(),
+            recheck: false,
+            record_heads: true,
             citus: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Reads every schema's tracking table instead of trusting the recorded
+    /// heads, and (`migrate`) records what it read. Use it after a tracking
+    /// table was changed by something other than appschema (diesel CLI's
+    /// `migration revert` on a tenant schema, a hand-written `DELETE`):
+    /// recorded heads are written by appschema's own migrations and cannot
+    /// see such a change (see the [module docs](self)). Default: `false`.
+    pub fn recheck(mut self, recheck: bool) -> Migrator {
+        self.recheck = recheck;
+        self
+    }
+
+    /// Whether migrations record heads. Only for benchmarks measuring what
+    /// recording costs: without it, every run reads every tracking table.
+    #[doc(hidden)]
+    pub fn record_heads(mut self, record: bool) -> Migrator {
+        self.record_heads = record;
+        self
+    }
+
+    /// The set's isolated versions, and the digest input `heads::tracked`
+    /// compares the records with (`None` when they are not to be trusted).
+    fn expected(&self, set: &MigrationSet) -> (std::sync::Arc<applied::Versions>, Option<String>) {
+        let versions: applied::Versions = set.isolated().map(|m| m.version().to_string()).collect();
+        let input = (!self.recheck && self.record_heads).then(|| heads::digest_input(&versions));
+        (std::sync::Arc::new(versions), input)
     }
 
     /// Parallel workers (each with its own connection) for isolated steps.
@@ -225,7 +262,7 @@ impl Migrator {
     pub fn status(&self, set: &MigrationSet) -> Result<Vec<SchemaStatus>, MigrateError> {
         let mut conn = self.connect()?;
         let targets = self.targets(&mut conn)?;
-        let applied = self.applied_versions(&mut conn, &targets)?;
+        let applied = self.applied_versions(&mut conn, &targets, set)?;
         let mut out = Vec::with_capacity(targets.len() + 1);
         let shared_applied = applied
             .get(&self.shared_schema)
@@ -252,26 +289,30 @@ impl Migrator {
         Ok(out)
     }
 
-    /// Reads every schema's applied versions (the shared schema's and
-    /// `targets`'): one query finds which schemas have a tracking table,
-    /// then one query per 50 of them, by up to `jobs` reader connections.
+    /// Every schema's applied versions (the shared schema's and
+    /// `targets`'): one query finds which schemas have a tracking table and
+    /// which have a trusted recorded head, then one query per 50 of the
+    /// others, by up to `jobs` reader connections. Records nothing.
     fn applied_versions(
         &self,
         conn: &mut PgConnection,
         targets: &[Target],
+        set: &MigrationSet,
     ) -> Result<HashMap<String, applied::Versions>, MigrateError> {
-        let tracked = applied::tracked_schemas(conn)?;
+        let (expected, input) = self.expected(set);
+        let tracked = heads::tracked(conn, input.as_deref())?;
         let mut known = HashMap::new();
-        if tracked.contains(&self.shared_schema) {
+        if tracked.all.contains(&self.shared_schema) {
             known.extend(applied::read_chunk(conn, &[&self.shared_schema])?);
         }
-        let schemas = tracked_targets(targets, &tracked);
+        let schemas = tracked_targets(targets, &tracked.all, &tracked.current);
         let chunks: Vec<&[&str]> = schemas.chunks(applied::CHUNK).collect();
         let connect = || self.connect();
         std::thread::scope(|scope| {
             let readers = applied::readers_for(chunks.len(), self.jobs);
-            let rx = applied::spawn_readers(scope, &connect, &chunks, readers);
-            applied::Applied::new(tracked.clone(), known, rx, schemas.len()).finish()
+            let rx = applied::spawn_readers(scope, &connect, &chunks, readers, None);
+            let current = (tracked.current, expected);
+            applied::Applied::new(tracked.all, known, current, rx, schemas.len()).finish()
         })
     }
 
@@ -280,7 +321,7 @@ impl Migrator {
     pub fn plan(&self, set: &MigrationSet) -> Result<Vec<PlannedMigration>, MigrateError> {
         let mut conn = self.connect()?;
         let targets = self.targets(&mut conn)?;
-        let applied = self.applied_versions(&mut conn, &targets)?;
+        let applied = self.applied_versions(&mut conn, &targets, set)?;
         let empty = BTreeSet::new();
         let mut out = Vec::new();
         for m in set.migrations() {
@@ -325,28 +366,36 @@ impl Migrator {
         *self.citus.write().unwrap_or_else(|e| e.into_inner()) = citus;
         self.ensure_reference_tables(&mut conns[0])?;
         let targets = self.targets(&mut conns[0])?;
-        let tracked = applied::tracked_schemas(&mut conns[0])?;
+        let (expected, input) = self.expected(set);
+        let tracked = heads::tracked(&mut conns[0], input.as_deref())?;
         let mut known = HashMap::new();
-        if tracked.contains(&self.shared_schema) {
+        if tracked.all.contains(&self.shared_schema) {
             known.extend(applied::read_chunk(&mut conns[0], &[&self.shared_schema])?);
         }
         let steps = set.steps();
-        // Tenant schemas are read only if some step needs them, by reader
-        // connections of their own while the steps run (half as many as the
-        // workers: reading costs the server less than migrating).
+        // Tenant schemas without a trusted recorded head are read only if
+        // some step needs them, by reader connections of their own while the
+        // steps run (half as many as the workers: reading costs the server
+        // less than migrating); the readers record what they read.
         let schemas = if steps.iter().any(|s| matches!(s, Step::Isolated(_))) {
-            tracked_targets(&targets, &tracked)
+            tracked_targets(&targets, &tracked.all, &tracked.current)
         } else {
             Vec::new()
         };
+        if self.record_heads && !schemas.is_empty() {
+            heads::forget_gone(&mut conns[0])?;
+        }
         let chunks: Vec<&[&str]> = schemas.chunks(applied::CHUNK).collect();
         let by_schema: HashMap<&str, &Target> =
             targets.iter().map(|t| (t.schema.as_str(), t)).collect();
         let connect = || self.connect();
+        let heal = self.record_heads.then_some((&tracked.oids, &*expected));
         std::thread::scope(|scope| {
             let readers = applied::readers_for(chunks.len(), self.jobs.div_ceil(2));
-            let rx = applied::spawn_readers(scope, &connect, &chunks, readers);
-            let mut applied = applied::Applied::new(tracked, known, rx, schemas.len());
+            let rx = applied::spawn_readers(scope, &connect, &chunks, readers, heal);
+            let current = (tracked.current.clone(), expected.clone());
+            let mut applied =
+                applied::Applied::new(tracked.all.clone(), known, current, rx, schemas.len());
             self.run_steps(
                 &steps,
                 &targets,
@@ -357,6 +406,7 @@ impl Migrator {
             )
         })
         .map(|mut report| {
+            report.tracking_tables_read = schemas.len();
             report.elapsed = started.elapsed();
             report
         })

@@ -37,6 +37,10 @@ pub struct Report {
     pub failures: Vec<Failure>,
     /// Steps not started because an earlier step failed.
     pub steps_skipped: usize,
+    /// Tenant schemas whose tracking table was read, because no recorded
+    /// head vouched for them (none, with nothing pending and every head
+    /// recorded).
+    pub tracking_tables_read: usize,
     /// Wall time.
     pub elapsed: Duration,
 }

@@ -43,6 +43,7 @@ impl Migrator {
                         path: &self.shared_path(None),
                         tracked: applied.is_tracked(schema),
                         one_by_one: self.on_citus(),
+                        record: false,
                     };
                     let applied = apply(&mut conns[0], target, m, on_event).and_then(|now| {
                         // On Citus, the tables isolated migrations will
@@ -137,7 +138,13 @@ impl Migrator {
         let connect = || self.connect();
         let handle = |conn: &mut PgConnection, work: Work<'w>| -> Result<(), MigrateError> {
             let path = self.shared_path(Some(&work.0.schema));
-            let done = migrate_one(conn, work, &path, self.on_citus(), on_event);
+            let done = migrate_one(
+                conn,
+                work,
+                &path,
+                (self.on_citus(), self.record_heads),
+                on_event,
+            );
             outcome
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -155,7 +162,7 @@ fn migrate_one(
     conn: &mut PgConnection,
     (target, pending, tracked): Work<'_>,
     path: &str,
-    one_by_one: bool,
+    (one_by_one, record): (bool, bool),
     on_event: &(dyn Fn(Event) + Sync),
 ) -> SchemaOutcome {
     let schema = target.schema.as_str();
@@ -168,6 +175,7 @@ fn migrate_one(
             path,
             tracked,
             one_by_one,
+            record,
         };
         match apply(conn, at, m, on_event) {
             Ok(true) => {
@@ -210,15 +218,17 @@ struct SchemaOutcome {
 /// migrations it lacks (in order), and whether its tracking table exists.
 type Work<'a> = (&'a Target, Vec<&'a Migration>, bool);
 
-/// The tenant schemas of `targets` that have a tracking table, in order.
+/// The tenant schemas of `targets` to read: those that have a tracking
+/// table and no trusted recorded head (`current`), in order.
 pub(super) fn tracked_targets<'t>(
     targets: &'t [Target],
     tracked: &BTreeSet<String>,
+    current: &BTreeSet<String>,
 ) -> Vec<&'t str> {
     targets
         .iter()
         .map(|t| t.schema.as_str())
-        .filter(|s| tracked.contains(*s))
+        .filter(|s| tracked.contains(*s) && !current.contains(*s))
         .collect()
 }
 

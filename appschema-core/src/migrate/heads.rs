@@ -1,0 +1,238 @@
+//! Recorded heads: "is anything pending?" answered from one table instead of
+//! every tenant's tracking table.
+//!
+//! Reading 10,000 tracking tables costs PostgreSQL 10,000 relation opens
+//! (about 0.6 s quietly, see the `applied` module), and that is the floor of
+//! reading them at all. So `public.appschema_heads` keeps, per schema, a
+//! digest of what its tracking table holds (md5 of its versions in byte
+//! order, joined by `,`) and the tracking table's OID:
+//!
+//! - **Written where the versions are written.** [`record_sql`] computes the
+//!   digest *from the tracking table itself*, as the last statement of the
+//!   transaction that applies a migration and inserts its tracking row; a
+//!   rollback takes the record with it. A record can therefore never claim
+//!   a version its tracking table lacks.
+//! - **Trusted only when it matches.** A schema is *current* when its record
+//!   names the same tracking table (same schema name, same OID: a table
+//!   dropped and re-created, or a schema restored or renamed by other means,
+//!   has another) and its digest is the digest of the set's isolated
+//!   versions. Everything else (no record: a schema migrated by an older
+//!   appschema or created by a template, a clone, an import; a record of
+//!   fewer versions; another table) is read as before.
+//! - **Healed by reading.** When `migrate` has to read a tracking table it
+//!   records what it read ([`heal`]), so the next run trusts it. A record
+//!   written from a read claims at most what the table held at the read;
+//!   appschema only ever adds versions, so at most what it holds now.
+//!
+//! What the record cannot see: a tracking row *deleted* by something other
+//! than appschema (diesel CLI's `migration revert` on a tenant schema, a
+//! hand-written `DELETE`). After such a change, run `migrate --recheck`
+//! ([`super::Migrator::recheck`]), which reads every tracking table and
+//! records it anew.
+
+use std::collections::{BTreeSet, HashMap};
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+
+use super::applied::Versions;
+use super::TRACKING_TABLE;
+use crate::name::{quote_ident, quote_literal};
+
+/// The table of recorded heads (appschema's own migration `0004_heads`).
+pub(crate) const HEADS_TABLE: &str = "public.appschema_heads";
+
+/// The text whose md5 is the digest of `versions`: byte order (a
+/// `BTreeSet<String>` iterates in it; PostgreSQL's `COLLATE "C"` sorts in
+/// it), joined by `,`.
+pub(super) fn digest_input<'a>(versions: impl IntoIterator<Item = &'a String>) -> String {
+    let mut out = String::new();
+    for (i, v) in versions.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(v);
+    }
+    out
+}
+
+/// The statement recording `schema`'s head from its tracking table, for the
+/// end of the transaction that changed the table. Needs [`HEADS_TABLE`].
+///
+/// On Citus (`citus`) the tracking table lives on a worker, and Citus sends
+/// any statement reading it there whole: an `INSERT … SELECT` would record
+/// the worker's OID for the table, not the coordinator's, which the check
+/// reads (and Citus refuses the digest as a subquery of `VALUES`). There the
+/// digest is read first and inserted by a second statement, in a `DO` block
+/// (one message still).
+pub(crate) fn record_sql(schema: &str, citus: bool) -> String {
+    let table = format!("{}.{TRACKING_TABLE}", quote_ident(schema));
+    let name = quote_literal(schema);
+    let oid = quote_literal(&table);
+    let digest =
+        format!("md5(coalesce(string_agg(version::text, ',' ORDER BY version COLLATE \"C\"), ''))");
+    let upsert = "ON CONFLICT (schema_name) DO UPDATE \
+            SET tracking_oid = EXCLUDED.tracking_oid, digest = EXCLUDED.digest, recorded_at = now()";
+    if citus {
+        format!(
+            "DO $appschema$ DECLARE read text; BEGIN \
+               SELECT {digest} INTO read FROM {table}; \
+               INSERT INTO {HEADS_TABLE} (schema_name, tracking_oid, digest) \
+               VALUES ({name}, {oid}::regclass, read) {upsert}; \
+             END $appschema$"
+        )
+    } else {
+        format!(
+            "INSERT INTO {HEADS_TABLE} (schema_name, tracking_oid, digest) \
+             SELECT {name}, {oid}::regclass, {digest} FROM {table} {upsert}"
+        )
+    }
+}
+
+/// The schemas with a tracking table, which of them are current (their
+/// record matches the expected digest), and their tracking tables' OIDs.
+#[derive(Debug, Default)]
+pub(super) struct Tracked {
+    /// Every schema with a tracking table.
+    pub(super) all: BTreeSet<String>,
+    /// Those whose recorded head is the expected one.
+    pub(super) current: BTreeSet<String>,
+    /// Each tracking table's OID, for [`heal`].
+    pub(super) oids: HashMap<String, i64>,
+}
+
+/// One catalog query: every schema with a tracking table and, when
+/// `expected` is given (the digest input of the isolated versions) and the
+/// heads table exists, which of them are current.
+pub(super) fn tracked(conn: &mut PgConnection, expected: Option<&str>) -> QueryResult<Tracked> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        nspname: String,
+        #[diesel(sql_type = BigInt)]
+        oid: i64,
+        #[diesel(sql_type = Bool)]
+        current: bool,
+    }
+    let rows = match expected {
+        Some(expected) if heads_installed(conn)? => diesel::sql_query(format!(
+            "SELECT n.nspname::text AS nspname, c.oid::int8 AS oid,
+                    coalesce(h.tracking_oid = c.oid AND h.digest = md5($1), false) AS current
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN {HEADS_TABLE} h ON h.schema_name = n.nspname::text
+              WHERE c.relname = '__diesel_schema_migrations' AND c.relkind IN ('r', 'p')"
+        ))
+        .bind::<Text, _>(expected)
+        .load::<Row>(conn)?,
+        _ => diesel::sql_query(
+            "SELECT n.nspname::text AS nspname, c.oid::int8 AS oid, false AS current
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relname = '__diesel_schema_migrations' AND c.relkind IN ('r', 'p')",
+        )
+        .load::<Row>(conn)?,
+    };
+    let mut out = Tracked::default();
+    for row in rows {
+        if row.current {
+            out.current.insert(row.nspname.clone());
+        }
+        out.oids.insert(row.nspname.clone(), row.oid);
+        out.all.insert(row.nspname);
+    }
+    Ok(out)
+}
+
+/// Whether [`HEADS_TABLE`] exists (a database `migrate` has not run on
+/// since appschema began recording heads has none).
+pub(super) fn heads_installed(conn: &mut PgConnection) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = Nullable<Text>)]
+        table: Option<String>,
+    }
+    Ok(diesel::sql_query(format!(
+        "SELECT to_regclass('{HEADS_TABLE}')::text AS table"
+    ))
+    .get_result::<Exists>(conn)?
+    .table
+    .is_some())
+}
+
+/// Records what a read found: each schema's versions, under the OID its
+/// tracking table had when the run began (one statement). A table since
+/// replaced has another OID, so its record will not be trusted.
+pub(super) fn heal(
+    conn: &mut PgConnection,
+    read: &[(String, Versions)],
+    oids: &HashMap<String, i64>,
+) -> QueryResult<()> {
+    let values: Vec<String> = read
+        .iter()
+        .filter_map(|(schema, versions)| {
+            let oid = oids.get(schema)?;
+            Some(format!(
+                "({}, {oid}, {})",
+                quote_literal(schema),
+                quote_literal(&digest_input(versions))
+            ))
+        })
+        .collect();
+    if values.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(format!(
+        "INSERT INTO {HEADS_TABLE} (schema_name, tracking_oid, digest)
+         SELECT s, o::oid, md5(v) FROM (VALUES {}) AS read (s, o, v)
+         ON CONFLICT (schema_name) DO UPDATE
+            SET tracking_oid = EXCLUDED.tracking_oid, digest = EXCLUDED.digest, recorded_at = now()",
+        values.join(", ")
+    ))
+    .execute(conn)
+    .map(drop)
+}
+
+/// Deletes the records of schemas that no longer have a tracking table
+/// (dropped, renamed): they could never match, and are only clutter.
+pub(super) fn forget_gone(conn: &mut PgConnection) -> QueryResult<usize> {
+    diesel::sql_query(format!(
+        "DELETE FROM {HEADS_TABLE} h
+          WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                             WHERE c.oid = h.tracking_oid AND n.nspname::text = h.schema_name)"
+    ))
+    .execute(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_input_is_the_versions_in_byte_order_joined_by_commas() {
+        let versions: Versions = ["2024-01-02-000000", "00001", "2023_x"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(digest_input(&versions), "00001,2023_x,2024-01-02-000000");
+        assert_eq!(digest_input(&Versions::new()), "");
+    }
+
+    #[test]
+    fn the_record_quotes_the_schema_everywhere() {
+        for citus in [false, true] {
+            let sql = record_sql("we\"ird'name", citus);
+            assert!(
+                sql.contains(
+                    "'we\"ird''name', '\"we\"\"ird''name\".__diesel_schema_migrations'::regclass"
+                ),
+                "{sql}"
+            );
+            assert!(
+                sql.contains("FROM \"we\"\"ird'name\".__diesel_schema_migrations"),
+                "{sql}"
+            );
+        }
+    }
+}
