@@ -384,3 +384,51 @@ fn prepare_writes_the_plan_file_and_check_refuses_it_once_a_migration_changed() 
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("is outside"), "{}", out.stderr);
 }
+
+#[test]
+fn recheck_reads_every_tracking_table_and_finds_a_version_removed_by_hand() {
+    let db = TestDb::new();
+    let dir = project();
+    add_tenants(&db, 2);
+    let out = run(cli(dir.path()).args(["migrate", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // What `diesel migration revert` run on one tenant schema does.
+    db.conn()
+        .batch_execute(
+            "DROP TABLE t1.orders;
+             DELETE FROM t1.__diesel_schema_migrations WHERE version = '20240102000000'",
+        )
+        .unwrap();
+    // The recorded head cannot see that (documented): nothing to do.
+    let out = run(cli(dir.path()).args(["migrate", "--database-url", db.url()]));
+    assert!(
+        out.stdout.contains("0 migration(s) applied"),
+        "{}",
+        out.stdout
+    );
+    let out = run(cli(dir.path())
+        .args(["status", "--json", "--recheck"])
+        .env("DATABASE_URL", db.url()));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v[0]["schema"], "t1");
+    assert_eq!(v[0]["pending"][0], "2024-01-02-000000_orders");
+    let out = run(cli(dir.path()).args(["migrate", "--recheck", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("1 schema(s) migrated, 1 migration(s) applied"),
+        "{}",
+        out.stdout
+    );
+    // Recorded anew: trusted again.
+    let out = run(cli(dir.path())
+        .args(["status", "--json"])
+        .env("DATABASE_URL", db.url()));
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["pending"].as_array().unwrap().is_empty()));
+}
