@@ -3,10 +3,18 @@
 //! no library in between: the bare ALTER statements in autocommit, and the
 //! ALTER plus diesel's tracking row per tenant in one transaction each.
 //!
+//! A run with nothing pending is measured three ways: trusting the heads
+//! recorded in `appschema_heads` (the default), with `--recheck` (reading
+//! every tracking table, as every run did before heads were recorded), and
+//! the first run after tenants were made without records (it reads every
+//! tracking table and records them). The ADD COLUMN rotation also runs the
+//! CLI with `--no-record-heads`, for what recording costs a real migration.
+//!
 //! ```sh
 //! cargo build --release -p appschema-cli
 //! cargo run --release --example bench_migrate            # 1000 and 10000 tenants
 //! cargo run --release --example bench_migrate -- 1000    # one size
+//! cargo run --release --example bench_migrate -- 100000 --noop-only
 //! ```
 //! Measures the real CLI binary (`target/release/appschema-cli`) under
 //! `/usr/bin/time -v` for its peak memory.
@@ -35,13 +43,14 @@ fn main() {
         Some(n) => vec![n.parse().expect("tenant count")],
         None => vec![1000, 10_000],
     };
+    let noop_only = std::env::args().any(|a| a == "--noop-only");
     let cli = cli_path();
     println!(
         "| tenants | measurement | time | tenants/s | vs baseline 1 | vs baseline 2 | CLI peak RSS |"
     );
     println!("|---|---|---|---|---|---|---|");
     for n in sizes {
-        bench(n, &cli);
+        bench(n, &cli, noop_only);
     }
 }
 
@@ -57,7 +66,7 @@ fn cli_path() -> PathBuf {
     path
 }
 
-fn bench(n: usize, cli: &Path) {
+fn bench(n: usize, cli: &Path, noop_only: bool) {
     let db = appschema_tempdb::TestDb::new();
     let mut conn = PgConnection::establish(db.url()).unwrap();
     let project = tempfile::tempdir().unwrap();
@@ -89,22 +98,66 @@ fn bench(n: usize, cli: &Path) {
         started.elapsed().as_secs_f64()
     );
 
-    // 1. Nothing pending: the median of `rounds` runs.
+    // 1. Nothing pending. First the run an upgrade meets: no head recorded
+    // yet (the tenants were made by hand), so it reads every tracking table
+    // and records them. Then, in rotation, `rounds` runs each: trusting the
+    // records (the CLI, and the library call alone: the database's share
+    // with no process start or planning), and `--recheck`.
+    let (first, _) = run_cli(cli, root, db.url(), 4, &[]);
+    row(
+        n,
+        "migrate, nothing pending, first run: no head recorded yet (reads all, records)",
+        first,
+        None,
+        None,
+    );
+    let set = appschema::MigrationSet::from_parts([("0001", appschema::Scope::Isolated, CREATE)]);
     let rounds = rounds_for(n);
     let mut pending = Vec::new();
+    let mut library = Vec::new();
+    let mut recheck = Vec::new();
     let mut rss_max = 0.0f64;
+    let mut recheck_rss = 0.0f64;
     for _ in 0..rounds {
-        let (secs, rss) = run_cli(cli, root, db.url(), 4);
+        let (secs, rss) = run_cli(cli, root, db.url(), 4, &[]);
         pending.push(secs);
         rss_max = rss_max.max(rss.unwrap_or(0.0));
+        let started = Instant::now();
+        let report = appschema::migrate::Migrator::new(db.url())
+            .jobs(4)
+            .migrate(&set, &|_| {})
+            .unwrap();
+        library.push(started.elapsed().as_secs_f64());
+        assert_eq!(report.migrations_applied, 0);
+        assert_eq!(report.tracking_tables_read, 0, "every head recorded");
+        let (secs, rss) = run_cli(cli, root, db.url(), 4, &["--recheck"]);
+        recheck.push(secs);
+        recheck_rss = recheck_rss.max(rss.unwrap_or(0.0));
     }
     row(
         n,
-        "migrate, nothing pending (--jobs 4)",
+        "migrate, nothing pending (--jobs 4): recorded heads",
         median(&mut pending),
         None,
         Some(rss_max),
     );
+    row(
+        n,
+        "the same, library call only (`Migrator::migrate`, no process, no planning)",
+        median(&mut library),
+        None,
+        None,
+    );
+    row(
+        n,
+        "migrate, nothing pending (--jobs 4) --recheck: reads every tracking table",
+        median(&mut recheck),
+        None,
+        Some(recheck_rss),
+    );
+    if noop_only {
+        return;
+    }
 
     // 2. One ADD COLUMN: the two baselines, then the CLI with each of JOBS,
     // each `rounds` times in rotation (undone after each), so machine noise
@@ -114,6 +167,7 @@ fn bench(n: usize, cli: &Path) {
     let mut recorded = Vec::new();
     let mut cli_runs: [Vec<f64>; JOBS.len()] = Default::default();
     let mut cli_rss = [0.0f64; JOBS.len()];
+    let mut unrecorded = Vec::new();
     let migration = root.join("migrations/0002_order_note");
     for _ in 0..rounds {
         // Each baseline opens its own connection, timed, as the CLI does:
@@ -148,7 +202,7 @@ fn bench(n: usize, cli: &Path) {
 
         write_migration(root, "0002_order_note", ALTER);
         for (i, jobs) in JOBS.into_iter().enumerate() {
-            let (secs, rss) = run_cli(cli, root, db.url(), jobs);
+            let (secs, rss) = run_cli(cli, root, db.url(), jobs, &[]);
             cli_runs[i].push(secs);
             cli_rss[i] = cli_rss[i].max(rss.unwrap_or(0.0));
             let mut check = PgConnection::establish(db.url()).unwrap();
@@ -159,6 +213,9 @@ fn bench(n: usize, cli: &Path) {
             );
             undo(&mut conn, &schemas);
         }
+        let (secs, _) = run_cli(cli, root, db.url(), 4, &["--no-record-heads"]);
+        unrecorded.push(secs);
+        undo(&mut conn, &schemas);
         std::fs::remove_dir_all(&migration).unwrap();
     }
     let baseline = median(&mut bare);
@@ -186,6 +243,19 @@ fn bench(n: usize, cli: &Path) {
             Some(cli_rss[i]),
         );
     }
+    let with_heads = cli_runs[JOBS.len() - 1].clone();
+    let unrecorded = median(&mut unrecorded);
+    row(
+        n,
+        "migrate ADD COLUMN, --jobs 4 --no-record-heads (what recording costs)",
+        unrecorded,
+        Some((baseline, recorded)),
+        None,
+    );
+    println!(
+        "\n{n} tenants: ADD COLUMN with heads recorded ÷ without, --jobs 4: {:.3} (time ratio; 1.0 = free)\n",
+        median(&mut with_heads.clone()) / unrecorded
+    );
 }
 
 /// The `--jobs` values measured (this machine has 2 cores).
@@ -222,13 +292,20 @@ fn count_missing(conn: &mut PgConnection, n: usize) -> i64 {
     n as i64 - have.c
 }
 
-/// Drops the new column and its tracking row in every tenant.
+/// Drops the new column and its tracking row in every tenant, and puts
+/// each recorded head back to what it was before (only `0001`): a tracking
+/// row deleted by hand is what recorded heads cannot see.
 fn undo(conn: &mut PgConnection, schemas: &[String]) {
     undo_with(conn, schemas, |s| {
         format!(
             "ALTER TABLE {s}.orders DROP COLUMN note; DELETE FROM {s}.__diesel_schema_migrations WHERE version = '0002';"
         )
-    })
+    });
+    // And vacuumed, as autovacuum would between two deploys: the rotation
+    // rewrites every record several times a minute.
+    conn.batch_execute("UPDATE public.appschema_heads SET digest = md5('0001')")
+        .unwrap();
+    conn.batch_execute("VACUUM public.appschema_heads").unwrap();
 }
 
 /// Drops the new column in every tenant (baseline 1 records nothing).
@@ -251,8 +328,9 @@ fn write_migration(root: &Path, name: &str, up: &str) {
     std::fs::write(d.join("up.sql"), up).unwrap();
 }
 
-/// Runs the CLI under `/usr/bin/time -v`: (wall seconds, peak RSS in MB).
-fn run_cli(cli: &Path, root: &Path, url: &str, jobs: usize) -> (f64, Option<f64>) {
+/// Runs the CLI's `migrate` (with `extra` arguments) under `/usr/bin/time
+/// -v`: (wall seconds, peak RSS in MB).
+fn run_cli(cli: &Path, root: &Path, url: &str, jobs: usize, extra: &[&str]) -> (f64, Option<f64>) {
     let started = Instant::now();
     let out = std::process::Command::new("/usr/bin/time")
         .arg("-v")
@@ -264,6 +342,7 @@ fn run_cli(cli: &Path, root: &Path, url: &str, jobs: usize) -> (f64, Option<f64>
             "--database-url",
             url,
         ])
+        .args(extra)
         .current_dir(root)
         .output()
         .expect("/usr/bin/time");

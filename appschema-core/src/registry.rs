@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS public.appschema_heads (
     tracking_oid oid         NOT NULL,
     digest       text        NOT NULL,
     recorded_at  timestamptz NOT NULL DEFAULT now()
-);
+) WITH (fillfactor = 50);
 COMMENT ON TABLE public.appschema_heads IS
     'appschema: per schema, the md5 of its __diesel_schema_migrations versions (byte order, comma-joined) and that table''s OID, written with each migration; migrate trusts a row only when both still match';",
     ),

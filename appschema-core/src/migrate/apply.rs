@@ -174,22 +174,19 @@ pub(super) struct ApplyTarget<'a> {
     /// On Citus: run the statements one by one (see
     /// [`crate::citus::execute_script`]).
     pub(super) one_by_one: bool,
-    /// Record the schema's head with the tracking row (see the `heads`
-    /// module): tenant schemas, unless a benchmark turned it off.
-    pub(super) record: bool,
+    /// Record, with the tracking row, that the schema then holds these
+    /// versions (a digest input, see the `heads` module): tenant schemas,
+    /// unless a benchmark turned recording off.
+    pub(super) record: Option<&'a str>,
 }
 
 impl ApplyTarget<'_> {
     /// The statement (with its `;` and a line break) recording the head, or
     /// nothing.
     fn record_sql(&self) -> String {
-        if self.record {
-            format!(
-                "{};\n",
-                super::heads::record_sql(self.schema, self.one_by_one)
-            )
-        } else {
-            String::new()
+        match self.record {
+            Some(input) => format!("{};\n", super::heads::record_sql(self.schema, input)),
+            None => String::new(),
         }
     }
 }

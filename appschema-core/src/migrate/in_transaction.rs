@@ -78,7 +78,7 @@ pub fn migrate_schema_in_transaction(
         key = lock_key(schema.as_str()),
         path = quote_literal(&format!("{qs}, public")),
     ))?;
-    let applied: BTreeSet<String> = diesel::sql_query(format!(
+    let mut applied: BTreeSet<String> = diesel::sql_query(format!(
         "SELECT version::text AS version FROM {qs}.{TRACKING_TABLE}"
     ))
     .load::<Version>(conn)?
@@ -86,7 +86,11 @@ pub fn migrate_schema_in_transaction(
     .map(|v| v.version)
     .collect();
     let mut count = 0;
-    for m in set.isolated().filter(|m| !applied.contains(m.version())) {
+    let pending: Vec<_> = set
+        .isolated()
+        .filter(|m| !applied.contains(m.version()))
+        .collect();
+    for m in pending {
         let sql = m
             .new_schema_sql()
             .ok_or_else(|| MigrateError::NotTransactional(m.name().to_string()))?;
@@ -104,6 +108,7 @@ pub fn migrate_schema_in_transaction(
             version: m.version().to_string(),
             message: db_message(&e),
         })?;
+        applied.insert(m.version().to_string());
         count += 1;
     }
     // The schema's head, recorded in this transaction (see the `heads`
@@ -113,7 +118,7 @@ pub fn migrate_schema_in_transaction(
     let record = if previous.heads {
         format!(
             "{};\n",
-            super::heads::record_sql(schema.as_str(), previous.citus)
+            super::heads::record_sql(schema.as_str(), &super::heads::digest_input(&applied))
         )
     } else {
         String::new()

@@ -43,7 +43,7 @@ impl Migrator {
                         path: &self.shared_path(None),
                         tracked: applied.is_tracked(schema),
                         one_by_one: self.on_citus(),
-                        record: false,
+                        record: None,
                     };
                     let applied = apply(&mut conns[0], target, m, on_event).and_then(|now| {
                         // On Citus, the tables isolated migrations will
@@ -157,10 +157,14 @@ impl Migrator {
 }
 
 /// Applies one schema's pending migrations of a step in order, stopping at
-/// the first failure, and reports the schema's end (done or failed).
+/// the first failure, and reports the schema's end (done or failed). With
+/// `record`, the last migration's transaction records the schema's head:
+/// the versions it was read to hold plus those applied since (a run that
+/// stops earlier leaves the previous record, which claims less: the next
+/// run reads the schema).
 fn migrate_one(
     conn: &mut PgConnection,
-    (target, pending, tracked): Work<'_>,
+    (target, pending, done): Work<'_>,
     path: &str,
     (one_by_one, record): (bool, bool),
     on_event: &(dyn Fn(Event) + Sync),
@@ -168,14 +172,18 @@ fn migrate_one(
     let schema = target.schema.as_str();
     let mut applied = 0;
     let mut failure = None;
-    let mut tracked = tracked;
-    for m in pending {
+    let mut tracked = done.is_some();
+    let mut holds = done.unwrap_or_default();
+    let last = pending.len().saturating_sub(1);
+    for (i, m) in pending.into_iter().enumerate() {
+        holds.insert(m.version().to_string());
+        let input = (record && i == last).then(|| super::heads::digest_input(&holds));
         let at = ApplyTarget {
             schema,
             path,
             tracked,
             one_by_one,
-            record,
+            record: input.as_deref(),
         };
         match apply(conn, at, m, on_event) {
             Ok(true) => {
@@ -215,8 +223,9 @@ struct SchemaOutcome {
 }
 
 /// One schema's work in an isolated step: the schema, the step's
-/// migrations it lacks (in order), and whether its tracking table exists.
-type Work<'a> = (&'a Target, Vec<&'a Migration>, bool);
+/// migrations it lacks (in order), and the versions its tracking table was
+/// read to hold (`None`: it has no tracking table).
+type Work<'a> = (&'a Target, Vec<&'a Migration>, Option<applied::Versions>);
 
 /// The tenant schemas of `targets` to read: those that have a tracking
 /// table and no trusted recorded head (`current`), in order.
@@ -259,11 +268,11 @@ impl<'a, 'r> Dispatch<'a, 'r> {
         for t in targets {
             let schema = t.schema.as_str();
             if !applied.is_tracked(schema) {
-                queue.push_back((t, run.iter().collect(), false));
+                queue.push_back((t, run.iter().collect(), None));
             } else if let Some(done) = applied.get(schema) {
                 let pending = pending_of(run, done);
                 if !pending.is_empty() {
-                    queue.push_back((t, pending, true));
+                    queue.push_back((t, pending, Some(done.clone())));
                 }
             }
         }
@@ -338,7 +347,7 @@ impl<'a, 'r> Dispatch<'a, 'r> {
             };
             let pending = pending_of(self.run, done);
             if !pending.is_empty() {
-                self.queue.push_back((target, pending, true));
+                self.queue.push_back((target, pending, Some(done.clone())));
             } else if self.started {
                 on_event(Event::SchemaDone {
                     schema: name,
