@@ -37,6 +37,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod maintain;
 mod pool;
 mod provision;
 mod switch;
