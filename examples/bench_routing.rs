@@ -305,7 +305,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let server = appschema_tempdb::Server::from_env_or_start()?;
     let url = server.url();
     let rt = tokio::runtime::Runtime::new()?;
-    let running = rt.block_on(app::start(&url, 0))?;
+    let running = rt.block_on(app::start(&url, 0, app::Mode::Blocking))?;
 
     // 100 tenants with 5 projects each, 2 tasks per project.
     let mut conn = PgConnection::establish(&url)?;
