@@ -3,6 +3,16 @@
 //! the running app). Its tables are in `schema.rs`, the schema source the
 //! migration planner reads: its `#[appschema::shared]` /
 //! `#[appschema::isolated]` modules decide each migration's scope.
+//!
+//! Every route is served on one of two paths ([`Mode`]), by the same
+//! handlers: each runs the same diesel query builders (module `q`) either
+//! on an r2d2 connection on tokio's blocking pool (`CurrentTenant::run`)
+//! or, with the `async` feature, on a diesel-async connection awaited on
+//! the request's task (`CurrentTenant::conn`, module `on_async`).
+
+// The handlers' `'run: { <async path, `break 'run`> <blocking path> }`
+// blocks: without the `async` feature only the blocking path is left.
+#![cfg_attr(not(feature = "async"), allow(unused_labels))]
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -36,6 +36,7 @@ feature and pass --async:
 fn parse_args() -> Result<(u16, app::Mode), String> {
     let mut args = std::env::args().skip(1);
     let mut port = None;
+    #[cfg_attr(not(feature = "async"), allow(unused_mut))]
     let mut mode = app::Mode::Blocking;
     while let Some(arg) = args.next() {
         let value = match arg.as_str() {
@@ -56,7 +57,7 @@ fn parse_args() -> Result<(u16, app::Mode), String> {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+            other => return Err(format!("unknown argument `{other}`: see --help")),
         };
         port = Some(value);
     }
