@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use appschema_async::AsyncSharedPool;
@@ -46,16 +45,19 @@ async fn pid(conn: &mut AsyncPgConnection) -> i32 {
         .pid
 }
 
-/// Polls `check` until it answers `Some`, for at most a minute (a broken
-/// pool then fails the test, naming `what`, instead of hanging it).
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
+/// Polls the server until `done`, given the pool's backends and the pool,
+/// answers `Some`; for at most a minute (a broken pool then fails the test,
+/// naming `what`, instead of hanging it).
+async fn until<T>(
+    admin: &mut AsyncPgConnection,
+    pool: &AsyncSharedPool,
+    what: &str,
+    mut done: impl FnMut(&BTreeSet<i32>, &AsyncSharedPool) -> Option<T>,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(value) = check().await {
+        let now = backends(admin).await;
+        if let Some(value) = done(&now, pool) {
             return value;
         }
         assert!(Instant::now() < deadline, "never happened: {what}");
@@ -63,12 +65,18 @@ where
     }
 }
 
-/// Waits until exactly `n` backends of the pool are connected; returns them.
-async fn until_backends(admin: &mut AsyncPgConnection, n: usize, what: &str) -> BTreeSet<i32> {
-    let admin = std::cell::RefCell::new(admin);
-    eventually(what, || async {
-        let now = backends(&mut admin.borrow_mut()).await;
-        (now.len() == n).then_some(now)
+/// Waits until exactly `n` backends of the pool are connected, and the
+/// pool counts `n` connections; returns the backends.
+async fn until_backends(
+    admin: &mut AsyncPgConnection,
+    pool: &AsyncSharedPool,
+    n: usize,
+    what: &str,
+) -> BTreeSet<i32> {
+    // A backend shows before the pool counts it (still being set up), and
+    // the pool forgets a connection before its backend is gone.
+    until(admin, pool, what, |now, pool| {
+        (now.len() == n && pool.status().size == n).then(|| now.clone())
     })
     .await
 }
@@ -83,20 +91,21 @@ fn setup() -> TestDb {
 async fn min_idle_connections_are_opened_ahead_and_refilled_when_checked_out() {
     let db = setup();
     let mut admin = AsyncPgConnection::establish(db.url()).await.unwrap();
-    until_backends(&mut admin, 0, "the set-up's connection closed").await;
     let pool = AsyncSharedPool::builder(db.url())
         .max_size(5)
         .min_idle(3)
         .build()
         .unwrap();
     // No checkout yet: the pool's own task opened them.
-    let admin = std::cell::RefCell::new(&mut admin);
-    let ahead = eventually("min_idle opened 3 connections", || async {
-        // A backend shows before the pool counts it (still being set up).
-        let now = backends(&mut admin.borrow_mut()).await;
-        let status = pool.status();
-        (now.len() == 3 && status.size == 3 && status.available == 3).then_some(now)
-    })
+    let ahead = until(
+        &mut admin,
+        &pool,
+        "min_idle opened 3 connections",
+        |now, pool| {
+            let status = pool.status();
+            (now.len() == 3 && status.size == 3 && status.available == 3).then(|| now.clone())
+        },
+    )
     .await;
 
     // Two of them busy: the pool tops up to three idle, within max_size.
@@ -107,11 +116,7 @@ async fn min_idle_connections_are_opened_ahead_and_refilled_when_checked_out() {
         busy.is_subset(&ahead),
         "checkouts took the connections opened ahead"
     );
-    let now = eventually("a refill up to max_size", || async {
-        let now = backends(&mut admin.borrow_mut()).await;
-        (now.len() == 5 && pool.status().size == 5).then_some(now)
-    })
-    .await;
+    let now = until_backends(&mut admin, &pool, 5, "a refill up to max_size").await;
     assert!(now.is_superset(&ahead));
     drop((a, b));
     // Never more than max_size, and nothing closes the five (no timeout hit).
@@ -141,9 +146,14 @@ async fn idle_connections_beyond_min_idle_are_closed_after_idle_timeout() {
     assert_eq!(used.len(), 4);
     drop(burst);
     // Three closed; the one kept is one of the burst's, not a new one.
-    let kept = until_backends(&mut admin, 1, "idle connections closed down to min_idle").await;
+    let kept = until_backends(
+        &mut admin,
+        &pool,
+        1,
+        "idle connections closed down to min_idle",
+    )
+    .await;
     assert!(kept.is_subset(&used), "{kept:?} not among {used:?}");
-    assert_eq!(pool.status().size, 1);
     let mut conn = pool.get_for(&tenant(1)).await.unwrap();
     assert!(kept.contains(&pid(&mut conn).await));
 }
@@ -159,10 +169,9 @@ async fn idle_timeout_without_min_idle_closes_every_idle_connection() {
         .unwrap();
     let a = pool.get_for(&tenant(0)).await.unwrap();
     let b = pool.get_for(&tenant(1)).await.unwrap();
-    until_backends(&mut admin, 2, "two connections open").await;
+    until_backends(&mut admin, &pool, 2, "two connections open").await;
     drop((a, b));
-    until_backends(&mut admin, 0, "both idle connections closed").await;
-    assert_eq!(pool.status().size, 0);
+    until_backends(&mut admin, &pool, 0, "both idle connections closed").await;
     // The pool still works: a checkout opens a new one.
     let mut conn = pool.get_for(&tenant(0)).await.unwrap();
     assert_eq!(
@@ -188,13 +197,14 @@ async fn connections_older_than_max_lifetime_are_replaced_and_switched_at_checko
         pid(&mut conn).await
     };
     // Both replaced by younger ones, opened by the pool's task (min_idle).
-    let admin = std::cell::RefCell::new(&mut admin);
-    let original = backends(&mut admin.borrow_mut()).await;
+    let original = backends(&mut admin).await;
     assert!(original.contains(&first));
-    eventually("every connection replaced after max_lifetime", || async {
-        let now = backends(&mut admin.borrow_mut()).await;
-        (now.len() == 2 && now.is_disjoint(&original)).then_some(())
-    })
+    until(
+        &mut admin,
+        &pool,
+        "every connection replaced after max_lifetime",
+        |now, _| (now.len() == 2 && now.is_disjoint(&original)).then_some(()),
+    )
     .await;
     // A replacement is on the tenant's path only because the checkout
     // switches it, like every connection: opened ahead, it is on the
