@@ -22,12 +22,15 @@ struct Pid {
     pid: i32,
 }
 
-/// The backends connected to the test's database, other than `admin`'s.
+/// The backends connected to the test's database, other than `admin`'s
+/// (and, on a Citus coordinator, other than the connections Citus opens to
+/// it itself).
 async fn backends(admin: &mut AsyncPgConnection) -> BTreeSet<i32> {
     diesel::sql_query(
         "SELECT pid FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid() \
-         AND backend_type = 'client backend'",
+         AND backend_type = 'client backend' \
+         AND application_name NOT LIKE 'citus%'",
     )
     .load::<Pid>(admin)
     .await
