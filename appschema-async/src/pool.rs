@@ -11,6 +11,10 @@
 //! connection out: the recycle hook sends nothing, and the switch is the
 //! checkout's only round trip, as on the sync pool, where it replaces
 //! r2d2's `SELECT 1`.
+//!
+//! What deadpool leaves out of a pool's upkeep (an idle minimum, closing
+//! idle and old connections: r2d2's reaper), one task per pool does, with
+//! deadpool's public API (`maintain.rs` says how).
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
