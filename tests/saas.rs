@@ -400,6 +400,33 @@ fn a_tenant_dropped_through_the_library_stops_resolving_at_once(mode: Mode) {
     f.running.stop();
 }
 
+/// With no spare schema left, sign-up still succeeds: the schema is built
+/// (from the template or by the migrations; on the async path, where
+/// claiming a spare answered "none", on a blocking thread), with its account
+/// row, and the tenant is served at once.
+fn a_sign_up_with_no_spare_left_builds_the_schema(mode: Mode) {
+    let db = TestDatabase::builder(&MIGRATIONS).build();
+    let f = serve(db, mode);
+    let addr = f.addr();
+    let (status, body) = post(
+        addr,
+        "localhost",
+        "/signup",
+        r#"{"name":"initech","plan":"pro"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let signed_up: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(signed_up["built_from"], "spare", "{body}");
+    let (status, body) = get(addr, "initech.localhost", "/api/account");
+    assert_eq!(status, 200, "{body}");
+    let account: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(account["plan"]["name"], "pro");
+    assert_eq!(
+        post(addr, "localhost", "/signup", r#"{"name":"initech"}"#).0,
+        409
+    );
+}
+
 /// On the async path, requests never wait for the blocking pool: here its
 /// only connection is held for the whole test, with a one-second checkout
 /// timeout, so a request that used it (a tenant query, a sign-up that
@@ -476,4 +503,5 @@ on_both_paths!(
     an_unknown_host_gets_404_and_no_tenant_data,
     host_header_tricks_never_reach_another_tenant,
     a_tenant_dropped_through_the_library_stops_resolving_at_once,
+    a_sign_up_with_no_spare_left_builds_the_schema,
 );
