@@ -243,3 +243,43 @@ async fn whoami(conn: &mut AsyncPgConnection) -> (Option<String>, String) {
         .unwrap();
     (schema, marker)
 }
+
+/// `build` outside a runtime cannot start the pool's task: the first
+/// checkout does; and once that runtime is gone (its connections with it),
+/// a checkout on a new runtime starts the task again, which reopens the
+/// idle minimum there.
+#[test]
+fn a_pool_built_outside_a_runtime_starts_its_upkeep_at_the_first_checkout() {
+    let db = setup();
+    let pool = AsyncSharedPool::builder(db.url())
+        .max_size(3)
+        .min_idle(2)
+        .build()
+        .unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let mut before = BTreeSet::new();
+    for round in 0..2 {
+        let rt = runtime();
+        before = rt.block_on(async {
+            let mut admin = AsyncPgConnection::establish(db.url()).await.unwrap();
+            drop(pool.get_for(&tenant(0)).await.unwrap());
+            // The checkout's connection, and one more opened by the task,
+            // both new: the previous runtime's are closed.
+            until(
+                &mut admin,
+                &pool,
+                &format!("min_idle reached after the checkout (round {round})"),
+                |now, _| (now.len() == 2 && now.is_disjoint(&before)).then(|| now.clone()),
+            )
+            .await
+        });
+        // The task ends with its runtime, and so do the connections.
+        drop(rt);
+    }
+}
