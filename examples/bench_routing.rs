@@ -174,56 +174,21 @@ fn serve(rt: &tokio::runtime::Runtime, router: Router) -> Result<u16, std::io::E
 #[cfg(feature = "async")]
 mod asynchronous {
     use super::{app, schema_for, HostMap};
-    use app::{Plan, Project, Task};
+    use app::Project;
     use appschema::async_pool::AsyncSharedPool;
     use appschema::axum::{TenantConn, TenantDbError};
     use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode};
     use axum::response::Html;
     use axum::Json;
-    use diesel::prelude::*;
     use diesel_async::pooled_connection::deadpool::Pool;
     use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
     pub type PlainAsyncPool = Pool<AsyncPgConnection>;
 
-    pub async fn load_projects(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Project>> {
-        use app::tenant::projects;
-        projects::table
-            .order(projects::id)
-            .select(Project::as_select())
-            .load(conn)
-            .await
-    }
-
-    /// `app::page_data`, on diesel-async: the same three queries.
-    pub async fn page_data(conn: &mut AsyncPgConnection) -> QueryResult<app::PageData> {
-        use app::shared::plans;
-        use app::tenant::{account, projects, tasks};
-        let (account, plan) = account::table
-            .inner_join(plans::table)
-            .select((account::display_name, Plan::as_select()))
-            .first(conn)
-            .await?;
-        let rows: Vec<(Project, Option<Task>)> = projects::table
-            .left_join(tasks::table)
-            .order((projects::id, tasks::id.nullable()))
-            .select((Project::as_select(), Option::<Task>::as_select()))
-            .load(conn)
-            .await?;
-        let all_plans = plans::table
-            .order(plans::id)
-            .select(Plan::as_select())
-            .load(conn)
-            .await?;
-        Ok(app::PageData {
-            account,
-            plan,
-            rows,
-            all_plans,
-        })
-    }
+    /// The saas app's own async path: the same queries as its blocking one.
+    pub use app::on_async::{page_data, projects as load_projects};
 
     pub async fn routed_projects(
         TenantConn(tenant, mut conn): TenantConn,
@@ -305,7 +270,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let server = appschema_tempdb::Server::from_env_or_start()?;
     let url = server.url();
     let rt = tokio::runtime::Runtime::new()?;
-    let running = rt.block_on(app::start(&url, 0))?;
+    let running = rt.block_on(app::start(&url, 0, app::Mode::Blocking))?;
 
     // 100 tenants with 5 projects each, 2 tasks per project.
     let mut conn = PgConnection::establish(&url)?;

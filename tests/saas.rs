@@ -5,6 +5,11 @@
 //! Each test's database comes from `appschema-test`, the harness applications
 //! use for their own tests: migrated, with spares (and, where a test asks,
 //! tenants) ready, its pools handed to the app.
+//!
+//! Every test body takes the path the app serves on, and runs once per
+//! path (`on_both_paths!`): `blocking::…` (r2d2, `CurrentTenant::run`) and,
+//! with the `async` feature, `on_async::…` (diesel-async, awaited on the
+//! request's task), with the same requests and the same expected answers.
 
 #[path = "../examples/saas/app.rs"]
 #[allow(dead_code)]
@@ -15,6 +20,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use app::Mode;
 use appschema::provision::{drop_tenant, DropMode};
 use appschema::{MigrationSet, PublicName};
 use appschema_test::TestDatabase;
@@ -112,8 +118,15 @@ impl Fixture {
     }
 }
 
-/// The app served over `db`'s pools, as `main` serves it over its own.
-fn serve(db: TestDatabase) -> Fixture {
+/// The app served over `db`'s pools on `mode`'s path, as `main` serves it
+/// over its own.
+fn serve(db: TestDatabase, mode: Mode) -> Fixture {
+    let pool = db.pool().clone();
+    serve_with(db, mode, pool)
+}
+
+/// [`serve`], the blocking work on `pool`.
+fn serve_with(db: TestDatabase, mode: Mode, pool: appschema::SharedPool) -> Fixture {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -121,12 +134,15 @@ fn serve(db: TestDatabase) -> Fixture {
         .unwrap();
     let running = rt
         .block_on(app::serve(
-            db.pool().clone(),
+            mode,
+            db.url(),
+            pool,
             db.registry_pool().clone(),
             Arc::clone(db.migrations()),
             0,
         ))
         .unwrap();
+    assert_eq!(running.state.mode(), mode);
     Fixture {
         db,
         running,
@@ -134,12 +150,12 @@ fn serve(db: TestDatabase) -> Fixture {
     }
 }
 
-fn two_tenants() -> Fixture {
+fn two_tenants(mode: Mode) -> Fixture {
     let db = TestDatabase::builder(&MIGRATIONS)
         .spares(app::SPARES)
         .pool_size(8)
         .build();
-    let fixture = serve(db);
+    let fixture = serve(db, mode);
     let addr = fixture.addr();
     let signups = std::thread::scope(|s| {
         let a = s.spawn(|| post(addr, "localhost", "/signup", r#"{"name":"acme"}"#));
@@ -172,8 +188,7 @@ fn two_tenants() -> Fixture {
     fixture
 }
 
-#[test]
-fn tenants_made_by_the_harness_are_served_by_host_name() {
+fn tenants_made_by_the_harness_are_served_by_host_name(mode: Mode) {
     let hosts = ["acme.localhost", "globex.localhost", "initech.localhost"];
     let db = TestDatabase::builder(&MIGRATIONS).tenants(hosts).build();
     // Seed each tenant's rows straight through the harness's connections.
@@ -183,7 +198,7 @@ fn tenants_made_by_the_harness_are_served_by_host_name() {
             .execute(&mut *db.conn_for(host))
             .unwrap();
     }
-    let f = serve(db);
+    let f = serve(db, mode);
     for host in hosts {
         let (status, body) = get(f.addr(), host, "/api/projects");
         assert_eq!(status, 200, "{host}: {body}");
@@ -192,9 +207,8 @@ fn tenants_made_by_the_harness_are_served_by_host_name() {
     assert_eq!(get(f.addr(), "nobody.localhost", "/api/projects").0, 404);
 }
 
-#[test]
-fn two_tenants_signed_up_concurrently_each_see_only_their_own_rows() {
-    let f = two_tenants();
+fn two_tenants_signed_up_concurrently_each_see_only_their_own_rows(mode: Mode) {
+    let f = two_tenants(mode);
     let addr = f.addr();
     let (status, body) = get(addr, "acme.localhost", "/api/projects");
     assert_eq!(status, 200);
@@ -261,9 +275,8 @@ fn two_tenants_signed_up_concurrently_each_see_only_their_own_rows() {
     );
 }
 
-#[test]
-fn signing_up_a_taken_or_invalid_name_is_refused() {
-    let f = two_tenants();
+fn signing_up_a_taken_or_invalid_name_is_refused(mode: Mode) {
+    let f = two_tenants(mode);
     let addr = f.addr();
     assert_eq!(
         post(addr, "localhost", "/signup", r#"{"name":"acme"}"#).0,
@@ -290,9 +303,8 @@ fn signing_up_a_taken_or_invalid_name_is_refused() {
     );
 }
 
-#[test]
-fn an_unknown_host_gets_404_and_no_tenant_data() {
-    let f = two_tenants();
+fn an_unknown_host_gets_404_and_no_tenant_data(mode: Mode) {
+    let f = two_tenants(mode);
     let addr = f.addr();
     for host in [
         "nobody.localhost",
@@ -310,9 +322,8 @@ fn an_unknown_host_gets_404_and_no_tenant_data() {
     assert_eq!(http(addr, "GET", "/api/projects", None, None).0, 400);
 }
 
-#[test]
-fn host_header_tricks_never_reach_another_tenant() {
-    let f = two_tenants();
+fn host_header_tricks_never_reach_another_tenant(mode: Mode) {
+    let f = two_tenants(mode);
     let addr = f.addr();
     let long = format!("{}.acme.localhost", "a".repeat(5000));
     let cases: Vec<(Vec<u8>, u16)> = vec![
@@ -367,9 +378,8 @@ fn host_header_tricks_never_reach_another_tenant() {
     );
 }
 
-#[test]
-fn a_tenant_dropped_through_the_library_stops_resolving_at_once() {
-    let f = two_tenants();
+fn a_tenant_dropped_through_the_library_stops_resolving_at_once(mode: Mode) {
+    let f = two_tenants(mode);
     let addr = f.addr();
     // Cached as resolved by now.
     assert_eq!(get(addr, "globex.localhost", "/api/projects").0, 200);
@@ -389,3 +399,109 @@ fn a_tenant_dropped_through_the_library_stops_resolving_at_once() {
     assert_eq!(get(addr, "acme.localhost", "/api/projects").0, 200);
     f.running.stop();
 }
+
+/// With no spare schema left, sign-up still succeeds: the schema is built
+/// (from the template or by the migrations; on the async path, where
+/// claiming a spare answered "none", on a blocking thread), with its account
+/// row, and the tenant is served at once.
+fn a_sign_up_with_no_spare_left_builds_the_schema(mode: Mode) {
+    let db = TestDatabase::builder(&MIGRATIONS).build();
+    let f = serve(db, mode);
+    let addr = f.addr();
+    let (status, body) = post(
+        addr,
+        "localhost",
+        "/signup",
+        r#"{"name":"initech","plan":"pro"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let signed_up: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(signed_up["built_from"], "spare", "{body}");
+    let (status, body) = get(addr, "initech.localhost", "/api/account");
+    assert_eq!(status, 200, "{body}");
+    let account: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(account["plan"]["name"], "pro");
+    assert_eq!(
+        post(addr, "localhost", "/signup", r#"{"name":"initech"}"#).0,
+        409
+    );
+}
+
+/// On the async path, requests never wait for the blocking pool: here its
+/// only connection is held for the whole test, with a one-second checkout
+/// timeout, so a request that used it (a tenant query, a sign-up that
+/// claims a spare, the plans) would answer 503 or 500 instead. (On the
+/// blocking path this test fails at its first request.)
+#[cfg(feature = "async")]
+fn the_async_path_serves_without_the_blocking_pool(mode: Mode) {
+    let db = TestDatabase::builder(&MIGRATIONS)
+        .spares(app::SPARES)
+        .tenants(["acme.localhost"])
+        .build();
+    let blocking = appschema::SharedPool::builder(db.url())
+        .max_size(1)
+        .connection_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let _held = blocking.get_shared().unwrap();
+    let f = serve_with(db, mode, blocking.clone());
+    let addr = f.addr();
+    let (status, body) = post(addr, "localhost", "/signup", r#"{"name":"globex"}"#);
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains(r#""built_from":"spare""#), "{body}");
+    let (status, body) = post(
+        addr,
+        "globex.localhost",
+        "/api/projects",
+        r#"{"name":"Moon"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = get(addr, "globex.localhost", "/api/projects");
+    assert_eq!(
+        (status, project_names(&body)),
+        (200, vec!["Moon".to_string()])
+    );
+    let (status, body) = get(addr, "globex.localhost", "/api/account");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(addr, "acme.localhost", "/api/projects").0, 200);
+    assert_eq!(get(addr, "localhost", "/api/plans").0, 200);
+    assert_eq!(get(addr, "globex.localhost", "/").0, 200);
+}
+
+/// One `#[test]` per test body and path: `blocking::name` and, with the
+/// `async` feature, `on_async::name`.
+macro_rules! on_both_paths {
+    ($($name:ident),* $(,)?) => {
+        mod blocking {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Mode::Blocking)
+                }
+            )*
+        }
+        #[cfg(feature = "async")]
+        mod on_async {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Mode::Async)
+                }
+            )*
+            #[test]
+            fn the_async_path_serves_without_the_blocking_pool() {
+                super::the_async_path_serves_without_the_blocking_pool(super::Mode::Async)
+            }
+        }
+    };
+}
+
+on_both_paths!(
+    tenants_made_by_the_harness_are_served_by_host_name,
+    two_tenants_signed_up_concurrently_each_see_only_their_own_rows,
+    signing_up_a_taken_or_invalid_name_is_refused,
+    an_unknown_host_gets_404_and_no_tenant_data,
+    host_header_tricks_never_reach_another_tenant,
+    a_tenant_dropped_through_the_library_stops_resolving_at_once,
+    a_sign_up_with_no_spare_left_builds_the_schema,
+);

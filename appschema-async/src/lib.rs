@@ -17,7 +17,8 @@
 //!   of work is one transaction starting with `SET LOCAL search_path`; for
 //!   PgBouncer or RDS Proxy in transaction pooling.
 //! - [`claim_spare`]: sign-up from an async handler, a spare schema renamed
-//!   to the new tenant's, no blocking thread.
+//!   to the new tenant's, no blocking thread; [`claim_spare_with`] also
+//!   writes the tenant's first rows in the same transaction.
 //!
 //! Cancellation: a request future dropped mid-checkout or mid-query leaves
 //! its query in flight; the connection is then closed rather than handed to
@@ -37,6 +38,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod maintain;
 mod pool;
 mod provision;
 mod switch;
@@ -46,7 +48,7 @@ pub use pool::{
     AsyncSharedPool, AsyncSharedPoolBuilder, AsyncTenantConnection, AsyncTenantManager,
     AsyncTenantPool,
 };
-pub use provision::claim_spare;
+pub use provision::{claim_spare, claim_spare_with};
 pub use transaction::{
     in_shared_transaction, in_tenant_transaction, AsyncTransactionScopedPool,
     AsyncTransactionScopedPoolBuilder,

@@ -11,9 +11,14 @@
 //! connection out: the recycle hook sends nothing, and the switch is the
 //! checkout's only round trip, as on the sync pool, where it replaces
 //! r2d2's `SELECT 1`.
+//!
+//! What deadpool leaves out of a pool's upkeep (an idle minimum, closing
+//! idle and old connections: r2d2's reaper), one task per pool does, with
+//! deadpool's public API (`maintain.rs` says how).
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
@@ -27,6 +32,7 @@ use diesel::connection::CacheSize;
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
+use crate::maintain::{Maintainer, Settings};
 use crate::switch::run_session_switch;
 
 /// The deadpool [`Manager`](managed::Manager) of the async pools: opens
@@ -112,8 +118,10 @@ pub struct AsyncSharedPoolBuilder {
     url: String,
     path: SearchPath,
     max_size: usize,
+    min_idle: usize,
     connection_timeout: Duration,
     max_lifetime: Option<Duration>,
+    idle_timeout: Option<Duration>,
     statement_cache: bool,
 }
 
@@ -130,6 +138,31 @@ impl AsyncSharedPoolBuilder {
         self
     }
 
+    /// Idle connections kept open ahead of demand (at most `max_size`), so
+    /// a burst of requests does not wait for connections to be opened: a
+    /// background task opens them after `build` and reopens them as they
+    /// are closed (broken, `max_lifetime`). Default: 0, connections are
+    /// opened by the checkouts that need them. (The sync `SharedPool`'s
+    /// `None` means `max_size`, opened before its `build` returns; this
+    /// `build` opens nothing and does not wait.)
+    ///
+    /// ```no_run
+    /// use appschema::async_pool::AsyncSharedPool;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Four connections are opened in the background right away.
+    /// let pool = AsyncSharedPool::builder("postgres:///app")
+    ///     .max_size(16)
+    ///     .min_idle(4)
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn min_idle(mut self, n: usize) -> Self {
+        self.min_idle = n;
+        self
+    }
+
     /// How long a checkout waits for a connection (for a free slot, to
     /// open one, and to switch, retrying on connections found broken)
     /// before failing with [`ConnectionError::PoolExhausted`] or
@@ -139,11 +172,51 @@ impl AsyncSharedPoolBuilder {
         self
     }
 
-    /// Age at which a connection is closed (when next checked out) and
-    /// replaced: it bounds the catalog caches a backend keeps for every
-    /// tenant schema it touched. Default: 30 min.
+    /// Age at which a connection is closed and replaced: it bounds the
+    /// catalog caches a backend keeps for every tenant schema it touched
+    /// (see BENCHMARKS.md). An idle connection is closed by the pool's
+    /// background task within a quarter of this past the limit (and
+    /// reopened if `min_idle` wants it); one checked out is closed when
+    /// next checked out. `None`: connections live until they break or sit
+    /// idle too long. Default: 30 min.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use appschema::async_pool::AsyncSharedPool;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = AsyncSharedPool::builder("postgres:///app")
+    ///     .max_lifetime(Some(Duration::from_secs(10 * 60)))
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
         self.max_lifetime = lifetime;
+        self
+    }
+
+    /// Idle time after which a connection is closed by the pool's
+    /// background task (within a quarter of this past the limit), except
+    /// the `min_idle` kept open: the least recently used go first. `None`:
+    /// idle connections stay open. Default: 10 min, as on the sync pool.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use appschema::async_pool::AsyncSharedPool;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// // After a burst, fall back to two open connections within a minute.
+    /// let pool = AsyncSharedPool::builder("postgres:///app")
+    ///     .max_size(32)
+    ///     .min_idle(2)
+    ///     .idle_timeout(Some(Duration::from_secs(60)))
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 
@@ -164,7 +237,10 @@ impl AsyncSharedPoolBuilder {
         })
     }
 
-    /// Builds the pool. Opens no connection: the first checkouts do.
+    /// Builds the pool. Opens no connection itself and does not wait: the
+    /// checkouts do, and the background task that enforces `min_idle`,
+    /// `idle_timeout` and `max_lifetime`, started here when called on a
+    /// tokio runtime (else by the first checkout).
     pub fn build(self) -> Result<AsyncSharedPool, ConnectionError> {
         let default_path = self.path.shared_only();
         let manager = AsyncTenantManager {
@@ -174,10 +250,17 @@ impl AsyncSharedPoolBuilder {
             max_lifetime: self.max_lifetime,
         };
         let pool = build_deadpool(manager, self.max_size, self.connection_timeout)?;
+        let maintainer = Arc::new(Maintainer::new(Settings {
+            min_idle: self.min_idle.min(self.max_size),
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+        }));
+        maintainer.ensure_running(&pool);
         Ok(AsyncSharedPool {
             pool,
             path: self.path,
             timeout: self.connection_timeout,
+            maintainer,
         })
     }
 }
@@ -256,6 +339,7 @@ pub struct AsyncSharedPool {
     pool: DeadPool,
     path: SearchPath,
     timeout: Duration,
+    maintainer: Arc<Maintainer>,
 }
 
 impl fmt::Debug for AsyncSharedPool {
@@ -274,8 +358,10 @@ impl AsyncSharedPool {
             url: url.into(),
             path: SearchPath::new(),
             max_size: 10,
+            min_idle: 0,
             connection_timeout: Duration::from_secs(30),
             max_lifetime: Some(Duration::from_secs(30 * 60)),
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
         }
     }
@@ -308,6 +394,7 @@ impl AsyncSharedPool {
         &self,
         tenant: Option<&SchemaName>,
     ) -> Result<AsyncTenantConnection, ConnectionError> {
+        self.maintainer.ensure_running(&self.pool);
         let mut path = String::new();
         self.path.write(&mut path, tenant);
         let first = tenant.map_or(self.path.shared(), SchemaName::as_str);

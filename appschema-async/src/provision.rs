@@ -22,6 +22,7 @@ use diesel_async::{
     AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
     TransactionManager,
 };
+use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 
 /// Creates the tenant `request` asks for from a spare schema, in one
 /// transaction on `conn`: its registry rows, and the oldest free spare
@@ -60,6 +61,57 @@ pub async fn claim_spare(
     request: &NewTenant,
     head: Option<&str>,
 ) -> Result<Option<Created>, ProvisionError> {
+    claim_spare_with(conn, request, head, |_, _| async { Ok(()) }.scope_boxed()).await
+}
+
+/// [`claim_spare`], plus the new tenant's first rows in the same
+/// transaction: `init` runs once the spare is the tenant's, before the
+/// commit, so the tenant exists with them or not at all (a sign-up's
+/// account row, say). It gets the connection, on the shared-only path (it
+/// may `SET LOCAL search_path` to the tenant's schema), and the tenant. An
+/// error of `init` rolls everything back and is returned as
+/// [`ProvisionError::Database`]; `init` does not run when the answer is
+/// `Ok(None)` (no free spare at `head`) or a conflict.
+///
+/// ```no_run
+/// use appschema::async_pool::{claim_spare_with, AsyncSharedPool};
+/// use appschema::async_pool::scoped_futures::ScopedFutureExt;
+/// use appschema::provision::{NewTenant, Source};
+/// use diesel_async::SimpleAsyncConnection;
+///
+/// # async fn run(pool: AsyncSharedPool, head: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+/// let request = NewTenant::new("acme.example.com")?.source(Source::Spare);
+/// let mut conn = pool.get_shared().await?;
+/// let created = claim_spare_with(&mut conn, &request, head.as_deref(), |conn, created| {
+///     let schema = created.tenant.schema_name.quoted();
+///     async move {
+///         conn.batch_execute(&format!(
+///             "SET LOCAL search_path TO {schema}, public; \
+///              INSERT INTO account (display_name) VALUES ('Acme')"
+///         ))
+///         .await
+///     }
+///     .scope_boxed()
+/// })
+/// .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn claim_spare_with<'a, F>(
+    conn: &mut AsyncPgConnection,
+    request: &NewTenant,
+    head: Option<&str>,
+    init: F,
+) -> Result<Option<Created>, ProvisionError>
+where
+    F: for<'r> FnOnce(
+            &'r mut AsyncPgConnection,
+            &'r Created,
+        ) -> ScopedBoxFuture<'a, 'r, Result<(), diesel::result::Error>>
+        + Send
+        + 'a,
+{
+    let mut init = Some(init);
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
         .map_err(ProvisionError::Database)?;
@@ -70,11 +122,11 @@ pub async fn claim_spare(
     }
     let _invalidate = InvalidateOnReturn;
     if let Some(schema) = request.schema_name() {
-        return attempt(conn, request, schema, head).await;
+        return attempt(conn, request, schema, head, &mut init).await;
     }
     for n in 0..MAX_DERIVED_ATTEMPTS {
         let schema = derived_candidate(request.public_name(), n);
-        match attempt(conn, request, &schema, head).await {
+        match attempt(conn, request, &schema, head, &mut init).await {
             Err(
                 ProvisionError::SchemaExists { .. }
                 | ProvisionError::SchemaRetired { .. }
@@ -99,17 +151,38 @@ impl Drop for InvalidateOnReturn {
 }
 
 /// One try of the claim as `schema`, in a transaction of its own: committed
-/// when a spare at `head` became the tenant, rolled back otherwise.
-async fn attempt(
+/// when a spare at `head` became the tenant and `init` succeeded on it,
+/// rolled back otherwise. (A retry with another schema name follows only a
+/// conflict, before `init` ran: it runs at most once.)
+async fn attempt<'a, F>(
     conn: &mut AsyncPgConnection,
     request: &NewTenant,
     schema: &SchemaName,
     head: Option<&str>,
-) -> Result<Option<Created>, ProvisionError> {
+    init: &mut Option<F>,
+) -> Result<Option<Created>, ProvisionError>
+where
+    F: for<'r> FnOnce(
+            &'r mut AsyncPgConnection,
+            &'r Created,
+        ) -> ScopedBoxFuture<'a, 'r, Result<(), diesel::result::Error>>
+        + Send
+        + 'a,
+{
     AnsiTransactionManager::begin_transaction(conn)
         .await
         .map_err(ProvisionError::Database)?;
-    match claim_in_transaction(conn, request, schema, head).await {
+    let outcome = match claim_in_transaction(conn, request, schema, head).await {
+        Ok(Some(created)) => match init.take() {
+            Some(init) => init(conn, &created)
+                .await
+                .map(|()| Some(created))
+                .map_err(ProvisionError::Database),
+            None => Ok(Some(created)),
+        },
+        other => other,
+    };
+    match outcome {
         Ok(Some(created)) => {
             AnsiTransactionManager::commit_transaction(conn)
                 .await

@@ -6,7 +6,8 @@
 #[path = "../../appschema-core/tests/common/mod.rs"]
 mod common;
 
-use appschema_async::{claim_spare, AsyncSharedPool};
+use appschema_async::scoped_futures::ScopedFutureExt;
+use appschema_async::{claim_spare, claim_spare_with, AsyncSharedPool};
 use appschema_core::provision::{
     create_tenant, ensure_spares, spare_schemas, IsolatedMigrations, NewTenant, ProvisionError,
     Source,
@@ -14,7 +15,7 @@ use appschema_core::provision::{
 use appschema_core::registry;
 use common::{app_migrations, app_migrations_but_the_last, db_with_registry, new_tenant};
 use diesel::connection::SimpleConnection;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
 fn head() -> Option<String> {
     app_migrations().head()
@@ -70,6 +71,60 @@ async fn through_the_async_pool_a_taken_derived_name_gets_a_suffix() {
     .unwrap()
     .unwrap();
     assert_eq!(created.tenant.schema_name.as_str(), "acme_test_2");
+}
+
+/// `init`'s rows commit with the tenant; its error undoes the whole claim.
+#[tokio::test(flavor = "current_thread")]
+async fn claim_spare_with_writes_the_first_rows_in_the_claims_transaction() {
+    let (db, mut conn) = db_with_registry();
+    ensure_spares(&mut conn, &app_migrations(), 2).unwrap();
+    let spares = spare_schemas(&mut conn).unwrap();
+    let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
+    let created = claim_spare_with(
+        &mut async_conn,
+        &spare(new_tenant("acme.test")),
+        head().as_deref(),
+        |conn, created| {
+            let sql = format!(
+                "SET LOCAL search_path TO {}, public; \
+                 INSERT INTO customers (name) VALUES ('first')",
+                created.tenant.schema_name.quoted()
+            );
+            async move { conn.batch_execute(&sql).await }.scope_boxed()
+        },
+    )
+    .await
+    .unwrap()
+    .expect("a spare was free");
+    conn.batch_execute(
+        "DO $$ BEGIN IF (SELECT count(*) FROM acme_test.customers WHERE name = 'first') <> 1 \
+         THEN RAISE 'the first row is missing'; END IF; END $$",
+    )
+    .unwrap();
+    assert_eq!(spare_schemas(&mut conn).unwrap(), spares[1..]);
+
+    // An init that fails: no tenant, no row, the spare still free.
+    let err = claim_spare_with(
+        &mut async_conn,
+        &spare(new_tenant("globex.test")),
+        head().as_deref(),
+        |conn, _| {
+            async move {
+                conn.batch_execute("INSERT INTO no_such_table VALUES (1)")
+                    .await
+            }
+            .scope_boxed()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ProvisionError::Database(_)), "{err:?}");
+    assert_eq!(spare_schemas(&mut conn).unwrap(), spares[1..]);
+    let name = appschema_core::PublicName::new("globex.test").unwrap();
+    assert_eq!(registry::find(&mut conn, &name).unwrap(), None);
+    // The connection is usable again (the transaction ended).
+    async_conn.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(created.source, Source::Spare);
 }
 
 #[tokio::test(flavor = "current_thread")]

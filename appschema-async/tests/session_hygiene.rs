@@ -4,6 +4,10 @@
 //! gets user A's backend:
 //! - `async_shared_pool`: A on tenant `t0`, B on `t1`;
 //! - `async_tenant_pool`: an `AsyncTenantPool` pinned to `t0`;
+//! - `async_shared_pool_opened_ahead`: as `async_shared_pool`, on a
+//!   connection the pool's background task opened (`min_idle`) before any
+//!   checkout, and looks at (its `idle_timeout` pass, every 10 ms) while it
+//!   sits idle between users;
 //! - `async_transaction_scoped_behind_pgbouncer`: units of work on `t0` and
 //!   `t1` through a real PgBouncer in transaction pooling.
 //!
@@ -33,6 +37,8 @@ use tokio::runtime::Runtime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Shared,
+    /// `Shared`, its one connection opened ahead by `min_idle`.
+    OpenedAhead,
     Tenant,
     Scoped,
 }
@@ -87,6 +93,26 @@ impl Env {
                 .connection_timeout(timeout);
             match kind {
                 Kind::Shared => env.shared = Some(builder.build().unwrap()),
+                Kind::OpenedAhead => {
+                    // A short idle_timeout keeps the background task passing
+                    // over this connection between users, without closing
+                    // it (it is the `min_idle` one, younger than its lifetime).
+                    let pool = builder
+                        .min_idle(1)
+                        .idle_timeout(Some(Duration::from_millis(40)))
+                        .max_lifetime(Some(Duration::from_secs(600)))
+                        .build()
+                        .unwrap();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    while pool.status().size < 1 {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "min_idle never opened a connection"
+                        );
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    env.shared = Some(pool);
+                }
                 _ => env.tenant_pool = Some(builder.build_for(tenant(0)).unwrap()),
             }
             env._db = Some(db);
@@ -182,7 +208,7 @@ impl attacks::Pool for Env {
         let _runtime = self.rt.enter();
         let err = |e: ConnectionError| e.to_string();
         let mut conn = match self.kind {
-            Kind::Shared => block_on(self.shared.as_ref().unwrap().get_for(&t)),
+            Kind::Shared | Kind::OpenedAhead => block_on(self.shared.as_ref().unwrap().get_for(&t)),
             Kind::Tenant => block_on(self.tenant_pool.as_ref().unwrap().get()),
             Kind::Scoped => {
                 let f = OnThisThread(f);
@@ -219,6 +245,12 @@ impl Drop for Env {
 all_attacks!(
     async_shared_pool,
     super::Env::new(super::Kind::Shared),
+    false,
+    reset_all_in_the_middle_of_a_checkout
+);
+all_attacks!(
+    async_shared_pool_opened_ahead,
+    super::Env::new(super::Kind::OpenedAhead),
     false,
     reset_all_in_the_middle_of_a_checkout
 );

@@ -3,16 +3,28 @@
 //! the running app). Its tables are in `schema.rs`, the schema source the
 //! migration planner reads: its `#[appschema::shared]` /
 //! `#[appschema::isolated]` modules decide each migration's scope.
+//!
+//! Every route is served on one of two paths ([`Mode`]), by the same
+//! handlers: each runs the same diesel query builders (module `q`) either
+//! on an r2d2 connection on tokio's blocking pool (`CurrentTenant::run`)
+//! or, with the `async` feature, on a diesel-async connection awaited on
+//! the request's task (`CurrentTenant::conn`, module `on_async`).
+
+// The handlers' `'run: { <async path, `break 'run`> <blocking path> }`
+// blocks: without the `async` feature only the blocking path is left.
+#![cfg_attr(not(feature = "async"), allow(unused_labels))]
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+#[cfg(feature = "async")]
+use appschema::async_pool::AsyncSharedPool;
 use appschema::axum::{CurrentTenant, TenantDbError, TenantLayer};
 use appschema::migrate::Migrator;
 use appschema::provision::{self, NewTenant, ProvisionError, Source};
 use appschema::resolve::{normalize_host, Resolver};
-use appschema::{Migration, MigrationSet, SchemaName, SharedPool};
+use appschema::{Migration, MigrationSet, SharedPool};
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -65,17 +77,60 @@ pub fn migrations() -> Result<MigrationSet, Box<dyn std::error::Error + Send + S
     Ok(MigrationSet::new(migrations).with_citus_reference_tables(reference_tables))
 }
 
+/// Which path serves the requests. Both serve the same routes with the
+/// same answers; only how a handler's queries run differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// r2d2 (`SharedPool`): each request's diesel work runs on tokio's
+    /// blocking thread pool (`CurrentTenant::run`).
+    Blocking,
+    /// diesel-async (`AsyncSharedPool`): each request's queries are awaited
+    /// on its own task (`CurrentTenant::conn`), and sign-up claims a spare
+    /// schema there (`claim_spare_with`): no `spawn_blocking` on the
+    /// request path. The copy to start a new axum service from.
+    #[cfg(feature = "async")]
+    Async,
+}
+
+impl Mode {
+    /// How the startup output and `--help` name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::Blocking => "the blocking path (r2d2 SharedPool, CurrentTenant::run on tokio's blocking pool)",
+            #[cfg(feature = "async")]
+            Mode::Async => "the async path (diesel-async AsyncSharedPool, CurrentTenant::conn awaited on each request's task)",
+        }
+    }
+}
+
 /// Everything a handler needs.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// Tenant-scoped connections for every tenant.
+    /// Tenant-scoped connections for every tenant, on the blocking path. On
+    /// the async path only the work that is blocking by nature uses it:
+    /// building schemas by their migrations (topping up the spares, and a
+    /// sign-up that found no spare ready).
     pub pool: SharedPool,
+    /// The async path's pool: `Some` when the async path serves.
+    #[cfg(feature = "async")]
+    pub async_pool: Option<AsyncSharedPool>,
     /// Provisioning builds new tenants with these.
     pub migrations: Arc<MigrationSet>,
     /// The apex host (`localhost`): sign-ups go there, tenants live under it.
     pub apex: String,
     /// The port printed in URLs.
     pub port: u16,
+}
+
+impl AppState {
+    /// The path that serves the requests.
+    pub fn mode(&self) -> Mode {
+        #[cfg(feature = "async")]
+        if self.async_pool.is_some() {
+            return Mode::Async;
+        }
+        Mode::Blocking
+    }
 }
 
 /// A started application.
@@ -96,10 +151,12 @@ impl Running {
 }
 
 /// Migrates the database (shared schema, every tenant, the spares), tops up
-/// the spares, and serves the app on `127.0.0.1:port` (0: any free port).
+/// the spares, and serves the app on `127.0.0.1:port` (0: any free port) on
+/// the path `mode` names.
 pub async fn start(
     database_url: &str,
     port: u16,
+    mode: Mode,
 ) -> Result<Running, Box<dyn std::error::Error + Send + Sync>> {
     let url = database_url.to_string();
     let migrations = Arc::new(
@@ -123,23 +180,35 @@ pub async fn start(
         })
         .await??,
     );
-    // Two pools. Tenant work checks connections out of the SharedPool, which
-    // puts each on the tenant's search_path. The resolver (host -> tenant)
-    // reads the registry through a plain r2d2 pool of its own: its lookups
-    // (one per host not yet cached) then never wait behind tenant work for a
-    // connection, and a flood of unknown hosts cannot starve the tenants.
-    let pool = SharedPool::builder(&url).max_size(16).build()?;
+    // Two pools. Tenant work checks connections out of the SharedPool (or,
+    // on the async path, the AsyncSharedPool), which puts each on the
+    // tenant's search_path. The resolver (host -> tenant) reads the registry
+    // through a plain r2d2 pool of its own: its lookups (one per host not
+    // yet cached) then never wait behind tenant work for a connection, and
+    // a flood of unknown hosts cannot starve the tenants.
+    let pool = match mode {
+        Mode::Blocking => SharedPool::builder(&url).max_size(16).build()?,
+        // Only schema builds use it: two connections, opened when needed.
+        #[cfg(feature = "async")]
+        Mode::Async => SharedPool::builder(&url)
+            .max_size(2)
+            .min_idle(Some(0))
+            .build()?,
+    };
     let registry_pool = Pool::builder()
         .max_size(4)
         .build(ConnectionManager::<PgConnection>::new(&url))?;
-    serve(pool, registry_pool, migrations, port).await
+    serve(mode, &url, pool, registry_pool, migrations, port).await
 }
 
 /// Serves the app on `127.0.0.1:port` (0: any free port) over a database
-/// already migrated: tenant work on `pool`, the resolver's registry lookups
-/// on `registry_pool`. Tests call it with the pools of their
-/// `appschema_test::TestDatabase`.
+/// already migrated, on the path `mode` names: tenant work on `pool` (the
+/// async path opens an `AsyncSharedPool` of 16 on `database_url` for it),
+/// the resolver's registry lookups on `registry_pool`. Tests call it with
+/// the pools of their `appschema_test::TestDatabase`.
 pub async fn serve(
+    mode: Mode,
+    database_url: &str,
     pool: SharedPool,
     registry_pool: Pool<ConnectionManager<PgConnection>>,
     migrations: Arc<MigrationSet>,
@@ -150,10 +219,21 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let state = AppState {
         pool,
+        #[cfg(feature = "async")]
+        async_pool: match mode {
+            Mode::Async => Some(
+                AsyncSharedPool::builder(database_url)
+                    .max_size(16)
+                    .build()?,
+            ),
+            Mode::Blocking => None,
+        },
         migrations,
         apex: "localhost".to_string(),
         port: addr.port(),
     };
+    #[cfg(not(feature = "async"))]
+    let _ = (mode, database_url);
     let app = router(state.clone(), resolver);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Running {
@@ -206,6 +286,241 @@ pub fn tenant_routes() -> Router<AppState> {
         )
 }
 
+// ------------------------------------------------------------- queries ---
+
+/// The app's queries, built once for both paths: each handler runs the same
+/// query builder with diesel (blocking) or diesel-async (awaited).
+mod q {
+    use super::{account, plans, projects, tasks, Plan, Project, Task};
+    use diesel::dsl::{self, auto_type};
+    use diesel::pg::Pg;
+    use diesel::prelude::*;
+
+    /// The tenant's account row joined to its plan: one query over an
+    /// isolated and a shared table.
+    #[auto_type]
+    pub fn account_with_plan() -> _ {
+        let plan: dsl::AsSelect<Plan, Pg> = Plan::as_select();
+        account::table
+            .inner_join(plans::table)
+            .select((account::display_name, plan))
+    }
+
+    /// The plan the tenant's account is on, its row locked so concurrent
+    /// project creations respect the limit. (Only the tenant's row: locking
+    /// the shared plan row would serialize every tenant on that plan.)
+    #[auto_type]
+    pub fn account_plan_id_for_update() -> _ {
+        account::table.select(account::plan_id).for_update()
+    }
+
+    /// Every plan.
+    #[auto_type]
+    pub fn all_plans() -> _ {
+        let plan: dsl::AsSelect<Plan, Pg> = Plan::as_select();
+        plans::table.order(plans::id).select(plan)
+    }
+
+    /// One plan.
+    #[auto_type]
+    pub fn plan(id: i64) -> _ {
+        let plan: dsl::AsSelect<Plan, Pg> = Plan::as_select();
+        plans::table.find(id).select(plan)
+    }
+
+    /// The id of the plan named `name`.
+    #[auto_type]
+    pub fn plan_id(name: String) -> _ {
+        plans::table.filter(plans::name.eq(name)).select(plans::id)
+    }
+
+    /// The tenant's account row, written at sign-up.
+    #[auto_type]
+    pub fn account_row(display_name: String, plan_id: i64) -> _ {
+        (
+            account::display_name.eq(display_name),
+            account::plan_id.eq(plan_id),
+        )
+    }
+
+    /// The tenant's projects.
+    #[auto_type]
+    pub fn all_projects() -> _ {
+        let project: dsl::AsSelect<Project, Pg> = Project::as_select();
+        projects::table.order(projects::id).select(project)
+    }
+
+    /// How many projects the tenant has.
+    #[auto_type]
+    pub fn project_count() -> _ {
+        let count: dsl::CountStar = dsl::count_star();
+        projects::table.select(count)
+    }
+
+    /// The project's id, if it is the tenant's (else diesel's `NotFound`,
+    /// a 404).
+    #[auto_type]
+    pub fn project_id(id: i64) -> _ {
+        projects::table.find(id).select(projects::id)
+    }
+
+    /// A new project, returned.
+    #[auto_type]
+    pub fn insert_project(name: String) -> _ {
+        let project: dsl::AsSelect<Project, Pg> = Project::as_returning();
+        dsl::insert_into(projects::table)
+            .values(projects::name.eq(name))
+            .returning(project)
+    }
+
+    /// The project's tasks.
+    #[auto_type]
+    pub fn project_tasks(project_id: i64) -> _ {
+        let task: dsl::AsSelect<Task, Pg> = Task::as_select();
+        tasks::table
+            .filter(tasks::project_id.eq(project_id))
+            .order(tasks::id)
+            .select(task)
+    }
+
+    /// A new task, returned.
+    #[auto_type]
+    pub fn insert_task(project_id: i64, title: String) -> _ {
+        let task: dsl::AsSelect<Task, Pg> = Task::as_returning();
+        dsl::insert_into(tasks::table)
+            .values((tasks::project_id.eq(project_id), tasks::title.eq(title)))
+            .returning(task)
+    }
+
+    /// Every project with its tasks (if any), for the tenant page.
+    #[auto_type]
+    pub fn projects_with_tasks() -> _ {
+        let project: dsl::AsSelect<Project, Pg> = Project::as_select();
+        let task: dsl::AsSelect<Option<Task>, Pg> = Option::<Task>::as_select();
+        projects::table
+            .left_join(tasks::table)
+            .order((projects::id, tasks::id.nullable()))
+            .select((project, task))
+    }
+
+    /// Sets the transaction's `search_path` to the new tenant's schema (then
+    /// `public`), for its first rows.
+    pub fn set_local_path(schema: &appschema::SchemaName) -> String {
+        format!("SET LOCAL search_path TO {}, public", schema.quoted())
+    }
+}
+
+/// The same work as the blocking handlers' closures, on diesel-async: the
+/// same query builders ([`q`]), awaited.
+#[cfg(feature = "async")]
+pub mod on_async {
+    use super::{account, q, AppState, Created, PageData, Plan, Project, SignupError, Task};
+    use appschema::async_pool::scoped_futures::ScopedFutureExt;
+    use appschema::async_pool::{claim_spare_with, AsyncSharedPool};
+    use appschema::provision::{self, IsolatedMigrations, NewTenant, Source};
+    use diesel::{OptionalExtension, QueryResult};
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+
+    /// Sign-up from the async handler: a spare schema claimed, and the
+    /// account row written, in one transaction on the request's task.
+    /// `None` when no spare at the isolated head is free: the caller then
+    /// builds the schema the blocking way (it runs migrations).
+    pub(super) async fn claim(
+        state: &AppState,
+        pool: &AsyncSharedPool,
+        host: &str,
+        plan: &str,
+    ) -> Result<Option<provision::Created>, SignupError> {
+        let mut conn = pool.get_shared().await?;
+        let plan_id: i64 = q::plan_id(plan.to_string())
+            .first(&mut *conn)
+            .await
+            .optional()?
+            .ok_or_else(|| SignupError::UnknownPlan(plan.to_string()))?;
+        let request = NewTenant::new(host)?.source(Source::Spare);
+        let head = state.migrations.head();
+        let created = claim_spare_with(&mut conn, &request, head.as_deref(), |conn, created| {
+            let set_path = q::set_local_path(&created.tenant.schema_name);
+            let row = q::account_row(host.to_string(), plan_id);
+            async move {
+                conn.batch_execute(&set_path).await?;
+                diesel::insert_into(account::table)
+                    .values(row)
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await?;
+        Ok(created)
+    }
+
+    /// Every plan.
+    pub async fn plans(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Plan>> {
+        q::all_plans().load(conn).await
+    }
+
+    /// The account's display name and plan.
+    pub async fn account_with_plan(conn: &mut AsyncPgConnection) -> QueryResult<(String, Plan)> {
+        q::account_with_plan().first(conn).await
+    }
+
+    /// The tenant's projects.
+    pub async fn projects(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Project>> {
+        q::all_projects().load(conn).await
+    }
+
+    /// A new project, unless the plan's limit is reached.
+    pub(super) async fn create_project(
+        conn: &mut AsyncPgConnection,
+        name: String,
+    ) -> QueryResult<Created<Project>> {
+        conn.transaction(async move |conn| {
+            let plan_id: i64 = q::account_plan_id_for_update().first(conn).await?;
+            let plan: Plan = q::plan(plan_id).first(conn).await?;
+            let count: i64 = q::project_count().get_result(conn).await?;
+            if count >= i64::from(plan.max_projects) {
+                return Ok(Created::OverLimit(plan.max_projects));
+            }
+            q::insert_project(name)
+                .get_result(conn)
+                .await
+                .map(Created::Row)
+        })
+        .await
+    }
+
+    /// The project's tasks (`NotFound` when the project is not the tenant's).
+    pub async fn tasks(conn: &mut AsyncPgConnection, project_id: i64) -> QueryResult<Vec<Task>> {
+        q::project_id(project_id).first::<i64>(conn).await?;
+        q::project_tasks(project_id).load(conn).await
+    }
+
+    /// A new task of the project (`NotFound` when it is not the tenant's).
+    pub async fn create_task(
+        conn: &mut AsyncPgConnection,
+        project_id: i64,
+        title: String,
+    ) -> QueryResult<Task> {
+        q::project_id(project_id).first::<i64>(conn).await?;
+        q::insert_task(project_id, title).get_result(conn).await
+    }
+
+    /// [`super::page_data`], awaited.
+    pub async fn page_data(conn: &mut AsyncPgConnection) -> QueryResult<PageData> {
+        let (account, plan) = account_with_plan(conn).await?;
+        let rows = q::projects_with_tasks().load(conn).await?;
+        let all_plans = plans(conn).await?;
+        Ok(PageData {
+            account,
+            plan,
+            rows,
+            all_plans,
+        })
+    }
+}
+
 // ---------------------------------------------------------------- apex ---
 
 #[derive(Debug, Deserialize)]
@@ -245,15 +560,11 @@ async fn signup(State(state): State<AppState>, Json(form): Json<SignupForm>) -> 
     }
     let host = format!("{label}.{}", state.apex);
     let plan = form.plan.unwrap_or_else(|| "free".to_string());
-    let work_state = state.clone();
-    let work_host = host.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || create_tenant(&work_state, &work_host, &plan))
-            .await
-            .map_err(|e| e.to_string());
-    match outcome {
-        Ok(Ok(created)) => {
-            // Refill the spares off the request path.
+    match sign_up(&state, host.clone(), plan).await {
+        Ok(created) => {
+            // Refill the spares off the request path. Building a schema runs
+            // the migrations, blocking diesel: a blocking thread on both
+            // paths.
             let refill = state.clone();
             tokio::task::spawn_blocking(move || {
                 if let Ok(mut conn) = refill.pool.get_shared() {
@@ -274,22 +585,42 @@ async fn signup(State(state): State<AppState>, Json(form): Json<SignupForm>) -> 
             )
                 .into_response()
         }
-        Ok(Err(SignupError::Provision(ProvisionError::TenantExists { .. }))) => {
+        Err(SignupError::Provision(ProvisionError::TenantExists { .. })) => {
             error(StatusCode::CONFLICT, format!("{host} is taken"))
         }
-        Ok(Err(SignupError::UnknownPlan(plan))) => error(
+        Err(SignupError::UnknownPlan(plan)) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("no plan `{plan}`"),
         ),
-        Ok(Err(e)) => {
-            eprintln!("saas: sign-up of {host} failed: {e}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "sign-up failed")
-        }
-        Err(e) => {
+        Err(SignupError::Panicked(e)) => {
             eprintln!("saas: sign-up of {host} panicked: {e}");
             error(StatusCode::INTERNAL_SERVER_ERROR, "sign-up failed")
         }
+        Err(e) => {
+            eprintln!("saas: sign-up of {host} failed: {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "sign-up failed")
+        }
     }
+}
+
+/// Creates the tenant `host` on `plan`: on the async path by claiming a
+/// spare on the request's task; on the blocking path, or when no spare is
+/// ready (the schema is then built by its migrations), on a blocking thread.
+async fn sign_up(
+    state: &AppState,
+    host: String,
+    plan: String,
+) -> Result<provision::Created, SignupError> {
+    #[cfg(feature = "async")]
+    if let Some(pool) = &state.async_pool {
+        if let Some(created) = on_async::claim(state, pool, &host, &plan).await? {
+            return Ok(created);
+        }
+    }
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || create_tenant(&state, &host, &plan))
+        .await
+        .map_err(|e| SignupError::Panicked(e.to_string()))?
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +633,8 @@ enum SignupError {
     Connection(#[from] appschema::ConnectionError),
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
+    #[error("{0}")]
+    Panicked(String),
 }
 
 /// The tenant, its schema and its account row commit together.
@@ -312,20 +645,15 @@ fn create_tenant(
 ) -> Result<provision::Created, SignupError> {
     let mut conn = state.pool.get_shared()?;
     let created = conn.transaction(|conn| -> Result<_, SignupError> {
-        let plan_id: i64 = plans::table
-            .filter(plans::name.eq(plan))
-            .select(plans::id)
+        let plan_id: i64 = q::plan_id(plan.to_string())
             .first(conn)
             .optional()?
             .ok_or_else(|| SignupError::UnknownPlan(plan.to_string()))?;
         let request = NewTenant::new(host)?.source(Source::Spare);
         let created = provision::create_tenant(conn, &*state.migrations, &request)?;
-        conn.batch_execute(&format!(
-            "SET LOCAL search_path TO {}, public",
-            created.tenant.schema_name.quoted()
-        ))?;
+        conn.batch_execute(&q::set_local_path(&created.tenant.schema_name))?;
         diesel::insert_into(account::table)
-            .values((account::display_name.eq(host), account::plan_id.eq(plan_id)))
+            .values(q::account_row(host.to_string(), plan_id))
             .execute(conn)?;
         Ok(created)
     })?;
@@ -403,53 +731,56 @@ struct NewTask {
     title: String,
 }
 
-fn account_with_plan(conn: &mut PgConnection) -> QueryResult<(String, Plan)> {
-    // One query over an isolated and a shared table.
-    account::table
-        .inner_join(plans::table)
-        .select((account::display_name, Plan::as_select()))
-        .first(conn)
-}
-
 async fn get_account(
     State(state): State<AppState>,
-    CurrentTenant(tenant): CurrentTenant,
+    tenant: CurrentTenant,
 ) -> Result<Json<Account>, TenantDbError> {
-    let schema = tenant.schema_name.to_string();
-    let (display_name, plan) = run(&state, &tenant.schema_name, account_with_plan).await?;
+    let (display_name, plan) = 'run: {
+        #[cfg(feature = "async")]
+        if let Some(pool) = &state.async_pool {
+            let mut conn = tenant.conn(pool).await?;
+            break 'run on_async::account_with_plan(&mut conn)
+                .await
+                .map_err(|e| tenant.query_failed(e))?;
+        }
+        tenant
+            .run(&state.pool, |conn| q::account_with_plan().first(conn))
+            .await?
+    };
+    let CurrentTenant(tenant) = tenant;
     Ok(Json(Account {
+        schema: tenant.schema_name.to_string(),
         tenant: tenant.public_name,
-        schema,
         display_name,
         plan,
     }))
 }
 
-async fn run<T: Send + 'static>(
-    state: &AppState,
-    schema: &SchemaName,
-    work: impl FnOnce(&mut PgConnection) -> QueryResult<T> + Send + 'static,
-) -> Result<T, TenantDbError> {
-    appschema::axum::run_for_tenant(&state.pool, schema, work).await
-}
-
 async fn list_plans(State(state): State<AppState>) -> Result<Json<Vec<Plan>>, Response> {
+    let unavailable = |e: String| {
+        eprintln!("saas: cannot list plans: {e}");
+        error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+    };
+    #[cfg(feature = "async")]
+    if let Some(pool) = &state.async_pool {
+        let mut conn = pool
+            .get_shared()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        return on_async::plans(&mut conn)
+            .await
+            .map(Json)
+            .map_err(|e| unavailable(e.to_string()));
+    }
     let pool = state.pool.clone();
     let plans = tokio::task::spawn_blocking(move || -> Result<Vec<Plan>, String> {
         let mut conn = pool.get_shared().map_err(|e| e.to_string())?;
-        plans::table
-            .order(plans::id)
-            .select(Plan::as_select())
-            .load(&mut *conn)
-            .map_err(|e| e.to_string())
+        q::all_plans().load(&mut *conn).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())
     .and_then(|r| r);
-    plans.map(Json).map_err(|e| {
-        eprintln!("saas: cannot list plans: {e}");
-        error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
-    })
+    plans.map(Json).map_err(unavailable)
 }
 
 /// `GET /api/projects`: the tenant's projects (the benchmarked endpoint).
@@ -457,13 +788,16 @@ pub async fn list_projects(
     State(state): State<AppState>,
     tenant: CurrentTenant,
 ) -> Result<Json<Vec<Project>>, TenantDbError> {
+    #[cfg(feature = "async")]
+    if let Some(pool) = &state.async_pool {
+        let mut conn = tenant.conn(pool).await?;
+        let rows = on_async::projects(&mut conn)
+            .await
+            .map_err(|e| tenant.query_failed(e))?;
+        return Ok(Json(rows));
+    }
     let rows = tenant
-        .run(&state.pool, |conn| {
-            projects::table
-                .order(projects::id)
-                .select(Project::as_select())
-                .load(conn)
-        })
+        .run(&state.pool, |conn| q::all_projects().load(conn))
         .await?;
     Ok(Json(rows))
 }
@@ -485,32 +819,28 @@ async fn create_project(
             "name: 1 to 200 bytes",
         ));
     }
-    let outcome = tenant
-        .run(&state.pool, move |conn| {
-            conn.transaction(|conn| {
-                // Lock the account row so concurrent creations respect the limit.
-                // (Only the tenant's row: locking the shared plan row would
-                // serialize every tenant on that plan.)
-                let plan_id: i64 = account::table
-                    .select(account::plan_id)
-                    .for_update()
-                    .first(conn)?;
-                let plan: Plan = plans::table
-                    .find(plan_id)
-                    .select(Plan::as_select())
-                    .first(conn)?;
-                let count: i64 = projects::table.count().get_result(conn)?;
-                if count >= i64::from(plan.max_projects) {
-                    return Ok(Created::OverLimit(plan.max_projects));
-                }
-                diesel::insert_into(projects::table)
-                    .values(projects::name.eq(&name))
-                    .returning(Project::as_returning())
-                    .get_result(conn)
-                    .map(Created::Row)
+    let outcome = 'run: {
+        #[cfg(feature = "async")]
+        if let Some(pool) = &state.async_pool {
+            let mut conn = tenant.conn(pool).await?;
+            break 'run on_async::create_project(&mut conn, name)
+                .await
+                .map_err(|e| tenant.query_failed(e))?;
+        }
+        tenant
+            .run(&state.pool, move |conn| {
+                conn.transaction(|conn| {
+                    let plan_id: i64 = q::account_plan_id_for_update().first(conn)?;
+                    let plan: Plan = q::plan(plan_id).first(conn)?;
+                    let count: i64 = q::project_count().get_result(conn)?;
+                    if count >= i64::from(plan.max_projects) {
+                        return Ok(Created::OverLimit(plan.max_projects));
+                    }
+                    q::insert_project(name).get_result(conn).map(Created::Row)
+                })
             })
-        })
-        .await?;
+            .await?
+    };
     Ok(match outcome {
         Created::Row(project) => (StatusCode::CREATED, Json(project)).into_response(),
         Created::OverLimit(max) => error(
@@ -525,18 +855,19 @@ async fn list_tasks(
     tenant: CurrentTenant,
     UrlPath(project_id): UrlPath<i64>,
 ) -> Result<Json<Vec<Task>>, TenantDbError> {
+    #[cfg(feature = "async")]
+    if let Some(pool) = &state.async_pool {
+        let mut conn = tenant.conn(pool).await?;
+        let rows = on_async::tasks(&mut conn, project_id)
+            .await
+            .map_err(|e| tenant.query_failed(e))?;
+        return Ok(Json(rows));
+    }
     let rows = tenant
         .run(&state.pool, move |conn| {
             // 404 (diesel's NotFound) when the project is not this tenant's.
-            projects::table
-                .find(project_id)
-                .select(projects::id)
-                .first::<i64>(conn)?;
-            tasks::table
-                .filter(tasks::project_id.eq(project_id))
-                .order(tasks::id)
-                .select(Task::as_select())
-                .load(conn)
+            q::project_id(project_id).first::<i64>(conn)?;
+            q::project_tasks(project_id).load(conn)
         })
         .await?;
     Ok(Json(rows))
@@ -555,18 +886,21 @@ async fn create_task(
             "title: 1 to 500 bytes",
         ));
     }
-    let task = tenant
-        .run(&state.pool, move |conn| {
-            projects::table
-                .find(project_id)
-                .select(projects::id)
-                .first::<i64>(conn)?;
-            diesel::insert_into(tasks::table)
-                .values((tasks::project_id.eq(project_id), tasks::title.eq(&title)))
-                .returning(Task::as_returning())
-                .get_result(conn)
-        })
-        .await?;
+    let task = 'run: {
+        #[cfg(feature = "async")]
+        if let Some(pool) = &state.async_pool {
+            let mut conn = tenant.conn(pool).await?;
+            break 'run on_async::create_task(&mut conn, project_id, title)
+                .await
+                .map_err(|e| tenant.query_failed(e))?;
+        }
+        tenant
+            .run(&state.pool, move |conn| {
+                q::project_id(project_id).first::<i64>(conn)?;
+                q::insert_task(project_id, title).get_result(conn)
+            })
+            .await?
+    };
     Ok((StatusCode::CREATED, Json(task)).into_response())
 }
 
@@ -585,16 +919,9 @@ pub struct PageData {
 
 /// Reads the tenant page's data on a connection on the tenant's path.
 pub fn page_data(conn: &mut PgConnection) -> QueryResult<PageData> {
-    let (account, plan) = account_with_plan(conn)?;
-    let rows: Vec<(Project, Option<Task>)> = projects::table
-        .left_join(tasks::table)
-        .order((projects::id, tasks::id.nullable()))
-        .select((Project::as_select(), Option::<Task>::as_select()))
-        .load(conn)?;
-    let all_plans = plans::table
-        .order(plans::id)
-        .select(Plan::as_select())
-        .load(conn)?;
+    let (account, plan) = q::account_with_plan().first(conn)?;
+    let rows = q::projects_with_tasks().load(conn)?;
+    let all_plans = q::all_plans().load(conn)?;
     Ok(PageData {
         account,
         plan,
@@ -608,7 +935,16 @@ async fn tenant_page(
     State(state): State<AppState>,
     tenant: CurrentTenant,
 ) -> Result<Html<String>, TenantDbError> {
-    let data = tenant.run(&state.pool, page_data).await?;
+    let data = 'run: {
+        #[cfg(feature = "async")]
+        if let Some(pool) = &state.async_pool {
+            let mut conn = tenant.conn(pool).await?;
+            break 'run on_async::page_data(&mut conn)
+                .await
+                .map_err(|e| tenant.query_failed(e))?;
+        }
+        tenant.run(&state.pool, page_data).await?
+    };
     Ok(Html(render_page(data, tenant.0.schema_name.as_str())))
 }
 

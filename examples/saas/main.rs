@@ -6,36 +6,74 @@
 //! listens on 127.0.0.1 (port from `--port`, else `PORT`, else 3000) and
 //! prints curl commands to paste. `*.localhost` resolves to loopback, so
 //! `http://acme.localhost:3000/` works in a browser once `acme` signed up.
+//!
+//! Two paths serve the same routes: the blocking one (r2d2 and
+//! `CurrentTenant::run`, the default) and, built with `--features
+//! axum,async` and run with `--async`, the async one (diesel-async:
+//! `CurrentTenant::conn(&pool).await`, sign-up by `claim_spare_with`), the
+//! one to copy for a new service:
+//! `cargo run --example saas --features axum,async -- --async`.
 
 #[path = "app.rs"]
 #[allow(dead_code)] // the tests and the benchmark use more of it
 mod app;
 
-fn port_from_args() -> Result<u16, String> {
+#[cfg(feature = "async")]
+const USAGE: &str = "usage: saas [--port N] [--async]
+  --port N   listen on port N (default: $PORT, else 3000)
+  --async    serve on the async path (diesel-async AsyncSharedPool, queries
+             awaited on each request's task); default: the blocking path
+             (r2d2 SharedPool, CurrentTenant::run on tokio's blocking pool)";
+#[cfg(not(feature = "async"))]
+const USAGE: &str = "usage: saas [--port N]
+  --port N   listen on port N (default: $PORT, else 3000)
+Serves on the blocking path (r2d2 SharedPool, CurrentTenant::run on tokio's
+blocking pool). For the async path (diesel-async), build with the `async`
+feature and pass --async:
+  cargo run --example saas --features axum,async -- --async";
+
+/// The port and the path to serve on, from the command line.
+fn parse_args() -> Result<(u16, app::Mode), String> {
     let mut args = std::env::args().skip(1);
     let mut port = None;
+    #[cfg_attr(not(feature = "async"), allow(unused_mut))]
+    let mut mode = app::Mode::Blocking;
     while let Some(arg) = args.next() {
         let value = match arg.as_str() {
             "--port" => args.next().ok_or("--port needs a value")?,
             a if a.starts_with("--port=") => a["--port=".len()..].to_string(),
+            #[cfg(feature = "async")]
+            "--async" => {
+                mode = app::Mode::Async;
+                continue;
+            }
+            #[cfg(not(feature = "async"))]
+            "--async" => {
+                return Err("--async needs the `async` feature: \
+                     cargo run --example saas --features axum,async -- --async"
+                    .to_string())
+            }
             "-h" | "--help" => {
-                println!("usage: saas [--port N]   (default: $PORT, else 3000)");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => return Err(format!("unknown argument `{other}`: use --port N")),
+            other => return Err(format!("unknown argument `{other}`: see --help")),
         };
         port = Some(value);
     }
     let port = port.or_else(|| std::env::var("PORT").ok());
-    match port {
-        None => Ok(3000),
-        Some(p) => p.parse().map_err(|_| format!("port `{p}` is not a number")),
-    }
+    let port = match port {
+        None => 3000,
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("port `{p}` is not a number"))?,
+    };
+    Ok((port, mode))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let port = port_from_args()?;
+    let (port, mode) = parse_args()?;
     let server = appschema_tempdb::Server::from_env_or_start()?;
     match &server {
         appschema_tempdb::Server::External { .. } => {
@@ -50,10 +88,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             citus.coordinator().dir().display()
         ),
     }
-    let running = app::start(&server.url(), port).await?;
+    let running = app::start(&server.url(), port, mode).await?;
     let p = running.addr.port();
     println!(
         "Migrated; {spares} spare schemas ready. Listening on http://{addr}/ (Ctrl-C stops).
+Serving on {path}.
 
 Paste these:
 
@@ -75,6 +114,7 @@ Paste these:
   curl -i -H 'Host: evil.com@acme.localhost' http://127.0.0.1:{p}/api/projects",
         spares = app::SPARES,
         addr = running.addr,
+        path = mode.describe(),
     );
     tokio::signal::ctrl_c().await?;
     println!("Stopping.");
