@@ -331,6 +331,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             ),
     )?;
     let routed = running.addr.port();
+    #[cfg_attr(not(feature = "async"), allow(unused_mut))]
     let mut servers = vec![
         (
             "routed by Host over 100 tenants (resolver + layer + SharedPool)",

@@ -33,14 +33,7 @@ pub(super) fn lock_key(schema: &str) -> String {
 /// A refused try-lock is a cast of a marked text to `int4`; the text
 /// includes `pg_backend_pid()` so the planner cannot fold the cast into a
 /// constant and raise it when the branch is not taken.
-///
-/// The recorded head (`target.record`), when there is one, rides in the
-/// tracking row's statement as a data-modifying `WITH`: one statement
-/// fewer for the server to parse, plan and run per tenant (off Citus; on
-/// Citus, which plans a statement writing a distributed and a local table
-/// apart, it comes as a statement of its own before `COMMIT`).
-fn tracked_batch(target: ApplyTarget<'_>, m: &Migration, try_lock: bool) -> String {
-    let ApplyTarget { schema, path, .. } = target;
+fn tracked_batch(schema: &str, path: &str, m: &Migration, try_lock: bool) -> String {
     let key = lock_key(schema);
     let lock = if try_lock {
         format!(
@@ -50,21 +43,11 @@ fn tracked_batch(target: ApplyTarget<'_>, m: &Migration, try_lock: bool) -> Stri
     } else {
         format!("pg_catalog.pg_advisory_xact_lock({key})")
     };
-    let (with_head, record) = match target.record {
-        Some(input) if !target.one_by_one => (
-            format!(
-                "WITH head AS ({}) ",
-                super::heads::record_sql(schema, input)
-            ),
-            String::new(),
-        ),
-        _ => (String::new(), target.record_sql()),
-    };
     format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED;\n\
          SELECT pg_catalog.set_config('search_path', {path}, true), {lock};\n\
-         {with_head}INSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\n\
-         {sql}\n;\n{record}COMMIT;",
+         INSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\n\
+         {sql}\n;\nCOMMIT;",
         path = quote_literal(path),
         qs = quote_ident(schema),
         v = quote_literal(m.version()),
@@ -146,13 +129,13 @@ pub(super) fn apply(
     m: &Migration,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<bool, String> {
-    let schema = target.schema;
+    let ApplyTarget { schema, path, .. } = target;
     let mut try_lock = true;
     loop {
         let result = if m.run_in_transaction() {
             apply_in_transaction(conn, target, m, try_lock)
         } else {
-            apply_without_transaction(conn, target, m, try_lock)
+            apply_without_transaction(conn, schema, path, m, try_lock)
         };
         match result {
             Ok(()) => return Ok(true),
@@ -191,21 +174,6 @@ pub(super) struct ApplyTarget<'a> {
     /// On Citus: run the statements one by one (see
     /// [`crate::citus::execute_script`]).
     pub(super) one_by_one: bool,
-    /// Record, with the tracking row, that the schema then holds these
-    /// versions (a digest input, see the `heads` module): tenant schemas,
-    /// unless a benchmark turned recording off.
-    pub(super) record: Option<&'a str>,
-}
-
-impl ApplyTarget<'_> {
-    /// The statement (with its `;` and a line break) recording the head, or
-    /// nothing.
-    fn record_sql(&self) -> String {
-        match self.record {
-            Some(input) => format!("{};\n", super::heads::record_sql(self.schema, input)),
-            None => String::new(),
-        }
-    }
 }
 
 /// One round trip: lock, check, migration, tracking row, commit.
@@ -220,14 +188,12 @@ fn apply_in_transaction(
         path,
         tracked,
         one_by_one,
-        ..
     } = target;
     if tracked {
-        return execute_script(conn, &tracked_batch(target, m, try_lock), one_by_one);
+        return execute_script(conn, &tracked_batch(schema, path, m, try_lock), one_by_one);
     }
-    let record = target.record_sql();
     execute_script(conn, &format!(
-        "BEGIN ISOLATION LEVEL READ COMMITTED;\nSELECT set_config('search_path', {path}, true);\n{guard};\n{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\n{record}COMMIT;",
+        "BEGIN ISOLATION LEVEL READ COMMITTED;\nSELECT set_config('search_path', {path}, true);\n{guard};\n{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\nCOMMIT;",
         path = quote_literal(path),
         guard = guard_sql(schema, m.version(), try_lock),
         sql = m.up_sql(),
@@ -240,11 +206,11 @@ fn apply_in_transaction(
 /// own (so `CREATE INDEX CONCURRENTLY` works), then the tracking row.
 fn apply_without_transaction(
     conn: &mut PgConnection,
-    target: ApplyTarget<'_>,
+    schema: &str,
+    path: &str,
     m: &Migration,
     try_lock: bool,
 ) -> QueryResult<()> {
-    let ApplyTarget { schema, path, .. } = target;
     let key = lock_key(schema);
     #[derive(QueryableByName)]
     struct Locked {
@@ -289,16 +255,11 @@ fn apply_without_transaction(
         for statement in statements {
             conn.batch_execute(statement)?;
         }
-        // The tracking row and the head, in one transaction.
         conn.batch_execute(&format!(
-            "BEGIN;\nINSERT INTO {}.{TRACKING_TABLE} (version) VALUES ({});\n{}COMMIT",
+            "INSERT INTO {}.{TRACKING_TABLE} (version) VALUES ({})",
             quote_ident(schema),
-            quote_literal(m.version()),
-            target.record_sql(),
+            quote_literal(m.version())
         ))
-        .inspect_err(|_| {
-            let _ = conn.batch_execute("ROLLBACK");
-        })
     })();
     let _ = conn.batch_execute(&format!(
         "RESET search_path; SELECT pg_advisory_unlock({key})"

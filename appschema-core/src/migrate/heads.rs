@@ -7,12 +7,19 @@
 //! digest of what its tracking table holds (md5 of its versions in byte
 //! order, joined by `,`) and the tracking table's OID:
 //!
-//! - **Written where the versions are written.** [`record_sql`] is the last
-//!   statement of the transaction that applies a migration and inserts its
-//!   tracking row; a rollback takes the record with it. It digests the
-//!   versions the schema was read to hold plus those the transaction
-//!   inserted; appschema never deletes a tracking row, so a record can never
-//!   claim a version its tracking table lacks.
+//! - **Never more than the table holds.** A record digests the versions a
+//!   schema was read to hold (committed rows) plus those appschema's own
+//!   transactions inserted *and committed*; appschema never deletes a
+//!   tracking row, so a record never claims a version its tracking table
+//!   lacks. A schema built inside the caller's transaction
+//!   ([`super::migrate_schema_in_transaction`]) is recorded in that same
+//!   transaction. `migrate` writes the records of the schemas it migrated
+//!   right after their transactions commit, 200 to a statement: a record
+//!   written inside each tenant's migration transaction cost 0.09 ms of
+//!   server time per tenant (measured: a cheap `ADD COLUMN` batch went from
+//!   0.16 to 0.26 ms), a quarter of a 10,000-tenant deploy's time, and bought
+//!   nothing more: a run killed between a commit and its record leaves the
+//!   older record, which claims less, so the next run reads that schema.
 //! - **Trusted only when it matches.** A schema is *current* when its record
 //!   names the same tracking table (same schema name, same OID: a table
 //!   dropped and re-created, or a schema restored or renamed by other means,
@@ -57,32 +64,63 @@ pub(super) fn digest_input<'a>(versions: impl IntoIterator<Item = &'a String>) -
     out
 }
 
-/// The statement recording that `schema`'s tracking table holds the
-/// versions of `input` (a [`digest_input`]), for the transaction that
-/// inserts the last of them: it commits or rolls back with them. Needs
-/// [`HEADS_TABLE`].
-///
-/// The caller knows the versions: those it read from the table (committed
-/// rows, which appschema never deletes) and those its transaction inserts.
-/// Digesting them here costs one plain `INSERT … VALUES`; reading the table
-/// again to digest it (an ordered `string_agg`) cost three times as much
-/// per tenant (pgbench, in a migration's transaction: +0.15 ms against
-/// +0.05 ms), for no safety gained: a record of a set read earlier claims
-/// at most what the table holds now. Only the OID comes from the catalog
-/// (`::regclass`, on the coordinator on Citus too: the statement reads no
-/// distributed table).
-pub(crate) fn record_sql(schema: &str, input: &str) -> String {
-    let table = format!("{}.{TRACKING_TABLE}", quote_ident(schema));
-    format!(
-        "INSERT INTO {HEADS_TABLE} (schema_name, tracking_oid, digest) \
-         VALUES ({name}, {oid}::regclass, md5({input})) \
+/// A head to record: the schema, its tracking table's OID when known (else
+/// looked up by name as the record is written), and the [`digest_input`]
+/// of the versions it holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) schema: String,
+    pub(crate) oid: Option<i64>,
+    pub(crate) input: String,
+}
+
+/// One statement writing `records` (each replacing the schema's previous
+/// record); `None` for none. Needs [`HEADS_TABLE`]. Reads no tracking
+/// table: on Citus, where those live on workers, it is a plain insert into
+/// the coordinator's table, and the OIDs are the coordinator's, which the
+/// check reads.
+pub(crate) fn upsert_sql(records: &[Record]) -> Option<String> {
+    if records.is_empty() {
+        return None;
+    }
+    let values: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let oid = match r.oid {
+                Some(oid) => format!("{oid}::oid"),
+                None => format!(
+                    "{}::regclass::oid",
+                    quote_literal(&format!("{}.{TRACKING_TABLE}", quote_ident(&r.schema)))
+                ),
+            };
+            format!(
+                "({}, {oid}, md5({}))",
+                quote_literal(&r.schema),
+                quote_literal(&r.input)
+            )
+        })
+        .collect();
+    Some(format!(
+        "INSERT INTO {HEADS_TABLE} (schema_name, tracking_oid, digest) VALUES {} \
          ON CONFLICT (schema_name) DO UPDATE \
             SET tracking_oid = EXCLUDED.tracking_oid, digest = EXCLUDED.digest, recorded_at = now()",
-        name = quote_literal(schema),
-        oid = quote_literal(&table),
-        input = quote_literal(input),
-    )
+        values.join(", ")
+    ))
 }
+
+/// Writes `records` ([`upsert_sql`]), at most [`PER_STATEMENT`] per
+/// statement.
+pub(super) fn write(conn: &mut PgConnection, records: &[Record]) -> QueryResult<()> {
+    for chunk in records.chunks(PER_STATEMENT) {
+        if let Some(sql) = upsert_sql(chunk) {
+            diesel::sql_query(sql).execute(conn)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records written per statement.
+pub(super) const PER_STATEMENT: usize = 200;
 
 /// The schemas with a tracking table, which of them are current (their
 /// record matches the expected digest), and their tracking tables' OIDs.
@@ -156,36 +194,24 @@ pub(super) fn heads_installed(conn: &mut PgConnection) -> QueryResult<bool> {
 }
 
 /// Records what a read found: each schema's versions, under the OID its
-/// tracking table had when the run began (one statement). A table since
-/// replaced has another OID, so its record will not be trusted.
+/// tracking table had when the run began. A table since replaced has
+/// another OID, so its record will not be trusted.
 pub(super) fn heal(
     conn: &mut PgConnection,
     read: &[(String, Versions)],
     oids: &HashMap<String, i64>,
 ) -> QueryResult<()> {
-    let values: Vec<String> = read
+    let records: Vec<Record> = read
         .iter()
         .filter_map(|(schema, versions)| {
-            let oid = oids.get(schema)?;
-            Some(format!(
-                "({}, {oid}, {})",
-                quote_literal(schema),
-                quote_literal(&digest_input(versions))
-            ))
+            Some(Record {
+                schema: schema.clone(),
+                oid: Some(*oids.get(schema)?),
+                input: digest_input(versions),
+            })
         })
         .collect();
-    if values.is_empty() {
-        return Ok(());
-    }
-    diesel::sql_query(format!(
-        "INSERT INTO {HEADS_TABLE} (schema_name, tracking_oid, digest)
-         SELECT s, o::oid, md5(v) FROM (VALUES {}) AS read (s, o, v)
-         ON CONFLICT (schema_name) DO UPDATE
-            SET tracking_oid = EXCLUDED.tracking_oid, digest = EXCLUDED.digest, recorded_at = now()",
-        values.join(", ")
-    ))
-    .execute(conn)
-    .map(drop)
+    write(conn, &records)
 }
 
 /// Deletes the records of schemas that no longer have a tracking table
@@ -215,13 +241,20 @@ mod tests {
     }
 
     #[test]
-    fn the_record_quotes_the_schema_and_the_versions() {
-        let sql = record_sql("we\"ird'name", "1,2'");
+    fn records_quote_the_schema_and_the_versions() {
+        let record = |oid| Record {
+            schema: "we\"ird'name".into(),
+            oid,
+            input: "1,2'".into(),
+        };
+        let sql = upsert_sql(&[record(None), record(Some(42))]).unwrap();
         assert!(
             sql.contains(
-                "VALUES ('we\"ird''name', '\"we\"\"ird''name\".__diesel_schema_migrations'::regclass, md5('1,2'''))"
+                "VALUES ('we\"ird''name', '\"we\"\"ird''name\".__diesel_schema_migrations'::regclass::oid, md5('1,2''')), \
+                 ('we\"ird''name', 42::oid, md5('1,2'''))"
             ),
             "{sql}"
         );
+        assert!(upsert_sql(&[]).is_none());
     }
 }

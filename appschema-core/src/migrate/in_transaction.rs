@@ -116,10 +116,14 @@ pub fn migrate_schema_in_transaction(
     // Skipped where appschema's tables predate the record. Same message as
     // the path's restoration: no extra round trip.
     let record = if previous.heads {
-        format!(
-            "{};\n",
-            super::heads::record_sql(schema.as_str(), &super::heads::digest_input(&applied))
-        )
+        let record = super::heads::Record {
+            schema: schema.as_str().to_string(),
+            oid: None,
+            input: super::heads::digest_input(&applied),
+        };
+        super::heads::upsert_sql(&[record])
+            .map(|sql| format!("{sql};\n"))
+            .unwrap_or_default()
     } else {
         String::new()
     };

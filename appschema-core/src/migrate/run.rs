@@ -8,6 +8,7 @@ use diesel::prelude::*;
 
 use super::applied;
 use super::apply::{apply, ApplyTarget};
+use super::heads;
 use super::{Event, Failure, MigrateError, Migrator, Report, Target};
 use crate::name::{quote_ident, SchemaName};
 use crate::Scope;
@@ -43,7 +44,6 @@ impl Migrator {
                         path: &self.shared_path(None),
                         tracked: applied.is_tracked(schema),
                         one_by_one: self.on_citus(),
-                        record: None,
                     };
                     let applied = apply(&mut conns[0], target, m, on_event).and_then(|now| {
                         // On Citus, the tables isolated migrations will
@@ -126,7 +126,10 @@ impl Migrator {
 
     /// Runs the work `next_work` hands out on `workers` workers (see
     /// [`crate::workers::run_workers`]); every connection is left in
-    /// `conns` afterwards, for the next step.
+    /// `conns` afterwards, for the next step. The heads of the schemas
+    /// brought to the step's end are recorded as they commit, a statement
+    /// per [`heads::PER_STATEMENT`] of them (by whichever worker fills the
+    /// batch), the rest at the end of the step.
     fn run_isolated<'w>(
         &self,
         next_work: &(dyn Fn() -> Option<Work<'w>> + Sync),
@@ -145,23 +148,30 @@ impl Migrator {
                 (self.on_citus(), self.record_heads),
                 on_event,
             );
-            outcome
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(done);
+            let full = {
+                let mut outcome = outcome.lock().unwrap_or_else(|e| e.into_inner());
+                outcome.record(done);
+                if outcome.heads.len() >= heads::PER_STATEMENT {
+                    std::mem::take(&mut outcome.heads)
+                } else {
+                    Vec::new()
+                }
+            };
+            heads::write(conn, &full)?;
             Ok(())
         };
         crate::workers::run_workers(workers, conns, &connect, next_work, &handle)?;
-        Ok(outcome.into_inner().unwrap_or_else(|e| e.into_inner()))
+        let mut outcome = outcome.into_inner().unwrap_or_else(|e| e.into_inner());
+        heads::write(&mut conns[0], &std::mem::take(&mut outcome.heads))?;
+        Ok(outcome)
     }
 }
 
 /// Applies one schema's pending migrations of a step in order, stopping at
 /// the first failure, and reports the schema's end (done or failed). With
-/// `record`, the last migration's transaction records the schema's head:
-/// the versions it was read to hold plus those applied since (a run that
-/// stops earlier leaves the previous record, which claims less: the next
-/// run reads the schema).
+/// `record`, a schema that reached the step's end comes back with its head
+/// to record: the versions it was read to hold plus those committed since
+/// (see the `heads` module).
 fn migrate_one(
     conn: &mut PgConnection,
     (target, pending, done): Work<'_>,
@@ -174,23 +184,24 @@ fn migrate_one(
     let mut failure = None;
     let mut tracked = done.is_some();
     let mut holds = done.unwrap_or_default();
-    let last = pending.len().saturating_sub(1);
-    for (i, m) in pending.into_iter().enumerate() {
-        holds.insert(m.version().to_string());
-        let input = (record && i == last).then(|| super::heads::digest_input(&holds));
+    for m in pending {
         let at = ApplyTarget {
             schema,
             path,
             tracked,
             one_by_one,
-            record: input.as_deref(),
         };
         match apply(conn, at, m, on_event) {
             Ok(true) => {
                 applied += 1;
                 tracked = true;
+                holds.insert(m.version().to_string());
             }
-            Ok(false) => tracked = true,
+            // Another run committed it: in the table all the same.
+            Ok(false) => {
+                tracked = true;
+                holds.insert(m.version().to_string());
+            }
             Err(message) => {
                 failure = Some(Failure {
                     schema: schema.to_string(),
@@ -208,10 +219,16 @@ fn migrate_one(
             applied,
         }),
     }
+    let head = (record && failure.is_none()).then(|| heads::Record {
+        schema: schema.to_string(),
+        oid: None,
+        input: heads::digest_input(&holds),
+    });
     SchemaOutcome {
         schema: schema.to_string(),
         applied,
         failure,
+        head,
     }
 }
 
@@ -220,6 +237,8 @@ struct SchemaOutcome {
     schema: String,
     applied: usize,
     failure: Option<Failure>,
+    /// The head to record, when it reached the step's end.
+    head: Option<heads::Record>,
 }
 
 /// One schema's work in an isolated step: the schema, the step's
@@ -369,10 +388,13 @@ struct Outcome {
     applied: usize,
     migrated: Vec<String>,
     failures: Vec<Failure>,
+    /// Heads not recorded yet.
+    heads: Vec<heads::Record>,
 }
 
 impl Outcome {
     fn record(&mut self, done: SchemaOutcome) {
+        self.heads.extend(done.head);
         self.applied += done.applied;
         if done.applied > 0 {
             self.migrated.push(done.schema);
