@@ -167,7 +167,7 @@ fn bench(n: usize, cli: &Path, noop_only: bool) {
     let mut recorded = Vec::new();
     let mut cli_runs: [Vec<f64>; JOBS.len()] = Default::default();
     let mut cli_rss = [0.0f64; JOBS.len()];
-    let mut unrecorded = Vec::new();
+    let mut unrecorded: [Vec<f64>; UNRECORDED_JOBS.len()] = Default::default();
     let migration = root.join("migrations/0002_order_note");
     for _ in 0..rounds {
         // Each baseline opens its own connection, timed, as the CLI does:
@@ -213,9 +213,11 @@ fn bench(n: usize, cli: &Path, noop_only: bool) {
             );
             undo(&mut conn, &schemas);
         }
-        let (secs, _) = run_cli(cli, root, db.url(), 4, &["--no-record-heads"]);
-        unrecorded.push(secs);
-        undo(&mut conn, &schemas);
+        for (i, jobs) in UNRECORDED_JOBS.into_iter().enumerate() {
+            let (secs, _) = run_cli(cli, root, db.url(), jobs, &["--no-record-heads"]);
+            unrecorded[i].push(secs);
+            undo(&mut conn, &schemas);
+        }
         std::fs::remove_dir_all(&migration).unwrap();
     }
     let baseline = median(&mut bare);
@@ -243,20 +245,25 @@ fn bench(n: usize, cli: &Path, noop_only: bool) {
             Some(cli_rss[i]),
         );
     }
-    let with_heads = cli_runs[JOBS.len() - 1].clone();
-    let unrecorded = median(&mut unrecorded);
-    row(
-        n,
-        "migrate ADD COLUMN, --jobs 4 --no-record-heads (what recording costs)",
-        unrecorded,
-        Some((baseline, recorded)),
-        None,
-    );
-    println!(
-        "\n{n} tenants: ADD COLUMN with heads recorded ÷ without, --jobs 4: {:.3} (time ratio; 1.0 = free)\n",
-        median(&mut with_heads.clone()) / unrecorded
-    );
+    for (i, jobs) in UNRECORDED_JOBS.into_iter().enumerate() {
+        let without = median(&mut unrecorded[i]);
+        row(
+            n,
+            &format!("migrate ADD COLUMN, --jobs {jobs} --no-record-heads (what recording costs)"),
+            without,
+            Some((baseline, recorded)),
+            None,
+        );
+        let with = JOBS.iter().position(|&j| j == jobs).expect("measured with heads");
+        println!(
+            "\n{n} tenants, --jobs {jobs}: ADD COLUMN with heads recorded ÷ without: {:.3} (time ratio; 1.0 = free)\n",
+            median(&mut cli_runs[with].clone()) / without
+        );
+    }
 }
+
+/// The `--jobs` values also measured without recording heads.
+const UNRECORDED_JOBS: [usize; 2] = [1, 4];
 
 /// The `--jobs` values measured (this machine has 2 cores).
 const JOBS: [usize; 3] = [1, 2, 4];

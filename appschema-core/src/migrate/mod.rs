@@ -13,11 +13,11 @@
 //!   starts (the timeline's order would break for the failed schema).
 //! - **Concurrency**: a transaction-scoped advisory lock per schema; a second
 //!   run waits for the first, saying so through [`Event::Waiting`].
-//! - **Cheap when there is nothing to do**: each migration also records the
-//!   schema's head in `public.appschema_heads`, in its own transaction, and
-//!   a schema whose record matches the set is not read at all (see the
-//!   `heads` module); so a run with nothing pending costs a few queries
-//!   whatever the number of tenants. Schemas without a trusted record are
+//! - **Cheap when there is nothing to do**: once a schema's migrations have
+//!   committed, `migrate` records the schema's head in
+//!   `public.appschema_heads`, and a schema whose record matches the set is
+//!   not read at all (see the `heads` module); so a run with nothing
+//!   pending costs a few queries whatever the number of tenants. Schemas without a trusted record are
 //!   read in a few queries (one per 50 schemas), not per tenant; `migrate`
 //!   streams that read, so workers start on the first schemas found behind
 //!   while the rest is still being read (see the `applied` module), and
