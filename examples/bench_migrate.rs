@@ -254,7 +254,10 @@ fn bench(n: usize, cli: &Path, noop_only: bool) {
             Some((baseline, recorded)),
             None,
         );
-        let with = JOBS.iter().position(|&j| j == jobs).expect("measured with heads");
+        let with = JOBS
+            .iter()
+            .position(|&j| j == jobs)
+            .expect("measured with heads");
         println!(
             "\n{n} tenants, --jobs {jobs}: ADD COLUMN with heads recorded ÷ without: {:.3} (time ratio; 1.0 = free)\n",
             median(&mut cli_runs[with].clone()) / without
