@@ -147,25 +147,26 @@ pub(super) fn tracked(conn: &mut PgConnection, expected: Option<&str>) -> QueryR
         #[diesel(sql_type = Bool)]
         current: bool,
     }
-    let rows = match expected {
-        Some(expected) if heads_installed(conn)? => diesel::sql_query(format!(
-            "SELECT n.nspname::text AS nspname, c.oid::int8 AS oid,
-                    coalesce(h.tracking_oid = c.oid AND h.digest = md5($1), false) AS current
-               FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-               LEFT JOIN {HEADS_TABLE} h ON h.schema_name = n.nspname::text
-              WHERE c.relname = '__diesel_schema_migrations' AND c.relkind IN ('r', 'p')"
-        ))
-        .bind::<Text, _>(expected)
-        .load::<Row>(conn)?,
-        _ => diesel::sql_query(
-            "SELECT n.nspname::text AS nspname, c.oid::int8 AS oid, false AS current
-               FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relname = '__diesel_schema_migrations' AND c.relkind IN ('r', 'p')",
-        )
-        .load::<Row>(conn)?,
+    // With a usable expectation, each tracking table's record is joined in;
+    // without, no schema is current.
+    let (current, join) = match expected {
+        Some(expected) if heads_installed(conn)? => (
+            format!(
+                "coalesce(h.tracking_oid = c.oid AND h.digest = md5({}), false)",
+                quote_literal(expected)
+            ),
+            format!("LEFT JOIN {HEADS_TABLE} h ON h.schema_name = n.nspname::text"),
+        ),
+        _ => ("false".to_string(), String::new()),
     };
+    let rows = diesel::sql_query(format!(
+        "SELECT n.nspname::text AS nspname, c.oid::int8 AS oid, {current} AS current
+           FROM pg_catalog.pg_class c
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+           {join}
+          WHERE c.relname = '__diesel_schema_migrations' AND c.relkind IN ('r', 'p')"
+    ))
+    .load::<Row>(conn)?;
     let mut out = Tracked::default();
     for row in rows {
         if row.current {
