@@ -269,13 +269,23 @@ fn a_pool_built_outside_a_runtime_starts_its_upkeep_at_the_first_checkout() {
         before = rt.block_on(async {
             let mut admin = AsyncPgConnection::establish(db.url()).await.unwrap();
             drop(pool.get_for(&tenant(0)).await.unwrap());
-            // The checkout's connection, and one more opened by the task,
-            // both new: the previous runtime's are closed.
+            // The checkout's connection and those the task opened, all new:
+            // the previous runtime's are closed. Two at least sit idle: the
+            // task may have topped up while the checkout still held its
+            // connection (then it opened two, as the sync pool's min_idle
+            // would: three in all, within max_size).
             until(
                 &mut admin,
                 &pool,
                 &format!("min_idle reached after the checkout (round {round})"),
-                |now, _| (now.len() == 2 && now.is_disjoint(&before)).then(|| now.clone()),
+                |now, pool| {
+                    let status = pool.status();
+                    (now.len() >= 2
+                        && now.len() == status.size
+                        && status.available >= 2
+                        && now.is_disjoint(&before))
+                    .then(|| now.clone())
+                },
             )
             .await
         });
