@@ -17,11 +17,11 @@
 //!   committed, `migrate` records the schema's head in
 //!   `public.appschema_heads`, and a schema whose record matches the set is
 //!   not read at all (see the `heads` module); so a run with nothing
-//!   pending costs a few queries whatever the number of tenants. Schemas without a trusted record are
-//!   read in a few queries (one per 50 schemas), not per tenant; `migrate`
-//!   streams that read, so workers start on the first schemas found behind
-//!   while the rest is still being read (see the `applied` module), and
-//!   records what it read.
+//!   pending costs a few queries whatever the number of tenants. Schemas
+//!   without a trusted record are read in a few queries (one per 50
+//!   schemas), not per tenant; `migrate` streams that read, so workers start
+//!   on the first schemas found behind while the rest is still being read
+//!   (see the `applied` module), and records what it read.
 //!
 //! Which schemas: appschema's own shared tables first ([`registry::install`]),
 //! the shared schema, then every tenant of the registry, then every schema
