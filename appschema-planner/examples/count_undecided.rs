@@ -17,8 +17,9 @@ use appschema_planner::schema_source::TableScopes;
 use appschema_planner::PlanError;
 
 fn main() {
-    let root = std::env::var_os("APPSCHEMA_HISTORIES")
-        .expect("set APPSCHEMA_HISTORIES to a directory of histories (<name>/migrations, <name>/schema.rs)");
+    let root = std::env::var_os("APPSCHEMA_HISTORIES").expect(
+        "set APPSCHEMA_HISTORIES to a directory of histories (<name>/migrations, <name>/schema.rs)",
+    );
     let verbose = std::env::var_os("APPSCHEMA_VERBOSE").is_some();
     let mut dirs: Vec<_> = std::fs::read_dir(&root)
         .expect("read APPSCHEMA_HISTORIES")

@@ -43,9 +43,10 @@ impl std::fmt::Display for TableRef {
     }
 }
 
-/// What one migration's SQL does to tables.
+/// What one statement does to tables, functions, types and schemas (the
+/// statements of a `DO` block follow it as statements of their own).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SqlFacts {
+pub struct StatementFacts {
     /// Tables (and views) created, altered, dropped, renamed, indexed,
     /// commented on, triggered on, refreshed, truncated or written to.
     pub touched: BTreeSet<TableRef>,
@@ -68,6 +69,90 @@ pub struct SqlFacts {
     /// Tables a trigger is created on (Citus refuses triggers on
     /// distributed tables).
     pub triggers: BTreeSet<TableRef>,
+    /// Functions (and procedures), types and schemas created or replaced,
+    /// with what a function's body names.
+    pub created: Vec<(ObjectRef, Body)>,
+    /// Functions and types altered (`ALTER FUNCTION`, `ALTER TYPE … ADD
+    /// VALUE`) or commented on.
+    pub used: BTreeSet<ObjectRef>,
+    /// Functions and types renamed, in order: (old name, new name).
+    pub object_renames: Vec<(ObjectRef, String)>,
+    /// Functions and types dropped.
+    pub object_drops: BTreeSet<ObjectRef>,
+    /// Functions called, by any expression or as a trigger's function:
+    /// only the history knows which are the application's own.
+    pub calls: BTreeSet<TableRef>,
+    /// Relations read by the statements of a `DO` block: only those the
+    /// history knows count.
+    pub reads: BTreeSet<TableRef>,
+    /// Extensions created.
+    pub extensions: BTreeSet<String>,
+}
+
+/// What one migration's SQL does, statement by statement, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SqlFacts {
+    /// Each statement's facts, in the order they run.
+    pub statements: Vec<StatementFacts>,
+}
+
+impl SqlFacts {
+    /// Every relation some statement touches.
+    pub fn touched(&self) -> BTreeSet<TableRef> {
+        self.statements
+            .iter()
+            .flat_map(|s| s.touched.iter().cloned())
+            .collect()
+    }
+
+    /// Every foreign key some statement declares.
+    pub fn foreign_keys(&self) -> BTreeSet<(TableRef, TableRef)> {
+        self.statements
+            .iter()
+            .flat_map(|s| s.foreign_keys.iter().cloned())
+            .collect()
+    }
+}
+
+/// The kinds of objects followed besides tables and views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    /// A function or procedure (overloads are one object: by name).
+    Function,
+    /// A type: enum, composite, range or domain.
+    Type,
+    /// A schema.
+    Schema,
+}
+
+/// A function, type or schema as written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// What it is.
+    pub kind: ObjectKind,
+    /// Its name (a schema's name is `name`, with no schema).
+    pub name: TableRef,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            ObjectKind::Function => write!(f, "{}()", self.name),
+            ObjectKind::Type => write!(f, "type {}", self.name),
+            ObjectKind::Schema => write!(f, "schema {}", self.name),
+        }
+    }
+}
+
+/// What a function's body names: PL/pgSQL read by PostgreSQL's PL/pgSQL
+/// parser, `LANGUAGE sql` bodies as SQL. Statements built at run time
+/// (`EXECUTE 'DROP …' || name`) cannot be seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Body {
+    /// Relations named, read or written.
+    pub relations: BTreeSet<TableRef>,
+    /// Functions called.
+    pub calls: BTreeSet<TableRef>,
 }
 
 /// Parses `sql` with PostgreSQL's grammar and reports the tables it touches.
@@ -82,7 +167,21 @@ fn analyze_into(sql: &str, facts: &mut SqlFacts) -> Result<(), String> {
     let parsed = pg_query::parse(sql).map_err(parse_message)?;
     for raw in &parsed.protobuf.stmts {
         if let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
-            statement(node, facts);
+            let start = usize::try_from(raw.stmt_location)
+                .unwrap_or(0)
+                .min(sql.len());
+            let len = usize::try_from(raw.stmt_len).unwrap_or(0);
+            let end = if len == 0 {
+                sql.len()
+            } else {
+                (start + len).min(sql.len())
+            };
+            let text = sql.get(start..end).unwrap_or(sql);
+            let mut one = StatementFacts::default();
+            let mut nested = SqlFacts::default();
+            statement(node, text, &mut one, &mut nested);
+            facts.statements.push(one);
+            facts.statements.append(&mut nested.statements);
         }
     }
     Ok(())
@@ -92,7 +191,7 @@ fn analyze_into(sql: &str, facts: &mut SqlFacts) -> Result<(), String> {
 /// contexts), its function calls naming a table, then what each kind of
 /// statement adds: foreign keys, comments, renames, drops, views, indexes,
 /// and the SQL inside `DO` blocks.
-fn statement(node: &NodeEnum, facts: &mut SqlFacts) {
+fn statement(node: &NodeEnum, text: &str, facts: &mut StatementFacts, nested: &mut SqlFacts) {
     // The relation of ALTER INDEX / ALTER SEQUENCE is no table.
     let skip_relation = match node {
         NodeEnum::AlterTableStmt(s) => {
@@ -112,7 +211,10 @@ fn statement(node: &NodeEnum, facts: &mut SqlFacts) {
             {
                 facts.touched.insert(range_var(v));
             }
-            NodeRef::FuncCall(f) => facts.touched.extend(managed_table(f)),
+            NodeRef::FuncCall(f) => {
+                facts.touched.extend(managed_table(f));
+                facts.calls.extend(qualified(&strings(&f.funcname)));
+            }
             _ => {}
         }
     }
@@ -145,6 +247,52 @@ fn statement(node: &NodeEnum, facts: &mut SqlFacts) {
         }
         NodeEnum::CreateTrigStmt(s) => {
             facts.triggers.extend(s.relation.as_ref().map(range_var));
+            facts.calls.extend(qualified(&strings(&s.funcname)));
+        }
+        NodeEnum::CreateFunctionStmt(s) => {
+            if let Some(name) = qualified(&strings(&s.funcname)) {
+                let body = function_body(s, text);
+                facts
+                    .created
+                    .push((object(ObjectKind::Function, name), body));
+            }
+        }
+        NodeEnum::AlterFunctionStmt(s) => {
+            facts
+                .used
+                .extend(s.func.as_ref().and_then(|f| function_name(f)));
+        }
+        NodeEnum::CreateEnumStmt(s) => created_type(&s.type_name, facts),
+        NodeEnum::CreateRangeStmt(s) => created_type(&s.type_name, facts),
+        NodeEnum::CreateDomainStmt(s) => created_type(&s.domainname, facts),
+        NodeEnum::CompositeTypeStmt(s) => {
+            if let Some(t) = s.typevar.as_ref().map(range_var) {
+                facts.touched.remove(&t);
+                facts
+                    .created
+                    .push((object(ObjectKind::Type, t), Body::default()));
+            }
+        }
+        NodeEnum::DefineStmt(s) if ObjectType::try_from(s.kind) == Ok(ObjectType::ObjectType) => {
+            created_type(&s.defnames, facts)
+        }
+        NodeEnum::AlterEnumStmt(s) => {
+            facts
+                .used
+                .extend(qualified(&strings(&s.type_name)).map(|t| object(ObjectKind::Type, t)));
+        }
+        NodeEnum::CreateSchemaStmt(s) => facts.created.push((
+            object(
+                ObjectKind::Schema,
+                TableRef {
+                    schema: None,
+                    name: s.schemaname.clone(),
+                },
+            ),
+            Body::default(),
+        )),
+        NodeEnum::CreateExtensionStmt(s) => {
+            facts.extensions.insert(s.extname.clone());
         }
         NodeEnum::IndexStmt(s) => {
             if let (false, Some(table)) = (s.idxname.is_empty(), &s.relation) {
@@ -159,6 +307,21 @@ fn statement(node: &NodeEnum, facts: &mut SqlFacts) {
             }
         }
         NodeEnum::RenameStmt(s) => {
+            let kind = match ObjectType::try_from(s.rename_type).unwrap_or(ObjectType::Undefined) {
+                ObjectType::ObjectFunction
+                | ObjectType::ObjectProcedure
+                | ObjectType::ObjectRoutine => Some(ObjectKind::Function),
+                ObjectType::ObjectType | ObjectType::ObjectDomain => Some(ObjectKind::Type),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                let old = s.object.as_deref().and_then(|o| object_name(kind, o));
+                if let Some(old) = old {
+                    facts.used.insert(old.clone());
+                    facts.object_renames.push((old, s.newname.clone()));
+                }
+                return;
+            }
             let Some(rel) = s.relation.as_ref().map(range_var) else {
                 return;
             };
@@ -197,6 +360,18 @@ fn statement(node: &NodeEnum, facts: &mut SqlFacts) {
                     facts.touched.extend(qualified(&names[..names.len() - 1]))
                 }
                 ObjectType::ObjectIndex => facts.index_uses.extend(qualified(&names)),
+                ObjectType::ObjectFunction
+                | ObjectType::ObjectProcedure
+                | ObjectType::ObjectRoutine => facts.used.extend(
+                    s.object
+                        .as_deref()
+                        .and_then(|o| object_name(ObjectKind::Function, o)),
+                ),
+                ObjectType::ObjectType | ObjectType::ObjectDomain => facts.used.extend(
+                    s.object
+                        .as_deref()
+                        .and_then(|o| object_name(ObjectKind::Type, o)),
+                ),
                 _ => {}
             }
         }
@@ -223,6 +398,20 @@ fn statement(node: &NodeEnum, facts: &mut SqlFacts) {
                         facts.touched.extend(qualified(&names[..names.len() - 1]))
                     }
                     ObjectType::ObjectIndex => facts.index_uses.extend(qualified(&names)),
+                    ObjectType::ObjectFunction
+                    | ObjectType::ObjectProcedure
+                    | ObjectType::ObjectRoutine => {
+                        if let Some(f) = object_name(ObjectKind::Function, o) {
+                            facts.used.insert(f.clone());
+                            facts.object_drops.insert(f);
+                        }
+                    }
+                    ObjectType::ObjectType | ObjectType::ObjectDomain => {
+                        if let Some(t) = object_name(ObjectKind::Type, o) {
+                            facts.used.insert(t.clone());
+                            facts.object_drops.insert(t);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -257,7 +446,7 @@ fn statement(node: &NodeEnum, facts: &mut SqlFacts) {
                         if let Some(NodeEnum::String(body)) =
                             d.arg.as_ref().and_then(|a| a.node.as_ref())
                         {
-                            do_block(&body.sval, facts);
+                            do_block(&body.sval, facts, nested);
                         }
                     }
                 }
@@ -315,7 +504,7 @@ fn managed_table(f: &protobuf::FuncCall) -> Option<TableRef> {
     qualified(&parts)
 }
 
-fn column_def(from: &TableRef, col: &protobuf::ColumnDef, facts: &mut SqlFacts) {
+fn column_def(from: &TableRef, col: &protobuf::ColumnDef, facts: &mut StatementFacts) {
     for c in &col.constraints {
         if let Some(NodeEnum::Constraint(c)) = &c.node {
             constraint(from, c, facts);
@@ -325,7 +514,7 @@ fn column_def(from: &TableRef, col: &protobuf::ColumnDef, facts: &mut SqlFacts) 
 
 /// A constraint of table `from`: a foreign key, or a named constraint
 /// backed by an index of the same name.
-fn constraint(from: &TableRef, c: &protobuf::Constraint, facts: &mut SqlFacts) {
+fn constraint(from: &TableRef, c: &protobuf::Constraint, facts: &mut StatementFacts) {
     match ConstrType::try_from(c.contype) {
         Ok(ConstrType::ConstrForeign) => {
             if let Some(to) = &c.pktable {
@@ -350,27 +539,166 @@ fn constraint(from: &TableRef, c: &protobuf::Constraint, facts: &mut SqlFacts) {
     }
 }
 
-/// The statements of a `DO` block, found by PostgreSQL's PL/pgSQL parser.
+/// The statements of a `DO` block, found by PostgreSQL's PL/pgSQL parser,
+/// as statements of their own after the block's, and the relations its
+/// queries and conditions read (`IF EXISTS (SELECT … FROM orders)`).
 /// Statements it runs through dynamic `EXECUTE` strings cannot be seen; a
 /// migration that only does that must declare its scope.
-fn do_block(body: &str, facts: &mut SqlFacts) {
-    let mut tag = String::from("appschema");
-    while body.contains(&format!("${tag}$")) {
-        tag.push('_');
-    }
-    let wrapped = format!(
-        "CREATE FUNCTION appschema_do() RETURNS void AS ${tag}${body}${tag}$ LANGUAGE plpgsql"
-    );
-    let Ok(tree) = pg_query::parse_plpgsql(&wrapped) else {
+fn do_block(body: &str, facts: &mut StatementFacts, nested: &mut SqlFacts) {
+    let Ok(tree) = pg_query::parse_plpgsql(&wrap_plpgsql(body, "void")) else {
         return;
     };
     let mut queries = Vec::new();
     collect_queries(&tree, &mut queries);
+    let mut calls = BTreeSet::new();
     for query in queries {
         // Conditions and assignments are expressions, not statements; they
-        // only read, so failing to parse them as statements loses nothing.
-        let _ = analyze_into(&query, facts);
+        // only read, and are read as `SELECT <expression>`.
+        if analyze_into(&query, nested).is_err() {
+            let _ = references(&format!("SELECT {query}"), &mut facts.reads, &mut calls);
+        } else {
+            let _ = references(&query, &mut facts.reads, &mut calls);
+        }
     }
+    facts.calls.extend(calls);
+}
+
+/// `body` as the body of a PL/pgSQL function returning `returns`, under a
+/// dollar quote it does not contain.
+fn wrap_plpgsql(body: &str, returns: &str) -> String {
+    let mut tag = String::from("appschema");
+    while body.contains(&format!("${tag}$")) {
+        tag.push('_');
+    }
+    format!(
+        "CREATE FUNCTION appschema_body() RETURNS {returns} AS ${tag}${body}${tag}$ LANGUAGE plpgsql"
+    )
+}
+
+/// The relations and functions `sql` names (every statement, read or written).
+fn references(
+    sql: &str,
+    relations: &mut BTreeSet<TableRef>,
+    calls: &mut BTreeSet<TableRef>,
+) -> Result<(), String> {
+    let parsed = pg_query::parse(sql).map_err(parse_message)?;
+    for raw in &parsed.protobuf.stmts {
+        if let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) {
+            node_references(node, relations, calls);
+        }
+    }
+    Ok(())
+}
+
+fn node_references(
+    node: &NodeEnum,
+    relations: &mut BTreeSet<TableRef>,
+    calls: &mut BTreeSet<TableRef>,
+) {
+    for (n, ..) in node.nodes() {
+        match n {
+            NodeRef::RangeVar(v) => {
+                relations.insert(range_var(v));
+            }
+            NodeRef::FuncCall(f) => {
+                calls.extend(qualified(&strings(&f.funcname)));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a function's body names: a PL/pgSQL body through PostgreSQL's
+/// PL/pgSQL parser (every query and expression in it), a `LANGUAGE sql`
+/// body (quoted or `BEGIN ATOMIC`) as SQL. Other languages name nothing
+/// the planner can see.
+fn function_body(s: &protobuf::CreateFunctionStmt, text: &str) -> Body {
+    let mut body = Body::default();
+    if let Some(node) = s.sql_body.as_ref().and_then(|b| b.node.as_ref()) {
+        node_references(node, &mut body.relations, &mut body.calls);
+        return body;
+    }
+    let option = |name: &str| {
+        s.options.iter().find_map(|o| match &o.node {
+            Some(NodeEnum::DefElem(d)) if d.defname == name => d.arg.as_deref(),
+            _ => None,
+        })
+    };
+    let language = option("language").and_then(|a| match &a.node {
+        Some(NodeEnum::String(l)) => Some(l.sval.to_ascii_lowercase()),
+        _ => None,
+    });
+    let source = option("as")
+        .map(name_list)
+        .and_then(|parts| parts.into_iter().next());
+    let Some(source) = source else {
+        return body;
+    };
+    match language.as_deref() {
+        Some("sql") => {
+            let _ = references(&source, &mut body.relations, &mut body.calls);
+        }
+        Some("plpgsql") => {
+            // The statement itself first (a trigger function's `NEW` and
+            // `OLD` exist only with its real return type), else the body
+            // alone.
+            let tree = pg_query::parse_plpgsql(text)
+                .or_else(|_| pg_query::parse_plpgsql(&wrap_plpgsql(&source, "trigger")));
+            if let Ok(tree) = tree {
+                let mut queries = Vec::new();
+                collect_queries(&tree, &mut queries);
+                for query in queries {
+                    if references(&query, &mut body.relations, &mut body.calls).is_err() {
+                        let _ = references(
+                            &format!("SELECT {query}"),
+                            &mut body.relations,
+                            &mut body.calls,
+                        );
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    body
+}
+
+fn object(kind: ObjectKind, name: TableRef) -> ObjectRef {
+    ObjectRef { kind, name }
+}
+
+fn created_type(names: &[protobuf::Node], facts: &mut StatementFacts) {
+    if let Some(t) = qualified(&strings(names)) {
+        facts
+            .created
+            .push((object(ObjectKind::Type, t), Body::default()));
+    }
+}
+
+fn function_name(f: &protobuf::ObjectWithArgs) -> Option<ObjectRef> {
+    qualified(&strings(&f.objname)).map(|n| object(ObjectKind::Function, n))
+}
+
+/// The function (an `ObjectWithArgs`) or type (a `TypeName` or a name
+/// list) a `DROP`, `COMMENT ON` or `ALTER … RENAME` names.
+fn object_name(kind: ObjectKind, node: &protobuf::Node) -> Option<ObjectRef> {
+    let names = match &node.node {
+        Some(NodeEnum::ObjectWithArgs(f)) => strings(&f.objname),
+        Some(NodeEnum::TypeName(t)) => strings(&t.names),
+        _ => name_list(node),
+    };
+    qualified(&names).map(|n| object(kind, n))
+}
+
+/// The strings of a name list (`funcname`, `type_name`, …).
+fn strings(nodes: &[protobuf::Node]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|n| match &n.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn collect_queries(value: &serde_json::Value, out: &mut Vec<String>) {
@@ -625,7 +953,7 @@ mod tests {
     fn touched(sql: &str) -> Vec<String> {
         analyze(sql)
             .unwrap()
-            .touched
+            .touched()
             .iter()
             .map(ToString::to_string)
             .collect()
@@ -707,7 +1035,7 @@ mod tests {
         )
         .unwrap();
         let fks: Vec<String> = facts
-            .foreign_keys
+            .foreign_keys()
             .iter()
             .map(|(a, b)| format!("{a}->{b}"))
             .collect();

@@ -210,8 +210,11 @@ fn a_migration_touching_both_scopes_must_be_split() {
 #[test]
 fn a_migration_touching_no_marked_table_must_declare_its_scope() {
     let p = Project::new();
-    p.migration("1_ext", "CREATE EXTENSION IF NOT EXISTS citext;", None)
-        .migration("2_mystery", "CREATE TABLE mystery (id int);", None);
+    p.migration("1_noop", "SELECT 1;", None).migration(
+        "2_mystery",
+        "CREATE TABLE mystery (id int);",
+        None,
+    );
     let err = p.load().unwrap_err();
     assert!(err.starts_with("2 problems in the migrations:"), "{err}");
     assert!(
@@ -220,14 +223,14 @@ fn a_migration_touching_no_marked_table_must_declare_its_scope() {
              migrations with `appschema_default_scope = \"shared\"` or `\"isolated\"` in `{}`); \
              declare it with `appschema_scope = \"shared\"` or `appschema_scope = \"isolated\"` \
              in its metadata.toml",
-            p.path("1_ext").display(),
+            p.path("1_noop").display(),
             p.dir.path().join("migrations/metadata.toml").display()
         )),
         "{err}"
     );
     assert!(
         err.contains(
-            "it touches only tables no schema file marks and no other migration decides (`mystery`)"
+            "it touches only objects no schema file marks and no other migration decides (`mystery`)"
         ),
         "{err}"
     );

@@ -107,6 +107,20 @@ pub enum PlanError {
         /// The referenced (isolated) table.
         to: String,
     },
+    /// An isolated migration names per-tenant objects with the shared
+    /// schema: in every tenant they would resolve to the shared schema,
+    /// where they do not exist after the first `migrate`.
+    #[error(
+        "`{path}` is isolated but names per-tenant objects with the shared schema ({objects}): \
+         in a tenant these resolve to the shared schema, where they do not exist; drop the \
+         `public.` qualification so that each tenant's `search_path` finds its own"
+    )]
+    SharedQualifiedIsolated {
+        /// The migration directory.
+        path: PathBuf,
+        /// Every such object, as written.
+        objects: String,
+    },
     /// `metadata.toml` is invalid.
     #[error("`{path}`: {message}")]
     Metadata {

@@ -23,17 +23,32 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::schema_source::TableScopes;
-use crate::sql::SqlFacts;
+use crate::sql::{ObjectKind, SqlFacts, StatementFacts, TableRef};
 use crate::Scope;
 
-/// One table (or view) over its life, under successive names.
+/// What a node is: names of different kinds never meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// A table, view, materialized view or foreign table.
+    Relation,
+    /// A function, type or schema.
+    Object(ObjectKind),
+}
+
+/// One table, view, function, type or schema over its life, under
+/// successive names.
 #[derive(Debug)]
 struct Node {
+    kind: Kind,
     /// Its last name.
     name: String,
     scope: Option<Scope>,
-    /// For views: the relations its query reads.
+    /// For views: the relations its query reads; for functions: the known
+    /// relations and functions their bodies name.
     reads: Vec<usize>,
+    /// For functions: whether every body it had names no relation (but
+    /// catalogs) and none of the application's functions.
+    pure: bool,
 }
 
 /// What one migration touches, resolved against the history.
@@ -47,6 +62,13 @@ pub(super) struct Touched {
     foreign_keys: Vec<(String, usize, String, usize)>,
     /// Tables triggers are created on, as written, with their node.
     triggers: Vec<(String, usize)>,
+    /// The application's functions called, by node.
+    calls: Vec<usize>,
+    /// What the migration names qualified with the shared schema, as
+    /// written, with its node.
+    shared_qualified: Vec<(String, usize)>,
+    /// Whether it creates an extension.
+    pub(super) extensions: bool,
 }
 
 /// The history's tables and what each migration touches.
@@ -107,12 +129,16 @@ impl History {
     /// Applies the schema files' markings: to the table living under the
     /// marked name at the end of the history, else (a table the schema files
     /// still mark but a migration dropped) to the last table of that name.
-    fn mark(&mut self, live: &HashMap<String, usize>, marked: &TableScopes) {
+    fn mark(&mut self, live: &HashMap<(Kind, String), usize>, marked: &TableScopes) {
         for (name, table) in marked.iter() {
             let node = live
-                .get(name)
+                .get(&(Kind::Relation, name.to_string()))
                 .copied()
-                .or_else(|| self.nodes.iter().rposition(|n| n.name == name));
+                .or_else(|| {
+                    self.nodes
+                        .iter()
+                        .rposition(|n| n.kind == Kind::Relation && n.name == name)
+                });
             if let Some(node) = node {
                 self.nodes[node].scope = Some(table.scope);
             }
@@ -122,6 +148,10 @@ impl History {
     fn settle(&mut self, migrations: &[(&SqlFacts, Option<Scope>)]) {
         loop {
             let mut changed = false;
+            // Functions of no known scope called by isolated migrations:
+            // isolated unless a shared migration calls them too (which
+            // needs them in the shared schema).
+            let mut isolated_calls = Vec::new();
             for (i, touched) in self.touched.iter().enumerate() {
                 let known: BTreeSet<Scope> = touched
                     .relations
@@ -137,6 +167,19 @@ impl History {
                     if self.nodes[n].scope.is_none() && scope.is_some() {
                         self.nodes[n].scope = scope;
                         changed = true;
+                    }
+                }
+                for &n in &touched.calls {
+                    if self.nodes[n].scope.is_some() {
+                        continue;
+                    }
+                    match scope {
+                        Some(Scope::Shared) => {
+                            self.nodes[n].scope = Some(Scope::Shared);
+                            changed = true;
+                        }
+                        Some(Scope::Isolated) => isolated_calls.push(n),
+                        None => {}
                     }
                 }
                 for &(_, from, _, to) in &touched.foreign_keys {
@@ -172,6 +215,26 @@ impl History {
                 if scope.is_some() {
                     self.nodes[v].scope = scope;
                     changed = true;
+                }
+            }
+            if !changed {
+                for n in isolated_calls {
+                    if self.nodes[n].scope.is_none() {
+                        self.nodes[n].scope = Some(Scope::Isolated);
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                // Last: a function no rule decided whose bodies name no
+                // table and none of the application's functions works the
+                // same from the shared schema, where every tenant's path
+                // finds it (diesel's `diesel_manage_updated_at`).
+                for node in &mut self.nodes {
+                    if node.scope.is_none() && node.pure {
+                        node.scope = Some(Scope::Shared);
+                        changed = true;
+                    }
                 }
             }
             if !changed {
@@ -239,6 +302,18 @@ impl History {
             .collect()
     }
 
+    /// What isolated migration `i` names qualified with the shared schema
+    /// that is per tenant: in a tenant it would resolve to the shared
+    /// schema, where it does not exist.
+    pub(super) fn shared_qualified_isolated(&self, i: usize) -> BTreeSet<String> {
+        self.touched[i]
+            .shared_qualified
+            .iter()
+            .filter(|&&(_, n)| self.nodes[n].scope == Some(Scope::Isolated))
+            .map(|(written, _)| written.clone())
+            .collect()
+    }
+
     /// Whether migration `i` touches nothing at all (no relation, no index).
     pub(super) fn touches_nothing(&self, i: usize) -> bool {
         let t = &self.touched[i];
@@ -250,25 +325,48 @@ impl History {
 #[derive(Debug, Default)]
 struct Walk {
     nodes: Vec<Node>,
-    /// The table living under each name now.
-    live: HashMap<String, usize>,
+    /// The object living under each name now.
+    live: HashMap<(Kind, String), usize>,
     /// The table of each index living now.
     indexes: HashMap<String, usize>,
 }
 
+/// A system catalog (`pg_class`, `information_schema.tables`): the same
+/// in every schema.
+fn is_catalog(r: &TableRef) -> bool {
+    matches!(
+        r.schema.as_deref(),
+        Some("pg_catalog" | "information_schema")
+    ) || (r.schema.is_none() && r.name.starts_with("pg_"))
+}
+
+/// The schema names a shared object is written with.
+const SHARED_SCHEMA: &str = crate::schema_source::DEFAULT_SHARED_SCHEMA;
+
 impl Walk {
     fn node(&mut self, name: &str) -> usize {
-        if let Some(&n) = self.live.get(name) {
+        self.node_of(Kind::Relation, name)
+    }
+
+    fn node_of(&mut self, kind: Kind, name: &str) -> usize {
+        if let Some(&n) = self.live.get(&(kind, name.to_string())) {
             return n;
         }
         self.nodes.push(Node {
+            kind,
             name: name.to_string(),
-            scope: None,
+            // A schema is database-wide: shared.
+            scope: (kind == Kind::Object(ObjectKind::Schema)).then_some(Scope::Shared),
             reads: Vec::new(),
+            pure: kind == Kind::Object(ObjectKind::Function),
         });
         let n = self.nodes.len() - 1;
-        self.live.insert(name.to_string(), n);
+        self.live.insert((kind, name.to_string()), n);
         n
+    }
+
+    fn living(&self, kind: Kind, name: &str) -> Option<usize> {
+        self.live.get(&(kind, name.to_string())).copied()
     }
 
     /// The table of index `name`: the one that created it, else a live table
@@ -287,24 +385,60 @@ impl Walk {
         }
         self.live
             .iter()
-            .filter(|(table, _)| {
-                name.strip_prefix(table.as_str())
-                    .is_some_and(|rest| rest.starts_with('_'))
+            .filter(|((kind, table), _)| {
+                *kind == Kind::Relation
+                    && name
+                        .strip_prefix(table.as_str())
+                        .is_some_and(|rest| rest.starts_with('_'))
             })
-            .max_by_key(|(table, _)| table.len())
+            .max_by_key(|((_, table), _)| table.len())
             .map(|(_, &n)| n)
     }
 
+    /// Follows one migration's statements in order: a name dropped and
+    /// created again by the same migration is a new object from that
+    /// statement on.
     fn migration(&mut self, facts: &SqlFacts) -> Touched {
         let mut out = Touched::default();
-        let add = |out: &mut Touched, written: String, n: usize| {
-            if !out.relations.contains(&(written.clone(), n)) {
-                out.relations.push((written, n));
+        for statement in &facts.statements {
+            self.statement(statement, &mut out);
+        }
+        out
+    }
+
+    /// Records that the migration names `written` (node `n`): it touches
+    /// it, and, written in a schema the history created, that schema; or
+    /// written with the shared schema, it is checked once scopes settle.
+    fn add(&mut self, out: &mut Touched, written: &TableRef, display: String, n: usize) {
+        if !out.relations.contains(&(display.clone(), n)) {
+            out.relations.push((display.clone(), n));
+        }
+        self.qualification(out, written, display, n);
+    }
+
+    fn qualification(&mut self, out: &mut Touched, written: &TableRef, display: String, n: usize) {
+        match written.schema.as_deref() {
+            Some(SHARED_SCHEMA) => {
+                if !out.shared_qualified.contains(&(display.clone(), n)) {
+                    out.shared_qualified.push((display, n));
+                }
             }
-        };
+            Some(schema) => {
+                if let Some(s) = self.living(Kind::Object(ObjectKind::Schema), schema) {
+                    let display = format!("schema {schema}");
+                    if !out.relations.contains(&(display.clone(), s)) {
+                        out.relations.push((display, s));
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn statement(&mut self, facts: &StatementFacts, out: &mut Touched) {
         for t in &facts.touched {
             let n = self.node(&t.name);
-            add(&mut out, t.to_string(), n);
+            self.add(out, t, t.to_string(), n);
         }
         for (index, table) in &facts.indexes {
             let n = self.node(&table.name);
@@ -314,7 +448,9 @@ impl Walk {
             match self.index_owner(&index.name) {
                 Some(n) => {
                     let written = self.nodes[n].name.clone();
-                    add(&mut out, written, n);
+                    if !out.relations.contains(&(written.clone(), n)) {
+                        out.relations.push((written, n));
+                    }
                 }
                 None => {
                     out.unknown_indexes.insert(index.to_string());
@@ -337,7 +473,7 @@ impl Walk {
         }
         for (view, read) in &facts.views {
             let v = self.node(&view.name);
-            add(&mut out, view.to_string(), v);
+            self.add(out, view, view.to_string(), v);
             let reads: Vec<usize> = read
                 .iter()
                 .map(|r| self.node(&r.name))
@@ -345,18 +481,73 @@ impl Walk {
                 .collect();
             self.nodes[v].reads = reads;
         }
+        for (object, body) in &facts.created {
+            let kind = Kind::Object(object.kind);
+            let n = self.node_of(kind, &object.name.name);
+            self.add(out, &object.name, object.to_string(), n);
+            // Only what the history knows: a body also names catalogs,
+            // built-in functions and its own variables.
+            let reads: Vec<usize> = body
+                .relations
+                .iter()
+                .filter_map(|r| self.living(Kind::Relation, &r.name))
+                .chain(
+                    body.calls
+                        .iter()
+                        .filter_map(|f| self.living(Kind::Object(ObjectKind::Function), &f.name)),
+                )
+                .filter(|&r| r != n)
+                .collect();
+            let names_relations = body.relations.iter().any(|r| !is_catalog(r));
+            if names_relations || !reads.is_empty() {
+                self.nodes[n].pure = false;
+            }
+            for r in reads {
+                if !self.nodes[n].reads.contains(&r) {
+                    self.nodes[n].reads.push(r);
+                }
+            }
+        }
+        for object in &facts.used {
+            let n = self.node_of(Kind::Object(object.kind), &object.name.name);
+            self.add(out, &object.name, object.to_string(), n);
+        }
+        for f in &facts.calls {
+            if let Some(n) = self.living(Kind::Object(ObjectKind::Function), &f.name) {
+                if !out.calls.contains(&n) {
+                    out.calls.push(n);
+                }
+                self.qualification(out, f, format!("{f}()"), n);
+            }
+        }
+        for r in &facts.reads {
+            if let Some(n) = self.living(Kind::Relation, &r.name) {
+                self.add(out, r, r.to_string(), n);
+            }
+        }
+        out.extensions |= !facts.extensions.is_empty();
+        for (old, new) in &facts.object_renames {
+            let kind = Kind::Object(old.kind);
+            let n = self.node_of(kind, &old.name.name);
+            self.live.remove(&(kind, old.name.name.clone()));
+            self.live.insert((kind, new.clone()), n);
+            self.nodes[n].name = new.clone();
+        }
         for (old, new) in &facts.renames {
             let n = self.node(&old.name);
-            self.live.remove(&old.name);
-            self.live.insert(new.name.clone(), n);
+            self.live.remove(&(Kind::Relation, old.name.clone()));
+            self.live.insert((Kind::Relation, new.name.clone()), n);
             self.nodes[n].name = new.name.clone();
         }
         for dropped in &facts.dropped {
-            if let Some(n) = self.live.remove(&dropped.name) {
+            if let Some(n) = self.live.remove(&(Kind::Relation, dropped.name.clone())) {
                 self.indexes.retain(|_, owner| *owner != n);
             }
         }
-        out
+        for dropped in &facts.object_drops {
+            self.live
+                .remove(&(Kind::Object(dropped.kind), dropped.name.name.clone()));
+        }
     }
 }
 

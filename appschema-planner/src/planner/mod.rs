@@ -153,6 +153,11 @@ fn plan(
             (_, Some((detected, _))) if touched.unknown.is_empty() => Some(detected),
             (Some(declared), _) => Some(declared),
             (None, Some((detected, _))) => Some(detected),
+            // An extension is database-wide: the executor installs it in
+            // the shared schema, where every tenant's path finds it.
+            (None, None) if history.touches_nothing(i) && history.touched(i).extensions => {
+                Some(Scope::Shared)
+            }
             (None, None) if history.touches_nothing(i) => default_scope,
             (None, None) => None,
         };
@@ -160,7 +165,7 @@ fn plan(
             let unknown_indexes = &history.touched(i).unknown_indexes;
             let why = if !touched.unknown.is_empty() {
                 format!(
-                    "it touches only tables no schema file marks and no other migration decides ({})",
+                    "it touches only objects no schema file marks and no other migration decides ({})",
                     list(&touched.unknown)
                 )
             } else if !unknown_indexes.is_empty() {
@@ -185,6 +190,16 @@ fn plan(
             });
             continue;
         };
+        if scope == Scope::Isolated {
+            let qualified = history.shared_qualified_isolated(i);
+            if !qualified.is_empty() {
+                errors.push(PlanError::SharedQualifiedIsolated {
+                    path: s.dir.clone(),
+                    objects: list(&qualified),
+                });
+                continue;
+            }
+        }
         let mut migration = Migration::new(s.version, s.name, scope, s.up);
         if let Some(down) = s.down {
             migration = migration.with_down_sql(down);
@@ -225,7 +240,7 @@ fn plan(
         if scope == Scope::Isolated {
             // A tenant table referencing a table named in another schema
             // than the shared one: another tenant's, on Citus refused.
-            for (from, to) in &facts.foreign_keys {
+            for (from, to) in &facts.foreign_keys() {
                 if to
                     .schema
                     .as_deref()
