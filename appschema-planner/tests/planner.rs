@@ -574,3 +574,316 @@ fn citus_notes_name_the_shared_tables_tenants_reference_and_the_triggers_citus_r
         "{warning}"
     );
 }
+
+// Issue 24: statement order, functions, types, schemas, extensions, and
+// per-tenant objects named with the shared schema. The real histories are
+// reduced excerpts under tests/fixtures/planner-*/ (UPSTREAM.md in each).
+
+/// Plans a fixture's `migrations` with every table of its `schema.rs`
+/// marked isolated (one application instance per tenant, as issue 24's
+/// tester did), with no declarations and no default scope.
+fn plan_all_isolated(fixture: &str, migrations: &str) -> Result<MigrationSet, String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
+    let mut tables = TableScopes::new();
+    tables
+        .add_source(
+            r#"#[appschema::isolated(file = "schema.rs")] pub mod tenant {}"#,
+            &dir.join("marks.rs"),
+            &dir,
+        )
+        .unwrap();
+    appschema_planner::load(&dir.join(migrations), &tables).map_err(|e| e.to_string())
+}
+
+fn scope_of(set: &MigrationSet, version: &str) -> Scope {
+    set.migrations()
+        .iter()
+        .find(|m| m.version() == version)
+        .unwrap_or_else(|| panic!("no migration {version}"))
+        .scope()
+}
+
+#[test]
+fn a_table_dropped_and_created_again_in_one_migration_is_followed_in_statement_order() {
+    // vaultwarden: sso_nonce created; dropped and re-created (twice); then
+    // dropped by the migration creating the marked sso_auth.
+    let set =
+        plan_all_isolated("planner-vaultwarden", "migrations").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        scopes(&set),
+        [
+            ("20230910133000".to_string(), Scope::Isolated),
+            ("20240214170000".to_string(), Scope::Isolated),
+            ("20240226170000".to_string(), Scope::Isolated),
+            ("20250820120000".to_string(), Scope::Isolated),
+        ]
+    );
+}
+
+#[test]
+fn statements_are_followed_in_order_drop_then_create_rename_chains_and_create_alter_drop() {
+    let p = Project::new();
+    p.migration("1_view", "CREATE VIEW recent AS SELECT * FROM orders;", None)
+        .migration(
+            "2_recreate",
+            "DROP VIEW recent; CREATE VIEW recent AS SELECT id FROM orders;",
+            None,
+        )
+        .migration("3_drop_view", "DROP VIEW recent;", None)
+        .migration(
+            "4_table_again",
+            "CREATE TABLE scratch (id int); DROP TABLE scratch; CREATE TABLE scratch (id int);",
+            None,
+        )
+        .migration(
+            "5_chain",
+            "ALTER TABLE scratch RENAME TO scratch2; ALTER TABLE scratch2 RENAME TO items_old; \
+             ALTER TABLE items_old ADD FOREIGN KEY (id) REFERENCES orders (id);",
+            None,
+        )
+        .migration(
+            "6_create_alter_drop",
+            "CREATE TABLE tmp (id int); ALTER TABLE tmp ADD COLUMN x int; DROP TABLE tmp; \
+             CREATE TABLE tmp (id int); ALTER TABLE tmp ADD FOREIGN KEY (id) REFERENCES public.plans (id);",
+            None,
+        )
+        .migration("7_tmp_alone", "ALTER TABLE tmp ADD COLUMN y int;", None);
+    let err = p.load().unwrap_err();
+    // The view re-created by 2 is the one 3 drops: isolated through what
+    // it reads. The table re-created by 4 is the one 5 renames and links to
+    // orders. In 6 the first `tmp` lives and dies alone; the second is
+    // linked to nothing isolated: 6 and 7 stay undecided, 1–5 are decided.
+    assert!(err.starts_with("2 problems"), "{err}");
+    assert!(err.contains("6_create_alter_drop"), "{err}");
+    assert!(err.contains("7_tmp_alone"), "{err}");
+    let p = Project::new();
+    p.migration(
+        "1_view",
+        "CREATE VIEW recent AS SELECT * FROM orders;",
+        None,
+    )
+    .migration(
+        "2_recreate",
+        "DROP VIEW recent; CREATE VIEW recent AS SELECT id FROM orders;",
+        None,
+    )
+    .migration("3_drop_view", "DROP VIEW recent;", None)
+    .migration(
+        "4_table_again",
+        "CREATE TABLE scratch (id int); DROP TABLE scratch; CREATE TABLE scratch (id int);",
+        None,
+    )
+    .migration(
+        "5_chain",
+        "ALTER TABLE scratch RENAME TO scratch2; ALTER TABLE scratch2 RENAME TO items_old; \
+             ALTER TABLE items_old ADD FOREIGN KEY (id) REFERENCES orders (id);",
+        None,
+    );
+    let set = p.load().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        scopes(&set).iter().all(|(_, s)| *s == Scope::Isolated),
+        "{:?}",
+        scopes(&set)
+    );
+}
+
+#[test]
+fn function_bodies_decide_functions_plpgsql_sql_and_begin_atomic() {
+    let p = Project::new();
+    p.migration(
+        "1_trigger_fn",
+        "CREATE OR REPLACE FUNCTION count_items() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF (TG_OP = 'INSERT') THEN
+             UPDATE orders SET plan_id = plan_id + 1 WHERE id = NEW.id;
+           END IF;
+           RETURN NULL;
+         END $$;",
+        None,
+    )
+    .migration(
+        "2_sql_fn",
+        "CREATE FUNCTION plan_count() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM plans $$;",
+        None,
+    )
+    .migration(
+        "3_atomic_fn",
+        "CREATE FUNCTION item_count() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM items; END;",
+        None,
+    )
+    .migration(
+        "4_calls",
+        "CREATE FUNCTION twice() RETURNS bigint LANGUAGE plpgsql AS $$ BEGIN RETURN 2 * item_count(); END $$;",
+        None,
+    )
+    .migration("5_alter", "ALTER FUNCTION count_items() SECURITY DEFINER;", None)
+    .migration("6_drop", "DROP FUNCTION plan_count();", None)
+    .migration("7_rename", "ALTER FUNCTION twice() RENAME TO double_items;", None)
+    .migration("8_comment", "COMMENT ON FUNCTION double_items() IS 'x';", None);
+    let set = p.load().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        scopes(&set),
+        [
+            ("1".to_string(), Scope::Isolated),
+            ("2".to_string(), Scope::Shared),
+            ("3".to_string(), Scope::Isolated),
+            ("4".to_string(), Scope::Isolated),
+            ("5".to_string(), Scope::Isolated),
+            ("6".to_string(), Scope::Shared),
+            ("7".to_string(), Scope::Isolated),
+            ("8".to_string(), Scope::Isolated),
+        ]
+    );
+}
+
+#[test]
+fn a_function_naming_no_table_is_shared_unless_only_isolated_migrations_call_it() {
+    let p = Project::new();
+    p.migration(
+        "1_helper",
+        "CREATE FUNCTION add_one(x int) RETURNS int LANGUAGE sql AS $$ SELECT x + 1 $$;",
+        None,
+    )
+    .migration(
+        "2_pure",
+        "CREATE FUNCTION rank(score numeric) RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN floor(score); END $$;",
+        None,
+    )
+    .migration("3_use", "UPDATE orders SET plan_id = add_one(plan_id);", None);
+    let set = p.load().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(scope_of(&set, "1"), Scope::Isolated);
+    assert_eq!(scope_of(&set, "2"), Scope::Shared);
+    assert_eq!(scope_of(&set, "3"), Scope::Isolated);
+}
+
+#[test]
+fn types_follow_their_creation_through_add_value_rename_and_drop() {
+    let p = Project::new();
+    p.migration(
+        "1_enum",
+        "CREATE TYPE mood AS ENUM ('ok'); ALTER TABLE orders ADD COLUMN m mood;",
+        None,
+    )
+    .migration("2_add_value", "ALTER TYPE mood ADD VALUE 'sad';", None)
+    .migration("3_rename", "ALTER TYPE mood RENAME TO feeling;", None)
+    .migration(
+        "4_rename_value",
+        "ALTER TYPE feeling RENAME VALUE 'ok' TO 'fine';",
+        None,
+    )
+    .migration(
+        "5_shared_type",
+        "CREATE TYPE tier AS ENUM ('free'); ALTER TABLE plans ADD COLUMN t tier;",
+        None,
+    )
+    .migration("6_shared_add", "ALTER TYPE tier ADD VALUE 'pro';", None)
+    .migration(
+        "7_drop",
+        "ALTER TABLE orders DROP COLUMN m; DROP TYPE feeling;",
+        None,
+    );
+    let set = p.load().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        scopes(&set),
+        [
+            ("1".to_string(), Scope::Isolated),
+            ("2".to_string(), Scope::Isolated),
+            ("3".to_string(), Scope::Isolated),
+            ("4".to_string(), Scope::Isolated),
+            ("5".to_string(), Scope::Shared),
+            ("6".to_string(), Scope::Shared),
+            ("7".to_string(), Scope::Isolated),
+        ]
+    );
+}
+
+#[test]
+fn a_schema_its_objects_and_an_extension_alone_are_shared() {
+    let p = Project::new();
+    p.migration("1_schema", "CREATE SCHEMA utils;", None)
+        .migration(
+            "2_in_schema",
+            "CREATE TABLE utils.saved_ddl (id int); \
+             CREATE FUNCTION utils.restore() RETURNS void LANGUAGE plpgsql AS $$ BEGIN DELETE FROM utils.saved_ddl; END $$;",
+            None,
+        )
+        .migration("3_ext", "CREATE EXTENSION IF NOT EXISTS pgcrypto;", None)
+        .migration(
+            "4_ext_with_tables",
+            "CREATE EXTENSION IF NOT EXISTS citext; ALTER TABLE orders ADD COLUMN email citext;",
+            None,
+        );
+    let set = p.load().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        scopes(&set),
+        [
+            ("1".to_string(), Scope::Shared),
+            ("2".to_string(), Scope::Shared),
+            ("3".to_string(), Scope::Shared),
+            ("4".to_string(), Scope::Isolated),
+        ]
+    );
+    let p = Project::new();
+    p.migration(
+        "1_mixed",
+        "CREATE SCHEMA audit; ALTER TABLE items ADD COLUMN x int;",
+        None,
+    );
+    let err = p.load().unwrap_err();
+    assert!(
+        err.contains("touches shared tables (`schema audit`) and isolated tables (`items`)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_real_history_decides_schema_enum_and_trigger_function_migrations_without_declarations() {
+    let set =
+        plan_all_isolated("planner-lemmy", "decided/migrations").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        scopes(&set),
+        [
+            ("20200907231141".to_string(), Scope::Shared),
+            ("20230414175955".to_string(), Scope::Isolated),
+            ("20230617175955".to_string(), Scope::Isolated),
+            ("20230727134652".to_string(), Scope::Isolated),
+        ]
+    );
+}
+
+#[test]
+fn an_isolated_migration_naming_per_tenant_objects_with_the_shared_schema_is_refused_listing_each()
+{
+    let err = plan_all_isolated("planner-lemmy", "shared_qualified/migrations").unwrap_err();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
+        "tests/fixtures/planner-lemmy/shared_qualified/migrations/2022-11-20-032430_sticky_local",
+    );
+    assert_eq!(
+        err,
+        format!(
+            "`{}` is isolated but names per-tenant objects with the shared schema \
+             (`public.post`, `public.post_aggregates_featured_community()`, \
+             `public.post_aggregates_featured_local()`): in a tenant these resolve to the shared \
+             schema, where they do not exist; drop the `public.` qualification so that each \
+             tenant's `search_path` finds its own",
+            path.display()
+        )
+    );
+    // Shared objects may be named with the shared schema, in any migration.
+    let p = Project::new();
+    p.migration(
+        "1_fn",
+        "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN UPDATE orders SET plan_id = 1; RETURN NULL; END $$;",
+        None,
+    )
+    .migration(
+        "2_trigger",
+        "CREATE TRIGGER t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION touch(); \
+         ALTER TABLE orders ADD FOREIGN KEY (plan_id) REFERENCES public.plans (id);",
+        None,
+    );
+    let set = p.load().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(scope_of(&set, "2"), Scope::Isolated);
+}

@@ -102,7 +102,10 @@ impl History {
         marked: &TableScopes,
         default_scope: Option<Scope>,
     ) -> History {
-        let mut walk = Walk::default();
+        let mut walk = Walk {
+            marked: marked.iter().map(|(name, _)| name.to_string()).collect(),
+            ..Walk::default()
+        };
         let touched: Vec<Touched> = migrations.iter().map(|(f, _)| walk.migration(f)).collect();
         let mut history = History {
             nodes: walk.nodes,
@@ -329,6 +332,9 @@ struct Walk {
     live: HashMap<(Kind, String), usize>,
     /// The table of each index living now.
     indexes: HashMap<String, usize>,
+    /// The names the schema files mark: tables a body or a `DO` block may
+    /// name before (or without) any migration creating them.
+    marked: BTreeSet<String>,
 }
 
 /// A system catalog (`pg_class`, `information_schema.tables`): the same
@@ -367,6 +373,15 @@ impl Walk {
 
     fn living(&self, kind: Kind, name: &str) -> Option<usize> {
         self.live.get(&(kind, name.to_string())).copied()
+    }
+
+    /// The relation living under `name`, or the marked table of that name.
+    fn known_relation(&mut self, name: &str) -> Option<usize> {
+        match self.living(Kind::Relation, name) {
+            Some(n) => Some(n),
+            None if self.marked.contains(name) => Some(self.node(name)),
+            None => None,
+        }
     }
 
     /// The table of index `name`: the one that created it, else a live table
@@ -487,17 +502,17 @@ impl Walk {
             self.add(out, &object.name, object.to_string(), n);
             // Only what the history knows: a body also names catalogs,
             // built-in functions and its own variables.
-            let reads: Vec<usize> = body
+            let mut reads: Vec<usize> = body
                 .relations
                 .iter()
-                .filter_map(|r| self.living(Kind::Relation, &r.name))
-                .chain(
-                    body.calls
-                        .iter()
-                        .filter_map(|f| self.living(Kind::Object(ObjectKind::Function), &f.name)),
-                )
-                .filter(|&r| r != n)
+                .filter_map(|r| self.known_relation(&r.name))
                 .collect();
+            reads.extend(
+                body.calls
+                    .iter()
+                    .filter_map(|f| self.living(Kind::Object(ObjectKind::Function), &f.name))
+                    .filter(|&r| r != n),
+            );
             let names_relations = body.relations.iter().any(|r| !is_catalog(r));
             if names_relations || !reads.is_empty() {
                 self.nodes[n].pure = false;
@@ -521,7 +536,7 @@ impl Walk {
             }
         }
         for r in &facts.reads {
-            if let Some(n) = self.living(Kind::Relation, &r.name) {
+            if let Some(n) = self.known_relation(&r.name) {
                 self.add(out, r, r.to_string(), n);
             }
         }
