@@ -96,7 +96,10 @@ impl History {
     /// `default_scope` (the project's `appschema_default_scope`) also goes
     /// to tables nothing decides that no longer exist at the end of the
     /// history: created and dropped with no link to any other table, they
-    /// leave the same schema whichever scope their migrations ran in.
+    /// leave the same schema whichever scope their migrations ran in; and to
+    /// functions and types nothing decides (what the default always covered
+    /// before they were followed). Without a default, a function naming no
+    /// table and none of the application's functions is shared.
     pub(super) fn new(
         migrations: &[(&SqlFacts, Option<Scope>)],
         marked: &TableScopes,
@@ -112,18 +115,23 @@ impl History {
             touched,
         };
         history.mark(&walk.live, marked);
-        history.settle(migrations);
+        // The project's default, when set, decides what the pure-function
+        // rule would (either scope works for those).
+        let pure_rule = default_scope.is_none();
+        history.settle(migrations, pure_rule);
         if let Some(scope) = default_scope {
             let live: BTreeSet<usize> = walk.live.values().copied().collect();
             let mut changed = false;
             for (n, node) in history.nodes.iter_mut().enumerate() {
-                if node.scope.is_none() && !live.contains(&n) {
+                // Functions and types nothing decides take it too: the
+                // default is for what touches no table.
+                if node.scope.is_none() && (!live.contains(&n) || node.kind != Kind::Relation) {
                     node.scope = Some(scope);
                     changed = true;
                 }
             }
             if changed {
-                history.settle(migrations);
+                history.settle(migrations, pure_rule);
             }
         }
         history
@@ -148,7 +156,7 @@ impl History {
         }
     }
 
-    fn settle(&mut self, migrations: &[(&SqlFacts, Option<Scope>)]) {
+    fn settle(&mut self, migrations: &[(&SqlFacts, Option<Scope>)], pure_rule: bool) {
         loop {
             let mut changed = false;
             // Functions of no known scope called by isolated migrations:
@@ -228,7 +236,7 @@ impl History {
                     }
                 }
             }
-            if !changed {
+            if !changed && pure_rule {
                 // Last: a function no rule decided whose bodies name no
                 // table and none of the application's functions works the
                 // same from the shared schema, where every tenant's path
