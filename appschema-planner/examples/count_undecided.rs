@@ -44,7 +44,16 @@ fn count(dir: &Path, verbose: bool) {
         .filter(|e| e.path().join("up.sql").is_file())
         .count();
     let errors = match appschema_planner::load(&dir.join("migrations"), &tables) {
-        Ok(_) => Vec::new(),
+        Ok(set) => {
+            if verbose {
+                for m in set.migrations() {
+                    if m.scope() == appschema_planner::Scope::Shared {
+                        println!("  shared: {}", m.name());
+                    }
+                }
+            }
+            Vec::new()
+        }
         Err(e) => e.0,
     };
     let undecided = errors
