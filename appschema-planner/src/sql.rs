@@ -199,7 +199,18 @@ fn statement(node: &NodeEnum, text: &str, facts: &mut StatementFacts, nested: &m
             if objtype == ObjectType::ObjectIndex {
                 facts.index_uses.extend(s.relation.as_ref().map(range_var));
             }
-            objtype == ObjectType::ObjectIndex || objtype == ObjectType::ObjectSequence
+            // `ALTER TYPE … ADD ATTRIBUTE`: the composite type, not a table.
+            if objtype == ObjectType::ObjectType {
+                facts.used.extend(
+                    s.relation
+                        .as_ref()
+                        .map(|t| object(ObjectKind::Type, range_var(t))),
+                );
+            }
+            matches!(
+                objtype,
+                ObjectType::ObjectIndex | ObjectType::ObjectSequence | ObjectType::ObjectType
+            )
         }
         _ => false,
     };
@@ -258,9 +269,7 @@ fn statement(node: &NodeEnum, text: &str, facts: &mut StatementFacts, nested: &m
             }
         }
         NodeEnum::AlterFunctionStmt(s) => {
-            facts
-                .used
-                .extend(s.func.as_ref().and_then(|f| function_name(f)));
+            facts.used.extend(s.func.as_ref().and_then(function_name));
         }
         NodeEnum::CreateEnumStmt(s) => created_type(&s.type_name, facts),
         NodeEnum::CreateRangeStmt(s) => created_type(&s.type_name, facts),

@@ -783,6 +783,16 @@ fn types_follow_their_creation_through_add_value_rename_and_drop() {
         "7_drop",
         "ALTER TABLE orders DROP COLUMN m; DROP TYPE feeling;",
         None,
+    )
+    .migration(
+        "8_composite",
+        "CREATE TYPE line AS (qty int); ALTER TABLE items ADD COLUMN l line;",
+        None,
+    )
+    .migration(
+        "9_add_attribute",
+        "ALTER TYPE line ADD ATTRIBUTE price numeric;",
+        None,
     );
     let set = p.load().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -795,6 +805,8 @@ fn types_follow_their_creation_through_add_value_rename_and_drop() {
             ("5".to_string(), Scope::Shared),
             ("6".to_string(), Scope::Shared),
             ("7".to_string(), Scope::Isolated),
+            ("8".to_string(), Scope::Isolated),
+            ("9".to_string(), Scope::Isolated),
         ]
     );
 }

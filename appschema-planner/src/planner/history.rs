@@ -441,11 +441,10 @@ impl Walk {
 
     fn qualification(&mut self, out: &mut Touched, written: &TableRef, display: String, n: usize) {
         match written.schema.as_deref() {
-            Some(SHARED_SCHEMA) => {
-                if !out.shared_qualified.contains(&(display.clone(), n)) {
-                    out.shared_qualified.push((display, n));
-                }
+            Some(SHARED_SCHEMA) if !out.shared_qualified.contains(&(display.clone(), n)) => {
+                out.shared_qualified.push((display, n));
             }
+            Some(SHARED_SCHEMA) => {}
             Some(schema) => {
                 if let Some(s) = self.living(Kind::Object(ObjectKind::Schema), schema) {
                     let display = format!("schema {schema}");
