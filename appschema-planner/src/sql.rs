@@ -1146,6 +1146,69 @@ mod tests {
         );
     }
 
+    fn body_names(sql: &str) -> (Vec<String>, Vec<String>) {
+        let facts = analyze(sql).unwrap();
+        let (_, body) = &facts.statements[0].created[0];
+        (
+            body.relations.iter().map(ToString::to_string).collect(),
+            body.calls.iter().map(ToString::to_string).collect(),
+        )
+    }
+
+    #[test]
+    fn function_bodies_name_the_tables_and_functions_they_use() {
+        // PL/pgSQL: queries, conditions and assignments, NEW of a trigger.
+        let (tables, calls) = body_names(
+            "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$
+             DECLARE n int := (SELECT count(*) FROM items);
+             BEGIN
+               IF EXISTS (SELECT 1 FROM public.plans WHERE id = NEW.plan_id) THEN
+                 UPDATE orders SET x = helper(NEW.id);
+               END IF;
+               NEW.y := 1;
+               RETURN NEW;
+             END $$",
+        );
+        assert_eq!(tables, ["items", "orders", "public.plans"]);
+        assert!(calls.contains(&"helper".to_string()), "{calls:?}");
+        let (tables, _) = body_names(
+            "CREATE FUNCTION g(x int) RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM orders WHERE id = x'",
+        );
+        assert_eq!(tables, ["orders"]);
+        let (tables, _) = body_names(
+            "CREATE FUNCTION h() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM items; END",
+        );
+        assert_eq!(tables, ["items"]);
+        let (tables, calls) =
+            body_names("CREATE FUNCTION c() RETURNS int LANGUAGE c AS 'lib', 'sym'");
+        assert!(tables.is_empty() && calls.is_empty());
+    }
+
+    #[test]
+    fn functions_types_schemas_and_extensions_are_reported_statement_by_statement() {
+        let facts = analyze(
+            "DROP VIEW v; CREATE VIEW v AS SELECT 1; CREATE SCHEMA utils; CREATE EXTENSION pgcrypto;
+             CREATE TYPE mood AS ENUM ('a'); ALTER TYPE mood ADD VALUE 'b'; DROP TYPE mood;
+             ALTER FUNCTION f() STABLE; ALTER FUNCTION f() RENAME TO g; DROP FUNCTION g(int);
+             CREATE TRIGGER t AFTER INSERT ON public.orders FOR EACH ROW EXECUTE FUNCTION public.touch();",
+        )
+        .unwrap();
+        let s = &facts.statements;
+        assert_eq!(s.len(), 11);
+        assert_eq!(s[0].dropped.len(), 1);
+        assert_eq!(s[1].views.len(), 1);
+        assert_eq!(s[2].created[0].0.to_string(), "schema utils");
+        assert!(s[3].extensions.contains("pgcrypto"));
+        assert_eq!(s[4].created[0].0.to_string(), "type mood");
+        assert_eq!(s[5].used.first().unwrap().to_string(), "type mood");
+        assert_eq!(s[6].object_drops.first().unwrap().to_string(), "type mood");
+        assert_eq!(s[7].used.first().unwrap().to_string(), "f()");
+        assert_eq!(s[8].object_renames[0].1, "g");
+        assert_eq!(s[9].object_drops.first().unwrap().to_string(), "g()");
+        assert_eq!(s[10].calls.first().unwrap().to_string(), "public.touch");
+        assert_eq!(s[10].triggers.first().unwrap().to_string(), "public.orders");
+    }
+
     #[test]
     fn splitting_keeps_dollar_quoted_bodies_whole() {
         let parts = split_statements(
