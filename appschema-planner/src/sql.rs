@@ -1,6 +1,8 @@
-//! What a migration's SQL touches: the tables it creates, alters, drops,
-//! indexes, comments on, triggers on or writes to, and the foreign keys it
-//! declares.
+//! What a migration's SQL touches, statement by statement: the tables it
+//! creates, alters, drops, indexes, comments on, triggers on or writes to,
+//! the foreign keys it declares, the functions, types and schemas it
+//! creates, alters or drops (with what each function's body names), the
+//! functions it calls and the extensions it creates.
 //!
 //! # Why `pg_query` and not `sqlparser`
 //!

@@ -1,11 +1,13 @@
-//! The scope of every table the history ever had, not only those the schema
-//! files still mark.
+//! The scope of every table, view, function, type and schema the history
+//! ever had, not only the tables the schema files still mark.
 //!
-//! The migrations are walked in the order diesel applies them, following each
-//! table through its life: created, renamed (`packages` becomes `crates`),
+//! The migrations are walked in the order diesel applies them, and each
+//! migration's statements in the order they run, following each object
+//! through its life: created, renamed (`packages` becomes `crates`),
 //! indexed (so `DROP INDEX` and `ALTER INDEX` reach the index's table),
-//! dropped (a later table of the same name is another table). Each table
-//! then takes its scope from, in turn:
+//! dropped (a later object of the same name, in a later statement of the
+//! same migration too, is another object). Each object then takes its scope
+//! from, in turn:
 //!
 //! - its marking in the schema files (by its last name);
 //! - the other tables of a migration that touches it (a migration has one
@@ -14,10 +16,17 @@
 //! - its foreign keys: a table referencing an isolated table is isolated
 //!   (shared -> isolated is refused), a table a shared table references is
 //!   shared;
-//! - for views and materialized views, what they read: isolated if they
-//!   read an isolated table, shared if everything they read is shared;
+//! - for views and materialized views, what they read, and for functions,
+//!   the tables and functions their bodies name: isolated if any is
+//!   isolated, shared if all are shared;
+//! - for functions still undecided, the migrations calling them (a shared
+//!   caller first, then isolated ones);
+//! - schemas are shared, and so is what is created in one the history
+//!   created (through the migration that names it);
 //!
-//! repeated until nothing changes. The planner then decides each migration
+//! repeated until nothing changes; then, without a project default, a
+//! function whose bodies name no table and none of the application's
+//! functions is shared (every tenant's path finds it there). The planner then decides each migration
 //! from the scopes of what it touches.
 
 use std::collections::{BTreeSet, HashMap};
