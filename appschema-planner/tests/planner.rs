@@ -883,6 +883,20 @@ fn an_isolated_migration_naming_per_tenant_objects_with_the_shared_schema_is_ref
             path.display()
         )
     );
+    // Also inside a function's body: it runs in the tenant, and reaches the
+    // shared schema's table.
+    let p = Project::new();
+    p.migration(
+        "1_fn",
+        "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN UPDATE public.orders SET plan_id = 1; UPDATE public.items SET id = 1; RETURN NULL; END $$;",
+        None,
+    );
+    let err = p.load().unwrap_err();
+    assert!(
+        err.contains("with the shared schema (`public.items`, `public.orders`)"),
+        "{err}"
+    );
     // Shared objects may be named with the shared schema, in any migration.
     let p = Project::new();
     p.migration(

@@ -529,6 +529,13 @@ impl Walk {
                     .filter_map(|f| self.living(Kind::Object(ObjectKind::Function), &f.name))
                     .filter(|&r| r != n),
             );
+            // A body naming a per-tenant table with the shared schema
+            // reaches the shared schema's from every tenant.
+            for r in body.relations.iter().filter(|r| r.schema.is_some()) {
+                if let Some(t) = self.living(Kind::Relation, &r.name) {
+                    self.qualification(out, r, r.to_string(), t);
+                }
+            }
             let names_relations = body.relations.iter().any(|r| !is_catalog(r));
             if names_relations || !reads.is_empty() {
                 self.nodes[n].pure = false;
