@@ -756,6 +756,18 @@ fn a_function_naming_no_table_is_shared_unless_only_isolated_migrations_call_it(
     assert_eq!(scope_of(&set, "1"), Scope::Isolated);
     assert_eq!(scope_of(&set, "2"), Scope::Shared);
     assert_eq!(scope_of(&set, "3"), Scope::Isolated);
+    // The guess never decides a table nothing else decides.
+    p.migration(
+        "4_with_table",
+        "CREATE TABLE audit (id int); \
+         CREATE FUNCTION now_utc() RETURNS timestamp LANGUAGE sql AS $$ SELECT now() $$;",
+        None,
+    );
+    let err = p.load().unwrap_err();
+    assert!(
+        err.contains("4_with_table") && err.contains("(`audit`, `now_utc()`)"),
+        "{err}"
+    );
 }
 
 #[test]

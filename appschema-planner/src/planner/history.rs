@@ -249,9 +249,21 @@ impl History {
                 // Last: a function no rule decided whose bodies name no
                 // table and none of the application's functions works the
                 // same from the shared schema, where every tenant's path
-                // finds it (diesel's `diesel_manage_updated_at`).
-                for node in &mut self.nodes {
-                    if node.scope.is_none() && node.pure {
+                // finds it (diesel's `diesel_manage_updated_at`). Not when
+                // a migration naming it also touches a table nothing
+                // decides: that table would be decided by this guess.
+                let with_undecided_table: BTreeSet<usize> = self
+                    .touched
+                    .iter()
+                    .filter(|t| {
+                        t.relations.iter().any(|&(_, r)| {
+                            self.nodes[r].kind == Kind::Relation && self.nodes[r].scope.is_none()
+                        })
+                    })
+                    .flat_map(|t| t.relations.iter().map(|&(_, n)| n))
+                    .collect();
+                for (n, node) in self.nodes.iter_mut().enumerate() {
+                    if node.scope.is_none() && node.pure && !with_undecided_table.contains(&n) {
                         node.scope = Some(Scope::Shared);
                         changed = true;
                     }
