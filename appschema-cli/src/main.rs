@@ -263,13 +263,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match run(cli, &config) {
+    let url = config.database_url.clone();
+    match run(cli, config) {
         Ok(code) => code,
         Err(e) => {
             // Errors may quote the connection string (libpq does, for one
             // it cannot parse): never its password.
             let message = format!("{e:#}");
-            let message = match &config.database_url {
+            let message = match &url {
                 Some(url) => appschema_core::redact_secrets(&message, url),
                 None => message,
             };
@@ -279,7 +280,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, config: &Config) -> Result<ExitCode> {
+fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     match cli.command {
         Command::Migrate {
             jobs,
