@@ -95,7 +95,10 @@ struct UriParts {
 fn uri_parts(url: &str) -> Option<UriParts> {
     let start = ["postgresql://", "postgres://"]
         .iter()
-        .find(|p| url.len() >= p.len() && url[..p.len()].eq_ignore_ascii_case(p))?
+        .find(|p| {
+            url.get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p))
+        })?
         .len();
     // libpq reads user information up to the first `@` or `/`.
     let after = &url[start..];
@@ -308,6 +311,26 @@ mod tests {
             "host=db PASSWORD = *** dbname=app"
         );
         assert_eq!(redact_url("password=x"), "password=***");
+    }
+
+    #[test]
+    fn any_text_is_taken_without_panicking() {
+        for text in [
+            "",
+            "é",
+            "ééééééééééééééé",
+            "password",
+            "password=",
+            "a = 'b",
+            "x\\",
+        ] {
+            let _ = redact_url(text);
+            let _ = redact_secrets(text, text);
+        }
+        assert_eq!(
+            redact_url("pässword=x password=y"),
+            "pässword=x password=***"
+        );
     }
 
     #[test]
