@@ -26,6 +26,7 @@ use appschema_core::connection::internals::{
     PlanWatch, SessionRefusal, CONNECT_QUERY,
 };
 use appschema_core::connection::{ConnectionError, ManagerError, SearchPath};
+use appschema_core::redact::{redact_connection_error, redact_url};
 use appschema_core::SchemaName;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use diesel::connection::CacheSize;
@@ -38,8 +39,8 @@ use crate::switch::run_session_switch;
 /// The deadpool [`Manager`](managed::Manager) of the async pools: opens
 /// connections with appschema's start-up options and, for an
 /// [`AsyncSharedPool`], prepares the switch on each; refuses on recycle a
-/// connection that must not be reused.
-#[derive(Debug)]
+/// connection that must not be reused. Its `Debug` shows the URL with the
+/// password replaced by `***`.
 pub struct AsyncTenantManager {
     /// The caller's URL with start-up options (see `with_startup_options`),
     /// or as given for a transaction-scoped pool.
@@ -49,6 +50,17 @@ pub struct AsyncTenantManager {
     default_path: Option<String>,
     statement_cache: bool,
     max_lifetime: Option<Duration>,
+}
+
+impl fmt::Debug for AsyncTenantManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncTenantManager")
+            .field("url", &redact_url(&self.url))
+            .field("default_path", &self.default_path)
+            .field("statement_cache", &self.statement_cache)
+            .field("max_lifetime", &self.max_lifetime)
+            .finish()
+    }
 }
 
 impl AsyncTenantManager {
@@ -69,7 +81,7 @@ impl managed::Manager for AsyncTenantManager {
     async fn create(&self) -> Result<AsyncPgConnection, ManagerError> {
         let mut conn = AsyncPgConnection::establish(&self.url)
             .await
-            .map_err(ManagerError::Connect)?;
+            .map_err(|e| ManagerError::Connect(redact_connection_error(e, &self.url)))?;
         if !self.statement_cache {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
@@ -95,6 +107,12 @@ impl managed::Manager for AsyncTenantManager {
         // failed, closed, or holding a cached statement PostgreSQL now
         // refuses, is closed rather than reused. (One with a query in
         // flight never comes back: see `AsyncTenantConnection`'s `Drop`.)
+        if !PlanWatch::is_installed_in(conn.instrumentation()) {
+            return Err(RecycleError::message(
+                "the connection's instrumentation was replaced, so appschema's watch is off: \
+                 set diesel's default instrumentation instead",
+            ));
+        }
         if PlanWatch::saw_stale_plan_in(conn.instrumentation()) {
             return Err(RecycleError::message("a cached plan went stale"));
         }
@@ -113,7 +131,8 @@ impl managed::Manager for AsyncTenantManager {
 pub(crate) type DeadPool = managed::Pool<AsyncTenantManager>;
 
 /// Builds an [`AsyncSharedPool`]. Every setter documents its default.
-#[derive(Debug, Clone)]
+/// Its `Debug` shows the URL with the password replaced by `***`.
+#[derive(Clone)]
 pub struct AsyncSharedPoolBuilder {
     url: String,
     path: SearchPath,
@@ -123,6 +142,21 @@ pub struct AsyncSharedPoolBuilder {
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
     statement_cache: bool,
+}
+
+impl fmt::Debug for AsyncSharedPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncSharedPoolBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("path", &self.path)
+            .field("max_size", &self.max_size)
+            .field("min_idle", &self.min_idle)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("statement_cache", &self.statement_cache)
+            .finish()
+    }
 }
 
 impl AsyncSharedPoolBuilder {

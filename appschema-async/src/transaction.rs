@@ -168,14 +168,26 @@ fn still_listening(tenant: Option<&SchemaName>) -> ConnectionError {
 }
 
 /// Builds an [`AsyncTransactionScopedPool`]. Every setter documents its
-/// default.
-#[derive(Debug, Clone)]
+/// default. Its `Debug` shows the URL with the password replaced by `***`.
+#[derive(Clone)]
 pub struct AsyncTransactionScopedPoolBuilder {
     url: String,
     path: SearchPath,
     max_size: usize,
     connection_timeout: Duration,
     statement_cache: bool,
+}
+
+impl std::fmt::Debug for AsyncTransactionScopedPoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncTransactionScopedPoolBuilder")
+            .field("url", &appschema_core::redact_url(&self.url))
+            .field("path", &self.path)
+            .field("max_size", &self.max_size)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("statement_cache", &self.statement_cache)
+            .finish()
+    }
 }
 
 impl AsyncTransactionScopedPoolBuilder {

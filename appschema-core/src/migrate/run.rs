@@ -10,7 +10,7 @@ use super::applied;
 use super::apply::{apply, ApplyTarget};
 use super::heads;
 use super::{Event, Failure, MigrateError, Migrator, Report, Target};
-use crate::name::{quote_ident, SchemaName};
+use crate::name::SchemaName;
 use crate::Scope;
 use crate::{Migration, Step};
 
@@ -119,8 +119,8 @@ impl Migrator {
 
     fn shared_path(&self, tenant: Option<&SchemaName>) -> String {
         match tenant {
-            Some(t) => format!("{}, {}", t.quoted(), quote_ident(&self.shared_schema)),
-            None => quote_ident(&self.shared_schema),
+            Some(t) => self.path.for_tenant(t),
+            None => self.path.shared_only(),
         }
     }
 

@@ -73,7 +73,11 @@ fn run(
         return Err(fail(format!(
             "{}: {}",
             output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
+            // pg_dump quotes a connection string it cannot parse.
+            crate::redact::redact_secrets(
+                String::from_utf8_lossy(&output.stderr).trim(),
+                database_url
+            )
         )));
     }
     String::from_utf8(output.stdout).map_err(|e| fail(format!("output is not UTF-8: {e}")))
