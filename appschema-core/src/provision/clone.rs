@@ -139,6 +139,16 @@ fn copy_data(
             quote_ident(table)
         ))?;
     }
+    // The new schema may already hold rows: the ones its migrations (or
+    // the template replaying them) inserted. The clone holds the source's
+    // rows, no more (with user triggers off, as for the copy).
+    if !tables.is_empty() {
+        let names: Vec<String> = tables
+            .iter()
+            .map(|t| format!("{}.{}", to.quoted(), quote_ident(&t.name)))
+            .collect();
+        conn.batch_execute(&format!("TRUNCATE {}", names.join(", ")))?;
+    }
     for table in &order.tables {
         let columns: Vec<String> = diesel::sql_query(
             "SELECT quote_ident(attname) AS name FROM pg_catalog.pg_attribute
