@@ -206,10 +206,12 @@ fn rows_of(conn: &mut diesel::PgConnection, schema: &str) -> Vec<String> {
     query_strings(
         conn,
         &format!(
-            "SELECT 'language ' || string_agg(id || '=' || code, ',' ORDER BY id) AS value FROM \"{schema}\".language
-             UNION ALL SELECT 'count ' || string_agg(n::text, ',') FROM \"{schema}\".language_count
-             UNION ALL SELECT 'post ' || string_agg(id || ':' || language_id, ',' ORDER BY id) FROM \"{schema}\".post
-             UNION ALL SELECT 'secret ' || string_agg(jwt, ',') FROM \"{schema}\".secret"
+            "SELECT 'language ' || coalesce(string_agg(id || '=' || code, ',' ORDER BY id), '') AS value
+               FROM \"{schema}\".language
+             UNION ALL SELECT 'count ' || coalesce(string_agg(n::text, ','), '') FROM \"{schema}\".language_count
+             UNION ALL SELECT 'post ' || coalesce(string_agg(id || ':' || language_id, ',' ORDER BY id), '')
+               FROM \"{schema}\".post
+             UNION ALL SELECT 'secret ' || coalesce(string_agg(jwt, ','), '') FROM \"{schema}\".secret"
         ),
     )
 }
