@@ -283,7 +283,7 @@ fn lemmy_tenants_built_every_way_share_the_extensions_and_hold_the_same_seed_row
 }
 
 #[test]
-fn vaultwarden_tenants_built_every_way_have_one_catalog() {
+fn vaultwarden_tenants_built_every_way_have_one_catalog_and_the_same_rows() {
     let set = history("vaultwarden");
     assert_eq!(set.migrations().len(), 36);
     every_way_gives_one_catalog_and_the_same_rows(&set);
