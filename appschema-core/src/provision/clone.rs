@@ -37,7 +37,8 @@ struct NameRow {
 /// Creates tenant `request` as a copy of tenant `source`, data included, in
 /// one repeatable-read transaction (a consistent snapshot of the source):
 /// the new schema is built at the isolated head (by the request's source:
-/// migrations, template or spare), then every table's rows are copied in
+/// migrations, template or spare), emptied of the seed rows its migrations
+/// inserted, then every table's rows are copied in
 /// foreign-key order (parents first; the foreign keys among tables in or
 /// behind a cycle are dropped for the copy and added back, which checks
 /// every row) with the new tables' user triggers disabled during the copy,
