@@ -279,3 +279,67 @@ fn the_template_carries_the_rows_its_migrations_inserted_updated_and_deleted() {
         );
     }
 }
+
+/// Two tenants created at once, each in its own open transaction, by a
+/// migration that installs an extension: the second waits for the first
+/// and then finds the extension installed, instead of failing on the
+/// catalog's unique index when the first commits.
+#[test]
+fn tenants_created_at_once_install_the_extension_once_without_failing() {
+    use appschema_core::migrate::migrate_schema_in_transaction;
+    use appschema_core::SchemaName;
+    use diesel::Connection;
+
+    let (db, mut first) = db_with_registry();
+    let set = MigrationSet::from_parts([(
+        "20240101000000",
+        Scope::Isolated,
+        "CREATE EXTENSION citext; CREATE TABLE account (email citext PRIMARY KEY);",
+    )]);
+    let begin = |conn: &mut diesel::PgConnection, schema: &str| {
+        conn.batch_execute(&format!("BEGIN; CREATE SCHEMA {schema}"))
+            .unwrap();
+        migrate_schema_in_transaction(conn, &SchemaName::new(schema).unwrap(), &set)
+    };
+    begin(&mut first, "first").unwrap();
+    let mut second = db.conn();
+    let second_pid = query_strings(&mut second, "SELECT pg_backend_pid()::text AS value");
+    let second_result = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            let result = begin(&mut second, "second");
+            second.batch_execute("COMMIT").unwrap();
+            result
+        });
+        // The second is waiting for the first (on a lock), then the first
+        // commits.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut watcher = diesel::PgConnection::establish(db.url()).unwrap();
+        loop {
+            let blocked = query_strings(
+                &mut watcher,
+                &format!(
+                    "SELECT wait_event_type AS value FROM pg_stat_activity \
+                     WHERE pid = {} AND wait_event_type = 'Lock'",
+                    second_pid[0]
+                ),
+            );
+            if !blocked.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second never waited"
+            );
+            std::thread::yield_now();
+        }
+        first.batch_execute("COMMIT").unwrap();
+        waiting.join().unwrap()
+    });
+    second_result.unwrap();
+    assert_eq!(home_of(&mut first, "citext"), ["public"]);
+    first
+        .batch_execute(
+            "INSERT INTO second.account VALUES ('A@x'); INSERT INTO first.account VALUES ('a@X')",
+        )
+        .unwrap();
+}
