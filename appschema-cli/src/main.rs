@@ -530,6 +530,23 @@ fn status(config: &Config, json: bool, recheck: bool) -> Result<ExitCode> {
             );
         }
     }
+    if let Some(shared) = statuses.iter().find(|s| s.scope == Scope::Shared) {
+        let tenants: Vec<String> = statuses
+            .iter()
+            .filter(|s| s.scope == Scope::Isolated)
+            .map(|s| s.schema.to_string())
+            .collect();
+        for e in extensions_in_tenants(config, &tenants)? {
+            eprintln!(
+                "warning: extension `{}` is installed in the tenant schema `{}`: other tenants' \
+                 paths do not find it, and dropping the tenant drops it; move it to the shared \
+                 schema: {}",
+                e.extension,
+                e.schema,
+                e.fix(&shared.schema)
+            );
+        }
+    }
     for s in &statuses {
         let who = s
             .tenant
@@ -609,6 +626,20 @@ fn summarize(names: &[String]) -> String {
 
 /// The tables the schema files mark isolated that exist in `schema` (the
 /// shared schema).
+/// The extensions installed inside any of the tenant schemas `tenants`.
+fn extensions_in_tenants(
+    config: &Config,
+    tenants: &[String],
+) -> Result<Vec<appschema_core::migrate::MisplacedExtension>> {
+    if tenants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conn = <diesel::PgConnection as diesel::Connection>::establish(config.database_url()?)
+        .context("cannot connect to the database")?;
+    appschema_core::migrate::extensions_in_schemas(&mut conn, tenants)
+        .context("cannot read the extensions' schemas")
+}
+
 fn isolated_tables_in(config: &Config, schema: &str) -> Result<Vec<String>> {
     let base = std::env::current_dir().context("cannot read the working directory")?;
     let tables =

@@ -100,7 +100,10 @@ pub fn migrate_schema_in_transaction(
             conn,
             &format!(
                 "{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({});",
-                quote_literal(m.version())
+                quote_literal(m.version()),
+                // Extensions go to the shared schema, once (see the
+                // `extensions` module).
+                sql = super::extensions::in_shared_schema(sql, "public"),
             ),
             previous.citus,
         )

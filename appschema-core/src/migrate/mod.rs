@@ -31,6 +31,7 @@
 mod applied;
 mod apply;
 mod error;
+mod extensions;
 mod heads;
 mod in_transaction;
 mod report;
@@ -43,6 +44,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 pub use error::MigrateError;
+pub use extensions::{extensions_in_schemas, MisplacedExtension};
 pub use in_transaction::migrate_schema_in_transaction;
 pub use report::{Event, Failure, PlannedMigration, Report, SchemaStatus};
 

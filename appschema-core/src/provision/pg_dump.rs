@@ -33,11 +33,6 @@ pub fn find_pg_dump() -> Option<PathBuf> {
     versions.pop().map(|(_, path)| path)
 }
 
-/// The DDL of one schema, as `pg_dump --schema-only --no-owner` writes it.
-pub(crate) fn dump_schema(database_url: &str, schema: &str) -> Result<String, TemplateError> {
-    dump_schema_with(database_url, schema, &["--schema-only"])
-}
-
 /// What `pg_dump --no-owner --schema SCHEMA` writes with the `extra`
 /// arguments (a section, a snapshot). `schema` must be a validated
 /// [`crate::SchemaName`]: `[a-z0-9_]` has no pattern characters, so
