@@ -103,7 +103,7 @@ pub fn migrate_schema_in_transaction(
                 quote_literal(m.version()),
                 // Extensions go to the shared schema, once (see the
                 // `extensions` module).
-                sql = super::extensions::in_shared_schema(sql, "public"),
+                sql = super::extensions::in_shared_schema(sql, set.search_path().shared()),
             ),
             previous.citus,
         )
