@@ -42,6 +42,7 @@ mod maintain;
 mod pool;
 mod provision;
 mod switch;
+mod tls;
 mod transaction;
 
 pub use pool::{
@@ -49,6 +50,8 @@ pub use pool::{
     AsyncTenantPool,
 };
 pub use provision::{claim_spare, claim_spare_with};
+#[cfg(feature = "tls-rustls")]
+pub use tls::RustlsConnector;
 pub use transaction::{
     in_shared_transaction, in_tenant_transaction, AsyncTransactionScopedPool,
     AsyncTransactionScopedPoolBuilder,
