@@ -12,8 +12,9 @@ use crate::process::{Kind, RunAs};
 use crate::Error;
 
 /// A [`TempCluster`] that also listens on TCP at `127.0.0.1`, with
-/// `ssl = on`, a server certificate for `localhost` and `127.0.0.1` signed
-/// by a certificate authority generated when it starts (with the `openssl`
+/// `ssl = on`, a server certificate for `localhost` (only: `127.0.0.1` is
+/// an address it does not name, for tests of host name checks) signed by a
+/// certificate authority generated when it starts (with the `openssl`
 /// binary), and a `pg_hba.conf` that accepts TCP connections only over TLS
 /// (`hostssl`; unix-socket connections as usual).
 ///
@@ -117,7 +118,7 @@ const SERVER_EXTENSIONS: &str = "\
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectAltName = DNS:localhost
 ";
 
 /// Writes `<dir>/tls/`: two CAs, a server key and certificate signed by the

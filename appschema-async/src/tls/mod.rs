@@ -162,7 +162,7 @@ impl TlsUrl {
 struct Param {
     key: String,
     value: String,
-    /// Where the parameter stands in the URL, with its separator.
+    /// Where the parameter stands in the URL.
     span: std::ops::Range<usize>,
 }
 
@@ -175,14 +175,9 @@ fn uri_params(url: &str) -> Vec<Param> {
     for raw in url[start..].split('&') {
         let end = at + raw.len();
         let (key, value) = raw.split_once('=').unwrap_or((raw, ""));
-        // The `&` after the parameter goes with it (before it, for the last).
-        let span = if end < url.len() {
-            at..end + 1
-        } else if at > start {
-            at - 1..end
-        } else {
-            at..end
-        };
+        // Without its `&`: the empty pieces a removal leaves are dropped
+        // when the query is put back together.
+        let span = at..end;
         params.push(Param {
             key: percent_decode(key),
             value: percent_decode(value),
