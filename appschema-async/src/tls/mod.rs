@@ -256,6 +256,8 @@ fn keyword_params(s: &str) -> Result<Vec<Param>, String> {
                 }
             }
         }
+        // With the whitespace after it, so a removal leaves one separator.
+        skip_ws(&mut chars);
         let end = chars.peek().map_or(s.len(), |&(i, _)| i);
         params.push(Param {
             key,
