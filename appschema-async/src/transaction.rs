@@ -17,11 +17,11 @@ use diesel_async::{
 use scoped_futures::ScopedBoxFuture;
 
 use crate::pool::{build_deadpool, checkout_failed, AsyncTenantManager, DeadPool};
+use crate::switch::drain_notifications;
 use crate::tls::UserConnector;
+use crate::AsyncTenantConnection;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::Socket;
-use crate::switch::drain_notifications;
-use crate::AsyncTenantConnection;
 
 /// Runs `f` in a transaction whose first statements reset the session and
 /// `SET LOCAL search_path` to `tenant`'s path (checked against the server's

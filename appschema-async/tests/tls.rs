@@ -92,8 +92,7 @@ struct Ssl {
     ssl: bool,
 }
 
-const SSL_OF_THIS_BACKEND: &str =
-    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+const SSL_OF_THIS_BACKEND: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
 async fn ssl_in_use(conn: &mut AsyncPgConnection) -> bool {
     diesel::sql_query(SSL_OF_THIS_BACKEND)
@@ -248,7 +247,10 @@ async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
         .build()
         .unwrap();
     let message = down_message(full.get_for(&tenant(0)).await.unwrap_err());
-    assert!(message.contains("certificate not valid for name"), "{message}");
+    assert!(
+        message.contains("certificate not valid for name"),
+        "{message}"
+    );
     let ca = AsyncSharedPool::builder(by_address("verify-ca"))
         .max_size(1)
         .build()
@@ -388,11 +390,12 @@ async fn a_request_dropped_mid_query_over_tls_has_its_statement_cancelled_over_t
         .batch_execute("SELECT pg_advisory_unlock(79)")
         .await
         .unwrap();
-    let written: bool = diesel::sql_query("SELECT EXISTS (SELECT FROM t0.items WHERE id = 999) AS v")
-        .get_result::<Flag>(&mut admin)
-        .await
-        .unwrap()
-        .v;
+    let written: bool =
+        diesel::sql_query("SELECT EXISTS (SELECT FROM t0.items WHERE id = 999) AS v")
+            .get_result::<Flag>(&mut admin)
+            .await
+            .unwrap()
+            .v;
     assert!(!written, "the cancelled request's write happened");
 }
 
@@ -406,9 +409,10 @@ fn the_blocking_pool_connects_with_verify_full_through_libpq() {
         .build()
         .unwrap();
     let mut conn = pool.get_for(&tenant(0)).unwrap();
-    let ssl = diesel::RunQueryDsl::get_result::<Ssl>(diesel::sql_query(SSL_OF_THIS_BACKEND), &mut *conn)
-        .unwrap()
-        .ssl;
+    let ssl =
+        diesel::RunQueryDsl::get_result::<Ssl>(diesel::sql_query(SSL_OF_THIS_BACKEND), &mut *conn)
+            .unwrap()
+            .ssl;
     assert!(ssl, "the blocking pool is not on TLS");
     let wrong = db.url(&format!(
         "sslmode=verify-full&sslrootcert={}",

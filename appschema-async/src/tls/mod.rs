@@ -240,11 +240,9 @@ fn keyword_params(s: &str) -> Result<Vec<Param>, String> {
                     Some((_, '\'')) => break,
                     Some((_, '\\')) => value.extend(chars.next().map(|(_, c)| c)),
                     Some((_, c)) => value.push(c),
-                    None => {
-                        return Err(format!(
-                            "cannot read the connection string: unterminated quoted value of `{key}`"
-                        ))
-                    }
+                    None => return Err(format!(
+                        "cannot read the connection string: unterminated quoted value of `{key}`"
+                    )),
                 }
             }
         } else {
@@ -479,12 +477,16 @@ mod tests {
         let s = split("postgresql://db/app");
         assert_eq!(s.url, "postgresql://db/app?sslmode=prefer");
         let s = split("postgres://db/app?sslmode=disable");
-        assert_eq!((s.mode, s.url.as_str()), (SslMode::Disable, "postgres://db/app?sslmode=disable"));
+        assert_eq!(
+            (s.mode, s.url.as_str()),
+            (SslMode::Disable, "postgres://db/app?sslmode=disable")
+        );
     }
 
     #[test]
     fn sslmode_and_sslrootcert_are_read_from_a_keyword_string() {
-        let s = split("host=db sslmode = verify-ca sslrootcert='/my certs/ca.pem' options='-c a\\'b'");
+        let s =
+            split("host=db sslmode = verify-ca sslrootcert='/my certs/ca.pem' options='-c a\\'b'");
         assert_eq!(s.mode, SslMode::VerifyCa);
         assert_eq!(s.root_cert.as_deref(), Some("/my certs/ca.pem"));
         assert_eq!(s.url, "host=db options='-c a\\'b' sslmode=require");
@@ -506,7 +508,9 @@ mod tests {
             let url = format!("postgres://db/app?sslmode={mode}&sslrootcert=/ca.pem");
             let e = Connect::resolve_with(&url, None, none).unwrap_err();
             assert!(
-                e.contains(&format!("sslmode={mode}")) && e.contains("tls-rustls") && e.contains(".tls("),
+                e.contains(&format!("sslmode={mode}"))
+                    && e.contains("tls-rustls")
+                    && e.contains(".tls("),
                 "{e}"
             );
         }
