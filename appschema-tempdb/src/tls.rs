@@ -43,6 +43,22 @@ impl TempTlsCluster {
     /// Generates the certificates and starts the cluster, waiting until it
     /// accepts connections. Needs `openssl` on `PATH`.
     pub fn start() -> Result<TempTlsCluster, Error> {
+        Self::start_with_hba(write_certificates)
+    }
+
+    /// Like [`TempTlsCluster::start`], but TCP connections without TLS are
+    /// accepted too (`host` rather than `hostssl`): for benchmarks that
+    /// compare the two on the same server.
+    pub fn start_allowing_plaintext_tcp() -> Result<TempTlsCluster, Error> {
+        Self::start_with_hba(|dir, run_as| {
+            write_certificates(dir, run_as)?;
+            write(&dir.join("tls/pg_hba.conf"), &PG_HBA.replace("hostssl", "host"))
+        })
+    }
+
+    fn start_with_hba(
+        prepare: impl Fn(&Path, Option<RunAs>) -> Result<(), Error>,
+    ) -> Result<TempTlsCluster, Error> {
         let mut last = None;
         for _ in 0..START_TRIES {
             let port = free_tcp_port()?;
@@ -61,7 +77,7 @@ impl TempTlsCluster {
                 ("ssl_key_file", "{dir}/tls/server.key"),
                 ("hba_file", "{dir}/tls/pg_hba.conf"),
             ];
-            match TempCluster::start_kind(kind, &settings, write_certificates) {
+            match TempCluster::start_kind(kind, &settings, &prepare) {
                 Ok(cluster) => {
                     let certs = cluster.dir().join("tls");
                     return Ok(TempTlsCluster { cluster, certs });
