@@ -52,7 +52,10 @@ impl TempTlsCluster {
     pub fn start_allowing_plaintext_tcp() -> Result<TempTlsCluster, Error> {
         Self::start_with_hba(|dir, run_as| {
             write_certificates(dir, run_as)?;
-            write(&dir.join("tls/pg_hba.conf"), &PG_HBA.replace("hostssl", "host"))
+            write(
+                &dir.join("tls/pg_hba.conf"),
+                &PG_HBA.replace("hostssl", "host"),
+            )
         })
     }
 

@@ -240,9 +240,11 @@ fn keyword_params(s: &str) -> Result<Vec<Param>, String> {
                     Some((_, '\'')) => break,
                     Some((_, '\\')) => value.extend(chars.next().map(|(_, c)| c)),
                     Some((_, c)) => value.push(c),
-                    None => return Err(format!(
+                    None => {
+                        return Err(format!(
                         "cannot read the connection string: unterminated quoted value of `{key}`"
-                    )),
+                    ))
+                    }
                 }
             }
         } else {
