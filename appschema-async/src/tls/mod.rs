@@ -358,6 +358,16 @@ impl Connect {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| diesel::ConnectionError::InvalidConnectionUrl(with_causes(&e)))?;
+        let hosts = config.get_hosts();
+        let unix_only = !hosts.is_empty()
+            && hosts
+                .iter()
+                .all(|host| matches!(host, tokio_postgres::config::Host::Unix(_)));
+        if self.mode == SslMode::Prefer && unix_only {
+            // No TLS on a unix socket (the server says no, as libpq never
+            // asks): skip the round trip of asking.
+            return AsyncPgConnection::establish(url).await;
+        }
         connector
             .connect(config)
             .await
