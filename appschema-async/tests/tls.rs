@@ -198,6 +198,34 @@ async fn a_connector_given_to_the_builders_is_used_for_their_connections() {
     assert!(ssl);
 }
 
+/// SCRAM over TLS with `channel_binding=require`: the connector hands
+/// tokio-postgres the server certificate's `tls-server-end-point` hash,
+/// and the server accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_with_channel_binding_required_authenticates_over_tls() {
+    let db = TlsDb::new("scram");
+    let mut admin = db.admin().await;
+    admin
+        .batch_execute(
+            "CREATE ROLE appschema_scram LOGIN PASSWORD 'not-a-secret';
+             GRANT USAGE ON SCHEMA t0 TO appschema_scram;
+             GRANT SELECT ON ALL TABLES IN SCHEMA t0, public TO appschema_scram;",
+        )
+        .await
+        .unwrap();
+    let url = format!(
+        "postgres://appschema_scram:not-a-secret@localhost:{}/{}?sslmode=verify-full&sslrootcert={}&channel_binding=require",
+        cluster().port(),
+        db.name,
+        cluster().ca_cert().display()
+    );
+    let pool = AsyncSharedPool::builder(&url).max_size(1).build().unwrap();
+    let result = pool.get_for(&tenant(0)).await;
+    let mut conn = result.unwrap_or_else(|e| panic!("{e}"));
+    assert!(ssl_in_use(&mut conn).await);
+    assert_eq!(whoami(&mut conn).await.marker, "t0");
+}
+
 fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem)

@@ -16,7 +16,9 @@ use crate::Error;
 /// an address it does not name, for tests of host name checks) signed by a
 /// certificate authority generated when it starts (with the `openssl`
 /// binary), and a `pg_hba.conf` that accepts TCP connections only over TLS
-/// (`hostssl`; unix-socket connections as usual).
+/// (`hostssl`; unix-socket connections as usual). TCP connections need no
+/// password, except as role `appschema_scram` (which a test creates, with
+/// a password): that one authenticates with SCRAM, for channel binding.
 ///
 /// Alongside, a second CA that signed nothing the server presents: a client
 /// that trusts only it must refuse the server.
@@ -129,6 +131,7 @@ fn free_tcp_port() -> Result<u16, Error> {
 
 const PG_HBA: &str = "\
 local all all trust
+hostssl all appschema_scram 127.0.0.1/32 scram-sha-256
 hostssl all all 127.0.0.1/32 trust
 hostssl all all ::1/128 trust
 ";

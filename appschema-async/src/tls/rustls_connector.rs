@@ -354,11 +354,76 @@ impl TlsConnect<Socket> for RustlsConnect {
 pub struct RustlsStream(tokio_rustls::client::TlsStream<Socket>);
 
 impl TlsStream for RustlsStream {
-    /// None: SCRAM authenticates without channel binding (tokio-postgres's
-    /// default `channel_binding=prefer` accepts that).
+    /// `tls-server-end-point` (RFC 5929), as PostgreSQL computes it: the
+    /// server certificate hashed with its signature's hash (SHA-256 for
+    /// MD5 and SHA-1). None for a signature without one hash (Ed25519,
+    /// RSA-PSS): SCRAM then runs without channel binding.
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        let cert = self
+            .0
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first());
+        match cert.and_then(|cert| server_end_point(cert)) {
+            Some(hash) => ChannelBinding::tls_server_end_point(hash),
+            None => ChannelBinding::none(),
+        }
     }
+}
+
+/// The `tls-server-end-point` hash of a DER certificate, for the signature
+/// algorithms whose hash is defined.
+fn server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm
+    // AlgorithmIdentifier ::= SEQUENCE { algorithm OID, … }, signature }
+    let (certificate, _) = der(cert, 0x30)?;
+    let (_, rest) = der_any(certificate)?;
+    let (algorithm, _) = der(rest, 0x30)?;
+    let (oid, _) = der(algorithm, 0x06)?;
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    let hash = match oid.split_last() {
+        // md5, sha1, sha256 with RSA; sha384, sha512 with RSA.
+        Some((4 | 5 | 11, head)) if head == RSA => &ring::digest::SHA256,
+        Some((12, head)) if head == RSA => &ring::digest::SHA384,
+        Some((13, head)) if head == RSA => &ring::digest::SHA512,
+        // ecdsa-with-SHA1 (…4.1), ecdsa-with-SHA256/384/512 (…4.3.2/3/4).
+        Some((1, head)) if head == ECDSA => &ring::digest::SHA256,
+        Some((2, head)) if head.strip_suffix(&[3]) == Some(ECDSA) => &ring::digest::SHA256,
+        Some((3, head)) if head.strip_suffix(&[3]) == Some(ECDSA) => &ring::digest::SHA384,
+        Some((4, head)) if head.strip_suffix(&[3]) == Some(ECDSA) => &ring::digest::SHA512,
+        _ => return None,
+    };
+    Some(ring::digest::digest(hash, cert).as_ref().to_vec())
+}
+
+/// The contents of the DER element at the start of `input` if its tag is
+/// `tag`, and what follows it.
+fn der(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    (*input.first()? == tag).then_some(())?;
+    der_any(input)
+}
+
+fn der_any(input: &[u8]) -> Option<(&[u8], &[u8])> {
+    let first = *input.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let bytes = input.get(2..2 + n)?;
+        (
+            bytes
+                .iter()
+                .fold(0usize, |len, &b| (len << 8) | usize::from(b)),
+            2 + n,
+        )
+    };
+    let end = header.checked_add(len)?;
+    Some((input.get(header..end)?, input.get(end..)?))
 }
 
 impl AsyncRead for RustlsStream {
