@@ -113,7 +113,10 @@ where
     // At most twice: a session found listening (to channels an earlier
     // client of this server session registered) is unlistened in a
     // transaction of its own, as `UNLISTEN` only takes effect at commit,
-    // then the unit starts again.
+    // then the unit starts again; so is a session whose transactions begin
+    // with characteristics an earlier client set (`SET SESSION
+    // CHARACTERISTICS`: `BEGIN` applied them before the unit's reset ran).
+    // The unit's work never runs in such a transaction.
     for attempt in 0..2 {
         AnsiTransactionManager::begin_transaction(conn)
             .await
@@ -163,7 +166,7 @@ where
 fn still_listening(tenant: Option<&SchemaName>) -> ConnectionError {
     ConnectionError::SwitchFailed {
         target: describe_target(tenant),
-        message: "the session still listens after UNLISTEN *".to_string(),
+        message: "the session still listens, or begins transactions with other than the default characteristics, after UNLISTEN * and RESET default_transaction_*".to_string(),
     }
 }
 

@@ -55,8 +55,13 @@ pub const UNIT_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
      DISCARD TEMP; DISCARD SEQUENCES; SELECT pg_catalog.pg_advisory_unlock_all(); ";
 
 /// Sent, in a transaction of its own, when a transaction-scoped unit found
-/// its session listening.
-pub const DIRTY_UNLISTEN: &str = "UNLISTEN *";
+/// its session listening, or its transaction begun with characteristics
+/// (isolation level, read only, deferrable) other than the defaults: an
+/// earlier unit's `SET SESSION CHARACTERISTICS` applies at the next
+/// `BEGIN`, before anything inside that transaction can reset it, and a
+/// reset inside a unit that then fails is rolled back with it.
+pub const DIRTY_UNLISTEN: &str = "UNLISTEN *; RESET default_transaction_isolation; \
+     RESET default_transaction_read_only; RESET default_transaction_deferrable";
 
 /// Diesel's connect-time settings (`PgConnection::establish` runs `SET TIME
 /// ZONE 'UTC'` and `SET CLIENT_ENCODING TO 'UTF8'`), as `-c` start-up

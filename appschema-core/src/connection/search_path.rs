@@ -312,8 +312,9 @@ struct ConnectFacts {
 ///    registrations. Found, the check refuses with a marker and the client
 ///    sends [`DIRTY_RESET`](super::hygiene::DIRTY_RESET), then the checkout
 ///    again.
-/// 3. `pg_advisory_unlock_all()`, every time (a function: no statement of
-///    its own).
+/// 3. `pg_advisory_unlock_all()` and [`RESEED`] (`random()` reseeded from
+///    the server's strong random source), every time (functions: no
+///    statement of their own).
 /// 4. Diesel's connect-time settings, only on a connection whose start-up
 ///    options were dropped by a proxy.
 /// 5. The schema `$1` exists and the login role may use it (`USAGE`): else
@@ -341,6 +342,7 @@ fn session_switch_body(facts: &ConnectFacts) -> String {
            OR EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
          THEN pg_catalog.current_setting(E'{SESSION_DIRTY}') \
          WHEN pg_catalog.pg_advisory_unlock_all() IS NULL THEN NULL \
+         WHEN {RESEED} IS NULL THEN NULL \
          {reapply}\
          WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_namespace n \
                            WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.name) \
@@ -492,10 +494,36 @@ pub fn classify(result: QueryResult<()>) -> Result<(), Refusal> {
     }
 }
 
+/// Reseeds `random()` from the server's strong random source
+/// (`gen_random_uuid()`, which reads it), so a `setseed()` one tenant left
+/// on the session does not make the next tenant's `random()` predictable:
+/// neither `RESET ALL` nor `DISCARD ALL` touches the seed. A function
+/// call, evaluated inside the switch's `CASE` (no statement, no round trip
+/// of its own); `setseed` returns `void`, never NULL.
+const RESEED: &str = "pg_catalog.setseed(pg_catalog.hashtext(pg_catalog.gen_random_uuid()::pg_catalog.text)::pg_catalog.float8 OPERATOR(pg_catalog./) 2147483648.0)";
+
+/// True when the running transaction's characteristics differ from the
+/// session's defaults (after the unit's `RESET ALL`, the connect-time
+/// ones): a unit that began while an earlier one's `SET SESSION
+/// CHARACTERISTICS` (or `set_config('default_transaction_…', …, false)`)
+/// was in force. `BEGIN` fixed them before the reset ran, so the unit must
+/// not run its work: it is refused as dirty, the defaults are reset in a
+/// transaction of their own ([`DIRTY_UNLISTEN`](super::hygiene::DIRTY_UNLISTEN))
+/// and the unit starts again. A hot standby runs every transaction read
+/// only whatever the default.
+const CHARACTERISTICS_CHANGED: &str = "(pg_catalog.current_setting('transaction_isolation') \
+     OPERATOR(pg_catalog.<>) pg_catalog.current_setting('default_transaction_isolation') \
+     OR pg_catalog.current_setting('transaction_deferrable') \
+     OPERATOR(pg_catalog.<>) pg_catalog.current_setting('default_transaction_deferrable') \
+     OR pg_catalog.current_setting('transaction_read_only')::pg_catalog.bool \
+     OPERATOR(pg_catalog.<>) (pg_catalog.current_setting('default_transaction_read_only')::pg_catalog.bool \
+     OR pg_catalog.pg_is_in_recovery()))";
+
 /// Writes into `out` the check of a transaction-scoped unit: `SET LOCAL` of
-/// `path` and the check of the server's value and of `first_schema`, and
-/// a refusal with the dirty-session marker when the session listens, as
-/// one `SELECT` of literals (no prepared statement: behind a
+/// `path` and the check of the server's value and of `first_schema`, a
+/// reseed of `random()`, and a refusal with the dirty-session marker when
+/// the session listens or the transaction did not begin with the default
+/// characteristics, as one `SELECT` of literals (no prepared statement: behind a
 /// transaction-pooling proxy each transaction may get another server
 /// session). Raises with the same markers as the session switch.
 pub fn write_local_switch(out: &mut String, path: &str, first_schema: &str) {
@@ -506,7 +534,9 @@ pub fn write_local_switch(out: &mut String, path: &str, first_schema: &str) {
     out.push_str(&format!(
         "SELECT CASE \
          WHEN EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
+           OR {CHARACTERISTICS_CHANGED} \
          THEN pg_catalog.current_setting(E'{SESSION_DIRTY}') \
+         WHEN {RESEED} IS NULL THEN NULL \
          WHEN pg_catalog.set_config('search_path', {p}, true) OPERATOR(pg_catalog.<>) {p} \
          THEN pg_catalog.current_setting(E'{PATH_MISMATCH}') \
          WHEN (pg_catalog.current_schema() OPERATOR(pg_catalog.=) {f}) IS NOT TRUE \

@@ -42,6 +42,7 @@ pub trait Pool {
 
 /// The objects the attacks use; run once per database, before any attack.
 pub const SETUP: &str = "CREATE SEQUENCE public.hygiene_seq;
+     CREATE TABLE public.hygiene_writes (v text);
      CREATE FUNCTION public.sneaky() RETURNS void LANGUAGE plpgsql AS $$
      BEGIN
          PERFORM pg_catalog.set_config('app.user_id', 'A-secret', false);
@@ -263,6 +264,59 @@ pub fn state_left_by_a_plpgsql_function(pool: &dyn Pool) -> Option<String> {
     })
 }
 
+/// B's transactions must begin read-write, `READ COMMITTED`, not
+/// deferrable (the test server's defaults), and B must be able to write.
+fn transaction_characteristics(s: &mut dyn Session) -> Option<String> {
+    let v = s
+        .text(
+            "SELECT current_setting('transaction_isolation') || ', read only ' || \
+             current_setting('transaction_read_only') || ', deferrable ' || \
+             current_setting('transaction_deferrable') AS v",
+        )
+        .unwrap();
+    let wrote = s.text("INSERT INTO public.hygiene_writes VALUES ('B') RETURNING v");
+    (v != "read committed, read only off, deferrable off" || wrote.is_none())
+        .then(|| format!("{v}; B's INSERT {wrote:?}"))
+}
+
+pub fn session_characteristics_left_set(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE",
+        transaction_characteristics,
+    )
+}
+
+pub fn session_read_only_left_set(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        transaction_characteristics,
+    )
+}
+
+pub fn default_transaction_settings_left_by_set_config(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "SELECT set_config('default_transaction_read_only', 'on', false), \
+                set_config('default_transaction_isolation', 'repeatable read', false), \
+                set_config('default_transaction_deferrable', 'on', false)",
+        transaction_characteristics,
+    )
+}
+
+/// `setseed()` survives `RESET ALL` and `DISCARD ALL`: B's `random()`
+/// must not be the one A's seed predicts.
+pub fn a_random_seed_left_set(pool: &dyn Pool) -> Option<String> {
+    let mut admin = pool.admin();
+    admin.batch_execute("SELECT setseed(0.4242)").unwrap();
+    let predicted = admin_text(&mut admin, "SELECT random()::text AS v").unwrap();
+    a_then_b(pool, "SELECT setseed(0.4242)", |s| {
+        let v = s.text("SELECT random()::text AS v").unwrap();
+        (v == predicted).then(|| format!("random() {v}, the value A's seed predicts"))
+    })
+}
+
 /// User code runs `RESET ALL` in the middle of B's checkout: the path must
 /// fall back to the shared schema, never to `"$user", public`, where a
 /// schema named like the login role would answer.
@@ -325,6 +379,10 @@ macro_rules! all_attacks {
             a_session_advisory_lock,
             lastval_of_a_sequence_a_used,
             state_left_by_a_plpgsql_function,
+            session_characteristics_left_set,
+            session_read_only_left_set,
+            default_transaction_settings_left_by_set_config,
+            a_random_seed_left_set,
             $($extra,)*
         );
     };
