@@ -196,6 +196,17 @@ impl Session for AsyncSession<'_> {
         }
         got
     }
+
+    fn insert_mood(&mut self) -> Result<(), String> {
+        block_on(self.conn.transaction(async |c| {
+            diesel::sql_query(attacks::INSERT_MOOD)
+                .bind::<attacks::Mood, _>(attacks::MoodValue)
+                .execute(c)
+                .await
+        }))
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
 }
 
 impl attacks::Pool for Env {
@@ -246,13 +257,15 @@ all_attacks!(
     async_shared_pool,
     super::Env::new(super::Kind::Shared),
     false,
-    reset_all_in_the_middle_of_a_checkout
+    reset_all_in_the_middle_of_a_checkout,
+    a_per_tenant_enum_resolved_by_a
 );
 all_attacks!(
     async_shared_pool_opened_ahead,
     super::Env::new(super::Kind::OpenedAhead),
     false,
-    reset_all_in_the_middle_of_a_checkout
+    reset_all_in_the_middle_of_a_checkout,
+    a_per_tenant_enum_resolved_by_a
 );
 all_attacks!(
     async_tenant_pool,
@@ -263,5 +276,6 @@ all_attacks!(
 all_attacks!(
     async_transaction_scoped_behind_pgbouncer,
     super::Env::new(super::Kind::Scoped),
-    false
+    false,
+    a_per_tenant_enum_resolved_by_a
 );

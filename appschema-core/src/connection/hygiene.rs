@@ -27,6 +27,9 @@
 //! Notifications libpq already received are drained on the client after
 //! every checkout.
 
+use std::borrow::Cow;
+
+use diesel::pg::{GetPgMetadataCache, PgMetadataCache, PgMetadataCacheKey};
 use diesel::PgConnection;
 
 /// The unconditional part of a [`SharedPool`](super::SharedPool) checkout,
@@ -62,6 +65,37 @@ pub const UNIT_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
 /// reset inside a unit that then fails is rolled back with it.
 pub const DIRTY_UNLISTEN: &str = "UNLISTEN *; RESET default_transaction_isolation; \
      RESET default_transaction_read_only; RESET default_transaction_deferrable";
+
+/// The schema of the entry [`keep_types_resolved_on`] keeps in diesel's
+/// type cache to remember the path the cache was filled on. No schema name
+/// can hold a NUL byte, so no real type's entry has it.
+const TYPES_RESOLVED_ON: &str = "\0appschema: custom types resolved on";
+
+/// Keeps diesel's cache of custom type OIDs on `conn` only while the
+/// connection stays on the path `switch` sets (any text naming that path:
+/// the checkout message, or the path itself); empties it when the path
+/// changes.
+///
+/// Diesel caches a custom type's OID per connection by name and schema. A
+/// type declared without a schema (`#[diesel(postgres_type(name =
+/// "mood"))]`, one `mood` per tenant schema) is resolved through the path,
+/// so once tenant A's `mood` is cached, tenant B's values would be bound as
+/// `a.mood` on that connection and B's statements would fail. The cache
+/// does not say which entries were resolved through the path, so all of
+/// them go: types used after a change of tenant are looked up again, once
+/// per connection and tenant (a query each). Client-side only: a hash look-up
+/// when the path is the one the cache was filled on.
+pub(crate) fn keep_types_resolved_on(conn: &mut PgConnection, switch: &str) {
+    let cache = conn.get_metadata_cache();
+    let key = PgMetadataCacheKey::new(
+        Some(Cow::Borrowed(TYPES_RESOLVED_ON)),
+        Cow::Borrowed(switch),
+    );
+    if cache.lookup_type(&key).is_none() {
+        *cache = PgMetadataCache::new();
+        cache.store_type(key, (0, 0));
+    }
+}
 
 /// Diesel's connect-time settings (`PgConnection::establish` runs `SET TIME
 /// ZONE 'UTC'` and `SET CLIENT_ENCODING TO 'UTF8'`), as `-c` start-up

@@ -7,7 +7,7 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Nullable, Text};
 
 use super::error::ConnectionError;
-use super::hygiene::{drain_notifications, CHECKOUT_RESET, DIRTY_RESET};
+use super::hygiene::{drain_notifications, keep_types_resolved_on, CHECKOUT_RESET, DIRTY_RESET};
 use crate::name::{quote_ident, SchemaName, MAX_IDENTIFIER_BYTES};
 
 /// Which schemas follow the tenant's on its `search_path`: the shared schema
@@ -433,7 +433,9 @@ pub enum SessionRefusal {
 /// where [`prepare_session_switch`] ran: one round trip for a session in
 /// its connect-time role and listening to nothing, three otherwise (the
 /// switch's refusal, [`DIRTY_RESET`], the switch again). Then drops any
-/// notification libpq already received.
+/// notification libpq already received, and, when the checkout is for
+/// another path than the connection's last one, the custom type OIDs diesel
+/// cached there (see [`keep_types_resolved_on`]).
 pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(), SessionRefusal> {
     use diesel::connection::SimpleConnection;
     let result = match run_once(conn, sql) {
@@ -451,6 +453,11 @@ pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(
         other => other.map_err(Refusal::into_session),
     };
     drain_notifications(conn);
+    if result.is_ok() {
+        // The message names the path: a checkout for the same path keeps
+        // the cache.
+        keep_types_resolved_on(conn, sql);
+    }
     result
 }
 

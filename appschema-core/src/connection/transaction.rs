@@ -9,7 +9,7 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Error as R2d2Error};
 use diesel::{Connection, PgConnection};
 
 use super::error::{describe_target, ConnectionError};
-use super::hygiene::{drain_notifications, DIRTY_UNLISTEN, UNIT_RESET};
+use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN, UNIT_RESET};
 use super::search_path::{run_once, write_local_switch, Refusal, SearchPath};
 use crate::name::SchemaName;
 
@@ -78,6 +78,9 @@ where
     if depth.is_some() {
         return Err(ConnectionError::NestedTransaction { schema: first }.into());
     }
+    // Custom types the connection's client resolved on another path must
+    // not be bound here (see `keep_types_resolved_on`).
+    keep_types_resolved_on(conn, &value);
     let mut sql = String::from(UNIT_RESET);
     write_local_switch(&mut sql, &value, &first);
     let mut f = Some(f);

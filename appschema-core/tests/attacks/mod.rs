@@ -28,7 +28,37 @@ pub trait Session {
     /// After a round trip, the notifications the client holds
     /// (`channel: payload`).
     fn notifications(&mut self) -> Vec<String>;
+    /// Inserts into the tenant's `moods` a [`MoodValue`] bound as the
+    /// tenant's own enum type `mood` (declared without a schema, so diesel
+    /// resolves it by the path), in a savepoint (or a transaction);
+    /// `Err` when the statement fails.
+    fn insert_mood(&mut self) -> Result<(), String>;
 }
+
+/// A per-tenant enum type: every tenant schema has its own `mood`, so the
+/// type is declared without a schema, as the README says.
+#[derive(diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+#[diesel(postgres_type(name = "mood"))]
+pub struct Mood;
+
+/// A value of [`Mood`].
+#[derive(Debug, diesel::expression::AsExpression)]
+#[diesel(sql_type = Mood)]
+pub struct MoodValue;
+
+impl diesel::serialize::ToSql<Mood, diesel::pg::Pg> for MoodValue {
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+    ) -> diesel::serialize::Result {
+        use std::io::Write;
+        out.write_all(b"happy")?;
+        Ok(diesel::serialize::IsNull::No)
+    }
+}
+
+/// The statement [`Session::insert_mood`] runs.
+pub const INSERT_MOOD: &str = "INSERT INTO moods (m) VALUES ($1)";
 
 /// The pool under attack.
 pub trait Pool {
@@ -49,6 +79,12 @@ pub const SETUP: &str = "CREATE SEQUENCE public.hygiene_seq;
          CREATE TEMP TABLE IF NOT EXISTS items AS
              SELECT 1::int8 AS id, 'A-secret'::text AS marker;
          LISTEN sneaky;
+     END $$;
+     DO $$ DECLARE s text; BEGIN
+         FOR s IN SELECT nspname FROM pg_namespace WHERE nspname ~ '^t[0-9]+$' LOOP
+             EXECUTE format('CREATE TYPE %I.mood AS ENUM (''happy'', ''sad'');
+                             CREATE TABLE %I.moods (m %I.mood)', s, s, s);
+         END LOOP;
      END $$;";
 
 #[derive(QueryableByName, Debug)]
@@ -303,6 +339,14 @@ pub fn default_transaction_settings_left_by_set_config(pool: &dyn Pool) -> Optio
                 set_config('default_transaction_deferrable', 'on', false)",
         transaction_characteristics,
     )
+}
+
+/// Diesel caches a custom type's OID per connection by name: after A (on
+/// `t0`) bound `mood` (resolved by the path to `t0.mood`), B's `mood` on
+/// `t1` must not be bound as `t0.mood` (its INSERT would fail).
+pub fn a_per_tenant_enum_resolved_by_a(pool: &dyn Pool) -> Option<String> {
+    pool.as_user(0, &mut |s| s.insert_mood().unwrap()).unwrap();
+    b(pool, &mut |s| s.insert_mood().err())
 }
 
 /// `setseed()` survives `RESET ALL` and `DISCARD ALL`: B's `random()`
