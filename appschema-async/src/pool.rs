@@ -123,6 +123,7 @@ pub struct AsyncSharedPoolBuilder {
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
     statement_cache: bool,
+    per_tenant_types: bool,
 }
 
 impl AsyncSharedPoolBuilder {
@@ -229,6 +230,35 @@ impl AsyncSharedPoolBuilder {
         self
     }
 
+    /// Whether the application binds custom types (enums, domains,
+    /// composites) that exist once per tenant schema, declared without a
+    /// schema (`#[diesel(postgres_type(name = "mood"))]`). Default: `false`.
+    ///
+    /// diesel-async caches a custom type's OID per connection by name, and
+    /// offers no way to empty that cache: once a connection bound tenant
+    /// A's `mood`, tenant B's values would be bound as A's type on it (B's
+    /// statements fail). With `true`, a connection last checked out for
+    /// another tenant is closed instead of switched, and another one used
+    /// or opened: a checkout for a different tenant than the connection's
+    /// last costs a new connection. Types declared with a schema
+    /// (`schema = "public"`, one type for every tenant) need none of this.
+    /// (The sync pools empty diesel's cache on such a checkout instead.)
+    ///
+    /// ```no_run
+    /// use appschema::async_pool::AsyncSharedPool;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = AsyncSharedPool::builder("postgres:///app")
+    ///     .per_tenant_types(true)
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn per_tenant_types(mut self, on: bool) -> Self {
+        self.per_tenant_types = on;
+        self
+    }
+
     /// Builds a pool that serves only `tenant`: an [`AsyncTenantPool`].
     pub fn build_for(self, tenant: SchemaName) -> Result<AsyncTenantPool, ConnectionError> {
         Ok(AsyncTenantPool {
@@ -261,6 +291,7 @@ impl AsyncSharedPoolBuilder {
             path: self.path,
             timeout: self.connection_timeout,
             maintainer,
+            per_tenant_types: self.per_tenant_types,
         })
     }
 }
@@ -340,6 +371,7 @@ pub struct AsyncSharedPool {
     path: SearchPath,
     timeout: Duration,
     maintainer: Arc<Maintainer>,
+    per_tenant_types: bool,
 }
 
 impl fmt::Debug for AsyncSharedPool {
@@ -363,6 +395,7 @@ impl AsyncSharedPool {
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
+            per_tenant_types: false,
         }
     }
 
@@ -424,7 +457,7 @@ impl AsyncSharedPool {
             };
             // Dropped while this runs (a cancelled request), `conn` is
             // dropped with the switch in flight, and closed (see `Drop`).
-            let refusal = match run_session_switch(&mut conn, &sql).await {
+            let refusal = match run_session_switch(&mut conn, &sql, self.per_tenant_types).await {
                 Ok(()) => return Ok(conn),
                 // The connection is fine: its implicit transaction, and the
                 // `SET` with it, was rolled back.

@@ -7,12 +7,13 @@ use std::fmt;
 use std::time::Duration;
 
 use appschema_core::connection::internals::{
-    classify, describe_target, write_local_switch, Refusal, DIRTY_UNLISTEN, UNIT_RESET,
+    classify, describe_target, write_local_switch, PlanWatch, Refusal, DIRTY_UNLISTEN, UNIT_RESET,
 };
 use appschema_core::connection::{ConnectionError, SearchPath};
 use appschema_core::SchemaName;
 use diesel_async::{
-    AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager,
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
 };
 use scoped_futures::ScopedBoxFuture;
 
@@ -179,6 +180,7 @@ pub struct AsyncTransactionScopedPoolBuilder {
     max_size: usize,
     connection_timeout: Duration,
     statement_cache: bool,
+    per_tenant_types: bool,
 }
 
 impl AsyncTransactionScopedPoolBuilder {
@@ -208,6 +210,16 @@ impl AsyncTransactionScopedPoolBuilder {
         self
     }
 
+    /// Whether the application binds custom types that exist once per
+    /// tenant schema, declared without a schema. Default: `false`. With
+    /// `true`, a unit for another tenant than its connection's last unit
+    /// gets a new connection, for the reason given on
+    /// `AsyncSharedPoolBuilder::per_tenant_types`.
+    pub fn per_tenant_types(mut self, on: bool) -> Self {
+        self.per_tenant_types = on;
+        self
+    }
+
     /// Builds the pool. Opens no connection: the first units do.
     pub fn build(self) -> Result<AsyncTransactionScopedPool, ConnectionError> {
         let manager = AsyncTenantManager::plain(self.url, self.statement_cache);
@@ -215,6 +227,7 @@ impl AsyncTransactionScopedPoolBuilder {
             pool: build_deadpool(manager, self.max_size, self.connection_timeout)?,
             path: self.path,
             timeout: self.connection_timeout,
+            per_tenant_types: self.per_tenant_types,
         })
     }
 }
@@ -250,6 +263,7 @@ pub struct AsyncTransactionScopedPool {
     pool: DeadPool,
     path: SearchPath,
     timeout: Duration,
+    per_tenant_types: bool,
 }
 
 impl fmt::Debug for AsyncTransactionScopedPool {
@@ -270,6 +284,7 @@ impl AsyncTransactionScopedPool {
             max_size: 10,
             connection_timeout: Duration::from_secs(30),
             statement_cache: false,
+            per_tenant_types: false,
         }
     }
 
@@ -305,14 +320,26 @@ impl AsyncTransactionScopedPool {
         &self,
         tenant: Option<&SchemaName>,
     ) -> Result<AsyncTenantConnection, ConnectionError> {
-        let conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?;
-        Ok(AsyncTenantConnection {
-            conn: Some(conn),
-            tenant: tenant.cloned(),
-        })
+        let path = match tenant {
+            Some(t) => self.path.for_tenant(t),
+            None => self.path.shared_only(),
+        };
+        loop {
+            let conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?;
+            let mut conn = AsyncTenantConnection {
+                conn: Some(conn),
+                tenant: tenant.cloned(),
+            };
+            // Ends: a connection the pool opens has served no path.
+            if self.per_tenant_types && PlanWatch::serves(conn.instrumentation(), &path) {
+                conn.discard();
+                continue;
+            }
+            return Ok(conn);
+        }
     }
 }

@@ -54,6 +54,9 @@ pub struct PlanWatch {
     inner: Option<Box<dyn Instrumentation>>,
     stale: bool,
     in_flight: u32,
+    /// What the last checkout switched the connection to (see
+    /// [`PlanWatch::serves`]); `None` on a new connection.
+    served: Option<String>,
 }
 
 impl std::fmt::Debug for PlanWatch {
@@ -78,6 +81,7 @@ impl PlanWatch {
             inner: get_default_instrumentation(),
             stale: false,
             in_flight: 0,
+            served: None,
         }
     }
 
@@ -102,6 +106,35 @@ impl PlanWatch {
         instrumentation
             .downcast_ref::<PlanWatch>()
             .is_some_and(|watch| watch.in_flight > 0)
+    }
+
+    /// Records that the connection whose instrumentation is
+    /// `instrumentation` is being switched to `switch` (any text naming
+    /// the path: the checkout message, or the path itself), and says
+    /// whether it was switched to something else before: `false` for a new
+    /// connection or the same path again; `true` too when the
+    /// instrumentation is not a `PlanWatch` (the application replaced it,
+    /// so nothing is known).
+    ///
+    /// The async pools use it to keep a connection whose client may hold
+    /// one tenant's custom type OIDs (diesel-async caches them by name and
+    /// offers no way to empty the cache) from another tenant.
+    pub fn serves(instrumentation: &mut dyn Instrumentation, switch: &str) -> bool {
+        let Some(watch) = instrumentation.downcast_mut::<PlanWatch>() else {
+            return true;
+        };
+        match &mut watch.served {
+            Some(served) if served == switch => false,
+            Some(served) => {
+                served.clear();
+                served.push_str(switch);
+                true
+            }
+            None => {
+                watch.served = Some(switch.to_string());
+                false
+            }
+        }
     }
 
     /// Whether a query on `conn` failed with a stale cached plan since the

@@ -37,7 +37,7 @@ pub trait Session {
 
 /// A per-tenant enum type: every tenant schema has its own `mood`, so the
 /// type is declared without a schema, as the README says.
-#[derive(diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+#[derive(Debug, diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
 #[diesel(postgres_type(name = "mood"))]
 pub struct Mood;
 
