@@ -4,6 +4,7 @@
 //! `appschema-core`), so nothing outlives it.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use appschema_core::connection::internals::{
@@ -126,7 +127,22 @@ where
             Ok(()) => {
                 drain_notifications(conn);
                 let f = f.take().expect("the unit's work runs once");
-                f(conn).await.map(Some)
+                let outcome = f(conn).await.map(Some);
+                match PlanWatch::stream_counter(conn.instrumentation()) {
+                    // A row stream dropped before its end: its statement
+                    // may still run (and write). Never commit it: cancel
+                    // it, then roll back below.
+                    Some(open) if open.load(Ordering::Acquire) > 0 => {
+                        // Best effort: a statement that already ended
+                        // ignores it; the rollback waits for the end.
+                        let _ = conn
+                            .cancel_token()
+                            .cancel_query(tokio_postgres::NoTls)
+                            .await;
+                        Err(abandon(conn, open, tenant).await.into())
+                    }
+                    _ => outcome,
+                }
             }
             Err(Refusal::Dirty) if attempt == 0 => Ok(None),
             Err(Refusal::SchemaMissing) => Err(ConnectionError::SchemaMissing {
@@ -162,6 +178,23 @@ where
         }
     }
     Err(still_listening(tenant).into())
+}
+
+/// After the cancel request for a unit's abandoned row stream: waits for
+/// the server to answer a statement sent after it (so the stream's
+/// statement has ended, cancelled or not; the caller then rolls the unit
+/// back) and clears the connection's open-stream count, as nothing runs on
+/// it any more. The answer is an error inside the aborted transaction.
+async fn abandon(
+    conn: &mut AsyncPgConnection,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tenant: Option<&SchemaName>,
+) -> ConnectionError {
+    let _ = conn.batch_execute("SELECT 1").await;
+    open.store(0, Ordering::Release);
+    ConnectionError::StreamAbandoned {
+        target: describe_target(tenant),
+    }
 }
 
 fn still_listening(tenant: Option<&SchemaName>) -> ConnectionError {

@@ -14,6 +14,9 @@
 //! pool then closes the connection when it is returned, so each connection
 //! fails such a query at most once and the next checkout gets a fresh one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use diesel::connection::{get_default_instrumentation, Instrumentation, InstrumentationEvent};
 use diesel::{Connection, PgConnection};
 
@@ -57,6 +60,10 @@ pub struct PlanWatch {
     /// What the last checkout switched the connection to (see
     /// [`PlanWatch::serves`]); `None` on a new connection.
     served: Option<String>,
+    /// Row streams opened on the connection through the async pools'
+    /// guarded `load_stream` and not read to their end (see
+    /// [`PlanWatch::stream_counter`]).
+    open_streams: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for PlanWatch {
@@ -82,6 +89,7 @@ impl PlanWatch {
             stale: false,
             in_flight: 0,
             served: None,
+            open_streams: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -100,12 +108,27 @@ impl PlanWatch {
     }
 
     /// Whether the connection whose instrumentation is `instrumentation`
-    /// has a query started and never finished (its future was dropped).
-    /// `false` when the instrumentation is not a `PlanWatch`.
+    /// has a query started and never finished (its future was dropped), or
+    /// a guarded row stream not read to its end (its statement may still
+    /// run). `false` when the instrumentation is not a `PlanWatch`.
     pub fn query_in_flight(instrumentation: &dyn Instrumentation) -> bool {
         instrumentation
             .downcast_ref::<PlanWatch>()
-            .is_some_and(|watch| watch.in_flight > 0)
+            .is_some_and(|watch| {
+                watch.in_flight > 0 || watch.open_streams.load(Ordering::Acquire) > 0
+            })
+    }
+
+    /// The count of guarded row streams open on the connection whose
+    /// instrumentation is `instrumentation`: a stream adds one when it
+    /// opens and takes it back when it has read its last row, so a stream
+    /// dropped before its end (its statement still running on the server)
+    /// leaves the count above zero. `None` when the instrumentation is not
+    /// a `PlanWatch`.
+    pub fn stream_counter(instrumentation: &mut dyn Instrumentation) -> Option<Arc<AtomicUsize>> {
+        instrumentation
+            .downcast_ref::<PlanWatch>()
+            .map(|watch| Arc::clone(&watch.open_streams))
     }
 
     /// Records that the connection whose instrumentation is
