@@ -34,7 +34,11 @@ use crate::AsyncTenantConnection;
 /// lets the unit borrow from its caller.
 ///
 /// Refused with [`ConnectionError::NestedTransaction`] inside an open
-/// transaction.
+/// transaction. A unit that drops a row stream of [`load_stream`] before
+/// its end is cancelled and rolled back, and fails with
+/// [`ConnectionError::StreamAbandoned`].
+///
+/// [`load_stream`]: crate::load_stream
 ///
 /// ```no_run
 /// use appschema::{SchemaName, async_pool::in_tenant_transaction, connection::{ConnectionError, SearchPath}};

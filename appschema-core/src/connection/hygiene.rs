@@ -25,7 +25,16 @@
 //!   together) and `LISTEN` registrations (`UNLISTEN *`).
 //!
 //! Notifications libpq already received are drained on the client after
-//! every checkout.
+//! every checkout. `random()` is reseeded from the server's strong random
+//! source inside the switch statement (`setseed()` survives `RESET ALL` and
+//! `DISCARD ALL`). A transaction-scoped unit also refuses a transaction that
+//! began with characteristics other than the defaults (an earlier client's
+//! `SET SESSION CHARACTERISTICS`, applied by `BEGIN` before the unit's reset
+//! could undo it): [`DIRTY_UNLISTEN`] resets them and the unit starts again.
+//!
+//! State the client keeps: diesel's per-connection cache of custom type
+//! OIDs, filled by name through the path, is emptied when a checkout is for
+//! another path than the connection's last ([`keep_types_resolved_on`]).
 
 use std::borrow::Cow;
 
