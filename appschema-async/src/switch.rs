@@ -3,7 +3,7 @@
 //! the client differs.
 
 use appschema_core::connection::internals::{
-    classify, PlanWatch, Refusal, SessionRefusal, DIRTY_RESET,
+    classify, write_seed, PlanWatch, Refusal, SessionRefusal, DIRTY_RESET,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::{FutureExt, StreamExt};
@@ -31,12 +31,16 @@ pub(crate) async fn run_session_switch(
                 .to_string(),
         ));
     }
-    let result = match classify(conn.batch_execute(sql).await) {
+    // A fresh seed for `random()` in the message sent; `sql` (with its
+    // placeholder) names the path.
+    let mut seeded = String::new();
+    write_seed(&mut seeded, sql);
+    let result = match classify(conn.batch_execute(&seeded).await) {
         Err(Refusal::Dirty) => {
             conn.batch_execute(DIRTY_RESET)
                 .await
                 .map_err(SessionRefusal::Failed)?;
-            match classify(conn.batch_execute(sql).await) {
+            match classify(conn.batch_execute(&seeded).await) {
                 Err(Refusal::Dirty) => Err(SessionRefusal::Broken(
                     "the role or LISTEN registrations it was left with survived a reset"
                         .to_string(),
