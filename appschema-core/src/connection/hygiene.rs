@@ -25,8 +25,8 @@
 //!   together) and `LISTEN` registrations (`UNLISTEN *`).
 //!
 //! Notifications libpq already received are drained on the client after
-//! every checkout. `random()` is reseeded from the server's strong random
-//! source inside the switch statement (`setseed()` survives `RESET ALL` and
+//! every checkout. `random()` is reseeded with a fresh client-side seed
+//! inside the switch statement (`setseed()` survives `RESET ALL` and
 //! `DISCARD ALL`). A transaction-scoped unit also refuses a transaction that
 //! began with characteristics other than the defaults (an earlier client's
 //! `SET SESSION CHARACTERISTICS`, applied by `BEGIN` before the unit's reset
