@@ -22,7 +22,10 @@
 //!
 //! Cancellation: a request future dropped mid-checkout or mid-query leaves
 //! its query in flight; the connection is then closed rather than handed to
-//! the next checkout (see [`AsyncSharedPool`]).
+//! the next checkout (see [`AsyncSharedPool`]). Row streams: read them with
+//! [`load_stream`], whose stream borrows the connection and, dropped before
+//! its end, keeps the connection from the next checkout (diesel-async's own
+//! `load_stream` cannot be watched).
 //!
 //! TLS: the pools read the URL's `sslmode` and `sslrootcert` themselves
 //! (tokio-postgres reads neither `verify-*` nor `sslrootcert`). With the
@@ -49,6 +52,7 @@
 mod maintain;
 mod pool;
 mod provision;
+mod stream;
 mod switch;
 mod tls;
 mod transaction;
@@ -58,6 +62,7 @@ pub use pool::{
     AsyncTenantPool,
 };
 pub use provision::{claim_spare, claim_spare_with};
+pub use stream::{load_stream, TenantRowStream};
 #[cfg(feature = "tls-rustls")]
 pub use tls::RustlsConnector;
 pub use transaction::{

@@ -176,6 +176,7 @@ pub struct AsyncSharedPoolBuilder {
     idle_timeout: Option<Duration>,
     statement_cache: bool,
     tls: Option<UserConnector>,
+    per_tenant_types: bool,
 }
 
 impl fmt::Debug for AsyncSharedPoolBuilder {
@@ -189,6 +190,7 @@ impl fmt::Debug for AsyncSharedPoolBuilder {
             .field("max_lifetime", &self.max_lifetime)
             .field("idle_timeout", &self.idle_timeout)
             .field("statement_cache", &self.statement_cache)
+            .field("per_tenant_types", &self.per_tenant_types)
             .finish()
     }
 }
@@ -297,6 +299,35 @@ impl AsyncSharedPoolBuilder {
         self
     }
 
+    /// Whether the application binds custom types (enums, domains,
+    /// composites) that exist once per tenant schema, declared without a
+    /// schema (`#[diesel(postgres_type(name = "mood"))]`). Default: `false`.
+    ///
+    /// diesel-async caches a custom type's OID per connection by name, and
+    /// offers no way to empty that cache: once a connection bound tenant
+    /// A's `mood`, tenant B's values would be bound as A's type on it (B's
+    /// statements fail). With `true`, a connection last checked out for
+    /// another tenant is closed instead of switched, and another one used
+    /// or opened: a checkout for a different tenant than the connection's
+    /// last costs a new connection. Types declared with a schema
+    /// (`schema = "public"`, one type for every tenant) need none of this.
+    /// (The sync pools empty diesel's cache on such a checkout instead.)
+    ///
+    /// ```no_run
+    /// use appschema::async_pool::AsyncSharedPool;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = AsyncSharedPool::builder("postgres:///app")
+    ///     .per_tenant_types(true)
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn per_tenant_types(mut self, on: bool) -> Self {
+        self.per_tenant_types = on;
+        self
+    }
+
     /// The TLS connector for the pool's connections and cancel requests:
     /// any tokio-postgres connector (postgres-native-tls, postgres-openssl,
     /// tokio-postgres-rustls, or this crate's `RustlsConnector`). The URL's
@@ -372,6 +403,7 @@ impl AsyncSharedPoolBuilder {
             path: self.path,
             timeout: self.connection_timeout,
             maintainer,
+            per_tenant_types: self.per_tenant_types,
         })
     }
 }
@@ -451,6 +483,7 @@ pub struct AsyncSharedPool {
     path: SearchPath,
     timeout: Duration,
     maintainer: Arc<Maintainer>,
+    per_tenant_types: bool,
 }
 
 impl fmt::Debug for AsyncSharedPool {
@@ -475,6 +508,7 @@ impl AsyncSharedPool {
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
             tls: None,
+            per_tenant_types: false,
         }
     }
 
@@ -536,7 +570,7 @@ impl AsyncSharedPool {
             };
             // Dropped while this runs (a cancelled request), `conn` is
             // dropped with the switch in flight, and closed (see `Drop`).
-            let refusal = match run_session_switch(&mut conn, &sql).await {
+            let refusal = match run_session_switch(&mut conn, &sql, self.per_tenant_types).await {
                 Ok(()) => return Ok(conn),
                 // The connection is fine: its implicit transaction, and the
                 // `SET` with it, was rolled back.

@@ -2,8 +2,10 @@
 //! the decoding of its outcome are the sync pool's (`appschema-core`), only
 //! the client differs.
 
-use appschema_core::connection::internals::{classify, Refusal, SessionRefusal, DIRTY_RESET};
-use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use appschema_core::connection::internals::{
+    classify, write_seed, PlanWatch, Refusal, SessionRefusal, DIRTY_RESET,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::{FutureExt, StreamExt};
 
 /// Runs a checkout message written by `write_session_switch` on a connection
@@ -11,16 +13,34 @@ use futures_util::{FutureExt, StreamExt};
 /// connect-time role and listening to nothing, three otherwise (the switch's
 /// refusal, `DIRTY_RESET`, the switch again), as in the sync pool. Then
 /// drops any notification the connection already received.
+///
+/// With `per_tenant_types`, a connection last switched to another path is
+/// refused as broken before anything is sent (the pool closes it and tries
+/// another, or opens one): diesel-async caches custom type OIDs by name
+/// and offers no way to empty that cache, so a type declared without a
+/// schema (one per tenant) would be bound as the previous tenant's.
 pub(crate) async fn run_session_switch(
     conn: &mut AsyncPgConnection,
     sql: &str,
+    per_tenant_types: bool,
 ) -> Result<(), SessionRefusal> {
-    let result = match classify(conn.batch_execute(sql).await) {
+    if per_tenant_types && PlanWatch::serves(conn.instrumentation(), sql) {
+        return Err(SessionRefusal::Broken(
+            "it served another tenant, whose custom type OIDs its client may hold \
+             (per_tenant_types)"
+                .to_string(),
+        ));
+    }
+    // A fresh seed for `random()` in the message sent; `sql` (with its
+    // placeholder) names the path.
+    let mut seeded = String::new();
+    write_seed(&mut seeded, sql);
+    let result = match classify(conn.batch_execute(&seeded).await) {
         Err(Refusal::Dirty) => {
             conn.batch_execute(DIRTY_RESET)
                 .await
                 .map_err(SessionRefusal::Failed)?;
-            match classify(conn.batch_execute(sql).await) {
+            match classify(conn.batch_execute(&seeded).await) {
                 Err(Refusal::Dirty) => Err(SessionRefusal::Broken(
                     "the role or LISTEN registrations it was left with survived a reset"
                         .to_string(),

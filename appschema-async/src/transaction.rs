@@ -4,15 +4,17 @@
 //! `appschema-core`), so nothing outlives it.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use appschema_core::connection::internals::{
-    classify, describe_target, write_local_switch, Refusal, DIRTY_UNLISTEN, UNIT_RESET,
+    classify, describe_target, write_local_switch, PlanWatch, Refusal, DIRTY_UNLISTEN, UNIT_RESET,
 };
 use appschema_core::connection::{ConnectionError, SearchPath};
 use appschema_core::SchemaName;
 use diesel_async::{
-    AnsiTransactionManager, AsyncPgConnection, SimpleAsyncConnection, TransactionManager,
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
 };
 use scoped_futures::ScopedBoxFuture;
 
@@ -35,7 +37,11 @@ use tokio_postgres::Socket;
 /// lets the unit borrow from its caller.
 ///
 /// Refused with [`ConnectionError::NestedTransaction`] inside an open
-/// transaction.
+/// transaction. A unit that drops a row stream of [`load_stream`] before
+/// its end is cancelled and rolled back, and fails with
+/// [`ConnectionError::StreamAbandoned`].
+///
+/// [`load_stream`]: crate::load_stream
 ///
 /// ```no_run
 /// use appschema::{SchemaName, async_pool::in_tenant_transaction, connection::{ConnectionError, SearchPath}};
@@ -116,7 +122,10 @@ where
     // At most twice: a session found listening (to channels an earlier
     // client of this server session registered) is unlistened in a
     // transaction of its own, as `UNLISTEN` only takes effect at commit,
-    // then the unit starts again.
+    // then the unit starts again; so is a session whose transactions begin
+    // with characteristics an earlier client set (`SET SESSION
+    // CHARACTERISTICS`: `BEGIN` applied them before the unit's reset ran).
+    // The unit's work never runs in such a transaction.
     for attempt in 0..2 {
         AnsiTransactionManager::begin_transaction(conn)
             .await
@@ -125,7 +134,22 @@ where
             Ok(()) => {
                 drain_notifications(conn);
                 let f = f.take().expect("the unit's work runs once");
-                f(conn).await.map(Some)
+                let outcome = f(conn).await.map(Some);
+                match PlanWatch::stream_counter(conn.instrumentation()) {
+                    // A row stream dropped before its end: its statement
+                    // may still run (and write). Never commit it: cancel
+                    // it, then roll back below.
+                    Some(open) if open.load(Ordering::Acquire) > 0 => {
+                        // Best effort: a statement that already ended
+                        // ignores it; the rollback waits for the end.
+                        let _ = conn
+                            .cancel_token()
+                            .cancel_query(tokio_postgres::NoTls)
+                            .await;
+                        Err(abandon(conn, open, tenant).await.into())
+                    }
+                    _ => outcome,
+                }
             }
             Err(Refusal::Dirty) if attempt == 0 => Ok(None),
             Err(Refusal::SchemaMissing) => Err(ConnectionError::SchemaMissing {
@@ -163,10 +187,27 @@ where
     Err(still_listening(tenant).into())
 }
 
+/// After the cancel request for a unit's abandoned row stream: waits for
+/// the server to answer a statement sent after it (so the stream's
+/// statement has ended, cancelled or not; the caller then rolls the unit
+/// back) and clears the connection's open-stream count, as nothing runs on
+/// it any more. The answer is an error inside the aborted transaction.
+async fn abandon(
+    conn: &mut AsyncPgConnection,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tenant: Option<&SchemaName>,
+) -> ConnectionError {
+    let _ = conn.batch_execute("SELECT 1").await;
+    open.store(0, Ordering::Release);
+    ConnectionError::StreamAbandoned {
+        target: describe_target(tenant),
+    }
+}
+
 fn still_listening(tenant: Option<&SchemaName>) -> ConnectionError {
     ConnectionError::SwitchFailed {
         target: describe_target(tenant),
-        message: "the session still listens after UNLISTEN *".to_string(),
+        message: "the session still listens, or begins transactions with other than the default characteristics, after UNLISTEN * and RESET default_transaction_*".to_string(),
     }
 }
 
@@ -180,6 +221,7 @@ pub struct AsyncTransactionScopedPoolBuilder {
     connection_timeout: Duration,
     statement_cache: bool,
     tls: Option<UserConnector>,
+    per_tenant_types: bool,
 }
 
 impl std::fmt::Debug for AsyncTransactionScopedPoolBuilder {
@@ -190,6 +232,7 @@ impl std::fmt::Debug for AsyncTransactionScopedPoolBuilder {
             .field("max_size", &self.max_size)
             .field("connection_timeout", &self.connection_timeout)
             .field("statement_cache", &self.statement_cache)
+            .field("per_tenant_types", &self.per_tenant_types)
             .finish()
     }
 }
@@ -235,6 +278,16 @@ impl AsyncTransactionScopedPoolBuilder {
         self
     }
 
+    /// Whether the application binds custom types that exist once per
+    /// tenant schema, declared without a schema. Default: `false`. With
+    /// `true`, a unit for another tenant than its connection's last unit
+    /// gets a new connection, for the reason given on
+    /// `AsyncSharedPoolBuilder::per_tenant_types`.
+    pub fn per_tenant_types(mut self, on: bool) -> Self {
+        self.per_tenant_types = on;
+        self
+    }
+
     /// Builds the pool. Opens no connection: the first units do. Fails
     /// with [`ConnectionError::Tls`] when the URL's TLS settings cannot be
     /// honoured (see [`tls`](Self::tls)).
@@ -245,6 +298,7 @@ impl AsyncTransactionScopedPoolBuilder {
             pool: build_deadpool(manager, self.max_size, self.connection_timeout)?,
             path: self.path,
             timeout: self.connection_timeout,
+            per_tenant_types: self.per_tenant_types,
         })
     }
 }
@@ -280,6 +334,7 @@ pub struct AsyncTransactionScopedPool {
     pool: DeadPool,
     path: SearchPath,
     timeout: Duration,
+    per_tenant_types: bool,
 }
 
 impl fmt::Debug for AsyncTransactionScopedPool {
@@ -301,6 +356,7 @@ impl AsyncTransactionScopedPool {
             connection_timeout: Duration::from_secs(30),
             statement_cache: false,
             tls: None,
+            per_tenant_types: false,
         }
     }
 
@@ -336,14 +392,26 @@ impl AsyncTransactionScopedPool {
         &self,
         tenant: Option<&SchemaName>,
     ) -> Result<AsyncTenantConnection, ConnectionError> {
-        let conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?;
-        Ok(AsyncTenantConnection {
-            conn: Some(conn),
-            tenant: tenant.cloned(),
-        })
+        let path = match tenant {
+            Some(t) => self.path.for_tenant(t),
+            None => self.path.shared_only(),
+        };
+        loop {
+            let conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?;
+            let mut conn = AsyncTenantConnection {
+                conn: Some(conn),
+                tenant: tenant.cloned(),
+            };
+            // Ends: a connection the pool opens has served no path.
+            if self.per_tenant_types && PlanWatch::serves(conn.instrumentation(), &path) {
+                conn.discard();
+                continue;
+            }
+            return Ok(conn);
+        }
     }
 }

@@ -56,6 +56,15 @@ struct Env {
 
 impl Env {
     fn new(kind: Kind) -> Env {
+        Env::build(kind, false)
+    }
+
+    /// A pool built with `per_tenant_types(true)`.
+    fn with_per_tenant_types(kind: Kind) -> Env {
+        Env::build(kind, true)
+    }
+
+    fn build(kind: Kind, per_tenant_types: bool) -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -79,6 +88,7 @@ impl Env {
             env.scoped = Some(
                 AsyncTransactionScopedPool::builder(b.url())
                     .max_size(1)
+                    .per_tenant_types(per_tenant_types)
                     .connection_timeout(timeout)
                     .build()
                     .unwrap(),
@@ -90,6 +100,7 @@ impl Env {
             env.admin_url = db.url().to_string();
             let builder = AsyncSharedPool::builder(db.url())
                 .max_size(1)
+                .per_tenant_types(per_tenant_types)
                 .connection_timeout(timeout);
             match kind {
                 Kind::Shared => env.shared = Some(builder.build().unwrap()),
@@ -196,6 +207,17 @@ impl Session for AsyncSession<'_> {
         }
         got
     }
+
+    fn insert_mood(&mut self) -> Result<(), String> {
+        block_on(self.conn.transaction(async |c| {
+            diesel::sql_query(attacks::INSERT_MOOD)
+                .bind::<attacks::Mood, _>(attacks::MoodValue)
+                .execute(c)
+                .await
+        }))
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
 }
 
 impl attacks::Pool for Env {
@@ -265,3 +287,35 @@ all_attacks!(
     super::Env::new(super::Kind::Scoped),
     false
 );
+// diesel-async's type cache cannot be emptied: per-tenant custom types need
+// `per_tenant_types(true)`, which keeps a connection from another tenant.
+attacks_on!(
+    async_shared_pool_per_tenant_types,
+    super::Env::with_per_tenant_types(super::Kind::Shared),
+    false;
+    a_per_tenant_enum_resolved_by_a
+);
+attacks_on!(
+    async_transaction_scoped_per_tenant_types_behind_pgbouncer,
+    super::Env::with_per_tenant_types(super::Kind::Scoped),
+    false;
+    a_per_tenant_enum_resolved_by_a
+);
+
+/// `per_tenant_types(true)` costs nothing for the same tenant: the
+/// connection is kept; for another tenant it is replaced.
+#[test]
+fn per_tenant_types_keeps_the_connection_for_the_same_tenant_only() {
+    let env = Env::with_per_tenant_types(Kind::Shared);
+    let pid = |who: usize| {
+        let mut pid = None;
+        attacks::Pool::as_user(&env, who, &mut |s| {
+            pid = s.text("SELECT pg_backend_pid()::text AS v")
+        })
+        .unwrap();
+        pid.unwrap()
+    };
+    let first = pid(0);
+    assert_eq!(pid(0), first, "the same tenant got another connection");
+    assert_ne!(pid(1), first, "another tenant got the same connection");
+}

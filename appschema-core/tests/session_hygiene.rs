@@ -162,6 +162,16 @@ impl Session for PgConnection {
             .map(|n| format!("{}: {}", n.channel, n.payload))
             .collect()
     }
+
+    fn insert_mood(&mut self) -> Result<(), String> {
+        self.transaction(|c| {
+            diesel::sql_query(attacks::INSERT_MOOD)
+                .bind::<attacks::Mood, _>(attacks::MoodValue)
+                .execute(c)
+        })
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
 }
 
 impl Drop for Env {
@@ -198,7 +208,8 @@ all_attacks!(
     shared_pool,
     super::Env::new(super::Kind::Shared),
     false,
-    reset_all_in_the_middle_of_a_checkout
+    reset_all_in_the_middle_of_a_checkout,
+    a_per_tenant_enum_resolved_by_a
 );
 all_attacks!(
     tenant_pool,
@@ -213,7 +224,8 @@ all_attacks!(
 all_attacks!(
     transaction_scoped_behind_pgbouncer,
     super::Env::new(super::Kind::Scoped),
-    false
+    false,
+    a_per_tenant_enum_resolved_by_a
 );
 all_attacks!(
     control_tenant_customizer,
@@ -286,4 +298,31 @@ fn behind_a_proxy_that_drops_start_up_options_diesels_settings_still_come_back()
     }
     let mut c = pool.get_for(&tenant(0)).unwrap();
     assert_eq!(settings(&mut c), "UTC UTF8");
+}
+
+/// The type cache is emptied only for another tenant: a checkout for the
+/// same tenant binds the OID cached before, with no look-up (shown by
+/// replacing the type behind the cache's back: the cached OID is then the
+/// old type's, and the INSERT fails).
+#[test]
+fn a_checkout_for_the_same_tenant_keeps_the_custom_type_cache() {
+    let env = Env::new(Kind::Shared);
+    attacks::Pool::as_user(&env, 0, &mut |s| s.insert_mood().unwrap()).unwrap();
+    attacks::Pool::admin(&env)
+        .batch_execute(
+            "ALTER TYPE t0.mood RENAME TO mood_before; \
+             CREATE TYPE t0.mood AS ENUM ('happy', 'sad'); \
+             ALTER TABLE t0.moods ALTER COLUMN m TYPE t0.mood USING m::text::t0.mood",
+        )
+        .unwrap();
+    let mut same_tenant = None;
+    attacks::Pool::as_user(&env, 0, &mut |s| same_tenant = Some(s.insert_mood())).unwrap();
+    assert!(
+        same_tenant.unwrap().is_err(),
+        "the same tenant's checkout looked the type up again"
+    );
+    // Another tenant's checkout empties the cache, so the next checkout of
+    // t0 looks the type up afresh.
+    attacks::Pool::as_user(&env, 1, &mut |s| s.insert_mood().unwrap()).unwrap();
+    attacks::Pool::as_user(&env, 0, &mut |s| s.insert_mood().unwrap()).unwrap();
 }

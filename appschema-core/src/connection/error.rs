@@ -90,6 +90,14 @@ pub enum ConnectionError {
         /// `source()`: an error chain printed whole would say it twice).
         error: diesel::result::Error,
     },
+    /// A transaction-scoped unit of work (async) dropped a row stream of
+    /// `appschema::async_pool::load_stream` before its last row: its
+    /// statement was cancelled and the unit rolled back, not committed.
+    #[error("a unit of work for {target} dropped a row stream before its end: its statement was cancelled and the unit rolled back; read the stream to its end, or return an error from the unit")]
+    StreamAbandoned {
+        /// `tenant schema "acme"` or `shared work`.
+        target: String,
+    },
 }
 
 impl ConnectionError {

@@ -25,8 +25,20 @@
 //!   together) and `LISTEN` registrations (`UNLISTEN *`).
 //!
 //! Notifications libpq already received are drained on the client after
-//! every checkout.
+//! every checkout. `random()` is reseeded with a fresh client-side seed
+//! inside the switch statement (`setseed()` survives `RESET ALL` and
+//! `DISCARD ALL`). A transaction-scoped unit also refuses a transaction that
+//! began with characteristics other than the defaults (an earlier client's
+//! `SET SESSION CHARACTERISTICS`, applied by `BEGIN` before the unit's reset
+//! could undo it): [`DIRTY_UNLISTEN`] resets them and the unit starts again.
+//!
+//! State the client keeps: diesel's per-connection cache of custom type
+//! OIDs, filled by name through the path, is emptied when a checkout is for
+//! another path than the connection's last ([`keep_types_resolved_on`]).
 
+use std::borrow::Cow;
+
+use diesel::pg::{GetPgMetadataCache, PgMetadataCache, PgMetadataCacheKey};
 use diesel::PgConnection;
 
 /// The unconditional part of a [`SharedPool`](super::SharedPool) checkout,
@@ -55,8 +67,44 @@ pub const UNIT_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
      DISCARD TEMP; DISCARD SEQUENCES; SELECT pg_catalog.pg_advisory_unlock_all(); ";
 
 /// Sent, in a transaction of its own, when a transaction-scoped unit found
-/// its session listening.
-pub const DIRTY_UNLISTEN: &str = "UNLISTEN *";
+/// its session listening, or its transaction begun with characteristics
+/// (isolation level, read only, deferrable) other than the defaults: an
+/// earlier unit's `SET SESSION CHARACTERISTICS` applies at the next
+/// `BEGIN`, before anything inside that transaction can reset it, and a
+/// reset inside a unit that then fails is rolled back with it.
+pub const DIRTY_UNLISTEN: &str = "UNLISTEN *; RESET default_transaction_isolation; \
+     RESET default_transaction_read_only; RESET default_transaction_deferrable";
+
+/// The schema of the entry [`keep_types_resolved_on`] keeps in diesel's
+/// type cache to remember the path the cache was filled on. No schema name
+/// can hold a NUL byte, so no real type's entry has it.
+const TYPES_RESOLVED_ON: &str = "\0appschema: custom types resolved on";
+
+/// Keeps diesel's cache of custom type OIDs on `conn` only while the
+/// connection stays on the path `switch` sets (any text naming that path:
+/// the checkout message, or the path itself); empties it when the path
+/// changes.
+///
+/// Diesel caches a custom type's OID per connection by name and schema. A
+/// type declared without a schema (`#[diesel(postgres_type(name =
+/// "mood"))]`, one `mood` per tenant schema) is resolved through the path,
+/// so once tenant A's `mood` is cached, tenant B's values would be bound as
+/// `a.mood` on that connection and B's statements would fail. The cache
+/// does not say which entries were resolved through the path, so all of
+/// them go: types used after a change of tenant are looked up again, once
+/// per connection and tenant (a query each). Client-side only: a hash look-up
+/// when the path is the one the cache was filled on.
+pub(crate) fn keep_types_resolved_on(conn: &mut PgConnection, switch: &str) {
+    let cache = conn.get_metadata_cache();
+    let key = PgMetadataCacheKey::new(
+        Some(Cow::Borrowed(TYPES_RESOLVED_ON)),
+        Cow::Borrowed(switch),
+    );
+    if cache.lookup_type(&key).is_none() {
+        *cache = PgMetadataCache::new();
+        cache.store_type(key, (0, 0));
+    }
+}
 
 /// Diesel's connect-time settings (`PgConnection::establish` runs `SET TIME
 /// ZONE 'UTC'` and `SET CLIENT_ENCODING TO 'UTF8'`), as `-c` start-up

@@ -40,8 +40,8 @@ pub mod internals {
     };
     pub use super::plan_watch::PlanWatch;
     pub use super::search_path::{
-        classify, prepare_statement_sql, write_local_switch, write_session_switch, ConnectRow,
-        Refusal, SessionRefusal, CONNECT_QUERY,
+        classify, prepare_statement_sql, write_local_switch, write_seed, write_session_switch,
+        ConnectRow, Refusal, SessionRefusal, CONNECT_QUERY,
     };
 }
 

@@ -14,6 +14,9 @@
 //! pool then closes the connection when it is returned, so each connection
 //! fails such a query at most once and the next checkout gets a fresh one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use diesel::connection::{get_default_instrumentation, Instrumentation, InstrumentationEvent};
 use diesel::{Connection, PgConnection};
 
@@ -54,6 +57,13 @@ pub struct PlanWatch {
     inner: Option<Box<dyn Instrumentation>>,
     stale: bool,
     in_flight: u32,
+    /// What the last checkout switched the connection to (see
+    /// [`PlanWatch::serves`]); `None` on a new connection.
+    served: Option<String>,
+    /// Row streams opened on the connection through the async pools'
+    /// guarded `load_stream` and not read to their end (see
+    /// [`PlanWatch::stream_counter`]).
+    open_streams: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for PlanWatch {
@@ -78,6 +88,8 @@ impl PlanWatch {
             inner: get_default_instrumentation(),
             stale: false,
             in_flight: 0,
+            served: None,
+            open_streams: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -99,13 +111,16 @@ impl PlanWatch {
 
     /// Whether the connection whose instrumentation is `instrumentation`
     /// has a query started and never finished (its future was dropped), or
-    /// may have: `true` when the instrumentation is not a `PlanWatch` (see
-    /// [`PlanWatch::is_installed_in`]), so a pool closes the connection
-    /// rather than hand it on in an unknown state.
+    /// may have, or has a guarded row stream not read to its end (its
+    /// statement may still run): `true` also when the instrumentation is
+    /// not a `PlanWatch` (see [`PlanWatch::is_installed_in`]), so a pool
+    /// closes the connection rather than hand it on in an unknown state.
     pub fn query_in_flight(instrumentation: &dyn Instrumentation) -> bool {
         instrumentation
             .downcast_ref::<PlanWatch>()
-            .is_none_or(|watch| watch.in_flight > 0)
+            .is_none_or(|watch| {
+                watch.in_flight > 0 || watch.open_streams.load(Ordering::Acquire) > 0
+            })
     }
 
     /// Whether `instrumentation` is appschema's watch. Code holding a
@@ -117,6 +132,47 @@ impl PlanWatch {
     /// before the pool opens them: the watch passes every event on to it.
     pub fn is_installed_in(instrumentation: &dyn Instrumentation) -> bool {
         instrumentation.downcast_ref::<PlanWatch>().is_some()
+    }
+
+    /// The count of guarded row streams open on the connection whose
+    /// instrumentation is `instrumentation`: a stream adds one when it
+    /// opens and takes it back when it has read its last row, so a stream
+    /// dropped before its end (its statement still running on the server)
+    /// leaves the count above zero. `None` when the instrumentation is not
+    /// a `PlanWatch`.
+    pub fn stream_counter(instrumentation: &mut dyn Instrumentation) -> Option<Arc<AtomicUsize>> {
+        instrumentation
+            .downcast_ref::<PlanWatch>()
+            .map(|watch| Arc::clone(&watch.open_streams))
+    }
+
+    /// Records that the connection whose instrumentation is
+    /// `instrumentation` is being switched to `switch` (any text naming
+    /// the path: the checkout message, or the path itself), and says
+    /// whether it was switched to something else before: `false` for a new
+    /// connection or the same path again; `true` too when the
+    /// instrumentation is not a `PlanWatch` (the application replaced it,
+    /// so nothing is known).
+    ///
+    /// The async pools use it to keep a connection whose client may hold
+    /// one tenant's custom type OIDs (diesel-async caches them by name and
+    /// offers no way to empty the cache) from another tenant.
+    pub fn serves(instrumentation: &mut dyn Instrumentation, switch: &str) -> bool {
+        let Some(watch) = instrumentation.downcast_mut::<PlanWatch>() else {
+            return true;
+        };
+        match &mut watch.served {
+            Some(served) if served == switch => false,
+            Some(served) => {
+                served.clear();
+                served.push_str(switch);
+                true
+            }
+            None => {
+                watch.served = Some(switch.to_string());
+                false
+            }
+        }
     }
 
     /// Whether a query on `conn` failed with a stale cached plan since the

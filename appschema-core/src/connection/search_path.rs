@@ -7,7 +7,7 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Nullable, Text};
 
 use super::error::ConnectionError;
-use super::hygiene::{drain_notifications, CHECKOUT_RESET, DIRTY_RESET};
+use super::hygiene::{drain_notifications, keep_types_resolved_on, CHECKOUT_RESET, DIRTY_RESET};
 use crate::name::{quote_ident, SchemaName, MAX_IDENTIFIER_BYTES};
 
 /// Which schemas follow the tenant's on its `search_path`: the shared schema
@@ -317,7 +317,8 @@ struct ConnectFacts {
 }
 
 /// The body of the prepared check that comes before the switch: `$1` is
-/// the first schema of the path to switch to.
+/// the seed for `random()` (see [`write_seed`]), `$2` the first schema of
+/// the path to switch to.
 ///
 /// It runs after [`CHECKOUT_RESET`](super::hygiene::CHECKOUT_RESET) and
 /// before the `SET search_path` in the same message (one implicit
@@ -349,11 +350,12 @@ struct ConnectFacts {
 ///    registrations. Found, the check refuses with a marker and the client
 ///    sends [`DIRTY_RESET`](super::hygiene::DIRTY_RESET), then the checkout
 ///    again.
-/// 3. `pg_advisory_unlock_all()`, every time (a function: no statement of
-///    its own).
+/// 3. `pg_advisory_unlock_all()` and `setseed($1)` (`random()` reseeded
+///    from a client-side random value, see [`write_seed`]), every time
+///    (functions: no statement of their own).
 /// 4. Diesel's connect-time settings, only on a connection whose start-up
 ///    options were dropped by a proxy.
-/// 5. The schema `$1` exists and the login role may use it (`USAGE`): else
+/// 5. The schema `$2` exists and the login role may use it (`USAGE`): else
 ///    unqualified names would resolve to the shared schema instead.
 ///
 /// Every refusal raises by asking `current_setting` for a parameter named by
@@ -378,10 +380,11 @@ fn session_switch_body(facts: &ConnectFacts) -> String {
            OR EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
          THEN pg_catalog.current_setting(E'{SESSION_DIRTY}') \
          WHEN pg_catalog.pg_advisory_unlock_all() IS NULL THEN NULL \
+         WHEN pg_catalog.setseed($1::pg_catalog.float8 OPERATOR(pg_catalog./) {SEED_SCALE}) IS NULL THEN NULL \
          {reapply}\
          WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_namespace n \
-                           WHERE n.nspname OPERATOR(pg_catalog.=) $1::pg_catalog.name) \
-           OR NOT pg_catalog.has_schema_privilege($1, 'USAGE') \
+                           WHERE n.nspname OPERATOR(pg_catalog.=) $2::pg_catalog.name) \
+           OR NOT pg_catalog.has_schema_privilege($2, 'USAGE') \
          THEN pg_catalog.current_setting(E'{SCHEMA_MISSING}') \
          END"
     )
@@ -414,7 +417,7 @@ pub fn prepare_statement_sql(row: ConnectRow, default_path: &str) -> String {
         login_role: row.login_role,
     };
     format!(
-        "PREPARE {SWITCH_STATEMENT} (pg_catalog.text) AS {}",
+        "PREPARE {SWITCH_STATEMENT} (pg_catalog.int8, pg_catalog.text) AS {}",
         session_switch_body(&facts)
     )
 }
@@ -440,12 +443,20 @@ pub(crate) fn prepare_session_switch(
 /// `first_schema`, then `SET search_path` to `path` (a list of quoted
 /// identifiers, as [`SearchPath`] writes it). A `SET` that succeeds holds
 /// exactly its value; one that fails fails the whole message.
+///
+/// The seed for `random()` is written as a placeholder, at a fixed place
+/// (the `EXECUTE`'s first argument): the message names only the path, so
+/// it can be kept and compared across checkouts; [`write_seed`] puts a
+/// fresh seed in the copy that is sent.
 pub fn write_session_switch(out: &mut String, path: &str, first_schema: &str) {
     out.clear();
     out.push_str(CHECKOUT_RESET);
     out.push_str("EXECUTE ");
     out.push_str(SWITCH_STATEMENT);
     out.push('(');
+    debug_assert_eq!(out.len(), SEED_AT);
+    out.push_str(SEED_PLACEHOLDER);
+    out.push_str(", ");
     push_literal(out, first_schema);
     out.push_str("); SET search_path = ");
     out.push_str(path);
@@ -468,14 +479,33 @@ pub enum SessionRefusal {
 /// where [`prepare_session_switch`] ran: one round trip for a session in
 /// its connect-time role and listening to nothing, three otherwise (the
 /// switch's refusal, [`DIRTY_RESET`], the switch again). Then drops any
-/// notification libpq already received.
+/// notification libpq already received, and, when the checkout is for
+/// another path than the connection's last one, the custom type OIDs diesel
+/// cached there (see [`keep_types_resolved_on`]).
 pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(), SessionRefusal> {
+    thread_local! {
+        /// The message sent: `sql` with a fresh seed (see `write_seed`),
+        /// in a buffer kept by the thread, so a checkout allocates nothing.
+        static SEEDED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    SEEDED.with(|seeded| {
+        let mut seeded = seeded.borrow_mut();
+        write_seed(&mut seeded, sql);
+        run_seeded_switch(conn, sql, &seeded)
+    })
+}
+
+fn run_seeded_switch(
+    conn: &mut PgConnection,
+    sql: &str,
+    seeded: &str,
+) -> Result<(), SessionRefusal> {
     use diesel::connection::SimpleConnection;
-    let result = match run_once(conn, sql) {
+    let result = match run_once(conn, seeded) {
         Err(Refusal::Dirty) => {
             conn.batch_execute(DIRTY_RESET)
                 .map_err(SessionRefusal::Failed)?;
-            match run_once(conn, sql) {
+            match run_once(conn, seeded) {
                 Err(Refusal::Dirty) => Err(SessionRefusal::Broken(
                     "the role or LISTEN registrations it was left with survived a reset"
                         .to_string(),
@@ -486,6 +516,11 @@ pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(
         other => other.map_err(Refusal::into_session),
     };
     drain_notifications(conn);
+    if result.is_ok() {
+        // The message names the path: a checkout for the same path keeps
+        // the cache.
+        keep_types_resolved_on(conn, sql);
+    }
     result
 }
 
@@ -529,10 +564,72 @@ pub fn classify(result: QueryResult<()>) -> Result<(), Refusal> {
     }
 }
 
+/// Where [`write_session_switch`] puts the seed placeholder.
+const SEED_AT: usize = CHECKOUT_RESET.len() + "EXECUTE ".len() + SWITCH_STATEMENT.len() + 1;
+
+/// The seed's width: 53 random bits as zero-padded decimal digits (an
+/// integer literal; leading zeros are allowed), so a fresh one is written
+/// over the placeholder in place.
+const SEED_DIGITS: usize = 16;
+const SEED_PLACEHOLDER: &str = "0000000000000000";
+
+/// `2^53`: the seed divided by it is the `setseed()` argument, in `[0, 1)`.
+const SEED_SCALE: &str = "9007199254740992.0";
+
+/// 53 bits no tenant can predict, from the client: SipHash keyed by the
+/// random keys the standard library draws from the operating system for
+/// every thread (`RandomState`; each `new` gives other keys). No statement,
+/// no server work but `setseed()` itself: the server's strong random source
+/// (`gen_random_uuid()`) costs about 5 µs of server time per call.
+fn fresh_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8) >> 11
+}
+
+fn push_seed(out: &mut String, seed: u64) {
+    use std::fmt::Write;
+    write!(out, "{seed:0SEED_DIGITS$}").expect("writing to a String cannot fail");
+}
+
+/// `random()` must not stay predictable: a `setseed()` one tenant left on
+/// the session survives `RESET ALL` and `DISCARD ALL`, and would make the
+/// next tenant's `random()` the sequence it chose. Writes into `out`
+/// (cleared first) the checkout message `sql` (as [`write_session_switch`]
+/// wrote it) with a fresh client-side seed in place of its placeholder; a
+/// message of another form is copied as it is.
+pub fn write_seed(out: &mut String, sql: &str) {
+    out.clear();
+    out.push_str(sql);
+    let at = SEED_AT..SEED_AT + SEED_DIGITS;
+    if sql.get(at.clone()) == Some(SEED_PLACEHOLDER) && sql.starts_with(CHECKOUT_RESET) {
+        let mut seed = String::with_capacity(SEED_DIGITS);
+        push_seed(&mut seed, fresh_seed());
+        out.replace_range(at, &seed);
+    }
+}
+
+/// True when the running transaction's characteristics differ from the
+/// session's defaults (after the unit's `RESET ALL`, the connect-time
+/// ones): a unit that began while an earlier one's `SET SESSION
+/// CHARACTERISTICS` (or `set_config('default_transaction_…', …, false)`)
+/// was in force. `BEGIN` fixed them before the reset ran, so the unit must
+/// not run its work: it is refused as dirty, the defaults are reset in a
+/// transaction of their own ([`DIRTY_UNLISTEN`](super::hygiene::DIRTY_UNLISTEN))
+/// and the unit starts again. A hot standby runs every transaction read
+/// only whatever the default.
+const CHARACTERISTICS_CHANGED: &str = "(pg_catalog.current_setting('transaction_isolation') \
+     OPERATOR(pg_catalog.<>) pg_catalog.current_setting('default_transaction_isolation') \
+     OR pg_catalog.current_setting('transaction_deferrable') \
+     OPERATOR(pg_catalog.<>) pg_catalog.current_setting('default_transaction_deferrable') \
+     OR pg_catalog.current_setting('transaction_read_only')::pg_catalog.bool \
+     OPERATOR(pg_catalog.<>) (pg_catalog.current_setting('default_transaction_read_only')::pg_catalog.bool \
+     OR pg_catalog.pg_is_in_recovery()))";
+
 /// Writes into `out` the check of a transaction-scoped unit: `SET LOCAL` of
-/// `path` and the check of the server's value and of `first_schema`, and
-/// a refusal with the dirty-session marker when the session listens, as
-/// one `SELECT` of literals (no prepared statement: behind a
+/// `path` and the check of the server's value and of `first_schema`, a
+/// reseed of `random()`, and a refusal with the dirty-session marker when
+/// the session listens or the transaction did not begin with the default
+/// characteristics, as one `SELECT` of literals (no prepared statement: behind a
 /// transaction-pooling proxy each transaction may get another server
 /// session). Raises with the same markers as the session switch.
 pub fn write_local_switch(out: &mut String, path: &str, first_schema: &str) {
@@ -540,10 +637,14 @@ pub fn write_local_switch(out: &mut String, path: &str, first_schema: &str) {
     push_literal(&mut p, path);
     let mut f = String::new();
     push_literal(&mut f, first_schema);
+    let mut seed = String::new();
+    push_seed(&mut seed, fresh_seed());
     out.push_str(&format!(
         "SELECT CASE \
          WHEN EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
+           OR {CHARACTERISTICS_CHANGED} \
          THEN pg_catalog.current_setting(E'{SESSION_DIRTY}') \
+         WHEN pg_catalog.setseed({seed}::pg_catalog.float8 OPERATOR(pg_catalog./) {SEED_SCALE}) IS NULL THEN NULL \
          WHEN pg_catalog.set_config('search_path', {p}, true) OPERATOR(pg_catalog.<>) {p} \
          THEN pg_catalog.current_setting(E'{PATH_MISMATCH}') \
          WHEN (pg_catalog.current_schema() OPERATOR(pg_catalog.=) {f}) IS NOT TRUE \
@@ -555,6 +656,23 @@ pub fn write_local_switch(out: &mut String, path: &str, first_schema: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The checkout message keeps a placeholder (it names the path only);
+    /// the copy sent carries a fresh seed in its place, a different one
+    /// each time.
+    #[test]
+    fn each_checkout_message_sent_carries_a_fresh_seed() {
+        let mut sql = String::new();
+        write_session_switch(&mut sql, r#""t0", "public""#, "t0");
+        assert_eq!(&sql[SEED_AT..SEED_AT + SEED_DIGITS], SEED_PLACEHOLDER);
+        let (mut a, mut b) = (String::new(), String::new());
+        write_seed(&mut a, &sql);
+        write_seed(&mut b, &sql);
+        let seed = |m: &str| m[SEED_AT..SEED_AT + SEED_DIGITS].to_string();
+        assert_ne!(seed(&a), seed(&b));
+        assert!(seed(&a).parse::<u64>().unwrap() < 1 << 53);
+        assert_eq!(a.replace(&seed(&a), SEED_PLACEHOLDER), sql);
+    }
 
     /// A marker must never name a parameter that can exist: built-in names
     /// have no spaces, custom ones need a dot. Nor may it need escaping.

@@ -8,7 +8,7 @@ use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionMa
 use diesel::{Connection, PgConnection};
 
 use super::error::{describe_target, ConnectionError};
-use super::hygiene::{drain_notifications, DIRTY_UNLISTEN, UNIT_RESET};
+use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN, UNIT_RESET};
 use super::scoped_manager::ScopedManager;
 use super::search_path::{run_once, write_local_switch, Refusal, SearchPath};
 use crate::name::SchemaName;
@@ -78,13 +78,19 @@ where
     if depth.is_some() {
         return Err(ConnectionError::NestedTransaction { schema: first }.into());
     }
+    // Custom types the connection's client resolved on another path must
+    // not be bound here (see `keep_types_resolved_on`).
+    keep_types_resolved_on(conn, &value);
     let mut sql = String::from(UNIT_RESET);
     write_local_switch(&mut sql, &value, &first);
     let mut f = Some(f);
     // At most twice: a session found listening (to channels an earlier
     // client of this server session registered) is unlistened in a
     // transaction of its own, as `UNLISTEN` only takes effect at commit,
-    // then the unit starts again.
+    // then the unit starts again; so is a session whose transactions begin
+    // with characteristics an earlier client set (`SET SESSION
+    // CHARACTERISTICS`: `BEGIN` applied them before the unit's reset ran).
+    // The unit's work never runs in such a transaction.
     for attempt in 0..2 {
         let outcome = conn.transaction(|conn| {
             let refusal = match run_once(conn, &sql) {
@@ -109,7 +115,7 @@ where
                 .into(),
                 Refusal::Dirty => ConnectionError::SwitchFailed {
                     target: describe_target(tenant),
-                    message: "the session still listens after UNLISTEN *".to_string(),
+                    message: "the session still listens, or begins transactions with other than the default characteristics, after UNLISTEN * and RESET default_transaction_*".to_string(),
                 }
                 .into(),
             })
@@ -121,7 +127,7 @@ where
     }
     Err(ConnectionError::SwitchFailed {
         target: describe_target(tenant),
-        message: "the session still listens after UNLISTEN *".to_string(),
+        message: "the session still listens, or begins transactions with other than the default characteristics, after UNLISTEN * and RESET default_transaction_*".to_string(),
     }
     .into())
 }

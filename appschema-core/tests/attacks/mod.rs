@@ -28,7 +28,37 @@ pub trait Session {
     /// After a round trip, the notifications the client holds
     /// (`channel: payload`).
     fn notifications(&mut self) -> Vec<String>;
+    /// Inserts into the tenant's `moods` a [`MoodValue`] bound as the
+    /// tenant's own enum type `mood` (declared without a schema, so diesel
+    /// resolves it by the path), in a savepoint (or a transaction);
+    /// `Err` when the statement fails.
+    fn insert_mood(&mut self) -> Result<(), String>;
 }
+
+/// A per-tenant enum type: every tenant schema has its own `mood`, so the
+/// type is declared without a schema, as the README says.
+#[derive(Debug, diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+#[diesel(postgres_type(name = "mood"))]
+pub struct Mood;
+
+/// A value of [`Mood`].
+#[derive(Debug, diesel::expression::AsExpression)]
+#[diesel(sql_type = Mood)]
+pub struct MoodValue;
+
+impl diesel::serialize::ToSql<Mood, diesel::pg::Pg> for MoodValue {
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+    ) -> diesel::serialize::Result {
+        use std::io::Write;
+        out.write_all(b"happy")?;
+        Ok(diesel::serialize::IsNull::No)
+    }
+}
+
+/// The statement [`Session::insert_mood`] runs.
+pub const INSERT_MOOD: &str = "INSERT INTO moods (m) VALUES ($1)";
 
 /// The pool under attack.
 pub trait Pool {
@@ -42,12 +72,19 @@ pub trait Pool {
 
 /// The objects the attacks use; run once per database, before any attack.
 pub const SETUP: &str = "CREATE SEQUENCE public.hygiene_seq;
+     CREATE TABLE public.hygiene_writes (v text);
      CREATE FUNCTION public.sneaky() RETURNS void LANGUAGE plpgsql AS $$
      BEGIN
          PERFORM pg_catalog.set_config('app.user_id', 'A-secret', false);
          CREATE TEMP TABLE IF NOT EXISTS items AS
              SELECT 1::int8 AS id, 'A-secret'::text AS marker;
          LISTEN sneaky;
+     END $$;
+     DO $$ DECLARE s text; BEGIN
+         FOR s IN SELECT nspname FROM pg_namespace WHERE nspname ~ '^t[0-9]+$' LOOP
+             EXECUTE format('CREATE TYPE %I.mood AS ENUM (''happy'', ''sad'');
+                             CREATE TABLE %I.moods (m %I.mood)', s, s, s);
+         END LOOP;
      END $$;";
 
 #[derive(QueryableByName, Debug)]
@@ -263,6 +300,77 @@ pub fn state_left_by_a_plpgsql_function(pool: &dyn Pool) -> Option<String> {
     })
 }
 
+/// B's transactions must begin read-write, `READ COMMITTED`, not
+/// deferrable (the test server's defaults), and B must be able to write.
+fn transaction_characteristics(s: &mut dyn Session) -> Option<String> {
+    let v = s
+        .text(
+            "SELECT current_setting('transaction_isolation') || ', read only ' || \
+             current_setting('transaction_read_only') || ', deferrable ' || \
+             current_setting('transaction_deferrable') AS v",
+        )
+        .unwrap();
+    let wrote = s.text("INSERT INTO public.hygiene_writes VALUES ('B') RETURNING v");
+    (v != "read committed, read only off, deferrable off" || wrote.is_none())
+        .then(|| format!("{v}; B's INSERT {wrote:?}"))
+}
+
+pub fn session_characteristics_left_set(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE",
+        transaction_characteristics,
+    )
+}
+
+pub fn session_read_only_left_set(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        transaction_characteristics,
+    )
+}
+
+pub fn default_transaction_settings_left_by_set_config(pool: &dyn Pool) -> Option<String> {
+    a_then_b(
+        pool,
+        "SELECT set_config('default_transaction_read_only', 'on', false), \
+                set_config('default_transaction_isolation', 'repeatable read', false), \
+                set_config('default_transaction_deferrable', 'on', false)",
+        transaction_characteristics,
+    )
+}
+
+/// Diesel caches a custom type's OID per connection by name: after A (on
+/// `t0`) bound `mood` (resolved by the path to `t0.mood`), B's `mood` on
+/// `t1` must not be bound as `t0.mood` (its INSERT would fail).
+pub fn a_per_tenant_enum_resolved_by_a(pool: &dyn Pool) -> Option<String> {
+    pool.as_user(0, &mut |s| s.insert_mood().unwrap()).unwrap();
+    b(pool, &mut |s| s.insert_mood().err())
+}
+
+/// `setseed()` survives `RESET ALL` and `DISCARD ALL`: B's `random()`
+/// must not be the one A's seed predicts, nor the same at two checkouts
+/// (a reseed with a constant would be as predictable).
+pub fn a_random_seed_left_set(pool: &dyn Pool) -> Option<String> {
+    let mut admin = pool.admin();
+    admin.batch_execute("SELECT setseed(0.4242)").unwrap();
+    let predicted = admin_text(&mut admin, "SELECT random()::text AS v").unwrap();
+    pool.as_user(0, &mut |s| s.exec("SELECT setseed(0.4242)"))
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        if let Some(leak) = b(pool, &mut |s| {
+            seen.push(s.text("SELECT random()::text AS v").unwrap());
+            None::<()>
+        }) {
+            return Some(leak);
+        }
+    }
+    (seen[0] == predicted || seen[0] == seen[1])
+        .then(|| format!("random() {seen:?}; A's seed predicts {predicted}"))
+}
+
 /// User code runs `RESET ALL` in the middle of B's checkout: the path must
 /// fall back to the shared schema, never to `"$user", public`, where a
 /// schema named like the login role would answer.
@@ -325,6 +433,10 @@ macro_rules! all_attacks {
             a_session_advisory_lock,
             lastval_of_a_sequence_a_used,
             state_left_by_a_plpgsql_function,
+            session_characteristics_left_set,
+            session_read_only_left_set,
+            default_transaction_settings_left_by_set_config,
+            a_random_seed_left_set,
             $($extra,)*
         );
     };
