@@ -41,6 +41,7 @@
 mod maintain;
 mod pool;
 mod provision;
+mod retry;
 mod switch;
 mod transaction;
 

@@ -54,6 +54,9 @@ pub struct PlanWatch {
     inner: Option<Box<dyn Instrumentation>>,
     stale: bool,
     in_flight: u32,
+    /// A query failed because the connection was lost
+    /// ([`is_connection_lost`](super::is_connection_lost)).
+    lost: bool,
 }
 
 impl std::fmt::Debug for PlanWatch {
@@ -78,6 +81,7 @@ impl PlanWatch {
             inner: get_default_instrumentation(),
             stale: false,
             in_flight: 0,
+            lost: false,
         }
     }
 
@@ -104,6 +108,17 @@ impl PlanWatch {
             .is_some_and(|watch| watch.in_flight > 0)
     }
 
+    /// Whether a query on the connection whose instrumentation is
+    /// `instrumentation` failed because the connection was lost (see
+    /// [`is_connection_lost`](super::is_connection_lost)): such a
+    /// connection is closed, never handed out again. `false` when the
+    /// instrumentation is not a `PlanWatch`.
+    pub fn saw_connection_lost_in(instrumentation: &dyn Instrumentation) -> bool {
+        instrumentation
+            .downcast_ref::<PlanWatch>()
+            .is_some_and(|watch| watch.lost)
+    }
+
     /// Whether a query on `conn` failed with a stale cached plan since the
     /// watch was installed. `false` if the application replaced the
     /// connection's instrumentation.
@@ -120,6 +135,7 @@ impl Instrumentation for PlanWatch {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if let Some(error) = error {
                     self.stale |= is_stale_plan(error);
+                    self.lost |= super::is_connection_lost(error);
                 }
             }
             _ => {}
