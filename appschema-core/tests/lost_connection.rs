@@ -311,3 +311,41 @@ fn reads_live_through_a_server_restart_without_an_error() {
         }
     });
 }
+
+/// The across-tenants runner: a tenant whose connection is lost in the
+/// middle of its work (before its `COMMIT`) is run again on a new
+/// connection, and the run goes on; nothing is reported failed.
+#[test]
+fn across_tenants_runs_a_tenant_whose_connection_was_lost_once_more() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 3);
+    let killer = kill_when(&db, "lostconn-across-1", "state = 'active'");
+    let runs = AtomicUsize::new(0);
+    let report = appschema_core::across::AcrossTenants::new(db.url())
+        .jobs(1)
+        .run(
+            |conn, tenant| -> QueryResult<()> {
+                if tenant.schema_name.as_str() == "t1" && runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    conn.batch_execute("SELECT 'lostconn-across-1', pg_sleep(60)")?;
+                }
+                conn.batch_execute("UPDATE items SET marker = marker || '+' WHERE id = 2")
+            },
+            &|_| {},
+        )
+        .unwrap();
+    killer.join().unwrap();
+    assert!(report.is_success(), "{:?}", report.failures);
+    assert_eq!(report.tenants_done, 3);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    let mut conn = db.conn();
+    for t in ["t0", "t1", "t2"] {
+        assert_eq!(
+            count(
+                &mut conn,
+                &format!("SELECT count(*) AS n FROM {t}.items WHERE id = 2 AND marker = 'row+'")
+            ),
+            1,
+            "{t}: the update committed exactly once"
+        );
+    }
+}
