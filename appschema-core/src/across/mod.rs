@@ -292,7 +292,7 @@ impl AcrossTenants {
             let (result, reconnect) = match outcome {
                 Ok(Ok(())) => (Ok(()), false),
                 Ok(Err(TenantError { message, .. })) => {
-                    let lost = connection_lost(conn);
+                    let lost = crate::connection::lost_after_failure(conn);
                     (Err(message), lost)
                 }
                 Err(panic) => (Err(format!("panicked: {}", panic_message(&panic))), true),
@@ -389,17 +389,6 @@ impl From<String> for TenantError {
             retry: false,
         }
     }
-}
-
-/// Whether `conn` is gone (its tenant's failure left it unusable): diesel
-/// gave up on its transaction state, or a `SELECT 1` finds it lost.
-fn connection_lost(conn: &mut PgConnection) -> bool {
-    AnsiTransactionManager::transaction_manager_status_mut(conn)
-        .transaction_depth()
-        .is_err()
-        || conn
-            .batch_execute("SELECT 1")
-            .is_err_and(|e| is_connection_lost(&e))
 }
 
 /// What failed inside a tenant's transaction: appschema's statements or the

@@ -112,6 +112,20 @@ pub fn is_connection_lost_message(message: &str) -> bool {
     LOST.iter().any(|marker| message.contains(marker))
 }
 
+/// Whether `conn`, after a failure, is gone and must be replaced: diesel
+/// gave up on its transaction state, or a `SELECT 1` finds it lost. For the
+/// workers of the migration executor and the across-tenants runner, which
+/// keep one connection for many schemas.
+pub(crate) fn lost_after_failure(conn: &mut diesel::PgConnection) -> bool {
+    use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+    AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .is_err()
+        || conn
+            .batch_execute("SELECT 1")
+            .is_err_and(|e| is_connection_lost(&e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,7 @@ pub mod internals {
 
 pub use customizer::TenantCustomizer;
 pub use error::ConnectionError;
+pub(crate) use lost::lost_after_failure;
 pub use lost::{is_connection_lost, is_connection_lost_message};
 pub use plan_watch::is_stale_plan;
 pub use search_path::SearchPath;
