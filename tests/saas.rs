@@ -18,12 +18,13 @@ mod app;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use app::Mode;
 use appschema::provision::{drop_tenant, DropMode};
 use appschema::{MigrationSet, PublicName};
 use appschema_test::TestDatabase;
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 /// The app's migrations, planned once per test process.
@@ -39,6 +40,18 @@ fn http(
     host: Option<&[u8]>,
     json: Option<&str>,
 ) -> (u16, String) {
+    let (status, _, body) = http_with_head(addr, method, path, host, json);
+    (status, body)
+}
+
+/// [`http`], also returning the response's head (status line and headers).
+fn http_with_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: Option<&[u8]>,
+    json: Option<&str>,
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -69,6 +82,7 @@ fn http(
         .contains("transfer-encoding: chunked");
     (
         status,
+        head.to_string(),
         if chunked {
             dechunk(body)
         } else {
@@ -468,6 +482,205 @@ fn the_async_path_serves_without_the_blocking_pool(mode: Mode) {
     assert_eq!(get(addr, "globex.localhost", "/").0, 200);
 }
 
+/// On another thread: waits (up to 20 s) until a backend of `db`'s database
+/// waits for a lock in a statement naming `table`, terminates it (as
+/// `pg_terminate_backend` by an operator, a failover or a restart would),
+/// and returns its pid.
+fn kill_when_waiting_on(db: &TestDatabase, table: &str) -> std::thread::JoinHandle<i32> {
+    let mut admin = db.conn();
+    let sql = format!(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = '{}' AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' \
+           AND position('{table}' in query) > 0",
+        db.name()
+    );
+    let table = table.to_string();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found: Vec<Pid> = diesel::sql_query(&sql).load(&mut admin).unwrap();
+            if let Some(target) = found.first() {
+                diesel::sql_query(format!("SELECT pg_terminate_backend({})", target.pid))
+                    .execute(&mut admin)
+                    .unwrap();
+                return target.pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no request waited on `{table}` within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+#[derive(QueryableByName)]
+struct Pid {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+}
+
+/// acme's schema, as its account reports it.
+fn schema_of(addr: SocketAddr, host: &str) -> String {
+    let (status, body) = get(addr, host, "/api/account");
+    assert_eq!(status, 200, "{body}");
+    let account: serde_json::Value = serde_json::from_str(&body).unwrap();
+    account["schema"].as_str().unwrap().to_string()
+}
+
+/// A GET whose connection is terminated in the middle of its query (held
+/// there by a lock an operator's session holds on the table) is run again
+/// on a fresh connection: the client gets its rows, not an error.
+fn a_get_whose_backend_is_killed_mid_query_is_retried_and_succeeds(mode: Mode) {
+    let f = two_tenants(mode);
+    let addr = f.addr();
+    let schema = appschema::SchemaName::new(schema_of(addr, "acme.localhost")).unwrap();
+    let mut holder = f.db.conn();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {}.projects IN ACCESS EXCLUSIVE MODE",
+            schema.quoted()
+        ))
+        .unwrap();
+    let killer = kill_when_waiting_on(&f.db, "projects");
+    let request = std::thread::spawn(move || get(addr, "acme.localhost", "/api/projects"));
+    killer.join().unwrap();
+    holder.batch_execute("ROLLBACK").unwrap();
+    let (status, body) = request.join().unwrap();
+    assert_eq!(status, 200, "the retried GET failed: {body}");
+    assert_eq!(project_names(&body), ["Rocket", "Anvil"]);
+}
+
+/// A write whose connection is terminated before it commits is not run
+/// again (only reads are, in this app): the client is told to retry
+/// (`503` with `Retry-After`), never `500`, and nothing of it stayed.
+fn a_write_whose_backend_is_killed_answers_503_with_retry_after(mode: Mode) {
+    let f = two_tenants(mode);
+    let addr = f.addr();
+    let schema = appschema::SchemaName::new(schema_of(addr, "acme.localhost")).unwrap();
+    let mut holder = f.db.conn();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {}.account IN ACCESS EXCLUSIVE MODE",
+            schema.quoted()
+        ))
+        .unwrap();
+    let killer = kill_when_waiting_on(&f.db, "account");
+    let request = std::thread::spawn(move || {
+        http_with_head(
+            addr,
+            "POST",
+            "/api/projects",
+            Some(b"acme.localhost"),
+            Some(r#"{"name":"Lost"}"#),
+        )
+    });
+    killer.join().unwrap();
+    holder.batch_execute("ROLLBACK").unwrap();
+    let (status, head, body) = request.join().unwrap();
+    assert_eq!(status, 503, "{head}\n\n{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nretry-after: 1"),
+        "{head}"
+    );
+    let (_, body) = get(addr, "acme.localhost", "/api/projects");
+    assert_eq!(project_names(&body), ["Rocket", "Anvil"]);
+    // The connection was replaced: the client's retry succeeds.
+    assert_eq!(
+        post(
+            addr,
+            "acme.localhost",
+            "/api/projects",
+            r#"{"name":"Lost"}"#
+        )
+        .0,
+        201
+    );
+}
+
+/// Clients read both tenants while every backend of the database is
+/// terminated again and again: no request answers `500`, none gets the
+/// other tenant's rows, and anything but `200` is a `503` with
+/// `Retry-After`.
+fn gets_under_repeated_backend_kills_never_answer_500_nor_another_tenants_rows(mode: Mode) {
+    let f = two_tenants(mode);
+    let addr = f.addr();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut admin = f.db.conn();
+    let kill_all = format!(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = '{}' AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        f.db.name()
+    );
+    let (answers, killed) = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                s.spawn(move || {
+                    let mut answers = Vec::new();
+                    for i in 0..150 {
+                        let (host, want) = if (c + i) % 2 == 0 {
+                            ("acme.localhost", vec!["Rocket", "Anvil"])
+                        } else {
+                            ("globex.localhost", vec!["Doomsday device"])
+                        };
+                        let (status, head, body) = http_with_head(
+                            addr,
+                            "GET",
+                            "/api/projects",
+                            Some(host.as_bytes()),
+                            None,
+                        );
+                        if status == 200 {
+                            assert_eq!(project_names(&body), want, "LEAK: {host} got {body}");
+                        }
+                        answers.push((status, head, body));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        let killer = s.spawn(|| {
+            let mut killed = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let pids: Vec<Pid> = diesel::sql_query(&kill_all).load(&mut admin).unwrap();
+                for pid in &pids {
+                    diesel::sql_query(format!("SELECT pg_terminate_backend({})", pid.pid))
+                        .execute(&mut admin)
+                        .unwrap();
+                }
+                killed += pids.len();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            killed
+        });
+        let answers: Vec<_> = clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (answers, killer.join().unwrap())
+    });
+    assert!(killed > 0, "no backend was killed");
+    for (status, head, body) in &answers {
+        assert_ne!(*status, 500, "{head}\n\n{body}");
+        if *status != 200 {
+            assert_eq!(*status, 503, "{head}\n\n{body}");
+            assert!(
+                head.to_ascii_lowercase().contains("retry-after: 1"),
+                "{head}"
+            );
+        }
+    }
+    let ok = answers
+        .iter()
+        .filter(|(status, _, _)| *status == 200)
+        .count();
+    eprintln!(
+        "{ok} of {} GETs answered 200 while {killed} backends were killed",
+        answers.len()
+    );
+}
+
 /// One `#[test]` per test body and path: `blocking::name` and, with the
 /// `async` feature, `on_async::name`.
 macro_rules! on_both_paths {
@@ -504,4 +717,7 @@ on_both_paths!(
     host_header_tricks_never_reach_another_tenant,
     a_tenant_dropped_through_the_library_stops_resolving_at_once,
     a_sign_up_with_no_spare_left_builds_the_schema,
+    a_get_whose_backend_is_killed_mid_query_is_retried_and_succeeds,
+    a_write_whose_backend_is_killed_answers_503_with_retry_after,
+    gets_under_repeated_backend_kills_never_answer_500_nor_another_tenants_rows,
 );

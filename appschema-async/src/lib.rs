@@ -52,6 +52,7 @@
 mod maintain;
 mod pool;
 mod provision;
+mod retry;
 mod stream;
 mod switch;
 mod tls;

@@ -149,6 +149,9 @@ impl managed::Manager for AsyncTenantManager {
         if PlanWatch::saw_stale_plan_in(conn.instrumentation()) {
             return Err(RecycleError::message("a cached plan went stale"));
         }
+        if PlanWatch::saw_connection_lost_in(conn.instrumentation()) {
+            return Err(RecycleError::message("the connection was lost"));
+        }
         if std::thread::panicking() || conn.is_broken() {
             return Err(RecycleError::message(
                 "the connection is closed or inside a transaction",
@@ -162,6 +165,13 @@ impl managed::Manager for AsyncTenantManager {
 }
 
 pub(crate) type DeadPool = managed::Pool<AsyncTenantManager>;
+
+/// The first pause of a checkout that could not open a connection, before
+/// it tries again; doubled on each failure up to [`MAX_CONNECT_BACKOFF`].
+const CONNECT_BACKOFF: Duration = Duration::from_millis(25);
+/// The longest pause between two tries to open a connection: a restarted
+/// server is found within this of accepting connections again.
+const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Builds an [`AsyncSharedPool`]. Every setter documents its default.
 /// Its `Debug` shows the URL with the password replaced by `***`.
@@ -551,21 +561,31 @@ impl AsyncSharedPool {
         // many connections as the pool holds, plus one freshly opened,
         // fails for a reason no other connection will fix.
         let mut attempts = self.pool.status().max_size + 1;
+        let mut backoff = CONNECT_BACKOFF;
         loop {
-            attempts -= 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let timeouts = managed::Timeouts {
                 wait: Some(remaining),
                 create: Some(remaining),
                 recycle: Some(remaining),
             };
+            let conn = match self.pool.timeout_get(&timeouts).await {
+                Ok(conn) => conn,
+                // No connection could be opened (the server is restarting,
+                // shutting down, in recovery or unreachable): as r2d2 does
+                // for the sync pool, try again until the deadline.
+                Err(PoolError::Backend(ManagerError::Connect(_) | ManagerError::Switch(_)))
+                    if Instant::now() + backoff < deadline =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+                    continue;
+                }
+                Err(e) => return Err(checkout_failed(&self.pool, tenant, self.timeout, e)),
+            };
+            attempts -= 1;
             let mut conn = AsyncTenantConnection {
-                conn: Some(
-                    self.pool
-                        .timeout_get(&timeouts)
-                        .await
-                        .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?,
-                ),
+                conn: Some(conn),
                 tenant: tenant.cloned(),
             };
             // Dropped while this runs (a cancelled request), `conn` is
@@ -648,7 +668,9 @@ impl AsyncTenantPool {
 /// diesel does not know of, with results still to come), so it is taken
 /// out of the pool, the server is asked to cancel the statement (a cancel
 /// request, as `pg_cancel_backend` does; on a tokio runtime), and the
-/// connection is closed.
+/// connection is closed. So is a connection on which a query found the
+/// connection lost (see `appschema::connection::is_connection_lost`): it is
+/// closed when dropped, never returned to the pool.
 pub struct AsyncTenantConnection {
     /// `None` only once dropped or discarded.
     pub(crate) conn: Option<Object<AsyncTenantManager>>,
@@ -657,11 +679,14 @@ pub struct AsyncTenantConnection {
 
 impl Drop for AsyncTenantConnection {
     fn drop(&mut self) {
-        let in_flight = self
-            .conn
-            .as_mut()
-            .is_some_and(|conn| PlanWatch::query_in_flight(conn.instrumentation()));
-        if in_flight {
+        // A query in flight leaves the connection in an unknown state; a
+        // lost connection is of no use to anyone: either is closed now,
+        // not left in the pool for the next checkout to find.
+        let unusable = self.conn.as_mut().is_some_and(|conn| {
+            let watch = conn.instrumentation();
+            PlanWatch::query_in_flight(watch) || PlanWatch::saw_connection_lost_in(watch)
+        });
+        if unusable {
             self.discard();
         }
     }

@@ -10,10 +10,13 @@
 //! pool then closes it and asks the server to cancel the statement, rather
 //! than handing it to another request.
 
+use appschema_async::scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use appschema_async::{AsyncSharedPool, AsyncTenantConnection};
+use appschema_core::ConnectionError;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use diesel_async::AsyncPgConnection;
 
 use crate::{CurrentTenant, TenantDbError};
 
@@ -52,14 +55,121 @@ impl CurrentTenant {
     }
 
     /// `error`, from this tenant's work, as the [`TenantDbError`] a handler
-    /// returns (`404` for a missing row, `503` for a stale cached plan,
-    /// `500` otherwise).
+    /// returns (`404` for a missing row, `503` with `Retry-After` for a lost
+    /// connection or a stale cached plan, `500` otherwise).
     pub fn query_failed(&self, error: diesel::result::Error) -> TenantDbError {
         TenantDbError::Query {
             schema: self.0.schema_name.to_string(),
             error,
         }
     }
+}
+
+impl CurrentTenant {
+    /// Runs `work` in one transaction on this tenant's `search_path`, on
+    /// the request's task, **once more on a fresh connection when the
+    /// connection is lost before `COMMIT` was sent**
+    /// ([`AsyncSharedPool::run_retrying`]: exactly what is retried). `work`
+    /// may run twice: database work only. A failure that is not retried
+    /// answers as every [`TenantDbError`] does (`503` with `Retry-After` for
+    /// a lost connection).
+    pub async fn run_retrying_async<'a, T, F>(
+        &self,
+        pool: &AsyncSharedPool,
+        work: F,
+    ) -> Result<T, TenantDbError>
+    where
+        F: for<'r> FnMut(
+                &'r mut AsyncPgConnection,
+            ) -> ScopedBoxFuture<'a, 'r, diesel::QueryResult<T>>
+            + Send
+            + 'a,
+        T: Send + 'a,
+    {
+        self.async_unit(pool, false, work).await
+    }
+
+    /// [`run_retrying_async`](CurrentTenant::run_retrying_async) for work
+    /// that only reads ([`AsyncSharedPool::read_retrying`]: a `READ ONLY`
+    /// transaction, run once more on a fresh connection whenever the
+    /// connection is lost): what a `GET` handler wants, so that a failover
+    /// or a restart does not fail the request at all.
+    ///
+    /// ```no_run
+    /// use appschema::async_pool::AsyncSharedPool;
+    /// use appschema::async_pool::scoped_futures::ScopedFutureExt;
+    /// use appschema::axum::{CurrentTenant, TenantDbError};
+    /// use axum::extract::State;
+    /// use diesel::sql_types::BigInt;
+    /// use diesel_async::RunQueryDsl;
+    ///
+    /// async fn count(
+    ///     State(pool): State<AsyncSharedPool>,
+    ///     tenant: CurrentTenant,
+    /// ) -> Result<String, TenantDbError> {
+    ///     let n: i64 = tenant
+    ///         .read_retrying_async(&pool, |conn| {
+    ///             let count = diesel::dsl::sql::<BigInt>("(SELECT count(*) FROM projects)");
+    ///             async move { diesel::select(count).get_result(conn).await }.scope_boxed()
+    ///         })
+    ///         .await?;
+    ///     Ok(n.to_string())
+    /// }
+    /// ```
+    pub async fn read_retrying_async<'a, T, F>(
+        &self,
+        pool: &AsyncSharedPool,
+        work: F,
+    ) -> Result<T, TenantDbError>
+    where
+        F: for<'r> FnMut(
+                &'r mut AsyncPgConnection,
+            ) -> ScopedBoxFuture<'a, 'r, diesel::QueryResult<T>>
+            + Send
+            + 'a,
+        T: Send + 'a,
+    {
+        self.async_unit(pool, true, work).await
+    }
+
+    async fn async_unit<'a, T, F>(
+        &self,
+        pool: &AsyncSharedPool,
+        read_only: bool,
+        mut work: F,
+    ) -> Result<T, TenantDbError>
+    where
+        F: for<'r> FnMut(
+                &'r mut AsyncPgConnection,
+            ) -> ScopedBoxFuture<'a, 'r, diesel::QueryResult<T>>
+            + Send
+            + 'a,
+        T: Send + 'a,
+    {
+        let schema = &self.0.schema_name;
+        let unit = unit_of(move |conn: &mut AsyncPgConnection| {
+            let run = work(conn);
+            async move { run.await.map_err(ConnectionError::from) }.scope_boxed()
+        });
+        let result = if read_only {
+            pool.read_retrying(schema, unit).await
+        } else {
+            pool.run_retrying(schema, unit).await
+        };
+        result.map_err(|error| TenantDbError::from_unit(schema, error))
+    }
+}
+
+/// `f`, its signature spelled out: a closure returning a `ScopedBoxFuture`
+/// is only inferred as higher-ranked over the connection's lifetime when
+/// passed where that is required.
+fn unit_of<'a, T, F>(f: F) -> F
+where
+    F: for<'r> FnMut(
+        &'r mut AsyncPgConnection,
+    ) -> ScopedBoxFuture<'a, 'r, Result<T, ConnectionError>>,
+{
+    f
 }
 
 /// Extractor: the request's [`CurrentTenant`] and a connection on its

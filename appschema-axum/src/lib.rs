@@ -3,9 +3,9 @@
 //!
 //! [`TenantLayer`] resolves the request's host through a [`Resolver`] and
 //! puts the [`CurrentTenant`] in the request's extensions; unknown hosts get `404`,
-//! malformed ones `400`, and a registry that cannot be read `503`, before any
-//! handler runs, so no handler ever runs without a tenant (and never on the
-//! shared schema by accident). Handlers take [`CurrentTenant`] as an extractor
+//! malformed ones `400`, and a registry that cannot be read `503` (with
+//! `Retry-After`), before any handler runs, so no handler ever runs without
+//! a tenant (and never on the shared schema by accident). Handlers take [`CurrentTenant`] as an extractor
 //! and run their diesel work with [`CurrentTenant::run`] (or
 //! [`run_for_tenant`]): on a connection checked out of a
 //! [`SharedPool`](appschema_core::SharedPool) on the tenant's `search_path`,
@@ -39,7 +39,7 @@ mod db;
 #[cfg(feature = "async")]
 mod db_async;
 
-pub use db::{run_for_tenant, TenantDbError};
+pub use db::{run_for_tenant, TenantDbError, RETRY_AFTER_SECONDS};
 #[cfg(feature = "async")]
 pub use db_async::TenantConn;
 
@@ -166,11 +166,7 @@ fn refusal(error: &ResolveError) -> Response {
         ResolveError::MalformedHost { .. } => {
             (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response()
         }
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "tenant registry unavailable\n",
-        )
-            .into_response(),
+        _ => db::unavailable("tenant registry unavailable\n"),
     }
 }
 

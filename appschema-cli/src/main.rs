@@ -254,6 +254,16 @@ impl Config {
     }
 }
 
+/// The exit code of a run that failed because the connection to the
+/// database was lost or could not be had (`EX_TEMPFAIL` of sysexits.h):
+/// trying again later may succeed, so a script or a job runner can retry.
+const EXIT_TRANSIENT: u8 = 75;
+
+/// What the CLI adds to an error caused by a lost connection.
+const LOST_HINT: &str = "hint: the connection to the database was lost (a server restart, a \
+     failover or a terminated backend): this is transient; run the command again once the \
+     database accepts connections (exit code 75)";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::resolve(&cli) {
@@ -275,9 +285,29 @@ fn main() -> ExitCode {
                 None => message,
             };
             eprintln!("error: {message}");
-            ExitCode::FAILURE
+            if is_connection_lost(&e) {
+                eprintln!("{LOST_HINT}");
+                ExitCode::from(EXIT_TRANSIENT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Whether `error` (any cause in its chain) is a lost connection
+/// (`appschema::connection::is_connection_lost`) or a database that could
+/// not be reached.
+fn is_connection_lost(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        if let Some(e) = cause.downcast_ref::<diesel::result::Error>() {
+            return appschema_core::connection::is_connection_lost(e);
+        }
+        if let Some(e) = cause.downcast_ref::<appschema_core::ConnectionError>() {
+            return e.is_transient();
+        }
+        appschema_core::connection::is_connection_lost_message(&cause.to_string())
+    })
 }
 
 fn run(cli: Cli, config: Config) -> Result<ExitCode> {
@@ -446,6 +476,16 @@ fn migrate(config: &Config, migrator: Migrator, dry_run: bool) -> Result<ExitCod
             "{} later step(s) not started: fix the failures above and run `appschema-cli migrate` again",
             report.steps_skipped
         );
+    }
+    // Each migration commits with its tracking row, per schema: a run cut
+    // short by a lost connection resumes where it stopped.
+    if report
+        .failures
+        .iter()
+        .all(|f| appschema_core::connection::is_connection_lost_message(&f.to_string()))
+    {
+        eprintln!("{LOST_HINT}");
+        return Ok(ExitCode::from(EXIT_TRANSIENT));
     }
     Ok(ExitCode::FAILURE)
 }

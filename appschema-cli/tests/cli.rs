@@ -460,3 +460,54 @@ fn recheck_reads_every_tracking_table_and_finds_a_version_removed_by_hand() {
         .iter()
         .all(|s| s["pending"].as_array().unwrap().is_empty()));
 }
+
+/// A run cut short by a lost connection (here each tenant's migration
+/// terminates its own backend, as an operator's `pg_terminate_backend` or a
+/// restart would) says so, and exits 75 (EX_TEMPFAIL): run it again.
+#[test]
+fn a_run_that_lost_its_connection_says_so_and_exits_75() {
+    let db = TestDb::new();
+    let dir = project();
+    add_tenants(&db, 2);
+    let out = run(cli(dir.path()).args(["migrate", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    migration(
+        dir.path(),
+        "2024-01-03-000000_gone",
+        "ALTER TABLE orders ADD COLUMN gone int; SELECT pg_terminate_backend(pg_backend_pid());",
+    );
+    let out = run(cli(dir.path()).args(["migrate", "--jobs", "1", "--database-url", db.url()]));
+    assert_eq!(out.code, 75, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("server closed the connection unexpectedly"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("hint: the connection to the database was lost"),
+        "{}",
+        out.stderr
+    );
+    // The worker went on with t1 on a new connection (its own migration
+    // then terminated it too), rather than failing it on the dead one.
+    assert!(
+        !out.stderr.contains("no connection to the server"),
+        "{}",
+        out.stderr
+    );
+    // A failure of the migration itself is not transient: exit code 1.
+    migration(
+        dir.path(),
+        "2024-01-03-000000_gone",
+        "ALTER TABLE orders ADD COLUMN gone int; SELECT 1/0;",
+    );
+    let out = run(cli(dir.path()).args(["migrate", "--jobs", "1", "--database-url", db.url()]));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        !out.stderr.contains("hint: the connection"),
+        "{}",
+        out.stderr
+    );
+}

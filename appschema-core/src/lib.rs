@@ -31,8 +31,8 @@ pub mod sizes;
 mod workers;
 
 pub use connection::{
-    ConnectionError, SearchPath, SharedPool, TenantConnection, TenantCustomizer,
-    TransactionScopedPool,
+    is_connection_lost, ConnectionError, SearchPath, SharedPool, TenantConnection,
+    TenantCustomizer, TransactionScopedPool,
 };
 pub use migrate::{migrate_schema_in_transaction, MigrateError, Migrator};
 pub use migration_set::{EmbeddedMigration, Migration, MigrationSet, Step};

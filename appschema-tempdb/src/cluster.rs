@@ -2,7 +2,7 @@
 //! `postgres` listening only on a unix socket inside it, and a watchdog that
 //! removes both when the owning process goes away, however it goes.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,7 +16,7 @@ use crate::Error;
 /// port, so clusters started by parallel test processes never collide.
 const SOCKET_PORT: u16 = 5432;
 
-pub(crate) static POSTGRES: Kind = Kind {
+static POSTGRES: Kind = Kind {
     name: "postgres",
     tag: "pg",
     port: SOCKET_PORT,
@@ -40,6 +40,48 @@ pub(crate) static POSTGRES: Kind = Kind {
 pub struct TempCluster {
     postgres: ServerProcess,
     bins: PgBins,
+    kind: &'static Kind,
+    run_as: Option<RunAs>,
+    /// The `-c` settings it was started with, `{dir}` replaced (for
+    /// [`TempCluster::restart`]).
+    settings: Vec<(String, String)>,
+}
+
+/// The `postgres` command of a cluster in `dir`, logging (appending) to
+/// `dir/postgres.log`.
+fn postgres_command(
+    bins: &PgBins,
+    kind: &Kind,
+    dir: &Path,
+    settings: &[(String, String)],
+) -> Result<Command, Error> {
+    let log_path = dir.join("postgres.log");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::new(format!("cannot open {}: {e}", log_path.display())))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| Error::new(format!("cannot duplicate log handle: {e}")))?;
+    let mut cmd = Command::new(bins.path("postgres"));
+    cmd.arg("-D")
+        .arg(dir.join("data"))
+        .arg("-k")
+        .arg(dir)
+        .args(["-p", &kind.port.to_string()])
+        // Throwaway data: trade durability for speed.
+        .args(["-c", "listen_addresses="])
+        .args(["-c", "fsync=off"])
+        .args(["-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off"])
+        .args(["-c", "max_connections=400"])
+        .args(["-c", "max_locks_per_transaction=256"]);
+    for (name, value) in settings {
+        cmd.arg("-c").arg(format!("{name}={value}"));
+    }
+    cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+    Ok(cmd)
 }
 
 impl TempCluster {
@@ -120,32 +162,40 @@ impl TempCluster {
             )));
         }
 
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(name, value)| {
+                let value = value.replace("{dir}", &dir.display().to_string());
+                (name.to_string(), value)
+            })
+            .collect();
         let log_path = dir.join("postgres.log");
-        let log = File::create(&log_path)
-            .map_err(|e| Error::new(format!("cannot create {}: {e}", log_path.display())))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| Error::new(format!("cannot duplicate log handle: {e}")))?;
-        let mut cmd = Command::new(bins.path("postgres"));
-        cmd.arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(&dir)
-            .args(["-p", &kind.port.to_string()])
-            // Throwaway data: trade durability for speed.
-            .args(["-c", "listen_addresses="])
-            .args(["-c", "fsync=off"])
-            .args(["-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off"])
-            .args(["-c", "max_connections=400"])
-            .args(["-c", "max_locks_per_transaction=256"]);
-        for (name, value) in settings {
-            let value = value.replace("{dir}", &dir.display().to_string());
-            cmd.arg("-c").arg(format!("{name}={value}"));
-        }
-        cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+        let cmd = postgres_command(&bins, kind, &dir, &settings)?;
         let postgres = ServerProcess::start(kind, cmd, run_as, dir, log_path)?;
-        Ok(TempCluster { postgres, bins })
+        Ok(TempCluster {
+            postgres,
+            bins,
+            kind,
+            run_as,
+            settings,
+        })
+    }
+
+    /// Restarts the server as `pg_ctl restart -m fast` would: every client
+    /// connection is terminated (`terminating connection due to
+    /// administrator command`, SQLSTATE 57P01), open transactions are rolled
+    /// back, connection attempts are refused until the new server accepts
+    /// them, on the same socket. Returns once it does. For tests of how an
+    /// application lives through a restart or a failover.
+    ///
+    /// ```no_run
+    /// let mut cluster = appschema_tempdb::TempCluster::start().unwrap();
+    /// let url = cluster.url();
+    /// cluster.restart().unwrap(); // clients of `url` lost their connections
+    /// ```
+    pub fn restart(&mut self) -> Result<(), Error> {
+        let cmd = postgres_command(&self.bins, self.kind, self.postgres.dir(), &self.settings)?;
+        self.postgres.restart(cmd, self.run_as)
     }
 
     /// The server's log so far (for error messages).

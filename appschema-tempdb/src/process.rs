@@ -152,6 +152,50 @@ impl ServerProcess {
         Ok(server)
     }
 
+    /// Stops the server the way its kind's stop signal does (for
+    /// PostgreSQL a fast shutdown: open transactions rolled back, clients
+    /// disconnected), then starts `cmd` (the same server, on the same
+    /// directory and socket) and waits until it accepts connections: what
+    /// `pg_ctl restart -m fast` does to a server's clients.
+    pub(crate) fn restart(&mut self, mut cmd: Command, run_as: Option<RunAs>) -> Result<(), Error> {
+        self.stop_watchdog();
+        // SAFETY: signalling our own child, not yet reaped.
+        unsafe { libc::kill(self.process.id() as libc::pid_t, self.kind.stop_signal) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Ok(None) = self.process.try_wait() {
+            if Instant::now() > deadline {
+                return Err(Error::new(format!(
+                    "{} did not stop within 30 s for a restart; its log:\n{}",
+                    self.kind.name,
+                    self.log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cmd.process_group(0);
+        if let Some(user) = run_as {
+            user.apply(&mut cmd);
+        }
+        self.process = cmd.spawn().map_err(|e| {
+            Error::new(format!(
+                "cannot run {}: {e}",
+                Path::new(cmd.get_program()).display()
+            ))
+        })?;
+        self.watchdog = Some(self.spawn_watchdog()?);
+        self.wait_until_accepting_connections()
+    }
+
+    /// Stops the watchdog without letting it act: once the server is reaped
+    /// its pid may be reused, and the watchdog must never signal a stranger.
+    fn stop_watchdog(&mut self) {
+        if let Some((mut child, mut stdin)) = self.watchdog.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = stdin.flush();
+        }
+    }
+
     fn spawn_watchdog(&self) -> Result<(Child, ChildStdin), Error> {
         let mut child = Command::new("sh")
             .arg("-c")
@@ -225,13 +269,7 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        // Stop the watchdog first: once the server is reaped its pid may be
-        // reused, and the watchdog must never signal a stranger.
-        if let Some((mut child, mut stdin)) = self.watchdog.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = stdin.flush();
-        }
+        self.stop_watchdog();
         // SAFETY: signalling our own child, not yet reaped.
         unsafe { libc::kill(self.process.id() as libc::pid_t, self.kind.stop_signal) };
         let deadline = Instant::now() + Duration::from_secs(10);

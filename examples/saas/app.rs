@@ -19,8 +19,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 #[cfg(feature = "async")]
+use appschema::async_pool::scoped_futures::ScopedFutureExt;
+#[cfg(feature = "async")]
 use appschema::async_pool::AsyncSharedPool;
-use appschema::axum::{CurrentTenant, TenantDbError, TenantLayer};
+use appschema::axum::{CurrentTenant, TenantDbError, TenantLayer, RETRY_AFTER_SECONDS};
+use appschema::connection::{is_connection_lost, is_connection_lost_message};
 use appschema::migrate::Migrator;
 use appschema::provision::{self, NewTenant, ProvisionError, Source};
 use appschema::resolve::{normalize_host, Resolver};
@@ -596,6 +599,13 @@ async fn signup(State(state): State<AppState>, Json(form): Json<SignupForm>) -> 
             eprintln!("saas: sign-up of {host} panicked: {e}");
             error(StatusCode::INTERNAL_SERVER_ERROR, "sign-up failed")
         }
+        // The connection was lost (failover, restart) or none could be had:
+        // the sign-up was one transaction, so nothing of it stayed; the
+        // client may send it again.
+        Err(e) if e.is_transient() => {
+            eprintln!("saas: sign-up of {host} failed, retry later: {e}");
+            unavailable("sign-up failed: database unavailable, retry later")
+        }
         Err(e) => {
             eprintln!("saas: sign-up of {host} failed: {e}");
             error(StatusCode::INTERNAL_SERVER_ERROR, "sign-up failed")
@@ -635,6 +645,30 @@ enum SignupError {
     Query(#[from] diesel::result::Error),
     #[error("{0}")]
     Panicked(String),
+}
+
+impl SignupError {
+    /// Whether trying again later may succeed: the database was unreachable
+    /// or the connection was lost.
+    fn is_transient(&self) -> bool {
+        match self {
+            SignupError::Connection(e) => e.is_transient(),
+            SignupError::Query(e) | SignupError::Provision(ProvisionError::Database(e)) => {
+                is_connection_lost(e)
+            }
+            // Errors that reach us only as text (a migration's).
+            e => is_connection_lost_message(&e.to_string()),
+        }
+    }
+}
+
+/// `503` with `Retry-After`, as the library's own answers carry it.
+fn unavailable(message: &str) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+    response
 }
 
 /// The tenant, its schema and its account row commit together.
@@ -738,13 +772,12 @@ async fn get_account(
     let (display_name, plan) = 'run: {
         #[cfg(feature = "async")]
         if let Some(pool) = &state.async_pool {
-            let mut conn = tenant.conn(pool).await?;
-            break 'run on_async::account_with_plan(&mut conn)
-                .await
-                .map_err(|e| tenant.query_failed(e))?;
+            break 'run tenant
+                .read_retrying_async(pool, |conn| on_async::account_with_plan(conn).scope_boxed())
+                .await?;
         }
         tenant
-            .run(&state.pool, |conn| q::account_with_plan().first(conn))
+            .read_retrying(&state.pool, |conn| q::account_with_plan().first(conn))
             .await?
     };
     let CurrentTenant(tenant) = tenant;
@@ -756,26 +789,30 @@ async fn get_account(
     }))
 }
 
+/// `GET /api/plans`: a read, run again on a fresh connection if the
+/// connection is lost (`read_shared_retrying`).
 async fn list_plans(State(state): State<AppState>) -> Result<Json<Vec<Plan>>, Response> {
     let unavailable = |e: String| {
         eprintln!("saas: cannot list plans: {e}");
-        error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        unavailable("database unavailable")
     };
     #[cfg(feature = "async")]
     if let Some(pool) = &state.async_pool {
-        let mut conn = pool
-            .get_shared()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        return on_async::plans(&mut conn)
+        return pool
+            .read_shared_retrying(|conn| {
+                async move { Ok::<_, appschema::ConnectionError>(on_async::plans(conn).await?) }
+                    .scope_boxed()
+            })
             .await
             .map(Json)
             .map_err(|e| unavailable(e.to_string()));
     }
     let pool = state.pool.clone();
-    let plans = tokio::task::spawn_blocking(move || -> Result<Vec<Plan>, String> {
-        let mut conn = pool.get_shared().map_err(|e| e.to_string())?;
-        q::all_plans().load(&mut *conn).map_err(|e| e.to_string())
+    let plans = tokio::task::spawn_blocking(move || {
+        pool.read_shared_retrying(|conn| {
+            Ok::<_, appschema::ConnectionError>(q::all_plans().load(conn)?)
+        })
+        .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())
@@ -784,20 +821,22 @@ async fn list_plans(State(state): State<AppState>) -> Result<Json<Vec<Plan>>, Re
 }
 
 /// `GET /api/projects`: the tenant's projects (the benchmarked endpoint).
+/// Like every read of the app, a read-only unit run again on a fresh
+/// connection if the connection is lost (`read_retrying`), so a failover
+/// or a restart does not fail it.
 pub async fn list_projects(
     State(state): State<AppState>,
     tenant: CurrentTenant,
 ) -> Result<Json<Vec<Project>>, TenantDbError> {
     #[cfg(feature = "async")]
     if let Some(pool) = &state.async_pool {
-        let mut conn = tenant.conn(pool).await?;
-        let rows = on_async::projects(&mut conn)
-            .await
-            .map_err(|e| tenant.query_failed(e))?;
+        let rows = tenant
+            .read_retrying_async(pool, |conn| on_async::projects(conn).scope_boxed())
+            .await?;
         return Ok(Json(rows));
     }
     let rows = tenant
-        .run(&state.pool, |conn| q::all_projects().load(conn))
+        .read_retrying(&state.pool, |conn| q::all_projects().load(conn))
         .await?;
     Ok(Json(rows))
 }
@@ -857,14 +896,13 @@ async fn list_tasks(
 ) -> Result<Json<Vec<Task>>, TenantDbError> {
     #[cfg(feature = "async")]
     if let Some(pool) = &state.async_pool {
-        let mut conn = tenant.conn(pool).await?;
-        let rows = on_async::tasks(&mut conn, project_id)
-            .await
-            .map_err(|e| tenant.query_failed(e))?;
+        let rows = tenant
+            .read_retrying_async(pool, |conn| on_async::tasks(conn, project_id).scope_boxed())
+            .await?;
         return Ok(Json(rows));
     }
     let rows = tenant
-        .run(&state.pool, move |conn| {
+        .read_retrying(&state.pool, move |conn| {
             // 404 (diesel's NotFound) when the project is not this tenant's.
             q::project_id(project_id).first::<i64>(conn)?;
             q::project_tasks(project_id).load(conn)
@@ -938,12 +976,11 @@ async fn tenant_page(
     let data = 'run: {
         #[cfg(feature = "async")]
         if let Some(pool) = &state.async_pool {
-            let mut conn = tenant.conn(pool).await?;
-            break 'run on_async::page_data(&mut conn)
-                .await
-                .map_err(|e| tenant.query_failed(e))?;
+            break 'run tenant
+                .read_retrying_async(pool, |conn| on_async::page_data(conn).scope_boxed())
+                .await?;
         }
-        tenant.run(&state.pool, page_data).await?
+        tenant.read_retrying(&state.pool, page_data).await?
     };
     Ok(Html(render_page(data, tenant.0.schema_name.as_str())))
 }

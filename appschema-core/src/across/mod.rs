@@ -11,6 +11,12 @@
 //! - **Failures are isolated**: a tenant whose work fails (or panics) is
 //!   rolled back and reported ([`Failure`]: tenant, schema, message); the
 //!   other tenants go on.
+//! - **Lost connections**: a tenant whose connection is lost (a restart, a
+//!   failover, `pg_terminate_backend`) before its transaction's `COMMIT`
+//!   was sent is run once more on a new connection; lost while committing
+//!   (or during a [`run_sql`](AcrossTenants::run_sql) batch, one message
+//!   from `BEGIN` to `COMMIT`) it is reported, saying it may have
+//!   committed. Either way the worker goes on with a new connection.
 //! - **Parallel**: `jobs` workers, each with its own connection (the pool
 //!   [`Migrator`](crate::Migrator) uses).
 //! - **Progress**: [`Event`]s from the workers, then a [`Report`].
@@ -42,13 +48,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
 
 pub use error::AcrossError;
 pub use report::{Event, Failure, Report};
 
-use crate::connection::SearchPath;
+use crate::connection::{is_connection_lost, SearchPath};
 use crate::name::{quote_literal, PublicName};
 use crate::registry::{self, Tenant};
 
@@ -171,17 +177,48 @@ impl AcrossTenants {
         F: Fn(&mut PgConnection, &Tenant) -> Result<(), E> + Sync,
         E: Display,
     {
-        let per_tenant = |conn: &mut PgConnection, tenant: &Tenant| -> Result<(), String> {
+        let per_tenant = |conn: &mut PgConnection, tenant: &Tenant| -> Result<(), TenantError> {
             let path = self.path.for_tenant(&tenant.schema_name);
             if self.per_tenant_transaction {
-                conn.transaction::<(), WorkError<E>, _>(|conn| {
-                    enter(conn, tenant, &path, true)?;
-                    work(conn, tenant).map_err(WorkError::Work)
-                })
-                .map_err(|e| match e {
+                // By hand rather than `Connection::transaction`, to know
+                // whether a lost connection was lost before `COMMIT` was
+                // sent (nothing committed: the tenant is run again) or
+                // while it was on its way (the outcome is unknown).
+                let describe_work = |e: WorkError<E>| match e {
                     WorkError::Database(e) => describe(&e, tenant),
                     WorkError::Work(e) => e.to_string(),
-                })
+                };
+                AnsiTransactionManager::begin_transaction(conn).map_err(|e| TenantError {
+                    retry: is_connection_lost(&e),
+                    message: describe(&e, tenant),
+                })?;
+                let result = enter(conn, tenant, &path, true)
+                    .map_err(WorkError::Database)
+                    .and_then(|()| work(conn, tenant).map_err(WorkError::Work));
+                match result {
+                    Ok(()) => {
+                        AnsiTransactionManager::commit_transaction(conn).map_err(|e| TenantError {
+                            retry: false,
+                            message: if is_connection_lost(&e) {
+                                format!(
+                                    "{}; the connection was lost while committing, so the work \
+                                     may or may not have committed: check this tenant before \
+                                     running it again (--tenant)",
+                                    describe(&e, tenant)
+                                )
+                            } else {
+                                describe(&e, tenant)
+                            },
+                        })
+                    }
+                    Err(error) => match AnsiTransactionManager::rollback_transaction(conn) {
+                        Err(rollback) if is_connection_lost(&rollback) => Err(TenantError {
+                            retry: true,
+                            message: describe_work(error),
+                        }),
+                        _ => Err(TenantError::from(describe_work(error))),
+                    },
+                }
             } else {
                 let result = enter(conn, tenant, &path, false)
                     .map_err(|e| describe(&e, tenant))
@@ -189,7 +226,7 @@ impl AcrossTenants {
                 let reset = conn
                     .batch_execute(&format!("SET search_path TO {}", self.path.shared_only()))
                     .map_err(|e| format!("cannot reset the search_path afterwards: {e}"));
-                result.and(reset)
+                result.and(reset).map_err(TenantError::from)
             }
         };
         self.run_each(&per_tenant, on_event)
@@ -217,7 +254,7 @@ impl AcrossTenants {
     ) -> Result<Report, AcrossError> {
         // On Citus, statement by statement (see `citus::execute_script`).
         let citus = crate::citus::is_citus(&mut self.connect()?).map_err(AcrossError::Database)?;
-        let per_tenant = |conn: &mut PgConnection, tenant: &Tenant| -> Result<(), String> {
+        let per_tenant = |conn: &mut PgConnection, tenant: &Tenant| -> Result<(), TenantError> {
             let path = self.path.for_tenant(&tenant.schema_name);
             let batch = format!(
                 "BEGIN ISOLATION LEVEL READ COMMITTED;\n{};\n{sql}\n;\nCOMMIT;",
@@ -225,16 +262,31 @@ impl AcrossTenants {
             );
             crate::citus::execute_script(conn, &batch, citus).map_err(|e| {
                 let _ = conn.batch_execute("ROLLBACK");
-                describe(&e, tenant)
+                if is_connection_lost(&e) {
+                    // One message from BEGIN to COMMIT: where it stopped is
+                    // not known.
+                    TenantError::from(format!(
+                        "{}; the connection was lost during the tenant's batch, so it may or may \
+                         not have committed: check this tenant before running it again (--tenant)",
+                        describe(&e, tenant)
+                    ))
+                } else {
+                    TenantError::from(describe(&e, tenant))
+                }
             })
         };
         self.run_each(&per_tenant, on_event)
     }
 
     /// Hands the tenants to the workers and collects what each did.
+    ///
+    /// A tenant whose connection was lost (a restart, a failover,
+    /// `pg_terminate_backend`) is followed by a new connection for the
+    /// worker, and run once more on it when nothing of it can have
+    /// committed (`TenantError::retry`).
     fn run_each(
         &self,
-        per_tenant: &(dyn Fn(&mut PgConnection, &Tenant) -> Result<(), String> + Sync),
+        per_tenant: &(dyn Fn(&mut PgConnection, &Tenant) -> Result<(), TenantError> + Sync),
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<Report, AcrossError> {
         let started = Instant::now();
@@ -248,9 +300,22 @@ impl AcrossTenants {
         let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
         let connect = || self.connect();
         let handle = |conn: &mut PgConnection, tenant: Tenant| -> Result<(), AcrossError> {
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| per_tenant(conn, &tenant)));
+            let run = |conn: &mut PgConnection| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| per_tenant(conn, &tenant)))
+            };
+            let mut outcome = run(conn);
+            if let Ok(Err(TenantError { retry: true, .. })) = outcome {
+                // Lost before anything committed: once more, on a new
+                // connection.
+                *conn = self.connect()?;
+                outcome = run(conn);
+            }
             let (result, reconnect) = match outcome {
-                Ok(result) => (result, false),
+                Ok(Ok(())) => (Ok(()), false),
+                Ok(Err(TenantError { message, .. })) => {
+                    let lost = crate::connection::lost_after_failure(conn);
+                    (Err(message), lost)
+                }
                 Err(panic) => (Err(format!("panicked: {}", panic_message(&panic))), true),
             };
             let mut r = report.lock().unwrap_or_else(|e| e.into_inner());
@@ -275,8 +340,9 @@ impl AcrossTenants {
             drop(r);
             if reconnect {
                 // The work panicked with its transaction open (diesel's
-                // transaction manager still counts it): a new session is the
-                // only clean one; dropping the old one rolls it back.
+                // transaction manager still counts it), or the connection
+                // was lost: a new session is the only clean one; dropping
+                // the old one rolls it back.
                 *conn = self.connect()?;
             }
             Ok(())
@@ -327,6 +393,22 @@ fn describe(e: &diesel::result::Error, tenant: &Tenant) -> String {
         )
     } else {
         message
+    }
+}
+
+/// Why one tenant's work failed, and whether it may run again (the
+/// connection was lost before anything could have committed).
+struct TenantError {
+    message: String,
+    retry: bool,
+}
+
+impl From<String> for TenantError {
+    fn from(message: String) -> TenantError {
+        TenantError {
+            message,
+            retry: false,
+        }
     }
 }
 

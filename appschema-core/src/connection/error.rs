@@ -101,6 +101,48 @@ pub enum ConnectionError {
 }
 
 impl ConnectionError {
+    /// Whether the connection to PostgreSQL was lost while providing the
+    /// connection or running the unit (see
+    /// [`is_connection_lost`](super::is_connection_lost)).
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            ConnectionError::Query { error, .. } => super::is_connection_lost(error),
+            _ => false,
+        }
+    }
+
+    /// Whether the same request is likely to succeed if tried again shortly,
+    /// so that a service should answer "retry later" (HTTP `503` with
+    /// `Retry-After`) rather than report a fault: no connection became free
+    /// within the timeout ([`PoolExhausted`](ConnectionError::PoolExhausted)),
+    /// none could be opened ([`DatabaseDown`](ConnectionError::DatabaseDown)),
+    /// the connection was lost ([`is_connection_lost`](ConnectionError::is_connection_lost)),
+    /// or a cached statement went stale ([`is_stale_plan`](super::is_stale_plan):
+    /// the pool replaces that connection).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use appschema::ConnectionError;
+    ///
+    /// let down = ConnectionError::DatabaseDown {
+    ///     target: "shared work".into(),
+    ///     timeout: Duration::from_secs(30),
+    ///     message: "connection refused".into(),
+    /// };
+    /// assert!(down.is_transient());
+    /// let missing = ConnectionError::SchemaMissing { schema: "acme".into() };
+    /// assert!(!missing.is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectionError::PoolExhausted { .. } | ConnectionError::DatabaseDown { .. } => true,
+            ConnectionError::Query { error, .. } => {
+                super::is_connection_lost(error) || super::is_stale_plan(error)
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn invalid_name(name: &str, error: NameError) -> ConnectionError {
         ConnectionError::InvalidName {
             name: name.to_string(),

@@ -23,7 +23,9 @@
 mod customizer;
 mod error;
 mod hygiene;
+mod lost;
 mod plan_watch;
+mod retry;
 mod scoped_manager;
 mod search_path;
 mod shared_pool;
@@ -39,6 +41,7 @@ pub mod internals {
         with_startup_options, CHECKOUT_RESET, DIRTY_RESET, DIRTY_UNLISTEN, UNIT_RESET,
     };
     pub use super::plan_watch::PlanWatch;
+    pub use super::retry::begin_sql;
     pub use super::search_path::{
         classify, prepare_statement_sql, write_local_switch, write_seed, write_session_switch,
         ConnectRow, Refusal, SessionRefusal, CONNECT_QUERY,
@@ -47,6 +50,8 @@ pub mod internals {
 
 pub use customizer::TenantCustomizer;
 pub use error::ConnectionError;
+pub(crate) use lost::lost_after_failure;
+pub use lost::{is_connection_lost, is_connection_lost_message};
 pub use plan_watch::is_stale_plan;
 pub use search_path::SearchPath;
 pub use shared_pool::{

@@ -64,6 +64,9 @@ pub struct PlanWatch {
     /// guarded `load_stream` and not read to their end (see
     /// [`PlanWatch::stream_counter`]).
     open_streams: Arc<AtomicUsize>,
+    /// A query failed because the connection was lost
+    /// ([`is_connection_lost`](super::is_connection_lost)).
+    lost: bool,
 }
 
 impl std::fmt::Debug for PlanWatch {
@@ -90,6 +93,7 @@ impl PlanWatch {
             in_flight: 0,
             served: None,
             open_streams: Arc::new(AtomicUsize::new(0)),
+            lost: false,
         }
     }
 
@@ -175,6 +179,17 @@ impl PlanWatch {
         }
     }
 
+    /// Whether a query on the connection whose instrumentation is
+    /// `instrumentation` failed because the connection was lost (see
+    /// [`is_connection_lost`](super::is_connection_lost)): such a
+    /// connection is closed, never handed out again. `false` when the
+    /// instrumentation is not a `PlanWatch`.
+    pub fn saw_connection_lost_in(instrumentation: &dyn Instrumentation) -> bool {
+        instrumentation
+            .downcast_ref::<PlanWatch>()
+            .is_some_and(|watch| watch.lost)
+    }
+
     /// Whether a query on `conn` failed with a stale cached plan since the
     /// watch was installed; `true` if the application replaced the
     /// connection's instrumentation (see [`PlanWatch::is_installed_in`]).
@@ -191,6 +206,7 @@ impl Instrumentation for PlanWatch {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if let Some(error) = error {
                     self.stale |= is_stale_plan(error);
+                    self.lost |= super::is_connection_lost(error);
                 }
             }
             _ => {}

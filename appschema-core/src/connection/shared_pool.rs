@@ -197,11 +197,13 @@ impl r2d2::ManageConnection for TenantManager {
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
         // A connection that comes back during a panic, with a diesel
-        // transaction still open, or holding a cached statement PostgreSQL
-        // now refuses (see `PlanWatch`), is closed rather than reused.
+        // transaction still open, holding a cached statement PostgreSQL
+        // now refuses, or after a query found it lost (see `PlanWatch`),
+        // is closed rather than reused.
         std::thread::panicking()
             || R2D2Connection::is_broken(conn)
             || PlanWatch::saw_stale_plan(conn)
+            || PlanWatch::saw_connection_lost_in(conn.instrumentation())
     }
 }
 

@@ -149,6 +149,13 @@ impl Migrator {
                 (self.on_citus(), self.record_heads),
                 on_event,
             );
+            // A schema that failed because the connection was lost (a
+            // restart, a failover, a terminated backend) is rolled back and
+            // resumed by the next run; the worker goes on with the other
+            // schemas on a new connection.
+            if done.failure.is_some() && crate::connection::lost_after_failure(conn) {
+                *conn = self.connect()?;
+            }
             let full = {
                 let mut outcome = outcome.lock().unwrap_or_else(|e| e.into_inner());
                 outcome.record(done);
