@@ -23,9 +23,11 @@ use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
     describe_target, prepare_statement_sql, with_startup_options, write_session_switch, ConnectRow,
-    PlanWatch, SessionRefusal, CONNECT_QUERY,
+    Lot, Pick, PlanWatch, SessionRefusal, CONNECT_QUERY,
 };
-use appschema_core::connection::{ConnectionError, ManagerError, SearchPath};
+use appschema_core::connection::{
+    ConnectionError, ManagerError, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
+};
 use appschema_core::SchemaName;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use diesel::connection::CacheSize;
@@ -49,6 +51,8 @@ pub struct AsyncTenantManager {
     default_path: Option<String>,
     statement_cache: bool,
     max_lifetime: Option<Duration>,
+    /// See [`AsyncSharedPoolBuilder::max_tenants_per_connection`].
+    max_tenants: Option<usize>,
 }
 
 impl AsyncTenantManager {
@@ -58,6 +62,7 @@ impl AsyncTenantManager {
             default_path: None,
             statement_cache,
             max_lifetime: None,
+            max_tenants: None,
         }
     }
 }
@@ -82,7 +87,11 @@ impl managed::Manager for AsyncTenantManager {
                 .await
                 .map_err(ManagerError::Switch)?;
         }
-        conn.set_instrumentation(PlanWatch::new());
+        let mut watch = PlanWatch::new();
+        if let Some(log) = PlanWatch::log_in(&mut watch) {
+            log.set_limit(self.max_tenants);
+        }
+        conn.set_instrumentation(watch);
         Ok(conn)
     }
 
@@ -106,6 +115,11 @@ impl managed::Manager for AsyncTenantManager {
         if self.max_lifetime.is_some_and(|max| metrics.age() >= max) {
             return Err(RecycleError::message("the connection reached max_lifetime"));
         }
+        if PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.retire_due()) {
+            return Err(RecycleError::message(
+                "the connection served max_tenants_per_connection tenants",
+            ));
+        }
         Ok(())
     }
 }
@@ -123,9 +137,48 @@ pub struct AsyncSharedPoolBuilder {
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
     statement_cache: bool,
+    max_tenants: Option<usize>,
+    affinity: bool,
 }
 
 impl AsyncSharedPoolBuilder {
+    /// How many distinct tenants one connection may serve before it is
+    /// closed (when returned) and replaced, bounding the catalog caches its
+    /// backend keeps (~70 KiB per tenant touched), whatever the number of
+    /// tenants. Shared-only checkouts do not count. `None`: no bound.
+    /// Default: 500, as on the sync pool
+    /// (`appschema_core::connection::DEFAULT_MAX_TENANTS_PER_CONNECTION`).
+    ///
+    /// ```no_run
+    /// use appschema::async_pool::AsyncSharedPool;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = AsyncSharedPool::builder("postgres:///app")
+    ///     .max_tenants_per_connection(Some(200))
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_tenants_per_connection(mut self, n: Option<usize>) -> Self {
+        self.max_tenants = n;
+        self
+    }
+
+    /// Whether a checkout for a tenant prefers an idle connection that last
+    /// served that tenant (statements already planned for its path), as on
+    /// the sync pool (see `SharedPoolBuilder::tenant_affinity`): returned
+    /// connections are parked by tenant on top of deadpool; a checkout
+    /// takes its tenant's, else an idle one of the pool, else the one
+    /// parked longest for another tenant, and only then waits. Every
+    /// checkout still runs the full reset and switch. Parked connections
+    /// count as in use in [`AsyncSharedPool::status`]; one parked past
+    /// `idle_timeout` goes back to the pool at the next checkout.
+    /// Default: `true`.
+    pub fn tenant_affinity(mut self, on: bool) -> Self {
+        self.affinity = on;
+        self
+    }
+
     /// The schemas after the tenant's. Default: [`SearchPath::new`] (`public`).
     pub fn search_path(mut self, path: SearchPath) -> Self {
         self.path = path;
@@ -248,6 +301,7 @@ impl AsyncSharedPoolBuilder {
             default_path: Some(default_path),
             statement_cache: self.statement_cache,
             max_lifetime: self.max_lifetime,
+            max_tenants: self.max_tenants,
         };
         let pool = build_deadpool(manager, self.max_size, self.connection_timeout)?;
         let maintainer = Arc::new(Maintainer::new(Settings {
@@ -261,6 +315,9 @@ impl AsyncSharedPoolBuilder {
             path: self.path,
             timeout: self.connection_timeout,
             maintainer,
+            lot: self.affinity.then(Lot::new),
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
         })
     }
 }
@@ -340,6 +397,11 @@ pub struct AsyncSharedPool {
     path: SearchPath,
     timeout: Duration,
     maintainer: Arc<Maintainer>,
+    /// Idle connections parked by tenant (see
+    /// `appschema_core`'s `connection::affinity`); `None` without affinity.
+    lot: Option<Lot<Object<AsyncTenantManager>>>,
+    idle_timeout: Option<Duration>,
+    max_lifetime: Option<Duration>,
 }
 
 impl fmt::Debug for AsyncSharedPool {
@@ -363,6 +425,8 @@ impl AsyncSharedPool {
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
+            max_tenants: Some(DEFAULT_MAX_TENANTS_PER_CONNECTION),
+            affinity: true,
         }
     }
 
@@ -414,18 +478,14 @@ impl AsyncSharedPool {
                 recycle: Some(remaining),
             };
             let mut conn = AsyncTenantConnection {
-                conn: Some(
-                    self.pool
-                        .timeout_get(&timeouts)
-                        .await
-                        .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?,
-                ),
+                conn: Some(self.obtain(tenant, &timeouts).await?),
                 tenant: tenant.cloned(),
+                parking: None,
             };
             // Dropped while this runs (a cancelled request), `conn` is
             // dropped with the switch in flight, and closed (see `Drop`).
             let refusal = match run_session_switch(&mut conn, &sql).await {
-                Ok(()) => return Ok(conn),
+                Ok(()) => return Ok(self.handed_out(conn)),
                 // The connection is fine: its implicit transaction, and the
                 // `SET` with it, was rolled back.
                 Err(SessionRefusal::SchemaMissing) => {
@@ -454,6 +514,60 @@ impl AsyncSharedPool {
             }
         }
     }
+}
+
+impl AsyncSharedPool {
+    /// The connection a checkout runs its switch on: with tenant affinity,
+    /// one parked under `tenant`, else an idle one of the pool, else one
+    /// parked under another tenant, else the pool's next (see
+    /// `appschema_core`'s `connection::affinity`).
+    async fn obtain(
+        &self,
+        tenant: Option<&SchemaName>,
+        timeouts: &managed::Timeouts,
+    ) -> Result<Object<AsyncTenantManager>, ConnectionError> {
+        let waiting = match &self.lot {
+            Some(lot) => {
+                if let Some(idle) = self.idle_timeout {
+                    // Back to deadpool, whose upkeep closes them when due.
+                    drop(lot.release_idle(idle));
+                }
+                match lot.pick(tenant, self.pool.status().available > 0) {
+                    Pick::Warm(conn) | Pick::Stolen(conn) => return Ok(conn),
+                    Pick::Pool(waiting) => Some(waiting),
+                }
+            }
+            None => None,
+        };
+        let conn = self
+            .pool
+            .timeout_get(timeouts)
+            .await
+            .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e));
+        drop(waiting);
+        conn
+    }
+
+    /// Records a switched checkout in the connection's log; with affinity,
+    /// the connection will be parked under its tenant when dropped.
+    fn handed_out(&self, mut conn: AsyncTenantConnection) -> AsyncTenantConnection {
+        if let (Some(tenant), Some(object)) = (&conn.tenant, conn.conn.as_mut()) {
+            if let Some(log) = PlanWatch::log_in(object.instrumentation()) {
+                log.record(tenant);
+            }
+        }
+        conn.parking = self.lot.clone().map(|lot| Parking {
+            lot,
+            max_lifetime: self.max_lifetime,
+        });
+        conn
+    }
+}
+
+/// Where a connection goes when dropped, with tenant affinity.
+pub(crate) struct Parking {
+    lot: Lot<Object<AsyncTenantManager>>,
+    max_lifetime: Option<Duration>,
 }
 
 /// A per-tenant async pool: an [`AsyncSharedPool`] pinned to one tenant,
@@ -507,6 +621,8 @@ pub struct AsyncTenantConnection {
     /// `None` only once dropped or discarded.
     pub(crate) conn: Option<Object<AsyncTenantManager>>,
     pub(crate) tenant: Option<SchemaName>,
+    /// `Some` once switched, with tenant affinity.
+    pub(crate) parking: Option<Parking>,
 }
 
 impl Drop for AsyncTenantConnection {
@@ -517,6 +633,27 @@ impl Drop for AsyncTenantConnection {
             .is_some_and(|conn| PlanWatch::query_in_flight(conn.instrumentation()));
         if in_flight {
             self.discard();
+            return;
+        }
+        let (Some(parking), Some(mut conn)) = (self.parking.take(), self.conn.take()) else {
+            return;
+        };
+        if PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.retire_due()) {
+            // Served its tenants (or marked): closed now, not at the
+            // next checkout's recycle.
+            drop(Object::take(conn));
+            return;
+        }
+        // What the pool would refuse on recycle, or is due to close, goes
+        // back to the pool (which closes it), never to the lot.
+        let refused = std::thread::panicking()
+            || conn.is_broken()
+            || PlanWatch::saw_stale_plan_in(conn.instrumentation())
+            || parking
+                .max_lifetime
+                .is_some_and(|max| Object::metrics(&conn).age() >= max);
+        if !refused {
+            drop(parking.lot.park(self.tenant.as_ref(), conn));
         }
     }
 }

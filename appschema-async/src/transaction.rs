@@ -310,6 +310,7 @@ impl AsyncTransactionScopedPool {
         Ok(AsyncTenantConnection {
             conn: Some(conn),
             tenant: tenant.cloned(),
+            parking: None,
         })
     }
 }

@@ -17,6 +17,8 @@
 use diesel::connection::{get_default_instrumentation, Instrumentation, InstrumentationEvent};
 use diesel::{Connection, PgConnection};
 
+use super::affinity::TenantLog;
+
 /// The message PostgreSQL gives SQLSTATE 0A000 for a re-planned prepared
 /// statement (diesel does not expose SQLSTATEs). With a non-English
 /// `lc_messages` on the server it is not recognised and such connections
@@ -54,6 +56,9 @@ pub struct PlanWatch {
     inner: Option<Box<dyn Instrumentation>>,
     stale: bool,
     in_flight: u32,
+    /// What the connection served (see `affinity`): kept here so it lives
+    /// and dies with the connection, on the sync and the async client.
+    log: TenantLog,
 }
 
 impl std::fmt::Debug for PlanWatch {
@@ -78,7 +83,17 @@ impl PlanWatch {
             inner: get_default_instrumentation(),
             stale: false,
             in_flight: 0,
+            log: TenantLog::new(),
         }
+    }
+
+    /// The [`TenantLog`] of the connection whose instrumentation is
+    /// `instrumentation`; `None` when it is not a `PlanWatch` (the
+    /// application replaced it: no tenant bound applies then).
+    pub fn log_in(instrumentation: &mut dyn Instrumentation) -> Option<&mut TenantLog> {
+        instrumentation
+            .downcast_mut::<PlanWatch>()
+            .map(|watch| &mut watch.log)
     }
 
     /// Installs the watch on `conn`, keeping the default instrumentation.
