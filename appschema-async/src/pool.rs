@@ -635,15 +635,18 @@ impl Drop for AsyncTenantConnection {
             self.discard();
             return;
         }
+        let retire = self.conn.as_mut().is_some_and(|conn| {
+            PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.retire_due())
+        });
+        if retire {
+            // Served its tenants (or marked): closed now, not at the
+            // next checkout's recycle.
+            drop(self.conn.take().map(Object::take));
+            return;
+        }
         let (Some(parking), Some(mut conn)) = (self.parking.take(), self.conn.take()) else {
             return;
         };
-        if PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.retire_due()) {
-            // Served its tenants (or marked): closed now, not at the
-            // next checkout's recycle.
-            drop(Object::take(conn));
-            return;
-        }
         // What the pool would refuse on recycle, or is due to close, goes
         // back to the pool (which closes it), never to the lot.
         let refused = std::thread::panicking()
