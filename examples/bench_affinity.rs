@@ -264,7 +264,10 @@ fn memory(url: &str, admin: &mut PgConnection) {
             .max_tenants_per_connection(bound)
             .build()
             .unwrap();
-        let mut order: Vec<usize> = (0..MEM_TENANTS).chain(0..MEM_TENANTS).chain(0..MEM_TENANTS).collect();
+        let mut order: Vec<usize> = (0..MEM_TENANTS)
+            .chain(0..MEM_TENANTS)
+            .chain(0..MEM_TENANTS)
+            .collect();
         let mut dice = Dice(0xDEAD_BEEF_1234_5678);
         for k in (1..order.len()).rev() {
             order.swap(k, (dice.next() % (k as u64 + 1)) as usize);

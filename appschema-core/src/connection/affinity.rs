@@ -235,6 +235,15 @@ impl<C> Lot<C> {
         })
     }
 
+    /// Registers a checkout that goes to the pool whatever is parked (after
+    /// parked connections kept failing their switch).
+    pub fn wait(&self) -> Waiting<C> {
+        lock(&self.inner).waiting += 1;
+        Waiting {
+            lot: Arc::clone(&self.inner),
+        }
+    }
+
     /// Parks `conn`, which last served `tenant`, unless a checkout is
     /// waiting on the pool: then hands it back for the pool.
     pub fn park(&self, tenant: Option<&SchemaName>, conn: C) -> Option<C> {

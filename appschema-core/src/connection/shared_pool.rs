@@ -513,7 +513,7 @@ impl SharedPool {
                 }
             }
         }
-        let waiting = lot.pick(tenant, true);
+        let waiting = lot.wait();
         let conn = self.checkout_from_pool(tenant);
         drop(waiting);
         conn
