@@ -227,12 +227,15 @@ struct Mem {
     pid: i32,
 }
 
-fn rss_kb(pid: i32) -> u64 {
+/// A field of `/proc/<pid>/status` in kB. `VmRSS` counts the shared
+/// buffers the backend touched (`RssShmem`) as well as its own memory
+/// (`RssAnon`, where the caches live).
+fn status_kb(pid: i32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
@@ -254,8 +257,8 @@ fn memory(url: &str, admin: &mut PgConnection) {
         admin.batch_execute(&sql).unwrap();
     }
     println!("\n## Memory: pool of 2, {MEM_TENANTS} tenants (3 tables each), three passes in random order");
-    println!("| pool | visits/s | × unbounded | max memory contexts | max VmRSS | backends used |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| pool | visits/s | × unbounded | max memory contexts | max VmRSS | max RssAnon | backends used |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut baseline = None;
     for (label, bound) in [
         ("unbounded", None),
@@ -277,6 +280,7 @@ fn memory(url: &str, admin: &mut PgConnection) {
         }
         let max_ctx = AtomicU64::new(0);
         let max_rss = AtomicU64::new(0);
+        let max_anon = AtomicU64::new(0);
         let pids = Mutex::new(std::collections::HashSet::new());
         let next = AtomicU64::new(0);
         let start = Instant::now();
@@ -298,7 +302,8 @@ fn memory(url: &str, admin: &mut PgConnection) {
                         .get_result(&mut *conn)
                         .unwrap();
                         max_ctx.fetch_max(m.bytes as u64, Ordering::Relaxed);
-                        max_rss.fetch_max(rss_kb(m.pid), Ordering::Relaxed);
+                        max_rss.fetch_max(status_kb(m.pid, "VmRSS"), Ordering::Relaxed);
+                        max_anon.fetch_max(status_kb(m.pid, "RssAnon"), Ordering::Relaxed);
                         pids.lock().unwrap().insert(m.pid);
                     }
                 });
@@ -307,10 +312,11 @@ fn memory(url: &str, admin: &mut PgConnection) {
         let rate = order.len() as f64 / start.elapsed().as_secs_f64();
         let base = *baseline.get_or_insert(rate);
         println!(
-            "| {label} | {rate:.0} | {:.2} | {:.1} MiB | {:.1} MB | {} |",
+            "| {label} | {rate:.0} | {:.2} | {:.1} MiB | {:.1} MB | {:.1} MB | {} |",
             rate / base,
             max_ctx.load(Ordering::Relaxed) as f64 / 1048576.0,
             max_rss.load(Ordering::Relaxed) as f64 / 1000.0,
+            max_anon.load(Ordering::Relaxed) as f64 / 1000.0,
             pids.lock().unwrap().len()
         );
     }

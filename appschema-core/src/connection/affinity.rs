@@ -6,7 +6,7 @@
 //! **The bound.** A backend keeps the catalog and relation cache entries of
 //! every tenant schema it has touched (~50–70 KiB each) until it exits;
 //! `max_lifetime` bounds that in time, not in tenants. Each connection
-//! carries a [`TenantLog`] (inside its [`PlanWatch`](super::PlanWatch)
+//! carries a [`TenantLog`] (inside its `PlanWatch`
 //! instrumentation, so the log lives and dies with the connection, on both
 //! clients): the distinct tenants it was checked out for. A connection that
 //! has served the configured number of distinct tenants is closed when it
@@ -55,7 +55,7 @@ pub const DEFAULT_MAX_TENANTS_PER_CONNECTION: usize = 500;
 
 /// The distinct tenants one connection was checked out for, and whether it
 /// is due to be closed. Kept inside the connection's
-/// [`PlanWatch`](super::PlanWatch).
+/// `PlanWatch`.
 #[derive(Debug, Clone)]
 pub struct TenantLog {
     limit: Option<usize>,
