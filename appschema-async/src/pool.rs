@@ -532,9 +532,35 @@ impl AsyncSharedPool {
                     // Back to deadpool, whose upkeep closes them when due.
                     drop(lot.release_idle(idle));
                 }
-                match lot.pick(tenant, self.pool.status().available > 0) {
-                    Pick::Warm(conn) | Pick::Stolen(conn) => return Ok(conn),
-                    Pick::Pool(waiting) => Some(waiting),
+                let mut tries = self.pool.status().max_size + 1;
+                loop {
+                    tries -= 1;
+                    let has_idle = tries > 0 && self.pool.status().available > 0;
+                    match lot.pick(tenant, has_idle) {
+                        Pick::Warm(conn) | Pick::Stolen(conn) => return Ok(conn),
+                        // An idle connection, without waiting and without
+                        // registering as waiting (returns keep being
+                        // parked); taken meanwhile: pick again.
+                        Pick::Idle => {
+                            let now = managed::Timeouts {
+                                wait: Some(Duration::ZERO),
+                                ..*timeouts
+                            };
+                            match self.pool.timeout_get(&now).await {
+                                Ok(conn) => return Ok(conn),
+                                Err(PoolError::Timeout(managed::TimeoutType::Wait)) => continue,
+                                Err(e) => {
+                                    return Err(checkout_failed(
+                                        &self.pool,
+                                        tenant,
+                                        self.timeout,
+                                        e,
+                                    ))
+                                }
+                            }
+                        }
+                        Pick::Pool(waiting) => break Some(waiting),
+                    }
                 }
             }
             None => None,

@@ -125,6 +125,9 @@ pub enum Pick<C> {
     Warm(C),
     /// A connection parked under another tenant (or shared work).
     Stolen(C),
+    /// Take an idle connection of the pool without waiting (none left by
+    /// then: pick again).
+    Idle,
     /// Go to the pool. Until the [`Waiting`] is dropped, returned
     /// connections go to the pool rather than the lot.
     Pool(Waiting<C>),
@@ -224,10 +227,11 @@ impl<C> Lot<C> {
                 return Pick::Warm(conn);
             }
         }
-        if !pool_has_idle {
-            if let Some(conn) = lot.take_oldest() {
-                return Pick::Stolen(conn);
-            }
+        if pool_has_idle {
+            return Pick::Idle;
+        }
+        if let Some(conn) = lot.take_oldest() {
+            return Pick::Stolen(conn);
         }
         lot.waiting += 1;
         Pick::Pool(Waiting {
@@ -322,7 +326,7 @@ mod tests {
         lot.park(Some(&t("a")), 1);
         lot.park(None, 2);
         // The pool has an idle connection: take it, leave the lot warm.
-        assert!(matches!(lot.pick(Some(&t("c")), true), Pick::Pool(_)));
+        assert!(matches!(lot.pick(Some(&t("c")), true), Pick::Idle));
         assert!(matches!(lot.pick(Some(&t("c")), false), Pick::Stolen(1)));
         assert!(matches!(lot.pick(Some(&t("c")), false), Pick::Stolen(2)));
         assert_eq!(lot.parked(), 0);

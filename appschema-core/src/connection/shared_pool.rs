@@ -478,7 +478,9 @@ impl SharedPool {
 
     fn checkout(&self, tenant: Option<&SchemaName>) -> Result<TenantConnection, ConnectionError> {
         let Some(lot) = &self.lot else {
-            return self.checkout_from_pool(tenant);
+            return self
+                .checkout_from_pool(tenant, true)
+                .map(|c| c.expect("waited"));
         };
         if let Some(idle) = self.idle_timeout {
             // Back to the pool, whose reaper closes them when due.
@@ -490,10 +492,16 @@ impl SharedPool {
             let pool_has_idle = self.pool.state().idle_connections > 0;
             let mut conn = match lot.pick(tenant, pool_has_idle) {
                 Pick::Warm(conn) | Pick::Stolen(conn) => conn,
+                // Not registered as waiting: returns keep being parked.
+                // Taken by another thread meanwhile: pick again.
+                Pick::Idle => match self.checkout_from_pool(tenant, false)? {
+                    Some(conn) => return Ok(conn),
+                    None => continue,
+                },
                 Pick::Pool(waiting) => {
-                    let conn = self.checkout_from_pool(tenant);
+                    let conn = self.checkout_from_pool(tenant, true);
                     drop(waiting);
-                    return conn;
+                    return conn.map(|c| c.expect("waited"));
                 }
             };
             let scope = CheckoutScope::enter(&self.path, tenant);
@@ -514,9 +522,9 @@ impl SharedPool {
             }
         }
         let waiting = lot.wait();
-        let conn = self.checkout_from_pool(tenant);
+        let conn = self.checkout_from_pool(tenant, true);
         drop(waiting);
-        conn
+        conn.map(|c| c.expect("waited"))
     }
 
     /// Records the checkout in the connection's log and wraps it.
@@ -535,15 +543,23 @@ impl SharedPool {
     }
 
     /// A checkout straight from the r2d2 pool, the switch run as its test.
+    /// Without `wait`, only an idle connection (`None` if there is none).
     fn checkout_from_pool(
         &self,
         tenant: Option<&SchemaName>,
-    ) -> Result<TenantConnection, ConnectionError> {
+        wait: bool,
+    ) -> Result<Option<TenantConnection>, ConnectionError> {
         let scope = CheckoutScope::enter(&self.path, tenant);
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|e| ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e))?;
+        let mut conn = if wait {
+            self.pool.get().map_err(|e| {
+                ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e)
+            })?
+        } else {
+            match self.pool.try_get() {
+                Some(conn) => conn,
+                None => return Ok(None),
+            }
+        };
         let outcome = match scope.outcome() {
             Some(outcome) => outcome,
             // is_valid did not run for this checkout (it always does in r2d2
@@ -575,7 +591,7 @@ impl SharedPool {
         };
         drop(scope);
         match first {
-            None => Ok(self.handed_out(conn, tenant)),
+            None => Ok(Some(self.handed_out(conn, tenant))),
             Some(schema) => Err(ConnectionError::SchemaMissing { schema }),
         }
     }
