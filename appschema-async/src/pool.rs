@@ -169,11 +169,12 @@ impl AsyncSharedPoolBuilder {
     /// the sync pool (see `SharedPoolBuilder::tenant_affinity`): returned
     /// connections are parked by tenant on top of deadpool; a checkout
     /// takes its tenant's, else an idle one of the pool, else the one
-    /// parked longest for another tenant, and only then waits. Every
+    /// parked last for another tenant, and only then waits. Every
     /// checkout still runs the full reset and switch. Parked connections
     /// count as in use in [`AsyncSharedPool::status`]; one parked past
     /// `idle_timeout` goes back to the pool at the next checkout.
-    /// Default: `true`.
+    /// Default: `false`: on the Zipf benchmark in BENCHMARKS.md it cut the
+    /// share of checkouts that switch path but gained no throughput.
     pub fn tenant_affinity(mut self, on: bool) -> Self {
         self.affinity = on;
         self
@@ -426,7 +427,7 @@ impl AsyncSharedPool {
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
             max_tenants: Some(DEFAULT_MAX_TENANTS_PER_CONNECTION),
-            affinity: true,
+            affinity: false,
         }
     }
 

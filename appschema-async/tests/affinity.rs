@@ -88,6 +88,7 @@ async fn a_connection_is_closed_once_it_has_served_its_limit_of_distinct_tenants
     let db = TestDb::new();
     create_tenants(&mut db.conn(), 7);
     let pool = AsyncSharedPool::builder(db.url())
+        .tenant_affinity(true)
         .max_size(1)
         .max_tenants_per_connection(Some(3))
         .build()
@@ -120,6 +121,7 @@ async fn a_checkout_prefers_the_connection_that_last_served_its_tenant() {
     let db = TestDb::new();
     create_tenants(&mut db.conn(), 3);
     let pool = AsyncSharedPool::builder(db.url())
+        .tenant_affinity(true)
         .max_size(3)
         .build()
         .unwrap();
@@ -143,6 +145,7 @@ async fn a_connection_parked_for_one_tenant_serves_another_without_waiting() {
     let db = TestDb::new();
     create_tenants(&mut db.conn(), 3);
     let pool = AsyncSharedPool::builder(db.url())
+        .tenant_affinity(true)
         .max_size(1)
         .connection_timeout(Duration::from_secs(3))
         .build()
@@ -159,6 +162,7 @@ async fn a_parked_connection_whose_path_user_code_changed_is_switched_back() {
     let db = TestDb::new();
     create_tenants(&mut db.conn(), 2);
     let pool = AsyncSharedPool::builder(db.url())
+        .tenant_affinity(true)
         .max_size(1)
         .build()
         .unwrap();
@@ -177,6 +181,7 @@ async fn concurrent_mixed_tenant_checkouts_never_get_another_tenants_connection(
     const TENANTS: usize = 12;
     create_tenants(&mut db.conn(), TENANTS);
     let pool = AsyncSharedPool::builder(db.url())
+        .tenant_affinity(true)
         .max_size(4)
         .max_tenants_per_connection(Some(5))
         .connection_timeout(Duration::from_secs(30))

@@ -60,6 +60,7 @@ fn a_connection_is_closed_once_it_has_served_its_limit_of_distinct_tenants() {
     let db = TestDb::new();
     create_tenants(&mut db.conn(), 7);
     let pool = SharedPool::builder(db.url())
+        .tenant_affinity(true)
         .max_size(1)
         .max_tenants_per_connection(Some(3))
         .build()
@@ -89,7 +90,11 @@ fn a_connection_is_closed_once_it_has_served_its_limit_of_distinct_tenants() {
 fn a_checkout_prefers_the_connection_that_last_served_its_tenant() {
     let db = TestDb::new();
     create_tenants(&mut db.conn(), 3);
-    let pool = SharedPool::builder(db.url()).max_size(3).build().unwrap();
+    let pool = SharedPool::builder(db.url())
+        .tenant_affinity(true)
+        .max_size(3)
+        .build()
+        .unwrap();
     // Three connections at once, one per tenant, returned in that order: a
     // plain r2d2 pool would hand the last returned to the next checkout.
     let mut conns: Vec<_> = (0..3).map(|i| pool.get_for(&tenant(i)).unwrap()).collect();
@@ -111,6 +116,7 @@ fn a_connection_parked_for_one_tenant_serves_another_without_waiting() {
     let db = TestDb::new();
     create_tenants(&mut db.conn(), 3);
     let pool = SharedPool::builder(db.url())
+        .tenant_affinity(true)
         .max_size(1)
         .connection_timeout(Duration::from_secs(3))
         .build()
@@ -126,7 +132,11 @@ fn a_connection_parked_for_one_tenant_serves_another_without_waiting() {
 fn a_parked_connection_whose_path_user_code_changed_is_switched_back() {
     let db = TestDb::new();
     create_tenants(&mut db.conn(), 2);
-    let pool = SharedPool::builder(db.url()).max_size(1).build().unwrap();
+    let pool = SharedPool::builder(db.url())
+        .tenant_affinity(true)
+        .max_size(1)
+        .build()
+        .unwrap();
     {
         let mut conn = pool.get_for(&tenant(0)).unwrap();
         conn.batch_execute("SET search_path TO t1, public").unwrap();
@@ -144,6 +154,7 @@ fn concurrent_mixed_tenant_checkouts_never_get_another_tenants_connection() {
     const TENANTS: usize = 12;
     create_tenants(&mut db.conn(), TENANTS);
     let pool = SharedPool::builder(db.url())
+        .tenant_affinity(true)
         .max_size(4)
         .max_tenants_per_connection(Some(5))
         .connection_timeout(Duration::from_secs(30))

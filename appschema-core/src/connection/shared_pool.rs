@@ -250,11 +250,12 @@ impl SharedPoolBuilder {
     /// path, which PostgreSQL would otherwise re-plan). Returned
     /// connections are parked by tenant on top of the r2d2 pool; a checkout
     /// takes its tenant's parked connection, else an idle one of the pool,
-    /// else the one parked longest for another tenant, and only then waits.
+    /// else the one parked last for another tenant, and only then waits.
     /// Every checkout still runs the full reset and switch. Parked
     /// connections count as in use in [`SharedPool::state`]; one parked
     /// past `idle_timeout` goes back to the pool at the next checkout.
-    /// Default: `true`.
+    /// Default: `false`: on the Zipf benchmark in BENCHMARKS.md it cut the
+    /// share of checkouts that switch path but gained no throughput.
     pub fn tenant_affinity(mut self, on: bool) -> Self {
         self.affinity = on;
         self
@@ -429,7 +430,7 @@ impl SharedPool {
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
             max_tenants: Some(DEFAULT_MAX_TENANTS_PER_CONNECTION),
-            affinity: true,
+            affinity: false,
         }
     }
 
