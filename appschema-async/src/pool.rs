@@ -23,9 +23,12 @@ use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
     describe_target, prepare_statement_sql, with_startup_options, write_session_switch, ConnectRow,
-    PlanWatch, SessionRefusal, CONNECT_QUERY,
+    Lot, Pick, PlanWatch, SessionRefusal, CONNECT_QUERY,
 };
 use appschema_core::connection::{ConnectionError, ManagerError, SearchPath};
+use appschema_core::connection::{
+    ConnectionError, ManagerError, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
+};
 use appschema_core::redact::{redact_connection_error, redact_url};
 use appschema_core::SchemaName;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
@@ -55,6 +58,8 @@ pub struct AsyncTenantManager {
     max_lifetime: Option<Duration>,
     /// Plaintext or TLS, for connections and cancel requests.
     connect: Connect,
+    /// See [`AsyncSharedPoolBuilder::max_tenants_per_connection`].
+    max_tenants: Option<usize>,
 }
 
 impl fmt::Debug for AsyncTenantManager {
@@ -64,6 +69,7 @@ impl fmt::Debug for AsyncTenantManager {
             .field("default_path", &self.default_path)
             .field("statement_cache", &self.statement_cache)
             .field("max_lifetime", &self.max_lifetime)
+            .field("max_tenants", &self.max_tenants)
             .finish()
     }
 }
@@ -83,6 +89,7 @@ impl AsyncTenantManager {
             statement_cache,
             max_lifetime: None,
             connect,
+            max_tenants: None,
         })
     }
 
@@ -127,7 +134,11 @@ impl managed::Manager for AsyncTenantManager {
                 .await
                 .map_err(ManagerError::Switch)?;
         }
-        conn.set_instrumentation(PlanWatch::new());
+        let mut watch = PlanWatch::new();
+        if let Some(log) = PlanWatch::log_in(&mut watch) {
+            log.set_limit(self.max_tenants);
+        }
+        conn.set_instrumentation(watch);
         Ok(conn)
     }
 
@@ -160,6 +171,11 @@ impl managed::Manager for AsyncTenantManager {
         if self.max_lifetime.is_some_and(|max| metrics.age() >= max) {
             return Err(RecycleError::message("the connection reached max_lifetime"));
         }
+        if PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.retire_due()) {
+            return Err(RecycleError::message(
+                "the connection served max_tenants_per_connection tenants",
+            ));
+        }
         Ok(())
     }
 }
@@ -187,6 +203,8 @@ pub struct AsyncSharedPoolBuilder {
     statement_cache: bool,
     tls: Option<UserConnector>,
     per_tenant_types: bool,
+    max_tenants: Option<usize>,
+    affinity: bool,
 }
 
 impl fmt::Debug for AsyncSharedPoolBuilder {
@@ -201,11 +219,51 @@ impl fmt::Debug for AsyncSharedPoolBuilder {
             .field("idle_timeout", &self.idle_timeout)
             .field("statement_cache", &self.statement_cache)
             .field("per_tenant_types", &self.per_tenant_types)
+            .field("max_tenants", &self.max_tenants)
+            .field("affinity", &self.affinity)
             .finish()
     }
 }
 
 impl AsyncSharedPoolBuilder {
+    /// How many distinct tenants one connection may serve before it is
+    /// closed (when returned) and replaced, bounding the catalog caches its
+    /// backend keeps (~70 KiB per tenant touched), whatever the number of
+    /// tenants. Shared-only checkouts do not count. `None`: no bound.
+    /// Default: 500, as on the sync pool
+    /// (`appschema_core::connection::DEFAULT_MAX_TENANTS_PER_CONNECTION`).
+    ///
+    /// ```no_run
+    /// use appschema::async_pool::AsyncSharedPool;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = AsyncSharedPool::builder("postgres:///app")
+    ///     .max_tenants_per_connection(Some(200))
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_tenants_per_connection(mut self, n: Option<usize>) -> Self {
+        self.max_tenants = n;
+        self
+    }
+
+    /// Whether a checkout for a tenant prefers an idle connection that last
+    /// served that tenant (statements already planned for its path), as on
+    /// the sync pool (see `SharedPoolBuilder::tenant_affinity`): returned
+    /// connections are parked by tenant on top of deadpool; a checkout
+    /// takes its tenant's, else an idle one of the pool, else the one
+    /// parked last for another tenant, and only then waits. Every
+    /// checkout still runs the full reset and switch. Parked connections
+    /// count as in use in [`AsyncSharedPool::status`]; one parked past
+    /// `idle_timeout` goes back to the pool at the next checkout.
+    /// Default: `false`: on the Zipf benchmark in BENCHMARKS.md it cut the
+    /// share of checkouts that switch path but gained no throughput.
+    pub fn tenant_affinity(mut self, on: bool) -> Self {
+        self.affinity = on;
+        self
+    }
+
     /// The schemas after the tenant's. Default: [`SearchPath::new`] (`public`).
     pub fn search_path(mut self, path: SearchPath) -> Self {
         self.path = path;
@@ -400,6 +458,7 @@ impl AsyncSharedPoolBuilder {
             statement_cache: self.statement_cache,
             max_lifetime: self.max_lifetime,
             connect,
+            max_tenants: self.max_tenants,
         };
         let pool = build_deadpool(manager, self.max_size, self.connection_timeout)?;
         let maintainer = Arc::new(Maintainer::new(Settings {
@@ -414,6 +473,9 @@ impl AsyncSharedPoolBuilder {
             timeout: self.connection_timeout,
             maintainer,
             per_tenant_types: self.per_tenant_types,
+            lot: self.affinity.then(Lot::new),
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
         })
     }
 }
@@ -494,6 +556,11 @@ pub struct AsyncSharedPool {
     timeout: Duration,
     maintainer: Arc<Maintainer>,
     per_tenant_types: bool,
+    /// Idle connections parked by tenant (see
+    /// `appschema_core`'s `connection::affinity`); `None` without affinity.
+    lot: Option<Lot<Object<AsyncTenantManager>>>,
+    idle_timeout: Option<Duration>,
+    max_lifetime: Option<Duration>,
 }
 
 impl fmt::Debug for AsyncSharedPool {
@@ -519,6 +586,8 @@ impl AsyncSharedPool {
             statement_cache: true,
             tls: None,
             per_tenant_types: false,
+            max_tenants: Some(DEFAULT_MAX_TENANTS_PER_CONNECTION),
+            affinity: false,
         }
     }
 
@@ -569,7 +638,7 @@ impl AsyncSharedPool {
                 create: Some(remaining),
                 recycle: Some(remaining),
             };
-            let conn = match self.pool.timeout_get(&timeouts).await {
+            let conn = match self.obtain(tenant, &timeouts).await {
                 Ok(conn) => conn,
                 // No connection could be opened (the server is restarting,
                 // shutting down, in recovery or unreachable): as r2d2 does
@@ -587,11 +656,12 @@ impl AsyncSharedPool {
             let mut conn = AsyncTenantConnection {
                 conn: Some(conn),
                 tenant: tenant.cloned(),
+                parking: None,
             };
             // Dropped while this runs (a cancelled request), `conn` is
             // dropped with the switch in flight, and closed (see `Drop`).
             let refusal = match run_session_switch(&mut conn, &sql, self.per_tenant_types).await {
-                Ok(()) => return Ok(conn),
+                Ok(()) => return Ok(self.handed_out(conn)),
                 // The connection is fine: its implicit transaction, and the
                 // `SET` with it, was rolled back.
                 Err(SessionRefusal::SchemaMissing) => {
@@ -620,6 +690,75 @@ impl AsyncSharedPool {
             }
         }
     }
+}
+
+impl AsyncSharedPool {
+    /// The connection a checkout runs its switch on: with tenant affinity,
+    /// one parked under `tenant`, else an idle one of the pool, else one
+    /// parked under another tenant, else the pool's next (see
+    /// `appschema_core`'s `connection::affinity`).
+    async fn obtain(
+        &self,
+        tenant: Option<&SchemaName>,
+        timeouts: &managed::Timeouts,
+    ) -> Result<Object<AsyncTenantManager>, PoolError<ManagerError>> {
+        let waiting = match &self.lot {
+            Some(lot) => {
+                if let Some(idle) = self.idle_timeout {
+                    // Back to deadpool, whose upkeep closes them when due.
+                    drop(lot.release_idle(idle));
+                }
+                let mut tries = self.pool.status().max_size + 1;
+                loop {
+                    tries -= 1;
+                    let has_idle = tries > 0 && self.pool.status().available > 0;
+                    match lot.pick(tenant, has_idle) {
+                        Pick::Warm(conn) | Pick::Stolen(conn) => return Ok(conn),
+                        // An idle connection, without waiting and without
+                        // registering as waiting (returns keep being
+                        // parked); taken meanwhile: pick again.
+                        Pick::Idle => {
+                            let now = managed::Timeouts {
+                                wait: Some(Duration::ZERO),
+                                ..*timeouts
+                            };
+                            match self.pool.timeout_get(&now).await {
+                                Ok(conn) => return Ok(conn),
+                                Err(PoolError::Timeout(managed::TimeoutType::Wait)) => continue,
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        Pick::Pool(waiting) => break Some(waiting),
+                    }
+                }
+            }
+            None => None,
+        };
+        let conn = self.pool.timeout_get(timeouts).await;
+        drop(waiting);
+        conn
+    }
+
+    /// Records a switched checkout in the connection's log; with affinity,
+    /// the connection will be parked under its tenant when dropped.
+    fn handed_out(&self, mut conn: AsyncTenantConnection) -> AsyncTenantConnection {
+        if let (Some(tenant), Some(object)) = (&conn.tenant, conn.conn.as_mut()) {
+            if let Some(log) = PlanWatch::log_in(object.instrumentation()) {
+                log.record(tenant);
+            }
+        }
+        conn.parking = self.lot.clone().map(|lot| Parking {
+            lot,
+            max_lifetime: self.max_lifetime,
+        });
+        conn
+    }
+}
+
+/// Where a connection goes when dropped, with tenant affinity.
+pub(crate) struct Parking {
+    lot: Lot<Object<AsyncTenantManager>>,
+    max_lifetime: Option<Duration>,
 }
 
 /// A per-tenant async pool: an [`AsyncSharedPool`] pinned to one tenant,
@@ -675,6 +814,8 @@ pub struct AsyncTenantConnection {
     /// `None` only once dropped or discarded.
     pub(crate) conn: Option<Object<AsyncTenantManager>>,
     pub(crate) tenant: Option<SchemaName>,
+    /// `Some` once switched, with tenant affinity.
+    pub(crate) parking: Option<Parking>,
 }
 
 impl Drop for AsyncTenantConnection {
@@ -688,6 +829,30 @@ impl Drop for AsyncTenantConnection {
         });
         if unusable {
             self.discard();
+            return;
+        }
+        let retire = self.conn.as_mut().is_some_and(|conn| {
+            PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.retire_due())
+        });
+        if retire {
+            // Served its tenants (or marked): closed now, not at the
+            // next checkout's recycle.
+            drop(self.conn.take().map(Object::take));
+            return;
+        }
+        let (Some(parking), Some(mut conn)) = (self.parking.take(), self.conn.take()) else {
+            return;
+        };
+        // What the pool would refuse on recycle, or is due to close, goes
+        // back to the pool (which closes it), never to the lot.
+        let refused = std::thread::panicking()
+            || conn.is_broken()
+            || PlanWatch::saw_stale_plan_in(conn.instrumentation())
+            || parking
+                .max_lifetime
+                .is_some_and(|max| Object::metrics(&conn).age() >= max);
+        if !refused {
+            drop(parking.lot.park(self.tenant.as_ref(), conn));
         }
     }
 }

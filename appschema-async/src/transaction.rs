@@ -405,6 +405,7 @@ impl AsyncTransactionScopedPool {
             let mut conn = AsyncTenantConnection {
                 conn: Some(conn),
                 tenant: tenant.cloned(),
+                parking: None,
             };
             // Ends: a connection the pool opens has served no path.
             if self.per_tenant_types && PlanWatch::serves(conn.instrumentation(), &path) {

@@ -20,6 +20,7 @@
 //! (settings, temporary tables, holdable cursors, `LISTEN`, roles, advisory
 //! locks, `lastval()`), keeping only diesel's prepared statements.
 
+mod affinity;
 mod customizer;
 mod error;
 mod hygiene;
@@ -36,6 +37,7 @@ mod transaction;
 /// decoder, whatever client runs it. Not a stable API.
 #[doc(hidden)]
 pub mod internals {
+    pub use super::affinity::{Lot, Pick, TenantLog, Waiting};
     pub use super::error::describe_target;
     pub use super::hygiene::{
         with_startup_options, CHECKOUT_RESET, DIRTY_RESET, DIRTY_UNLISTEN, UNIT_RESET,
@@ -48,6 +50,7 @@ pub mod internals {
     };
 }
 
+pub use affinity::DEFAULT_MAX_TENANTS_PER_CONNECTION;
 pub use customizer::TenantCustomizer;
 pub use error::ConnectionError;
 pub(crate) use lost::lost_after_failure;

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use diesel::connection::{get_default_instrumentation, Instrumentation, InstrumentationEvent};
 use diesel::{Connection, PgConnection};
 
+use super::affinity::TenantLog;
+
 /// The message PostgreSQL gives SQLSTATE 0A000 for a re-planned prepared
 /// statement (diesel does not expose SQLSTATEs). With a non-English
 /// `lc_messages` on the server it is not recognised and such connections
@@ -67,6 +69,9 @@ pub struct PlanWatch {
     /// A query failed because the connection was lost
     /// ([`is_connection_lost`](super::is_connection_lost)).
     lost: bool,
+    /// What the connection served (see `affinity`): kept here so it lives
+    /// and dies with the connection, on the sync and the async client.
+    log: TenantLog,
 }
 
 impl std::fmt::Debug for PlanWatch {
@@ -94,7 +99,17 @@ impl PlanWatch {
             served: None,
             open_streams: Arc::new(AtomicUsize::new(0)),
             lost: false,
+            log: TenantLog::new(),
         }
+    }
+
+    /// The [`TenantLog`] of the connection whose instrumentation is
+    /// `instrumentation`; `None` when it is not a `PlanWatch` (the
+    /// application replaced it: no tenant bound applies then).
+    pub fn log_in(instrumentation: &mut dyn Instrumentation) -> Option<&mut TenantLog> {
+        instrumentation
+            .downcast_mut::<PlanWatch>()
+            .map(|watch| &mut watch.log)
     }
 
     /// Installs the watch on `conn`, keeping the default instrumentation.

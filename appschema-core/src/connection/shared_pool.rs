@@ -10,6 +10,7 @@ use diesel::connection::CacheSize;
 use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection};
 
+use super::affinity::{Lot, Pick, DEFAULT_MAX_TENANTS_PER_CONNECTION};
 use super::error::{describe_target, ConnectionError};
 use super::hygiene::with_startup_options;
 use super::plan_watch::PlanWatch;
@@ -147,6 +148,8 @@ pub struct TenantManager {
     /// through [`SharedPool`] (a plain `r2d2::Pool` of this manager).
     shared_sql: String,
     statement_cache: bool,
+    /// See [`SharedPoolBuilder::max_tenants_per_connection`].
+    max_tenants: Option<usize>,
 }
 
 impl fmt::Debug for TenantManager {
@@ -171,6 +174,9 @@ impl r2d2::ManageConnection for TenantManager {
         }
         prepare_session_switch(&mut conn, &self.default_path).map_err(ManagerError::Switch)?;
         PlanWatch::install(&mut conn);
+        if let Some(log) = PlanWatch::log_in(conn.instrumentation()) {
+            log.set_limit(self.max_tenants);
+        }
         Ok(conn)
     }
 
@@ -199,12 +205,19 @@ impl r2d2::ManageConnection for TenantManager {
         // A connection that comes back during a panic, with a diesel
         // transaction still open, holding a cached statement PostgreSQL
         // now refuses, or after a query found it lost (see `PlanWatch`),
-        // is closed rather than reused.
-        std::thread::panicking()
-            || R2D2Connection::is_broken(conn)
-            || PlanWatch::saw_stale_plan(conn)
-            || PlanWatch::saw_connection_lost_in(conn.instrumentation())
+        // is closed rather than reused; so is one that served its limit of
+        // tenants (see `affinity`).
+        std::thread::panicking() || must_close(conn)
     }
+}
+
+/// Whether a returned connection must be closed rather than reused or
+/// parked (see [`TenantManager::has_broken`]).
+fn must_close(conn: &mut PgConnection) -> bool {
+    R2D2Connection::is_broken(conn)
+        || PlanWatch::saw_stale_plan(conn)
+        || PlanWatch::saw_connection_lost_in(conn.instrumentation())
+        || PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.retire_due())
 }
 
 /// Builds a [`SharedPool`]. Every setter documents its default. Its
@@ -219,6 +232,8 @@ pub struct SharedPoolBuilder {
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
     statement_cache: bool,
+    max_tenants: Option<usize>,
+    affinity: bool,
 }
 
 impl fmt::Debug for SharedPoolBuilder {
@@ -232,11 +247,51 @@ impl fmt::Debug for SharedPoolBuilder {
             .field("max_lifetime", &self.max_lifetime)
             .field("idle_timeout", &self.idle_timeout)
             .field("statement_cache", &self.statement_cache)
+            .field("max_tenants", &self.max_tenants)
+            .field("affinity", &self.affinity)
             .finish()
     }
 }
 
 impl SharedPoolBuilder {
+    /// How many distinct tenants one connection may serve before it is
+    /// closed (when returned) and replaced: a backend keeps catalog caches
+    /// for every tenant schema it touched until it exits (~70 KiB each),
+    /// so this bounds its memory whatever the number of tenants.
+    /// Shared-only checkouts do not count. `None`: no bound (only
+    /// `max_lifetime` limits growth). Default: 500
+    /// ([`DEFAULT_MAX_TENANTS_PER_CONNECTION`](crate::connection::DEFAULT_MAX_TENANTS_PER_CONNECTION)).
+    ///
+    /// ```no_run
+    /// use appschema::connection::SharedPool;
+    ///
+    /// // No backend ever serves more than 200 tenants.
+    /// let pool = SharedPool::builder("postgres:///app")
+    ///     .max_tenants_per_connection(Some(200))
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_tenants_per_connection(mut self, n: Option<usize>) -> Self {
+        self.max_tenants = n;
+        self
+    }
+
+    /// Whether a checkout for a tenant prefers an idle connection that last
+    /// served that tenant (its statements already planned for the tenant's
+    /// path, which PostgreSQL would otherwise re-plan). Returned
+    /// connections are parked by tenant on top of the r2d2 pool; a checkout
+    /// takes its tenant's parked connection, else an idle one of the pool,
+    /// else the one parked last for another tenant, and only then waits.
+    /// Every checkout still runs the full reset and switch. Parked
+    /// connections count as in use in [`SharedPool::state`]; one parked
+    /// past `idle_timeout` goes back to the pool at the next checkout.
+    /// Default: `false`: on the Zipf benchmark in BENCHMARKS.md it cut the
+    /// share of checkouts that switch path but gained no throughput.
+    pub fn tenant_affinity(mut self, on: bool) -> Self {
+        self.affinity = on;
+        self
+    }
+
     /// The schemas after the tenant's. Default: [`SearchPath::new`] (`public`).
     pub fn search_path(mut self, path: SearchPath) -> Self {
         self.path = path;
@@ -316,6 +371,7 @@ impl SharedPoolBuilder {
             default_path,
             shared_sql,
             statement_cache: self.statement_cache,
+            max_tenants: self.max_tenants,
         };
         let pool = r2d2::Pool::builder()
             .max_size(self.max_size)
@@ -335,6 +391,9 @@ impl SharedPoolBuilder {
             pool,
             path: self.path,
             timeout: self.connection_timeout,
+            lot: self.affinity.then(Lot::new),
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
         })
     }
 }
@@ -380,7 +439,14 @@ pub struct SharedPool {
     pool: r2d2::Pool<TenantManager>,
     path: SearchPath,
     timeout: Duration,
+    /// Idle connections parked by tenant (see `affinity`); `None` without
+    /// tenant affinity.
+    lot: Option<Lot<Pooled>>,
+    idle_timeout: Option<Duration>,
+    max_lifetime: Option<Duration>,
 }
+
+type Pooled = r2d2::PooledConnection<TenantManager>;
 
 impl SharedPool {
     /// A builder for a pool connecting to `url`.
@@ -394,6 +460,8 @@ impl SharedPool {
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
+            max_tenants: Some(DEFAULT_MAX_TENANTS_PER_CONNECTION),
+            affinity: false,
         }
     }
 
@@ -441,11 +509,89 @@ impl SharedPool {
     }
 
     fn checkout(&self, tenant: Option<&SchemaName>) -> Result<TenantConnection, ConnectionError> {
+        let Some(lot) = &self.lot else {
+            return self
+                .checkout_from_pool(tenant, true)
+                .map(|c| c.expect("waited"));
+        };
+        if let Some(idle) = self.idle_timeout {
+            // Back to the pool, whose reaper closes them when due.
+            drop(lot.release_idle(idle));
+        }
+        // A connection parked (warm or stolen) whose switch fails is closed
+        // and another tried; as many as the pool holds, then the pool.
+        for _ in 0..=self.pool.max_size() {
+            let pool_has_idle = self.pool.state().idle_connections > 0;
+            let mut conn = match lot.pick(tenant, pool_has_idle) {
+                Pick::Warm(conn) | Pick::Stolen(conn) => conn,
+                // Not registered as waiting: returns keep being parked.
+                // Taken by another thread meanwhile: pick again.
+                Pick::Idle => match self.checkout_from_pool(tenant, false)? {
+                    Some(conn) => return Ok(conn),
+                    None => continue,
+                },
+                Pick::Pool(waiting) => {
+                    let conn = self.checkout_from_pool(tenant, true);
+                    drop(waiting);
+                    return conn.map(|c| c.expect("waited"));
+                }
+            };
+            let scope = CheckoutScope::enter(&self.path, tenant);
+            let result = CHECKOUT.with(|c| run_session_switch(&mut conn, &c.borrow().sql));
+            match result {
+                Ok(()) => return Ok(self.handed_out(conn, tenant)),
+                Err(SessionRefusal::SchemaMissing) => {
+                    return Err(ConnectionError::SchemaMissing {
+                        schema: scope.request().1,
+                    })
+                }
+                Err(_) => {
+                    // Closed by `has_broken` when dropped here.
+                    if let Some(log) = PlanWatch::log_in(conn.instrumentation()) {
+                        log.discard();
+                    }
+                }
+            }
+        }
+        let waiting = lot.wait();
+        let conn = self.checkout_from_pool(tenant, true);
+        drop(waiting);
+        conn.map(|c| c.expect("waited"))
+    }
+
+    /// Records the checkout in the connection's log and wraps it.
+    fn handed_out(&self, mut conn: Pooled, tenant: Option<&SchemaName>) -> TenantConnection {
+        if let Some(tenant) = tenant {
+            if let Some(log) = PlanWatch::log_in(conn.instrumentation()) {
+                log.record(tenant);
+            }
+        }
+        TenantConnection {
+            conn: Some(conn),
+            tenant: tenant.cloned(),
+            lot: self.lot.clone(),
+            max_lifetime: self.max_lifetime,
+        }
+    }
+
+    /// A checkout straight from the r2d2 pool, the switch run as its test.
+    /// Without `wait`, only an idle connection (`None` if there is none).
+    fn checkout_from_pool(
+        &self,
+        tenant: Option<&SchemaName>,
+        wait: bool,
+    ) -> Result<Option<TenantConnection>, ConnectionError> {
         let scope = CheckoutScope::enter(&self.path, tenant);
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|e| ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e))?;
+        let mut conn = if wait {
+            self.pool.get().map_err(|e| {
+                ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e)
+            })?
+        } else {
+            match self.pool.try_get() {
+                Some(conn) => conn,
+                None => return Ok(None),
+            }
+        };
         let outcome = match scope.outcome() {
             Some(outcome) => outcome,
             // is_valid did not run for this checkout (it always does in r2d2
@@ -477,10 +623,7 @@ impl SharedPool {
         };
         drop(scope);
         match first {
-            None => Ok(TenantConnection {
-                conn,
-                tenant: tenant.cloned(),
-            }),
+            None => Ok(Some(self.handed_out(conn, tenant))),
             Some(schema) => Err(ConnectionError::SchemaMissing { schema }),
         }
     }
@@ -528,11 +671,37 @@ impl TenantPool {
 }
 
 /// A pooled connection on a tenant's (or the shared-only) `search_path`.
-/// Dereferences to [`PgConnection`]; returns to the pool when dropped.
+/// Dereferences to [`PgConnection`]; returns to the pool when dropped
+/// (parked by tenant, with tenant affinity).
 pub struct TenantConnection {
-    conn: r2d2::PooledConnection<TenantManager>,
+    /// `None` only once dropped.
+    conn: Option<Pooled>,
     tenant: Option<SchemaName>,
+    lot: Option<Lot<Pooled>>,
+    max_lifetime: Option<Duration>,
 }
+
+impl Drop for TenantConnection {
+    fn drop(&mut self) {
+        let (Some(lot), Some(mut conn)) = (self.lot.take(), self.conn.take()) else {
+            return;
+        };
+        // What must be closed, or is due to be (`max_lifetime`: r2d2's
+        // reaper closes it once idle), goes back to the pool, never to the
+        // lot; dropping it here does that.
+        if std::thread::panicking() || must_close(&mut conn) {
+            return;
+        }
+        let old = self.max_lifetime.is_some_and(|max| {
+            PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.age() >= max)
+        });
+        if !old {
+            drop(lot.park(self.tenant.as_ref(), conn));
+        }
+    }
+}
+
+const GONE: &str = "a TenantConnection holds its connection until dropped";
 
 impl TenantConnection {
     /// The tenant this connection was checked out for (`None` for shared work).
@@ -552,12 +721,12 @@ impl fmt::Debug for TenantConnection {
 impl Deref for TenantConnection {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
-        &self.conn
+        self.conn.as_ref().expect(GONE)
     }
 }
 
 impl DerefMut for TenantConnection {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.conn
+        self.conn.as_mut().expect(GONE)
     }
 }
