@@ -11,7 +11,7 @@
 //! [[migration]]
 //! name = "2024-01-01-000000_plans"
 //! version = "20240101000000"
-//! scope = "shared"
+//! scope = "shared"  # or "isolated", or "both" (shared schema and every tenant)
 //! files = { "up.sql" = "<sha256>", "down.sql" = "<sha256>" }
 //! # run_in_transaction = false only: statements = [...], new_schema_sql = "..."
 //! ```
@@ -158,9 +158,11 @@ impl Plan {
                 .as_table()
                 .ok_or_else(|| invalid("`migration` is not an array of tables".into()))?;
             let scope = string(t, "scope")?;
-            if scope != "shared" && scope != "isolated" {
+            // "both" (tables marked #[appschema::both]) needs no new format:
+            // a reader that predates it refuses the file here, naming the scope.
+            if !matches!(scope.as_str(), "shared" | "isolated" | "both") {
                 return Err(invalid(format!(
-                    "scope `{scope}` is neither `shared` nor `isolated`"
+                    "scope `{scope}` is not `shared`, `isolated` or `both`"
                 )));
             }
             let statements = match t.get("statements") {
