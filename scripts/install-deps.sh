@@ -12,6 +12,8 @@
 #   pgbouncer     the transaction-pooling tests run a throwaway PgBouncer
 #   gcc libc6-dev a C compiler and libc headers: rustc links with `cc`, and
 #                 pg_query compiles libpg_query's C sources
+#   openssl       the TLS tests generate their CA and server certificate
+#                 with it (appschema_tempdb::TempTlsCluster)
 #   curl ca-certificates
 #                 cargo's downloads from crates.io (HTTPS), rustup's
 #                 installer, and the curl commands the saas example prints
@@ -24,7 +26,7 @@
 # through sudo.
 set -eu
 
-PACKAGES="postgresql libpq-dev libclang-dev pgbouncer gcc libc6-dev curl ca-certificates"
+PACKAGES="postgresql libpq-dev libclang-dev pgbouncer gcc libc6-dev openssl curl ca-certificates"
 
 case "${1:-}" in
   --list) echo "$PACKAGES"; exit 0 ;;

@@ -24,6 +24,14 @@
 //! its query in flight; the connection is then closed rather than handed to
 //! the next checkout (see [`AsyncSharedPool`]).
 //!
+//! TLS: the pools read the URL's `sslmode` and `sslrootcert` themselves
+//! (tokio-postgres reads neither `verify-*` nor `sslrootcert`). With the
+//! `tls-rustls` feature they connect, and send cancel requests, over rustls,
+//! verifying as libpq would; any tokio-postgres connector can be given to a
+//! builder's `tls` instead. A URL that requires TLS the pool cannot provide
+//! is refused by `build` ([`ConnectionError::Tls`](appschema_core::ConnectionError::Tls)),
+//! never connected in plaintext.
+//!
 //! ```no_run
 //! use appschema::{SchemaName, async_pool::AsyncSharedPool};
 //! use diesel_async::RunQueryDsl;
@@ -42,6 +50,7 @@ mod maintain;
 mod pool;
 mod provision;
 mod switch;
+mod tls;
 mod transaction;
 
 pub use pool::{
@@ -49,6 +58,8 @@ pub use pool::{
     AsyncTenantPool,
 };
 pub use provision::{claim_spare, claim_spare_with};
+#[cfg(feature = "tls-rustls")]
+pub use tls::RustlsConnector;
 pub use transaction::{
     in_shared_transaction, in_tenant_transaction, AsyncTransactionScopedPool,
     AsyncTransactionScopedPoolBuilder,

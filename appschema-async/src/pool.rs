@@ -26,20 +26,24 @@ use appschema_core::connection::internals::{
     PlanWatch, SessionRefusal, CONNECT_QUERY,
 };
 use appschema_core::connection::{ConnectionError, ManagerError, SearchPath};
+use appschema_core::redact::{redact_connection_error, redact_url};
 use appschema_core::SchemaName;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use diesel::connection::CacheSize;
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::Socket;
 
 use crate::maintain::{Maintainer, Settings};
 use crate::switch::run_session_switch;
+use crate::tls::{Connect, UserConnector};
 
 /// The deadpool [`Manager`](managed::Manager) of the async pools: opens
 /// connections with appschema's start-up options and, for an
 /// [`AsyncSharedPool`], prepares the switch on each; refuses on recycle a
-/// connection that must not be reused.
-#[derive(Debug)]
+/// connection that must not be reused. Its `Debug` shows the URL with the
+/// password replaced by `***`.
 pub struct AsyncTenantManager {
     /// The caller's URL with start-up options (see `with_startup_options`),
     /// or as given for a transaction-scoped pool.
@@ -49,17 +53,56 @@ pub struct AsyncTenantManager {
     default_path: Option<String>,
     statement_cache: bool,
     max_lifetime: Option<Duration>,
+    /// Plaintext or TLS, for connections and cancel requests.
+    connect: Connect,
+}
+
+impl fmt::Debug for AsyncTenantManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncTenantManager")
+            .field("url", &redact_url(&self.url))
+            .field("default_path", &self.default_path)
+            .field("statement_cache", &self.statement_cache)
+            .field("max_lifetime", &self.max_lifetime)
+            .finish()
+    }
 }
 
 impl AsyncTenantManager {
-    pub(crate) fn plain(url: String, statement_cache: bool) -> AsyncTenantManager {
-        AsyncTenantManager {
+    /// A manager for a transaction-scoped pool: `url` as given (its TLS
+    /// settings read by `tls::Connect`), nothing prepared.
+    pub(crate) fn plain(
+        url: &str,
+        tls: Option<&UserConnector>,
+        statement_cache: bool,
+    ) -> Result<AsyncTenantManager, ConnectionError> {
+        let (url, connect) = resolve_tls(url, tls)?;
+        Ok(AsyncTenantManager {
             url,
             default_path: None,
             statement_cache,
             max_lifetime: None,
-        }
+            connect,
+        })
     }
+
+    /// Sends a cancel request for `token`'s connection the way this
+    /// manager connects (over TLS when its connections use it).
+    pub(crate) fn cancel(
+        &self,
+        token: tokio_postgres::CancelToken,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        self.connect.cancel(token)
+    }
+}
+
+/// Reads the URL's TLS settings: the URL for tokio-postgres, and how to
+/// connect. Refuses what cannot be honoured (TLS required and none at hand).
+pub(crate) fn resolve_tls(
+    url: &str,
+    tls: Option<&UserConnector>,
+) -> Result<(String, Connect), ConnectionError> {
+    Connect::resolve(url, tls).map_err(|message| ConnectionError::Tls { message })
 }
 
 impl managed::Manager for AsyncTenantManager {
@@ -67,9 +110,11 @@ impl managed::Manager for AsyncTenantManager {
     type Error = ManagerError;
 
     async fn create(&self) -> Result<AsyncPgConnection, ManagerError> {
-        let mut conn = AsyncPgConnection::establish(&self.url)
+        let mut conn = self
+            .connect
+            .establish(&self.url)
             .await
-            .map_err(ManagerError::Connect)?;
+            .map_err(|e| ManagerError::Connect(redact_connection_error(e, &self.url)))?;
         if !self.statement_cache {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
@@ -95,6 +140,12 @@ impl managed::Manager for AsyncTenantManager {
         // failed, closed, or holding a cached statement PostgreSQL now
         // refuses, is closed rather than reused. (One with a query in
         // flight never comes back: see `AsyncTenantConnection`'s `Drop`.)
+        if !PlanWatch::is_installed_in(conn.instrumentation()) {
+            return Err(RecycleError::message(
+                "the connection's instrumentation was replaced, so appschema's watch is off: \
+                 set diesel's default instrumentation instead",
+            ));
+        }
         if PlanWatch::saw_stale_plan_in(conn.instrumentation()) {
             return Err(RecycleError::message("a cached plan went stale"));
         }
@@ -113,7 +164,8 @@ impl managed::Manager for AsyncTenantManager {
 pub(crate) type DeadPool = managed::Pool<AsyncTenantManager>;
 
 /// Builds an [`AsyncSharedPool`]. Every setter documents its default.
-#[derive(Debug, Clone)]
+/// Its `Debug` shows the URL with the password replaced by `***`.
+#[derive(Clone)]
 pub struct AsyncSharedPoolBuilder {
     url: String,
     path: SearchPath,
@@ -123,6 +175,22 @@ pub struct AsyncSharedPoolBuilder {
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
     statement_cache: bool,
+    tls: Option<UserConnector>,
+}
+
+impl fmt::Debug for AsyncSharedPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncSharedPoolBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("path", &self.path)
+            .field("max_size", &self.max_size)
+            .field("min_idle", &self.min_idle)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("statement_cache", &self.statement_cache)
+            .finish()
+    }
 }
 
 impl AsyncSharedPoolBuilder {
@@ -229,6 +297,44 @@ impl AsyncSharedPoolBuilder {
         self
     }
 
+    /// The TLS connector for the pool's connections and cancel requests:
+    /// any tokio-postgres connector (postgres-native-tls, postgres-openssl,
+    /// tokio-postgres-rustls, or this crate's `RustlsConnector`). The URL's
+    /// `sslmode` still decides whether TLS is used (`disable`: never;
+    /// `prefer`: if the server offers it; `require`, `verify-ca`,
+    /// `verify-full`: always, failing otherwise); what is verified is up to
+    /// the connector (the URL's `sslrootcert` is not read). Default: none,
+    /// so with the `tls-rustls` feature the built-in rustls connector,
+    /// which verifies as `sslmode` and `sslrootcert` say (README, "TLS");
+    /// without it, plaintext, and a URL requiring TLS is refused by `build`.
+    ///
+    /// ```no_run
+    /// use appschema::async_pool::AsyncSharedPool;
+    ///
+    /// # fn run<T>(connector: T) -> Result<(), Box<dyn std::error::Error>>
+    /// # where
+    /// #     T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> + Clone + Send + Sync + 'static,
+    /// #     T::Stream: Send + 'static,
+    /// #     T::TlsConnect: Send,
+    /// #     <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+    /// # {
+    /// let pool = AsyncSharedPool::builder("postgres://app@db.example.com/app?sslmode=require")
+    ///     .tls(connector)
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tls<T>(mut self, connector: T) -> Self
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        self.tls = Some(UserConnector::new(connector));
+        self
+    }
+
     /// Builds a pool that serves only `tenant`: an [`AsyncTenantPool`].
     pub fn build_for(self, tenant: SchemaName) -> Result<AsyncTenantPool, ConnectionError> {
         Ok(AsyncTenantPool {
@@ -241,13 +347,18 @@ impl AsyncSharedPoolBuilder {
     /// checkouts do, and the background task that enforces `min_idle`,
     /// `idle_timeout` and `max_lifetime`, started here when called on a
     /// tokio runtime (else by the first checkout).
+    ///
+    /// Fails with [`ConnectionError::Tls`] when the URL's TLS settings
+    /// cannot be honoured (see [`tls`](Self::tls)).
     pub fn build(self) -> Result<AsyncSharedPool, ConnectionError> {
         let default_path = self.path.shared_only();
+        let (url, connect) = resolve_tls(&self.url, self.tls.as_ref())?;
         let manager = AsyncTenantManager {
-            url: with_startup_options(&self.url, &default_path),
+            url: with_startup_options(&url, &default_path),
             default_path: Some(default_path),
             statement_cache: self.statement_cache,
             max_lifetime: self.max_lifetime,
+            connect,
         };
         let pool = build_deadpool(manager, self.max_size, self.connection_timeout)?;
         let maintainer = Arc::new(Maintainer::new(Settings {
@@ -363,6 +474,7 @@ impl AsyncSharedPool {
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
+            tls: None,
         }
     }
 
@@ -526,14 +638,13 @@ impl AsyncTenantConnection {
     /// cancel whatever it still runs for it, and closes it.
     pub(crate) fn discard(&mut self) {
         let Some(conn) = self.conn.take() else { return };
-        let conn = Object::take(conn);
-        let cancel = conn.cancel_token();
-        drop(conn);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                // Best effort: a statement that already ended ignores it.
-                let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
-            });
+        // Over the same TLS as the connection: a server that accepts
+        // only TLS ignores a plaintext cancel request.
+        let cancel = Object::pool(&conn).map(|pool| pool.manager().cancel(conn.cancel_token()));
+        drop(Object::take(conn));
+        if let (Some(cancel), Ok(runtime)) = (cancel, tokio::runtime::Handle::try_current()) {
+            // Best effort: a statement that already ended ignores it.
+            runtime.spawn(cancel);
         }
     }
 

@@ -18,7 +18,10 @@ use scoped_futures::ScopedBoxFuture;
 
 use crate::pool::{build_deadpool, checkout_failed, AsyncTenantManager, DeadPool};
 use crate::switch::drain_notifications;
+use crate::tls::UserConnector;
 use crate::AsyncTenantConnection;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::Socket;
 
 /// Runs `f` in a transaction whose first statements reset the session and
 /// `SET LOCAL search_path` to `tenant`'s path (checked against the server's
@@ -168,14 +171,27 @@ fn still_listening(tenant: Option<&SchemaName>) -> ConnectionError {
 }
 
 /// Builds an [`AsyncTransactionScopedPool`]. Every setter documents its
-/// default.
-#[derive(Debug, Clone)]
+/// default. Its `Debug` shows the URL with the password replaced by `***`.
+#[derive(Clone)]
 pub struct AsyncTransactionScopedPoolBuilder {
     url: String,
     path: SearchPath,
     max_size: usize,
     connection_timeout: Duration,
     statement_cache: bool,
+    tls: Option<UserConnector>,
+}
+
+impl std::fmt::Debug for AsyncTransactionScopedPoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncTransactionScopedPoolBuilder")
+            .field("url", &appschema_core::redact_url(&self.url))
+            .field("path", &self.path)
+            .field("max_size", &self.max_size)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("statement_cache", &self.statement_cache)
+            .finish()
+    }
 }
 
 impl AsyncTransactionScopedPoolBuilder {
@@ -205,9 +221,26 @@ impl AsyncTransactionScopedPoolBuilder {
         self
     }
 
-    /// Builds the pool. Opens no connection: the first units do.
+    /// The TLS connector for the pool's connections and cancel requests;
+    /// as [`AsyncSharedPoolBuilder::tls`](crate::AsyncSharedPoolBuilder::tls).
+    /// Default: none (with the `tls-rustls` feature, the built-in one).
+    pub fn tls<T>(mut self, connector: T) -> Self
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        self.tls = Some(UserConnector::new(connector));
+        self
+    }
+
+    /// Builds the pool. Opens no connection: the first units do. Fails
+    /// with [`ConnectionError::Tls`] when the URL's TLS settings cannot be
+    /// honoured (see [`tls`](Self::tls)).
     pub fn build(self) -> Result<AsyncTransactionScopedPool, ConnectionError> {
-        let manager = AsyncTenantManager::plain(self.url, self.statement_cache);
+        let manager =
+            AsyncTenantManager::plain(&self.url, self.tls.as_ref(), self.statement_cache)?;
         Ok(AsyncTransactionScopedPool {
             pool: build_deadpool(manager, self.max_size, self.connection_timeout)?,
             path: self.path,
@@ -267,6 +300,7 @@ impl AsyncTransactionScopedPool {
             max_size: 10,
             connection_timeout: Duration::from_secs(30),
             statement_cache: false,
+            tls: None,
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use appschema_core::migrate::{Event, Migrator};
-use appschema_core::{MigrationSet, PublicName, Scope};
+use appschema_core::{MigrationSet, PublicName, Scope, SearchPath};
 use clap::{Parser, Subcommand};
 
 mod citus_cmds;
@@ -21,7 +21,8 @@ mod provision_cmds;
 mod transfer_cmds;
 
 /// Schema-per-tenant multi-tenancy for Diesel on PostgreSQL.
-#[derive(Debug, Parser)]
+// No `Debug`: it holds the database URL, password and all.
+#[derive(Parser)]
 #[command(
     name = "appschema-cli",
     version,
@@ -39,6 +40,18 @@ struct Cli {
     /// The database (else `DATABASE_URL`, else `database_url` in appschema.toml).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
+    /// The schemas after a tenant's on its search_path: the shared schema,
+    /// then extra ones (where extensions live), comma-separated; give the
+    /// path the application's pools use. Migrations, new tenants, `exec` and
+    /// `psql` run on it (else `APPSCHEMA_SEARCH_PATH`, else `search_path` in
+    /// appschema.toml) [default: public].
+    #[arg(
+        long,
+        env = "APPSCHEMA_SEARCH_PATH",
+        global = true,
+        value_name = "SCHEMAS"
+    )]
+    search_path: Option<String>,
     /// The diesel migrations directory [default: migrations].
     #[arg(long, global = true)]
     migrations_dir: Option<PathBuf>,
@@ -147,17 +160,19 @@ enum MigrationCommand {
     },
 }
 
-/// `appschema.toml`.
-#[derive(Debug, Default, serde::Deserialize)]
+/// `appschema.toml`. No `Debug`: it may hold the database password.
+#[derive(Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     database_url: Option<String>,
+    search_path: Option<String>,
     migrations_dir: Option<PathBuf>,
     schema_files: Option<Vec<PathBuf>>,
 }
 
 struct Config {
     database_url: Option<String>,
+    search_path: SearchPath,
     migrations_dir: PathBuf,
     schema_files: Vec<PathBuf>,
 }
@@ -171,8 +186,15 @@ impl Config {
         } else {
             FileConfig::default()
         };
+        let search_path = match cli.search_path.clone().or(file.search_path) {
+            Some(text) => text.parse::<SearchPath>().with_context(|| {
+                format!("invalid search path `{text}`: give the shared schema, then extra schemas, comma-separated (`public, extensions`)")
+            })?,
+            None => SearchPath::new(),
+        };
         Ok(Config {
             database_url: cli.database_url.clone().or(file.database_url),
+            search_path,
             migrations_dir: cli
                 .migrations_dir
                 .clone()
@@ -193,6 +215,8 @@ impl Config {
         )
     }
 
+    /// The planned migrations, carrying the search path new tenants'
+    /// migrations run on.
     fn migrations(&self) -> Result<MigrationSet> {
         self.migrations_and_citus_notes().map(|(set, _)| set)
     }
@@ -206,6 +230,7 @@ impl Config {
             &self.schema_files,
             &base,
         )
+        .map(|(set, notes)| (set.with_search_path(self.search_path.clone()), notes))
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("the migrations were refused before anything ran")
     }
@@ -231,17 +256,31 @@ impl Config {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
+    let config = match Config::resolve(&cli) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = config.database_url.clone();
+    match run(cli, config) {
+        Ok(code) => code,
+        Err(e) => {
+            // Errors may quote the connection string (libpq does, for one
+            // it cannot parse): never its password.
+            let message = format!("{e:#}");
+            let message = match &url {
+                Some(url) => appschema_core::redact_secrets(&message, url),
+                None => message,
+            };
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
-    let config = Config::resolve(&cli)?;
+fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     match cli.command {
         Command::Migrate {
             jobs,
@@ -267,13 +306,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Transfer(command) => {
             transfer_cmds::run(command, config.database_url()?, || config.migrations())
         }
-        Command::Ops(command) => ops_cmds::run(command, config.database_url()?),
+        Command::Ops(command) => {
+            ops_cmds::run(command, config.database_url()?, &config.search_path)
+        }
     }
 }
 
 fn migrator(config: &Config, jobs: Option<usize>, tenants: &[String]) -> Result<Migrator> {
     // Spare schemas are kept at the isolated head along with the tenants.
     let mut m = Migrator::new(config.database_url()?)
+        .search_path(config.search_path.clone())
         .schema_source("spares", Box::new(appschema_core::provision::spare_schemas));
     if let Some(j) = jobs {
         if j == 0 {
@@ -488,6 +530,23 @@ fn status(config: &Config, json: bool, recheck: bool) -> Result<ExitCode> {
             );
         }
     }
+    if let Some(shared) = statuses.iter().find(|s| s.scope == Scope::Shared) {
+        let tenants: Vec<String> = statuses
+            .iter()
+            .filter(|s| s.scope == Scope::Isolated)
+            .map(|s| s.schema.to_string())
+            .collect();
+        for e in extensions_in_tenants(config, &tenants)? {
+            eprintln!(
+                "warning: extension `{}` is installed in the tenant schema `{}`: other tenants' \
+                 paths do not find it, and dropping the tenant drops it; move it to the shared \
+                 schema: {}",
+                e.extension,
+                e.schema,
+                e.fix(&shared.schema)
+            );
+        }
+    }
     for s in &statuses {
         let who = s
             .tenant
@@ -567,6 +626,20 @@ fn summarize(names: &[String]) -> String {
 
 /// The tables the schema files mark isolated that exist in `schema` (the
 /// shared schema).
+/// The extensions installed inside any of the tenant schemas `tenants`.
+fn extensions_in_tenants(
+    config: &Config,
+    tenants: &[String],
+) -> Result<Vec<appschema_core::migrate::MisplacedExtension>> {
+    if tenants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conn = <diesel::PgConnection as diesel::Connection>::establish(config.database_url()?)
+        .context("cannot connect to the database")?;
+    appschema_core::migrate::extensions_in_schemas(&mut conn, tenants)
+        .context("cannot read the extensions' schemas")
+}
+
 fn isolated_tables_in(config: &Config, schema: &str) -> Result<Vec<String>> {
     let base = std::env::current_dir().context("cannot read the working directory")?;
     let tables =

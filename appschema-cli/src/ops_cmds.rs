@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use appschema_core::across::{AcrossTenants, Event, Report};
 use appschema_core::sizes::{tenant_sizes, SizeOrder, TenantSize};
-use appschema_core::{registry, PublicName, SearchPath};
+use appschema_core::{redact_url, registry, PublicName, SearchPath};
 use clap::{ArgGroup, Subcommand};
 use diesel::{Connection, PgConnection};
 
@@ -48,7 +48,8 @@ pub enum OpsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Opens `psql` on a tenant's search_path (`"<schema>", "public"`),
+    /// Opens `psql` on a tenant's search_path (`"<schema>", "public"`, or
+    /// `--search-path`'s schemas after the tenant's),
     /// saying what it runs. Arguments after `--` go to psql.
     #[command(after_help = "Examples:
   appschema-cli psql acme.example.com
@@ -63,7 +64,7 @@ pub enum OpsCommand {
 }
 
 /// Runs one operations command.
-pub fn run(command: OpsCommand, url: &str) -> Result<ExitCode> {
+pub fn run(command: OpsCommand, url: &str, path: &SearchPath) -> Result<ExitCode> {
     match command {
         OpsCommand::Exec {
             sql,
@@ -79,14 +80,15 @@ pub fn run(command: OpsCommand, url: &str) -> Result<ExitCode> {
                     .with_context(|| format!("failed to read `{}`", path.display()))?,
                 (None, None) => bail!("nothing to run: pass --sql SQL or --file FILE"),
             };
-            exec(url, &sql, &tenants, jobs, dry_run, json)
+            exec(url, path, &sql, &tenants, jobs, dry_run, json)
         }
-        OpsCommand::Psql { tenant, psql_args } => psql(url, &tenant, &psql_args),
+        OpsCommand::Psql { tenant, psql_args } => psql(url, path, &tenant, &psql_args),
     }
 }
 
 fn exec(
     url: &str,
+    path: &SearchPath,
     sql: &str,
     tenants: &[String],
     jobs: Option<usize>,
@@ -100,7 +102,7 @@ fn exec(
     appschema_planner::sql::check_in_transaction(sql)
         .map_err(anyhow::Error::msg)
         .context("the SQL was refused before anything ran")?;
-    let mut across = AcrossTenants::new(url);
+    let mut across = AcrossTenants::new(url).search_path(path.clone());
     if let Some(j) = jobs {
         if j == 0 {
             bail!("--jobs must be at least 1");
@@ -237,7 +239,7 @@ fn print_report(report: &Report, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn psql(url: &str, tenant: &str, args: &[String]) -> Result<ExitCode> {
+fn psql(url: &str, path: &SearchPath, tenant: &str, args: &[String]) -> Result<ExitCode> {
     let name =
         PublicName::new(tenant).with_context(|| format!("invalid public name `{tenant}`"))?;
     if has_options(url) {
@@ -260,7 +262,7 @@ fn psql(url: &str, tenant: &str, args: &[String]) -> Result<ExitCode> {
         );
     }
     drop(conn);
-    let path = SearchPath::new().for_tenant(&t.schema_name);
+    let path = path.for_tenant(&t.schema_name);
     // libpq splits PGOPTIONS on spaces; a backslash escapes one.
     let ours = format!(
         "-c search_path={}",
@@ -274,7 +276,7 @@ fn psql(url: &str, tenant: &str, args: &[String]) -> Result<ExitCode> {
         "tenant `{}`: running PGOPTIONS='{}' psql '{}'{}",
         t.public_name,
         options,
-        redact(url),
+        redact_url(url),
         args.iter()
             .map(|a| format!(" '{}'", a.replace('\'', "'\\''")))
             .collect::<String>()
@@ -319,28 +321,6 @@ fn schema_exists(conn: &mut PgConnection, schema: &str) -> Result<bool> {
 fn has_options(url: &str) -> bool {
     let lower = url.to_ascii_lowercase();
     lower.contains("options=")
-}
-
-/// The URL with its password replaced by `***`, for printing.
-fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        if let Some((userinfo, host)) = authority.rsplit_once('@') {
-            if let Some((user, _password)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}{tail}");
-            }
-        }
-        return url.to_string();
-    }
-    // key=value conninfo: hide password=…
-    url.split_whitespace()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => kv.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `list --sizes`: each tenant's size and row estimate, in `order`.
@@ -390,22 +370,6 @@ fn pretty_bytes(bytes: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn passwords_are_hidden_from_the_printed_command() {
-        assert_eq!(
-            super::redact("postgres://app:s3cret@db:5432/app?sslmode=require"),
-            "postgres://app:***@db:5432/app?sslmode=require"
-        );
-        assert_eq!(
-            super::redact("postgres://app@db/app"),
-            "postgres://app@db/app"
-        );
-        assert_eq!(
-            super::redact("host=db password=s3cret dbname=app"),
-            "host=db password=*** dbname=app"
-        );
-    }
-
     #[test]
     fn sizes_print_like_pg_size_pretty() {
         assert_eq!(super::pretty_bytes(8192), "8192 bytes");

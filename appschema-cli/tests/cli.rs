@@ -349,6 +349,34 @@ fn status_warns_about_isolated_tables_and_versions_in_the_shared_schema() {
 }
 
 #[test]
+fn status_warns_about_an_extension_installed_in_a_tenant_schema() {
+    let db = TestDb::new();
+    let dir = project();
+    let out = run(cli(dir.path()).args(["migrate", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out =
+        run(cli(dir.path()).args(["createschema", "acme.example", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // What an isolated migration's `CREATE EXTENSION` did before appschema
+    // sent it to the shared schema: the first tenant's schema got it.
+    db.conn()
+        .batch_execute("CREATE EXTENSION ltree SCHEMA acme_example; CREATE EXTENSION pg_trgm")
+        .unwrap();
+    let out = run(cli(dir.path()).args(["status", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "warning: extension `ltree` is installed in the tenant schema `acme_example`"
+        ) && out
+            .stderr
+            .contains(r#"ALTER EXTENSION "ltree" SET SCHEMA "public""#),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("pg_trgm"), "{}", out.stderr);
+}
+
+#[test]
 fn prepare_writes_the_plan_file_and_check_refuses_it_once_a_migration_changed() {
     let dir = project();
     let out = run(cli(dir.path()).args(["prepare", "--check"]));

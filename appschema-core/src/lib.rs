@@ -23,6 +23,7 @@ pub mod migrate;
 mod migration_set;
 mod name;
 pub mod provision;
+pub mod redact;
 pub mod registry;
 pub mod resolve;
 mod scope;
@@ -39,4 +40,5 @@ pub use name::{
     quote_ident, NameError, PublicName, SchemaName, MAX_IDENTIFIER_BYTES, MAX_PUBLIC_NAME_BYTES,
     RESERVED_PREFIX,
 };
+pub use redact::{redact_secrets, redact_url};
 pub use scope::{ColumnMeta, ParseScopeError, Scope, TableMeta, DEFAULT_SHARED_SCHEMA};

@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use crate::connection::SearchPath;
 use crate::Scope;
 
 /// One migration: version, scope, SQL.
@@ -150,6 +151,7 @@ pub struct EmbeddedMigration {
 pub struct MigrationSet {
     migrations: Vec<Migration>,
     citus_reference_tables: Vec<Cow<'static, str>>,
+    search_path: SearchPath,
 }
 
 /// One step of the timeline: a migration in the shared schema, or a run of
@@ -171,7 +173,33 @@ impl MigrationSet {
         MigrationSet {
             migrations,
             citus_reference_tables: Vec::new(),
+            search_path: SearchPath::new(),
         }
+    }
+
+    /// With the `search_path` a new tenant schema's isolated migrations run
+    /// on (after the tenant's own schema): provisioning (every source that
+    /// runs migrations: [`Source::Migrations`](crate::provision::Source),
+    /// spares, templates) and [`migrate_schema_in_transaction`](crate::migrate_schema_in_transaction)
+    /// read it from the set. Give it the [`SearchPath`] the application's
+    /// pools and its [`Migrator`](crate::Migrator) use. Default:
+    /// [`SearchPath::new`] (`public`).
+    ///
+    /// ```
+    /// use appschema::{MigrationSet, connection::SearchPath};
+    /// let path = SearchPath::new().extra_schema("extensions")?;
+    /// let set = MigrationSet::default().with_search_path(path.clone());
+    /// assert_eq!(set.search_path(), &path);
+    /// # Ok::<(), appschema::ConnectionError>(())
+    /// ```
+    pub fn with_search_path(mut self, path: SearchPath) -> MigrationSet {
+        self.search_path = path;
+        self
+    }
+
+    /// See [`MigrationSet::with_search_path`].
+    pub fn search_path(&self) -> &SearchPath {
+        &self.search_path
     }
 
     /// With the shared tables that isolated tables reference (the planner

@@ -16,7 +16,7 @@ use crate::Error;
 /// port, so clusters started by parallel test processes never collide.
 const SOCKET_PORT: u16 = 5432;
 
-static POSTGRES: Kind = Kind {
+pub(crate) static POSTGRES: Kind = Kind {
     name: "postgres",
     tag: "pg",
     port: SOCKET_PORT,
@@ -57,12 +57,27 @@ impl TempCluster {
     /// the cluster's directory (which is also its socket directory): Citus's
     /// `citus.local_hostname` names the node itself that way.
     pub fn start_with(settings: &[(&str, &str)]) -> Result<TempCluster, Error> {
+        Self::start_kind(&POSTGRES, settings, |_, _| Ok(()))
+    }
+
+    /// Starts a cluster of `kind` (its port: a TCP port too when the
+    /// settings make it listen on TCP), after `prepare` has put files in
+    /// the cluster's directory (given with the user the server runs as).
+    pub(crate) fn start_kind(
+        kind: &'static Kind,
+        settings: &[(&str, &str)],
+        prepare: impl FnOnce(&Path, Option<RunAs>) -> Result<(), Error>,
+    ) -> Result<TempCluster, Error> {
         let bins = PgBins::find()?;
         let run_as = RunAs::detect()?;
-        start_in_fresh_dir(&POSTGRES, |dir| Self::start_in(dir, bins, run_as, settings))
+        start_in_fresh_dir(kind, |dir| {
+            prepare(&dir, run_as)?;
+            Self::start_in(kind, dir, bins, run_as, settings)
+        })
     }
 
     fn start_in(
+        kind: &'static Kind,
         dir: PathBuf,
         bins: PgBins,
         run_as: Option<RunAs>,
@@ -116,7 +131,7 @@ impl TempCluster {
             .arg(&data)
             .arg("-k")
             .arg(&dir)
-            .args(["-p", &SOCKET_PORT.to_string()])
+            .args(["-p", &kind.port.to_string()])
             // Throwaway data: trade durability for speed.
             .args(["-c", "listen_addresses="])
             .args(["-c", "fsync=off"])
@@ -129,7 +144,7 @@ impl TempCluster {
             cmd.arg("-c").arg(format!("{name}={value}"));
         }
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-        let postgres = ServerProcess::start(&POSTGRES, cmd, run_as, dir, log_path)?;
+        let postgres = ServerProcess::start(kind, cmd, run_as, dir, log_path)?;
         Ok(TempCluster { postgres, bins })
     }
 
@@ -158,9 +173,10 @@ impl TempCluster {
         self.postgres.dir()
     }
 
-    /// The port number naming the server's socket file.
+    /// The port number naming the server's socket file (and its TCP port,
+    /// for a cluster that listens on TCP).
     pub fn port(&self) -> u16 {
-        SOCKET_PORT
+        self.postgres.port()
     }
 
     /// The process id of the postmaster.

@@ -37,11 +37,13 @@ mod cluster;
 mod pgbouncer;
 mod process;
 mod testdb;
+mod tls;
 
 pub use citus::{citus_for_tests, CitusTestDb, TempCitus};
 pub use cluster::TempCluster;
 pub use pgbouncer::TempPgBouncer;
 pub use testdb::{server, Server, TestDb};
+pub use tls::TempTlsCluster;
 
 /// Why a throwaway server or database could not be provided.
 #[derive(Debug, Clone)]

@@ -214,6 +214,10 @@ impl ServerProcess {
         &self.dir
     }
 
+    pub(crate) fn port(&self) -> u16 {
+        self.kind.port
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.process.id()
     }

@@ -52,14 +52,30 @@ use crate::connection::SearchPath;
 use crate::name::{quote_literal, PublicName};
 use crate::registry::{self, Tenant};
 
-/// Runs work in every tenant; see the [module docs](self).
-#[derive(Debug, Clone)]
+/// Runs work in every tenant; see the [module docs](self). Its `Debug`
+/// shows the URL with the password replaced by `***`.
+#[derive(Clone)]
 pub struct AcrossTenants {
     database_url: String,
     jobs: usize,
     path: SearchPath,
     tenants: Option<Vec<PublicName>>,
     per_tenant_transaction: bool,
+}
+
+impl std::fmt::Debug for AcrossTenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcrossTenants")
+            .field(
+                "database_url",
+                &crate::redact::redact_url(&self.database_url),
+            )
+            .field("jobs", &self.jobs)
+            .field("path", &self.path)
+            .field("tenants", &self.tenants)
+            .field("per_tenant_transaction", &self.per_tenant_transaction)
+            .finish()
+    }
 }
 
 impl AcrossTenants {
@@ -111,7 +127,12 @@ impl AcrossTenants {
     }
 
     fn connect(&self) -> Result<PgConnection, AcrossError> {
-        let mut conn = PgConnection::establish(&self.database_url).map_err(AcrossError::Connect)?;
+        let mut conn = PgConnection::establish(&self.database_url).map_err(|e| {
+            AcrossError::Connect(crate::redact::redact_connection_error(
+                e,
+                &self.database_url,
+            ))
+        })?;
         conn.batch_execute("SET client_min_messages TO warning")
             .map_err(AcrossError::Database)?;
         Ok(conn)

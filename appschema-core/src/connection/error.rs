@@ -72,6 +72,15 @@ pub enum ConnectionError {
         /// The schema of the refused unit.
         schema: String,
     },
+    /// The connection URL's TLS settings (`sslmode`, `sslrootcert`) cannot
+    /// be honoured as given: TLS required with no TLS at hand, an unreadable
+    /// root certificate file, an unknown `sslmode`. The message names the
+    /// setting and the fix.
+    #[error("{message}")]
+    Tls {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// A query failed.
     #[error("query for {target} failed: {error}")]
     Query {

@@ -24,6 +24,7 @@ mod customizer;
 mod error;
 mod hygiene;
 mod plan_watch;
+mod scoped_manager;
 mod search_path;
 mod shared_pool;
 mod transaction;

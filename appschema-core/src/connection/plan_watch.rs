@@ -87,26 +87,41 @@ impl PlanWatch {
     }
 
     /// Whether the connection whose instrumentation is `instrumentation`
-    /// saw a stale cached plan (see [`PlanWatch::saw_stale_plan`]). `false`
-    /// when the instrumentation is not a `PlanWatch`.
+    /// saw a stale cached plan (see [`PlanWatch::saw_stale_plan`]), or may
+    /// have: `true` when the instrumentation is not a `PlanWatch` (see
+    /// [`PlanWatch::is_installed_in`]), so a pool closes the connection
+    /// rather than serve it with the watch off.
     pub fn saw_stale_plan_in(instrumentation: &dyn Instrumentation) -> bool {
         instrumentation
             .downcast_ref::<PlanWatch>()
-            .is_some_and(|watch| watch.stale)
+            .is_none_or(|watch| watch.stale)
     }
 
     /// Whether the connection whose instrumentation is `instrumentation`
-    /// has a query started and never finished (its future was dropped).
-    /// `false` when the instrumentation is not a `PlanWatch`.
+    /// has a query started and never finished (its future was dropped), or
+    /// may have: `true` when the instrumentation is not a `PlanWatch` (see
+    /// [`PlanWatch::is_installed_in`]), so a pool closes the connection
+    /// rather than hand it on in an unknown state.
     pub fn query_in_flight(instrumentation: &dyn Instrumentation) -> bool {
         instrumentation
             .downcast_ref::<PlanWatch>()
-            .is_some_and(|watch| watch.in_flight > 0)
+            .is_none_or(|watch| watch.in_flight > 0)
+    }
+
+    /// Whether `instrumentation` is appschema's watch. Code holding a
+    /// pooled connection can replace it (`set_instrumentation` through
+    /// `DerefMut`); the pool then knows nothing of the queries run since,
+    /// so it closes that connection when it comes back instead of reusing
+    /// it: fail closed. To instrument pooled connections, set diesel's
+    /// default instrumentation (`diesel::connection::set_default_instrumentation`)
+    /// before the pool opens them: the watch passes every event on to it.
+    pub fn is_installed_in(instrumentation: &dyn Instrumentation) -> bool {
+        instrumentation.downcast_ref::<PlanWatch>().is_some()
     }
 
     /// Whether a query on `conn` failed with a stale cached plan since the
-    /// watch was installed. `false` if the application replaced the
-    /// connection's instrumentation.
+    /// watch was installed; `true` if the application replaced the
+    /// connection's instrumentation (see [`PlanWatch::is_installed_in`]).
     pub(crate) fn saw_stale_plan(conn: &mut PgConnection) -> bool {
         PlanWatch::saw_stale_plan_in(conn.instrumentation())
     }

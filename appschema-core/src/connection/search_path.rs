@@ -102,6 +102,43 @@ impl SearchPath {
     }
 }
 
+/// Reads a path as configuration gives it (the CLI's `--search-path`, an
+/// environment variable): the shared schema, then the extra schemas,
+/// separated by commas; a name may be double-quoted (`""` inside stands
+/// for `"`). `public, extensions` is [`SearchPath::new`] plus the extra
+/// schema `extensions`.
+///
+/// ```
+/// use appschema::connection::SearchPath;
+/// let path: SearchPath = "public, extensions".parse()?;
+/// assert_eq!(path, SearchPath::new().extra_schema("extensions")?);
+/// let path: SearchPath = r#""Core", ext"#.parse()?;
+/// assert_eq!(path.shared_only(), r#""Core", "ext""#);
+/// # Ok::<(), appschema::ConnectionError>(())
+/// ```
+impl std::str::FromStr for SearchPath {
+    type Err = ConnectionError;
+
+    fn from_str(s: &str) -> Result<SearchPath, ConnectionError> {
+        let mut names = s.split(',').map(|name| {
+            let name = name.trim();
+            match name
+                .strip_prefix('"')
+                .and_then(|rest| rest.strip_suffix('"'))
+            {
+                Some(quoted) => quoted.replace("\"\"", "\""),
+                None => name.to_string(),
+            }
+        });
+        let shared = names.next().unwrap_or_default();
+        let mut path = SearchPath::new().shared_schema(&shared)?;
+        for name in names {
+            path = path.extra_schema(&name)?;
+        }
+        Ok(path)
+    }
+}
+
 /// Appends `name` as a quoted identifier (what [`quote_ident`] returns).
 fn push_quoted(out: &mut String, name: &str) {
     out.push('"');

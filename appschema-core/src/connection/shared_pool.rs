@@ -17,6 +17,7 @@ use super::search_path::{
     prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
 };
 use crate::name::{PublicName, SchemaName};
+use crate::redact::{redact_connection_error, redact_url};
 use crate::registry;
 
 /// What one checkout asks of [`TenantManager::is_valid`], and what it found.
@@ -137,7 +138,6 @@ impl std::error::Error for ManagerError {}
 ///
 /// Used on its own (through a plain `r2d2::Pool`) every checkout lands on the
 /// shared-only path; go through [`SharedPool`] to pick a tenant.
-#[derive(Debug)]
 pub struct TenantManager {
     /// The caller's URL with start-up options (see `with_startup_options`).
     url: String,
@@ -149,12 +149,23 @@ pub struct TenantManager {
     statement_cache: bool,
 }
 
+impl fmt::Debug for TenantManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantManager")
+            .field("url", &redact_url(&self.url))
+            .field("default_path", &self.default_path)
+            .field("statement_cache", &self.statement_cache)
+            .finish_non_exhaustive()
+    }
+}
+
 impl r2d2::ManageConnection for TenantManager {
     type Connection = PgConnection;
     type Error = ManagerError;
 
     fn connect(&self) -> Result<PgConnection, ManagerError> {
-        let mut conn = PgConnection::establish(&self.url).map_err(ManagerError::Connect)?;
+        let mut conn = PgConnection::establish(&self.url)
+            .map_err(|e| ManagerError::Connect(redact_connection_error(e, &self.url)))?;
         if !self.statement_cache {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
@@ -194,8 +205,9 @@ impl r2d2::ManageConnection for TenantManager {
     }
 }
 
-/// Builds a [`SharedPool`]. Every setter documents its default.
-#[derive(Debug, Clone)]
+/// Builds a [`SharedPool`]. Every setter documents its default. Its
+/// `Debug` shows the URL with the password replaced by `***`.
+#[derive(Clone)]
 pub struct SharedPoolBuilder {
     url: String,
     path: SearchPath,
@@ -205,6 +217,21 @@ pub struct SharedPoolBuilder {
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
     statement_cache: bool,
+}
+
+impl fmt::Debug for SharedPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedPoolBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("path", &self.path)
+            .field("max_size", &self.max_size)
+            .field("min_idle", &self.min_idle)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("statement_cache", &self.statement_cache)
+            .finish()
+    }
 }
 
 impl SharedPoolBuilder {

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use diesel::connection::{AnsiTransactionManager, CacheSize, SimpleConnection, TransactionManager};
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Error as R2d2Error};
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::{Connection, PgConnection};
 
 use super::error::{describe_target, ConnectionError};
 use super::hygiene::{drain_notifications, DIRTY_UNLISTEN, UNIT_RESET};
+use super::scoped_manager::ScopedManager;
 use super::search_path::{run_once, write_local_switch, Refusal, SearchPath};
 use crate::name::SchemaName;
 
@@ -126,25 +126,27 @@ where
     .into())
 }
 
-/// Turns diesel's prepared-statement cache off on each new connection.
-#[derive(Debug, Clone, Copy)]
-struct NoStatementCache;
-
-impl CustomizeConnection<PgConnection, R2d2Error> for NoStatementCache {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), R2d2Error> {
-        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
-        Ok(())
-    }
-}
-
 /// Builds a [`TransactionScopedPool`]. Every setter documents its default.
-#[derive(Debug, Clone)]
+/// Its `Debug` shows the URL with the password replaced by `***`.
+#[derive(Clone)]
 pub struct TransactionScopedPoolBuilder {
     url: String,
     path: SearchPath,
     max_size: u32,
     connection_timeout: Duration,
     statement_cache: bool,
+}
+
+impl std::fmt::Debug for TransactionScopedPoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionScopedPoolBuilder")
+            .field("url", &crate::redact::redact_url(&self.url))
+            .field("path", &self.path)
+            .field("max_size", &self.max_size)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("statement_cache", &self.statement_cache)
+            .finish()
+    }
 }
 
 impl TransactionScopedPoolBuilder {
@@ -180,14 +182,14 @@ impl TransactionScopedPoolBuilder {
 
     /// Builds the pool.
     pub fn build(self) -> Result<TransactionScopedPool, ConnectionError> {
-        let mut builder = r2d2::Pool::builder()
+        let manager = ScopedManager {
+            url: self.url,
+            statement_cache: self.statement_cache,
+        };
+        let pool = r2d2::Pool::builder()
             .max_size(self.max_size)
-            .connection_timeout(self.connection_timeout);
-        if !self.statement_cache {
-            builder = builder.connection_customizer(Box::new(NoStatementCache));
-        }
-        let pool = builder
-            .build(ConnectionManager::<PgConnection>::new(self.url))
+            .connection_timeout(self.connection_timeout)
+            .build(manager)
             .map_err(|e| ConnectionError::DatabaseDown {
                 target: "shared work".to_string(),
                 timeout: self.connection_timeout,
@@ -219,7 +221,7 @@ impl TransactionScopedPoolBuilder {
 /// ```
 #[derive(Debug, Clone)]
 pub struct TransactionScopedPool {
-    pool: r2d2::Pool<ConnectionManager<PgConnection>>,
+    pool: r2d2::Pool<ScopedManager>,
     path: SearchPath,
     timeout: Duration,
 }
@@ -259,7 +261,7 @@ impl TransactionScopedPool {
     fn get(
         &self,
         tenant: Option<&SchemaName>,
-    ) -> Result<r2d2::PooledConnection<ConnectionManager<PgConnection>>, ConnectionError> {
+    ) -> Result<r2d2::PooledConnection<ScopedManager>, ConnectionError> {
         self.pool
             .get()
             .map_err(|e| ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e))

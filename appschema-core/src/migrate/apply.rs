@@ -5,6 +5,7 @@
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
+use super::extensions::in_shared_schema;
 use super::{Event, TRACKING_TABLE};
 use crate::citus::execute_script;
 use crate::name::quote_ident;
@@ -33,7 +34,8 @@ pub(super) fn lock_key(schema: &str) -> String {
 /// A refused try-lock is a cast of a marked text to `int4`; the text
 /// includes `pg_backend_pid()` so the planner cannot fold the cast into a
 /// constant and raise it when the branch is not taken.
-fn tracked_batch(schema: &str, path: &str, m: &Migration, try_lock: bool) -> String {
+fn tracked_batch(target: ApplyTarget<'_>, m: &Migration, try_lock: bool) -> String {
+    let ApplyTarget { schema, path, .. } = target;
     let key = lock_key(schema);
     let lock = if try_lock {
         format!(
@@ -51,7 +53,7 @@ fn tracked_batch(schema: &str, path: &str, m: &Migration, try_lock: bool) -> Str
         path = quote_literal(path),
         qs = quote_ident(schema),
         v = quote_literal(m.version()),
-        sql = m.up_sql(),
+        sql = in_shared_schema(m.up_sql(), target.shared),
     )
 }
 
@@ -129,13 +131,12 @@ pub(super) fn apply(
     m: &Migration,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<bool, String> {
-    let ApplyTarget { schema, path, .. } = target;
     let mut try_lock = true;
     loop {
         let result = if m.run_in_transaction() {
             apply_in_transaction(conn, target, m, try_lock)
         } else {
-            apply_without_transaction(conn, schema, path, m, try_lock)
+            apply_without_transaction(conn, target, m, try_lock)
         };
         match result {
             Ok(()) => return Ok(true),
@@ -151,7 +152,7 @@ pub(super) fn apply(
                     Some(GuardRefusal::Applied) => return Ok(false),
                     Some(GuardRefusal::Locked) if try_lock => {
                         on_event(Event::Waiting {
-                            schema: schema.to_string(),
+                            schema: target.schema.to_string(),
                         });
                         try_lock = false;
                     }
@@ -168,6 +169,9 @@ pub(super) struct ApplyTarget<'a> {
     pub(super) schema: &'a str,
     /// The `search_path` while the migration runs.
     pub(super) path: &'a str,
+    /// The shared schema, where the migration's `CREATE EXTENSION`s
+    /// install their extensions (see the `extensions` module).
+    pub(super) shared: &'a str,
     /// The schema's tracking table is known to exist, so the guard need not
     /// create it.
     pub(super) tracked: bool,
@@ -186,17 +190,18 @@ fn apply_in_transaction(
     let ApplyTarget {
         schema,
         path,
+        shared,
         tracked,
         one_by_one,
     } = target;
     if tracked {
-        return execute_script(conn, &tracked_batch(schema, path, m, try_lock), one_by_one);
+        return execute_script(conn, &tracked_batch(target, m, try_lock), one_by_one);
     }
     execute_script(conn, &format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED;\nSELECT set_config('search_path', {path}, true);\n{guard};\n{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\nCOMMIT;",
         path = quote_literal(path),
         guard = guard_sql(schema, m.version(), try_lock),
-        sql = m.up_sql(),
+        sql = in_shared_schema(m.up_sql(), shared),
         qs = quote_ident(schema),
         v = quote_literal(m.version()),
     ), one_by_one)
@@ -206,11 +211,16 @@ fn apply_in_transaction(
 /// own (so `CREATE INDEX CONCURRENTLY` works), then the tracking row.
 fn apply_without_transaction(
     conn: &mut PgConnection,
-    schema: &str,
-    path: &str,
+    target: ApplyTarget<'_>,
     m: &Migration,
     try_lock: bool,
 ) -> QueryResult<()> {
+    let ApplyTarget {
+        schema,
+        path,
+        shared,
+        ..
+    } = target;
     let key = lock_key(schema);
     #[derive(QueryableByName)]
     struct Locked {
@@ -253,7 +263,9 @@ fn apply_without_transaction(
             )
         })?;
         for statement in statements {
-            conn.batch_execute(statement)?;
+            // A rewritten `CREATE EXTENSION` is two statements in one
+            // message: one implicit transaction holds the lock through it.
+            conn.batch_execute(&in_shared_schema(statement, shared))?;
         }
         conn.batch_execute(&format!(
             "INSERT INTO {}.{TRACKING_TABLE} (version) VALUES ({})",

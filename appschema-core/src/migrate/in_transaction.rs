@@ -16,8 +16,9 @@ use crate::MigrationSet;
 
 /// Brings one schema to the isolated head inside the caller's transaction:
 /// creates its `__diesel_schema_migrations`, applies every isolated
-/// migration it lacks with `search_path` = the schema, then the shared
-/// schema (`public`), and records them. The caller commits or rolls back
+/// migration it lacks with `search_path` = the schema, then the set's
+/// shared and extra schemas ([`MigrationSet::search_path`]; by default
+/// `public`), and records them. The caller commits or rolls back
 /// (provisioning calls it in the transaction that inserts the registry row).
 /// The transaction's previous `search_path` is restored. Returns how many
 /// migrations were applied.
@@ -76,7 +77,7 @@ pub fn migrate_schema_in_transaction(
              run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
          SELECT set_config('search_path', {path}, true);",
         key = lock_key(schema.as_str()),
-        path = quote_literal(&format!("{qs}, public")),
+        path = quote_literal(&set.search_path().for_tenant(schema)),
     ))?;
     let mut applied: BTreeSet<String> = diesel::sql_query(format!(
         "SELECT version::text AS version FROM {qs}.{TRACKING_TABLE}"
@@ -99,7 +100,10 @@ pub fn migrate_schema_in_transaction(
             conn,
             &format!(
                 "{sql}\n;\nINSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({});",
-                quote_literal(m.version())
+                quote_literal(m.version()),
+                // Extensions go to the shared schema, once (see the
+                // `extensions` module).
+                sql = super::extensions::in_shared_schema(sql, set.search_path().shared()),
             ),
             previous.citus,
         )

@@ -31,6 +31,7 @@
 mod applied;
 mod apply;
 mod error;
+mod extensions;
 mod heads;
 mod in_transaction;
 mod report;
@@ -43,9 +44,11 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 pub use error::MigrateError;
+pub use extensions::{extensions_in_schemas, MisplacedExtension};
 pub use in_transaction::migrate_schema_in_transaction;
 pub use report::{Event, Failure, PlannedMigration, Report, SchemaStatus};
 
+use crate::connection::SearchPath;
 use crate::name::{PublicName, SchemaName};
 use crate::registry;
 use crate::Scope;
@@ -82,7 +85,9 @@ pub type SchemaSource =
 pub struct Migrator {
     database_url: String,
     jobs: usize,
+    /// `path.shared()`, kept as a `String` for the maps keyed by schema.
     shared_schema: String,
+    path: SearchPath,
     tenants: Option<Vec<PublicName>>,
     sources: Vec<(String, SchemaSource)>,
     reference_tables: Vec<String>,
@@ -97,8 +102,12 @@ pub struct Migrator {
 impl std::fmt::Debug for Migrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Migrator")
+            .field(
+                "database_url",
+                &crate::redact::redact_url(&self.database_url),
+            )
             .field("jobs", &self.jobs)
-            .field("shared_schema", &self.shared_schema)
+            .field("path", &self.path)
             .field("tenants", &self.tenants)
             .field(
                 "sources",
@@ -110,12 +119,14 @@ impl std::fmt::Debug for Migrator {
 
 impl Migrator {
     /// A migrator for the database at `database_url`. Defaults: jobs = number
-    /// of CPUs, shared schema `public`, every tenant, no extra schema source.
+    /// of CPUs, the path [`SearchPath::new`] (shared schema `public`), every
+    /// tenant, no extra schema source.
     pub fn new(database_url: impl Into<String>) -> Migrator {
         Migrator {
             database_url: database_url.into(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             shared_schema: crate::DEFAULT_SHARED_SCHEMA.to_string(),
+            path: SearchPath::new(),
             tenants: None,
             sources: Vec::new(),
             reference_tables: Vec::new(),
@@ -123,6 +134,26 @@ impl Migrator {
             record_heads: true,
             citus: std::sync::RwLock::new(None),
         }
+    }
+
+    /// The `search_path` migrations run on: a shared migration on the
+    /// shared-only path (`"<shared>", <extra>…`), an isolated one on the
+    /// tenant's (`"<tenant>", "<shared>", <extra>…`). Give it the
+    /// [`SearchPath`] the application's pools use, so a migration that calls
+    /// a function or uses a type from an extra schema (`extensions`, say)
+    /// runs as the application's queries do. Default: [`SearchPath::new`]
+    /// (`public`, no extra schema).
+    ///
+    /// ```no_run
+    /// use appschema::{connection::SearchPath, migrate::Migrator};
+    /// let path = SearchPath::new().extra_schema("extensions")?;
+    /// let migrator = Migrator::new("postgres:///app").search_path(path);
+    /// # Ok::<(), appschema::ConnectionError>(())
+    /// ```
+    pub fn search_path(mut self, path: SearchPath) -> Migrator {
+        self.shared_schema = path.shared().to_string();
+        self.path = path;
+        self
     }
 
     /// Reads every schema's tracking table instead of trusting the recorded
@@ -211,7 +242,8 @@ impl Migrator {
     }
 
     fn connect(&self) -> Result<PgConnection, MigrateError> {
-        let mut conn = PgConnection::establish(&self.database_url)?;
+        let mut conn = PgConnection::establish(&self.database_url)
+            .map_err(|e| crate::redact::redact_connection_error(e, &self.database_url))?;
         conn.batch_execute("SET client_min_messages TO warning")?;
         Ok(conn)
     }

@@ -10,7 +10,7 @@ use super::applied;
 use super::apply::{apply, ApplyTarget};
 use super::heads;
 use super::{Event, Failure, MigrateError, Migrator, Report, Target};
-use crate::name::{quote_ident, SchemaName};
+use crate::name::SchemaName;
 use crate::Scope;
 use crate::{Migration, Step};
 
@@ -42,6 +42,7 @@ impl Migrator {
                     let target = ApplyTarget {
                         schema,
                         path: &self.shared_path(None),
+                        shared: schema,
                         tracked: applied.is_tracked(schema),
                         one_by_one: self.on_citus(),
                     };
@@ -119,8 +120,8 @@ impl Migrator {
 
     fn shared_path(&self, tenant: Option<&SchemaName>) -> String {
         match tenant {
-            Some(t) => format!("{}, {}", t.quoted(), quote_ident(&self.shared_schema)),
-            None => quote_ident(&self.shared_schema),
+            Some(t) => self.path.for_tenant(t),
+            None => self.path.shared_only(),
         }
     }
 
@@ -144,7 +145,7 @@ impl Migrator {
             let done = migrate_one(
                 conn,
                 work,
-                &path,
+                (&path, &self.shared_schema),
                 (self.on_citus(), self.record_heads),
                 on_event,
             );
@@ -175,7 +176,7 @@ impl Migrator {
 fn migrate_one(
     conn: &mut PgConnection,
     (target, pending, done): Work<'_>,
-    path: &str,
+    (path, shared): (&str, &str),
     (one_by_one, record): (bool, bool),
     on_event: &(dyn Fn(Event) + Sync),
 ) -> SchemaOutcome {
@@ -188,6 +189,7 @@ fn migrate_one(
         let at = ApplyTarget {
             schema,
             path,
+            shared,
             tracked,
             one_by_one,
         };

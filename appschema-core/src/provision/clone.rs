@@ -37,7 +37,8 @@ struct NameRow {
 /// Creates tenant `request` as a copy of tenant `source`, data included, in
 /// one repeatable-read transaction (a consistent snapshot of the source):
 /// the new schema is built at the isolated head (by the request's source:
-/// migrations, template or spare), then every table's rows are copied in
+/// migrations, template or spare), emptied of the seed rows its migrations
+/// inserted, then every table's rows are copied in
 /// foreign-key order (parents first; the foreign keys among tables in or
 /// behind a cycle are dropped for the copy and added back, which checks
 /// every row) with the new tables' user triggers disabled during the copy,
@@ -138,6 +139,16 @@ fn copy_data(
             to.quoted(),
             quote_ident(table)
         ))?;
+    }
+    // The new schema may already hold rows: the ones its migrations (or
+    // the template replaying them) inserted. The clone holds the source's
+    // rows, no more (with user triggers off, as for the copy).
+    if !tables.is_empty() {
+        let names: Vec<String> = tables
+            .iter()
+            .map(|t| format!("{}.{}", to.quoted(), quote_ident(&t.name)))
+            .collect();
+        conn.batch_execute(&format!("TRUNCATE {}", names.join(", ")))?;
     }
     for table in &order.tables {
         let columns: Vec<String> = diesel::sql_query(

@@ -33,11 +33,6 @@ pub fn find_pg_dump() -> Option<PathBuf> {
     versions.pop().map(|(_, path)| path)
 }
 
-/// The DDL of one schema, as `pg_dump --schema-only --no-owner` writes it.
-pub(crate) fn dump_schema(database_url: &str, schema: &str) -> Result<String, TemplateError> {
-    dump_schema_with(database_url, schema, &["--schema-only"])
-}
-
 /// What `pg_dump --no-owner --schema SCHEMA` writes with the `extra`
 /// arguments (a section, a snapshot). `schema` must be a validated
 /// [`crate::SchemaName`]: `[a-z0-9_]` has no pattern characters, so
@@ -73,7 +68,11 @@ fn run(
         return Err(fail(format!(
             "{}: {}",
             output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
+            // pg_dump quotes a connection string it cannot parse.
+            crate::redact::redact_secrets(
+                String::from_utf8_lossy(&output.stderr).trim(),
+                database_url
+            )
         )));
     }
     String::from_utf8(output.stdout).map_err(|e| fail(format!("output is not UTF-8: {e}")))

@@ -1,6 +1,9 @@
-//! Schema templates: the DDL of a freshly migrated scratch schema, with the
-//! scratch schema's name replaced by a placeholder, stamped with the
-//! migration version it matches. Replaying one is a single batch of DDL.
+//! Schema templates: the DDL of a freshly migrated scratch schema and the
+//! rows its migrations inserted (seed rows), with the scratch schema's name
+//! replaced by a placeholder, stamped with the migration version it matches.
+//! Replaying one is a single batch of SQL. Extensions are not part of it:
+//! the migrations install them in the shared schema (see
+//! [`crate::migrate`]), which a template's tables reference by name.
 //!
 //! Why `pg_dump` rather than reading the catalogs ourselves: pg_dump already
 //! writes every kind of object (sequences and their ownership, identity
@@ -22,7 +25,7 @@ use diesel::sql_types::{Array, Nullable, Text};
 
 use super::error::{ProvisionError, TemplateError};
 use super::migrations::{explain_failure, migrate_new_schema, IsolatedMigrations};
-use super::pg_dump::dump_schema;
+use super::pg_dump::dump_schema_with;
 use super::sqltok::{self, ident_is, join_schema, split_schema, Kind, Piece};
 use super::util::{random_hex, schema_ddl};
 use crate::name::SchemaName;
@@ -150,24 +153,6 @@ impl Template {
         Self::from_parts(version, versions, body)
     }
 
-    /// Appends the `REFRESH MATERIALIZED VIEW` of each view of `views`:
-    /// pg_dump's schema-only output creates materialized views `WITH NO
-    /// DATA`, where the migrations left them populated.
-    fn refresh_materialized_views(&mut self, views: &[String]) -> Result<(), TemplateError> {
-        if views.is_empty() {
-            return Ok(());
-        }
-        let mut body = self.body.clone();
-        for view in views {
-            body.push_str(&format!(
-                "REFRESH MATERIALIZED VIEW {TEMPLATE_PLACEHOLDER}.{};\n",
-                crate::name::quote_ident(view)
-            ));
-        }
-        *self = Self::from_parts(self.version.clone(), self.versions.clone(), body)?;
-        Ok(())
-    }
-
     /// The SQL building schema `schema` from this template: `CREATE SCHEMA`,
     /// the DDL, and the rows of `__diesel_schema_migrations`.
     pub fn sql_for(&self, schema: &SchemaName) -> String {
@@ -234,6 +219,12 @@ pub(crate) fn portable_ddl(dump: &str, schema: &SchemaName) -> Result<String, Te
                     words.push(token.text.to_ascii_lowercase());
                 }
                 current.push_str(token.text);
+                // pg_dump's `setval('schema.seq', …)` names the sequence in
+                // a text literal: cast to regclass, so the schema's name in
+                // it is replaced like any other.
+                if token.kind == Kind::Str && is_setval(&words) && !current.contains("::regclass") {
+                    current.push_str("::regclass");
+                }
             }
         }
     }
@@ -267,11 +258,16 @@ pub(crate) fn ddl_pieces(body: &str, create_schema: bool) -> Result<Vec<Piece>, 
     Ok(pieces)
 }
 
+/// Whether the statement's first words are `SELECT pg_catalog.setval`.
+fn is_setval(words: &[String]) -> bool {
+    words == ["select", "pg_catalog", "setval"]
+}
+
 fn keep_statement(words: &[String], scratch: &SchemaName) -> bool {
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     let names_scratch = w(2).trim_matches('"') == scratch.as_str();
     !(w(0) == "set"
-        || (w(0) == "select" && w(1) == "pg_catalog")
+        || (w(0) == "select" && w(1) == "pg_catalog" && !is_setval(words))
         || (w(0) == "create" && w(1) == "schema" && names_scratch)
         || (w(0) == "alter" && w(1) == "schema" && names_scratch)
         || words.is_empty())
@@ -303,35 +299,40 @@ pub fn generate_template<M: IsolatedMigrations + ?Sized>(
     let scratch = SchemaName::internal(format!("appschema_scratch_{}", random_hex()))?;
     conn.transaction(|conn| migrate_new_schema(conn, migrations, &scratch))
         .map_err(|e| explain_failure(conn, migrations, e))?;
-    let dump = dump_schema(database_url, scratch.as_str())
-        .map_err(ProvisionError::from)
-        .and_then(|dump| Ok((dump, populated_materialized_views(conn, &scratch)?)));
+    let dump = dump_schema_and_seed_rows(database_url, &scratch);
     conn.batch_execute(&format!(
         "DROP SCHEMA IF EXISTS {} CASCADE",
         scratch.quoted()
     ))?;
-    let (dump, populated) = dump?;
-    let mut template = Template::from_dump(&dump, &scratch, migrations.versions())?;
-    template.refresh_materialized_views(&populated)?;
-    Ok(template)
+    Ok(Template::from_dump(
+        &dump?,
+        &scratch,
+        migrations.versions(),
+    )?)
 }
 
-/// The materialized views of `schema` that hold data, in creation order
-/// (a view created later may read an earlier one).
-fn populated_materialized_views(
-    conn: &mut PgConnection,
-    schema: &SchemaName,
-) -> QueryResult<Vec<String>> {
-    Ok(diesel::sql_query(
-        "SELECT relname::text AS value FROM pg_catalog.pg_class
-          WHERE relnamespace = $1::regnamespace AND relkind = 'm' AND relispopulated
-          ORDER BY oid",
+/// pg_dump's script rebuilding `scratch` with the rows its migrations
+/// inserted (seed rows: a tenant built from the template must hold what one
+/// built by the migrations holds), in pg_dump's order: tables, then their
+/// rows (multi-row `INSERT`s: a template is one batch of SQL, where
+/// `COPY … FROM stdin` cannot ride), then the sequences' `setval`s, then
+/// indexes, constraints and triggers (so neither foreign keys nor the
+/// application's triggers see the rows arrive), then the `REFRESH` of
+/// populated materialized views. The tracking table's rows are left out:
+/// the template writes its own.
+fn dump_schema_and_seed_rows(
+    database_url: &str,
+    scratch: &SchemaName,
+) -> Result<String, TemplateError> {
+    dump_schema_with(
+        database_url,
+        scratch.as_str(),
+        &[
+            "--rows-per-insert=1000",
+            "--exclude-table-data",
+            &format!("{}.__diesel_schema_migrations", scratch.as_str()),
+        ],
     )
-    .bind::<Text, _>(schema.quoted())
-    .load::<super::util::TextRow>(conn)?
-    .into_iter()
-    .map(|r| r.value)
-    .collect())
 }
 
 /// Stores `template` in `public.appschema_templates`, replacing any for the
