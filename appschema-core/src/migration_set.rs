@@ -383,7 +383,9 @@ mod tests {
             ("4", Scope::Both, "d"),
             ("5", Scope::Shared, "e"),
         ]);
-        let versions = |run: &[Migration]| run.iter().map(|m| m.version()).collect::<Vec<_>>();
+        fn versions(run: &[Migration]) -> Vec<&str> {
+            run.iter().map(|m| m.version()).collect()
+        }
         let steps: Vec<(&str, Vec<&str>)> = set
             .steps()
             .into_iter()

@@ -134,7 +134,8 @@ fn plan(
     let mut migrations = Vec::new();
     for (i, (s, facts)) in analyzed.into_iter().enumerate() {
         let touched = history.scopes(i);
-        if !touched.both.is_empty() && !(touched.shared.is_empty() && touched.isolated.is_empty()) {
+        let only_shared_or_isolated = !touched.shared.is_empty() || !touched.isolated.is_empty();
+        if !touched.both.is_empty() && only_shared_or_isolated {
             let mut others = touched.shared.clone();
             others.extend(touched.isolated.iter().cloned());
             errors.push(PlanError::BothMixed {
