@@ -374,6 +374,24 @@ mod tests {
     }
 
     #[test]
+    fn a_both_scope_migration_reads_back_and_an_unknown_scope_is_refused() {
+        let mut plan = sample();
+        plan.migrations[0].scope = "both".into();
+        let text = plan.to_toml();
+        assert_eq!(Plan::parse(&text, Path::new("p.toml")).unwrap(), plan);
+        let err = Plan::parse(
+            &text.replace("scope = \"both\"", "scope = \"everywhere\""),
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("scope `everywhere` is not `shared`, `isolated` or `both`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_plan_of_another_format_is_refused_with_the_command_to_run() {
         let text = sample().to_toml().replace("format = 1", "format = 2");
         let err = Plan::parse(&text, Path::new("p.toml"))
