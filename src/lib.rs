@@ -80,6 +80,32 @@ pub use appschema_async as async_pool;
 #[cfg(feature = "axum")]
 pub use appschema_axum as axum;
 
+/// Marks a module of diesel tables that live in **both** scopes: one copy in
+/// the shared schema and one in every tenant schema (per-tenant overrides of
+/// shared defaults). Tables stay unqualified, so a tenant connection reads
+/// the tenant's copy and a shared connection the shared one; their
+/// migrations run in the shared schema and in every tenant.
+///
+/// ```
+/// use diesel::prelude::*;
+///
+/// #[appschema::both]
+/// pub mod both {
+///     diesel::table! { settings (key) { key -> Text, value -> Text } }
+/// }
+///
+/// # fn main() {
+/// let query = both::settings::table.select(both::settings::value);
+/// assert_eq!(
+///     diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string(),
+///     r#"SELECT "settings"."value" FROM "settings" -- binds: []"#,
+/// );
+/// assert_eq!(both::TABLES[0].scope, appschema::Scope::Both);
+/// assert_eq!(both::TABLES[0].schema, None);
+/// # }
+/// ```
+#[doc(inline)]
+pub use appschema_derive::both;
 /// Marks an inline module of diesel tables as **isolated**: one copy per
 /// tenant, in the tenant's own schema.
 ///

@@ -537,7 +537,7 @@ fn status(config: &Config, json: bool, recheck: bool) -> Result<ExitCode> {
         if !s.misplaced.is_empty() {
             let other = match s.scope {
                 Scope::Shared => "isolated",
-                Scope::Isolated => "shared",
+                Scope::Isolated | Scope::Both => "shared",
             };
             eprintln!(
                 "warning: {} schema `{}` has {} {other} migration(s) recorded ({}): they ran in the \

@@ -26,7 +26,7 @@ pub struct Migration {
     /// For a `run_in_transaction = false` migration: `up.sql` split into
     /// statements, each run on its own.
     statements: Option<Vec<Cow<'static, str>>>,
-    /// For an isolated `run_in_transaction = false` migration: the form that
+    /// For an isolated (or both-scope) `run_in_transaction = false` migration: the form that
     /// runs inside the transaction creating a new schema.
     new_schema_sql: Option<Cow<'static, str>>,
     down_sql: Option<Cow<'static, str>>,
@@ -133,7 +133,7 @@ pub struct EmbeddedMigration {
     pub version: &'static str,
     /// See [`Migration::name`].
     pub name: &'static str,
-    /// `"shared"` or `"isolated"`.
+    /// `"shared"`, `"isolated"` or `"both"`.
     pub scope: &'static str,
     /// See [`Migration::up_sql`].
     pub up_sql: &'static str,
@@ -154,14 +154,15 @@ pub struct MigrationSet {
     search_path: SearchPath,
 }
 
-/// One step of the timeline: a shared migration, or a run of consecutive
-/// isolated migrations that every tenant schema applies before the next
-/// shared migration starts.
+/// One step of the timeline: a migration in the shared schema, or a run of
+/// consecutive migrations that every tenant schema applies before the next
+/// shared migration starts (a both-scope migration is in one of each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step<'a> {
-    /// Runs once, in the shared schema.
+    /// Runs once, in the shared schema (a shared or both-scope migration).
     Shared(&'a Migration),
-    /// Runs in every tenant schema, in order.
+    /// Runs in every tenant schema, in order (isolated migrations, the
+    /// first of which may be both-scope).
     Isolated(&'a [Migration]),
 }
 
@@ -229,7 +230,7 @@ impl MigrationSet {
     /// [`include_migrations!`](crate::include_migrations)). Already planned.
     ///
     /// # Panics
-    /// On a scope other than `shared`/`isolated`, which generated code never holds.
+    /// On a scope other than `shared`/`isolated`/`both`, which generated code never holds.
     pub fn from_embedded(items: &'static [EmbeddedMigration]) -> MigrationSet {
         let migrations = items
             .iter()
@@ -274,39 +275,59 @@ impl MigrationSet {
         &self.migrations
     }
 
-    /// The isolated migrations, in version order: what a new tenant schema applies.
+    /// The migrations that run in tenant schemas (isolated and both-scope),
+    /// in version order: what a new tenant schema applies.
     pub fn isolated(&self) -> impl Iterator<Item = &Migration> {
-        self.migrations
-            .iter()
-            .filter(|m| m.scope == Scope::Isolated)
+        self.migrations.iter().filter(|m| m.scope.in_tenants())
     }
 
-    /// The shared migrations, in version order.
+    /// The migrations that run in the shared schema (shared and
+    /// both-scope), in version order.
     pub fn shared(&self) -> impl Iterator<Item = &Migration> {
-        self.migrations.iter().filter(|m| m.scope == Scope::Shared)
+        self.migrations.iter().filter(|m| m.scope.in_shared())
     }
 
-    /// The version of the last isolated migration: a tenant schema that has
-    /// applied every isolated migration is "at head".
+    /// The version of the last migration that runs in tenant schemas: a
+    /// tenant schema that has applied every one is "at head".
     pub fn isolated_head(&self) -> Option<&str> {
         self.isolated().last().map(Migration::version)
     }
 
     /// The timeline as steps (see [`Step`]).
+    ///
+    /// A both-scope migration is two steps: first its shared step, then it
+    /// opens a run of tenant migrations (it and the isolated migrations
+    /// after it, up to the next shared or both-scope one), so both copies of
+    /// its tables exist before anything after it runs.
+    ///
+    /// ```
+    /// use appschema::{MigrationSet, Scope, Step};
+    /// let set = MigrationSet::from_parts([
+    ///     ("1", Scope::Isolated, "CREATE TABLE orders (id int)"),
+    ///     ("2", Scope::Both, "CREATE TABLE settings (k text PRIMARY KEY, v text)"),
+    ///     ("3", Scope::Isolated, "ALTER TABLE orders ADD note text"),
+    /// ]);
+    /// let steps = set.steps();
+    /// assert!(matches!(steps[..], [Step::Isolated(_), Step::Shared(_), Step::Isolated(run)] if run.len() == 2));
+    /// ```
     pub fn steps(&self) -> Vec<Step<'_>> {
         let mut steps = Vec::new();
         let mut i = 0;
         while i < self.migrations.len() {
-            if self.migrations[i].scope == Scope::Shared {
+            let scope = self.migrations[i].scope;
+            if scope.in_shared() {
                 steps.push(Step::Shared(&self.migrations[i]));
-                i += 1;
-            } else {
-                let start = i;
-                while i < self.migrations.len() && self.migrations[i].scope == Scope::Isolated {
-                    i += 1;
-                }
-                steps.push(Step::Isolated(&self.migrations[start..i]));
             }
+            if !scope.in_tenants() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            i += 1;
+            while i < self.migrations.len() && self.migrations[i].scope == Scope::Isolated {
+                i += 1;
+            }
+            steps.push(Step::Isolated(&self.migrations[start..i]));
         }
         steps
     }
@@ -351,6 +372,48 @@ mod tests {
         assert_eq!(steps.len(), 3);
         assert!(matches!(steps[1], Step::Isolated(run) if run.len() == 2));
         assert_eq!(set.isolated_head(), Some("3"));
+    }
+
+    #[test]
+    fn a_both_scope_migration_is_a_shared_step_then_opens_a_tenant_run() {
+        let set = MigrationSet::from_parts([
+            ("1", Scope::Isolated, "a"),
+            ("2", Scope::Both, "b"),
+            ("3", Scope::Isolated, "c"),
+            ("4", Scope::Both, "d"),
+            ("5", Scope::Shared, "e"),
+        ]);
+        fn versions(run: &[Migration]) -> Vec<&str> {
+            run.iter().map(|m| m.version()).collect()
+        }
+        let steps: Vec<(&str, Vec<&str>)> = set
+            .steps()
+            .into_iter()
+            .map(|s| match s {
+                Step::Shared(m) => ("shared", vec![m.version()]),
+                Step::Isolated(run) => ("tenants", versions(run)),
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("tenants", vec!["1"]),
+                ("shared", vec!["2"]),
+                ("tenants", vec!["2", "3"]),
+                ("shared", vec!["4"]),
+                ("tenants", vec!["4"]),
+                ("shared", vec!["5"]),
+            ]
+        );
+        assert_eq!(
+            set.isolated().map(|m| m.version()).collect::<Vec<_>>(),
+            ["1", "2", "3", "4"]
+        );
+        assert_eq!(
+            set.shared().map(|m| m.version()).collect::<Vec<_>>(),
+            ["2", "4", "5"]
+        );
+        assert_eq!(set.isolated_head(), Some("4"));
     }
 
     #[test]

@@ -12,7 +12,9 @@ pub const DEFAULT_SHARED_SCHEMA: &str = "public";
 /// ```
 /// use appschema::Scope;
 /// assert_eq!(Scope::Shared.to_string(), "shared");
-/// assert!("both".parse::<Scope>().is_err());
+/// assert_eq!("both".parse::<Scope>(), Ok(Scope::Both));
+/// assert!(Scope::Both.in_shared() && Scope::Both.in_tenants());
+/// assert!("everywhere".parse::<Scope>().is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
@@ -20,6 +22,12 @@ pub enum Scope {
     Shared,
     /// One copy per tenant, in the tenant's own schema.
     Isolated,
+    /// One copy in the shared schema *and* one in every tenant's schema
+    /// (`#[appschema::both]`): queried unqualified, so a tenant connection
+    /// reads its tenant's copy and a shared connection the shared one. A
+    /// migration of this scope runs once in the shared schema and in every
+    /// tenant schema.
+    Both,
 }
 
 impl Scope {
@@ -28,7 +36,20 @@ impl Scope {
         match self {
             Scope::Shared => "shared",
             Scope::Isolated => "isolated",
+            Scope::Both => "both",
         }
+    }
+
+    /// Whether a table (or migration) of this scope lives (runs) in the
+    /// shared schema: `Shared` and `Both`.
+    pub const fn in_shared(self) -> bool {
+        matches!(self, Scope::Shared | Scope::Both)
+    }
+
+    /// Whether a table (or migration) of this scope lives (runs) in every
+    /// tenant schema: `Isolated` and `Both`.
+    pub const fn in_tenants(self) -> bool {
+        matches!(self, Scope::Isolated | Scope::Both)
     }
 }
 
@@ -38,7 +59,7 @@ impl fmt::Display for Scope {
     }
 }
 
-/// A scope name that is neither `shared` nor `isolated`.
+/// A scope name that is not `shared`, `isolated` or `both`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseScopeError(pub String);
 
@@ -46,7 +67,7 @@ impl fmt::Display for ParseScopeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown scope `{}`: expected `shared` or `isolated`",
+            "unknown scope `{}`: expected `shared`, `isolated` or `both`",
             self.0
         )
     }
@@ -61,6 +82,7 @@ impl FromStr for Scope {
         match s {
             "shared" => Ok(Scope::Shared),
             "isolated" => Ok(Scope::Isolated),
+            "both" => Ok(Scope::Both),
             other => Err(ParseScopeError(other.to_string())),
         }
     }
@@ -81,9 +103,10 @@ pub struct ColumnMeta {
 pub struct TableMeta {
     /// The table's SQL name, unqualified.
     pub name: &'static str,
-    /// Shared or isolated.
+    /// Shared, isolated or both.
     pub scope: Scope,
-    /// For shared tables, the schema they live in; `None` for isolated ones.
+    /// For shared tables, the schema they live in; `None` for isolated and
+    /// both-scope ones (unqualified: the connection's path decides).
     pub schema: Option<&'static str>,
     /// The table's columns, in declaration order.
     pub columns: &'static [ColumnMeta],

@@ -553,3 +553,53 @@ fn a_tenant_exported_from_one_citus_database_imports_into_another_distributed() 
         301
     );
 }
+
+#[test]
+fn a_both_scope_table_is_a_tenant_table_in_each_distributed_schema_and_local_in_the_shared_one() {
+    let Some(db) = CitusDb::new("both") else {
+        return;
+    };
+    let mut parts: Vec<(String, Scope, String)> = app()
+        .migrations()
+        .iter()
+        .map(|m| (m.version().to_string(), m.scope(), m.up_sql().to_string()))
+        .collect();
+    parts.push((
+        "20240104000000".into(),
+        Scope::Both,
+        "CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL);
+         INSERT INTO settings VALUES ('greeting', 'default');"
+            .into(),
+    ));
+    let set = MigrationSet::from_parts(parts);
+    migrate(&db, &set);
+    let mut conn = db.conn();
+    let a = create(&mut conn, &set, "a.example", Source::Migrations);
+    assert!(is_distributed(&mut conn, &a));
+    let kind = |conn: &mut PgConnection, table: &str| {
+        diesel::sql_query(
+            "SELECT coalesce((SELECT citus_table_type::text FROM citus_tables
+                               WHERE table_name = $1::regclass), 'local') AS value",
+        )
+        .bind::<Text, _>(table)
+        .get_result::<Name>(conn)
+        .unwrap()
+        .value
+    };
+    assert_eq!(kind(&mut conn, &format!("{a}.settings")), "schema");
+    assert_eq!(kind(&mut conn, "public.settings"), "local");
+    conn.batch_execute(&format!("UPDATE {a}.settings SET value = 'tenant'"))
+        .unwrap();
+    let pool = SharedPool::builder(db.url()).max_size(2).build().unwrap();
+    let read = |conn: &mut PgConnection| {
+        diesel::sql_query("SELECT value FROM settings WHERE key = 'greeting'")
+            .get_result::<Name>(conn)
+            .unwrap()
+            .value
+    };
+    assert_eq!(
+        read(&mut pool.get_for_public_name("a.example").unwrap()),
+        "tenant"
+    );
+    assert_eq!(read(&mut pool.get_shared().unwrap()), "default");
+}

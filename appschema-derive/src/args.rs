@@ -3,7 +3,8 @@
 //! The migrations build step reads these same attributes from source with its
 //! own reader, so the accepted syntax is deliberately small and fixed:
 //! `#[appschema::shared]`, `#[appschema::shared(schema = "x")]`,
-//! `#[appschema::isolated]`, and `file = "path"` on either.
+//! `#[appschema::isolated]`, `#[appschema::both]`, and `file = "path"` on
+//! any of them.
 
 use proc_macro2::{Span, TokenStream};
 use syn::{Ident, LitStr};
@@ -30,6 +31,15 @@ impl Args {
                 &mut schema
             } else if meta.path.is_ident("file") {
                 &mut file
+            } else if meta.path.is_ident("schema") && scope == Scope::Both {
+                return Err(syn::Error::new_spanned(
+                    &meta.path,
+                    "`schema` is not an argument of #[appschema::both]: tables in both scopes \
+                     stay unqualified, and the connection's search_path picks the tenant's copy \
+                     or the shared schema's\n\
+                     help: remove it, or mark the module #[appschema::shared(schema = \"...\")] \
+                     if its tables live only in one shared schema",
+                ));
             } else if meta.path.is_ident("schema") {
                 return Err(syn::Error::new_spanned(
                     &meta.path,
@@ -83,7 +93,7 @@ impl Args {
         let schema = match (scope, schema) {
             (Scope::Shared, Some(lit)) => Some(schema_ident(&lit)?),
             (Scope::Shared, None) => Some(Ident::new(DEFAULT_SHARED_SCHEMA, Span::call_site())),
-            (Scope::Isolated, _) => None,
+            (Scope::Isolated | Scope::Both, _) => None,
         };
         Ok(Args { schema, file })
     }

@@ -5,7 +5,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::{isolated, shared};
+use crate::{both, isolated, shared};
 
 fn pretty(tokens: TokenStream) -> String {
     let file: syn::File = syn::parse2(tokens).expect("expansion is a valid file");
@@ -302,4 +302,54 @@ fn a_file_printed_from_a_shared_schema_needs_that_schema_named() {
     )
     .unwrap();
     assert!(pretty(out).contains("acme.orders(id)"));
+}
+
+#[test]
+fn both_leaves_tables_unqualified_and_records_them_as_both() {
+    let out = both::expand(
+        quote!(),
+        quote! {
+            pub mod both {
+                diesel::table! { settings (key) { key -> Text, value -> Text } }
+            }
+        },
+    )
+    .unwrap();
+    insta::assert_snapshot!("both_inline", pretty(out));
+}
+
+#[test]
+fn both_refuses_a_schema_qualified_table() {
+    let message = error(both::expand(
+        quote!(),
+        quote!(
+            mod both {
+                diesel::table! { public.settings (key) { key -> Text } }
+            }
+        ),
+    ));
+    assert!(
+        message.starts_with(
+            "table `settings` is qualified with schema `public`, but tables in both scopes must stay unqualified"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("\nhelp: write `settings (...) { ... }` without `public.`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn schema_is_not_an_argument_of_both() {
+    let message = error(both::expand(
+        quote!(schema = "public"),
+        quote!(
+            mod both {}
+        ),
+    ));
+    assert!(
+        message.starts_with("`schema` is not an argument of #[appschema::both]"),
+        "{message}"
+    );
 }

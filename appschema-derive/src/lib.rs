@@ -1,5 +1,6 @@
 //! Attribute macros of [appschema](https://docs.rs/appschema), re-exported by
-//! the facade as `#[appschema::shared]` and `#[appschema::isolated]`.
+//! the facade as `#[appschema::shared]`, `#[appschema::isolated]` and
+//! `#[appschema::both]`.
 //!
 //! Use them through the facade: the code they emit names `::appschema`
 //! (the metadata types) and `::diesel`. The runnable examples are on the
@@ -10,6 +11,7 @@ use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
 
 mod args;
+mod both;
 mod isolated;
 mod module;
 mod shared;
@@ -54,6 +56,30 @@ pub fn shared(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn isolated(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand_or_keep(isolated::expand, attr, item)
+}
+
+/// Marks an inline module of diesel tables as living in **both** scopes: one
+/// copy in the shared schema and one in every tenant's schema (for example
+/// per-tenant overrides of shared defaults).
+///
+/// Tables stay unqualified (`"settings"`), as in an isolated module: on a
+/// tenant connection (path `"<tenant>", public`) PostgreSQL finds the
+/// tenant's copy first; on a shared connection (path `public`) it finds the
+/// shared copy. Migrations touching these tables run once in the shared
+/// schema and in every tenant schema. A schema-qualified table inside is a
+/// compile error, and so is `schema = "…"`.
+///
+/// A separate attribute rather than an option of `shared`: what defines a
+/// shared module is that its tables are qualified; these are not, exactly
+/// like isolated ones, and the build step reads the marking by its path.
+///
+/// Argument, optional: `file = "src/schema/both.rs"`, as for `shared`.
+///
+/// The module also gets `pub const TABLES: &[appschema::TableMeta]`, one entry
+/// per table, with `Scope::Both` and no schema.
+#[proc_macro_attribute]
+pub fn both(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand_or_keep(both::expand, attr, item)
 }
 
 /// Runs an expansion; on error, emits the error *and* the item unchanged, so

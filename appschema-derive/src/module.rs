@@ -17,6 +17,7 @@ use crate::table::TableDecl;
 pub(crate) enum Scope {
     Shared,
     Isolated,
+    Both,
 }
 
 impl fmt::Display for Scope {
@@ -24,6 +25,7 @@ impl fmt::Display for Scope {
         f.write_str(match self {
             Scope::Shared => "shared",
             Scope::Isolated => "isolated",
+            Scope::Both => "both",
         })
     }
 }
@@ -41,6 +43,10 @@ impl Scope {
                 "the only argument is `file`: #[appschema::isolated] or \
                  #[appschema::isolated(file = \"src/schema/tenant.rs\")]"
             }
+            Scope::Both => {
+                "the only argument is `file`: #[appschema::both] or \
+                 #[appschema::both(file = \"src/schema/both.rs\")]"
+            }
         }
     }
 
@@ -48,6 +54,7 @@ impl Scope {
         match self {
             Scope::Shared => "#[appschema::shared] pub mod shared { diesel::table! { ... } }",
             Scope::Isolated => "#[appschema::isolated] pub mod tenant { diesel::table! { ... } }",
+            Scope::Both => "#[appschema::both] pub mod both { diesel::table! { ... } }",
         }
     }
 
@@ -55,6 +62,7 @@ impl Scope {
         match self {
             Scope::Shared => quote!(::appschema::Scope::Shared),
             Scope::Isolated => quote!(::appschema::Scope::Isolated),
+            Scope::Both => quote!(::appschema::Scope::Both),
         }
     }
 }
@@ -309,6 +317,20 @@ fn mark_item(
             // `diesel print-schema --schema <tenant>` output: the qualifier
             // names the tenant printed from, and is dropped.
             (Scope::Isolated, _) if Some(written) == printed_from => {}
+            (Scope::Both, _) => {
+                return Err(located(
+                    from_file,
+                    written,
+                    format!(
+                        "table `{sql_name}` is qualified with schema `{written}`, but tables in both \
+                         scopes must stay unqualified so a tenant connection finds the tenant's copy \
+                         and a shared connection the shared one\n\
+                         help: write `{0} (...) {{ ... }}` without `{written}.`, or move the table to a \
+                         module marked #[appschema::shared(schema = \"{written}\")]",
+                        table.name
+                    ),
+                ))
+            }
             (Scope::Isolated, _) => {
                 return Err(located(
                     from_file,

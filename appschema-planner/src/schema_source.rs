@@ -1,6 +1,6 @@
 //! Reads the scope of every table from the application's schema *source
 //! files*: the modules marked `#[appschema::shared]` / `#[appschema::isolated]`
-//! and the `diesel::table!` invocations inside them (or in the
+//! / `#[appschema::both]` and the `diesel::table!` invocations inside them (or in the
 //! `diesel print-schema` file their `file = "…"` argument names).
 //!
 //! The migration planner runs where the application's crate is not compiled
@@ -20,7 +20,7 @@ pub const DEFAULT_SHARED_SCHEMA: &str = "public";
 /// Where one marked table lives, and where it was marked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkedTable {
-    /// Shared or isolated.
+    /// Shared, isolated or both.
     pub scope: Scope,
     /// For shared tables, the schema they live in.
     pub schema: Option<String>,
@@ -74,6 +74,25 @@ pub enum SchemaSourceError {
         shared: PathBuf,
         /// Where it is marked isolated.
         isolated: PathBuf,
+    },
+    /// A table name is marked in two different scopes, one of them
+    /// `#[appschema::both]`.
+    #[error(
+        "table `{table}` is marked {first_scope} (in `{first}`) and {second_scope} (in `{second}`): \
+         a table has one marking; a table in the shared schema and in every tenant is marked \
+         only #[appschema::both]; remove the other marking or rename one of them"
+    )]
+    ConflictingScopes {
+        /// The table.
+        table: String,
+        /// The first marking's scope.
+        first_scope: Scope,
+        /// Where it is marked so.
+        first: PathBuf,
+        /// The other marking's scope.
+        second_scope: Scope,
+        /// Where it is marked so.
+        second: PathBuf,
     },
 }
 
@@ -141,7 +160,7 @@ impl TableScopes {
                     }
                     for (schema, name) in tables {
                         let schema = match mark.scope {
-                            Scope::Isolated => None,
+                            Scope::Isolated | Scope::Both => None,
                             Scope::Shared => Some(
                                 schema
                                     .or_else(|| mark.schema.clone())
@@ -171,6 +190,17 @@ impl TableScopes {
     /// Marks one table; a table marked in both scopes is an error.
     pub fn insert(&mut self, name: String, table: MarkedTable) -> Result<(), SchemaSourceError> {
         if let Some(existing) = self.tables.get(&name) {
+            if existing.scope != table.scope
+                && (existing.scope == Scope::Both || table.scope == Scope::Both)
+            {
+                return Err(SchemaSourceError::ConflictingScopes {
+                    table: name,
+                    first_scope: existing.scope,
+                    first: existing.source.clone(),
+                    second_scope: table.scope,
+                    second: table.source,
+                });
+            }
             if existing.scope != table.scope {
                 let (shared, isolated) = if existing.scope == Scope::Shared {
                     (existing.source.clone(), table.source)
@@ -223,7 +253,8 @@ struct Marking {
     file: Option<String>,
 }
 
-/// `#[appschema::shared(…)]` / `#[appschema::isolated(…)]` (also written
+/// `#[appschema::shared(…)]` / `#[appschema::isolated(…)]` /
+/// `#[appschema::both(…)]` (also written
 /// without the `appschema::` prefix when imported).
 fn marking(attrs: &[syn::Attribute], path: &Path) -> Result<Option<Marking>, SchemaSourceError> {
     for attr in attrs {
@@ -236,6 +267,7 @@ fn marking(attrs: &[syn::Attribute], path: &Path) -> Result<Option<Marking>, Sch
         let scope = match segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
             ["appschema", "shared"] | ["shared"] => Scope::Shared,
             ["appschema", "isolated"] | ["isolated"] => Scope::Isolated,
+            ["appschema", "both"] | ["both"] => Scope::Both,
             _ => continue,
         };
         let mut mark = Marking {

@@ -357,16 +357,16 @@ impl Migrator {
         let empty = BTreeSet::new();
         let mut out = Vec::new();
         for m in set.migrations() {
-            let schemas: Vec<String> = match m.scope() {
-                Scope::Shared => vec![self.shared_schema.clone()],
-                Scope::Isolated => targets
-                    .iter()
-                    .map(|t| t.schema.as_str().to_string())
-                    .collect(),
-            }
-            .into_iter()
-            .filter(|s| !applied.get(s).unwrap_or(&empty).contains(m.version()))
-            .collect();
+            let shared = m.scope().in_shared().then(|| self.shared_schema.clone());
+            let tenants = targets
+                .iter()
+                .filter(|_| m.scope().in_tenants())
+                .map(|t| t.schema.as_str().to_string());
+            let schemas: Vec<String> = shared
+                .into_iter()
+                .chain(tenants)
+                .filter(|s| !applied.get(s).unwrap_or(&empty).contains(m.version()))
+                .collect();
             if !schemas.is_empty() {
                 out.push(PlannedMigration {
                     migration: m.name().to_string(),
@@ -456,7 +456,11 @@ fn status_of(
         set.migrations()
             .iter()
             .filter(|m| {
-                (m.scope() == scope) == in_scope && applied.contains(m.version()) == recorded
+                let runs_here = match scope {
+                    Scope::Shared => m.scope().in_shared(),
+                    _ => m.scope().in_tenants(),
+                };
+                runs_here == in_scope && applied.contains(m.version()) == recorded
             })
             .map(|m| m.name().to_string())
             .collect()

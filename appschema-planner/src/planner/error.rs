@@ -54,6 +54,22 @@ pub enum PlanError {
         /// The isolated tables it touches.
         isolated: String,
     },
+    /// The migration changes tables in both scopes and also touches
+    /// shared-only or isolated-only tables.
+    #[error(
+        "`{path}` changes tables marked #[appschema::both] ({both}) and also touches tables \
+         that live only in the shared schema or only in tenants ({others}): a migration of \
+         both-scope tables runs in the shared schema and in every tenant, where those tables \
+         are not all present; move the statements on {both} into a migration of their own"
+    )]
+    BothMixed {
+        /// The migration directory.
+        path: PathBuf,
+        /// The both-scope tables it changes.
+        both: String,
+        /// The shared-only and isolated-only tables it touches.
+        others: String,
+    },
     /// The declared scope contradicts the scope of the tables touched.
     #[error(
         "`{path}` declares `appschema_scope = \"{declared}\"` but touches {detected} tables \
@@ -92,6 +108,20 @@ pub enum PlanError {
         path: PathBuf,
         /// What it touches.
         why: String,
+    },
+    /// A both-scope table references an isolated one.
+    #[error(
+        "`{path}` adds a foreign key from table `{from}`, marked #[appschema::both], to isolated \
+         table `{to}`: the shared copy of `{from}` would point at a table the shared schema does \
+         not have; reference shared or both-scope tables only, or mark `{from}` isolated"
+    )]
+    BothToIsolatedForeignKey {
+        /// The migration directory.
+        path: PathBuf,
+        /// The both-scope table.
+        from: String,
+        /// The isolated table.
+        to: String,
     },
     /// A shared table references an isolated one.
     #[error(

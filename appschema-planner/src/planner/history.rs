@@ -96,6 +96,10 @@ pub(super) struct Scopes {
     pub(super) isolated: BTreeSet<String>,
     /// Relations of unknown scope, as written.
     pub(super) unknown: BTreeSet<String>,
+    /// Relations in both scopes (`#[appschema::both]`), as written. (The
+    /// table a foreign key references is not touched: such a key resolves
+    /// to the copy in the schema the migration runs in.)
+    pub(super) both: BTreeSet<String>,
 }
 
 impl History {
@@ -194,7 +198,9 @@ impl History {
                         continue;
                     }
                     match scope {
-                        Some(Scope::Shared) => {
+                        // A both-scope migration runs in the shared schema
+                        // too, so what it calls must be there.
+                        Some(Scope::Shared | Scope::Both) => {
                             self.nodes[n].scope = Some(Scope::Shared);
                             changed = true;
                         }
@@ -282,6 +288,7 @@ impl History {
             match self.nodes[*n].scope {
                 Some(Scope::Shared) => out.shared.insert(written.clone()),
                 Some(Scope::Isolated) => out.isolated.insert(written.clone()),
+                Some(Scope::Both) => out.both.insert(written.clone()),
                 None => out.unknown.insert(written.clone()),
             };
         }
@@ -306,6 +313,20 @@ impl History {
             .collect()
     }
 
+    /// Migration `i`'s foreign keys from a both-scope table to an isolated
+    /// one.
+    pub(super) fn both_to_isolated(&self, i: usize) -> Vec<(String, String)> {
+        self.touched[i]
+            .foreign_keys
+            .iter()
+            .filter(|&&(_, from, _, to)| {
+                self.nodes[from].scope == Some(Scope::Both)
+                    && self.nodes[to].scope == Some(Scope::Isolated)
+            })
+            .map(|(from, _, to, _)| (from.clone(), to.clone()))
+            .collect()
+    }
+
     /// Migration `i`'s foreign keys from an isolated table to a shared one:
     /// the shared table's name as written there (without its schema) and
     /// its last name.
@@ -314,7 +335,7 @@ impl History {
             .foreign_keys
             .iter()
             .filter(|&&(_, from, _, to)| {
-                self.nodes[from].scope == Some(Scope::Isolated)
+                self.nodes[from].scope.is_some_and(Scope::in_tenants)
                     && self.nodes[to].scope == Some(Scope::Shared)
             })
             .map(|(_, _, written, to)| {

@@ -8,14 +8,21 @@
 //! `diesel_migrations` applies them. Its scope is decided from the tables
 //! its `up.sql` touches ([`crate::sql`]), as the whole history settles their
 //! scopes from the markings ([`TableScopes`]) (see `history`). What the
-//! tables cannot decide is declared: `appschema_scope = "shared"` or
-//! `"isolated"` in the migration's `metadata.toml` (refused when it
+//! tables cannot decide is declared: `appschema_scope = "shared"`,
+//! `"isolated"` or `"both"` in the migration's `metadata.toml` (refused when it
 //! contradicts the tables), or, for migrations that touch no table,
 //! `appschema_default_scope` in the migrations directory's own
 //! [`DIRECTORY_METADATA`]. diesel's `run_in_transaction = false` is honoured,
 //! and such a migration gets its statements split by PostgreSQL's grammar
 //! and, when isolated, a form for new schemas
 //! ([`Migration::new_schema_sql`](appschema_core::Migration::new_schema_sql)).
+//!
+//! A migration that changes tables marked `#[appschema::both]` is of scope
+//! [`Scope::Both`]: it runs in the shared schema and in every tenant, so it
+//! may not also touch shared-only or isolated-only tables (refused, naming
+//! them). Naming a both-scope table only as the table a foreign key
+//! references does not count: the key resolves to the copy in the schema
+//! the migration runs in (a tenant's, for an isolated migration).
 
 mod citus;
 mod error;
@@ -127,7 +134,19 @@ fn plan(
     let mut migrations = Vec::new();
     for (i, (s, facts)) in analyzed.into_iter().enumerate() {
         let touched = history.scopes(i);
+        let only_shared_or_isolated = !touched.shared.is_empty() || !touched.isolated.is_empty();
+        if !touched.both.is_empty() && only_shared_or_isolated {
+            let mut others = touched.shared.clone();
+            others.extend(touched.isolated.iter().cloned());
+            errors.push(PlanError::BothMixed {
+                path: s.dir.clone(),
+                both: list(&touched.both),
+                others: list(&others),
+            });
+            continue;
+        }
         let detected = match (touched.shared.is_empty(), touched.isolated.is_empty()) {
+            _ if !touched.both.is_empty() => Some((Scope::Both, &touched.both)),
             (false, false) => {
                 errors.push(PlanError::MixedScopes {
                     path: s.dir.clone(),
@@ -190,7 +209,7 @@ fn plan(
             });
             continue;
         };
-        if scope == Scope::Isolated {
+        if scope.in_tenants() {
             let qualified = history.shared_qualified_isolated(i);
             if !qualified.is_empty() {
                 errors.push(PlanError::SharedQualifiedIsolated {
@@ -215,7 +234,7 @@ fn plan(
                     continue;
                 }
             };
-            let new_schema_sql = if scope == Scope::Isolated {
+            let new_schema_sql = if scope.in_tenants() {
                 match sql::new_schema_form(migration.up_sql()) {
                     Ok(sql) => Some(Cow::Owned(sql)),
                     Err(why) => {
@@ -237,7 +256,7 @@ fn plan(
             notes.reference_tables.insert(written);
             notes.reference_tables.insert(last);
         }
-        if scope == Scope::Isolated {
+        if scope.in_tenants() {
             // A tenant table referencing a table named in another schema
             // than the shared one: another tenant's, on Citus refused.
             for (from, to) in &facts.foreign_keys() {
@@ -258,6 +277,13 @@ fn plan(
             notes.warnings.push(CitusWarning::TriggerOnIsolatedTable {
                 path: s.dir.clone(),
                 table,
+            });
+        }
+        for (from, to) in history.both_to_isolated(i) {
+            errors.push(PlanError::BothToIsolatedForeignKey {
+                path: s.dir.clone(),
+                from,
+                to,
             });
         }
         for (from, to) in history.shared_to_isolated(i) {

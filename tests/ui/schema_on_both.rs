@@ -1,0 +1,6 @@
+#[appschema::both(schema = "public")]
+pub mod both {
+    diesel::table! { settings (key) { key -> Text, value -> Text } }
+}
+
+fn main() {}
