@@ -25,7 +25,6 @@ use appschema_core::connection::internals::{
     describe_target, prepare_statement_sql, with_startup_options, write_session_switch, ConnectRow,
     Lot, Pick, PlanWatch, SessionRefusal, CONNECT_QUERY,
 };
-use appschema_core::connection::{ConnectionError, ManagerError, SearchPath};
 use appschema_core::connection::{
     ConnectionError, ManagerError, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
 };
