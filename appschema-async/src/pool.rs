@@ -500,6 +500,25 @@ pub(crate) fn build_deadpool(
 
 /// What a failed deadpool checkout means: every connection busy for the
 /// whole timeout, or none could be opened.
+/// Whether a failure to open or switch a new connection may pass by
+/// itself (a restart, a failover, a network blip), so the checkout tries
+/// again until its deadline; `false` for refusals that waiting does not
+/// change: TLS, authentication, a database or role that does not exist.
+fn may_pass(error: &ManagerError) -> bool {
+    let message = error.to_string().to_ascii_lowercase();
+    const FINAL: &[&str] = &[
+        "tls",
+        "ssl",
+        "certificate",
+        "authentication",
+        "password",
+        "does not exist",
+        "pg_hba.conf",
+        "permission denied",
+    ];
+    !FINAL.iter().any(|marker| message.contains(marker))
+}
+
 pub(crate) fn checkout_failed(
     pool: &DeadPool,
     tenant: Option<&SchemaName>,
@@ -630,6 +649,7 @@ impl AsyncSharedPool {
         // fails for a reason no other connection will fix.
         let mut attempts = self.pool.status().max_size + 1;
         let mut backoff = CONNECT_BACKOFF;
+        let mut last_failure: Option<ManagerError> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let timeouts = managed::Timeouts {
@@ -639,15 +659,24 @@ impl AsyncSharedPool {
             };
             let conn = match self.obtain(tenant, &timeouts).await {
                 Ok(conn) => conn,
-                // No connection could be opened (the server is restarting,
-                // shutting down, in recovery or unreachable): as r2d2 does
-                // for the sync pool, try again until the deadline.
-                Err(PoolError::Backend(ManagerError::Connect(_) | ManagerError::Switch(_)))
-                    if Instant::now() + backoff < deadline =>
-                {
+                // No connection could be opened because the server is
+                // restarting, shutting down, in recovery or unreachable: as
+                // r2d2 does for the sync pool, try again until the deadline.
+                // A refusal no wait will change (TLS, authentication, a
+                // missing database) is reported at once, with its reason.
+                Err(PoolError::Backend(
+                    e @ (ManagerError::Connect(_) | ManagerError::Switch(_)),
+                )) if may_pass(&e) && Instant::now() + backoff < deadline => {
+                    last_failure = Some(e);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
                     continue;
+                }
+                // Out of time after connection failures: the last failure
+                // says why, rather than the pool's bare timeout.
+                Err(PoolError::Timeout(_)) if last_failure.is_some() => {
+                    let e = PoolError::Backend(last_failure.take().expect("checked"));
+                    return Err(checkout_failed(&self.pool, tenant, self.timeout, e));
                 }
                 Err(e) => return Err(checkout_failed(&self.pool, tenant, self.timeout, e)),
             };
