@@ -57,6 +57,7 @@ mod stream;
 mod switch;
 mod tls;
 mod transaction;
+mod types;
 
 pub use pool::{
     AsyncSharedPool, AsyncSharedPoolBuilder, AsyncTenantConnection, AsyncTenantManager,

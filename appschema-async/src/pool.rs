@@ -19,6 +19,8 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+
+use crate::types::PerTenantTypes;
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
@@ -201,7 +203,7 @@ pub struct AsyncSharedPoolBuilder {
     idle_timeout: Option<Duration>,
     statement_cache: bool,
     tls: Option<UserConnector>,
-    per_tenant_types: bool,
+    per_tenant_types: Option<bool>,
     max_tenants: Option<usize>,
     affinity: bool,
 }
@@ -368,17 +370,25 @@ impl AsyncSharedPoolBuilder {
 
     /// Whether the application binds custom types (enums, domains,
     /// composites) that exist once per tenant schema, declared without a
-    /// schema (`#[diesel(postgres_type(name = "mood"))]`). Default: `false`.
+    /// schema (`#[diesel(postgres_type(name = "mood"))]`). Default: found
+    /// out from the database.
     ///
     /// diesel-async caches a custom type's OID per connection by name, and
     /// offers no way to empty that cache: once a connection bound tenant
     /// A's `mood`, tenant B's values would be bound as A's type on it (B's
-    /// statements fail). With `true`, a connection last checked out for
+    /// statements fail). When on, a connection last checked out for
     /// another tenant is closed instead of switched, and another one used
     /// or opened: a checkout for a different tenant than the connection's
     /// last costs a new connection. Types declared with a schema
     /// (`schema = "public"`, one type for every tenant) need none of this.
     /// (The sync pools empty diesel's cache on such a checkout instead.)
+    ///
+    /// Without this setting the pool asks the database, at its first
+    /// checkout and every few seconds until the answer is yes: on when an
+    /// enum, domain, range or standalone composite type exists in a schema
+    /// other than the shared ones (`SearchPath`) and PostgreSQL's own, not
+    /// created by an extension. `false` turns it off (types in such a
+    /// schema that no tenant path names); `true` turns it on from the start.
     ///
     /// ```no_run
     /// use appschema::async_pool::AsyncSharedPool;
@@ -391,7 +401,7 @@ impl AsyncSharedPoolBuilder {
     /// # }
     /// ```
     pub fn per_tenant_types(mut self, on: bool) -> Self {
-        self.per_tenant_types = on;
+        self.per_tenant_types = Some(on);
         self
     }
 
@@ -468,10 +478,10 @@ impl AsyncSharedPoolBuilder {
         maintainer.ensure_running(&pool);
         Ok(AsyncSharedPool {
             pool,
-            path: self.path,
+            path: self.path.clone(),
             timeout: self.connection_timeout,
             maintainer,
-            per_tenant_types: self.per_tenant_types,
+            per_tenant_types: Arc::new(PerTenantTypes::new(self.per_tenant_types, &self.path)),
             lot: self.affinity.then(Lot::new),
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
@@ -573,7 +583,7 @@ pub struct AsyncSharedPool {
     path: SearchPath,
     timeout: Duration,
     maintainer: Arc<Maintainer>,
-    per_tenant_types: bool,
+    per_tenant_types: Arc<PerTenantTypes>,
     /// Idle connections parked by tenant (see
     /// `appschema_core`'s `connection::affinity`); `None` without affinity.
     lot: Option<Lot<Object<AsyncTenantManager>>>,
@@ -603,7 +613,7 @@ impl AsyncSharedPool {
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
             tls: None,
-            per_tenant_types: false,
+            per_tenant_types: None,
             max_tenants: Some(DEFAULT_MAX_TENANTS_PER_CONNECTION),
             affinity: false,
         }
@@ -688,7 +698,8 @@ impl AsyncSharedPool {
             };
             // Dropped while this runs (a cancelled request), `conn` is
             // dropped with the switch in flight, and closed (see `Drop`).
-            let refusal = match run_session_switch(&mut conn, &sql, self.per_tenant_types).await {
+            let keep_apart = self.per_tenant_types.apply(&mut conn).await;
+            let refusal = match run_session_switch(&mut conn, &sql, keep_apart).await {
                 Ok(()) => return Ok(self.handed_out(conn)),
                 // The connection is fine: its implicit transaction, and the
                 // `SET` with it, was rolled back.

@@ -5,6 +5,9 @@
 
 use std::fmt;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::types::PerTenantTypes;
 use std::time::Duration;
 
 use appschema_core::connection::internals::{
@@ -221,7 +224,7 @@ pub struct AsyncTransactionScopedPoolBuilder {
     connection_timeout: Duration,
     statement_cache: bool,
     tls: Option<UserConnector>,
-    per_tenant_types: bool,
+    per_tenant_types: Option<bool>,
 }
 
 impl std::fmt::Debug for AsyncTransactionScopedPoolBuilder {
@@ -279,12 +282,12 @@ impl AsyncTransactionScopedPoolBuilder {
     }
 
     /// Whether the application binds custom types that exist once per
-    /// tenant schema, declared without a schema. Default: `false`. With
-    /// `true`, a unit for another tenant than its connection's last unit
-    /// gets a new connection, for the reason given on
-    /// `AsyncSharedPoolBuilder::per_tenant_types`.
+    /// tenant schema, declared without a schema. Default: found out from
+    /// the database, as `AsyncSharedPoolBuilder::per_tenant_types` says.
+    /// When on, a unit for another tenant than its connection's last unit
+    /// gets a new connection, for the reason given there.
     pub fn per_tenant_types(mut self, on: bool) -> Self {
-        self.per_tenant_types = on;
+        self.per_tenant_types = Some(on);
         self
     }
 
@@ -296,9 +299,9 @@ impl AsyncTransactionScopedPoolBuilder {
             AsyncTenantManager::plain(&self.url, self.tls.as_ref(), self.statement_cache)?;
         Ok(AsyncTransactionScopedPool {
             pool: build_deadpool(manager, self.max_size, self.connection_timeout)?,
-            path: self.path,
+            path: self.path.clone(),
             timeout: self.connection_timeout,
-            per_tenant_types: self.per_tenant_types,
+            per_tenant_types: Arc::new(PerTenantTypes::new(self.per_tenant_types, &self.path)),
         })
     }
 }
@@ -334,7 +337,7 @@ pub struct AsyncTransactionScopedPool {
     pool: DeadPool,
     path: SearchPath,
     timeout: Duration,
-    per_tenant_types: bool,
+    per_tenant_types: Arc<PerTenantTypes>,
 }
 
 impl fmt::Debug for AsyncTransactionScopedPool {
@@ -356,7 +359,7 @@ impl AsyncTransactionScopedPool {
             connection_timeout: Duration::from_secs(30),
             statement_cache: false,
             tls: None,
-            per_tenant_types: false,
+            per_tenant_types: None,
         }
     }
 
@@ -408,7 +411,9 @@ impl AsyncTransactionScopedPool {
                 parking: None,
             };
             // Ends: a connection the pool opens has served no path.
-            if self.per_tenant_types && PlanWatch::serves(conn.instrumentation(), &path) {
+            if self.per_tenant_types.apply(&mut conn).await
+                && PlanWatch::serves(conn.instrumentation(), &path)
+            {
                 conn.discard();
                 continue;
             }

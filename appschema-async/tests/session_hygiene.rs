@@ -55,16 +55,25 @@ struct Env {
 }
 
 impl Env {
+    /// A pool built with `per_tenant_types(false)`, so user B always gets
+    /// user A's backend whatever the tenants (the database has per-tenant
+    /// types, [`attacks::SETUP`], which the default would keep apart).
     fn new(kind: Kind) -> Env {
-        Env::build(kind, false)
+        Env::build(kind, Some(false))
+    }
+
+    /// A pool built with the default `per_tenant_types`: found out from
+    /// the database.
+    fn with_defaults(kind: Kind) -> Env {
+        Env::build(kind, None)
     }
 
     /// A pool built with `per_tenant_types(true)`.
     fn with_per_tenant_types(kind: Kind) -> Env {
-        Env::build(kind, true)
+        Env::build(kind, Some(true))
     }
 
-    fn build(kind: Kind, per_tenant_types: bool) -> Env {
+    fn build(kind: Kind, per_tenant_types: Option<bool>) -> Env {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -86,9 +95,12 @@ impl Env {
             let b = bounced(2);
             env.admin_url = b.direct_url();
             env.scoped = Some(
-                AsyncTransactionScopedPool::builder(b.url())
+                per_tenant_types
+                    .into_iter()
+                    .fold(AsyncTransactionScopedPool::builder(b.url()), |b, on| {
+                        b.per_tenant_types(on)
+                    })
                     .max_size(1)
-                    .per_tenant_types(per_tenant_types)
                     .connection_timeout(timeout)
                     .build()
                     .unwrap(),
@@ -98,9 +110,12 @@ impl Env {
             let db = TestDb::new();
             create_tenants(&mut db.conn(), 2);
             env.admin_url = db.url().to_string();
-            let builder = AsyncSharedPool::builder(db.url())
+            let builder = per_tenant_types
+                .into_iter()
+                .fold(AsyncSharedPool::builder(db.url()), |b, on| {
+                    b.per_tenant_types(on)
+                })
                 .max_size(1)
-                .per_tenant_types(per_tenant_types)
                 .connection_timeout(timeout);
             match kind {
                 Kind::Shared => env.shared = Some(builder.build().unwrap()),
@@ -301,6 +316,56 @@ attacks_on!(
     false;
     a_per_tenant_enum_resolved_by_a
 );
+
+// Without the setting, the pools find the per-tenant types themselves.
+attacks_on!(
+    async_shared_pool_per_tenant_types_found_out,
+    super::Env::with_defaults(super::Kind::Shared),
+    false;
+    a_per_tenant_enum_resolved_by_a
+);
+attacks_on!(
+    async_transaction_scoped_per_tenant_types_found_out_behind_pgbouncer,
+    super::Env::with_defaults(super::Kind::Scoped),
+    false;
+    a_per_tenant_enum_resolved_by_a
+);
+
+/// A database without per-tenant types costs a pool with the default
+/// setting nothing: its one connection serves one tenant after another.
+#[test]
+fn without_per_tenant_types_the_default_keeps_one_connection_for_every_tenant() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 2);
+    // A type in the shared schema is one type for every tenant.
+    db.conn()
+        .batch_execute("CREATE TYPE public.shared_mood AS ENUM ('happy', 'sad')")
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let pool = AsyncSharedPool::builder(db.url())
+        .max_size(1)
+        .build()
+        .unwrap();
+    let pid = |who: usize| -> i32 {
+        rt.block_on(async {
+            let mut conn = pool.get_for(&tenant(who)).await.unwrap();
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+                "pg_backend_pid()",
+            ))
+            .get_result(&mut *conn)
+            .await
+            .unwrap()
+        })
+    };
+    let first = pid(0);
+    assert_eq!(pid(1), first, "another tenant got a new connection");
+    assert_eq!(pid(0), first, "the first tenant got a new connection");
+}
 
 /// `per_tenant_types(true)` costs nothing for the same tenant: the
 /// connection is kept; for another tenant it is replaced.
