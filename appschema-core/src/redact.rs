@@ -92,6 +92,77 @@ struct UriParts {
     rest_start: usize,
 }
 
+/// `url` without its password, and the password as libpq would read it:
+/// for a child process (`pg_dump`) that must not see the password on its
+/// command line, where `ps` shows it to every user of the machine. The
+/// password then travels in the child's environment (`PGPASSWORD`), which
+/// only its owner can read. `None` when `url` gives no password (or gives
+/// one in a form this does not take apart: then `url` is returned whole).
+pub(crate) fn split_password(url: &str) -> (String, Option<String>) {
+    match uri_parts(url) {
+        Some(parts) => {
+            let mut password = None;
+            let mut out = String::with_capacity(url.len());
+            out.push_str(&url[..parts.userinfo_start]);
+            match parts.password {
+                Some((start, end)) => {
+                    password = Some(percent_decode(&url[start..end]));
+                    // `user:` without the colon.
+                    out.push_str(&url[parts.userinfo_start..start - 1]);
+                    out.push_str(&url[end..parts.rest_start]);
+                }
+                None => out.push_str(&url[parts.userinfo_start..parts.rest_start]),
+            }
+            let rest = &url[parts.rest_start..];
+            match rest.split_once('?') {
+                Some((head, query)) => {
+                    let kept: Vec<&str> = query
+                        .split('&')
+                        .filter(|param| match param.split_once('=') {
+                            Some((k, v)) if is_password_key(k) => {
+                                password = Some(percent_decode(v));
+                                false
+                            }
+                            _ => true,
+                        })
+                        .collect();
+                    out.push_str(head);
+                    if !kept.is_empty() {
+                        out.push('?');
+                        out.push_str(&kept.join("&"));
+                    }
+                }
+                None => out.push_str(rest),
+            }
+            (out, password)
+        }
+        None => {
+            let mut password = None;
+            let mut out = String::with_capacity(url.len());
+            let mut last = 0;
+            for (key, value_start, value_end) in keyword_values(url) {
+                if key.eq_ignore_ascii_case("password") {
+                    let value = &url[value_start..value_end];
+                    let unquoted = match value.strip_prefix('\'') {
+                        Some(v) => v.strip_suffix('\'').unwrap_or(v).to_string(),
+                        None => value.to_string(),
+                    };
+                    password = Some(unquoted.replace("\\'", "'").replace("\\\\", "\\"));
+                    // Drop `password = value`: back from the value over
+                    // spaces, `=`, spaces and the key.
+                    let head = url[..value_start].trim_end();
+                    let head = head.strip_suffix('=').unwrap_or(head).trim_end();
+                    let key_start = head.len() - key.len();
+                    out.push_str(&url[last..key_start]);
+                    last = value_end;
+                }
+            }
+            out.push_str(&url[last..]);
+            (out.trim().to_string(), password)
+        }
+    }
+}
+
 fn uri_parts(url: &str) -> Option<UriParts> {
     let start = ["postgresql://", "postgres://"]
         .iter()
@@ -268,6 +339,44 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_is_split_off_every_form_of_connection_string() {
+        for (url, rest, password) in [
+            (
+                "postgres://app:s3cret@db:5432/app?sslmode=require",
+                "postgres://app@db:5432/app?sslmode=require",
+                Some("s3cret"),
+            ),
+            (
+                "postgresql://app:p%40ss@db/app",
+                "postgresql://app@db/app",
+                Some("p@ss"),
+            ),
+            (
+                "postgres://db/app?password=s3cret",
+                "postgres://db/app",
+                Some("s3cret"),
+            ),
+            (
+                "postgres://db/app?sslmode=require&password=s3cret&application_name=x",
+                "postgres://db/app?sslmode=require&application_name=x",
+                Some("s3cret"),
+            ),
+            ("postgres://app@db/app", "postgres://app@db/app", None),
+            (
+                "host=db password='s 3cret' dbname=app",
+                "host=db  dbname=app",
+                Some("s 3cret"),
+            ),
+            ("host=db password = s3cret", "host=db", Some("s3cret")),
+            ("host=db dbname=app", "host=db dbname=app", None),
+        ] {
+            let (got_rest, got_password) = split_password(url);
+            assert_eq!(got_rest, rest, "{url}");
+            assert_eq!(got_password.as_deref(), password, "{url}");
+        }
+    }
 
     #[test]
     fn uri_passwords_are_replaced_and_the_rest_kept() {

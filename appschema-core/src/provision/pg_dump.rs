@@ -49,6 +49,20 @@ pub(crate) fn dump_schema_with(
     run(&pg_dump, database_url, schema, extra)
 }
 
+/// The `pg_dump` command for `schema`: the password of `database_url` in
+/// its environment (`PGPASSWORD`), not on its command line, where `ps`
+/// shows it to every user of the machine.
+fn command(pg_dump: &Path, database_url: &str, schema: &str, extra: &[&str]) -> Command {
+    let (url, password) = crate::redact::split_password(database_url);
+    let mut cmd = Command::new(pg_dump);
+    cmd.args(extra)
+        .args(["--no-owner", "--schema", schema, "--dbname", &url]);
+    if let Some(password) = password {
+        cmd.env("PGPASSWORD", password);
+    }
+    cmd
+}
+
 fn run(
     pg_dump: &Path,
     database_url: &str,
@@ -59,9 +73,7 @@ fn run(
         path: pg_dump.display().to_string(),
         message,
     };
-    let output = Command::new(pg_dump)
-        .args(extra)
-        .args(["--no-owner", "--schema", schema, "--dbname", database_url])
+    let output = command(pg_dump, database_url, schema, extra)
         .output()
         .map_err(|e| fail(e.to_string()))?;
     if !output.status.success() {
@@ -76,4 +88,28 @@ fn run(
         )));
     }
     String::from_utf8(output.stdout).map_err(|e| fail(format!("output is not UTF-8: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_in_the_environment_not_on_the_command_line() {
+        let cmd = command(
+            Path::new("pg_dump"),
+            "postgres://app:s3cret@db/app",
+            "acme",
+            &[],
+        );
+        assert!(
+            cmd.get_args()
+                .all(|a| !a.to_string_lossy().contains("s3cret")),
+            "{:?}",
+            cmd.get_args().collect::<Vec<_>>()
+        );
+        assert!(cmd
+            .get_envs()
+            .any(|(k, v)| k == "PGPASSWORD" && v == Some("s3cret".as_ref())));
+    }
 }
