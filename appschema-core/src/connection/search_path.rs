@@ -586,9 +586,20 @@ fn fresh_seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(0u8) >> 11
 }
 
+/// `seed` (below `2^53 < 10^16`) as [`SEED_DIGITS`] zero-padded decimal
+/// digits, on the stack: the checkout writes it over its placeholder
+/// without allocating.
+fn seed_digits(mut seed: u64) -> [u8; SEED_DIGITS] {
+    let mut digits = [b'0'; SEED_DIGITS];
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (seed % 10) as u8;
+        seed /= 10;
+    }
+    digits
+}
+
 fn push_seed(out: &mut String, seed: u64) {
-    use std::fmt::Write;
-    write!(out, "{seed:0SEED_DIGITS$}").expect("writing to a String cannot fail");
+    out.push_str(std::str::from_utf8(&seed_digits(seed)).expect("ASCII digits"));
 }
 
 /// `random()` must not stay predictable: a `setseed()` one tenant left on
@@ -602,9 +613,8 @@ pub fn write_seed(out: &mut String, sql: &str) {
     out.push_str(sql);
     let at = SEED_AT..SEED_AT + SEED_DIGITS;
     if sql.get(at.clone()) == Some(SEED_PLACEHOLDER) && sql.starts_with(CHECKOUT_RESET) {
-        let mut seed = String::with_capacity(SEED_DIGITS);
-        push_seed(&mut seed, fresh_seed());
-        out.replace_range(at, &seed);
+        let digits = seed_digits(fresh_seed());
+        out.replace_range(at, std::str::from_utf8(&digits).expect("ASCII digits"));
     }
 }
 
@@ -672,6 +682,16 @@ mod tests {
         assert_ne!(seed(&a), seed(&b));
         assert!(seed(&a).parse::<u64>().unwrap() < 1 << 53);
         assert_eq!(a.replace(&seed(&a), SEED_PLACEHOLDER), sql);
+    }
+
+    #[test]
+    fn seed_digits_are_the_seed_zero_padded() {
+        for seed in [0, 7, 1234567890, (1 << 53) - 1] {
+            assert_eq!(
+                std::str::from_utf8(&seed_digits(seed)).unwrap(),
+                format!("{seed:0SEED_DIGITS$}")
+            );
+        }
     }
 
     /// A marker must never name a parameter that can exist: built-in names
