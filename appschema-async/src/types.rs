@@ -59,11 +59,7 @@ pub(crate) struct PerTenantTypes {
 
 impl PerTenantTypes {
     pub(crate) fn new(setting: Option<bool>, path: &SearchPath) -> PerTenantTypes {
-        let shared = path
-            .shared_only()
-            .split(", ")
-            .map(|quoted| quoted.trim_matches('"').replace("\"\"", "\""))
-            .collect();
+        let shared = path.shared_schemas().map(str::to_string).collect();
         PerTenantTypes {
             setting,
             shared,

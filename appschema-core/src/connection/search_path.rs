@@ -65,7 +65,7 @@ impl SearchPath {
     /// The `search_path` value for `tenant`'s work.
     pub fn for_tenant(&self, tenant: &SchemaName) -> String {
         let mut out = tenant.quoted();
-        for name in std::iter::once(&self.shared).chain(&self.extra) {
+        for name in self.shared_schemas() {
             out.push_str(", ");
             out.push_str(&quote_ident(name));
         }
@@ -92,11 +92,23 @@ impl SearchPath {
         }
     }
 
+    /// The bare names of the shared schema and the extra schemas, in path
+    /// order: the schemas every tenant's path shares.
+    ///
+    /// ```
+    /// use appschema::connection::SearchPath;
+    /// let path = SearchPath::new().extra_schema("extensions")?;
+    /// assert_eq!(path.shared_schemas().collect::<Vec<_>>(), ["public", "extensions"]);
+    /// # Ok::<(), appschema::ConnectionError>(())
+    /// ```
+    pub fn shared_schemas(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.shared.as_str()).chain(self.extra.iter().map(String::as_str))
+    }
+
     /// The `search_path` value for shared-only work (no tenant).
     pub fn shared_only(&self) -> String {
-        std::iter::once(&self.shared)
-            .chain(&self.extra)
-            .map(|n| quote_ident(n))
+        self.shared_schemas()
+            .map(quote_ident)
             .collect::<Vec<_>>()
             .join(", ")
     }
