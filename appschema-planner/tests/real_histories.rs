@@ -6,75 +6,16 @@
 //! at creation, the template, a spare, a spare claim falling back to the
 //! template — and must hold one catalog **and the same rows**.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
 use appschema_core::migrate::{extensions_in_schemas, Migrator};
 use appschema_core::provision::{
-    create_tenant, ensure_spares, find_pg_dump, generate_template, spare_schemas, store_template,
-    NewTenant, Source,
+    create_tenant, ensure_spares, generate_template, spare_schemas, store_template, Source,
 };
 use appschema_core::{registry, MigrationSet, Scope};
-use appschema_planner::load_with_schema_files;
 use appschema_tempdb::TestDb;
 use diesel::prelude::*;
-
-fn history(name: &str) -> MigrationSet {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    load_with_schema_files(&dir.join("migrations"), &[dir.join("src/schema.rs")], &dir)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-/// `pg_dump --schema-only` of `schema`, normalized: comments, blank lines
-/// and session settings left out, the schema's name replaced by `TENANT`.
-fn normalized_dump(url: &str, schema: &str) -> String {
-    let out = Command::new(find_pg_dump().expect("pg_dump"))
-        .args([
-            "--schema-only",
-            "--no-owner",
-            "--schema",
-            schema,
-            "--dbname",
-            url,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| {
-            !(l.is_empty()
-                || l.starts_with("--")
-                || l.starts_with("SET ")
-                || l.starts_with("SELECT pg_catalog.set_config")
-                || l.starts_with('\\'))
-        })
-        .map(|l| l.replace(schema, "TENANT"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-#[derive(QueryableByName)]
-struct Row {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    value: String,
-}
-
-fn strings(conn: &mut PgConnection, sql: &str) -> Vec<String> {
-    diesel::sql_query(sql)
-        .load::<Row>(conn)
-        .unwrap_or_else(|e| panic!("{e}: {sql}"))
-        .into_iter()
-        .map(|r| r.value)
-        .collect()
-}
+use support::{diff, diff_lines, history, normalized_dump, request, strings};
 
 /// Every row of every table of `schema` (but the tracking table's), sorted,
 /// and every sequence's state. A column whose default is a value of the
@@ -125,28 +66,6 @@ fn rows(conn: &mut PgConnection, schema: &str) -> Vec<String> {
                 "SELECT '{seq} ' || last_value || ' ' || is_called AS value FROM \"{schema}\".\"{seq}\""
             ),
         ));
-    }
-    out
-}
-
-fn request(public_name: &str, schema: &str, source: Source) -> NewTenant {
-    NewTenant::new(public_name)
-        .unwrap()
-        .schema(schema)
-        .unwrap()
-        .source(source)
-}
-
-fn diff(expected: &[String], got: &[String]) -> String {
-    let mut out = String::new();
-    for line in expected.iter().filter(|l| !got.contains(l)) {
-        out.push_str(&format!("- {line}\n"));
-    }
-    for line in got.iter().filter(|l| !expected.contains(l)) {
-        out.push_str(&format!("+ {line}\n"));
-    }
-    if out.is_empty() {
-        out.push_str("(same lines, other order)");
     }
     out
 }
@@ -234,10 +153,7 @@ fn every_way_gives_one_catalog_and_the_same_rows(set: &MigrationSet) -> Vec<Stri
         assert!(
             got == catalog,
             "`{schema}`'s catalog differs from the tenant built by migrate:\n{}",
-            diff(
-                &catalog.lines().map(String::from).collect::<Vec<_>>(),
-                &got.lines().map(String::from).collect::<Vec<_>>()
-            )
+            diff_lines(&catalog, &got)
         );
         let got = rows(&mut conn, schema);
         assert!(

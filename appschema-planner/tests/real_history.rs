@@ -7,75 +7,19 @@
 //! catalog: `migrate` on an existing tenant, the migrations at creation, the
 //! schema template, and a spare.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
 use appschema_core::migrate::Migrator;
 use appschema_core::provision::{
-    create_tenant, ensure_spares, find_pg_dump, generate_template, spare_schemas, store_template,
-    NewTenant, Source,
+    create_tenant, ensure_spares, generate_template, spare_schemas, store_template, Source,
 };
 use appschema_core::{registry, MigrationSet, Scope};
-use appschema_planner::load_with_schema_files;
 use appschema_tempdb::TestDb;
-use diesel::prelude::*;
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real_history")
-}
-
-fn history() -> MigrationSet {
-    let dir = fixture();
-    load_with_schema_files(&dir.join("migrations"), &[dir.join("src/schema.rs")], &dir)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// `pg_dump --schema-only` of `schema`, normalized: comments, blank lines
-/// and session settings left out, the schema's name replaced by `TENANT`.
-fn normalized_dump(url: &str, schema: &str) -> String {
-    let pg_dump = find_pg_dump().expect("pg_dump");
-    let out = Command::new(pg_dump)
-        .args([
-            "--schema-only",
-            "--no-owner",
-            "--schema",
-            schema,
-            "--dbname",
-            url,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| {
-            !(l.is_empty()
-                || l.starts_with("--")
-                || l.starts_with("SET ")
-                || l.starts_with("SELECT pg_catalog.set_config")
-                || l.starts_with("\\"))
-        })
-        .map(|l| l.replace(schema, "TENANT"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn request(public_name: &str, schema: &str, source: Source) -> NewTenant {
-    NewTenant::new(public_name)
-        .unwrap()
-        .schema(schema)
-        .unwrap()
-        .source(source)
-}
+use support::{diff_lines, history, normalized_dump, request, strings};
 
 #[test]
 fn the_planner_decides_every_migration_of_the_history_in_diesel_s_order() {
-    let set = history();
+    let set = history("real_history");
     let got: Vec<(&str, Scope, bool)> = set
         .migrations()
         .iter()
@@ -114,7 +58,7 @@ fn tenants_built_by_migrate_by_migrations_from_the_template_and_from_a_spare_hav
     let db = TestDb::new();
     let mut conn = db.conn();
     registry::install(&mut conn).unwrap();
-    let set = history();
+    let set = history("real_history");
 
     // A tenant that exists before the history is applied: `migrate` builds
     // it, running the CONCURRENTLY migrations outside a transaction.
@@ -198,14 +142,14 @@ fn tenants_built_by_migrate_by_migrations_from_the_template_and_from_a_spare_hav
         assert!(
             got == expected,
             "`{schema}` differs from the tenant built by migrate:\n{}",
-            diff(&expected, &got)
+            diff_lines(&expected, &got)
         );
     }
     for schema in schemas {
         // Same data where the history put some: the view is populated, the
         // enum has its three values, every version is recorded.
         assert_eq!(
-            query_strings(
+            strings(
                 &mut conn,
                 &format!(
                     "SELECT count(*)::text AS value FROM {schema}.recent_crate_downloads
@@ -220,26 +164,6 @@ fn tenants_built_by_migrate_by_migrations_from_the_template_and_from_a_spare_hav
     }
 }
 
-fn diff(expected: &str, got: &str) -> String {
-    let e: Vec<&str> = expected.lines().collect();
-    let g: Vec<&str> = got.lines().collect();
-    let mut out = String::new();
-    for line in &e {
-        if !g.contains(line) {
-            out.push_str(&format!("- {line}\n"));
-        }
-    }
-    for line in &g {
-        if !e.contains(line) {
-            out.push_str(&format!("+ {line}\n"));
-        }
-    }
-    if out.is_empty() {
-        out.push_str("(same lines, other order)");
-    }
-    out
-}
-
 #[test]
 fn a_tenant_created_before_the_shared_migrations_ran_says_to_run_migrate() {
     let db = TestDb::new();
@@ -247,7 +171,7 @@ fn a_tenant_created_before_the_shared_migrations_ran_says_to_run_migrate() {
     registry::install(&mut conn).unwrap();
     let err = create_tenant(
         &mut conn,
-        &history(),
+        &history("real_history"),
         &request("early.example", "early", Source::Migrations),
     )
     .unwrap_err();
@@ -271,24 +195,8 @@ fn a_tenant_created_before_the_shared_migrations_ran_says_to_run_migrate() {
         assert!(!pair[0].contains(&pair[1]), "{chain:#?}");
     }
     // Spares and the template's scratch schema say the same.
-    let err = ensure_spares(&mut conn, &history(), 1).unwrap_err();
+    let err = ensure_spares(&mut conn, &history("real_history"), 1).unwrap_err();
     assert!(err.to_string().contains("appschema-cli migrate"), "{err}");
-    let err = generate_template(&mut conn, db.url(), &history()).unwrap_err();
+    let err = generate_template(&mut conn, db.url(), &history("real_history")).unwrap_err();
     assert!(err.to_string().contains("appschema-cli migrate"), "{err}");
-}
-
-#[derive(QueryableByName)]
-struct Row {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    value: String,
-}
-
-/// The `value` column of every row `sql` returns.
-fn query_strings(conn: &mut PgConnection, sql: &str) -> Vec<String> {
-    diesel::sql_query(sql)
-        .load::<Row>(conn)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.value)
-        .collect()
 }
