@@ -16,6 +16,8 @@ use appschema_core::{MigrationSet, PublicName, Scope, SearchPath};
 use clap::{Parser, Subcommand};
 
 mod citus_cmds;
+mod dry_run;
+mod migration_cmds;
 mod ops_cmds;
 mod provision_cmds;
 mod transfer_cmds;
@@ -328,7 +330,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Prepare { plan_file, check } => prepare(&config, &plan_file, check),
         Command::Migration {
             command: MigrationCommand::Generate { name, scope },
-        } => generate(&config, &name, &scope),
+        } => migration_cmds::generate(&config.migrations_dir, &name, &scope),
         Command::Provision(command) => {
             provision_cmds::run(command, config.database_url()?, || config.migrations())
         }
@@ -373,26 +375,8 @@ fn migrate(config: &Config, migrator: Migrator, dry_run: bool) -> Result<ExitCod
     }
     if dry_run {
         let plan = migrator.plan(&set).context("cannot read what is pending")?;
-        if plan.is_empty() {
-            println!("nothing to apply");
-        }
-        for (i, step) in plan.iter().enumerate() {
-            let shown: Vec<&str> = step.schemas.iter().take(10).map(String::as_str).collect();
-            let more = step.schemas.len().saturating_sub(shown.len());
-            println!(
-                "{}. {} ({}) -> {} schema(s): {}{}",
-                i + 1,
-                step.migration,
-                step.scope,
-                step.schemas.len(),
-                shown.join(", "),
-                if more > 0 {
-                    format!(", … and {more} more")
-                } else {
-                    String::new()
-                }
-            );
-        }
+        let tenants = dry_run::tenant_schemas(config.database_url()?, &migrator)?;
+        dry_run::print(&set, &plan, tenants);
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -714,56 +698,6 @@ fn isolated_tables_in(config: &Config, schema: &str) -> Result<Vec<String>> {
     .collect())
 }
 
-fn generate(config: &Config, name: &str, scope: &str) -> Result<ExitCode> {
-    let scope: Scope = scope.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        bail!("migration name `{name}` must be letters, digits and `_`");
-    }
-    let dir = config
-        .migrations_dir
-        .join(format!("{}_{name}", timestamp()));
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("failed to create `{}`", dir.display()))?;
-    for (file, text) in [
-        ("up.sql", "-- Your SQL goes here\n".to_string()),
-        (
-            "down.sql",
-            "-- This file should undo anything in `up.sql`\n".to_string(),
-        ),
-        ("metadata.toml", format!("appschema_scope = \"{scope}\"\n")),
-    ] {
-        let path = dir.join(file);
-        std::fs::write(&path, text)
-            .with_context(|| format!("failed to write `{}`", path.display()))?;
-    }
-    println!("created {}", dir.display());
-    Ok(ExitCode::SUCCESS)
-}
-
-/// diesel's version format, UTC: `YYYY-MM-DD-HHMMSS`.
-fn timestamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -771,12 +705,5 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn timestamps_have_diesels_format() {
-        let t = super::timestamp();
-        assert_eq!(t.len(), 17, "{t}");
-        assert!(t.starts_with("20"), "{t}");
     }
 }
