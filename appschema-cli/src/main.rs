@@ -20,6 +20,7 @@ mod dry_run;
 mod migration_cmds;
 mod ops_cmds;
 mod provision_cmds;
+mod schema_cmds;
 mod transfer_cmds;
 
 /// Schema-per-tenant multi-tenancy for Diesel on PostgreSQL.
@@ -144,6 +145,8 @@ enum Command {
     Transfer(transfer_cmds::TransferCommand),
     #[command(flatten)]
     Ops(ops_cmds::OpsCommand),
+    #[command(flatten)]
+    Schema(schema_cmds::SchemaCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -341,6 +344,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Ops(command) => {
             ops_cmds::run(command, config.database_url()?, &config.search_path)
         }
+        Command::Schema(command) => schema_cmds::run(command),
     }
 }
 

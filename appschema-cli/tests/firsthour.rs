@@ -146,3 +146,80 @@ fn migrate_dry_run_lists_isolated_migrations_before_the_first_tenant() {
     let out = run(cli(dir.path()).args(["migrate", "--dry-run", "--database-url", db.url()]));
     assert_eq!(out.stdout, "nothing to apply\n", "{}", out.stderr);
 }
+
+const PRINTED: &str = include_str!("fixtures/print_schema/tenant.rs");
+const FIXED: &str = include_str!("fixtures/print_schema/tenant.fixed.rs");
+
+#[test]
+fn schema_fix_makes_print_schema_output_usable_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tenant.rs");
+    std::fs::write(&file, PRINTED).unwrap();
+
+    let out = run(cli(dir.path()).args(["schema", "fix", "tenant.rs", "--check"]));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("--tenant-schema dev_localhost"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        PRINTED,
+        "--check wrote"
+    );
+
+    let out = run(cli(dir.path()).args([
+        "schema",
+        "fix",
+        "tenant.rs",
+        "--tenant-schema",
+        "dev_localhost",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "tenant.rs: 2 type(s) unqualified (schema `dev_localhost`), 2 `QueryId` derive(s) added\n"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), FIXED);
+
+    // Again: nothing changes, and --check agrees.
+    let out = run(cli(dir.path()).args([
+        "schema",
+        "fix",
+        "tenant.rs",
+        "--tenant-schema",
+        "dev_localhost",
+    ]));
+    assert_eq!(out.stdout, "tenant.rs: nothing to fix\n", "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), FIXED);
+    let out = run(cli(dir.path()).args([
+        "schema",
+        "fix",
+        "tenant.rs",
+        "--check",
+        "--tenant-schema",
+        "dev_localhost",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // A shared file (no --tenant-schema) keeps every type's schema.
+    std::fs::write(&file, PRINTED).unwrap();
+    let out = run(cli(dir.path()).args(["schema", "fix", "tenant.rs"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .matches("schema = \"dev_localhost\"")
+            .count(),
+        2
+    );
+
+    let out = run(cli(dir.path()).args(["schema", "fix", "missing.rs"]));
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("failed to read `missing.rs`"),
+        "{}",
+        out.stderr
+    );
+}
