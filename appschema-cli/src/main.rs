@@ -16,6 +16,7 @@ use appschema_core::{MigrationSet, PublicName, Scope, SearchPath};
 use clap::{Parser, Subcommand};
 
 mod citus_cmds;
+mod dev_cmds;
 mod dry_run;
 mod migration_cmds;
 mod ops_cmds;
@@ -147,6 +148,8 @@ enum Command {
     Ops(ops_cmds::OpsCommand),
     #[command(flatten)]
     Schema(schema_cmds::SchemaCommand),
+    #[command(flatten)]
+    Dev(dev_cmds::DevCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -345,6 +348,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             ops_cmds::run(command, config.database_url()?, &config.search_path)
         }
         Command::Schema(command) => schema_cmds::run(command),
+        Command::Dev(command) => dev_cmds::run(command),
     }
 }
 

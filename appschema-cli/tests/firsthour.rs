@@ -223,3 +223,104 @@ fn schema_fix_makes_print_schema_output_usable_and_is_idempotent() {
         out.stderr
     );
 }
+
+/// Stops the development server of a test, however the test ends.
+struct StopOnDrop(std::path::PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = cli(&self.0).args(["dev", "stop"]).output();
+    }
+}
+
+fn count_notes(url: &str) -> Result<i64, diesel::ConnectionError> {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = PgConnection::establish(url)?;
+    Ok(diesel::sql_query("SELECT count(*) AS n FROM notes")
+        .get_result::<N>(&mut conn)
+        .unwrap()
+        .n)
+}
+
+#[test]
+fn dev_server_starts_once_stops_and_restarts_with_its_data() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let _stop = StopOnDrop(dir.path().to_path_buf());
+    let out = run(cli(dir.path()).args(["dev", "status"]));
+    assert_eq!(out.code, 3, "{}", out.stdout);
+    assert!(out.stdout.starts_with("not created"), "{}", out.stdout);
+
+    let out = run(cli(dir.path()).args(["dev", "start"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("created and started"), "{}", out.stderr);
+    let url = out
+        .stdout
+        .trim()
+        .strip_prefix("export DATABASE_URL=")
+        .unwrap_or_else(|| panic!("{}", out.stdout))
+        .to_string();
+    assert!(url.starts_with("postgres://postgres:"), "{url}");
+    // The data is the project's, out of git.
+    assert!(dir.path().join(".appschema/pgdata/PG_VERSION").is_file());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".appschema/.gitignore"))
+            .unwrap()
+            .lines()
+            .last(),
+        Some("*")
+    );
+    let mut conn = diesel::PgConnection::establish(&url).unwrap();
+    conn.batch_execute("CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept')")
+        .unwrap();
+    drop(conn);
+    // The password is required: the URL without it is refused.
+    let no_password = url.replacen(
+        &url[url.find(':').unwrap() + 3..url.find('@').unwrap()],
+        "postgres",
+        1,
+    );
+    assert!(diesel::PgConnection::establish(&no_password).is_err());
+
+    // Starting a running server does nothing, and says so.
+    let out = run(cli(dir.path()).args(["dev", "start"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("already running"), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), format!("export DATABASE_URL={url}"));
+    let out = run(cli(dir.path()).args(["dev", "status"]));
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.starts_with("running (pid "), "{}", out.stdout);
+
+    let out = run(cli(dir.path()).args(["dev", "stop"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        count_notes(&url).is_err(),
+        "still accepting connections after stop"
+    );
+    let out = run(cli(dir.path()).args(["dev", "status"]));
+    assert_eq!(
+        (out.code, out.stdout.starts_with("stopped")),
+        (3, true),
+        "{}",
+        out.stdout
+    );
+
+    // Started again: same URL, same data.
+    let out = run(cli(dir.path()).args(["dev", "start"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("development server started"),
+        "{}",
+        out.stderr
+    );
+    let out = run(cli(dir.path()).args(["dev", "url"]));
+    assert_eq!(out.stdout.trim(), url);
+    assert_eq!(count_notes(&url).unwrap(), 1);
+}

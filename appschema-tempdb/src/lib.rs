@@ -13,6 +13,9 @@
 //!   workers), and every test database is a Citus database on all three:
 //!   the same tests then run against the coordinator.
 //!
+//! - for development, [`DevCluster`] keeps a server's data in the project
+//!   and outlives the process that starts it (`appschema-cli dev start`).
+//!
 //! One server is shared per process ([`server`]), and each test takes its own
 //! database on it ([`TestDb`]), so tests run in parallel without seeing each
 //! other's tables.
@@ -34,6 +37,7 @@
 mod bins;
 mod citus;
 mod cluster;
+mod dev;
 mod pgbouncer;
 mod process;
 mod testdb;
@@ -41,6 +45,7 @@ mod tls;
 
 pub use citus::{citus_for_tests, CitusTestDb, TempCitus};
 pub use cluster::TempCluster;
+pub use dev::{DevCluster, DevStarted, DevStatus};
 pub use pgbouncer::TempPgBouncer;
 pub use testdb::{server, Server, TestDb};
 pub use tls::TempTlsCluster;

@@ -60,6 +60,14 @@ impl RunAs {
         Ok(Some(RunAs { uid, gid }))
     }
 
+    pub(crate) fn uid(self) -> u32 {
+        self.uid
+    }
+
+    pub(crate) fn gid(self) -> u32 {
+        self.gid
+    }
+
     pub(crate) fn apply(self, cmd: &mut Command) {
         cmd.uid(self.uid).gid(self.gid);
     }
