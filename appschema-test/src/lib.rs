@@ -61,14 +61,22 @@
 //! databases there at will. Each test's own database is dropped when its
 //! [`TestDatabase`] is.
 //!
+//! Async applications (diesel-async): with the `async` feature,
+//! [`TestDatabase::async_pool`] is an `AsyncSharedPool` on the same
+//! database and [`TestDatabase::async_conn_for`] a connection from it on a
+//! tenant's path, for `#[tokio::test]`s (the crate's `tests/async_http.rs`
+//! is the README's async HTTP test recipe).
+//!
 //! Add it as a dev-dependency only: `appschema-test = "0.1"` under
-//! `[dev-dependencies]`.
+//! `[dev-dependencies]` (`features = ["async"]` for the async pool).
 #![warn(missing_docs)]
 
 mod template;
 
 use std::fmt;
 use std::sync::Arc;
+#[cfg(feature = "async")]
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use appschema_core::provision::{self, NewTenant, Source};
@@ -195,6 +203,9 @@ impl TestDatabaseBuilder {
         Ok(TestDatabase {
             tenants,
             migrations: self.migrations,
+            pool_size: self.pool_size,
+            #[cfg(feature = "async")]
+            async_pool: OnceLock::new(),
             pool,
             registry_pool,
             db,
@@ -207,8 +218,12 @@ impl TestDatabaseBuilder {
 pub struct TestDatabase {
     tenants: Vec<Tenant>,
     migrations: Arc<MigrationSet>,
+    pool_size: u32,
     // Fields drop in order: the pools close their connections before the
-    // database goes.
+    // database goes (which is dropped `WITH (FORCE)`: an async connection
+    // closes on its runtime, possibly after).
+    #[cfg(feature = "async")]
+    async_pool: OnceLock<appschema_async::AsyncSharedPool>,
     pool: SharedPool,
     registry_pool: RegistryPool,
     db: TestDb,
@@ -255,6 +270,48 @@ impl TestDatabase {
     /// tenant's `search_path`. Clones share the connections.
     pub fn pool(&self) -> &SharedPool {
         &self.pool
+    }
+
+    /// The async pool (diesel-async) tenant work runs on: an
+    /// `AsyncSharedPool` on this database, each checkout on the tenant's
+    /// `search_path`, at most [`TestDatabaseBuilder::pool_size`]
+    /// connections. Built on first call (no connection is opened until a
+    /// checkout); clones share the connections. Feature `async`.
+    ///
+    /// ```no_run
+    /// # static MIGRATIONS: std::sync::LazyLock<appschema::MigrationSet> =
+    /// #     std::sync::LazyLock::new(|| appschema::MigrationSet::new(Vec::new()));
+    /// # async fn t() {
+    /// let db = appschema_test::TestDatabase::builder(&MIGRATIONS)
+    ///     .tenants(["acme.localhost"])
+    ///     .build();
+    /// let pool = db.async_pool().clone(); // hand it to your async app
+    /// # }
+    /// ```
+    #[cfg(feature = "async")]
+    pub fn async_pool(&self) -> &appschema_async::AsyncSharedPool {
+        self.async_pool.get_or_init(|| {
+            appschema_async::AsyncSharedPool::builder(self.db.url())
+                .max_size(self.pool_size as usize)
+                .connection_timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_else(|e| panic!("appschema-test: cannot build the AsyncSharedPool: {e}"))
+        })
+    }
+
+    /// A connection from [`TestDatabase::async_pool`] on `public_name`'s
+    /// `search_path` (its schema, then `public`). Panics on failure.
+    /// Feature `async`.
+    #[cfg(feature = "async")]
+    pub async fn async_conn_for(
+        &self,
+        public_name: &str,
+    ) -> appschema_async::AsyncTenantConnection {
+        let schema = &self.tenant(public_name).schema_name;
+        self.async_pool()
+            .get_for(schema)
+            .await
+            .unwrap_or_else(|e| panic!("appschema-test: no async connection for {schema}: {e}"))
     }
 
     /// A plain r2d2 pool on the shared schema, for the [`Resolver`] (see
