@@ -26,9 +26,11 @@ pub(crate) enum SchemaSubcommand {
     /// Rewrites, in place, what diesel's print-schema output needs for
     /// appschema: custom SQL types printed from a tenant's schema lose
     /// `schema = "<tenant>"` (such a type exists once per tenant and is
-    /// resolved through the connection's path), and every custom SQL type
-    /// derives `diesel::query_builder::QueryId` (diesel-async needs it).
-    /// Running it again changes nothing.
+    /// resolved through the connection's path) and implement `QueryId`
+    /// without a static id (so that diesel never reuses a statement
+    /// prepared with another tenant's type); every other custom SQL type
+    /// derives `diesel::query_builder::QueryId` (no insert or filter on it
+    /// compiles without). Running it again changes nothing.
     #[command(after_help = "Examples:
   appschema-cli schema fix src/schema/tenant.rs
   appschema-cli schema fix src/schema/tenant.rs --tenant-schema dev_localhost
@@ -94,7 +96,7 @@ fn fix_file(path: &Path, tenant_schema: Option<&str>, check: bool) -> Result<boo
         return Ok(true);
     }
     let what = format!(
-        "{} type(s) unqualified{}, {} `QueryId` derive(s) added",
+        "{} per-tenant type(s) unqualified{}, {} `QueryId` derive(s) added",
         fixed.unqualified,
         fixed
             .tenant_schema
@@ -126,69 +128,130 @@ pub(crate) struct Fixed {
 /// Fixes print-schema output `text` (see [`SchemaSubcommand::Fix`]).
 /// Works line by line on the shape print-schema writes (rustfmt'd), so
 /// comments and formatting are kept.
+///
+/// A custom SQL type of the tenant's schema exists once per tenant: it
+/// loses `schema = ".."`, and gets a `QueryId` without a static id instead
+/// of the derived one. Diesel caches a prepared statement whose query type
+/// has a static id by that type alone, with the OIDs of its bind types as
+/// they were when it was prepared: on a connection that moves from tenant
+/// A to tenant B, B's insert would reuse the statement prepared with A's
+/// `mood` (`expression is of type a.mood`). Without a static id the cache
+/// key is the SQL and the bind types' OIDs, which differ per tenant.
 pub(crate) fn fix(text: &str, tenant_schema: Option<&str>) -> Fixed {
-    let tenant_schema = tenant_schema.map(str::to_string);
-    let mut out = String::with_capacity(text.len() + 64);
+    let mut out = String::with_capacity(text.len() + 256);
     let (mut unqualified, mut query_ids) = (0, 0);
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
-        if line.trim_start().starts_with("#[derive(") {
-            // A derive list rustfmt may have broken over several lines.
-            let mut end = i;
-            while end + 1 < lines.len() && !lines[end].contains(")]") {
-                end += 1;
+        if !line.trim_start().starts_with("#[derive(") {
+            out.push_str(line);
+            i += 1;
+            continue;
+        }
+        // A derive list rustfmt may have broken over several lines.
+        let mut end = i;
+        while end + 1 < lines.len() && !lines[end].contains(")]") {
+            end += 1;
+        }
+        let derive = lines[i..=end].concat();
+        let items = derive_items(&derive);
+        // The type's other attributes, then its `pub struct Name;`.
+        let mut struct_line = end + 1;
+        while struct_line < lines.len() && lines[struct_line].trim_start().starts_with("#[") {
+            struct_line += 1;
+        }
+        let name = lines.get(struct_line).and_then(|l| struct_name(l));
+        let (Some(name), true) = (name, items.iter().any(|d| is(d, "SqlType"))) else {
+            out.push_str(&derive);
+            i = end + 1;
+            continue;
+        };
+        let attrs = lines[end + 1..struct_line].concat();
+        let indent: String = line.chars().take_while(|c| c.is_whitespace()).collect();
+        let manual_impl = format!("impl diesel::query_builder::QueryId for {name} {{");
+        match tenant_schema.and_then(|schema| unqualify_postgres_type(&attrs, schema)) {
+            Some(unqualified_attrs) => {
+                let kept: Vec<&str> = items
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|d| !is(d, "QueryId"))
+                    .collect();
+                out.push_str(&format!("{indent}#[derive({})]\n", kept.join(", ")));
+                out.push_str(&unqualified_attrs);
+                out.push_str(lines[struct_line]);
+                if !text.contains(&manual_impl) {
+                    out.push_str(&format!(
+                        "{indent}// appschema: one `{name}` per tenant; no static query id, so that\n\
+                         {indent}// diesel caches its statements per bind type OID, per tenant.\n\
+                         {indent}{manual_impl}\n\
+                         {indent}    type QueryId = ();\n\
+                         {indent}    const HAS_STATIC_QUERY_ID: bool = false;\n\
+                         {indent}}}\n"
+                    ));
+                }
+                unqualified += 1;
             }
-            let attr: String = lines[i..=end].concat();
-            let derives_sql_type = attr
-                .split(|c: char| c == ',' || c == '(' || c == ')' || c.is_whitespace())
-                .any(|d| d == "SqlType" || d.ends_with("::SqlType"));
-            let has_query_id = attr
-                .split(|c: char| c == ',' || c == '(' || c == ')' || c.is_whitespace())
-                .any(|d| d == "QueryId" || d.ends_with("::QueryId"));
-            if derives_sql_type && !has_query_id {
-                if end > i && line.trim_end().ends_with("#[derive(") {
+            None => {
+                if items.iter().any(|d| is(d, "QueryId")) || text.contains(&manual_impl) {
+                    out.push_str(&derive);
+                } else if end > i && line.trim_end().ends_with("#[derive(") {
                     // One derive a line: add one more line, indented alike.
-                    let indent: String = lines[i + 1]
+                    let inner: String = lines[i + 1]
                         .chars()
                         .take_while(|c| c.is_whitespace())
                         .collect();
                     out.push_str(line);
-                    out.push_str(&format!("{indent}diesel::query_builder::QueryId,\n"));
+                    out.push_str(&format!("{inner}diesel::query_builder::QueryId,\n"));
                     out.push_str(&lines[i + 1..=end].concat());
+                    query_ids += 1;
                 } else {
-                    out.push_str(&attr.replacen(
+                    out.push_str(&derive.replacen(
                         "#[derive(",
                         "#[derive(diesel::query_builder::QueryId, ",
                         1,
                     ));
+                    query_ids += 1;
                 }
-                query_ids += 1;
-            } else {
-                out.push_str(&attr);
+                out.push_str(&attrs);
+                out.push_str(lines[struct_line]);
             }
-            i = end + 1;
-            continue;
         }
-        match tenant_schema
-            .as_deref()
-            .and_then(|schema| unqualify_postgres_type(line, schema))
-        {
-            Some(fixed) => {
-                out.push_str(&fixed);
-                unqualified += 1;
-            }
-            None => out.push_str(line),
-        }
-        i += 1;
+        i = struct_line + 1;
     }
     Fixed {
         text: out,
-        tenant_schema,
+        tenant_schema: tenant_schema.map(str::to_string),
         unqualified,
         query_ids,
     }
+}
+
+/// The paths a `#[derive(..)]` attribute lists.
+fn derive_items(attr: &str) -> Vec<String> {
+    let inner = attr.split_once("#[derive(").map_or("", |(_, rest)| {
+        rest.rsplit_once(")]").map_or(rest, |(list, _)| list)
+    });
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether the derive path `item` names `name` (`SqlType`,
+/// `diesel::sql_types::SqlType`).
+fn is(item: &str, name: &str) -> bool {
+    item == name || item.ends_with(&format!("::{name}"))
+}
+
+/// `Name` of a `pub struct Name;` line.
+fn struct_name(line: &str) -> Option<&str> {
+    let name = line.trim().strip_prefix("pub struct ")?.strip_suffix(';')?;
+    name.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        .then_some(name)
 }
 
 /// The `<schema>` of the `pub mod <schema> {` that `print-schema --schema
@@ -222,8 +285,8 @@ mod tests {
 
     #[test]
     fn a_multi_line_derive_list_gets_query_id_once() {
-        let text = "    #[derive(\n        Clone,\n        diesel::sql_types::SqlType,\n    )]\n    pub struct Mood;\n";
-        let fixed = fix(text, None);
+        let text = "    #[derive(\n        Clone,\n        diesel::sql_types::SqlType,\n    )]\n    #[diesel(postgres_type(name = \"mood\", schema = \"public\"))]\n    pub struct Mood;\n";
+        let fixed = fix(text, Some("dev"));
         assert_eq!(fixed.query_ids, 1);
         assert!(
             fixed.text.starts_with(
@@ -232,7 +295,25 @@ mod tests {
             "{}",
             fixed.text
         );
-        assert_eq!(fix(&fixed.text, None).text, fixed.text);
+        assert_eq!(fix(&fixed.text, Some("dev")).text, fixed.text);
+    }
+
+    #[test]
+    fn a_per_tenant_type_gets_a_query_id_without_a_static_id() {
+        let text = "#[derive(\n    diesel::query_builder::QueryId,\n    Clone,\n    diesel::sql_types::SqlType,\n)]\n#[diesel(postgres_type(name = \"mood\", schema = \"dev\"))]\npub struct Mood;\n";
+        let fixed = fix(text, Some("dev"));
+        assert_eq!((fixed.unqualified, fixed.query_ids), (1, 0));
+        assert!(
+            fixed.text.starts_with(
+                "#[derive(Clone, diesel::sql_types::SqlType)]\n#[diesel(postgres_type(name = \"mood\"))]\npub struct Mood;\n"
+            ),
+            "{}",
+            fixed.text
+        );
+        assert!(fixed
+            .text
+            .contains("const HAS_STATIC_QUERY_ID: bool = false;"));
+        assert_eq!(fix(&fixed.text, Some("dev")).text, fixed.text);
     }
 
     #[test]

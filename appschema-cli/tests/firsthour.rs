@@ -179,7 +179,7 @@ fn schema_fix_makes_print_schema_output_usable_and_is_idempotent() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.stdout,
-        "tenant.rs: 2 type(s) unqualified (schema `dev_localhost`), 2 `QueryId` derive(s) added\n"
+        "tenant.rs: 2 per-tenant type(s) unqualified (schema `dev_localhost`), 1 `QueryId` derive(s) added\n"
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), FIXED);
 

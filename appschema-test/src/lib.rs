@@ -203,6 +203,7 @@ impl TestDatabaseBuilder {
         Ok(TestDatabase {
             tenants,
             migrations: self.migrations,
+            #[cfg(feature = "async")]
             pool_size: self.pool_size,
             #[cfg(feature = "async")]
             async_pool: OnceLock::new(),
@@ -218,6 +219,7 @@ impl TestDatabaseBuilder {
 pub struct TestDatabase {
     tenants: Vec<Tenant>,
     migrations: Arc<MigrationSet>,
+    #[cfg(feature = "async")]
     pool_size: u32,
     // Fields drop in order: the pools close their connections before the
     // database goes (which is dropped `WITH (FORCE)`: an async connection
