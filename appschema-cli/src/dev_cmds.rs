@@ -33,12 +33,23 @@ pub(crate) enum DevCommand {
 pub(crate) enum DevSubcommand {
     /// Creates the server on first use, else starts it with its data; does
     /// nothing when it runs. Prints `export DATABASE_URL=…` on stdout.
+    #[command(after_help = "Examples:
+  appschema-cli dev start
+  eval \"$(appschema-cli dev start)\"    # and set DATABASE_URL in this shell
+  appschema-cli dev start --dir /var/tmp/myapp-dev")]
     Start,
     /// Stops the server (fast shutdown), keeping its data.
+    #[command(after_help = "Examples:
+  appschema-cli dev stop")]
     Stop,
     /// Says whether the server exists and runs (exit 3 when stopped or not created).
+    #[command(after_help = "Examples:
+  appschema-cli dev status")]
     Status,
     /// Prints the server's connection URL.
+    #[command(after_help = "Examples:
+  appschema-cli dev url
+  psql \"$(appschema-cli dev url)\"")]
     Url,
 }
 
