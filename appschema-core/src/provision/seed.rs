@@ -152,9 +152,14 @@ pub(crate) fn seed_sql(
         if !has_rows {
             continue;
         }
-        let columns = table.columns.unwrap_or_default();
+        // A table with no column (or only generated ones) still holds
+        // rows: they are copied as rows of defaults, as pg_dump's are.
+        let (list, columns) = match table.columns {
+            Some(columns) => (format!(" ({columns})"), columns),
+            None => (String::new(), String::new()),
+        };
         sql.push_str(&format!(
-            "INSERT INTO {} ({columns}) OVERRIDING SYSTEM VALUE SELECT {columns} FROM ONLY {source};\n",
+            "INSERT INTO {}{list} OVERRIDING SYSTEM VALUE SELECT {columns} FROM ONLY {source};\n",
             target(&table.name)
         ));
     }
