@@ -100,7 +100,10 @@ fn main() {
     );
     println!("| way | median ms | p95 ms |");
     println!("|---|---:|---:|");
-    for (way, times) in [("from template", by_template), ("by migrations", by_migrations)] {
+    for (way, times) in [
+        ("from template", by_template),
+        ("by migrations", by_migrations),
+    ] {
         let (median, p95) = median_p95(times);
         println!("| {way} | {median:.1} | {p95:.1} |");
     }

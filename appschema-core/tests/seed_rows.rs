@@ -194,9 +194,8 @@ fn a_template_whose_seed_schema_is_missing_is_refused_naming_the_fix_and_builds_
     let mut other_conn = other.conn();
     appschema_core::registry::install(&mut other_conn).unwrap();
     let reread = Template::parse(&template.to_string()).unwrap();
-    let refused =
-        create_tenant_from_template(&mut other_conn, &m, &new_tenant("o.test"), &reread)
-            .unwrap_err();
+    let refused = create_tenant_from_template(&mut other_conn, &m, &new_tenant("o.test"), &reread)
+        .unwrap_err();
     assert!(
         matches!(
             refused,
@@ -207,14 +206,11 @@ fn a_template_whose_seed_schema_is_missing_is_refused_naming_the_fix_and_builds_
 
     // A spare request without spares gives way to the migrations, which
     // write the rows themselves.
-    let created = create_tenant(&mut conn, &m, &new_tenant("s.test").source(Source::Spare))
-        .unwrap();
+    let created =
+        create_tenant(&mut conn, &m, &new_tenant("s.test").source(Source::Spare)).unwrap();
     assert_eq!(created.source, Source::Migrations);
     assert_eq!(
-        query_strings(
-            &mut conn,
-            "SELECT count(*)::text AS value FROM s_test.item"
-        ),
+        query_strings(&mut conn, "SELECT count(*)::text AS value FROM s_test.item"),
         ["3"]
     );
 }
@@ -239,7 +235,7 @@ fn storing_a_template_drops_the_seed_schema_of_the_one_it_replaces_and_keeps_its
     store_template(&mut conn, &second).unwrap();
     assert_eq!(
         schemas_starting_with(&mut conn, "appschema_seed_"),
-        [second_seed.clone()]
+        std::slice::from_ref(&second_seed)
     );
     create_tenant(
         &mut conn,
@@ -248,10 +244,7 @@ fn storing_a_template_drops_the_seed_schema_of_the_one_it_replaces_and_keeps_its
     )
     .unwrap();
     assert_eq!(
-        query_strings(
-            &mut conn,
-            "SELECT count(*)::text AS value FROM t_test.item"
-        ),
+        query_strings(&mut conn, "SELECT count(*)::text AS value FROM t_test.item"),
         ["3"]
     );
     // The seed schema is no tenant and no spare, and tracks no version.

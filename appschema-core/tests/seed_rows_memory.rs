@@ -7,8 +7,7 @@
 mod common;
 
 use appschema_core::provision::{
-    create_tenant, create_tenant_from_template, generate_template, store_template, Source,
-    Template,
+    create_tenant, create_tenant_from_template, generate_template, store_template, Source, Template,
 };
 use common::{db_with_registry, isolated, new_tenant, query_strings};
 
@@ -64,7 +63,10 @@ fn two_hundred_thousand_seed_rows_stay_out_of_the_template_and_out_of_this_proce
     create_tenant_from_template(&mut conn, &m, &new_tenant("r.test"), &reread).unwrap();
 
     let grown_kib = peak_rss_kib().saturating_sub(before);
-    eprintln!("peak RSS grew by {grown_kib} KiB (template text: {} bytes)", text.len());
+    eprintln!(
+        "peak RSS grew by {grown_kib} KiB (template text: {} bytes)",
+        text.len()
+    );
     let expected = digest(
         &mut conn,
         &format!(

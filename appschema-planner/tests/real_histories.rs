@@ -176,7 +176,10 @@ fn lemmy_tenants_built_every_way_share_the_extensions_and_hold_the_same_seed_row
         template.contains("\n-- seed: appschema_seed_"),
         "{template}"
     );
-    assert!(!template.contains("Afaraf"), "seed rows in the template's text");
+    assert!(
+        !template.contains("Afaraf"),
+        "seed rows in the template's text"
+    );
     // The seeds Lemmy's migrations insert: the admin, 26 categories, the
     // default community, a secret, 184 languages (id 0 to 183).
     let count = |table: &str| {

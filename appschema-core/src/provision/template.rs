@@ -336,8 +336,9 @@ impl fmt::Display for Template {
 /// it in a fresh schema (`appschema_seed_…`, committed so pg_dump can see
 /// it), dumps its DDL with pg_dump (see [`super::find_pg_dump`]), replaces
 /// its name by [`TEMPLATE_PLACEHOLDER`], and keeps it as the template's seed
-/// schema when its migrations inserted rows (dropped otherwise; see
-/// [`super::seed`]). `database_url` must name the database `conn` is
+/// schema when its migrations inserted rows (dropped otherwise; the
+/// replay copies the rows from it server-side, see the README's schema
+/// template section). `database_url` must name the database `conn` is
 /// connected to. The seed rows never reach this process.
 pub fn generate_template<M: IsolatedMigrations + ?Sized>(
     conn: &mut PgConnection,
@@ -355,10 +356,7 @@ pub fn generate_template<M: IsolatedMigrations + ?Sized>(
     let cleanup = if keep {
         // The template writes its own tracking rows; without its tracking
         // table nothing takes the seed schema for a schema at a version.
-        format!(
-            "DROP TABLE {}.__diesel_schema_migrations",
-            scratch.quoted()
-        )
+        format!("DROP TABLE {}.__diesel_schema_migrations", scratch.quoted())
     } else {
         format!("DROP SCHEMA IF EXISTS {} CASCADE", scratch.quoted())
     };
