@@ -218,6 +218,56 @@ pub(crate) fn drop_named_seeds_except(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provision::Template;
+
+    const HEAD: &str = "-- appschema schema template\n-- version: 1\n-- versions: 1\n\
+                        -- placeholder: __appschema_schema__\n";
+
+    #[test]
+    fn a_template_written_before_seed_schemas_replays_the_rows_in_its_body() {
+        let text = format!(
+            "{HEAD}CREATE TABLE __appschema_schema__.t (x int);\n\
+             INSERT INTO __appschema_schema__.t VALUES (1);\n"
+        );
+        let template = Template::parse(&text).unwrap();
+        assert_eq!(template.seed_schema(), None);
+        assert_eq!(template.to_string(), text);
+        let sql = template.sql_for(&SchemaName::new("acme").unwrap());
+        assert!(sql.contains("INSERT INTO \"acme\".t VALUES (1);"), "{sql}");
+        assert!(!sql.contains("to_regnamespace"), "{sql}");
+    }
+
+    #[test]
+    fn a_seeded_template_checks_its_seed_schema_right_after_creating_the_schema() {
+        let text = format!(
+            "{HEAD}-- seed: appschema_seed_00000000000000ff\n\
+             CREATE TABLE __appschema_schema__.t (x int);\n\
+             INSERT INTO __appschema_schema__.t (x) OVERRIDING SYSTEM VALUE \
+             SELECT x FROM ONLY \"appschema_seed_00000000000000ff\".t;\n"
+        );
+        let template = Template::parse(&text).unwrap();
+        let seed = SchemaName::internal("appschema_seed_00000000000000ff").unwrap();
+        assert_eq!(template.seed_schema(), Some(&seed));
+        assert_eq!(template.to_string(), text);
+        let sql = template.sql_for(&SchemaName::new("acme").unwrap());
+        let expected_start = format!("CREATE SCHEMA \"acme\";\n{}", guard_sql(&seed));
+        assert!(sql.starts_with(&expected_start), "{sql}");
+        assert!(
+            sql.contains("INSERT INTO \"acme\".t (x) OVERRIDING SYSTEM VALUE SELECT x FROM ONLY \"appschema_seed_00000000000000ff\".t;"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn a_seed_line_naming_anything_but_a_seed_schema_is_refused() {
+        for name in ["public", "appschema_spare_1", "acme; DROP TABLE x", ""] {
+            let text = format!("{HEAD}-- seed: {name}\nSELECT 1;\n");
+            assert!(
+                matches!(Template::parse(&text), Err(TemplateError::Malformed(_))),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn the_guard_names_the_seed_schema_in_a_literal_only() {
