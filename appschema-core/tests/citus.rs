@@ -603,3 +603,47 @@ fn a_both_scope_table_is_a_tenant_table_in_each_distributed_schema_and_local_in_
     );
     assert_eq!(read(&mut pool.get_shared().unwrap()), "default");
 }
+
+#[test]
+fn a_tenant_from_the_template_copies_its_seed_rows_from_the_seed_schema_on_citus() {
+    let Some(db) = CitusDb::new("seedrows") else {
+        return;
+    };
+    let set = with_migration(
+        &app(),
+        "20240104000000",
+        "CREATE TABLE settings (id bigserial PRIMARY KEY,
+             plan_id int NOT NULL REFERENCES plans (id), k text NOT NULL);
+         INSERT INTO settings (plan_id, k) VALUES (1, 'a'), (2, 'b'), (1, 'c');",
+    );
+    migrate(&db, &set);
+    let mut conn = db.conn();
+    let by_migrations = create(&mut conn, &set, "a.example", Source::Migrations);
+    let template = generate_template(&mut conn, db.url(), &set).unwrap();
+    let seed = template.seed_schema().expect("a seed schema").to_string();
+    assert!(!template.to_string().contains("'b'"), "{template}");
+    store_template(&mut conn, &template).unwrap();
+    let by_template = create(&mut conn, &set, "b.example", Source::Template);
+    // The seed schema is a distributed schema of its own, like a spare:
+    // never colocated with a tenant.
+    assert!(is_distributed(&mut conn, &seed), "{seed} is distributed");
+    assert!(is_distributed(&mut conn, &by_template));
+    let rows = |conn: &mut PgConnection, schema: &str| {
+        diesel::sql_query(format!(
+            "SELECT string_agg(id || ':' || plan_id || ':' || k, ',' ORDER BY id) AS value
+               FROM \"{schema}\".settings"
+        ))
+        .get_result::<Name>(conn)
+        .unwrap()
+        .value
+    };
+    assert_eq!(rows(&mut conn, &by_migrations), "1:1:a,2:2:b,3:1:c");
+    assert_eq!(rows(&mut conn, &by_template), "1:1:a,2:2:b,3:1:c");
+    assert_eq!(
+        count(
+            &mut conn,
+            &format!("SELECT nextval('\"{by_template}\".settings_id_seq') AS value")
+        ),
+        4
+    );
+}

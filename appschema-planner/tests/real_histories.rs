@@ -71,8 +71,9 @@ fn rows(conn: &mut PgConnection, schema: &str) -> Vec<String> {
 }
 
 /// Builds tenants of `set` every way in a fresh database and checks they
-/// hold one catalog and the same rows; returns the rows of the first.
-fn every_way_gives_one_catalog_and_the_same_rows(set: &MigrationSet) -> Vec<String> {
+/// hold one catalog and the same rows; returns the rows of the first and
+/// the template's text.
+fn every_way_gives_one_catalog_and_the_same_rows(set: &MigrationSet) -> (Vec<String>, String) {
     let db = TestDb::new();
     let mut conn = db.conn();
     registry::install(&mut conn).unwrap();
@@ -162,14 +163,23 @@ fn every_way_gives_one_catalog_and_the_same_rows(set: &MigrationSet) -> Vec<Stri
             diff(&expected, &got)
         );
     }
-    expected
+    (expected, template.to_string())
 }
 
 #[test]
 fn lemmy_tenants_built_every_way_share_the_extensions_and_hold_the_same_seed_rows() {
     let set = history("lemmy");
     assert_eq!(set.migrations().len(), 9);
-    let rows = every_way_gives_one_catalog_and_the_same_rows(&set);
+    let (rows, template) = every_way_gives_one_catalog_and_the_same_rows(&set);
+    // The rows came from the seed schema, not from the template's text.
+    assert!(
+        template.contains("\n-- seed: appschema_seed_"),
+        "{template}"
+    );
+    assert!(
+        !template.contains("Afaraf"),
+        "seed rows in the template's text"
+    );
     // The seeds Lemmy's migrations insert: the admin, 26 categories, the
     // default community, a secret, 184 languages (id 0 to 183).
     let count = |table: &str| {

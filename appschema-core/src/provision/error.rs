@@ -128,6 +128,16 @@ pub enum TemplateError {
         /// What went wrong.
         message: String,
     },
+    /// The template copies its seed rows from a seed schema this database
+    /// does not have (dropped, or the template was generated in another
+    /// database): replaying it would build a tenant without its rows.
+    #[error("the schema template for migration {version} copies its seed rows from schema `{seed}`, which is not in this database (dropped, or the template was generated in another database): regenerate the template here with `appschema-cli schematemplate`")]
+    SeedMissing {
+        /// The template's version.
+        version: String,
+        /// The seed schema it names.
+        seed: String,
+    },
     /// pg_dump's SQL could not be tokenized.
     #[error("cannot read pg_dump's output: {0}")]
     Sql(String),

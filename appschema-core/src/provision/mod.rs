@@ -38,6 +38,7 @@ mod error;
 mod migrations;
 mod pg_dump;
 mod rename;
+mod seed;
 mod spare;
 pub(crate) mod sqltok;
 mod template;

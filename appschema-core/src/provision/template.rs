@@ -1,6 +1,8 @@
-//! Schema templates: the DDL of a freshly migrated scratch schema and the
-//! rows its migrations inserted (seed rows), with the scratch schema's name
-//! replaced by a placeholder, stamped with the migration version it matches.
+//! Schema templates: the DDL of a freshly migrated scratch schema, with the
+//! scratch schema's name replaced by a placeholder, stamped with the
+//! migration version it matches, and the rows its migrations inserted (seed
+//! rows) copied server-side from the **seed schema** the template names (see
+//! [`super::seed`]: the rows are not in the template's text).
 //! Replaying one is a single batch of SQL. Extensions are not part of it:
 //! the migrations install them in the shared schema (see
 //! [`crate::migrate`]), which a template's tables reference by name.
@@ -27,7 +29,7 @@ use super::error::{ProvisionError, TemplateError};
 use super::migrations::{explain_failure, migrate_new_schema, IsolatedMigrations};
 use super::pg_dump::dump_schema_with;
 use super::sqltok::{self, ident_is, join_schema, split_schema, Kind, Piece};
-use super::util::{random_hex, schema_ddl};
+use super::util::schema_ddl;
 use crate::name::SchemaName;
 
 /// The identifier standing for the tenant's schema in a template's SQL.
@@ -57,6 +59,9 @@ const CHECK_FUNCTION_BODIES_RESTORED: &str =
 pub struct Template {
     version: String,
     versions: Vec<String>,
+    /// The schema the seed rows are copied from, when the migrations
+    /// insert any.
+    seed: Option<SchemaName>,
     body: String,
     /// What [`Template::sql_for`] sends, cut where the schema's name goes:
     /// `CREATE SCHEMA`, the body, the tracking rows.
@@ -72,6 +77,13 @@ impl Template {
     /// Every isolated migration version recorded in a schema built from it.
     pub fn versions(&self) -> &[String] {
         &self.versions
+    }
+
+    /// The seed schema the replay copies the seed rows from (`None` when
+    /// the migrations insert no rows); see the README's schema template
+    /// section.
+    pub fn seed_schema(&self) -> Option<&SchemaName> {
+        self.seed.as_ref()
     }
 
     /// Reads a template's text form.
@@ -96,16 +108,31 @@ impl Template {
             .map(String::from)
             .collect();
         let placeholder = field("placeholder")?;
-        let body = lines.next().unwrap_or_default().to_string();
+        let rest = lines.next().unwrap_or_default();
         if placeholder != TEMPLATE_PLACEHOLDER {
             return Err(malformed("unknown placeholder"));
         }
-        Self::from_parts(version, versions, body)
+        // The seed line is optional: a template whose migrations insert no
+        // rows has none, nor does one written before seed schemas, whose
+        // rows are `INSERT`s in its body.
+        let (seed, body) = match rest.strip_prefix("-- seed:") {
+            Some(after) => {
+                let (name, body) = after.split_once('\n').unwrap_or((after, ""));
+                let seed = SchemaName::internal(name.trim())
+                    .ok()
+                    .filter(|s| s.as_str().starts_with(super::seed::SEED_PREFIX))
+                    .ok_or_else(|| malformed("the seed schema must be named appschema_seed_…"))?;
+                (Some(seed), body)
+            }
+            None => (None, rest),
+        };
+        Self::from_parts(version, versions, seed, body.to_string())
     }
 
     fn from_parts(
         version: String,
         versions: Vec<String>,
+        seed: Option<SchemaName>,
         body: String,
     ) -> Result<Template, TemplateError> {
         let plain = |v: &String| {
@@ -124,6 +151,12 @@ impl Template {
             ));
         }
         let mut replay = ddl_pieces(&body, true)?;
+        if let Some(seed) = &seed {
+            // Right after `CREATE SCHEMA …;` (which `ddl_pieces` starts
+            // with, and which Citus's distribution follows): before any
+            // other work, a missing seed schema stops the replay.
+            replay.insert(3, Piece::Text(super::seed::guard_sql(seed)));
+        }
         replay.push(Piece::Text("INSERT INTO ".into()));
         replay.push(Piece::Schema);
         let rows: Vec<String> = versions.iter().map(|v| format!("('{v}')")).collect();
@@ -134,23 +167,31 @@ impl Template {
         Ok(Template {
             version,
             versions,
+            seed,
             body,
             replay,
         })
     }
 
-    /// Builds a template from pg_dump's output for schema `scratch`.
-    pub(crate) fn from_dump(
-        dump: &str,
+    /// Builds a template from pg_dump's pre-data and post-data sections for
+    /// schema `scratch` and, between them, `rows` (see
+    /// [`super::seed::seed_sql`]), copying from `seed` when it is given.
+    pub(crate) fn from_sections(
+        pre_data: &str,
+        rows: &str,
+        post_data: &str,
         scratch: &SchemaName,
+        seed: Option<SchemaName>,
         versions: Vec<String>,
     ) -> Result<Template, TemplateError> {
-        let body = portable_ddl(dump, scratch)?;
+        let mut body = portable_ddl(pre_data, scratch)?;
+        body.push_str(rows);
+        body.push_str(&portable_ddl(post_data, scratch)?);
         let version = versions
             .last()
             .cloned()
             .ok_or(TemplateError::NoMigrations)?;
-        Self::from_parts(version, versions, body)
+        Self::from_parts(version, versions, seed, body)
     }
 
     /// The SQL building schema `schema` from this template: `CREATE SCHEMA`,
@@ -178,13 +219,18 @@ impl Template {
         schema: &SchemaName,
         citus: bool,
     ) -> Result<(), ProvisionError> {
-        if !citus {
-            return schema_ddl(conn, &self.sql_for(schema), schema);
+        let result = if !citus {
+            schema_ddl(conn, &self.sql_for(schema), schema)
+        } else {
+            // A distributed schema: its tables are created distributed, each
+            // statement on its own.
+            let sql = crate::citus::distributing(&self.sql_for(schema), schema);
+            super::util::schema_script(conn, &sql, schema, true)
+        };
+        match &self.seed {
+            Some(seed) => result.map_err(|e| super::seed::explain_missing(e, &self.version, seed)),
+            None => result,
         }
-        // A distributed schema: its tables are created distributed, each
-        // statement on its own.
-        let sql = crate::citus::distributing(&self.sql_for(schema), schema);
-        super::util::schema_script(conn, &sql, schema, true)
     }
 }
 
@@ -279,15 +325,21 @@ impl fmt::Display for Template {
         writeln!(f, "-- version: {}", self.version)?;
         writeln!(f, "-- versions: {}", self.versions.join(" "))?;
         writeln!(f, "-- placeholder: {TEMPLATE_PLACEHOLDER}")?;
+        if let Some(seed) = &self.seed {
+            writeln!(f, "-- seed: {seed}")?;
+        }
         f.write_str(&self.body)
     }
 }
 
 /// Generates the template of the isolated schema at the current head: builds
-/// it in a scratch schema (`appschema_scratch_…`, committed so pg_dump can
-/// see it, dropped afterwards), dumps it with pg_dump (see [`super::find_pg_dump`])
-/// and replaces the scratch name by [`TEMPLATE_PLACEHOLDER`].
-/// `database_url` must name the database `conn` is connected to.
+/// it in a fresh schema (`appschema_seed_…`, committed so pg_dump can see
+/// it), dumps its DDL with pg_dump (see [`super::find_pg_dump`]), replaces
+/// its name by [`TEMPLATE_PLACEHOLDER`], and keeps it as the template's seed
+/// schema when its migrations inserted rows (dropped otherwise; the
+/// replay copies the rows from it server-side, see the README's schema
+/// template section). `database_url` must name the database `conn` is
+/// connected to. The seed rows never reach this process.
 pub fn generate_template<M: IsolatedMigrations + ?Sized>(
     conn: &mut PgConnection,
     database_url: &str,
@@ -296,56 +348,66 @@ pub fn generate_template<M: IsolatedMigrations + ?Sized>(
     if migrations.head().is_none() {
         return Err(TemplateError::NoMigrations.into());
     }
-    let scratch = SchemaName::internal(format!("appschema_scratch_{}", random_hex()))?;
+    let scratch = super::seed::new_seed_name()?;
     conn.transaction(|conn| migrate_new_schema(conn, migrations, &scratch))
         .map_err(|e| explain_failure(conn, migrations, e))?;
-    let dump = dump_schema_and_seed_rows(database_url, &scratch);
-    conn.batch_execute(&format!(
-        "DROP SCHEMA IF EXISTS {} CASCADE",
-        scratch.quoted()
-    ))?;
-    Ok(Template::from_dump(
-        &dump?,
-        &scratch,
+    let built = template_of(conn, database_url, migrations, &scratch);
+    let keep = matches!(&built, Ok(t) if t.seed.is_some());
+    let cleanup = if keep {
+        // The template writes its own tracking rows; without its tracking
+        // table nothing takes the seed schema for a schema at a version.
+        format!("DROP TABLE {}.__diesel_schema_migrations", scratch.quoted())
+    } else {
+        format!("DROP SCHEMA IF EXISTS {} CASCADE", scratch.quoted())
+    };
+    conn.batch_execute(&cleanup)?;
+    built
+}
+
+/// The template of `scratch`, freshly migrated: pg_dump's pre-data section
+/// (tables, sequences, functions, types), the seed rows' copies and the
+/// sequences' values, then its post-data section (indexes, constraints,
+/// triggers, the `REFRESH` of populated materialized views): pg_dump's
+/// order, so neither foreign keys nor the application's triggers see the
+/// rows arrive.
+fn template_of<M: IsolatedMigrations + ?Sized>(
+    conn: &mut PgConnection,
+    database_url: &str,
+    migrations: &M,
+    scratch: &SchemaName,
+) -> Result<Template, ProvisionError> {
+    let pre_data = dump_schema_with(database_url, scratch.as_str(), &["--section=pre-data"])?;
+    let post_data = dump_schema_with(database_url, scratch.as_str(), &["--section=post-data"])?;
+    let (rows, has_rows) = super::seed::seed_sql(conn, scratch)?;
+    Ok(Template::from_sections(
+        &pre_data,
+        &rows,
+        &post_data,
+        scratch,
+        has_rows.then(|| scratch.clone()),
         migrations.versions(),
     )?)
 }
 
-/// pg_dump's script rebuilding `scratch` with the rows its migrations
-/// inserted (seed rows: a tenant built from the template must hold what one
-/// built by the migrations holds), in pg_dump's order: tables, then their
-/// rows (multi-row `INSERT`s: a template is one batch of SQL, where
-/// `COPY … FROM stdin` cannot ride), then the sequences' `setval`s, then
-/// indexes, constraints and triggers (so neither foreign keys nor the
-/// application's triggers see the rows arrive), then the `REFRESH` of
-/// populated materialized views. The tracking table's rows are left out:
-/// the template writes its own.
-fn dump_schema_and_seed_rows(
-    database_url: &str,
-    scratch: &SchemaName,
-) -> Result<String, TemplateError> {
-    dump_schema_with(
-        database_url,
-        scratch.as_str(),
-        &[
-            "--rows-per-insert=1000",
-            "--exclude-table-data",
-            &format!("{}.__diesel_schema_migrations", scratch.as_str()),
-        ],
-    )
-}
-
 /// Stores `template` in `public.appschema_templates`, replacing any for the
-/// same version; [`super::Source::Template`] replays it from there.
+/// same version; [`super::Source::Template`] replays it from there. In the
+/// same transaction, the seed schemas the stored templates named before
+/// (a replaced template's, an older version's) are dropped: only
+/// `template`'s is kept.
 pub fn store_template(conn: &mut PgConnection, template: &Template) -> QueryResult<()> {
-    diesel::sql_query(
-        "INSERT INTO public.appschema_templates (version, body) VALUES ($1, $2)
-         ON CONFLICT (version) DO UPDATE SET body = excluded.body, created_at = now()",
-    )
-    .bind::<Text, _>(&template.version)
-    .bind::<Text, _>(template.to_string())
-    .execute(conn)
-    .map(drop)
+    conn.transaction(|conn| {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('appschema.templates'))")
+            .execute(conn)?;
+        super::seed::drop_named_seeds_except(conn, template.seed.as_ref())?;
+        diesel::sql_query(
+            "INSERT INTO public.appschema_templates (version, body) VALUES ($1, $2)
+             ON CONFLICT (version) DO UPDATE SET body = excluded.body, created_at = now()",
+        )
+        .bind::<Text, _>(&template.version)
+        .bind::<Text, _>(template.to_string())
+        .execute(conn)
+        .map(drop)
+    })
 }
 
 /// Parsed templates, shared by every connection of the process: replaying a
