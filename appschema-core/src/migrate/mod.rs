@@ -35,6 +35,7 @@ mod extensions;
 mod heads;
 mod in_transaction;
 mod report;
+mod revert;
 mod run;
 
 use std::collections::{BTreeSet, HashMap};
@@ -47,6 +48,7 @@ pub use error::MigrateError;
 pub use extensions::{extensions_in_schemas, MisplacedExtension};
 pub use in_transaction::migrate_schema_in_transaction;
 pub use report::{Event, Failure, PlannedMigration, Report, SchemaStatus};
+pub use revert::RevertTo;
 
 use crate::connection::SearchPath;
 use crate::name::{PublicName, SchemaName};
