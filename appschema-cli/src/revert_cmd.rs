@@ -141,9 +141,11 @@ pub(crate) fn revert(
     }
     let resume = match to {
         RevertTo::Version(v) => format!("`appschema-cli migrate --revert --to {v}`"),
-        RevertTo::Last(_) => "`appschema-cli migrate --revert --to VERSION` (the version the revert \
+        RevertTo::Last(_) => {
+            "`appschema-cli migrate --revert --to VERSION` (the version the revert \
              was to end at: `--revert N` counts from where the database is now)"
-            .to_string(),
+                .to_string()
+        }
     };
     eprintln!(
         "the failed schema(s) kept the migration that failed, the others are reverted{}: fix the \

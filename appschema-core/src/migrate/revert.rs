@@ -23,6 +23,7 @@
 //!   finished, so a later `migrate` re-applies what was undone; templates
 //!   stored for an undone isolated version or a later one are deleted.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -199,6 +200,7 @@ impl Migrator {
                         path: &path,
                         shared: &self.shared_schema,
                         one_by_one: self.on_citus(),
+                        tenant: matches!(step, Step::Isolated(_)),
                     };
                     match revert_one(conn, at, m, on_event) {
                         Ok(now) => {
@@ -525,6 +527,45 @@ fn has_down(m: &Migration) -> bool {
     })
 }
 
+/// `sql` without its top-level `DROP EXTENSION` statements: what a
+/// `down.sql` runs in a tenant schema. An extension is database-wide (a
+/// tenant's `CREATE EXTENSION` installed it once, in the shared schema: see
+/// the `extensions` module), so the first tenant's down would drop it from
+/// under every other tenant, or fail on their objects that use it, and the
+/// next tenant's would find it gone. It stays installed; `migrate` finds it
+/// there when it applies the migration again. SQL the lexer cannot read is
+/// left as it is (the server reports it).
+fn without_drop_extension(sql: &str) -> Cow<'_, str> {
+    use crate::provision::sqltok::{self, Kind};
+    let Ok(statements) = sqltok::split_statements(sql) else {
+        return Cow::Borrowed(sql);
+    };
+    let mut out = String::new();
+    let mut copied = 0;
+    for statement in statements {
+        let Ok(tokens) = sqltok::tokenize(statement) else {
+            continue;
+        };
+        let mut words = tokens
+            .iter()
+            .filter(|t| !matches!(t.kind, Kind::Space | Kind::LineComment | Kind::BlockComment));
+        let (Some(drop), Some(extension)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if !(sqltok::ident_is(drop, "drop") && sqltok::ident_is(extension, "extension")) {
+            continue;
+        }
+        let start = statement.as_ptr() as usize - sql.as_ptr() as usize;
+        out.push_str(&sql[copied..start]);
+        copied = start + statement.len();
+    }
+    if copied == 0 {
+        return Cow::Borrowed(sql);
+    }
+    out.push_str(&sql[copied..]);
+    Cow::Owned(out)
+}
+
 /// Deletes, before any `down.sql` runs, the recorded heads of the schemas
 /// the revert touches (a record claiming a version about to be undone
 /// would make `migrate` skip it), and the templates stored for an undone
@@ -572,6 +613,9 @@ struct RevertTarget<'a> {
     shared: &'a str,
     /// On Citus: statement by statement.
     one_by_one: bool,
+    /// A tenant schema (an isolated step): top-level `DROP EXTENSION`s are
+    /// left out ([`without_drop_extension`]).
+    tenant: bool,
 }
 
 /// The batch undoing `m` in one schema: lock, tracking row deleted (a
@@ -613,11 +657,16 @@ fn revert_one(
 ) -> Result<bool, String> {
     // Checked when planning; a set without one never gets here.
     let down = m.down_sql().unwrap_or_default();
+    let down = if target.tenant {
+        without_drop_extension(down)
+    } else {
+        Cow::Borrowed(down)
+    };
     let mut try_lock = true;
     loop {
         match execute_script(
             conn,
-            &revert_batch(target, m, down, try_lock),
+            &revert_batch(target, m, &down, try_lock),
             target.one_by_one,
         ) {
             Ok(()) => return Ok(true),
