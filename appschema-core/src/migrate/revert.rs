@@ -391,9 +391,12 @@ impl Migrator {
                         .max_by_key(|(held, s)| (s.len(), *held))
                         .map(|(held, _)| *held)
                         .unwrap_or(0);
+                    // A tie has no "rest": every schema is listed.
+                    let largest = by_held.values().map(Vec::len).max().unwrap_or(0);
+                    let tie = by_held.values().filter(|s| s.len() == largest).count() > 1;
                     let others = by_held
                         .iter()
-                        .filter(|(held, _)| **held != most)
+                        .filter(|(held, _)| tie || **held != most)
                         .flat_map(|(held, s)| {
                             s.iter().map(move |s| {
                                 format!("`{s}` at {}", version_name(timeline, tenant_list, *held))
