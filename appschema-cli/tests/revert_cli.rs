@@ -104,7 +104,10 @@ fn migrate_revert_undoes_the_last_migration_in_every_tenant_and_spare_and_status
             .to_string()
     };
     let schemas = ["acme_example_com", "globex_example_com", spare.as_str()];
-    assert_eq!(tables(&db, &schemas), (schemas.map(String::from).to_vec(), true));
+    assert_eq!(
+        tables(&db, &schemas),
+        (schemas.map(String::from).to_vec(), true)
+    );
 
     let (code, out, err) = cli(dir.path(), &db, &["status"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -118,15 +121,24 @@ fn migrate_revert_undoes_the_last_migration_in_every_tenant_and_spare_and_status
     let (code, out, err) = cli(dir.path(), &db, &["migrate", "--revert", "--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("1. revert 2024-01-02-000000_orders (isolated) -> 3 schema(s): acme_example_com"),
+        out.contains(
+            "1. revert 2024-01-02-000000_orders (isolated) -> 3 schema(s): acme_example_com"
+        ),
         "{out}"
     );
     assert!(!out.contains("plans"), "{out}");
-    assert_eq!(tables(&db, &schemas).0.len(), 3, "a dry run changes nothing");
+    assert_eq!(
+        tables(&db, &schemas).0.len(),
+        3,
+        "a dry run changes nothing"
+    );
 
     let (code, out, err) = cli(dir.path(), &db, &["migrate", "--revert"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("3 migration(s) reverted, 0 failure(s)"), "{out}");
+    assert!(
+        out.contains("3 migration(s) reverted, 0 failure(s)"),
+        "{out}"
+    );
     assert_eq!(tables(&db, &schemas), (Vec::new(), true));
 
     // Past the start: refused, naming what is applied.
@@ -151,7 +163,9 @@ fn migrate_revert_undoes_the_last_migration_in_every_tenant_and_spare_and_status
     let (code, out, err) = cli(dir.path(), &db, &["status"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("revert: `migrate --revert` would undo 2024-01-01-000000_plans (shared) in 1 schema(s)"),
+        out.contains(
+            "revert: `migrate --revert` would undo 2024-01-01-000000_plans (shared) in 1 schema(s)"
+        ),
         "{out}"
     );
 }
@@ -161,11 +175,17 @@ fn a_failed_revert_exits_non_zero_naming_the_schema_and_how_to_resume() {
     let db = TestDb::new();
     let dir = project();
     assert_eq!(cli(dir.path(), &db, &["migrate"]).0, 0);
-    for t in ["acme.example.com", "globex.example.com", "initech.example.com"] {
+    for t in [
+        "acme.example.com",
+        "globex.example.com",
+        "initech.example.com",
+    ] {
         assert_eq!(cli(dir.path(), &db, &["createschema", t]).0, 0);
     }
     db.conn()
-        .batch_execute("CREATE VIEW globex_example_com.v AS SELECT id FROM globex_example_com.orders")
+        .batch_execute(
+            "CREATE VIEW globex_example_com.v AS SELECT id FROM globex_example_com.orders",
+        )
         .unwrap();
     let (code, out, err) = cli(dir.path(), &db, &["migrate", "--revert", "--to", "0"]);
     assert_eq!(code, 1, "{out}{err}");
@@ -181,14 +201,24 @@ fn a_failed_revert_exits_non_zero_naming_the_schema_and_how_to_resume() {
     // status names the tenant left behind (the others are at the start).
     let (_, out, _) = cli(dir.path(), &db, &["status"]);
     assert!(
-        out.contains("would refuse") && out.contains("`globex_example_com` at 2024-01-02-000000_orders"),
+        out.contains("would refuse")
+            && out.contains("`globex_example_com` at 2024-01-02-000000_orders"),
         "{out}"
     );
-    db.conn().batch_execute("DROP VIEW globex_example_com.v").unwrap();
+    db.conn()
+        .batch_execute("DROP VIEW globex_example_com.v")
+        .unwrap();
     let (code, out, err) = cli(dir.path(), &db, &["migrate", "--revert", "--to", "0"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
-        tables(&db, &["acme_example_com", "globex_example_com", "initech_example_com"]),
+        tables(
+            &db,
+            &[
+                "acme_example_com",
+                "globex_example_com",
+                "initech_example_com"
+            ]
+        ),
         (Vec::new(), false)
     );
 }
@@ -205,6 +235,10 @@ fn revert_arguments_are_checked() {
     let (code, _, err) = cli(dir.path(), &db, &["migrate", "--revert", "0"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("at least 1"), "{err}");
-    let (code, _, err) = cli(dir.path(), &db, &["migrate", "--revert", "--tenant", "a.example.com"]);
+    let (code, _, err) = cli(
+        dir.path(),
+        &db,
+        &["migrate", "--revert", "--tenant", "a.example.com"],
+    );
     assert_eq!(code, 2, "{err}");
 }

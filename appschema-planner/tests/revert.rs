@@ -233,6 +233,15 @@ fn reverting_the_saas_sample_by_one_by_n_and_to_a_version_matches_a_fresh_migrat
     );
     assert!(report.is_success(), "{:?}", report.failures);
     assert_like_fresh(db.url(), &set, 1, &TENANTS, "--revert --to");
+    // The reverted heads are recorded: with the migration deleted from the
+    // set (what follows a revert), `migrate` reads no tracking table.
+    let report = Migrator::new(db.url())
+        .migrate(&first(&set, 1), &|_| {})
+        .unwrap();
+    assert_eq!(
+        (report.migrations_applied, report.tracking_tables_read),
+        (0, 0)
+    );
     // Running it again does nothing.
     let again = revert(
         db.url(),
@@ -448,4 +457,105 @@ fn a_revert_deletes_the_templates_built_for_an_undone_version() {
         strings(&mut conn, stored).is_empty(),
         "the template is gone"
     );
+}
+
+/// 001 isolated, 002 shared, 003 isolated, each with its down.
+fn three_steps() -> MigrationSet {
+    MigrationSet::new(vec![
+        Migration::new(
+            "001",
+            "001_orders",
+            appschema_core::Scope::Isolated,
+            "CREATE TABLE orders (id bigserial PRIMARY KEY)",
+        )
+        .with_down_sql("DROP TABLE orders"),
+        Migration::new(
+            "002",
+            "002_plans",
+            appschema_core::Scope::Shared,
+            "CREATE TABLE plans (id bigserial PRIMARY KEY)",
+        )
+        .with_down_sql("DROP TABLE plans"),
+        Migration::new(
+            "003",
+            "003_note",
+            appschema_core::Scope::Isolated,
+            "ALTER TABLE orders ADD COLUMN note text",
+        )
+        .with_down_sql("ALTER TABLE orders DROP COLUMN note"),
+    ])
+}
+
+#[test]
+fn a_tenant_failing_part_way_through_its_revert_is_migrated_again_by_the_next_migrate() {
+    // Its recorded head (every version) must not survive the versions its
+    // revert committed before it failed, or `migrate` would trust it.
+    let set = three_steps();
+    let db = TestDb::new();
+    let mut conn = PgConnection::establish(db.url()).unwrap();
+    add_tenants(&mut conn, &TENANTS[..2]);
+    migrate(db.url(), &set);
+    conn.batch_execute("CREATE VIEW t1.ids AS SELECT id FROM t1.orders")
+        .unwrap();
+    let report = revert(db.url(), &set, RevertTo::Version("0".into()));
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    assert_eq!(report.failures[0].migration, "001_orders");
+    assert_eq!(report.migrations_reverted, 4, "003 in both, 002, 001 in t0");
+    conn.batch_execute("DROP VIEW t1.ids").unwrap();
+    migrate(db.url(), &set);
+    assert_like_fresh(
+        db.url(),
+        &set,
+        3,
+        &TENANTS[..2],
+        "migrate after a failed revert",
+    );
+}
+
+#[test]
+fn a_migration_outside_a_transaction_is_refused_before_anything_runs() {
+    let set = three_steps();
+    let mut ms = set.migrations().to_vec();
+    ms[2] = ms[2]
+        .clone()
+        .outside_transaction(vec!["ALTER TABLE orders ADD COLUMN note text".into()], None);
+    let outside = MigrationSet::new(ms);
+    let db = TestDb::new();
+    let mut conn = PgConnection::establish(db.url()).unwrap();
+    add_tenants(&mut conn, &TENANTS[..2]);
+    migrate(db.url(), &set);
+    let before = catalogs(db.url(), &TENANTS[..2]);
+    let e = Migrator::new(db.url())
+        .revert(&outside, &RevertTo::Last(1), &|_| {})
+        .unwrap_err();
+    assert!(
+        matches!(&e, MigrateError::DownOutsideTransaction(name) if name == "003_note"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("run_in_transaction = false"), "{e}");
+    assert_eq!(catalogs(db.url(), &TENANTS[..2]), before, "nothing ran");
+    // A revert that stops short of it is allowed.
+    let report = revert(db.url(), &outside, RevertTo::Version("003".into()));
+    assert_eq!(report.migrations_reverted, 0);
+}
+
+#[test]
+fn a_tenant_behind_where_the_revert_ends_is_refused_by_name() {
+    let set = three_steps();
+    let db = TestDb::new();
+    let mut conn = PgConnection::establish(db.url()).unwrap();
+    add_tenants(&mut conn, &TENANTS[..2]);
+    migrate(db.url(), &set);
+    // t2 joins the registry without its migrations.
+    add_tenants(&mut conn, &TENANTS[2..]);
+    let before = catalogs(db.url(), &TENANTS);
+    let e = Migrator::new(db.url())
+        .revert(&set, &RevertTo::Version("002".into()), &|_| {})
+        .unwrap_err();
+    assert!(
+        matches!(&e, MigrateError::RevertOutOfStep { schemas, .. } if schemas == &["`t2` at no migration".to_string()]),
+        "{e}"
+    );
+    assert!(e.to_string().contains("have not reached 002_plans"), "{e}");
+    assert_eq!(catalogs(db.url(), &TENANTS), before, "nothing ran");
 }
