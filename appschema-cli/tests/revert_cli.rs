@@ -59,30 +59,27 @@ fn cli(dir: &Path, db: &TestDb, args: &[&str]) -> (i32, String, String) {
 /// `public.plans` exists.
 fn tables(db: &TestDb, schemas: &[&str]) -> (Vec<String>, bool) {
     #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        value: String,
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
     }
     let mut conn = db.conn();
+    let mut has = |schema: &str, table: &str| {
+        diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_tables WHERE schemaname = $1 AND tablename = $2",
+        )
+        .bind::<diesel::sql_types::Text, _>(schema)
+        .bind::<diesel::sql_types::Text, _>(table)
+        .get_result::<Count>(&mut conn)
+        .unwrap()
+        .n > 0
+    };
     let with_orders = schemas
         .iter()
-        .filter(|s| {
-            !diesel::sql_query(format!(
-                "SELECT 'x' AS value FROM pg_tables WHERE schemaname = '{s}' AND tablename = 'orders'"
-            ))
-            .load::<Row>(&mut conn)
-            .unwrap()
-            .is_empty()
-        })
+        .filter(|s| has(s, "orders"))
         .map(|s| s.to_string())
         .collect();
-    let plans = !diesel::sql_query(
-        "SELECT 'x' AS value FROM pg_tables WHERE schemaname = 'public' AND tablename = 'plans'",
-    )
-    .load::<Row>(&mut conn)
-    .unwrap()
-    .is_empty();
-    (with_orders, plans)
+    (with_orders, has("public", "plans"))
 }
 
 #[test]

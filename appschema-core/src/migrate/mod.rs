@@ -23,6 +23,10 @@
 //!   on the first schemas found behind while the rest is still being read
 //!   (see the `applied` module), and records what it read.
 //!
+//! Reverting ([`Migrator::revert`]) walks the timeline backwards with each
+//! migration's `down.sql`, with the same workers, per-schema transactions
+//! and failure isolation (see the `revert` module).
+//!
 //! Which schemas: appschema's own shared tables first ([`registry::install`]),
 //! the shared schema, then every tenant of the registry, then every schema
 //! named by the [`SchemaSource`]s added with [`Migrator::schema_source`]
