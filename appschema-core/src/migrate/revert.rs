@@ -107,10 +107,25 @@ impl Migrator {
 
     /// Undoes migrations: `down.sql` in reverse timeline order, isolated
     /// ones in every tenant schema (and every schema of the
-    /// [`Migrator::schema_source`]s), shared ones once in the shared schema
-    /// (see the [module docs](self)). Failures of `down.sql`s are in the
-    /// [`Report`] (`migrations_reverted` counts the downs that ran); `Err`
-    /// means the revert was refused or could not start, and nothing ran.
+    /// [`Migrator::schema_source`]s, on `jobs` workers), shared ones once in
+    /// the shared schema after every tenant has undone the isolated ones
+    /// newer than them. Each schema undoes each migration in one
+    /// transaction with the deletion of its tracking row; a failing schema
+    /// stops only itself, and later steps do not start. A top-level
+    /// `DROP EXTENSION` is left out in tenant schemas (an extension is
+    /// database-wide). The reverted schemas' recorded heads are deleted
+    /// before the first `down.sql` and recorded anew at the end; templates
+    /// stored for an undone isolated version or a later one are deleted.
+    ///
+    /// Refused (`Err`, nothing ran): a migration to undo without a
+    /// `down.sql` or with one holding only comments
+    /// ([`MigrateError::MissingDown`]), or with `run_in_transaction = false`
+    /// ([`MigrateError::DownOutsideTransaction`]); schemas at different
+    /// versions, with a gap, or behind the target
+    /// ([`MigrateError::RevertOutOfStep`]); more than is applied
+    /// ([`MigrateError::RevertTooFar`]). Failures of `down.sql`s are in the
+    /// [`Report`] (`migrations_reverted` counts the downs that ran); run
+    /// [`RevertTo::Version`] again to resume.
     ///
     /// ```no_run
     /// use appschema::migrate::{Migrator, RevertTo};
