@@ -706,3 +706,25 @@ fn revert_one(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::without_drop_extension;
+
+    #[test]
+    fn tenant_downs_leave_out_only_top_level_drop_extension_statements() {
+        let down = "DROP TABLE secret;\n-- gone\ndrop  extension pgcrypto;\n\
+                    DO $$ BEGIN EXECUTE 'DROP EXTENSION ltree'; END $$;\n\
+                    DROP EXTENSION IF EXISTS \"pg_trgm\" CASCADE";
+        assert_eq!(
+            without_drop_extension(down),
+            "DROP TABLE secret;\n;\n\
+             DO $$ BEGIN EXECUTE 'DROP EXTENSION ltree'; END $$;\n"
+        );
+        let plain = "DROP TABLE orders; COMMENT ON TABLE x IS 'drop extension'";
+        assert!(matches!(
+            without_drop_extension(plain),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+}
