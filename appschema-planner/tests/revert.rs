@@ -587,3 +587,49 @@ fn a_tenant_behind_where_the_revert_ends_is_refused_by_name() {
     assert!(e.to_string().contains("have not reached 002_plans"), "{e}");
     assert_eq!(catalogs(db.url(), &TENANTS), before, "nothing ran");
 }
+
+#[test]
+fn a_both_scope_migration_is_reverted_in_the_tenants_first_then_in_the_shared_schema() {
+    let set = MigrationSet::new(vec![
+        Migration::new(
+            "001",
+            "001_settings",
+            appschema_core::Scope::Both,
+            "CREATE TABLE settings (k text PRIMARY KEY)",
+        )
+        .with_down_sql("DROP TABLE settings"),
+        Migration::new(
+            "002",
+            "002_orders",
+            appschema_core::Scope::Isolated,
+            "CREATE TABLE orders (id int, k text REFERENCES settings (k))",
+        )
+        .with_down_sql("DROP TABLE orders"),
+    ]);
+    let db = TestDb::new();
+    let mut conn = PgConnection::establish(db.url()).unwrap();
+    add_tenants(&mut conn, &TENANTS[..2]);
+    migrate(db.url(), &set);
+    let plan = Migrator::new(db.url())
+        .revert_plan(&set, &RevertTo::Last(2))
+        .unwrap();
+    let order: Vec<(&str, Vec<String>)> = plan
+        .iter()
+        .map(|p| (p.migration.as_str(), p.schemas.clone()))
+        .collect();
+    let tenants = vec!["t0".to_string(), "t1".to_string()];
+    assert_eq!(
+        order,
+        [
+            ("002_orders", tenants.clone()),
+            ("001_settings", tenants),
+            ("001_settings", vec!["public".to_string()]),
+        ]
+    );
+    let report = revert(db.url(), &set, RevertTo::Last(2));
+    assert!(report.is_success(), "{:?}", report.failures);
+    assert_eq!(report.migrations_reverted, 5);
+    assert_like_fresh(db.url(), &set, 0, &TENANTS[..2], "both-scope revert");
+    migrate(db.url(), &set);
+    assert_like_fresh(db.url(), &set, 2, &TENANTS[..2], "both-scope migrate again");
+}
