@@ -21,6 +21,7 @@ mod dry_run;
 mod migration_cmds;
 mod ops_cmds;
 mod provision_cmds;
+mod revert_cmd;
 mod schema_cmds;
 mod transfer_cmds;
 
@@ -75,6 +76,9 @@ enum Command {
   appschema-cli migrate --dry-run
   appschema-cli migrate --jobs 4
   appschema-cli migrate --tenant acme.example.com --tenant globex.example.com
+  appschema-cli migrate --revert --dry-run      # what reverting the last migration would undo
+  appschema-cli migrate --revert 2              # undo the last 2 migrations (down.sql, newest first)
+  appschema-cli migrate --revert --to 2024-01-01-000000   # undo everything newer; run again to resume
   appschema-cli --schema-file src/schema/shared.rs --schema-file src/schema/tenant.rs migrate")]
     Migrate {
         /// Parallel workers for tenant schemas [default: number of CPUs].
@@ -95,6 +99,18 @@ enum Command {
         /// Records no heads (for benchmarks of what recording costs).
         #[arg(long, hide = true)]
         no_record_heads: bool,
+        /// Undoes the last N migrations of the timeline (default 1), by
+        /// version, whichever their scope: `down.sql`, newest first, in every
+        /// tenant schema for an isolated migration, once in the shared schema
+        /// for a shared one. With --dry-run, prints what it would undo.
+        #[arg(long, value_name = "N", conflicts_with = "tenants")]
+        revert: Option<Option<usize>>,
+        /// With --revert: undoes every migration newer than VERSION (the
+        /// directory name, or the version diesel records, up to the first
+        /// `_`; `0` for everything); running it again resumes a revert that
+        /// failed part way.
+        #[arg(long, value_name = "VERSION", requires = "revert")]
+        to: Option<String>,
     },
     /// Shows each schema's applied and pending migrations, behind-head first.
     #[command(after_help = "Examples:
@@ -326,11 +342,19 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             dry_run,
             recheck,
             no_record_heads,
+            revert,
+            to,
         } => {
             let migrator = migrator(&config, jobs, &tenants)?
                 .recheck(recheck)
                 .record_heads(!no_record_heads);
-            migrate(&config, migrator, dry_run)
+            match revert {
+                Some(n) => {
+                    let to = revert_cmd::target(n, to.as_deref())?;
+                    revert_cmd::revert(&config.migrations()?, migrator, &to, dry_run)
+                }
+                None => migrate(&config, migrator, dry_run),
+            }
         }
         Command::Status { json, recheck } => status(&config, json, recheck),
         Command::Prepare { plan_file, check } => prepare(&config, &plan_file, check),
@@ -601,6 +625,7 @@ fn status(config: &Config, json: bool, recheck: bool) -> Result<ExitCode> {
             s.applied.len()
         );
     }
+    revert_cmd::print_status(&set, migrator(config, None, &[])?.recheck(recheck));
     Ok(ExitCode::SUCCESS)
 }
 

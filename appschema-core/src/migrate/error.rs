@@ -44,6 +44,43 @@ pub enum MigrateError {
     /// not read.
     #[error("reading the applied versions stopped with {0} schema(s) unread: run migrate again")]
     ReadInterrupted(usize),
+    /// A revert would undo migrations without a `down.sql` (or with one
+    /// holding only comments).
+    #[error(
+        "cannot revert migration(s) {}: no down.sql, or one holding only comments; write a \
+         down.sql that undoes the up.sql, or revert only the migrations after it (`--to VERSION`)",
+        .0.join(", ")
+    )]
+    MissingDown(Vec<String>),
+    /// A revert would undo a `run_in_transaction = false` migration.
+    #[error(
+        "cannot revert migration {0}: it sets `run_in_transaction = false`, so its down.sql cannot \
+         run in one transaction with its tracking row; undo it by hand in each schema (and delete \
+         its row from `__diesel_schema_migrations`), then run `appschema-cli migrate --recheck`, \
+         or revert only the migrations after it (`--to VERSION`)"
+    )]
+    DownOutsideTransaction(String),
+    /// The schemas do not hold the versions a revert needs them to.
+    #[error("cannot revert: {detail}: {}; {fix}", .schemas.join(", "))]
+    RevertOutOfStep {
+        /// What is wrong.
+        detail: String,
+        /// The schemas concerned, each with the last migration it holds.
+        schemas: Vec<String>,
+        /// What to do about it.
+        fix: String,
+    },
+    /// `Last(n)` asked for more migrations than are applied.
+    #[error(
+        "cannot revert the last {asked} migration(s): only {applied} are applied; \
+         `--revert --to 0` reverts everything"
+    )]
+    RevertTooFar {
+        /// Migrations asked for.
+        asked: usize,
+        /// Migrations applied.
+        applied: usize,
+    },
     /// On Citus: a shared table isolated tables reference could not be made
     /// a reference table (see [`crate::citus::ensure_reference_tables`]).
     #[error("{0}")]

@@ -9,8 +9,10 @@
 //!
 //! - **Never more than the table holds.** A record digests the versions a
 //!   schema was read to hold (committed rows) plus those appschema's own
-//!   transactions inserted *and committed*; appschema never deletes a
-//!   tracking row, so a record never claims a version its tracking table
+//!   transactions inserted *and committed*; appschema deletes a tracking
+//!   row only in a revert ([`super::Migrator::revert`]), which first deletes
+//!   the records of the schemas it reverts (and records them anew as they
+//!   finish), so a record never claims a version its tracking table
 //!   lacks. A schema built inside the caller's transaction
 //!   ([`super::migrate_schema_in_transaction`]) is recorded in that same
 //!   transaction. `migrate` writes the records of the schemas it migrated
@@ -30,7 +32,9 @@
 //! - **Healed by reading.** When `migrate` has to read a tracking table it
 //!   records what it read ([`heal`]), so the next run trusts it. A record
 //!   written from a read claims at most what the table held at the read;
-//!   appschema only ever adds versions, so at most what it holds now.
+//!   outside a revert appschema only adds versions, so at most what it
+//!   holds now (a `migrate` reading while a revert runs could record a
+//!   version the revert then deletes: do not run them at once).
 //!
 //! What the record cannot see: a tracking row *deleted* by something other
 //! than appschema (diesel CLI's `migration revert` on a tenant schema, a

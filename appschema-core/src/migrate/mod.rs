@@ -23,6 +23,10 @@
 //!   on the first schemas found behind while the rest is still being read
 //!   (see the `applied` module), and records what it read.
 //!
+//! Reverting ([`Migrator::revert`]) walks the timeline backwards with each
+//! migration's `down.sql`, with the same workers, per-schema transactions
+//! and failure isolation (see the `revert` module).
+//!
 //! Which schemas: appschema's own shared tables first ([`registry::install`]),
 //! the shared schema, then every tenant of the registry, then every schema
 //! named by the [`SchemaSource`]s added with [`Migrator::schema_source`]
@@ -35,6 +39,7 @@ mod extensions;
 mod heads;
 mod in_transaction;
 mod report;
+mod revert;
 mod run;
 
 use std::collections::{BTreeSet, HashMap};
@@ -47,6 +52,7 @@ pub use error::MigrateError;
 pub use extensions::{extensions_in_schemas, MisplacedExtension};
 pub use in_transaction::migrate_schema_in_transaction;
 pub use report::{Event, Failure, PlannedMigration, Report, SchemaStatus};
+pub use revert::RevertTo;
 
 use crate::connection::SearchPath;
 use crate::name::{PublicName, SchemaName};

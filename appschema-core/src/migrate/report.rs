@@ -33,6 +33,9 @@ pub struct Report {
     pub schemas_migrated: usize,
     /// (schema, migration) pairs applied.
     pub migrations_applied: usize,
+    /// (schema, migration) pairs reverted: the `down.sql`s that ran
+    /// ([`Migrator::revert`](super::Migrator::revert); 0 for `migrate`).
+    pub migrations_reverted: usize,
     /// Every failure, in the order seen.
     pub failures: Vec<Failure>,
     /// Steps not started because an earlier step failed.

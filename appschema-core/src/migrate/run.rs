@@ -118,7 +118,7 @@ impl Migrator {
         Ok(report)
     }
 
-    fn shared_path(&self, tenant: Option<&SchemaName>) -> String {
+    pub(super) fn shared_path(&self, tenant: Option<&SchemaName>) -> String {
         match tenant {
             Some(t) => self.path.for_tenant(t),
             None => self.path.shared_only(),
