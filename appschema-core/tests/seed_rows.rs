@@ -272,3 +272,111 @@ fn storing_a_template_drops_the_seed_schema_of_the_one_it_replaces_and_keeps_its
     store_template(&mut conn, &template).unwrap();
     assert!(schemas_starting_with(&mut conn, "appschema_seed_").is_empty());
 }
+
+/// How many backends wait on a lock (a row, a transaction or a relation).
+fn backends_waiting_on_locks(conn: &mut diesel::PgConnection) -> usize {
+    query_strings(
+        conn,
+        "SELECT count(*)::text AS value FROM pg_catalog.pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )[0]
+    .parse()
+    .unwrap()
+}
+
+/// A sign-up replaying the stored template while a deploy stores its
+/// successor: the store waits for the replay to commit before it drops the
+/// seed schema the replay copies from, so the sign-up gets its rows (not
+/// `SeedMissing`) and the store still completes.
+///
+/// The replay is held between reading the template and copying its seed
+/// rows by a lock on a shared table its pre-data DDL needs (a view over
+/// it); meanwhile the store runs. Without the row lock the store drops the
+/// old seed schema at once and the held replay fails.
+#[test]
+fn storing_a_template_waits_for_a_replay_that_read_the_one_it_replaces() {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let (db, mut conn) = db_with_registry();
+    conn.batch_execute("CREATE TABLE public.blocker (x int)")
+        .unwrap();
+    let m = isolated(vec![(
+        "20240101000000".into(),
+        "CREATE TABLE seeded (n int);
+         INSERT INTO seeded VALUES (1), (2);
+         CREATE VIEW seen AS SELECT x FROM public.blocker;"
+            .into(),
+    )]);
+    let first = generate_template(&mut conn, db.url(), &m).unwrap();
+    store_template(&mut conn, &first).unwrap();
+    let second = generate_template(&mut conn, db.url(), &m).unwrap();
+
+    let mut holder = db.conn();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE public.blocker IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let until = |what: &str, done: &mut dyn FnMut() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let (m2, url) = (m.clone(), db.url().to_string());
+    let signup = std::thread::spawn(move || {
+        let mut conn = <diesel::PgConnection as diesel::Connection>::establish(&url).unwrap();
+        create_tenant(
+            &mut conn,
+            &m2,
+            &new_tenant("a.test").source(Source::Template),
+        )
+    });
+    until("the sign-up waits on the shared table", &mut || {
+        backends_waiting_on_locks(&mut conn) >= 1
+    });
+
+    let url = db.url().to_string();
+    let (stored_tx, stored_rx) = mpsc::channel();
+    let store = std::thread::spawn(move || {
+        let mut conn = <diesel::PgConnection as diesel::Connection>::establish(&url).unwrap();
+        let result = store_template(&mut conn, &second);
+        stored_tx.send(()).unwrap();
+        result
+    });
+    // The store either waits (the guard) or finishes (no guard); either
+    // way, only then does the sign-up go on.
+    until("the store waits or is done", &mut || {
+        stored_rx.try_recv().is_ok() || backends_waiting_on_locks(&mut conn) >= 2
+    });
+    holder.batch_execute("COMMIT").unwrap();
+
+    let created = signup.join().unwrap();
+    assert!(
+        created.is_ok(),
+        "the sign-up lost its seed schema to the store: {created:?}"
+    );
+    store.join().unwrap().unwrap();
+    assert_eq!(
+        query_strings(
+            &mut conn,
+            "SELECT count(*)::text AS value FROM a_test.seeded"
+        ),
+        ["2"]
+    );
+    assert_eq!(
+        schemas_starting_with(&mut conn, "appschema_seed_"),
+        [stored_seed(&mut conn)]
+    );
+}
+
+/// The seed schema the stored template names.
+fn stored_seed(conn: &mut diesel::PgConnection) -> String {
+    query_strings(
+        conn,
+        "SELECT substr(split_part(body, E'\\n', 5), 10) AS value FROM public.appschema_templates",
+    )[0]
+    .trim()
+    .to_string()
+}

@@ -398,6 +398,9 @@ pub fn store_template(conn: &mut PgConnection, template: &Template) -> QueryResu
     conn.transaction(|conn| {
         diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('appschema.templates'))")
             .execute(conn)?;
+        // Before any seed schema goes: wait for the replays that read a
+        // stored template (`FOR SHARE`, see `stored_template_sql`) to end.
+        diesel::sql_query("SELECT 1 FROM public.appschema_templates FOR UPDATE").execute(conn)?;
         super::seed::drop_named_seeds_except(conn, template.seed.as_ref())?;
         diesel::sql_query(
             "INSERT INTO public.appschema_templates (version, body) VALUES ($1, $2)
@@ -466,11 +469,19 @@ fn cache_put(version: &str, digest: &str, template: Arc<Template>) {
 
 /// The SQL, selecting `digest` and `body` (null when `digest` is among the
 /// text array `${known}`), of the template stored for version `${version}`.
+///
+/// The row is read `FOR SHARE`: the seed schema the template names must
+/// outlive the transaction that replays it. [`store_template`] first locks
+/// every stored row `FOR UPDATE`, so it waits for replays that have read a
+/// template to commit before it drops the seed schema that template named,
+/// and a replay that reads the row while a store is under way waits for it
+/// and reads the new template (whose seed schema exists). The order — rows
+/// first, seed schemas after — is what keeps the two from deadlocking.
 pub(crate) fn stored_template_sql(version: usize, known: usize) -> String {
     format!(
         "SELECT digest, CASE WHEN digest = ANY(${known}) THEN NULL ELSE body END AS body
            FROM (SELECT md5(body) AS digest, body FROM public.appschema_templates
-                  WHERE version = ${version}) stored"
+                  WHERE version = ${version} FOR SHARE) stored"
     )
 }
 
