@@ -16,6 +16,7 @@ use appschema_core::{MigrationSet, PublicName, Scope, SearchPath};
 use clap::{Parser, Subcommand};
 
 mod citus_cmds;
+mod domain_cmds;
 mod ops_cmds;
 mod provision_cmds;
 mod transfer_cmds;
@@ -142,6 +143,8 @@ enum Command {
     Transfer(transfer_cmds::TransferCommand),
     #[command(flatten)]
     Ops(ops_cmds::OpsCommand),
+    #[command(flatten)]
+    Domain(domain_cmds::DomainCommands),
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,6 +336,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             provision_cmds::run(command, config.database_url()?, || config.migrations())
         }
         Command::Citus(command) => citus_cmds::run(command, config.database_url()?),
+        Command::Domain(command) => domain_cmds::run(command, config.database_url()?),
         Command::Transfer(command) => {
             transfer_cmds::run(command, config.database_url()?, || config.migrations())
         }

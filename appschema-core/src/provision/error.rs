@@ -122,6 +122,13 @@ pub enum ProvisionError {
         /// The hook's error.
         error: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A request carrying blocking hooks ([`super::NewTenant::hooks`]) was
+    /// handed to the async sign-up, which cannot run them.
+    #[error("the request for tenant `{public_name}` carries blocking hooks (NewTenant::hooks), which cannot run on an async connection: pass them as AsyncHooks to claim_spare_with_hooks, or create the tenant with create_tenant on a blocking thread")]
+    BlockingHooksOnAsyncPath {
+        /// The public name asked for.
+        public_name: String,
+    },
     /// A schema template problem.
     #[error(transparent)]
     Template(#[from] TemplateError),
