@@ -237,3 +237,57 @@ fn a_before_drop_hook_sees_the_rows_and_a_failing_one_keeps_the_tenant() {
         ["archive.test 1", "drop.test 1"]
     );
 }
+
+#[test]
+fn an_after_migrate_hook_runs_once_per_migrated_tenant_and_its_failure_is_reported() {
+    let (db, mut conn) = db_with_registry();
+    conn.batch_execute(
+        "CREATE TABLE public.migrated_log (tenant text NOT NULL, orders_exist bool)",
+    )
+    .unwrap();
+    let behind = common::app_migrations_but_the_last();
+    create_named(&mut conn, &behind, "a.test");
+    create_named(&mut conn, &behind, "b.test");
+    let hooks = Hooks::new()
+        .after_migrate("log", |conn, tenant| {
+            // On the tenant's path, after the new migration committed.
+            diesel::sql_query(
+                "INSERT INTO public.migrated_log SELECT $1, to_regclass('orders') IS NOT NULL",
+            )
+            .bind::<diesel::sql_types::Text, _>(&tenant.public_name)
+            .execute(conn)?;
+            Ok(())
+        })
+        .after_migrate("refuse-b", |_, tenant| match tenant.public_name.as_str() {
+            "b.test" => Err("b is special".into()),
+            _ => Ok(()),
+        });
+    let migrator = appschema_core::migrate::Migrator::new(db.url())
+        .jobs(2)
+        .hooks(hooks);
+    let report = migrator.migrate(&app_migrations(), &|_| {}).unwrap();
+    assert_eq!(report.migrations_applied, 2);
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    let failure = &report.failures[0];
+    assert_eq!(
+        (failure.schema.as_str(), failure.migration.as_str()),
+        ("b_test", "hook refuse-b")
+    );
+    assert!(failure.message.contains("b is special"), "{failure}");
+    // The migrations stay; only the failing tenant's hook rows went.
+    assert_eq!(common::applied_versions(&mut conn, "b_test").len(), 2);
+    assert_eq!(
+        query_strings(
+            &mut conn,
+            "SELECT tenant || ' ' || orders_exist AS value FROM public.migrated_log"
+        ),
+        ["a.test true"]
+    );
+    // Nothing pending: no hook runs.
+    let again = migrator.migrate(&app_migrations(), &|_| {}).unwrap();
+    assert!(again.is_success(), "{:?}", again.failures);
+    assert_eq!(
+        query_strings(&mut conn, "SELECT tenant AS value FROM public.migrated_log"),
+        ["a.test"]
+    );
+}

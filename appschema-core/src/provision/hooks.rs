@@ -25,6 +25,9 @@ pub enum HookStage {
     /// Before the tenant's registry rows and schema go, in the dropping
     /// (or archiving) transaction.
     BeforeDrop(DropMode),
+    /// After a migration run applied migrations to the tenant, in a
+    /// transaction of its own (see [`crate::migrate::Migrator::hooks`]).
+    AfterMigrate,
 }
 
 impl HookStage {
@@ -33,6 +36,7 @@ impl HookStage {
             HookStage::AfterCreate => "after creating",
             HookStage::BeforeDrop(DropMode::Drop) => "before dropping",
             HookStage::BeforeDrop(DropMode::Archive) => "before archiving",
+            HookStage::AfterMigrate => "after migrating",
         }
     }
 }
@@ -73,6 +77,15 @@ pub trait TenantHook: Send + Sync {
         mode: DropMode,
     ) -> Result<(), HookError> {
         let _ = (conn, tenant, mode);
+        Ok(())
+    }
+
+    /// Runs after a migration run ([`crate::migrate::Migrator::hooks`])
+    /// applied migrations to `tenant`: after they committed, in a
+    /// transaction of its own, so a failure rolls back only what the hook
+    /// wrote and is reported as a failure of that schema.
+    fn after_migrate(&self, conn: &mut PgConnection, tenant: &Tenant) -> Result<(), HookError> {
+        let _ = (conn, tenant);
         Ok(())
     }
 }
@@ -128,6 +141,7 @@ struct FnHook<F> {
 enum Stage {
     Create,
     Drop,
+    Migrate,
 }
 
 impl<F> TenantHook for FnHook<F>
@@ -141,7 +155,7 @@ where
     fn after_create(&self, conn: &mut PgConnection, tenant: &Tenant) -> Result<(), HookError> {
         match self.stage {
             Stage::Create => (self.f)(conn, tenant),
-            Stage::Drop => Ok(()),
+            _ => Ok(()),
         }
     }
 
@@ -153,7 +167,14 @@ where
     ) -> Result<(), HookError> {
         match self.stage {
             Stage::Drop => (self.f)(conn, tenant),
-            Stage::Create => Ok(()),
+            _ => Ok(()),
+        }
+    }
+
+    fn after_migrate(&self, conn: &mut PgConnection, tenant: &Tenant) -> Result<(), HookError> {
+        match self.stage {
+            Stage::Migrate => (self.f)(conn, tenant),
+            _ => Ok(()),
         }
     }
 }
@@ -195,6 +216,18 @@ impl Hooks {
         })
     }
 
+    /// Adds a [`TenantHook::after_migrate`] hook named `name` running `f`.
+    pub fn after_migrate<F>(self, name: &str, f: F) -> Hooks
+    where
+        F: Fn(&mut PgConnection, &Tenant) -> Result<(), HookError> + Send + Sync + 'static,
+    {
+        self.with(FnHook {
+            name: name.to_string(),
+            stage: Stage::Migrate,
+            f,
+        })
+    }
+
     /// Whether there are no hooks.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -223,6 +256,7 @@ impl Hooks {
             let outcome = match stage {
                 HookStage::AfterCreate => hook.after_create(conn, tenant),
                 HookStage::BeforeDrop(mode) => hook.before_drop(conn, tenant, mode),
+                HookStage::AfterMigrate => hook.after_migrate(conn, tenant),
             };
             if let Err(error) = outcome {
                 return Err(ProvisionError::Hook {

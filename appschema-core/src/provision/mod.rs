@@ -67,3 +67,4 @@ pub use transfer::{
     export_tenant, import_tenant, Exported, ImportOptions, Imported, TableTransfer, TransferError,
     FORMAT_VERSION,
 };
+pub(crate) use util::lock_tenant as lock_tenant_for_hooks;
