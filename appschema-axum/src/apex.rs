@@ -57,12 +57,12 @@ where
         Router::new().fallback_service(tower::service_fn(move |req: Request| {
             // Two Host headers name no host reliably: the tenant layer
             // refuses them.
-            let single = !req
+            let single = req
                 .headers()
                 .get_all(axum::http::header::HOST)
                 .iter()
                 .nth(1)
-                .is_some();
+                .is_none();
             let to_apex = single
                 && request_host(&req, host_source)
                     .and_then(|host| normalize_host(&host).ok())

@@ -227,7 +227,7 @@ where
         Box::pin(async move {
             let lookup = match lookup {
                 Ok(lookup) => lookup,
-                Err(refusal) => return Ok(refusal),
+                Err(refusal) => return Ok(refusal.into_response()),
             };
             match resolve(&resolver, lookup).await {
                 Ok(Some(tenant)) => {

@@ -112,8 +112,17 @@ pub(crate) enum Lookup {
     Name(PublicName),
 }
 
-fn bad_request(message: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, message.into()).into_response()
+/// Why a request names no tenant: the status and body to answer with.
+pub(crate) struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, message.into())
 }
 
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -136,7 +145,7 @@ pub(crate) fn request_host(req: &Request, source: HostSource) -> Option<String> 
         .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
 }
 
-fn public_name(value: &str, what: &str) -> Result<Lookup, Response> {
+fn public_name(value: &str, what: &str) -> Result<Lookup, Refusal> {
     PublicName::new(value)
         .map(Lookup::Name)
         .map_err(|e| bad_request(format!("malformed tenant {what}: {e}\n")))
@@ -148,7 +157,7 @@ pub(crate) fn extract(
     req: &mut Request,
     source: &TenantSource,
     host_source: HostSource,
-) -> Result<Lookup, Response> {
+) -> Result<Lookup, Refusal> {
     match source {
         TenantSource::Host => {
             // Two Host headers: proxies and this layer could disagree on
@@ -181,7 +190,10 @@ pub(crate) fn extract(
                 .strip_prefix(prefix.as_str())
                 .and_then(|rest| rest.strip_prefix('/'))
             else {
-                return Err((StatusCode::NOT_FOUND, "no tenant in this path\n").into_response());
+                return Err(Refusal(
+                    StatusCode::NOT_FOUND,
+                    "no tenant in this path\n".into(),
+                ));
             };
             let (segment, inner_path) = match rest.find('/') {
                 Some(at) => (&rest[..at], &rest[at..]),
