@@ -291,3 +291,20 @@ fn an_after_migrate_hook_runs_once_per_migrated_tenant_and_its_failure_is_report
         ["a.test"]
     );
 }
+
+#[test]
+fn inside_the_callers_transaction_the_path_is_restored_after_the_hooks() {
+    let (_db, mut conn) = db_with_registry();
+    conn.batch_execute("CREATE TABLE public.welcome_jobs (tenant text NOT NULL)")
+        .unwrap();
+    let m = app_migrations();
+    let before = search_path(&mut conn);
+    conn.transaction(|conn| {
+        create_tenant(conn, &m, &new_tenant("acme.test").hooks(welcome_hooks()))?;
+        // Still in the caller's transaction: the hook's `SET LOCAL` must
+        // not outlive it here, where the caller's next statement runs.
+        assert_eq!(search_path(conn), before);
+        Ok::<_, ProvisionError>(())
+    })
+    .unwrap();
+}
