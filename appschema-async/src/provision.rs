@@ -44,7 +44,10 @@ use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 /// answers once the transaction ends.
 ///
 /// Refused inside an open transaction (the rename and the registry rows
-/// must commit together, and alone).
+/// must commit together, and alone), and for a request carrying blocking
+/// hooks (`NewTenant::hooks`: [`ProvisionError::BlockingHooksOnAsyncPath`];
+/// async ones go to [`claim_spare_with_hooks`]), which would otherwise be
+/// skipped.
 ///
 /// ```no_run
 /// use appschema::async_pool::{claim_spare, AsyncSharedPool};
