@@ -63,7 +63,9 @@ pub use pool::{
     AsyncSharedPool, AsyncSharedPoolBuilder, AsyncTenantConnection, AsyncTenantManager,
     AsyncTenantPool,
 };
-pub use provision::{claim_spare, claim_spare_with};
+pub use provision::{
+    claim_spare, claim_spare_with, claim_spare_with_hooks, AsyncHooks, AsyncTenantHook, HookFuture,
+};
 pub use stream::{load_stream, TenantRowStream};
 #[cfg(feature = "tls-rustls")]
 pub use tls::RustlsConnector;

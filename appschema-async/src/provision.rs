@@ -14,7 +14,11 @@ use appschema_core::provision::internals::{
     derived_candidate, has_version_sql, registry_conflict, rename_spare_sql, schema_ddl_error,
     BoolRow, TenantRow, TextRow, CLAIM_SPARE, INSERT_TENANT, MAX_DERIVED_ATTEMPTS,
 };
-use appschema_core::provision::{Created, NewTenant, ProvisionError, Source};
+use std::fmt;
+use std::sync::Arc;
+
+use appschema_core::provision::{Created, HookError, NewTenant, ProvisionError, Source};
+use appschema_core::registry::Tenant;
 use appschema_core::SchemaName;
 use diesel::sql_types::Text;
 use diesel::OptionalExtension;
@@ -40,7 +44,10 @@ use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 /// answers once the transaction ends.
 ///
 /// Refused inside an open transaction (the rename and the registry rows
-/// must commit together, and alone).
+/// must commit together, and alone), and for a request carrying blocking
+/// hooks (`NewTenant::hooks`: [`ProvisionError::BlockingHooksOnAsyncPath`];
+/// async ones go to [`claim_spare_with_hooks`]), which would otherwise be
+/// skipped.
 ///
 /// ```no_run
 /// use appschema::async_pool::{claim_spare, AsyncSharedPool};
@@ -111,6 +118,153 @@ where
         + Send
         + 'a,
 {
+    claim(conn, request, head, init, &AsyncHooks::default()).await
+}
+
+/// A lifecycle hook of the async sign-up ([`claim_spare_with_hooks`]): the
+/// async counterpart of `appschema::provision::TenantHook::after_create`,
+/// with the same contract. It runs once the spare is the tenant's, in the
+/// creating transaction, on the connection with its `search_path` set to
+/// `"<tenant schema>", public` (restored afterwards); an error rolls the
+/// creation back and fails it with [`ProvisionError::Hook`].
+///
+/// ```no_run
+/// use appschema::async_pool::{AsyncTenantHook, HookFuture};
+/// use appschema::registry::Tenant;
+/// use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+///
+/// struct FirstAccount;
+///
+/// impl AsyncTenantHook for FirstAccount {
+///     fn name(&self) -> &str {
+///         "first-account"
+///     }
+///     fn after_create<'a>(&'a self, conn: &'a mut AsyncPgConnection, _: &'a Tenant) -> HookFuture<'a> {
+///         Box::pin(async move {
+///             conn.batch_execute("INSERT INTO account (display_name) VALUES ('owner')").await?;
+///             Ok(())
+///         })
+///     }
+/// }
+/// ```
+pub trait AsyncTenantHook: Send + Sync {
+    /// The hook's name, used in errors.
+    fn name(&self) -> &str;
+
+    /// Runs after `tenant` was created, before the commit.
+    fn after_create<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        tenant: &'a Tenant,
+    ) -> HookFuture<'a>;
+}
+
+/// What [`AsyncTenantHook::after_create`] returns.
+pub type HookFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HookError>> + Send + 'a>>;
+
+/// The async hooks a sign-up runs, in the order they were added. Cheap to
+/// clone.
+#[derive(Clone, Default)]
+pub struct AsyncHooks(Vec<Arc<dyn AsyncTenantHook>>);
+
+impl fmt::Debug for AsyncHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|h| h.name()))
+            .finish()
+    }
+}
+
+impl AsyncHooks {
+    /// No hooks.
+    pub fn new() -> AsyncHooks {
+        AsyncHooks::default()
+    }
+
+    /// Adds `hook`.
+    pub fn with(mut self, hook: impl AsyncTenantHook + 'static) -> AsyncHooks {
+        self.0.push(Arc::new(hook));
+        self
+    }
+
+    async fn run(
+        &self,
+        conn: &mut AsyncPgConnection,
+        tenant: &Tenant,
+    ) -> Result<(), ProvisionError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let saved = diesel::sql_query("SELECT pg_catalog.current_setting('search_path') AS value")
+            .get_result::<TextRow>(conn)
+            .await?
+            .value;
+        conn.batch_execute(&format!(
+            "SET LOCAL search_path TO {}, public",
+            tenant.schema_name.quoted()
+        ))
+        .await?;
+        for hook in &self.0 {
+            if let Err(error) = hook.after_create(conn, tenant).await {
+                return Err(ProvisionError::Hook {
+                    hook: hook.name().to_string(),
+                    stage: "after creating",
+                    public_name: tenant.public_name.clone(),
+                    schema: tenant.schema_name.to_string(),
+                    error,
+                });
+            }
+        }
+        diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, true)")
+            .bind::<Text, _>(saved)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// [`claim_spare`], running `hooks` on the new tenant in the creating
+/// transaction (see [`AsyncTenantHook`]). When it answers `Ok(None)` (no
+/// spare left) the hooks did not run: the blocking fallback
+/// (`create_tenant` with `NewTenant::hooks`) runs the blocking ones.
+pub async fn claim_spare_with_hooks(
+    conn: &mut AsyncPgConnection,
+    request: &NewTenant,
+    head: Option<&str>,
+    hooks: &AsyncHooks,
+) -> Result<Option<Created>, ProvisionError> {
+    claim(
+        conn,
+        request,
+        head,
+        |_, _| async { Ok(()) }.scope_boxed(),
+        hooks,
+    )
+    .await
+}
+
+async fn claim<'a, F>(
+    conn: &mut AsyncPgConnection,
+    request: &NewTenant,
+    head: Option<&str>,
+    init: F,
+    hooks: &AsyncHooks,
+) -> Result<Option<Created>, ProvisionError>
+where
+    F: for<'r> FnOnce(
+            &'r mut AsyncPgConnection,
+            &'r Created,
+        ) -> ScopedBoxFuture<'a, 'r, Result<(), diesel::result::Error>>
+        + Send
+        + 'a,
+{
+    if !request.hooks_ref().is_empty() {
+        // Skipping them would create a tenant without what they write.
+        return Err(ProvisionError::BlockingHooksOnAsyncPath {
+            public_name: request.public_name().to_string(),
+        });
+    }
     let mut init = Some(init);
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
@@ -122,11 +276,11 @@ where
     }
     let _invalidate = InvalidateOnReturn;
     if let Some(schema) = request.schema_name() {
-        return attempt(conn, request, schema, head, &mut init).await;
+        return attempt(conn, request, schema, head, &mut init, hooks).await;
     }
     for n in 0..MAX_DERIVED_ATTEMPTS {
         let schema = derived_candidate(request.public_name(), n);
-        match attempt(conn, request, &schema, head, &mut init).await {
+        match attempt(conn, request, &schema, head, &mut init, hooks).await {
             Err(
                 ProvisionError::SchemaExists { .. }
                 | ProvisionError::SchemaRetired { .. }
@@ -160,6 +314,7 @@ async fn attempt<'a, F>(
     schema: &SchemaName,
     head: Option<&str>,
     init: &mut Option<F>,
+    hooks: &AsyncHooks,
 ) -> Result<Option<Created>, ProvisionError>
 where
     F: for<'r> FnOnce(
@@ -173,13 +328,19 @@ where
         .await
         .map_err(ProvisionError::Database)?;
     let outcome = match claim_in_transaction(conn, request, schema, head).await {
-        Ok(Some(created)) => match init.take() {
-            Some(init) => init(conn, &created)
-                .await
-                .map(|()| Some(created))
-                .map_err(ProvisionError::Database),
-            None => Ok(Some(created)),
-        },
+        Ok(Some(created)) => {
+            let initialized = match init.take() {
+                Some(init) => init(conn, &created).await.map_err(ProvisionError::Database),
+                None => Ok(()),
+            };
+            match initialized {
+                Ok(()) => hooks
+                    .run(conn, &created.tenant)
+                    .await
+                    .map(|()| Some(created)),
+                Err(e) => Err(e),
+            }
+        }
         other => other,
     };
     match outcome {

@@ -1,5 +1,6 @@
 //! tower/axum integration of appschema: every request is routed to its
-//! tenant by host name before a handler runs.
+//! tenant (by host name, or a header, a path prefix, or a function of the
+//! request: see [`TenantSource`]) before a handler runs.
 //!
 //! [`TenantLayer`] resolves the request's host through a [`Resolver`] and
 //! puts the [`CurrentTenant`] in the request's extensions; unknown hosts get `404`,
@@ -35,13 +36,17 @@
 //! ```
 #![warn(missing_docs)]
 
+mod apex;
 mod db;
 #[cfg(feature = "async")]
 mod db_async;
+mod source;
 
+pub use apex::apex_or_tenants;
 pub use db::{run_for_tenant, TenantDbError, RETRY_AFTER_SECONDS};
 #[cfg(feature = "async")]
 pub use db_async::TenantConn;
+pub use source::{CustomSource, PrefixedUri, TenantSource};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,7 +57,7 @@ use appschema_core::registry::Tenant;
 use appschema_core::resolve::{ResolveError, Resolver};
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderName, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 /// The tenant the request's host resolved to, put in the request's
@@ -91,6 +96,7 @@ pub enum HostSource {
 pub struct TenantLayer {
     resolver: Arc<Resolver>,
     source: HostSource,
+    tenant_source: TenantSource,
 }
 
 impl TenantLayer {
@@ -99,7 +105,42 @@ impl TenantLayer {
         TenantLayer {
             resolver,
             source: HostSource::Host,
+            tenant_source: TenantSource::Host,
         }
+    }
+
+    /// Takes the tenant from `source` instead of the host (default
+    /// [`TenantSource::Host`]).
+    ///
+    /// With [`TenantSource::PathPrefix`], put the layer *around* the router
+    /// ([`TenantLayer::wrap`]), not on it with `Router::layer`: axum runs a
+    /// router's layers after routing, so the inner router would route the
+    /// path with its prefix still on.
+    pub fn tenant_source(mut self, source: TenantSource) -> TenantLayer {
+        self.tenant_source = source;
+        self
+    }
+
+    /// `router` behind this layer, the layer running before routing (which
+    /// a [`TenantSource::PathPrefix`] needs, since it rewrites the path).
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// use appschema::axum::{CurrentTenant, TenantLayer, TenantSource};
+    /// use axum::{routing::get, Router};
+    /// # fn run(resolver: Arc<appschema::resolve::Resolver>) {
+    /// let routes = Router::new().route(
+    ///     "/projects",
+    ///     get(|CurrentTenant(t): CurrentTenant| async move { t.public_name }),
+    /// );
+    /// // GET /t/acme/projects runs the `/projects` handler for tenant `acme`.
+    /// let app: Router = TenantLayer::new(resolver)
+    ///     .tenant_source(TenantSource::path_prefix("/t"))
+    ///     .wrap(routes);
+    /// # }
+    /// ```
+    pub fn wrap(self, router: axum::Router) -> axum::Router {
+        axum::Router::new().fallback_service(tower_layer::Layer::layer(&self, router))
     }
 
     /// Reads the host from `source` instead (default [`HostSource::Host`]).
@@ -117,6 +158,7 @@ impl<S> tower_layer::Layer<S> for TenantLayer {
             inner,
             resolver: self.resolver.clone(),
             source: self.source,
+            tenant_source: self.tenant_source.clone(),
         }
     }
 }
@@ -127,35 +169,28 @@ pub struct TenantService<S> {
     inner: S,
     resolver: Arc<Resolver>,
     source: HostSource,
-}
-
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-fn request_host(req: &Request, source: HostSource) -> Option<String> {
-    let header_value = |name: &HeaderName| {
-        req.headers().get(name).map(|v| {
-            v.to_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|_| "\u{fffd}".into())
-        })
-    };
-    let forwarded = match source {
-        HostSource::XForwardedHost => header_value(&X_FORWARDED_HOST),
-        HostSource::Host => None,
-    };
-    forwarded
-        .or_else(|| header_value(&header::HOST))
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+    tenant_source: TenantSource,
 }
 
 /// Resolves `host`, querying the registry off the async worker threads when
 /// the answer is not cached.
-async fn resolve(resolver: &Arc<Resolver>, host: String) -> Result<Option<Tenant>, ResolveError> {
-    if let Some(answer) = resolver.resolve_cached(&host) {
+async fn resolve(
+    resolver: &Arc<Resolver>,
+    lookup: source::Lookup,
+) -> Result<Option<Tenant>, ResolveError> {
+    let cached = match &lookup {
+        source::Lookup::Host(host) => resolver.resolve_cached(host),
+        source::Lookup::Name(name) => resolver.resolve_name_cached(name).map(Ok),
+    };
+    if let Some(answer) = cached {
         return answer;
     }
     let resolver = resolver.clone();
-    match tokio::task::spawn_blocking(move || resolver.resolve(&host)).await {
+    let blocking = tokio::task::spawn_blocking(move || match lookup {
+        source::Lookup::Host(host) => resolver.resolve(&host),
+        source::Lookup::Name(name) => resolver.resolve_name(&name),
+    });
+    match blocking.await {
         Ok(answer) => answer,
         Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
     }
@@ -188,20 +223,13 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let resolver = self.resolver.clone();
-        // Two Host headers: proxies and this layer could disagree on which
-        // one counts, so the request names no tenant reliably.
-        let ambiguous = [header::HOST, X_FORWARDED_HOST]
-            .iter()
-            .any(|name| req.headers().get_all(name).iter().nth(1).is_some());
-        let host = request_host(&req, self.source);
+        let lookup = source::extract(&mut req, &self.tenant_source, self.source);
         Box::pin(async move {
-            if ambiguous {
-                return Ok((StatusCode::BAD_REQUEST, "more than one Host header\n").into_response());
-            }
-            let Some(host) = host else {
-                return Ok((StatusCode::BAD_REQUEST, "missing Host header\n").into_response());
+            let lookup = match lookup {
+                Ok(lookup) => lookup,
+                Err(refusal) => return Ok(refusal.into_response()),
             };
-            match resolve(&resolver, host).await {
+            match resolve(&resolver, lookup).await {
                 Ok(Some(tenant)) => {
                     req.extensions_mut().insert(CurrentTenant(tenant));
                     inner.call(req).await

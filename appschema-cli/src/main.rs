@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 mod citus_cmds;
 mod dev_cmds;
+mod domain_cmds;
 mod dry_run;
 mod migration_cmds;
 mod ops_cmds;
@@ -166,6 +167,8 @@ enum Command {
     Schema(schema_cmds::SchemaCommand),
     #[command(flatten)]
     Dev(dev_cmds::DevCommand),
+    #[command(flatten)]
+    Domain(domain_cmds::DomainCommands),
 }
 
 #[derive(Debug, Subcommand)]
@@ -365,6 +368,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             provision_cmds::run(command, config.database_url()?, || config.migrations())
         }
         Command::Citus(command) => citus_cmds::run(command, config.database_url()?),
+        Command::Domain(command) => domain_cmds::run(command, config.database_url()?),
         Command::Transfer(command) => {
             transfer_cmds::run(command, config.database_url()?, || config.migrations())
         }

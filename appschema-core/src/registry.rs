@@ -76,6 +76,12 @@ CREATE TABLE IF NOT EXISTS public.appschema_heads (
 COMMENT ON TABLE public.appschema_heads IS
     'appschema: per schema, the md5 of its __diesel_schema_migrations versions (byte order, comma-joined) and that table''s OID, written with each migration; migrate trusts a row only when both still match';",
     ),
+    (
+        "0005_one_primary_name",
+        "\
+CREATE UNIQUE INDEX IF NOT EXISTS appschema_public_names_one_primary
+    ON public.appschema_public_names (tenant_id) WHERE is_primary;",
+    ),
 ];
 
 /// The marker of the error [`INSERT_TENANT`] raises for a schema named like

@@ -255,14 +255,27 @@ impl Resolver {
     /// The tenant a `Host` header value names, `None` if no tenant has that
     /// name (and no default tenant is configured).
     pub fn resolve(&self, host: &str) -> Result<Option<Tenant>, ResolveError> {
-        let name = normalize_host(host)?;
-        if let Some(hit) = self.cached(&name) {
+        self.resolve_name(&normalize_host(host)?)
+    }
+
+    /// The tenant answering to `name` (a public name or an alias, taken
+    /// from wherever the application found it: a header, a path segment, a
+    /// verified token), through the same cache as [`Resolver::resolve`].
+    pub fn resolve_name(&self, name: &PublicName) -> Result<Option<Tenant>, ResolveError> {
+        if let Some(hit) = self.cached(name) {
             return Ok(hit.or_else(|| self.default_tenant.clone()));
         }
         let generation_before = generation();
-        let found = self.lookup(&name)?;
-        self.store(name, found.clone(), generation_before);
+        let found = self.lookup(name)?;
+        self.store(name.clone(), found.clone(), generation_before);
         Ok(found.or_else(|| self.default_tenant.clone()))
+    }
+
+    /// The cached answer for `name`, without touching the database (see
+    /// [`Resolver::resolve_cached`]).
+    pub fn resolve_name_cached(&self, name: &PublicName) -> Option<Option<Tenant>> {
+        self.cached(name)
+            .map(|hit| hit.or_else(|| self.default_tenant.clone()))
     }
 
     /// The cached answer for `host`, without touching the database: `None`

@@ -22,22 +22,22 @@ use std::sync::Arc;
 use appschema::async_pool::scoped_futures::ScopedFutureExt;
 #[cfg(feature = "async")]
 use appschema::async_pool::AsyncSharedPool;
-use appschema::axum::{CurrentTenant, TenantDbError, TenantLayer, RETRY_AFTER_SECONDS};
+use appschema::axum::{
+    apex_or_tenants, CurrentTenant, HostSource, TenantDbError, TenantLayer, RETRY_AFTER_SECONDS,
+};
 use appschema::connection::{is_connection_lost, is_connection_lost_message};
 use appschema::migrate::Migrator;
-use appschema::provision::{self, NewTenant, ProvisionError, Source};
-use appschema::resolve::{normalize_host, Resolver};
+use appschema::provision::{self, Hooks, NewTenant, ProvisionError, Source};
+use appschema::resolve::Resolver;
 use appschema::{Migration, MigrationSet, SharedPool};
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
 use serde::{Deserialize, Serialize};
-use tower::ServiceExt;
 
 // The tables live in their own file, which the planner reads
 // (`appschema-cli prepare --schema-file schema.rs`): editing this one leaves
@@ -250,7 +250,7 @@ pub async fn serve(
 /// other host through [`TenantLayer`] to the tenant routes (404 when the host
 /// names no tenant).
 pub fn router(state: AppState, resolver: Arc<Resolver>) -> Router {
-    let apex_host = state.apex.clone();
+    let apex_hosts = [state.apex.clone(), "127.0.0.1".to_string()];
     let apex = Router::new()
         .route("/", get(apex_page))
         .route("/signup", axum::routing::post(signup))
@@ -259,20 +259,8 @@ pub fn router(state: AppState, resolver: Arc<Resolver>) -> Router {
     let tenants = tenant_routes()
         .with_state(state)
         .layer(TenantLayer::new(resolver));
-    Router::new().fallback_service(tower::service_fn(move |req: Request| {
-        let to_apex = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| normalize_host(h).ok())
-            .is_some_and(|name| name.as_str() == apex_host || name.as_str() == "127.0.0.1");
-        let target = if to_apex {
-            apex.clone()
-        } else {
-            tenants.clone()
-        };
-        target.oneshot(req)
-    }))
+    apex_or_tenants(apex_hosts, HostSource::Host, apex, tenants)
+        .expect("the apex host names are valid host names")
 }
 
 /// The routes every tenant host serves, without the tenant layer (so a
@@ -671,30 +659,32 @@ fn unavailable(message: &str) -> Response {
     response
 }
 
-/// The tenant, its schema and its account row commit together.
+/// The tenant, its schema and its account row commit together: the row is
+/// written by a lifecycle hook, inside the creating transaction, on the new
+/// tenant's path.
 fn create_tenant(
     state: &AppState,
     host: &str,
     plan: &str,
 ) -> Result<provision::Created, SignupError> {
     let mut conn = state.pool.get_shared()?;
-    let created = conn.transaction(|conn| -> Result<_, SignupError> {
-        let plan_id: i64 = q::plan_id(plan.to_string())
-            .first(conn)
-            .optional()?
-            .ok_or_else(|| SignupError::UnknownPlan(plan.to_string()))?;
-        let request = NewTenant::new(host)?.source(Source::Spare);
-        let created = provision::create_tenant(conn, &*state.migrations, &request)?;
-        conn.batch_execute(&q::set_local_path(&created.tenant.schema_name))?;
+    let plan_id: i64 = q::plan_id(plan.to_string())
+        .first(&mut *conn)
+        .optional()?
+        .ok_or_else(|| SignupError::UnknownPlan(plan.to_string()))?;
+    let owner = host.to_string();
+    let hooks = Hooks::new().after_create("account-row", move |conn, _tenant| {
         diesel::insert_into(account::table)
-            .values(q::account_row(host.to_string(), plan_id))
+            .values(q::account_row(owner.clone(), plan_id))
             .execute(conn)?;
-        Ok(created)
-    })?;
-    // create_tenant invalidated the resolvers before our outer commit; do it
-    // again now that the tenant is visible, so no stale "unknown" survives.
-    appschema::resolve::invalidate_all();
-    Ok(created)
+        Ok(())
+    });
+    let request = NewTenant::new(host)?.source(Source::Spare).hooks(hooks);
+    Ok(provision::create_tenant(
+        &mut conn,
+        &*state.migrations,
+        &request,
+    )?)
 }
 
 async fn apex_page(State(state): State<AppState>) -> String {

@@ -99,6 +99,8 @@ pub struct Migrator {
     reference_tables: Vec<String>,
     recheck: bool,
     record_heads: bool,
+    /// Run after each tenant's migrations of a run committed.
+    hooks: crate::provision::Hooks,
     /// Found out as `migrate` starts: on a Citus coordinator, the shared
     /// tables to keep as reference tables (this migrator's and the set's);
     /// `None` elsewhere.
@@ -138,8 +140,21 @@ impl Migrator {
             reference_tables: Vec::new(),
             recheck: false,
             record_heads: true,
+            hooks: crate::provision::Hooks::default(),
             citus: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Runs `hooks`' [`after_migrate`](crate::provision::TenantHook::after_migrate)
+    /// for every tenant that had migrations applied in a run (default:
+    /// none), once the run's steps are over. Each migration commits in its
+    /// own transaction, so the hook runs *after* those commits, in a
+    /// transaction of its own per tenant: its failure cannot undo the
+    /// migrations, rolls back only what the hook wrote, and is reported as
+    /// a [`Failure`] of that schema (migration `hook <name>`).
+    pub fn hooks(mut self, hooks: crate::provision::Hooks) -> Migrator {
+        self.hooks = hooks;
+        self
     }
 
     /// The `search_path` migrations run on: a shared migration on the

@@ -115,7 +115,50 @@ impl Migrator {
             }
         }
         report.schemas_migrated = migrated.len();
+        self.run_after_migrate_hooks(&migrated, by_schema, &mut conns[0], &mut report);
         Ok(report)
+    }
+
+    /// The `after_migrate` hooks of every tenant in `migrated`, each in a
+    /// transaction of its own; failures go to `report`.
+    fn run_after_migrate_hooks(
+        &self,
+        migrated: &BTreeSet<String>,
+        by_schema: &HashMap<&str, &Target>,
+        conn: &mut PgConnection,
+        report: &mut Report,
+    ) {
+        if self.hooks.is_empty() {
+            return;
+        }
+        for schema in migrated {
+            let Some(public_name) = by_schema
+                .get(schema.as_str())
+                .and_then(|t| t.tenant.as_ref())
+            else {
+                continue;
+            };
+            let outcome = crate::name::PublicName::new(public_name)
+                .map_err(crate::provision::ProvisionError::from)
+                .and_then(|name| {
+                    conn.transaction(|conn| {
+                        let tenant = crate::provision::lock_tenant_for_hooks(conn, &name)?;
+                        self.hooks
+                            .run(conn, &tenant, crate::provision::HookStage::AfterMigrate)
+                    })
+                });
+            if let Err(e) = outcome {
+                let hook = match &e {
+                    crate::provision::ProvisionError::Hook { hook, .. } => hook.clone(),
+                    _ => "hooks".to_string(),
+                };
+                report.failures.push(Failure {
+                    schema: schema.clone(),
+                    migration: format!("hook {hook}"),
+                    message: e.to_string(),
+                });
+            }
+        }
     }
 
     pub(super) fn shared_path(&self, tenant: Option<&SchemaName>) -> String {

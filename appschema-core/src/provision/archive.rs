@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
 
 use super::error::ProvisionError;
+use super::hooks::{HookStage, Hooks};
 use super::util::{
     lock_tenant, random_hex, registry_conflict, schema_ddl, schema_exists, InvalidateOnReturn,
     TextRow,
@@ -44,11 +45,24 @@ pub fn drop_tenant(
     public_name: &PublicName,
     mode: DropMode,
 ) -> Result<Option<Archive>, ProvisionError> {
+    drop_tenant_with_hooks(conn, public_name, mode, &Hooks::default())
+}
+
+/// [`drop_tenant`], running `hooks`' [`before_drop`](super::TenantHook::before_drop)
+/// first, in the same transaction, with the tenant's rows still there; a
+/// failing hook leaves the tenant as it was ([`ProvisionError::Hook`]).
+pub fn drop_tenant_with_hooks(
+    conn: &mut PgConnection,
+    public_name: &PublicName,
+    mode: DropMode,
+    hooks: &Hooks,
+) -> Result<Option<Archive>, ProvisionError> {
     // Resolvers of this process forget cached answers once the change has
     // committed (or failed): see `InvalidateOnReturn`.
     let _invalidate = InvalidateOnReturn;
     conn.transaction(|conn| {
         let tenant = lock_tenant(conn, public_name)?;
+        hooks.run(conn, &tenant, HookStage::BeforeDrop(mode))?;
         let names = public_names_of(conn, &tenant)?;
         diesel::sql_query("DELETE FROM public.appschema_tenants WHERE id = $1")
             .bind::<BigInt, _>(tenant.id)

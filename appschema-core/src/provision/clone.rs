@@ -78,6 +78,9 @@ pub fn clone_tenant<M: IsolatedMigrations + ?Sized>(
             request.source_kind(),
         )?;
         copy_data(conn, &from.schema_name, &schema)?;
+        request
+            .hooks_ref()
+            .run(conn, &created.tenant, super::HookStage::AfterCreate)?;
         Ok(created)
     })
 }

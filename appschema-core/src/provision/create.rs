@@ -9,6 +9,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Nullable, Text};
 
 use super::error::{ProvisionError, TemplateError};
+use super::hooks::{HookStage, Hooks};
 use super::migrations::{explain_failure, migrate_new_schema, IsolatedMigrations};
 use super::spare;
 use super::template::{self, Template};
@@ -70,6 +71,7 @@ pub struct NewTenant {
     public_name: PublicName,
     schema: Option<SchemaName>,
     source: Source,
+    hooks: Hooks,
 }
 
 impl NewTenant {
@@ -80,6 +82,7 @@ impl NewTenant {
             public_name: PublicName::new(public_name)?,
             schema: None,
             source: Source::default(),
+            hooks: Hooks::default(),
         })
     }
 
@@ -98,6 +101,20 @@ impl NewTenant {
     pub fn source(mut self, source: Source) -> NewTenant {
         self.source = source;
         self
+    }
+
+    /// Runs `hooks`' [`TenantHook::after_create`](super::TenantHook::after_create)
+    /// in the creating transaction, whatever builds the schema (default:
+    /// none). Used by [`create_tenant`], [`create_tenant_from_template`] and
+    /// [`super::clone_tenant`] (after the data is copied).
+    pub fn hooks(mut self, hooks: Hooks) -> NewTenant {
+        self.hooks = hooks;
+        self
+    }
+
+    /// The hooks to run on creation.
+    pub fn hooks_ref(&self) -> &Hooks {
+        &self.hooks
     }
 
     /// The public name.
@@ -220,22 +237,28 @@ fn create_with<M: IsolatedMigrations + ?Sized>(
     // committed (or failed): see `InvalidateOnReturn`.
     let _invalidate = InvalidateOnReturn;
     let attempt = |conn: &mut PgConnection, schema: &SchemaName| {
-        conn.transaction(|conn| match template {
-            Some(template) => {
-                let tenant = insert_registry_rows(conn, &request.public_name, schema)?;
-                template.replay(conn, schema)?;
-                Ok(Created {
-                    tenant,
-                    source: Source::Template,
-                })
-            }
-            None => create_in(
-                conn,
-                migrations,
-                &request.public_name,
-                schema,
-                request.source,
-            ),
+        conn.transaction(|conn| {
+            let created = match template {
+                Some(template) => {
+                    let tenant = insert_registry_rows(conn, &request.public_name, schema)?;
+                    template.replay(conn, schema)?;
+                    Created {
+                        tenant,
+                        source: Source::Template,
+                    }
+                }
+                None => create_in(
+                    conn,
+                    migrations,
+                    &request.public_name,
+                    schema,
+                    request.source,
+                )?,
+            };
+            request
+                .hooks
+                .run(conn, &created.tenant, HookStage::AfterCreate)?;
+            Ok(created)
         })
     };
     let attempt = |conn: &mut PgConnection, schema: &SchemaName| {

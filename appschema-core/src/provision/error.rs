@@ -88,6 +88,47 @@ pub enum ProvisionError {
         /// The isolated head.
         head: String,
     },
+    /// A domain (public name) already belongs to a tenant.
+    #[error("domain `{domain}` already belongs to a tenant (`appschema-cli domain list` on it shows which): remove it there first, or choose another")]
+    DomainTaken {
+        /// The domain asked for.
+        domain: String,
+    },
+    /// The domain is not one of the tenant's.
+    #[error("`{domain}` is not a domain of tenant `{public_name}`: see `appschema-cli domain list {public_name}`")]
+    UnknownDomain {
+        /// The domain asked for.
+        domain: String,
+        /// The tenant's primary public name.
+        public_name: String,
+    },
+    /// The tenant's primary domain cannot be removed.
+    #[error("`{domain}` is the primary domain of its tenant and cannot be removed: make another domain primary first (`appschema-cli domain primary <domain>`), or drop the tenant")]
+    PrimaryDomain {
+        /// The domain asked for.
+        domain: String,
+    },
+    /// A lifecycle hook failed; the operation it ran in was rolled back.
+    #[error("hook `{hook}` failed {stage} tenant `{public_name}` (schema `{schema}`), so nothing of it was kept: {error}")]
+    Hook {
+        /// The hook's name ([`super::TenantHook::name`]).
+        hook: String,
+        /// When it ran: `after creating`, `before dropping`, `before archiving`.
+        stage: &'static str,
+        /// The tenant's primary public name.
+        public_name: String,
+        /// The tenant's schema.
+        schema: String,
+        /// The hook's error.
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A request carrying blocking hooks ([`super::NewTenant::hooks`]) was
+    /// handed to the async sign-up, which cannot run them.
+    #[error("the request for tenant `{public_name}` carries blocking hooks (NewTenant::hooks), which cannot run on an async connection: pass them as AsyncHooks to claim_spare_with_hooks, or create the tenant with create_tenant on a blocking thread")]
+    BlockingHooksOnAsyncPath {
+        /// The public name asked for.
+        public_name: String,
+    },
     /// A schema template problem.
     #[error(transparent)]
     Template(#[from] TemplateError),

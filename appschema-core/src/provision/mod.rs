@@ -34,7 +34,9 @@ pub mod internals {
 mod archive;
 mod clone;
 mod create;
+mod domains;
 mod error;
+mod hooks;
 mod migrations;
 mod pg_dump;
 mod rename;
@@ -45,12 +47,16 @@ mod template;
 mod transfer;
 mod util;
 
-pub use archive::{drop_tenant, list_archives, restore_archive, Archive, DropMode};
+pub use archive::{
+    drop_tenant, drop_tenant_with_hooks, list_archives, restore_archive, Archive, DropMode,
+};
 pub use clone::clone_tenant;
 pub use create::{
     create_tenant, create_tenant_from_template, derive_schema_name, Created, NewTenant, Source,
 };
+pub use domains::{add_domain, list_domains, remove_domain, set_primary_domain, Domain};
 pub use error::{ProvisionError, TemplateError};
+pub use hooks::{HookError, HookStage, Hooks, TenantHook};
 pub use migrations::IsolatedMigrations;
 pub use pg_dump::find_pg_dump;
 pub use rename::rename_tenant;
@@ -62,3 +68,4 @@ pub use transfer::{
     export_tenant, import_tenant, Exported, ImportOptions, Imported, TableTransfer, TransferError,
     FORMAT_VERSION,
 };
+pub(crate) use util::lock_tenant as lock_tenant_for_hooks;

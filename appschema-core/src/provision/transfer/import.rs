@@ -135,6 +135,9 @@ pub fn import_tenant<R: BufRead, M: IsolatedMigrations + ?Sized>(
         // The checksum was checked when `next` returned the end: only now
         // are the indexes, constraints and triggers built.
         replay(conn, &header.post_data, &schema, false, citus)?;
+        options
+            .hooks
+            .run(conn, &tenant, crate::provision::HookStage::AfterCreate)?;
         Ok(Imported {
             tenant,
             tables,

@@ -88,6 +88,7 @@ pub struct Imported {
 pub struct ImportOptions {
     public_name: Option<PublicName>,
     schema: Option<SchemaName>,
+    hooks: crate::provision::Hooks,
 }
 
 impl ImportOptions {
@@ -109,6 +110,14 @@ impl ImportOptions {
     /// been a tenant's here (see [`crate::provision::ProvisionError::SchemaRetired`]).
     pub fn schema(mut self, schema: SchemaName) -> ImportOptions {
         self.schema = Some(schema);
+        self
+    }
+
+    /// Runs `hooks`' [`after_create`](crate::provision::TenantHook::after_create)
+    /// once the tenant is imported (rows, indexes and all), in the importing
+    /// transaction (default: none).
+    pub fn hooks(mut self, hooks: crate::provision::Hooks) -> ImportOptions {
+        self.hooks = hooks;
         self
     }
 }
