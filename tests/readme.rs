@@ -111,3 +111,123 @@ fn readme_async_snippet_is_the_compiled_example() {
         "README.md's async snippet must equal examples/axum_async_app.rs (below its doc comment)"
     );
 }
+
+/// The README's two `[dependencies]` blocks (*Add it to your application*),
+/// parsed: the blocking path's, then the async path's.
+fn readme_dependency_blocks() -> Vec<toml::Table> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("### Add it to your application")
+        .expect("README.md has the section *Add it to your application*")..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    section
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| {
+            let block = rest.split_once("```\n").expect("a closed toml block").0;
+            block
+                .parse::<toml::Table>()
+                .unwrap_or_else(|e| panic!("{e}\n{block}"))
+        })
+        .collect()
+}
+
+fn table(value: &toml::Value) -> &toml::Table {
+    value.as_table().expect("a table")
+}
+
+/// A dependency's version requirement, whether written `"1"` or `{ version = "1" }`.
+fn version(dep: &toml::Value) -> &str {
+    match dep {
+        toml::Value::String(v) => v,
+        other => table(other)["version"].as_str().expect("a version"),
+    }
+}
+
+fn features(dep: &toml::Value) -> Vec<&str> {
+    dep.get("features")
+        .and_then(toml::Value::as_array)
+        .map(|f| f.iter().map(|f| f.as_str().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+/// Each block names the versions the workspace builds with (diesel 2.4,
+/// diesel-async 0.10, axum, tokio, serde), the facade's own version, only
+/// features the facade has, the async feature and diesel-async exactly on
+/// the async path, and every feature the workspace compiles its examples
+/// with for tokio, serde and diesel's `postgres` (plus `r2d2`, which the
+/// registry's pool needs).
+#[test]
+fn readme_dependency_blocks_match_the_workspace() {
+    let manifest: toml::Table = std::fs::read_to_string(root().join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let workspace = table(&table(&manifest["workspace"])["dependencies"]);
+    let facade_version = table(&manifest["package"])["version"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            table(&table(&manifest["workspace"])["package"])["version"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        });
+    let facade_features = table(&manifest["features"]);
+    let blocks = readme_dependency_blocks();
+    assert_eq!(
+        blocks.len(),
+        2,
+        "a block for the blocking path and one for the async path"
+    );
+    for (i, block) in blocks.iter().enumerate() {
+        let is_async = i == 1;
+        let deps = table(&block["dependencies"]);
+        let appschema = &deps["appschema"];
+        assert!(
+            facade_version.starts_with(&format!("{}.", version(appschema))),
+            "appschema {} in README.md, the facade is {facade_version}",
+            version(appschema)
+        );
+        for feature in features(appschema) {
+            assert!(
+                facade_features.contains_key(feature),
+                "no feature `{feature}`"
+            );
+        }
+        assert_eq!(
+            features(appschema).contains(&"async"),
+            is_async,
+            "block {i}"
+        );
+        assert_eq!(deps.contains_key("diesel-async"), is_async, "block {i}");
+        for (name, dep) in deps {
+            if name == "appschema" {
+                continue;
+            }
+            let ours = workspace
+                .get(name)
+                .unwrap_or_else(|| panic!("README.md names `{name}`, the workspace does not"));
+            assert_eq!(
+                version(dep),
+                version(ours),
+                "`{name}` in README.md block {i}"
+            );
+            let needed: &[&str] = match name.as_str() {
+                "diesel" => &["postgres", "r2d2"],
+                "diesel-async" => &["postgres"],
+                _ => &[],
+            };
+            for feature in features(ours)
+                .into_iter()
+                .filter(|_| matches!(name.as_str(), "tokio" | "serde"))
+                .chain(needed.iter().copied())
+            {
+                assert!(
+                    features(dep).contains(&feature),
+                    "`{name}` in README.md block {i} lacks feature `{feature}`"
+                );
+            }
+        }
+    }
+}

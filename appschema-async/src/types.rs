@@ -4,7 +4,7 @@
 //!
 //! diesel-async caches a custom type's OID per connection by name and
 //! offers no way to empty that cache (the sync pools empty diesel's on a
-//! switch instead). So where types exist once per tenant schema, a
+//! switch instead, and forget their prepared statements). So where types exist once per tenant schema, a
 //! connection that bound tenant A's `mood` would bind tenant B's value as
 //! A's type. Such a pool closes a connection last switched to another path
 //! (see `PlanWatch::serves`). By default the pool finds out for itself
@@ -15,6 +15,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use appschema_core::connection::internals::PER_TENANT_TYPES_QUERY;
 use appschema_core::connection::SearchPath;
 use diesel::sql_types::{Array, Bool, Text};
 use diesel::QueryableByName;
@@ -26,20 +27,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 const RECHECK_AFTER: Duration = Duration::from_secs(5);
 
 /// User-defined types that name resolution by `search_path` can give a
-/// different meaning per tenant: enums, domains, ranges, multiranges and
-/// standalone composite types (not a table's row type), in a schema other
-/// than the pool's shared ones and PostgreSQL's own.
-const DETECT: &str = "SELECT EXISTS (\
-     SELECT 1 FROM pg_catalog.pg_type t \
-     JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
-     LEFT JOIN pg_catalog.pg_class c ON c.oid = t.typrelid \
-     WHERE (t.typtype IN ('e', 'd', 'r', 'm') OR (t.typtype = 'c' AND c.relkind = 'c')) \
-       AND n.nspname <> ALL ($1) \
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-                       WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass \
-                         AND d.objid = t.oid AND d.deptype = 'e')) AS v";
+/// different meaning per tenant: the sync pools' question (appschema-core).
+const DETECT: &str = PER_TENANT_TYPES_QUERY;
 
 #[derive(QueryableByName)]
 struct Found {

@@ -93,8 +93,10 @@ const TYPES_RESOLVED_ON: &str = "\0appschema: custom types resolved on";
 /// does not say which entries were resolved through the path, so all of
 /// them go: types used after a change of tenant are looked up again, once
 /// per connection and tenant (a query each). Client-side only: a hash look-up
-/// when the path is the one the cache was filled on.
-pub(crate) fn keep_types_resolved_on(conn: &mut PgConnection, switch: &str) {
+/// when the path is the one the cache was filled on. Says whether the path
+/// changed (or the connection is new), so the caller can forget the
+/// connection's prepared statements too (see `types::on_path_change`).
+pub(crate) fn keep_types_resolved_on(conn: &mut PgConnection, switch: &str) -> bool {
     let cache = conn.get_metadata_cache();
     let key = PgMetadataCacheKey::new(
         Some(Cow::Borrowed(TYPES_RESOLVED_ON)),
@@ -103,7 +105,9 @@ pub(crate) fn keep_types_resolved_on(conn: &mut PgConnection, switch: &str) {
     if cache.lookup_type(&key).is_none() {
         *cache = PgMetadataCache::new();
         cache.store_type(key, (0, 0));
+        return true;
     }
+    false
 }
 
 /// Diesel's connect-time settings (`PgConnection::establish` runs `SET TIME

@@ -31,6 +31,7 @@ mod scoped_manager;
 mod search_path;
 mod shared_pool;
 mod transaction;
+mod types;
 
 /// The switch and hygiene SQL, and the decoding of its outcome, for other
 /// appschema crates (the async pool in `appschema-async`): one text, one
@@ -48,6 +49,7 @@ pub mod internals {
         classify, prepare_statement_sql, write_local_switch, write_seed, write_session_switch,
         ConnectRow, Refusal, SessionRefusal, CONNECT_QUERY,
     };
+    pub use super::types::PER_TENANT_TYPES_QUERY;
 }
 
 pub use affinity::DEFAULT_MAX_TENANTS_PER_CONNECTION;

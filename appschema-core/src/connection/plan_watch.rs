@@ -21,6 +21,7 @@ use diesel::connection::{get_default_instrumentation, Instrumentation, Instrumen
 use diesel::{Connection, PgConnection};
 
 use super::affinity::TenantLog;
+use super::types::PerTenantTypes;
 
 /// The message PostgreSQL gives SQLSTATE 0A000 for a re-planned prepared
 /// statement (diesel does not expose SQLSTATEs). With a non-English
@@ -72,6 +73,9 @@ pub struct PlanWatch {
     /// What the connection served (see `affinity`): kept here so it lives
     /// and dies with the connection, on the sync and the async client.
     log: TenantLog,
+    /// The pool's per-tenant types setting, when a change of path must
+    /// forget the connection's prepared statements (see `types`).
+    per_tenant_types: Option<Arc<PerTenantTypes>>,
 }
 
 impl std::fmt::Debug for PlanWatch {
@@ -100,6 +104,7 @@ impl PlanWatch {
             open_streams: Arc::new(AtomicUsize::new(0)),
             lost: false,
             log: TenantLog::new(),
+            per_tenant_types: None,
         }
     }
 
@@ -115,6 +120,25 @@ impl PlanWatch {
     /// Installs the watch on `conn`, keeping the default instrumentation.
     pub(crate) fn install(conn: &mut PgConnection) {
         conn.set_instrumentation(PlanWatch::new());
+    }
+
+    /// Installs the watch on `conn` with its pool's per-tenant types
+    /// setting: a change of path then forgets the connection's prepared
+    /// statements where the database has such types (see `types`).
+    pub(crate) fn install_with_types(conn: &mut PgConnection, types: Arc<PerTenantTypes>) {
+        let mut watch = PlanWatch::new();
+        watch.per_tenant_types = Some(types);
+        conn.set_instrumentation(watch);
+    }
+
+    /// The per-tenant types setting the pool gave the connection whose
+    /// instrumentation is `instrumentation`, if any.
+    pub(crate) fn per_tenant_types_in(
+        instrumentation: &dyn Instrumentation,
+    ) -> Option<Arc<PerTenantTypes>> {
+        instrumentation
+            .downcast_ref::<PlanWatch>()
+            .and_then(|watch| watch.per_tenant_types.clone())
     }
 
     /// Whether the connection whose instrumentation is `instrumentation`

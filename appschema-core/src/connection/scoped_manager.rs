@@ -3,12 +3,14 @@
 //! hides the password.
 
 use std::fmt;
+use std::sync::Arc;
 
 use diesel::connection::CacheSize;
 use diesel::r2d2::{Error as R2d2Error, R2D2Connection};
 use diesel::{Connection, PgConnection};
 
 use super::plan_watch::PlanWatch;
+use super::types::PerTenantTypes;
 use crate::redact::{redact_connection_error, redact_url};
 
 /// Opens plain connections (no start-up options: a transaction-pooling
@@ -18,6 +20,8 @@ use crate::redact::{redact_connection_error, redact_url};
 pub(crate) struct ScopedManager {
     pub(crate) url: String,
     pub(crate) statement_cache: bool,
+    /// Given to each connection's watch when the statement cache is on.
+    pub(crate) per_tenant_types: Arc<PerTenantTypes>,
 }
 
 impl fmt::Debug for ScopedManager {
@@ -36,10 +40,12 @@ impl r2d2::ManageConnection for ScopedManager {
     fn connect(&self) -> Result<PgConnection, R2d2Error> {
         let mut conn = PgConnection::establish(&self.url)
             .map_err(|e| R2d2Error::ConnectionError(redact_connection_error(e, &self.url)))?;
-        if !self.statement_cache {
+        if self.statement_cache {
+            PlanWatch::install_with_types(&mut conn, Arc::clone(&self.per_tenant_types));
+        } else {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            PlanWatch::install(&mut conn);
         }
-        PlanWatch::install(&mut conn);
         Ok(conn)
     }
 

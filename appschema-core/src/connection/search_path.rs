@@ -8,6 +8,7 @@ use diesel::sql_types::{Bool, Nullable, Text};
 
 use super::error::ConnectionError;
 use super::hygiene::{drain_notifications, keep_types_resolved_on, CHECKOUT_RESET, DIRTY_RESET};
+use super::types::on_path_change;
 use crate::name::{quote_ident, SchemaName, MAX_IDENTIFIER_BYTES};
 
 /// Which schemas follow the tenant's on its `search_path`: the shared schema
@@ -493,7 +494,8 @@ pub enum SessionRefusal {
 /// switch's refusal, [`DIRTY_RESET`], the switch again). Then drops any
 /// notification libpq already received, and, when the checkout is for
 /// another path than the connection's last one, the custom type OIDs diesel
-/// cached there (see [`keep_types_resolved_on`]).
+/// cached there (see [`keep_types_resolved_on`]) and, where the pool knows
+/// of per-tenant types, its prepared statements (`types::on_path_change`).
 pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(), SessionRefusal> {
     thread_local! {
         /// The message sent: `sql` with a fresh seed (see `write_seed`),
@@ -528,10 +530,11 @@ fn run_seeded_switch(
         other => other.map_err(Refusal::into_session),
     };
     drain_notifications(conn);
-    if result.is_ok() {
+    if result.is_ok() && keep_types_resolved_on(conn, sql) {
         // The message names the path: a checkout for the same path keeps
-        // the cache.
-        keep_types_resolved_on(conn, sql);
+        // the caches. Another path, with per-tenant types: the statements
+        // prepared for the last tenant go too.
+        on_path_change(conn).map_err(SessionRefusal::Failed)?;
     }
     result
 }

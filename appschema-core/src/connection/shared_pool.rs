@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::CacheSize;
@@ -17,6 +18,7 @@ use super::plan_watch::PlanWatch;
 use super::search_path::{
     prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
 };
+use super::types::PerTenantTypes;
 use crate::name::{PublicName, SchemaName};
 use crate::redact::{redact_connection_error, redact_url};
 use crate::registry;
@@ -148,6 +150,9 @@ pub struct TenantManager {
     /// through [`SharedPool`] (a plain `r2d2::Pool` of this manager).
     shared_sql: String,
     statement_cache: bool,
+    /// Given to each connection's watch when the statement cache is on (see
+    /// [`SharedPoolBuilder::per_tenant_types`]).
+    per_tenant_types: Arc<PerTenantTypes>,
     /// See [`SharedPoolBuilder::max_tenants_per_connection`].
     max_tenants: Option<usize>,
 }
@@ -173,7 +178,11 @@ impl r2d2::ManageConnection for TenantManager {
             conn.set_prepared_statement_cache_size(CacheSize::Disabled);
         }
         prepare_session_switch(&mut conn, &self.default_path).map_err(ManagerError::Switch)?;
-        PlanWatch::install(&mut conn);
+        if self.statement_cache {
+            PlanWatch::install_with_types(&mut conn, Arc::clone(&self.per_tenant_types));
+        } else {
+            PlanWatch::install(&mut conn);
+        }
         if let Some(log) = PlanWatch::log_in(conn.instrumentation()) {
             log.set_limit(self.max_tenants);
         }
@@ -232,6 +241,7 @@ pub struct SharedPoolBuilder {
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
     statement_cache: bool,
+    per_tenant_types: Option<bool>,
     max_tenants: Option<usize>,
     affinity: bool,
 }
@@ -247,6 +257,7 @@ impl fmt::Debug for SharedPoolBuilder {
             .field("max_lifetime", &self.max_lifetime)
             .field("idle_timeout", &self.idle_timeout)
             .field("statement_cache", &self.statement_cache)
+            .field("per_tenant_types", &self.per_tenant_types)
             .field("max_tenants", &self.max_tenants)
             .field("affinity", &self.affinity)
             .finish()
@@ -347,6 +358,35 @@ impl SharedPoolBuilder {
         self
     }
 
+    /// Whether the database has custom types (enums, domains, …) that exist
+    /// once per tenant schema, declared without a schema so each tenant's
+    /// path resolves its own. Default: found out from the database (one
+    /// catalog query at the first change of tenant, repeated every 5 s
+    /// until the answer is yes), as the async pools do.
+    ///
+    /// With such types, a statement diesel prepared for one tenant that
+    /// returns one (`SELECT mood FROM …`) has another result type for the
+    /// next tenant, which PostgreSQL refuses (`cached plan must not change
+    /// result type`) on every change of tenant. So a checkout for another
+    /// tenant than the connection's last one forgets the connection's
+    /// prepared statements (diesel's cache emptied, its statements
+    /// deallocated on the server, in one more round trip), and they are
+    /// prepared again for the new tenant. `false` for types only in
+    /// schemas no tenant path names; nothing changes with the
+    /// [`prepared_statement_cache`](Self::prepared_statement_cache) off.
+    ///
+    /// ```no_run
+    /// use appschema::connection::SharedPool;
+    /// let pool = SharedPool::builder("postgres:///app")
+    ///     .per_tenant_types(true)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn per_tenant_types(mut self, on: bool) -> Self {
+        self.per_tenant_types = Some(on);
+        self
+    }
+
     /// Builds a pool that serves only `tenant`: a [`TenantPool`], with the
     /// same checkout (switch and session hygiene) as a [`SharedPool`].
     pub fn build_for(self, tenant: SchemaName) -> Result<TenantPool, ConnectionError> {
@@ -371,6 +411,7 @@ impl SharedPoolBuilder {
             default_path,
             shared_sql,
             statement_cache: self.statement_cache,
+            per_tenant_types: Arc::new(PerTenantTypes::new(self.per_tenant_types, &self.path)),
             max_tenants: self.max_tenants,
         };
         let pool = r2d2::Pool::builder()
@@ -460,6 +501,7 @@ impl SharedPool {
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             statement_cache: true,
+            per_tenant_types: None,
             max_tenants: Some(DEFAULT_MAX_TENANTS_PER_CONNECTION),
             affinity: false,
         }

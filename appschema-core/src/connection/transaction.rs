@@ -2,6 +2,7 @@
 //! pooling: every unit of work is one transaction that starts with
 //! `SET LOCAL search_path`, so nothing outlives it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
@@ -11,6 +12,7 @@ use super::error::{describe_target, ConnectionError};
 use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN, UNIT_RESET};
 use super::scoped_manager::ScopedManager;
 use super::search_path::{run_once, write_local_switch, Refusal, SearchPath};
+use super::types::{on_path_change, PerTenantTypes};
 use crate::name::SchemaName;
 
 /// Runs `f` in a transaction whose first statement is
@@ -79,8 +81,11 @@ where
         return Err(ConnectionError::NestedTransaction { schema: first }.into());
     }
     // Custom types the connection's client resolved on another path must
-    // not be bound here (see `keep_types_resolved_on`).
-    keep_types_resolved_on(conn, &value);
+    // not be bound here (see `keep_types_resolved_on`), nor, with
+    // per-tenant types, statements prepared there be run here.
+    if keep_types_resolved_on(conn, &value) {
+        on_path_change(conn).map_err(E::from)?;
+    }
     let mut sql = String::from(UNIT_RESET);
     write_local_switch(&mut sql, &value, &first);
     let mut f = Some(f);
@@ -141,6 +146,7 @@ pub struct TransactionScopedPoolBuilder {
     max_size: u32,
     connection_timeout: Duration,
     statement_cache: bool,
+    per_tenant_types: Option<bool>,
 }
 
 impl std::fmt::Debug for TransactionScopedPoolBuilder {
@@ -151,6 +157,7 @@ impl std::fmt::Debug for TransactionScopedPoolBuilder {
             .field("max_size", &self.max_size)
             .field("connection_timeout", &self.connection_timeout)
             .field("statement_cache", &self.statement_cache)
+            .field("per_tenant_types", &self.per_tenant_types)
             .finish()
     }
 }
@@ -186,11 +193,24 @@ impl TransactionScopedPoolBuilder {
         self
     }
 
+    /// Whether the database has custom types that exist once per tenant
+    /// schema, which matters only with the
+    /// [`prepared_statement_cache`](Self::prepared_statement_cache) on: a
+    /// unit for another tenant than the connection's last one then forgets
+    /// the connection's prepared statements (see
+    /// `SharedPoolBuilder::per_tenant_types`). Default: found out from the
+    /// database.
+    pub fn per_tenant_types(mut self, on: bool) -> Self {
+        self.per_tenant_types = Some(on);
+        self
+    }
+
     /// Builds the pool.
     pub fn build(self) -> Result<TransactionScopedPool, ConnectionError> {
         let manager = ScopedManager {
             url: self.url,
             statement_cache: self.statement_cache,
+            per_tenant_types: Arc::new(PerTenantTypes::new(self.per_tenant_types, &self.path)),
         };
         let pool = r2d2::Pool::builder()
             .max_size(self.max_size)
@@ -241,6 +261,7 @@ impl TransactionScopedPool {
             max_size: 10,
             connection_timeout: Duration::from_secs(30),
             statement_cache: false,
+            per_tenant_types: None,
         }
     }
 
