@@ -9,6 +9,7 @@ use diesel::{Connection, PgConnection};
 
 use super::error::{describe_target, ConnectionError};
 use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN, UNIT_RESET};
+use super::retry::{run_unit, UnitSwitch};
 use super::scoped_manager::ScopedManager;
 use super::search_path::{run_once, write_local_switch, Refusal, SearchPath};
 use crate::name::SchemaName;
@@ -262,6 +263,100 @@ impl TransactionScopedPool {
     {
         let mut conn = self.get(None)?;
         in_shared_transaction(&mut conn, &self.path, f)
+    }
+
+    /// Runs `work` as one transaction on `tenant`'s path, as
+    /// [`transaction_for`](Self::transaction_for), and runs it **once more,
+    /// on a fresh connection**, when the connection is lost (see
+    /// [`is_connection_lost`](super::is_connection_lost): a failover, a
+    /// restart, `pg_terminate_backend`, PgBouncer losing its server
+    /// connection) before the transaction's `COMMIT` was sent: nothing of
+    /// the first run can have committed then. The rules are
+    /// [`SharedPool::run_retrying`](super::SharedPool::run_retrying)'s: not
+    /// retried are a loss while `COMMIT` is on its way, any other failure, a
+    /// second loss, and a checkout that fails. `work` may run twice, so it
+    /// must do nothing but database work on `conn`.
+    ///
+    /// ```no_run
+    /// use appschema::{SchemaName, connection::{TransactionScopedPool, ConnectionError}};
+    /// use diesel::prelude::*;
+    /// let pool = TransactionScopedPool::builder("postgres://app@pgbouncer:6432/app").build()?;
+    /// let acme = SchemaName::new("acme").unwrap();
+    /// let n = pool.run_retrying(&acme, |conn| {
+    ///     Ok::<_, ConnectionError>(
+    ///         diesel::sql_query("UPDATE carts SET expired = true WHERE age > 30").execute(conn)?,
+    ///     )
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn run_retrying<T, E, F>(&self, tenant: &SchemaName, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        self.run_unit(Some(tenant), false, work)
+    }
+
+    /// [`run_retrying`](Self::run_retrying) for work that only reads: its
+    /// transaction is `READ ONLY`, so it is run once more on a fresh
+    /// connection whenever the connection is lost, while committing too.
+    ///
+    /// ```no_run
+    /// use appschema::{SchemaName, connection::{TransactionScopedPool, ConnectionError}};
+    /// use diesel::prelude::*;
+    /// use diesel::sql_types::BigInt;
+    /// let pool = TransactionScopedPool::builder("postgres://app@pgbouncer:6432/app").build()?;
+    /// let acme = SchemaName::new("acme").unwrap();
+    /// let n: i64 = pool.read_retrying(&acme, |conn| {
+    ///     diesel::select(diesel::dsl::sql::<BigInt>("(SELECT count(*) FROM orders)"))
+    ///         .get_result(conn)
+    ///         .map_err(ConnectionError::from)
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_retrying<T, E, F>(&self, tenant: &SchemaName, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        self.run_unit(Some(tenant), true, work)
+    }
+
+    /// [`run_retrying`](Self::run_retrying) on the shared-only path.
+    pub fn run_shared_retrying<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        self.run_unit(None, false, work)
+    }
+
+    /// [`read_retrying`](Self::read_retrying) on the shared-only path.
+    pub fn read_shared_retrying<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        self.run_unit(None, true, work)
+    }
+
+    /// The underlying pool's state (connections open, idle).
+    pub fn state(&self) -> r2d2::State {
+        self.pool.state()
+    }
+
+    fn run_unit<T, E, F>(
+        &self,
+        tenant: Option<&SchemaName>,
+        read_only: bool,
+        work: F,
+    ) -> Result<T, E>
+    where
+        F: FnMut(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        let switch = UnitSwitch::new(&self.path, tenant, read_only);
+        run_unit(|| self.get(tenant), read_only, Some(&switch), work)
     }
 
     fn get(
