@@ -389,9 +389,19 @@ impl AsyncTransactionScopedPool {
         in_shared_transaction(&mut conn, &self.path, f).await
     }
 
+    /// The search path configuration.
+    pub fn search_path(&self) -> &SearchPath {
+        &self.path
+    }
+
+    /// The underlying pool's state (connections open, available, waiting).
+    pub fn status(&self) -> deadpool::Status {
+        self.pool.status()
+    }
+
     /// A connection (closed rather than reused if the unit is dropped
     /// mid-query: see [`AsyncTenantConnection`]).
-    async fn get(
+    pub(crate) async fn get(
         &self,
         tenant: Option<&SchemaName>,
     ) -> Result<AsyncTenantConnection, ConnectionError> {

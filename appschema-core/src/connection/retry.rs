@@ -76,6 +76,11 @@ impl UnitSwitch {
         &self.sql
     }
 
+    /// The tenant of the unit (`None`: shared-only).
+    pub fn tenant(&self) -> Option<&SchemaName> {
+        self.tenant.as_ref()
+    }
+
     /// The `search_path` the unit runs on.
     pub fn path(&self) -> &str {
         &self.path
