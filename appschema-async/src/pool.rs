@@ -197,10 +197,10 @@ pub(crate) fn busy_message(bound: Duration) -> String {
 
 /// The first pause of a checkout that could not open a connection, before
 /// it tries again; doubled on each failure up to [`MAX_CONNECT_BACKOFF`].
-const CONNECT_BACKOFF: Duration = Duration::from_millis(25);
+pub(crate) const CONNECT_BACKOFF: Duration = Duration::from_millis(25);
 /// The longest pause between two tries to open a connection: a restarted
 /// server is found within this of accepting connections again.
-const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(500);
+pub(crate) const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Builds an [`AsyncSharedPool`]. Every setter documents its default.
 /// Its `Debug` shows the URL with the password replaced by `***`.
@@ -559,8 +559,14 @@ pub(crate) fn build_deadpool(
 /// itself (a restart, a failover, a network blip), so the checkout tries
 /// again until its deadline; `false` for refusals that waiting does not
 /// change: TLS, authentication, a database or role that does not exist.
-fn may_pass(error: &ManagerError) -> bool {
+/// A prepared statement that "does not exist" may pass: behind a PgBouncer
+/// without prepared-statement support, diesel-async's connect may see its
+/// statement prepared on one server connection and run on another.
+pub(crate) fn may_pass(error: &ManagerError) -> bool {
     let message = error.to_string().to_ascii_lowercase();
+    if message.contains("prepared statement") {
+        return true;
+    }
     const FINAL: &[&str] = &[
         "tls",
         "ssl",

@@ -21,10 +21,16 @@ use diesel_async::{
 };
 use scoped_futures::ScopedBoxFuture;
 
-use crate::pool::{build_deadpool, checkout_failed, AsyncTenantManager, DeadPool};
+use crate::pool::{
+    build_deadpool, checkout_failed, may_pass, AsyncTenantManager, DeadPool, CONNECT_BACKOFF,
+    MAX_CONNECT_BACKOFF,
+};
 use crate::switch::drain_notifications;
 use crate::tls::UserConnector;
 use crate::AsyncTenantConnection;
+use appschema_core::connection::ManagerError;
+use deadpool::managed::{self, PoolError};
+use std::time::Instant;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::Socket;
 
@@ -409,12 +415,36 @@ impl AsyncTransactionScopedPool {
             Some(t) => self.path.for_tenant(t),
             None => self.path.shared_only(),
         };
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = CONNECT_BACKOFF;
+        let mut last_failure: Option<ManagerError> = None;
         loop {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let timeouts = managed::Timeouts {
+                wait: Some(remaining),
+                create: Some(remaining),
+                recycle: Some(remaining),
+            };
+            let conn = match self.pool.timeout_get(&timeouts).await {
+                Ok(conn) => conn,
+                // As on `AsyncSharedPool`: a server restarting (behind
+                // PgBouncer: `server login has been failing`) is waited
+                // for until the deadline; a refusal no wait will change is
+                // reported at once.
+                Err(PoolError::Backend(e @ ManagerError::Connect(_)))
+                    if may_pass(&e) && Instant::now() + backoff < deadline =>
+                {
+                    last_failure = Some(e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+                    continue;
+                }
+                Err(PoolError::Timeout(_)) if last_failure.is_some() => {
+                    let e = PoolError::Backend(last_failure.take().expect("checked"));
+                    return Err(checkout_failed(&self.pool, tenant, self.timeout, e));
+                }
+                Err(e) => return Err(checkout_failed(&self.pool, tenant, self.timeout, e)),
+            };
             let mut conn = AsyncTenantConnection {
                 conn: Some(conn),
                 tenant: tenant.cloned(),
