@@ -11,7 +11,7 @@ use crate::types::PerTenantTypes;
 use std::time::Duration;
 
 use appschema_core::connection::internals::{
-    classify, describe_target, write_local_switch, PlanWatch, Refusal, DIRTY_UNLISTEN, UNIT_RESET,
+    classify, describe_target, PlanWatch, UnitSwitch, DIRTY_UNLISTEN,
 };
 use appschema_core::connection::{ConnectionError, SearchPath};
 use appschema_core::SchemaName;
@@ -115,18 +115,17 @@ where
     E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
     T: Send + 'a,
 {
-    let (value, first) = match tenant {
-        Some(t) => (path.for_tenant(t), t.as_str().to_string()),
-        None => (path.shared_only(), path.shared().to_string()),
-    };
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
         .map_err(E::from)?;
     if depth.is_some() {
-        return Err(ConnectionError::NestedTransaction { schema: first }.into());
+        let first = tenant.map_or(path.shared(), SchemaName::as_str);
+        return Err(ConnectionError::NestedTransaction {
+            schema: first.to_string(),
+        }
+        .into());
     }
-    let mut sql = String::from(UNIT_RESET);
-    write_local_switch(&mut sql, &value, &first);
+    let switch = UnitSwitch::new(path, tenant, false);
     let mut f = Some(f);
     // At most twice: a session found listening (to channels an earlier
     // client of this server session registered) is unlistened in a
@@ -139,7 +138,7 @@ where
         AnsiTransactionManager::begin_transaction(conn)
             .await
             .map_err(E::from)?;
-        let outcome: Result<Option<T>, E> = match classify(conn.batch_execute(&sql).await) {
+        let outcome: Result<Option<T>, E> = match classify(conn.batch_execute(switch.sql()).await) {
             Ok(()) => {
                 drain_notifications(conn);
                 let f = f.take().expect("the unit's work runs once");
@@ -160,18 +159,10 @@ where
                     _ => outcome,
                 }
             }
-            Err(Refusal::Dirty) if attempt == 0 => Ok(None),
-            Err(Refusal::SchemaMissing) => Err(ConnectionError::SchemaMissing {
-                schema: first.clone(),
-            }
-            .into()),
-            Err(Refusal::Failed(e)) => Err(e.into()),
-            Err(Refusal::Broken(message)) => Err(ConnectionError::SwitchFailed {
-                target: describe_target(tenant),
-                message,
-            }
-            .into()),
-            Err(Refusal::Dirty) => Err(still_listening(tenant).into()),
+            Err(refusal) => match switch.refused::<E>(refusal, attempt == 0) {
+                None => Ok(None),
+                Some((error, _)) => Err(error),
+            },
         };
         // As diesel-async's own `transaction`: commit on success, roll back
         // on error, the work's error winning over a failed rollback's.

@@ -7,11 +7,11 @@ use std::time::Duration;
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::{Connection, PgConnection};
 
-use super::error::{describe_target, ConnectionError};
-use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN, UNIT_RESET};
+use super::error::ConnectionError;
+use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN};
 use super::retry::{run_unit, UnitSwitch};
 use super::scoped_manager::ScopedManager;
-use super::search_path::{run_once, write_local_switch, Refusal, SearchPath};
+use super::search_path::{run_once, SearchPath};
 use crate::name::SchemaName;
 
 /// Runs `f` in a transaction whose first statement is
@@ -69,21 +69,20 @@ where
     F: FnOnce(&mut PgConnection) -> Result<T, E>,
     E: From<diesel::result::Error> + From<ConnectionError>,
 {
-    let (value, first) = match tenant {
-        Some(t) => (path.for_tenant(t), t.as_str().to_string()),
-        None => (path.shared_only(), path.shared().to_string()),
-    };
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
         .map_err(E::from)?;
     if depth.is_some() {
-        return Err(ConnectionError::NestedTransaction { schema: first }.into());
+        let first = tenant.map_or(path.shared(), SchemaName::as_str);
+        return Err(ConnectionError::NestedTransaction {
+            schema: first.to_string(),
+        }
+        .into());
     }
+    let switch = UnitSwitch::new(path, tenant, false);
     // Custom types the connection's client resolved on another path must
     // not be bound here (see `keep_types_resolved_on`).
-    keep_types_resolved_on(conn, &value);
-    let mut sql = String::from(UNIT_RESET);
-    write_local_switch(&mut sql, &value, &first);
+    keep_types_resolved_on(conn, switch.path());
     let mut f = Some(f);
     // At most twice: a session found listening (to channels an earlier
     // client of this server session registered) is unlistened in a
@@ -92,45 +91,27 @@ where
     // with characteristics an earlier client set (`SET SESSION
     // CHARACTERISTICS`: `BEGIN` applied them before the unit's reset ran).
     // The unit's work never runs in such a transaction.
-    for attempt in 0..2 {
-        let outcome = conn.transaction(|conn| {
-            let refusal = match run_once(conn, &sql) {
-                Ok(()) => {
-                    drain_notifications(conn);
-                    let f = f.take().expect("the unit's work runs once");
-                    return f(conn).map(Some);
-                }
-                Err(refusal) => refusal,
-            };
-            Err(match refusal {
-                Refusal::Dirty if attempt == 0 => return Ok(None),
-                Refusal::SchemaMissing => ConnectionError::SchemaMissing {
-                    schema: first.clone(),
-                }
-                .into(),
-                Refusal::Failed(e) => e.into(),
-                Refusal::Broken(message) => ConnectionError::SwitchFailed {
-                    target: describe_target(tenant),
-                    message,
-                }
-                .into(),
-                Refusal::Dirty => ConnectionError::SwitchFailed {
-                    target: describe_target(tenant),
-                    message: "the session still listens, or begins transactions with other than the default characteristics, after UNLISTEN * and RESET default_transaction_*".to_string(),
-                }
-                .into(),
-            })
+    let mut first_round = true;
+    loop {
+        let outcome = conn.transaction(|conn| match run_once(conn, switch.sql()) {
+            Ok(()) => {
+                drain_notifications(conn);
+                let f = f.take().expect("the unit's work runs once");
+                f(conn).map(Some)
+            }
+            Err(refusal) => match switch.refused::<E>(refusal, first_round) {
+                None => Ok(None),
+                Some((error, _)) => Err(error),
+            },
         })?;
         match outcome {
             Some(value) => return Ok(value),
-            None => conn.batch_execute(DIRTY_UNLISTEN).map_err(E::from)?,
+            None => {
+                conn.batch_execute(DIRTY_UNLISTEN).map_err(E::from)?;
+                first_round = false;
+            }
         }
     }
-    Err(ConnectionError::SwitchFailed {
-        target: describe_target(tenant),
-        message: "the session still listens, or begins transactions with other than the default characteristics, after UNLISTEN * and RESET default_transaction_*".to_string(),
-    }
-    .into())
 }
 
 /// Builds a [`TransactionScopedPool`]. Every setter documents its default.
