@@ -186,6 +186,14 @@ pub(crate) type DeadPool = managed::Pool<AsyncTenantManager>;
 /// See [`AsyncSharedPoolBuilder::busy_timeout`].
 pub(crate) const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Whether `conn` served a checkout before (returned to the pool, or
+/// parked by tenant affinity after a tenant's checkout): only such a
+/// connection can still be busy with an earlier checkout's statement.
+fn handed_out_before(conn: &mut Object<AsyncTenantManager>) -> bool {
+    Object::metrics(conn).recycle_count > 0
+        || PlanWatch::log_in(conn.instrumentation()).is_none_or(|log| log.served() > 0)
+}
+
 /// Why a connection that did not answer within `bound` was closed.
 pub(crate) fn busy_message(bound: Duration) -> String {
     format!(
@@ -289,7 +297,8 @@ impl AsyncSharedPoolBuilder {
     /// closed, and the checkout takes another: its rows never reach the
     /// next checkout, and the next checkout never waits behind them for
     /// longer than this. A switch slower than this for any other reason
-    /// (a loaded server) costs a new connection, nothing else. Default:
+    /// (a loaded server) costs a new connection, whose first switch is
+    /// not bounded (a connection never handed out cannot be busy). Default:
     /// 1 s. (`appschema_async::load_stream`'s stream borrows the
     /// connection and is cancelled when dropped, with no wait.)
     ///
@@ -755,9 +764,14 @@ impl AsyncSharedPool {
             // A switch that does not answer in time waits behind an earlier
             // statement still running (see `busy_timeout`): the connection
             // is cancelled and closed, and another one taken.
-            let bound = self
-                .busy_timeout
-                .min(deadline.saturating_duration_since(Instant::now()));
+            // A connection never handed out before runs nothing else: its
+            // switch may take as long as the server needs.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let bound = if conn.conn.as_mut().is_some_and(handed_out_before) {
+                self.busy_timeout.min(remaining)
+            } else {
+                remaining
+            };
             let switched = tokio::time::timeout(bound, async {
                 let keep_apart = self.per_tenant_types.apply(&mut conn).await;
                 run_session_switch(&mut conn, &sql, keep_apart).await
