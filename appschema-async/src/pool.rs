@@ -183,12 +183,32 @@ impl managed::Manager for AsyncTenantManager {
 
 pub(crate) type DeadPool = managed::Pool<AsyncTenantManager>;
 
+/// See [`AsyncSharedPoolBuilder::busy_timeout`].
+pub(crate) const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether `conn` served a checkout before (returned to the pool, or
+/// parked by tenant affinity after a tenant's checkout): only such a
+/// connection can still be busy with an earlier checkout's statement.
+fn handed_out_before(conn: &mut Object<AsyncTenantManager>) -> bool {
+    Object::metrics(conn).recycle_count > 0
+        || PlanWatch::log_in(conn.instrumentation()).is_none_or(|log| log.served() > 0)
+}
+
+/// Why a connection that did not answer within `bound` was closed.
+pub(crate) fn busy_message(bound: Duration) -> String {
+    format!(
+        "it did not answer within {bound:?} (busy_timeout): an earlier statement still runs on it \
+         (a row stream of diesel-async's load_stream dropped half-read or kept past the \
+         connection's return?); it was cancelled and closed"
+    )
+}
+
 /// The first pause of a checkout that could not open a connection, before
 /// it tries again; doubled on each failure up to [`MAX_CONNECT_BACKOFF`].
-const CONNECT_BACKOFF: Duration = Duration::from_millis(25);
+pub(crate) const CONNECT_BACKOFF: Duration = Duration::from_millis(25);
 /// The longest pause between two tries to open a connection: a restarted
 /// server is found within this of accepting connections again.
-const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(500);
+pub(crate) const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Builds an [`AsyncSharedPool`]. Every setter documents its default.
 /// Its `Debug` shows the URL with the password replaced by `***`.
@@ -206,6 +226,7 @@ pub struct AsyncSharedPoolBuilder {
     per_tenant_types: Option<bool>,
     max_tenants: Option<usize>,
     affinity: bool,
+    busy_timeout: Duration,
 }
 
 impl fmt::Debug for AsyncSharedPoolBuilder {
@@ -222,6 +243,7 @@ impl fmt::Debug for AsyncSharedPoolBuilder {
             .field("per_tenant_types", &self.per_tenant_types)
             .field("max_tenants", &self.max_tenants)
             .field("affinity", &self.affinity)
+            .field("busy_timeout", &self.busy_timeout)
             .finish()
     }
 }
@@ -262,6 +284,37 @@ impl AsyncSharedPoolBuilder {
     /// share of checkouts that switch path but gained no throughput.
     pub fn tenant_affinity(mut self, on: bool) -> Self {
         self.affinity = on;
+        self
+    }
+
+    /// How long a checkout waits for a pooled connection to answer its
+    /// switch before taking it for busy with an earlier statement: a row
+    /// stream of diesel-async's own `RunQueryDsl::load_stream`, dropped
+    /// half-read or kept past the connection's return, whose statement
+    /// still runs (the pool cannot see such a stream: diesel-async reports
+    /// the query finished before its rows are read). Such a connection is
+    /// sent a cancel request for the statement (over the pool's TLS) and
+    /// closed, and the checkout takes another: its rows never reach the
+    /// next checkout, and the next checkout never waits behind them for
+    /// longer than this. A switch slower than this for any other reason
+    /// (a loaded server) costs a new connection, whose first switch is
+    /// not bounded (a connection never handed out cannot be busy). Default:
+    /// 1 s. (`appschema_async::load_stream`'s stream borrows the
+    /// connection and is cancelled when dropped, with no wait.)
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use appschema::async_pool::AsyncSharedPool;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = AsyncSharedPool::builder("postgres:///app")
+    ///     .busy_timeout(Duration::from_millis(250))
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
         self
     }
 
@@ -485,6 +538,7 @@ impl AsyncSharedPoolBuilder {
             lot: self.affinity.then(Lot::new),
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
+            busy_timeout: self.busy_timeout,
         })
     }
 }
@@ -514,8 +568,14 @@ pub(crate) fn build_deadpool(
 /// itself (a restart, a failover, a network blip), so the checkout tries
 /// again until its deadline; `false` for refusals that waiting does not
 /// change: TLS, authentication, a database or role that does not exist.
-fn may_pass(error: &ManagerError) -> bool {
+/// A prepared statement that "does not exist" may pass: behind a PgBouncer
+/// without prepared-statement support, diesel-async's connect may see its
+/// statement prepared on one server connection and run on another.
+pub(crate) fn may_pass(error: &ManagerError) -> bool {
     let message = error.to_string().to_ascii_lowercase();
+    if message.contains("prepared statement") {
+        return true;
+    }
     const FINAL: &[&str] = &[
         "tls",
         "ssl",
@@ -589,6 +649,8 @@ pub struct AsyncSharedPool {
     lot: Option<Lot<Object<AsyncTenantManager>>>,
     idle_timeout: Option<Duration>,
     max_lifetime: Option<Duration>,
+    /// See [`AsyncSharedPoolBuilder::busy_timeout`].
+    busy_timeout: Duration,
 }
 
 impl fmt::Debug for AsyncSharedPool {
@@ -616,6 +678,7 @@ impl AsyncSharedPool {
             per_tenant_types: None,
             max_tenants: Some(DEFAULT_MAX_TENANTS_PER_CONNECTION),
             affinity: false,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
         }
     }
 
@@ -698,8 +761,24 @@ impl AsyncSharedPool {
             };
             // Dropped while this runs (a cancelled request), `conn` is
             // dropped with the switch in flight, and closed (see `Drop`).
-            let keep_apart = self.per_tenant_types.apply(&mut conn).await;
-            let refusal = match run_session_switch(&mut conn, &sql, keep_apart).await {
+            // A switch that does not answer in time waits behind an earlier
+            // statement still running (see `busy_timeout`): the connection
+            // is cancelled and closed, and another one taken.
+            // A connection never handed out before runs nothing else: its
+            // switch may take as long as the server needs.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let bound = if conn.conn.as_mut().is_some_and(handed_out_before) {
+                self.busy_timeout.min(remaining)
+            } else {
+                remaining
+            };
+            let switched = tokio::time::timeout(bound, async {
+                let keep_apart = self.per_tenant_types.apply(&mut conn).await;
+                run_session_switch(&mut conn, &sql, keep_apart).await
+            })
+            .await
+            .unwrap_or_else(|_| Err(SessionRefusal::Broken(busy_message(bound))));
+            let refusal = match switched {
                 Ok(()) => return Ok(self.handed_out(conn)),
                 // The connection is fine: its implicit transaction, and the
                 // `SET` with it, was rolled back.

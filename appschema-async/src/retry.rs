@@ -2,12 +2,21 @@
 //! `SharedPool::run_retrying` (appschema-core), with the same rule for what
 //! is run again.
 
-use appschema_core::connection::internals::begin_sql;
+use std::sync::atomic::Ordering;
+
+use appschema_core::connection::internals::{
+    begin_sql, classify, describe_target, PlanWatch, UnitSwitch, DIRTY_UNLISTEN,
+};
 use appschema_core::connection::{is_connection_lost, ConnectionError};
 use appschema_core::SchemaName;
-use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
+};
 use scoped_futures::ScopedBoxFuture;
 
+use crate::switch::drain_notifications;
+use crate::transaction::AsyncTransactionScopedPool;
 use crate::{AsyncSharedPool, AsyncTenantConnection, AsyncTenantPool};
 
 /// How a unit ended on one connection.
@@ -21,45 +30,112 @@ enum Attempt<T, E> {
 async fn attempt<'a, T, E, F>(
     conn: &mut AsyncPgConnection,
     read_only: bool,
+    switch: Option<&UnitSwitch>,
     work: &mut F,
 ) -> Attempt<T, E>
 where
     F: for<'r> FnMut(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
         + Send
         + 'a,
-    E: From<diesel::result::Error> + Send + 'a,
+    E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
     T: Send + 'a,
 {
-    if let Err(error) =
-        AnsiTransactionManager::begin_transaction_sql(conn, begin_sql(read_only)).await
-    {
-        return if is_connection_lost(&error) {
-            Attempt::Lost(error.into())
-        } else {
-            Attempt::Done(Err(error.into()))
+    let mut first_round = true;
+    loop {
+        // A unit with a switch is made read only by its switch.
+        let begin = begin_sql(read_only && switch.is_none());
+        if let Err(error) = AnsiTransactionManager::begin_transaction_sql(conn, begin).await {
+            return if is_connection_lost(&error) {
+                Attempt::Lost(error.into())
+            } else {
+                Attempt::Done(Err(error.into()))
+            };
+        }
+        if let Some(switch) = switch {
+            match classify(conn.batch_execute(switch.sql()).await) {
+                Ok(()) => drain_notifications(conn),
+                Err(refusal) => {
+                    // The rules of the sync twin (`appschema_core`'s
+                    // `connection::retry`): nothing ran yet.
+                    let refused = switch.refused::<E>(refusal, first_round);
+                    let rollback = AnsiTransactionManager::rollback_transaction(conn).await;
+                    let rollback_lost = rollback.as_ref().is_err_and(is_connection_lost);
+                    match refused {
+                        Some((error, lost)) if lost || rollback_lost => {
+                            return Attempt::Lost(error)
+                        }
+                        Some((error, _)) => return Attempt::Done(Err(error)),
+                        None => {
+                            let unlisten = match rollback {
+                                Ok(()) => conn.batch_execute(DIRTY_UNLISTEN).await,
+                                Err(error) => Err(error),
+                            };
+                            match unlisten {
+                                Ok(()) => {
+                                    first_round = false;
+                                    continue;
+                                }
+                                Err(error) if is_connection_lost(&error) => {
+                                    return Attempt::Lost(error.into())
+                                }
+                                Err(error) => return Attempt::Done(Err(error.into())),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let outcome = work(conn).await;
+        if switch.is_some() {
+            if let Some(open) = PlanWatch::stream_counter(conn.instrumentation())
+                .filter(|open| open.load(Ordering::Acquire) > 0)
+            {
+                // A guarded row stream dropped before its end, as in
+                // `in_tenant_transaction`: never committed, cancelled and
+                // rolled back.
+                let _ = conn
+                    .cancel_token()
+                    .cancel_query(tokio_postgres::NoTls)
+                    .await;
+                let _ = conn.batch_execute("SELECT 1").await;
+                open.store(0, Ordering::Release);
+                let _ = AnsiTransactionManager::rollback_transaction(conn).await;
+                return Attempt::Done(Err(ConnectionError::StreamAbandoned {
+                    target: describe_target(switch.and_then(UnitSwitch::tenant)),
+                }
+                .into()));
+            }
+        }
+        return match outcome {
+            Ok(value) => match AnsiTransactionManager::commit_transaction(conn).await {
+                Ok(()) => Attempt::Done(Ok(value)),
+                // Lost while committing: the server may have committed. Only a
+                // read-only unit can be run again.
+                Err(error) if read_only && is_connection_lost(&error) => {
+                    Attempt::Lost(error.into())
+                }
+                Err(error) => Attempt::Done(Err(error.into())),
+            },
+            Err(error) => match AnsiTransactionManager::rollback_transaction(conn).await {
+                Ok(()) => Attempt::Done(Err(error)),
+                // The rollback found the connection gone: nothing committed.
+                Err(rollback) if is_connection_lost(&rollback) => Attempt::Lost(error),
+                Err(_) => Attempt::Done(Err(error)),
+            },
         };
-    }
-    match work(conn).await {
-        Ok(value) => match AnsiTransactionManager::commit_transaction(conn).await {
-            Ok(()) => Attempt::Done(Ok(value)),
-            // Lost while committing: the server may have committed. Only a
-            // read-only unit can be run again.
-            Err(error) if read_only && is_connection_lost(&error) => Attempt::Lost(error.into()),
-            Err(error) => Attempt::Done(Err(error.into())),
-        },
-        Err(error) => match AnsiTransactionManager::rollback_transaction(conn).await {
-            Ok(()) => Attempt::Done(Err(error)),
-            // The rollback found the connection gone: nothing committed.
-            Err(rollback) if is_connection_lost(&rollback) => Attempt::Lost(error),
-            Err(_) => Attempt::Done(Err(error)),
-        },
     }
 }
 
-/// Runs `work` in a transaction on a connection from `checkout`; once more
-/// on a fresh checkout when the connection was lost before anything
-/// committed (the lost connection is closed, never returned to the pool).
-async fn run_unit<'a, T, E, F, C, Fut>(checkout: C, read_only: bool, mut work: F) -> Result<T, E>
+/// Runs `work` in a transaction on a connection from `checkout` (after
+/// `switch` on a transaction-scoped pool); once more on a fresh checkout
+/// when the connection was lost before anything committed (the lost
+/// connection is closed, never returned to the pool).
+async fn run_unit<'a, T, E, F, C, Fut>(
+    checkout: C,
+    read_only: bool,
+    switch: Option<&UnitSwitch>,
+    mut work: F,
+) -> Result<T, E>
 where
     C: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<AsyncTenantConnection, ConnectionError>>,
@@ -70,12 +146,12 @@ where
     T: Send + 'a,
 {
     let mut conn = checkout().await?;
-    match attempt(&mut conn, read_only, &mut work).await {
+    match attempt(&mut conn, read_only, switch, &mut work).await {
         Attempt::Done(result) => result,
         Attempt::Lost(_) => {
             conn.discard();
             let mut conn = checkout().await?;
-            match attempt(&mut conn, read_only, &mut work).await {
+            match attempt(&mut conn, read_only, switch, &mut work).await {
                 Attempt::Done(result) => result,
                 Attempt::Lost(error) => {
                     conn.discard();
@@ -135,7 +211,7 @@ impl AsyncSharedPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get_for(tenant), false, work).await
+        run_unit(|| self.get_for(tenant), false, None, work).await
     }
 
     /// [`run_retrying`](AsyncSharedPool::run_retrying) for work that only
@@ -172,7 +248,7 @@ impl AsyncSharedPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get_for(tenant), true, work).await
+        run_unit(|| self.get_for(tenant), true, None, work).await
     }
 
     /// [`run_retrying`](AsyncSharedPool::run_retrying) on the shared-only
@@ -185,7 +261,7 @@ impl AsyncSharedPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get_shared(), false, work).await
+        run_unit(|| self.get_shared(), false, None, work).await
     }
 
     /// [`read_retrying`](AsyncSharedPool::read_retrying) on the shared-only
@@ -198,7 +274,7 @@ impl AsyncSharedPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get_shared(), true, work).await
+        run_unit(|| self.get_shared(), true, None, work).await
     }
 }
 
@@ -212,7 +288,7 @@ impl AsyncTenantPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get(), false, work).await
+        run_unit(|| self.get(), false, None, work).await
     }
 
     /// [`AsyncSharedPool::read_retrying`] for this pool's tenant.
@@ -224,6 +300,101 @@ impl AsyncTenantPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get(), true, work).await
+        run_unit(|| self.get(), true, None, work).await
+    }
+}
+
+impl AsyncTransactionScopedPool {
+    /// Runs `work` as one transaction on `tenant`'s path, as
+    /// [`transaction_for`](Self::transaction_for), and runs it **once more,
+    /// on a fresh connection**, when the connection is lost (a failover, a
+    /// restart, `pg_terminate_backend`, PgBouncer losing its server
+    /// connection) before the transaction's `COMMIT` was sent. The rules
+    /// are [`AsyncSharedPool::run_retrying`]'s; `work` may run twice.
+    ///
+    /// ```no_run
+    /// use appschema::{SchemaName, ConnectionError, async_pool::AsyncTransactionScopedPool};
+    /// use appschema::async_pool::scoped_futures::ScopedFutureExt;
+    /// use diesel_async::RunQueryDsl;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = AsyncTransactionScopedPool::builder("postgres://app@pgbouncer:6432/app").build()?;
+    /// let acme = SchemaName::new("acme").unwrap();
+    /// let n = pool
+    ///     .run_retrying(&acme, |conn| {
+    ///         async move {
+    ///             let sql = "UPDATE carts SET expired = true WHERE age > 30";
+    ///             Ok::<_, ConnectionError>(diesel::sql_query(sql).execute(conn).await?)
+    ///         }
+    ///         .scope_boxed()
+    ///     })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn run_retrying<'a, T, E, F>(&self, tenant: &SchemaName, work: F) -> Result<T, E>
+    where
+        F: for<'r> FnMut(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+            + Send
+            + 'a,
+        E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+        T: Send + 'a,
+    {
+        self.run_unit(Some(tenant), false, work).await
+    }
+
+    /// [`run_retrying`](Self::run_retrying) for work that only reads: its
+    /// transaction is `READ ONLY`, so it is run once more on a fresh
+    /// connection whenever the connection is lost, while committing too.
+    pub async fn read_retrying<'a, T, E, F>(&self, tenant: &SchemaName, work: F) -> Result<T, E>
+    where
+        F: for<'r> FnMut(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+            + Send
+            + 'a,
+        E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+        T: Send + 'a,
+    {
+        self.run_unit(Some(tenant), true, work).await
+    }
+
+    /// [`run_retrying`](Self::run_retrying) on the shared-only path.
+    pub async fn run_shared_retrying<'a, T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: for<'r> FnMut(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+            + Send
+            + 'a,
+        E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+        T: Send + 'a,
+    {
+        self.run_unit(None, false, work).await
+    }
+
+    /// [`read_retrying`](Self::read_retrying) on the shared-only path.
+    pub async fn read_shared_retrying<'a, T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: for<'r> FnMut(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+            + Send
+            + 'a,
+        E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+        T: Send + 'a,
+    {
+        self.run_unit(None, true, work).await
+    }
+
+    async fn run_unit<'a, T, E, F>(
+        &self,
+        tenant: Option<&SchemaName>,
+        read_only: bool,
+        work: F,
+    ) -> Result<T, E>
+    where
+        F: for<'r> FnMut(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+            + Send
+            + 'a,
+        E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+        T: Send + 'a,
+    {
+        let switch = UnitSwitch::new(self.search_path(), tenant, read_only);
+        run_unit(|| self.get(tenant), read_only, Some(&switch), work).await
     }
 }

@@ -4,10 +4,12 @@
 //! diesel-async's own `load_stream` returns a stream that does not borrow
 //! the connection (`BoxStream<'static>`), and nothing tells the connection
 //! when a stream is dropped half-read: the connection goes back to the pool
-//! with the statement still running on the server, the next checkout waits
-//! behind it, and the statement runs to its end (writes included). No pool
-//! can see that from outside the stream, so appschema offers a stream of its
-//! own: [`load_stream`].
+//! with the statement still running on the server. No pool can see that
+//! from outside the stream; the async pools only see its effect, a checkout
+//! whose switch gets no answer within `busy_timeout`, and then cancel the
+//! statement and close the connection (the statement runs until then,
+//! writes included). So appschema offers a stream of its own, whose drop is
+//! seen at once: [`load_stream`].
 
 use std::marker::PhantomData;
 use std::pin::Pin;

@@ -11,7 +11,7 @@ use crate::types::PerTenantTypes;
 use std::time::Duration;
 
 use appschema_core::connection::internals::{
-    classify, describe_target, write_local_switch, PlanWatch, Refusal, DIRTY_UNLISTEN, UNIT_RESET,
+    classify, describe_target, PlanWatch, UnitSwitch, DIRTY_UNLISTEN,
 };
 use appschema_core::connection::{ConnectionError, SearchPath};
 use appschema_core::SchemaName;
@@ -21,10 +21,16 @@ use diesel_async::{
 };
 use scoped_futures::ScopedBoxFuture;
 
-use crate::pool::{build_deadpool, checkout_failed, AsyncTenantManager, DeadPool};
+use crate::pool::{
+    build_deadpool, checkout_failed, may_pass, AsyncTenantManager, DeadPool, CONNECT_BACKOFF,
+    MAX_CONNECT_BACKOFF,
+};
 use crate::switch::drain_notifications;
 use crate::tls::UserConnector;
 use crate::AsyncTenantConnection;
+use appschema_core::connection::ManagerError;
+use deadpool::managed::{self, PoolError};
+use std::time::Instant;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::Socket;
 
@@ -109,18 +115,17 @@ where
     E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
     T: Send + 'a,
 {
-    let (value, first) = match tenant {
-        Some(t) => (path.for_tenant(t), t.as_str().to_string()),
-        None => (path.shared_only(), path.shared().to_string()),
-    };
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
         .map_err(E::from)?;
     if depth.is_some() {
-        return Err(ConnectionError::NestedTransaction { schema: first }.into());
+        let first = tenant.map_or(path.shared(), SchemaName::as_str);
+        return Err(ConnectionError::NestedTransaction {
+            schema: first.to_string(),
+        }
+        .into());
     }
-    let mut sql = String::from(UNIT_RESET);
-    write_local_switch(&mut sql, &value, &first);
+    let switch = UnitSwitch::new(path, tenant, false);
     let mut f = Some(f);
     // At most twice: a session found listening (to channels an earlier
     // client of this server session registered) is unlistened in a
@@ -133,7 +138,7 @@ where
         AnsiTransactionManager::begin_transaction(conn)
             .await
             .map_err(E::from)?;
-        let outcome: Result<Option<T>, E> = match classify(conn.batch_execute(&sql).await) {
+        let outcome: Result<Option<T>, E> = match classify(conn.batch_execute(switch.sql()).await) {
             Ok(()) => {
                 drain_notifications(conn);
                 let f = f.take().expect("the unit's work runs once");
@@ -154,18 +159,10 @@ where
                     _ => outcome,
                 }
             }
-            Err(Refusal::Dirty) if attempt == 0 => Ok(None),
-            Err(Refusal::SchemaMissing) => Err(ConnectionError::SchemaMissing {
-                schema: first.clone(),
-            }
-            .into()),
-            Err(Refusal::Failed(e)) => Err(e.into()),
-            Err(Refusal::Broken(message)) => Err(ConnectionError::SwitchFailed {
-                target: describe_target(tenant),
-                message,
-            }
-            .into()),
-            Err(Refusal::Dirty) => Err(still_listening(tenant).into()),
+            Err(refusal) => match switch.refused::<E>(refusal, attempt == 0) {
+                None => Ok(None),
+                Some((error, _)) => Err(error),
+            },
         };
         // As diesel-async's own `transaction`: commit on success, roll back
         // on error, the work's error winning over a failed rollback's.
@@ -389,9 +386,19 @@ impl AsyncTransactionScopedPool {
         in_shared_transaction(&mut conn, &self.path, f).await
     }
 
+    /// The search path configuration.
+    pub fn search_path(&self) -> &SearchPath {
+        &self.path
+    }
+
+    /// The underlying pool's state (connections open, available, waiting).
+    pub fn status(&self) -> deadpool::Status {
+        self.pool.status()
+    }
+
     /// A connection (closed rather than reused if the unit is dropped
     /// mid-query: see [`AsyncTenantConnection`]).
-    async fn get(
+    pub(crate) async fn get(
         &self,
         tenant: Option<&SchemaName>,
     ) -> Result<AsyncTenantConnection, ConnectionError> {
@@ -399,12 +406,36 @@ impl AsyncTransactionScopedPool {
             Some(t) => self.path.for_tenant(t),
             None => self.path.shared_only(),
         };
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = CONNECT_BACKOFF;
+        let mut last_failure: Option<ManagerError> = None;
         loop {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| checkout_failed(&self.pool, tenant, self.timeout, e))?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let timeouts = managed::Timeouts {
+                wait: Some(remaining),
+                create: Some(remaining),
+                recycle: Some(remaining),
+            };
+            let conn = match self.pool.timeout_get(&timeouts).await {
+                Ok(conn) => conn,
+                // As on `AsyncSharedPool`: a server restarting (behind
+                // PgBouncer: `server login has been failing`) is waited
+                // for until the deadline; a refusal no wait will change is
+                // reported at once.
+                Err(PoolError::Backend(e @ ManagerError::Connect(_)))
+                    if may_pass(&e) && Instant::now() + backoff < deadline =>
+                {
+                    last_failure = Some(e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+                    continue;
+                }
+                Err(PoolError::Timeout(_)) if last_failure.is_some() => {
+                    let e = PoolError::Backend(last_failure.take().expect("checked"));
+                    return Err(checkout_failed(&self.pool, tenant, self.timeout, e));
+                }
+                Err(e) => return Err(checkout_failed(&self.pool, tenant, self.timeout, e)),
+            };
             let mut conn = AsyncTenantConnection {
                 conn: Some(conn),
                 tenant: tenant.cloned(),

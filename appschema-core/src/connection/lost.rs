@@ -29,6 +29,17 @@ use diesel::result::{DatabaseErrorKind, Error};
 ///   been closed unexpectedly`.
 /// - tokio-postgres (diesel-async): `connection closed`, `error
 ///   communicating with the server` (an I/O error on the socket).
+/// - PgBouncer, which sends these (SQLSTATE 08P01) and then closes the
+///   client's connection: `server conn crashed?` (the server connection
+///   serving the client's transaction died: a terminated backend, a
+///   restart), `server login has been failing, try again later
+///   (server_login_retry)` (the server is down or restarting: nothing was
+///   sent to it), `query_wait_timeout` (no server connection became free
+///   in time: nothing was sent to the server either). A server's own
+///   `FATAL` (57P01 and the others above) is passed through as the server
+///   sent it. PgBouncer's other refusals (`no such database`, a failed
+///   login, `pooler error`s about the client's own protocol use) are not
+///   a lost connection.
 ///
 /// With a non-English `lc_messages` on the server, the server's own texts
 /// (the first two) are translated; the sync client still recognises the
@@ -49,6 +60,9 @@ const LOST: &[&str] = &[
     "ssl connection has been closed unexpectedly",
     "connection closed",
     "error communicating with the server",
+    "server conn crashed?",
+    "server login has been failing, try again later",
+    "query_wait_timeout",
 ];
 
 /// Whether `error` means the connection to PostgreSQL was lost (the server
@@ -63,7 +77,7 @@ const LOST: &[&str] = &[
 /// on the connection's transaction state, which on PostgreSQL follows a
 /// lost connection), a failed commit whose rollback failed because of one
 /// of these, and the messages PostgreSQL (SQLSTATE 57P01, 57P02, 57P03,
-/// 57P05, 25P03), libpq and tokio-postgres give a lost connection. False
+/// 57P05, 25P03), libpq, tokio-postgres and PgBouncer give a lost connection. False
 /// for everything else, including a statement cancelled by
 /// `pg_cancel_backend` or a timeout (the connection survives those).
 ///
@@ -150,6 +164,9 @@ mod tests {
             "SSL connection has been closed unexpectedly",
             "connection closed",
             "error communicating with the server: Connection reset by peer (os error 104)",
+            "server conn crashed?",
+            "server login has been failing, try again later (server_login_retry)",
+            "query_wait_timeout",
         ] {
             assert!(
                 is_connection_lost(&db_error(DatabaseErrorKind::Unknown, message)),
@@ -180,6 +197,8 @@ mod tests {
             "cached plan must not change result type",
             "another command is already in progress",
             "duplicate key value violates unique constraint \"orders_pkey\"",
+            "no such database: app",
+            "password authentication failed for user \"app\"",
         ] {
             assert!(
                 !is_connection_lost(&db_error(DatabaseErrorKind::Unknown, message)),

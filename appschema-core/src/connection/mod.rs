@@ -44,7 +44,7 @@ pub mod internals {
         with_startup_options, CHECKOUT_RESET, DIRTY_RESET, DIRTY_UNLISTEN, UNIT_RESET,
     };
     pub use super::plan_watch::PlanWatch;
-    pub use super::retry::begin_sql;
+    pub use super::retry::{begin_sql, UnitSwitch};
     pub use super::search_path::{
         classify, prepare_statement_sql, write_local_switch, write_seed, write_session_switch,
         ConnectRow, Refusal, SessionRefusal, CONNECT_QUERY,

@@ -2,12 +2,16 @@
 //! once on a fresh connection when the connection was lost before anything
 //! could have committed.
 
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use std::ops::DerefMut;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::PgConnection;
 
-use super::error::ConnectionError;
+use super::error::{describe_target, ConnectionError};
+use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN, UNIT_RESET};
 use super::lost::is_connection_lost;
-use super::shared_pool::{SharedPool, TenantConnection, TenantPool};
+use super::search_path::{run_once, write_local_switch, Refusal, SearchPath};
+use super::shared_pool::{SharedPool, TenantPool};
 use crate::name::SchemaName;
 
 /// How a unit run by the `*_retrying` methods ended on one connection.
@@ -31,60 +35,193 @@ pub fn begin_sql(read_only: bool) -> &'static str {
     }
 }
 
-/// Runs `work` once, in a transaction of its own on `conn`, and says
-/// whether a failure may be retried (see [`Attempt`]).
-fn attempt<T, E, F>(conn: &mut PgConnection, read_only: bool, work: &mut F) -> Attempt<T, E>
-where
-    F: FnMut(&mut PgConnection) -> Result<T, E>,
-    E: From<diesel::result::Error>,
-{
-    if let Err(error) = AnsiTransactionManager::begin_transaction_sql(conn, begin_sql(read_only)) {
-        return if is_connection_lost(&error) {
-            Attempt::Lost(error.into())
-        } else {
-            Attempt::Done(Err(error.into()))
+/// What a transaction-scoped unit sends first inside its transaction: the
+/// session reset and `SET LOCAL search_path` with its check (the text
+/// `in_tenant_transaction` sends), so that the `*_retrying` methods of the
+/// transaction-scoped pools run their units by the same rules as the other
+/// pools'.
+#[derive(Debug, Clone)]
+pub struct UnitSwitch {
+    sql: String,
+    path: String,
+    tenant: Option<SchemaName>,
+    first: String,
+}
+
+impl UnitSwitch {
+    /// The switch of a unit for `tenant` (`None`: the shared-only path);
+    /// `read_only` makes the unit's transaction `READ ONLY` after the
+    /// switch (a transaction begun read only would fail the switch's check
+    /// that it began with the session's default characteristics).
+    pub fn new(path: &SearchPath, tenant: Option<&SchemaName>, read_only: bool) -> UnitSwitch {
+        let (value, first) = match tenant {
+            Some(t) => (path.for_tenant(t), t.as_str().to_string()),
+            None => (path.shared_only(), path.shared().to_string()),
         };
+        let mut sql = String::from(UNIT_RESET);
+        write_local_switch(&mut sql, &value, &first);
+        if read_only {
+            sql.push_str("; SET TRANSACTION READ ONLY");
+        }
+        UnitSwitch {
+            sql,
+            path: value,
+            tenant: tenant.cloned(),
+            first,
+        }
     }
-    match work(conn) {
-        Ok(value) => match AnsiTransactionManager::commit_transaction(conn) {
-            Ok(()) => Attempt::Done(Ok(value)),
-            // Lost while committing: the server may have committed before
-            // it went. Only a read-only unit can be run again.
-            Err(error) if read_only && is_connection_lost(&error) => Attempt::Lost(error.into()),
-            Err(error) => Attempt::Done(Err(error.into())),
-        },
-        Err(error) => match AnsiTransactionManager::rollback_transaction(conn) {
-            Ok(()) => Attempt::Done(Err(error)),
-            // The rollback found the connection gone, so the work failed
-            // (or was about to) because of it, before `COMMIT` was sent:
-            // nothing of it committed.
-            Err(rollback) if is_connection_lost(&rollback) => Attempt::Lost(error),
-            Err(_) => Attempt::Done(Err(error)),
-        },
+
+    /// The SQL sent right after `BEGIN`.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The tenant of the unit (`None`: shared-only).
+    pub fn tenant(&self) -> Option<&SchemaName> {
+        self.tenant.as_ref()
+    }
+
+    /// The `search_path` the unit runs on.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// What the server's refusal of the switch means for the unit: `None`
+    /// when the session was found listening (or with other transaction
+    /// characteristics) on the unit's first round: the caller rolls back,
+    /// sends [`DIRTY_UNLISTEN`] and starts the unit again; otherwise the
+    /// error to return and whether it is a lost connection.
+    pub fn refused<E>(&self, refusal: Refusal, first_round: bool) -> Option<(E, bool)>
+    where
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        let error = match refusal {
+            Refusal::Dirty if first_round => return None,
+            Refusal::Failed(error) => {
+                let lost = is_connection_lost(&error);
+                return Some((error.into(), lost));
+            }
+            Refusal::SchemaMissing => ConnectionError::SchemaMissing {
+                schema: self.first.clone(),
+            },
+            Refusal::Broken(message) => ConnectionError::SwitchFailed {
+                target: describe_target(self.tenant.as_ref()),
+                message,
+            },
+            Refusal::Dirty => ConnectionError::SwitchFailed {
+                target: describe_target(self.tenant.as_ref()),
+                message:
+                    "the session still listens, or begins transactions with other than the \
+                          default characteristics, after UNLISTEN * and RESET default_transaction_*"
+                        .to_string(),
+            },
+        };
+        Some((error.into(), false))
     }
 }
 
-/// Checks out with `checkout` and runs `work` in a transaction; when the
-/// connection was lost before anything committed, once more on a connection
-/// checked out afresh (the lost one is closed when returned).
-pub(crate) fn run_unit<T, E, F>(
-    checkout: impl Fn() -> Result<TenantConnection, ConnectionError>,
+/// Runs `work` once, in a transaction of its own on `conn` (after `switch`
+/// on a transaction-scoped pool), and says whether a failure may be
+/// retried (see [`Attempt`]).
+fn attempt<T, E, F>(
+    conn: &mut PgConnection,
     read_only: bool,
-    mut work: F,
-) -> Result<T, E>
+    switch: Option<&UnitSwitch>,
+    work: &mut F,
+) -> Attempt<T, E>
 where
     F: FnMut(&mut PgConnection) -> Result<T, E>,
     E: From<diesel::result::Error> + From<ConnectionError>,
 {
+    if let Some(switch) = switch {
+        // Custom types the client resolved on another path must not be
+        // bound here (see `keep_types_resolved_on`).
+        keep_types_resolved_on(conn, switch.path());
+    }
+    let mut first_round = true;
+    loop {
+        // A unit with a switch is made read only by its switch.
+        let begin = begin_sql(read_only && switch.is_none());
+        if let Err(error) = AnsiTransactionManager::begin_transaction_sql(conn, begin) {
+            return if is_connection_lost(&error) {
+                Attempt::Lost(error.into())
+            } else {
+                Attempt::Done(Err(error.into()))
+            };
+        }
+        if let Some(switch) = switch {
+            match run_once(conn, switch.sql()) {
+                Ok(()) => drain_notifications(conn),
+                Err(refusal) => {
+                    let refused = switch.refused::<E>(refusal, first_round);
+                    let rollback = AnsiTransactionManager::rollback_transaction(conn);
+                    let rollback_lost = rollback.as_ref().is_err_and(is_connection_lost);
+                    match refused {
+                        // Nothing ran yet: lost here, the unit may run again.
+                        Some((error, lost)) if lost || rollback_lost => {
+                            return Attempt::Lost(error)
+                        }
+                        Some((error, _)) => return Attempt::Done(Err(error)),
+                        None => match rollback.and_then(|()| conn.batch_execute(DIRTY_UNLISTEN)) {
+                            Ok(()) => {
+                                first_round = false;
+                                continue;
+                            }
+                            Err(error) if is_connection_lost(&error) => {
+                                return Attempt::Lost(error.into())
+                            }
+                            Err(error) => return Attempt::Done(Err(error.into())),
+                        },
+                    }
+                }
+            }
+        }
+        return match work(conn) {
+            Ok(value) => match AnsiTransactionManager::commit_transaction(conn) {
+                Ok(()) => Attempt::Done(Ok(value)),
+                // Lost while committing: the server may have committed before
+                // it went. Only a read-only unit can be run again.
+                Err(error) if read_only && is_connection_lost(&error) => {
+                    Attempt::Lost(error.into())
+                }
+                Err(error) => Attempt::Done(Err(error.into())),
+            },
+            Err(error) => match AnsiTransactionManager::rollback_transaction(conn) {
+                Ok(()) => Attempt::Done(Err(error)),
+                // The rollback found the connection gone, so the work failed
+                // (or was about to) because of it, before `COMMIT` was sent:
+                // nothing of it committed.
+                Err(rollback) if is_connection_lost(&rollback) => Attempt::Lost(error),
+                Err(_) => Attempt::Done(Err(error)),
+            },
+        };
+    }
+}
+
+/// Checks out with `checkout` and runs `work` in a transaction (after
+/// `switch` on a transaction-scoped pool); when the connection was lost
+/// before anything committed, once more on a connection checked out afresh
+/// (the lost one is closed when returned).
+pub(crate) fn run_unit<C, T, E, F>(
+    checkout: impl Fn() -> Result<C, ConnectionError>,
+    read_only: bool,
+    switch: Option<&UnitSwitch>,
+    mut work: F,
+) -> Result<T, E>
+where
+    C: DerefMut<Target = PgConnection>,
+    F: FnMut(&mut PgConnection) -> Result<T, E>,
+    E: From<diesel::result::Error> + From<ConnectionError>,
+{
     let mut conn = checkout()?;
-    match attempt(&mut conn, read_only, &mut work) {
+    match attempt(&mut conn, read_only, switch, &mut work) {
         Attempt::Done(result) => result,
         Attempt::Lost(_) => {
             // Returned to the pool, the lost connection is closed (its
             // transaction manager is broken and `PlanWatch` saw the loss).
             drop(conn);
             let mut conn = checkout()?;
-            match attempt(&mut conn, read_only, &mut work) {
+            match attempt(&mut conn, read_only, switch, &mut work) {
                 Attempt::Done(result) => result,
                 Attempt::Lost(error) => Err(error),
             }
@@ -130,7 +267,7 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_for(tenant), false, work)
+        run_unit(|| self.get_for(tenant), false, None, work)
     }
 
     /// [`run_retrying`](SharedPool::run_retrying) for work that only reads:
@@ -157,7 +294,7 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_for(tenant), true, work)
+        run_unit(|| self.get_for(tenant), true, None, work)
     }
 
     /// [`run_retrying`](SharedPool::run_retrying) on the shared-only path
@@ -167,7 +304,7 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_shared(), false, work)
+        run_unit(|| self.get_shared(), false, None, work)
     }
 
     /// [`read_retrying`](SharedPool::read_retrying) on the shared-only path
@@ -177,7 +314,7 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_shared(), true, work)
+        run_unit(|| self.get_shared(), true, None, work)
     }
 }
 
@@ -188,7 +325,7 @@ impl TenantPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get(), false, work)
+        run_unit(|| self.get(), false, None, work)
     }
 
     /// [`SharedPool::read_retrying`] for this pool's tenant.
@@ -197,6 +334,6 @@ impl TenantPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get(), true, work)
+        run_unit(|| self.get(), true, None, work)
     }
 }

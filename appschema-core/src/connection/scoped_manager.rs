@@ -15,8 +15,9 @@ use crate::redact::{redact_connection_error, redact_url};
 
 /// Opens plain connections (no start-up options: a transaction-pooling
 /// proxy would refuse or leak them) with the watch installed; closes on
-/// return a connection that saw a stale cached plan, or whose
-/// instrumentation user code replaced (fail closed).
+/// return a connection that saw a stale cached plan, that was lost (a query
+/// on it failed as [`is_connection_lost`](super::is_connection_lost) says),
+/// or whose instrumentation user code replaced (fail closed).
 pub(crate) struct ScopedManager {
     pub(crate) url: String,
     pub(crate) statement_cache: bool,
@@ -57,5 +58,6 @@ impl r2d2::ManageConnection for ScopedManager {
         std::thread::panicking()
             || R2D2Connection::is_broken(conn)
             || PlanWatch::saw_stale_plan(conn)
+            || PlanWatch::saw_connection_lost_in(conn.instrumentation())
     }
 }

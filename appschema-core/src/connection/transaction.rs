@@ -8,10 +8,11 @@ use std::time::Duration;
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::{Connection, PgConnection};
 
-use super::error::{describe_target, ConnectionError};
-use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN, UNIT_RESET};
+use super::error::ConnectionError;
+use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN};
+use super::retry::{run_unit, UnitSwitch};
 use super::scoped_manager::ScopedManager;
-use super::search_path::{run_once, write_local_switch, Refusal, SearchPath};
+use super::search_path::{run_once, SearchPath};
 use super::types::{on_path_change, PerTenantTypes};
 use crate::name::SchemaName;
 
@@ -70,24 +71,23 @@ where
     F: FnOnce(&mut PgConnection) -> Result<T, E>,
     E: From<diesel::result::Error> + From<ConnectionError>,
 {
-    let (value, first) = match tenant {
-        Some(t) => (path.for_tenant(t), t.as_str().to_string()),
-        None => (path.shared_only(), path.shared().to_string()),
-    };
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
         .map_err(E::from)?;
     if depth.is_some() {
-        return Err(ConnectionError::NestedTransaction { schema: first }.into());
+        let first = tenant.map_or(path.shared(), SchemaName::as_str);
+        return Err(ConnectionError::NestedTransaction {
+            schema: first.to_string(),
+        }
+        .into());
     }
+    let switch = UnitSwitch::new(path, tenant, false);
     // Custom types the connection's client resolved on another path must
     // not be bound here (see `keep_types_resolved_on`), nor, with
     // per-tenant types, statements prepared there be run here.
-    if keep_types_resolved_on(conn, &value) {
+    if keep_types_resolved_on(conn, switch.path()) {
         on_path_change(conn).map_err(E::from)?;
     }
-    let mut sql = String::from(UNIT_RESET);
-    write_local_switch(&mut sql, &value, &first);
     let mut f = Some(f);
     // At most twice: a session found listening (to channels an earlier
     // client of this server session registered) is unlistened in a
@@ -96,45 +96,27 @@ where
     // with characteristics an earlier client set (`SET SESSION
     // CHARACTERISTICS`: `BEGIN` applied them before the unit's reset ran).
     // The unit's work never runs in such a transaction.
-    for attempt in 0..2 {
-        let outcome = conn.transaction(|conn| {
-            let refusal = match run_once(conn, &sql) {
-                Ok(()) => {
-                    drain_notifications(conn);
-                    let f = f.take().expect("the unit's work runs once");
-                    return f(conn).map(Some);
-                }
-                Err(refusal) => refusal,
-            };
-            Err(match refusal {
-                Refusal::Dirty if attempt == 0 => return Ok(None),
-                Refusal::SchemaMissing => ConnectionError::SchemaMissing {
-                    schema: first.clone(),
-                }
-                .into(),
-                Refusal::Failed(e) => e.into(),
-                Refusal::Broken(message) => ConnectionError::SwitchFailed {
-                    target: describe_target(tenant),
-                    message,
-                }
-                .into(),
-                Refusal::Dirty => ConnectionError::SwitchFailed {
-                    target: describe_target(tenant),
-                    message: "the session still listens, or begins transactions with other than the default characteristics, after UNLISTEN * and RESET default_transaction_*".to_string(),
-                }
-                .into(),
-            })
+    let mut first_round = true;
+    loop {
+        let outcome = conn.transaction(|conn| match run_once(conn, switch.sql()) {
+            Ok(()) => {
+                drain_notifications(conn);
+                let f = f.take().expect("the unit's work runs once");
+                f(conn).map(Some)
+            }
+            Err(refusal) => match switch.refused::<E>(refusal, first_round) {
+                None => Ok(None),
+                Some((error, _)) => Err(error),
+            },
         })?;
         match outcome {
             Some(value) => return Ok(value),
-            None => conn.batch_execute(DIRTY_UNLISTEN).map_err(E::from)?,
+            None => {
+                conn.batch_execute(DIRTY_UNLISTEN).map_err(E::from)?;
+                first_round = false;
+            }
         }
     }
-    Err(ConnectionError::SwitchFailed {
-        target: describe_target(tenant),
-        message: "the session still listens, or begins transactions with other than the default characteristics, after UNLISTEN * and RESET default_transaction_*".to_string(),
-    }
-    .into())
 }
 
 /// Builds a [`TransactionScopedPool`]. Every setter documents its default.
@@ -283,6 +265,100 @@ impl TransactionScopedPool {
     {
         let mut conn = self.get(None)?;
         in_shared_transaction(&mut conn, &self.path, f)
+    }
+
+    /// Runs `work` as one transaction on `tenant`'s path, as
+    /// [`transaction_for`](Self::transaction_for), and runs it **once more,
+    /// on a fresh connection**, when the connection is lost (see
+    /// [`is_connection_lost`](super::is_connection_lost): a failover, a
+    /// restart, `pg_terminate_backend`, PgBouncer losing its server
+    /// connection) before the transaction's `COMMIT` was sent: nothing of
+    /// the first run can have committed then. The rules are
+    /// [`SharedPool::run_retrying`](super::SharedPool::run_retrying)'s: not
+    /// retried are a loss while `COMMIT` is on its way, any other failure, a
+    /// second loss, and a checkout that fails. `work` may run twice, so it
+    /// must do nothing but database work on `conn`.
+    ///
+    /// ```no_run
+    /// use appschema::{SchemaName, connection::{TransactionScopedPool, ConnectionError}};
+    /// use diesel::prelude::*;
+    /// let pool = TransactionScopedPool::builder("postgres://app@pgbouncer:6432/app").build()?;
+    /// let acme = SchemaName::new("acme").unwrap();
+    /// let n = pool.run_retrying(&acme, |conn| {
+    ///     Ok::<_, ConnectionError>(
+    ///         diesel::sql_query("UPDATE carts SET expired = true WHERE age > 30").execute(conn)?,
+    ///     )
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn run_retrying<T, E, F>(&self, tenant: &SchemaName, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        self.run_unit(Some(tenant), false, work)
+    }
+
+    /// [`run_retrying`](Self::run_retrying) for work that only reads: its
+    /// transaction is `READ ONLY`, so it is run once more on a fresh
+    /// connection whenever the connection is lost, while committing too.
+    ///
+    /// ```no_run
+    /// use appschema::{SchemaName, connection::{TransactionScopedPool, ConnectionError}};
+    /// use diesel::prelude::*;
+    /// use diesel::sql_types::BigInt;
+    /// let pool = TransactionScopedPool::builder("postgres://app@pgbouncer:6432/app").build()?;
+    /// let acme = SchemaName::new("acme").unwrap();
+    /// let n: i64 = pool.read_retrying(&acme, |conn| {
+    ///     diesel::select(diesel::dsl::sql::<BigInt>("(SELECT count(*) FROM orders)"))
+    ///         .get_result(conn)
+    ///         .map_err(ConnectionError::from)
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_retrying<T, E, F>(&self, tenant: &SchemaName, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        self.run_unit(Some(tenant), true, work)
+    }
+
+    /// [`run_retrying`](Self::run_retrying) on the shared-only path.
+    pub fn run_shared_retrying<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        self.run_unit(None, false, work)
+    }
+
+    /// [`read_retrying`](Self::read_retrying) on the shared-only path.
+    pub fn read_shared_retrying<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnMut(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        self.run_unit(None, true, work)
+    }
+
+    /// The underlying pool's state (connections open, idle).
+    pub fn state(&self) -> r2d2::State {
+        self.pool.state()
+    }
+
+    fn run_unit<T, E, F>(
+        &self,
+        tenant: Option<&SchemaName>,
+        read_only: bool,
+        work: F,
+    ) -> Result<T, E>
+    where
+        F: FnMut(&mut PgConnection) -> Result<T, E>,
+        E: From<diesel::result::Error> + From<ConnectionError>,
+    {
+        let switch = UnitSwitch::new(&self.path, tenant, read_only);
+        run_unit(|| self.get(tenant), read_only, Some(&switch), work)
     }
 
     fn get(

@@ -18,12 +18,23 @@ struct Pid {
 /// `pg_stat_activity`), terminates it, and returns its pid. The poll runs
 /// on the `postgres` database, so it never waits for locks in `db`.
 pub fn kill_when(db: &TestDb, marker: &str, extra: &str) -> std::thread::JoinHandle<i32> {
-    let admin_url = admin_url(db);
+    kill_when_on(db.url(), db.name(), marker, extra)
+}
+
+/// [`kill_when`] for database `dbname` of the server `url` points at
+/// directly (not through PgBouncer): the backends behind a PgBouncer.
+#[allow(dead_code)]
+pub fn kill_when_on(
+    url: &str,
+    dbname: &str,
+    marker: &str,
+    extra: &str,
+) -> std::thread::JoinHandle<i32> {
+    let admin_url = admin_url(url);
     let sql = format!(
         "SELECT pid FROM pg_stat_activity \
-         WHERE datname = '{}' AND pid <> pg_backend_pid() \
-           AND position('{marker}' in query) > 0 AND {extra}",
-        db.name()
+         WHERE datname = '{dbname}' AND pid <> pg_backend_pid() \
+           AND position('{marker}' in query) > 0 AND {extra}"
     );
     let what = format!("`{marker}` ({extra})");
     std::thread::spawn(move || {
@@ -48,8 +59,7 @@ pub fn kill_when(db: &TestDb, marker: &str, extra: &str) -> std::thread::JoinHan
 
 /// The server's `postgres` database (a maintenance connection that is
 /// never in the way of the test's own database).
-fn admin_url(db: &TestDb) -> String {
-    let url = db.url();
+fn admin_url(url: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let base = &base[..base.rfind('/').unwrap()];
     format!("{base}/postgres?{query}")
