@@ -16,6 +16,7 @@
 //! | span (level) | fields | where |
 //! | --- | --- | --- |
 //! | [`SPAN_CHECKOUT`] (debug) | `schema` (absent for shared work) | every pool checkout, sync and async |
+//! | [`SPAN_UNIT`] (debug) | `schema` (absent for shared work) | one transaction-scoped unit of work |
 //! | [`SPAN_TENANT`] (debug) | `public_name`, `schema` | a checkout by public name (parent of the checkout) |
 //! | [`SPAN_MIGRATE`] (info) | | one `migrate` run |
 //! | [`SPAN_MIGRATE_SCHEMA`] (debug) | `schema`, `public_name` | one schema's pending migrations of a step |
@@ -59,6 +60,9 @@ pub const TARGET: &str = "appschema";
 
 /// Span: one pool checkout.
 pub const SPAN_CHECKOUT: &str = "appschema.checkout";
+/// Span: one transaction-scoped unit of work (`in_tenant_transaction`,
+/// `TransactionScopedPool`).
+pub const SPAN_UNIT: &str = "appschema.unit";
 /// Span: a checkout by public name (resolution, then the checkout).
 pub const SPAN_TENANT: &str = "appschema.tenant";
 /// Span: one `migrate` run.
@@ -348,6 +352,15 @@ impl Drop for Step {
             tracing::debug!(target: TARGET, elapsed_ms, "done");
         }
     }
+}
+
+/// The [`SPAN_UNIT`] span of one transaction-scoped unit of work.
+pub(crate) fn unit(tenant: Option<&SchemaName>) -> Step {
+    Step::enter(tracing::debug_span!(
+        target: TARGET,
+        SPAN_UNIT,
+        schema = tenant.map(SchemaName::as_str)
+    ))
 }
 
 /// The [`SPAN_MIGRATE`] span of one run.

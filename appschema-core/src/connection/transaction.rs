@@ -68,6 +68,7 @@ where
     F: FnOnce(&mut PgConnection) -> Result<T, E>,
     E: From<diesel::result::Error> + From<ConnectionError>,
 {
+    let _unit = crate::observe::unit(tenant);
     let (value, first) = match tenant {
         Some(t) => (path.for_tenant(t), t.as_str().to_string()),
         None => (path.shared_only(), path.shared().to_string()),
@@ -268,8 +269,10 @@ impl TransactionScopedPool {
         &self,
         tenant: Option<&SchemaName>,
     ) -> Result<r2d2::PooledConnection<ScopedManager>, ConnectionError> {
-        self.pool
-            .get()
-            .map_err(|e| ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e))
+        crate::observe::checkout(&self.pool, tenant, || {
+            self.pool
+                .get()
+                .map_err(|e| ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e))
+        })
     }
 }
