@@ -354,6 +354,37 @@ impl Drop for Step {
     }
 }
 
+/// The caller's subscriber and current span, for worker threads: their
+/// spans are children of the caller's (a `migrate` run's schemas under the
+/// run), reported to the subscriber the caller sees (also one set for the
+/// caller's thread only, as tests do).
+#[derive(Debug)]
+pub(crate) struct Parent {
+    dispatch: tracing::Dispatch,
+    span: Span,
+}
+
+impl Parent {
+    /// The current thread's subscriber and span.
+    pub(crate) fn current() -> Parent {
+        Parent {
+            dispatch: tracing::dispatcher::get_default(Clone::clone),
+            span: Span::current(),
+        }
+    }
+
+    /// Makes them the current thread's until the guards are dropped.
+    pub(crate) fn enter(
+        &self,
+    ) -> (
+        tracing::dispatcher::DefaultGuard,
+        tracing::span::Entered<'_>,
+    ) {
+        let guard = tracing::dispatcher::set_default(&self.dispatch);
+        (guard, self.span.enter())
+    }
+}
+
 /// The [`SPAN_UNIT`] span of one transaction-scoped unit of work.
 pub(crate) fn unit(tenant: Option<&SchemaName>) -> Step {
     Step::enter(tracing::debug_span!(
