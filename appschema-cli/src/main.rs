@@ -16,6 +16,7 @@ use appschema_core::{MigrationSet, PublicName, Scope, SearchPath};
 use clap::{Parser, Subcommand};
 
 mod citus_cmds;
+mod logging;
 mod ops_cmds;
 mod provision_cmds;
 mod transfer_cmds;
@@ -59,6 +60,14 @@ struct Cli {
     /// modules; repeatable [default: src/schema.rs].
     #[arg(long = "schema-file", global = true)]
     schema_files: Vec<PathBuf>,
+    /// Log appschema's spans and events to stderr: `-v` runs and tenant
+    /// creations, `-vv` every schema's step with its duration, `-vvv` all
+    /// (`RUST_LOG`, when set, filters instead).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Format of the `-v` log.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -266,6 +275,7 @@ const LOST_HINT: &str = "hint: the connection to the database was lost (a server
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.verbose, cli.log_format);
     let config = match Config::resolve(&cli) {
         Ok(config) => config,
         Err(e) => {
