@@ -1,6 +1,8 @@
 //! `-v` / `--log-format`: appschema's spans and events (see
 //! `appschema_core::observe`) on stderr through `tracing-subscriber`.
 
+use std::io::IsTerminal;
+
 use clap::ValueEnum;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
@@ -38,6 +40,7 @@ pub fn init(verbose: u8, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_span_events(FmtSpan::CLOSE);
     match format {
         LogFormat::Text => builder.init(),
