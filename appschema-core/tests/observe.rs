@@ -356,3 +356,36 @@ fn a_migrate_run_counts_the_migrations_it_applied_and_failed() {
     assert_eq!(counter(&second, observe::MIGRATIONS_APPLIED, &[]), 2);
     assert_eq!(counter(&second, observe::MIGRATIONS_FAILED, &[]), 1);
 }
+
+#[test]
+fn a_tenant_creation_is_timed_by_the_source_it_used_in_a_span_naming_the_tenant() {
+    use appschema_core::provision::{create_tenant, ensure_spares, NewTenant, Source};
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    registry::install(&mut conn).unwrap();
+    let set = MigrationSet::from_parts([("001", Scope::Isolated, "CREATE TABLE orders (id int8)")]);
+    ensure_spares(&mut conn, &set, 1).unwrap();
+    let mut seen = None;
+    let metrics = recorded(|| {
+        seen = Some(captured(|| {
+            let plain = NewTenant::new("plain.test").unwrap();
+            create_tenant(&mut conn, &set, &plain).unwrap();
+            let fast = NewTenant::new("fast.test").unwrap().source(Source::Spare);
+            create_tenant(&mut conn, &set, &fast).unwrap();
+        }));
+    });
+    for source in ["migrations", "spare"] {
+        match metric(&metrics, observe::TENANT_CREATION, &[("source", source)]) {
+            Some(DebugValue::Histogram(samples)) => assert_eq!(samples.len(), 1, "{source}"),
+            other => panic!("no creation time for {source}: {other:?}"),
+        }
+    }
+    let seen = seen.unwrap();
+    let spans = seen.spans.lock().unwrap();
+    let fast = spans
+        .iter()
+        .find(|s| s.name == observe::SPAN_PROVISION && s.field("public_name") == Some("fast.test"))
+        .unwrap_or_else(|| panic!("no provision span for fast.test in {spans:#?}"));
+    assert_eq!(fast.field("source"), Some("spare"));
+    assert_eq!(fast.field("schema"), Some("fast_test"));
+}
