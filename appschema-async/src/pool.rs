@@ -30,6 +30,7 @@ use appschema_core::connection::internals::{
 use appschema_core::connection::{
     ConnectionError, ManagerError, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
 };
+use appschema_core::observe::{self, PoolKind};
 use appschema_core::redact::{redact_connection_error, redact_url};
 use appschema_core::SchemaName;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
@@ -159,9 +160,11 @@ impl managed::Manager for AsyncTenantManager {
             ));
         }
         if PlanWatch::saw_stale_plan_in(conn.instrumentation()) {
+            observe::retiring_in(conn.instrumentation(), false);
             return Err(RecycleError::message("a cached plan went stale"));
         }
         if PlanWatch::saw_connection_lost_in(conn.instrumentation()) {
+            observe::retiring_in(conn.instrumentation(), false);
             return Err(RecycleError::message("the connection was lost"));
         }
         if std::thread::panicking() || conn.is_broken() {
@@ -173,6 +176,7 @@ impl managed::Manager for AsyncTenantManager {
             return Err(RecycleError::message("the connection reached max_lifetime"));
         }
         if PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.retire_due()) {
+            observe::retiring_in(conn.instrumentation(), false);
             return Err(RecycleError::message(
                 "the connection served max_tenants_per_connection tenants",
             ));
@@ -687,13 +691,13 @@ impl AsyncSharedPool {
         &self,
         tenant: &SchemaName,
     ) -> Result<AsyncTenantConnection, ConnectionError> {
-        self.checkout(Some(tenant)).await
+        observe::checkout_async(Some(tenant), || self.size(), self.checkout(Some(tenant))).await
     }
 
     /// A connection on the shared-only `search_path`, for work that belongs
     /// to no tenant.
     pub async fn get_shared(&self) -> Result<AsyncTenantConnection, ConnectionError> {
-        self.checkout(None).await
+        observe::checkout_async(None, || self.size(), self.checkout(None)).await
     }
 
     /// The search path configuration.
@@ -704,6 +708,13 @@ impl AsyncSharedPool {
     /// The underlying pool's state (connections open, available, waiting).
     pub fn status(&self) -> deadpool::Status {
         self.pool.status()
+    }
+
+    /// Connections open and idle, for the pool gauges (see `observe`).
+    fn size(&self) -> (u32, u32) {
+        let status = self.pool.status();
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        (clamp(status.size), clamp(status.available))
     }
 
     async fn checkout(
@@ -862,7 +873,7 @@ impl AsyncSharedPool {
     fn handed_out(&self, mut conn: AsyncTenantConnection) -> AsyncTenantConnection {
         if let (Some(tenant), Some(object)) = (&conn.tenant, conn.conn.as_mut()) {
             if let Some(log) = PlanWatch::log_in(object.instrumentation()) {
-                log.record(tenant);
+                observe::tenant_recorded(PoolKind::Async, tenant, log.record(tenant), log.served());
             }
         }
         conn.parking = self.lot.clone().map(|lot| Parking {
@@ -951,6 +962,7 @@ impl Drop for AsyncTenantConnection {
         }
         let retire = self.conn.as_mut().is_some_and(|conn| {
             PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.retire_due())
+                && observe::retiring_in(conn.instrumentation(), false)
         });
         if retire {
             // Served its tenants (or marked): closed now, not at the

@@ -37,6 +37,7 @@ pub(crate) async fn run_session_switch(
     write_seed(&mut seeded, sql);
     let result = match classify(conn.batch_execute(&seeded).await) {
         Err(Refusal::Dirty) => {
+            appschema_core::observe::dirty_reset();
             conn.batch_execute(DIRTY_RESET)
                 .await
                 .map_err(SessionRefusal::Failed)?;

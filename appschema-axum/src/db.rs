@@ -136,7 +136,12 @@ impl IntoResponse for TenantDbError {
     fn into_response(self) -> Response {
         let status = self.status();
         // The details (schema, SQL error) are for the operator, not the client.
-        eprintln!("appschema-axum: {self}");
+        tracing::warn!(
+            target: appschema_core::observe::TARGET,
+            status = status.as_u16(),
+            error = %self,
+            "tenant database error"
+        );
         let body = match (&self, status) {
             (TenantDbError::Connection { .. }, StatusCode::NOT_FOUND) => {
                 "no such tenant (its schema is gone)\n"

@@ -19,6 +19,7 @@ mod citus_cmds;
 mod dev_cmds;
 mod domain_cmds;
 mod dry_run;
+mod logging;
 mod migration_cmds;
 mod ops_cmds;
 mod provision_cmds;
@@ -65,6 +66,14 @@ struct Cli {
     /// modules; repeatable [default: src/schema.rs].
     #[arg(long = "schema-file", global = true)]
     schema_files: Vec<PathBuf>,
+    /// Log appschema's spans and events to stderr: `-v` runs and tenant
+    /// creations, `-vv` every schema's step with its duration, `-vvv` all
+    /// (`RUST_LOG`, when set, filters instead).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Format of the `-v` log.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -293,6 +302,7 @@ const LOST_HINT: &str = "hint: the connection to the database was lost (a server
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.verbose, cli.log_format);
     let config = match Config::resolve(&cli) {
         Ok(config) => config,
         Err(e) => {

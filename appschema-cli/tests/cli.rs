@@ -511,3 +511,39 @@ fn a_run_that_lost_its_connection_says_so_and_exits_75() {
         out.stderr
     );
 }
+
+#[test]
+fn migrate_with_v_and_json_log_format_writes_appschemas_events_as_json_lines() {
+    let db = TestDb::new();
+    let dir = project();
+    add_tenants(&db, 2);
+    let out = run(cli(dir.path()).env_remove("RUST_LOG").args([
+        "-v",
+        "--log-format",
+        "json",
+        "migrate",
+        "--database-url",
+        db.url(),
+    ]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let finished = out
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|v| v["fields"]["message"] == "migrate run finished")
+        .unwrap_or_else(|| panic!("no JSON line for the run's end in:\n{}", out.stderr));
+    assert_eq!(finished["target"], "appschema");
+    assert_eq!(finished["level"], "INFO");
+    // The shared migration once, the isolated one in both tenants.
+    assert_eq!(finished["fields"]["applied"], 3);
+    assert_eq!(finished["fields"]["failed"], 0);
+    assert_eq!(finished["span"]["name"], "appschema.migrate");
+
+    // Without -v, no log lines: only the progress lines.
+    let out =
+        run(cli(dir.path())
+            .env_remove("RUST_LOG")
+            .args(["migrate", "--database-url", db.url()]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("appschema.migrate"), "{}", out.stderr);
+}

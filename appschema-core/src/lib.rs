@@ -22,6 +22,7 @@ pub mod connection;
 pub mod migrate;
 mod migration_set;
 mod name;
+pub mod observe;
 pub mod provision;
 pub mod redact;
 pub mod registry;

@@ -27,12 +27,15 @@ pub(crate) fn run_workers<W, E: Send>(
     let mut slots: Vec<Option<PgConnection>> = conns.drain(..).map(Some).collect();
     slots.resize_with(slots.len().max(workers), || None);
     let error = Mutex::new(None);
+    let parent = crate::observe::Parent::current();
     std::thread::scope(|scope| {
         let handles: Vec<_> = slots
             .iter_mut()
             .take(workers)
             .map(|slot| {
+                let parent = &parent;
                 scope.spawn(move || -> Result<(), E> {
+                    let _parent = parent.enter();
                     let conn = match slot {
                         Some(conn) => conn,
                         None => slot.insert(connect()?),

@@ -255,12 +255,36 @@ pub fn router(state: AppState, resolver: Arc<Resolver>) -> Router {
         .route("/", get(apex_page))
         .route("/signup", axum::routing::post(signup))
         .route("/api/plans", get(list_plans))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn(log_request));
     let tenants = tenant_routes()
         .with_state(state)
+        .layer(axum::middleware::from_fn(log_request))
         .layer(TenantLayer::new(resolver));
     apex_or_tenants(apex_hosts, HostSource::Host, apex, tenants)
         .expect("the apex host names are valid host names")
+}
+
+/// Logs each request (method, path, status, duration) with its tenant's
+/// public and schema names (none on the apex host), in a `request` span the
+/// handler's own spans and events nest under. Inside [`TenantLayer`], which
+/// put the tenant on the request.
+async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let tenant = req.extensions().get::<CurrentTenant>().map(|t| t.0.clone());
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = req.uri().path(),
+        tenant = tenant.as_ref().map(|t| t.public_name.as_str()),
+        schema = tenant.as_ref().map(|t| t.schema_name.as_str()),
+    );
+    let started = std::time::Instant::now();
+    let response = next.run(req).instrument(span.clone()).await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let status = response.status().as_u16();
+    span.in_scope(|| tracing::info!(status, elapsed_ms, "served"));
+    response
 }
 
 /// The routes every tenant host serves, without the tenant layer (so a

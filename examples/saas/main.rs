@@ -74,6 +74,17 @@ fn parse_args() -> Result<(u16, app::Mode), String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (port, mode) = parse_args()?;
+    // Each request on stderr with its tenant (`log_request` in app.rs), and
+    // appschema's own spans and events: RUST_LOG=appschema=debug adds every
+    // checkout and switch.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let server = appschema_tempdb::Server::from_env_or_start()?;
     match &server {
         appschema_tempdb::Server::External { .. } => {

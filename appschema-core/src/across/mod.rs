@@ -300,6 +300,7 @@ impl AcrossTenants {
         let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
         let connect = || self.connect();
         let handle = |conn: &mut PgConnection, tenant: Tenant| -> Result<(), AcrossError> {
+            let mut step = crate::observe::exec_tenant(&tenant.schema_name, &tenant.public_name);
             let run = |conn: &mut PgConnection| {
                 std::panic::catch_unwind(AssertUnwindSafe(|| per_tenant(conn, &tenant)))
             };
@@ -328,6 +329,7 @@ impl AcrossTenants {
                     });
                 }
                 Err(message) => {
+                    step.failed();
                     let failure = Failure {
                         tenant: tenant.public_name,
                         schema: tenant.schema_name.as_str().to_string(),

@@ -65,6 +65,8 @@ pub struct TenantLog {
     /// Hashes of the schema names (a collision undercounts by one; at 64
     /// bits and a few hundred names, never in practice).
     served: HashSet<u64>,
+    /// The hash of the tenant of the last checkout (0: none yet).
+    last: u64,
     born: Instant,
     discard: bool,
 }
@@ -81,6 +83,7 @@ impl TenantLog {
         TenantLog {
             limit: None,
             served: HashSet::new(),
+            last: 0,
             born: Instant::now(),
             discard: false,
         }
@@ -92,11 +95,14 @@ impl TenantLog {
         self.limit = limit;
     }
 
-    /// Records a checkout for `tenant`.
-    pub fn record(&mut self, tenant: &SchemaName) {
+    /// Records a checkout for `tenant`; whether the connection's last
+    /// tenant checkout (if any) was for another tenant.
+    pub fn record(&mut self, tenant: &SchemaName) -> bool {
         let mut hasher = DefaultHasher::new();
         tenant.as_str().hash(&mut hasher);
-        self.served.insert(hasher.finish());
+        let hash = hasher.finish();
+        self.served.insert(hash);
+        std::mem::replace(&mut self.last, hash) != hash
     }
 
     /// How many distinct tenants the connection has served.
@@ -112,6 +118,11 @@ impl TenantLog {
     /// Marks the connection to be closed when it is returned.
     pub fn discard(&mut self) {
         self.discard = true;
+    }
+
+    /// Whether the connection was marked to be closed ([`TenantLog::discard`]).
+    pub fn discarded(&self) -> bool {
+        self.discard
     }
 
     /// Whether the connection must be closed rather than reused: it was

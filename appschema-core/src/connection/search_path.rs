@@ -517,6 +517,7 @@ fn run_seeded_switch(
     use diesel::connection::SimpleConnection;
     let result = match run_once(conn, seeded) {
         Err(Refusal::Dirty) => {
+            crate::observe::dirty_reset();
             conn.batch_execute(DIRTY_RESET)
                 .map_err(SessionRefusal::Failed)?;
             match run_once(conn, seeded) {

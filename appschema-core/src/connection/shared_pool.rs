@@ -20,6 +20,7 @@ use super::search_path::{
 };
 use super::types::PerTenantTypes;
 use crate::name::{PublicName, SchemaName};
+use crate::observe::{self, PoolKind::Sync};
 use crate::redact::{redact_connection_error, redact_url};
 use crate::registry;
 
@@ -216,7 +217,7 @@ impl r2d2::ManageConnection for TenantManager {
         // now refuses, or after a query found it lost (see `PlanWatch`),
         // is closed rather than reused; so is one that served its limit of
         // tenants (see `affinity`).
-        std::thread::panicking() || must_close(conn)
+        std::thread::panicking() || (must_close(conn) && observe::retiring(conn))
     }
 }
 
@@ -509,13 +510,13 @@ impl SharedPool {
 
     /// A connection on `tenant`'s `search_path`.
     pub fn get_for(&self, tenant: &SchemaName) -> Result<TenantConnection, ConnectionError> {
-        self.checkout(Some(tenant))
+        observe::checkout(&self.pool, Some(tenant), || self.checkout(Some(tenant)))
     }
 
     /// A connection on the shared-only `search_path` (shared schema and
     /// extras, no tenant), for work that belongs to no tenant.
     pub fn get_shared(&self) -> Result<TenantConnection, ConnectionError> {
-        self.checkout(None)
+        observe::checkout(&self.pool, None, || self.checkout(None))
     }
 
     /// Resolves `public_name` (a host name or alias) through the registry and
@@ -527,6 +528,7 @@ impl SharedPool {
     ) -> Result<TenantConnection, ConnectionError> {
         let name = PublicName::new(public_name)
             .map_err(|e| ConnectionError::invalid_name(public_name, e))?;
+        let _span = observe::tenant_span(public_name).entered();
         let tenant = {
             let mut conn = self.get_shared()?;
             registry::find(&mut conn, &name).map_err(|error| ConnectionError::Query {
@@ -537,6 +539,7 @@ impl SharedPool {
         let tenant = tenant.ok_or_else(|| ConnectionError::UnknownTenant {
             public_name: name.to_string(),
         })?;
+        _span.record("schema", tenant.schema_name.as_str());
         self.get_for(&tenant.schema_name)
     }
 
@@ -605,7 +608,7 @@ impl SharedPool {
     fn handed_out(&self, mut conn: Pooled, tenant: Option<&SchemaName>) -> TenantConnection {
         if let Some(tenant) = tenant {
             if let Some(log) = PlanWatch::log_in(conn.instrumentation()) {
-                log.record(tenant);
+                observe::tenant_recorded(Sync, tenant, log.record(tenant), log.served());
             }
         }
         TenantConnection {

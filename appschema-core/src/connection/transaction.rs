@@ -71,6 +71,7 @@ where
     F: FnOnce(&mut PgConnection) -> Result<T, E>,
     E: From<diesel::result::Error> + From<ConnectionError>,
 {
+    let _unit = crate::observe::unit(tenant);
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
         .map_err(E::from)?;
@@ -365,8 +366,10 @@ impl TransactionScopedPool {
         &self,
         tenant: Option<&SchemaName>,
     ) -> Result<r2d2::PooledConnection<ScopedManager>, ConnectionError> {
-        self.pool
-            .get()
-            .map_err(|e| ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e))
+        crate::observe::checkout(&self.pool, tenant, || {
+            self.pool
+                .get()
+                .map_err(|e| ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e))
+        })
     }
 }

@@ -408,6 +408,7 @@ impl Migrator {
         set: &MigrationSet,
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<Report, MigrateError> {
+        let _run = crate::observe::migrate_run();
         let started = Instant::now();
         let mut conns = vec![self.connect()?];
         registry::install(&mut conns[0])?;
@@ -461,6 +462,7 @@ impl Migrator {
         .map(|mut report| {
             report.tracking_tables_read = schemas.len();
             report.elapsed = started.elapsed();
+            crate::observe::migrate_totals(report.migrations_applied, report.failures.len());
             report
         })
     }

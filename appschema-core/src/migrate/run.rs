@@ -231,6 +231,7 @@ fn migrate_one(
     on_event: &(dyn Fn(Event) + Sync),
 ) -> SchemaOutcome {
     let schema = target.schema.as_str();
+    let mut step = crate::observe::migrate_schema(schema, target.tenant.as_deref());
     let mut applied = 0;
     let mut failure = None;
     let mut tracked = done.is_some();
@@ -255,6 +256,7 @@ fn migrate_one(
                 holds.insert(m.version().to_string());
             }
             Err(message) => {
+                step.failed();
                 failure = Some(Failure {
                     schema: schema.to_string(),
                     migration: m.name().to_string(),

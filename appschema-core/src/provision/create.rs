@@ -15,6 +15,7 @@ use super::spare;
 use super::template::{self, Template};
 use super::util::{registry_conflict, InvalidateOnReturn};
 use crate::name::{PublicName, SchemaName, MAX_IDENTIFIER_BYTES, RESERVED_PREFIX};
+use crate::observe;
 use crate::registry::{self, Tenant};
 
 /// How a new tenant's schema is built.
@@ -209,7 +210,9 @@ pub fn create_tenant<M: IsolatedMigrations + ?Sized>(
     migrations: &M,
     request: &NewTenant,
 ) -> Result<Created, ProvisionError> {
-    create_with(conn, migrations, request, None)
+    observe::provision(request, None, || {
+        create_with(conn, migrations, request, None)
+    })
 }
 
 /// Like [`create_tenant`], replaying `template` (read from a file, say)
@@ -223,7 +226,9 @@ pub fn create_tenant_from_template<M: IsolatedMigrations + ?Sized>(
 ) -> Result<Created, ProvisionError> {
     let head = migrations.head().ok_or(TemplateError::NoMigrations)?;
     template::check_current(template, &head)?;
-    create_with(conn, migrations, request, Some(template))
+    observe::provision(request, Some(Source::Template), || {
+        create_with(conn, migrations, request, Some(template))
+    })
 }
 
 fn create_with<M: IsolatedMigrations + ?Sized>(

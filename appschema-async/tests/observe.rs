@@ -1,0 +1,62 @@
+//! The async pool's metrics (issue 27.1) against a real PostgreSQL: its
+//! checkouts are counted by outcome and by switch or same tenant, under
+//! `pool = "async"`. The recorder is this thread's only (the test runs its
+//! own current-thread runtime on it), so tests in parallel do not mix.
+
+#[path = "../../appschema-core/tests/support/mod.rs"]
+mod support;
+
+use appschema_async::AsyncSharedPool;
+use appschema_core::observe;
+use appschema_core::SchemaName;
+use appschema_tempdb::TestDb;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use support::{create_tenants, tenant};
+
+#[test]
+fn async_checkouts_are_counted_by_outcome_and_by_switch_or_same_tenant() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 2);
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let pool = AsyncSharedPool::builder(db.url())
+                .max_size(1)
+                .build()
+                .unwrap();
+            for i in [0, 0, 1, 1, 1, 0] {
+                drop(pool.get_for(&tenant(i)).await.unwrap());
+            }
+            let missing = SchemaName::new("nobody").unwrap();
+            assert!(pool.get_for(&missing).await.is_err());
+        })
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let counter = |name: &str, labels: &[(&str, &str)]| {
+        let found = snapshot.iter().find(|(key, ..)| {
+            let key = key.key();
+            let mut have: Vec<_> = key.labels().map(|l| (l.key(), l.value())).collect();
+            let mut want = labels.to_vec();
+            have.sort();
+            want.sort();
+            key.name() == name && have == want
+        });
+        match found {
+            Some((.., DebugValue::Counter(n))) => *n,
+            None => 0,
+            Some(other) => panic!("{name} is not a counter: {other:?}"),
+        }
+    };
+    let pool = [("pool", "async")];
+    assert_eq!(counter(observe::CHECKOUT_SWITCHES, &pool), 3);
+    assert_eq!(counter(observe::CHECKOUT_SAME_TENANT, &pool), 3);
+    let ok = [("pool", "async"), ("outcome", "ok")];
+    assert_eq!(counter(observe::CHECKOUTS, &ok), 6);
+    let missing = [("pool", "async"), ("outcome", "schema_missing")];
+    assert_eq!(counter(observe::CHECKOUTS, &missing), 1);
+}
