@@ -28,6 +28,9 @@
 //! After the timed rounds of each workload, a probe measures the share of
 //! checkouts that switched path: the same handler body on the same pools,
 //! plus `SELECT pg_backend_pid()` after each checkout, for one wrk run.
+//!
+//! `SYNC_BOUND=none` (or a number) gives the sync app's pool that
+//! `max_tenants_per_connection` instead of the default (500).
 
 #[path = "saas/app.rs"]
 #[allow(dead_code)]
@@ -125,7 +128,7 @@ async fn plain_page_tx(
         let mut conn = pool.get().map_err(status)?;
         conn.build_transaction()
             .read_only()
-            .run(|conn| app::page_data(conn))
+            .run(app::page_data)
             .map_err(status)
     })
     .await
@@ -137,9 +140,7 @@ async fn plain_async_page(
     State((pool, name)): State<(PlainAsyncPool, String)>,
 ) -> Result<Html<String>, StatusCode> {
     let mut conn = pool.get().await.map_err(status)?;
-    let data = app::on_async::page_data(&mut conn)
-        .await
-        .map_err(status)?;
+    let data = app::on_async::page_data(&mut conn).await.map_err(status)?;
     Ok(Html(app::render_page(data, &name)))
 }
 
@@ -147,14 +148,12 @@ async fn plain_async_page(
 async fn plain_async_page_tx(
     State((pool, name)): State<(PlainAsyncPool, String)>,
 ) -> Result<Html<String>, StatusCode> {
-    use appschema::async_pool::scoped_futures::ScopedFutureExt;
     let mut conn = pool.get().await.map_err(status)?;
-    let data = conn
-        .build_transaction()
-        .read_only()
-        .run(|conn| app::on_async::page_data(conn).scope_boxed())
+    conn.batch_execute("BEGIN READ ONLY")
         .await
         .map_err(status)?;
+    let data = app::on_async::page_data(&mut conn).await.map_err(status)?;
+    conn.batch_execute("COMMIT").await.map_err(status)?;
     Ok(Html(app::render_page(data, &name)))
 }
 
@@ -231,9 +230,7 @@ async fn probe_async(
     .await
     .map_err(status)?;
     seen.record(pid, schema.as_str());
-    let data = app::on_async::page_data(&mut conn)
-        .await
-        .map_err(status)?;
+    let data = app::on_async::page_data(&mut conn).await.map_err(status)?;
     Ok(Html(app::render_page(data, "probe")))
 }
 
@@ -242,7 +239,13 @@ async fn probe_async(
 fn wrk(port: u16, n: usize, mode: &str, seconds: usize) -> f64 {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/saas/zipf_hosts.lua");
     let out = Command::new("wrk")
-        .args(["-t2", WRK_CONNECTIONS, &format!("-d{seconds}s"), "-s", script])
+        .args([
+            "-t2",
+            WRK_CONNECTIONS,
+            &format!("-d{seconds}s"),
+            "-s",
+            script,
+        ])
         .arg(format!("http://127.0.0.1:{port}/"))
         .args(["--", "z", &n.to_string(), mode])
         .output()
@@ -338,8 +341,34 @@ fn main() -> Result<(), BoxError> {
     let server = appschema_tempdb::Server::from_env_or_start()?;
     let url = server.url();
     let rt = tokio::runtime::Runtime::new()?;
-    let sync_app = rt.block_on(app::start(&url, 0, app::Mode::Blocking))?;
-    let migrations = sync_app.state.migrations.clone();
+    let started = rt.block_on(app::start(&url, 0, app::Mode::Blocking))?;
+    let migrations = started.state.migrations.clone();
+    // SYNC_BOUND=none (or a number): the sync app's pool with that
+    // max_tenants_per_connection instead of the default.
+    let sync_app = match std::env::var("SYNC_BOUND").ok() {
+        None => started,
+        Some(bound) => {
+            let bound = match bound.as_str() {
+                "none" => None,
+                n => Some(n.parse()?),
+            };
+            started.stop();
+            println!("sync app's pool: max_tenants_per_connection = {bound:?}");
+            rt.block_on(app::serve(
+                app::Mode::Blocking,
+                &url,
+                SharedPool::builder(&url)
+                    .max_size(POOL_SIZE as u32)
+                    .max_tenants_per_connection(bound)
+                    .build()?,
+                Pool::builder()
+                    .max_size(4)
+                    .build(ConnectionManager::<PgConnection>::new(&url))?,
+                migrations.clone(),
+                0,
+            ))?
+        }
+    };
     let async_app = rt.block_on(app::serve(
         app::Mode::Async,
         &url,
@@ -385,7 +414,7 @@ fn main() -> Result<(), BoxError> {
             hosts.extend(new);
             created = size;
             let start = Instant::now();
-            let report = Migrator::new(&url).migrate(&*migrations, &|_| {})?;
+            let report = Migrator::new(&url).migrate(&migrations, &|_| {})?;
             assert!(report.is_success(), "{:?}", report.failures);
             println!(
                 "no-op migrate over {size} tenants: {:.2} s",
@@ -395,9 +424,7 @@ fn main() -> Result<(), BoxError> {
                 diesel::dsl::sql::<diesel::sql_types::BigInt>(
                     "pg_database_size(current_database())",
                 ),
-                diesel::dsl::sql::<diesel::sql_types::BigInt>(
-                    "(SELECT count(*) FROM pg_class)",
-                ),
+                diesel::dsl::sql::<diesel::sql_types::BigInt>("(SELECT count(*) FROM pg_class)"),
             ))
             .get_result(&mut conn)?;
             println!(
@@ -444,27 +471,23 @@ fn main() -> Result<(), BoxError> {
         )?;
         let sync_probe = serve(
             &rt,
-            Router::new()
-                .route("/", get(probe_sync))
-                .with_state((
-                    sync_app.state.pool.clone(),
-                    host_map.clone(),
-                    sync_seen.clone(),
-                )),
+            Router::new().route("/", get(probe_sync)).with_state((
+                sync_app.state.pool.clone(),
+                host_map.clone(),
+                sync_seen.clone(),
+            )),
         )?;
         let async_probe = serve(
             &rt,
-            Router::new()
-                .route("/", get(probe_async))
-                .with_state((
-                    async_app
-                        .state
-                        .async_pool
-                        .clone()
-                        .expect("the async app's pool"),
-                    host_map,
-                    async_seen.clone(),
-                )),
+            Router::new().route("/", get(probe_async)).with_state((
+                async_app
+                    .state
+                    .async_pool
+                    .clone()
+                    .expect("the async app's pool"),
+                host_map,
+                async_seen.clone(),
+            )),
         )?;
         let (sync_port, async_port) = (sync_app.addr.port(), async_app.addr.port());
 
