@@ -590,3 +590,39 @@ fn the_applications_default_instrumentation_still_sees_pooled_queries() {
         "the stale-plan watch must pass events on to the default instrumentation"
     );
 }
+
+/// A tenant schema the pool's login role may not use (no `USAGE`) is
+/// refused like a missing one: on it, the role's unqualified names would
+/// resolve to the shared schema's tables instead. (The check reads existence
+/// and privilege in one look-up; a missing schema is covered above.)
+#[test]
+fn a_tenant_schema_the_login_role_may_not_use_is_refused_as_missing() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 2);
+    let role = format!("nousage_{}", db.name());
+    let role = &role[..role.len().min(60)];
+    db.conn()
+        .batch_execute(&format!(
+            "CREATE ROLE \"{role}\" LOGIN;
+             GRANT USAGE ON SCHEMA t0 TO \"{role}\";
+             GRANT SELECT ON ALL TABLES IN SCHEMA t0, t1, public TO \"{role}\";"
+        ))
+        .unwrap();
+    let url = db.url().replacen("://postgres@", &format!("://{role}@"), 1);
+    assert_ne!(url, db.url(), "the test database's URL names its user");
+    let pool = SharedPool::builder(&url)
+        .max_size(1)
+        .connection_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert_on(&mut pool.get_for(&tenant(0)).unwrap(), "t0");
+    let e = pool.get_for(&tenant(1)).unwrap_err();
+    assert!(matches!(e, ConnectionError::SchemaMissing { .. }), "{e:?}");
+    assert!(e.to_string().contains("t1"), "{e}");
+    // The refused checkout did not poison the pool.
+    assert_on(&mut pool.get_for(&tenant(0)).unwrap(), "t0");
+    drop(pool);
+    db.conn()
+        .batch_execute(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\";"))
+        .unwrap();
+}
