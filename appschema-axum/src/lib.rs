@@ -33,6 +33,7 @@
 //!     .layer(TenantLayer::new(resolver));
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod db;

@@ -14,6 +14,7 @@
 //! use appschema::Scope;
 //! assert_eq!("shared".parse::<Scope>(), Ok(Scope::Shared));
 //! ```
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod across;
