@@ -29,6 +29,7 @@ pub mod registry;
 pub mod resolve;
 mod scope;
 pub mod sizes;
+pub(crate) mod sqltok;
 mod workers;
 
 pub use connection::{

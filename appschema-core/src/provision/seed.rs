@@ -275,11 +275,6 @@ mod tests {
         let sql = guard_sql(&seed);
         assert!(sql.contains("to_regnamespace('appschema_seed_0123456789abcdef')"));
         assert!(sql.contains(&missing_message(&seed)));
-        assert_eq!(
-            crate::provision::sqltok::split_statements(&sql)
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(crate::sqltok::split_statements(&sql).unwrap().len(), 1);
     }
 }
