@@ -18,6 +18,7 @@
 //! use appschema::Scope;
 //! assert_eq!(Scope::Isolated.to_string(), "isolated");
 //! ```
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub use appschema_core::*;

@@ -34,6 +34,7 @@
 //!     .layer(TenantLayer::new(resolver));
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod apex;

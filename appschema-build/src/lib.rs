@@ -25,6 +25,7 @@
 //! ```ignore
 //! let migrations: appschema::MigrationSet = appschema::include_migrations!();
 //! ```
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod plan;

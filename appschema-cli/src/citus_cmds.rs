@@ -11,8 +11,9 @@ use diesel::{Connection, PgConnection};
 
 #[derive(Debug, Subcommand)]
 pub enum CitusCommand {
-    /// On Citus: moves a tenant's tables to another node
-    /// (`citus_schema_move`), by logical replication when every table has a
+    /// On Citus: moves a tenant's tables to another node.
+    ///
+    /// With `citus_schema_move`, by logical replication when every table has a
     /// primary key or replica identity (writes go on during the copy), else
     /// blocking the tenant's writes for the copy. Prints where it went and
     /// how long it took.
@@ -29,8 +30,10 @@ pub enum CitusCommand {
         #[arg(long, default_value = "auto", value_parser = ["auto", "logical", "block-writes"])]
         mode: String,
     },
-    /// On Citus: spreads tenants over the nodes by size: the largest tenant
-    /// on the fullest node moves to the emptiest while that narrows the gap.
+    /// On Citus: spreads tenants over the nodes by size.
+    ///
+    /// The largest tenant on the fullest node moves to the emptiest while
+    /// that narrows the gap.
     /// Prints each move; with --dry-run moves nothing.
     #[command(after_help = "Examples:
   appschema-cli rebalance --dry-run

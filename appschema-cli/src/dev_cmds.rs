@@ -11,7 +11,9 @@ use clap::Subcommand;
 /// `appschema-cli dev …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum DevCommand {
-    /// A local PostgreSQL for development, its data kept in the project
+    /// A local PostgreSQL for development.
+    ///
+    /// Its data kept in the project
     /// (`.appschema/pgdata`, git-ignored), listening on 127.0.0.1 on a port
     /// chosen once, with a generated password. Run as root, the server runs
     /// as the `postgres` user.
@@ -31,6 +33,8 @@ pub(crate) enum DevCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DevSubcommand {
+    /// Starts the development server, creating it on first use.
+    ///
     /// Creates the server on first use, else starts it with its data; does
     /// nothing when it runs. Prints `export DATABASE_URL=…` on stdout.
     #[command(after_help = "Examples:

@@ -5,6 +5,8 @@
 //! `migrations_dir`, `schema_files`), then the defaults (`migrations`,
 //! `src/schema.rs`).
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,8 +82,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Applies pending migrations: appschema's own tables, then shared and
-    /// isolated migrations in timeline order, to every tenant schema.
+    /// Applies pending migrations to the shared schema and every tenant.
+    ///
+    /// appschema's own tables first, then shared and isolated migrations in
+    /// timeline order, to every tenant schema.
     #[command(after_help = "Examples:
   appschema-cli migrate --dry-run
   appschema-cli migrate --jobs 4
@@ -135,8 +139,9 @@ enum Command {
         #[arg(long)]
         recheck: bool,
     },
-    /// Writes the plan file an application embeds without the planner
-    /// (offline mode): each migration's version and scope, and a checksum of
+    /// Writes the plan file an application embeds without the planner.
+    ///
+    /// Offline mode: each migration's version and scope, and a checksum of
     /// every file the plan depends on. Keep the file in the repository and
     /// run this again after changing a migration or a schema file; the
     /// application's `build.rs` calls
@@ -182,7 +187,9 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum MigrationCommand {
-    /// Creates `<migrations-dir>/<timestamp>_<NAME>/` with up.sql, down.sql
+    /// Creates a migration directory.
+    ///
+    /// `<migrations-dir>/<timestamp>_<NAME>/` with up.sql, down.sql
     /// and a metadata.toml declaring the scope.
     #[command(after_help = "Examples:
   appschema-cli migration generate create_orders --scope isolated

@@ -15,8 +15,9 @@ use diesel::{Connection, PgConnection};
 
 #[derive(Debug, Subcommand)]
 pub enum OpsCommand {
-    /// Runs SQL in every tenant's schema (or the --tenant ones): each tenant
-    /// in its own transaction on its search_path, N workers; a tenant where
+    /// Runs SQL in every tenant's schema (or the --tenant ones).
+    ///
+    /// Each tenant in its own transaction on its search_path, N workers; a tenant where
     /// it fails is rolled back and reported, the others go on; exits
     /// non-zero if any failed.
     #[command(
@@ -48,9 +49,10 @@ pub enum OpsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Opens `psql` on a tenant's search_path (`"<schema>", "public"`, or
-    /// `--search-path`'s schemas after the tenant's),
-    /// saying what it runs. Arguments after `--` go to psql.
+    /// Opens `psql` on a tenant's search_path.
+    ///
+    /// The path is `"<schema>", "public"`, or `--search-path`'s schemas after
+    /// the tenant's; it says what it runs. Arguments after `--` go to psql.
     #[command(after_help = "Examples:
   appschema-cli psql acme.example.com
   appschema-cli psql acme.example.com -- -c 'SELECT count(*) FROM orders'")]

@@ -14,8 +14,10 @@ use diesel::{Connection, PgConnection};
 
 #[derive(Debug, Subcommand)]
 pub enum ProvisionCommand {
-    /// Creates a tenant: registry row, schema and isolated migrations, in one
-    /// transaction. Prints the schema it created.
+    /// Creates a tenant.
+    ///
+    /// Registry row, schema and isolated migrations, in one transaction.
+    /// Prints the schema it created.
     #[command(after_help = "Examples:
   appschema-cli createschema acme.example.com
   appschema-cli createschema acme.example.com --schema acme --from spare
@@ -33,8 +35,10 @@ pub enum ProvisionCommand {
         #[arg(long, value_name = "FILE")]
         template: Option<PathBuf>,
     },
-    /// Generates the schema template for the current isolated head, stores it
-    /// in the database (for `createschema --from template`) and writes it out.
+    /// Generates the schema template for the current isolated head.
+    ///
+    /// Stores it in the database (for `createschema --from template`) and
+    /// writes it out.
     #[command(after_help = "Examples:
   appschema-cli schematemplate
   appschema-cli schematemplate --output template.sql")]
@@ -52,8 +56,9 @@ pub enum ProvisionCommand {
         #[arg(long)]
         count: Option<usize>,
     },
-    /// Lists the tenants; with --sizes, each one's total relation size and
-    /// estimated rows.
+    /// Lists the tenants.
+    ///
+    /// With --sizes, each one's total relation size and estimated rows.
     #[command(after_help = "Examples:
   appschema-cli list
   appschema-cli list --json

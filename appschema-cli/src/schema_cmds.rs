@@ -23,6 +23,8 @@ pub(crate) enum SchemaCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SchemaSubcommand {
+    /// Rewrites diesel's print-schema output in place for appschema.
+    ///
     /// Rewrites, in place, what diesel's print-schema output needs for
     /// appschema: custom SQL types printed from a tenant's schema lose
     /// `schema = "<tenant>"` (such a type exists once per tenant and is

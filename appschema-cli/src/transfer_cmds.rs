@@ -13,7 +13,9 @@ use diesel::{Connection, PgConnection};
 
 #[derive(Debug, Subcommand)]
 pub enum TransferCommand {
-    /// Writes one tenant to a file: its registry row, aliases and applied
+    /// Writes one tenant to a file.
+    ///
+    /// Its registry row, aliases and applied
     /// migrations, its schema's DDL (independent of the schema's name) and
     /// every row, from one snapshot, streamed. Needs pg_dump.
     #[command(after_help = "Examples:
@@ -31,8 +33,9 @@ pub enum TransferCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Creates a tenant from a file `export` wrote, in one transaction:
-    /// refused (changing nothing) when the file is damaged, a name is taken,
+    /// Creates a tenant from a file `export` wrote.
+    ///
+    /// In one transaction; refused (changing nothing) when the file is damaged, a name is taken,
     /// or this database's isolated migration head is not the export's.
     #[command(after_help = "Examples:
   appschema-cli import acme.tenant

@@ -57,3 +57,40 @@ fn every_command_help_ends_with_examples_of_that_command() {
     }
     assert!(checked >= 12, "checked {checked}");
 }
+
+/// Every list of commands (`--help` of the tool and of each command with
+/// subcommands) gives one short line per command, clap's `about` (the doc
+/// comment's first paragraph); the detail is in `help COMMAND` only.
+#[test]
+fn command_lists_give_one_short_line_each() {
+    let mut pending: Vec<Vec<String>> = vec![Vec::new()];
+    let mut listed = 0;
+    while let Some(path) = pending.pop() {
+        let args: Vec<&str> = path.iter().map(String::as_str).collect();
+        let text = help(&args);
+        let list: Vec<&str> = text
+            .lines()
+            .skip_while(|line| *line != "Commands:")
+            .skip(1)
+            .take_while(|line| line.starts_with("  "))
+            .collect();
+        for line in &list {
+            assert!(
+                line.chars().count() <= 100,
+                "`{}` --help lists a command with more than one short line \
+                 (make the doc comment's first paragraph one sentence):\n{line}",
+                args.join(" ")
+            );
+        }
+        listed += list.len();
+        for sub in commands(&text) {
+            let mut deeper = path.clone();
+            deeper.push(sub);
+            pending.push(deeper);
+        }
+    }
+    assert!(listed >= 12, "listed {listed}");
+    // The detail is still there, in the command's own help.
+    let migrate = help(&["migrate"]);
+    assert!(migrate.contains("timeline order"), "{migrate}");
+}

@@ -14,6 +14,7 @@
 //! use appschema::Scope;
 //! assert_eq!("shared".parse::<Scope>(), Ok(Scope::Shared));
 //! ```
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod across;
@@ -29,6 +30,7 @@ pub mod registry;
 pub mod resolve;
 mod scope;
 pub mod sizes;
+pub(crate) mod sqltok;
 mod workers;
 
 pub use connection::{

@@ -202,10 +202,33 @@ pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-/// Quotes text as a standard-conforming SQL string literal, doubling
-/// embedded single quotes.
+/// Quotes text as a SQL string literal: [`push_literal`] into a new string.
 pub(crate) fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    let mut out = String::with_capacity(s.len() + 2);
+    push_literal(&mut out, s);
+    out
+}
+
+/// Appends `s` to `out` as a SQL string literal read the same whatever the
+/// session's `standard_conforming_strings`: `'…'` with single quotes
+/// doubled, or, when `s` holds a backslash, `E'…'` with backslashes doubled
+/// too (what PostgreSQL's own `quote_literal` does). The crate's one literal
+/// quoter: every literal built from text goes through it (the statement
+/// lexer, `crate::sqltok`, only re-escapes inside literals it splits).
+pub(crate) fn push_literal(out: &mut String, s: &str) {
+    if s.contains('\\') {
+        out.push_str("E'");
+    } else {
+        out.push('\'');
+    }
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
 }
 
 /// A tenant's public name (usually a host name), normalized: lower case, one
@@ -284,6 +307,40 @@ impl fmt::Display for PublicName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one literal quoter reads back as its input on a real server with
+    /// `standard_conforming_strings` on and off: quotes, backslashes (which
+    /// the `off` setting would take as escapes in a plain `'…'`), both.
+    #[test]
+    fn quoted_literals_read_back_whatever_standard_conforming_strings() {
+        use diesel::connection::SimpleConnection;
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct Value {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            value: String,
+        }
+        let db = appschema_tempdb::TestDb::new();
+        let mut conn = PgConnection::establish(db.url()).unwrap();
+        for setting in ["on", "off"] {
+            conn.batch_execute(&format!("SET standard_conforming_strings = {setting}"))
+                .unwrap();
+            for text in ["plain", "it's", "a\\b", "\\'", "'\\n", "\\", ""] {
+                let literal = quote_literal(text);
+                let read: Value = diesel::sql_query(format!("SELECT {literal}::text AS value"))
+                    .get_result(&mut conn)
+                    .unwrap_or_else(|e| {
+                        panic!("{literal} (standard_conforming_strings = {setting}): {e}")
+                    });
+                assert_eq!(
+                    read.value, text,
+                    "{literal} (standard_conforming_strings = {setting})"
+                );
+            }
+        }
+        // Without a backslash the literal is the plain form, as before.
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
 
     #[test]
     fn schema_names_follow_postgres_identifier_rules() {

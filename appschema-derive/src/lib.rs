@@ -5,6 +5,7 @@
 //! Use them through the facade: the code they emit names `::appschema`
 //! (the metadata types) and `::diesel`. The runnable examples are on the
 //! facade's re-exports.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use proc_macro::TokenStream;

@@ -69,6 +69,7 @@
 //!
 //! Add it as a dev-dependency only: `appschema-test = "0.1"` under
 //! `[dev-dependencies]` (`features = ["async"]` for the async pool).
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod template;

@@ -9,7 +9,7 @@ use diesel::sql_types::{Bool, Nullable, Text};
 use super::error::ConnectionError;
 use super::hygiene::{drain_notifications, keep_types_resolved_on, CHECKOUT_RESET, DIRTY_RESET};
 use super::types::on_path_change;
-use crate::name::{quote_ident, SchemaName, MAX_IDENTIFIER_BYTES};
+use crate::name::{push_literal, quote_ident, SchemaName, MAX_IDENTIFIER_BYTES};
 
 /// Which schemas follow the tenant's on its `search_path`: the shared schema
 /// (`public` unless changed), then any extra schemas (e.g. one holding
@@ -296,20 +296,6 @@ const OPEN_TRANSACTION: &str = "appschema: connection returned inside an open tr
 const SCHEMA_MISSING: &str = "appschema: first schema of the path missing";
 const PATH_MISMATCH: &str = "appschema: server holds another search_path";
 const SESSION_DIRTY: &str = "appschema: role changed or channels listened to";
-
-/// Appends `s` to `out` as an `E'…'` literal, read the same whatever the
-/// session's `standard_conforming_strings`.
-fn push_literal(out: &mut String, s: &str) {
-    out.push_str("E'");
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-}
 
 /// The name under which [`prepare_session_switch`] prepares the switch on
 /// each connection of a [`SharedPool`](super::SharedPool).

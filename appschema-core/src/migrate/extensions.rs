@@ -24,7 +24,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use crate::name::{quote_ident, quote_literal};
-use crate::provision::sqltok::{self, Kind, Token};
+use crate::sqltok::{self, Kind, Token};
 
 /// The advisory lock key under which a missing extension is installed.
 const LOCK: &str = "pg_catalog.hashtext('appschema.extension')";

@@ -540,9 +540,8 @@ fn version_name(timeline: &[Migration], list: &[usize], held: usize) -> String {
 /// Whether `m` has a `down.sql` holding a statement (diesel's generated
 /// `-- This file should undo anything in up.sql` alone is none).
 fn has_down(m: &Migration) -> bool {
-    m.down_sql().is_some_and(|sql| {
-        crate::provision::sqltok::split_statements(sql).map_or(true, |s| !s.is_empty())
-    })
+    m.down_sql()
+        .is_some_and(|sql| crate::sqltok::split_statements(sql).map_or(true, |s| !s.is_empty()))
 }
 
 /// `sql` without its top-level `DROP EXTENSION` statements: what a
@@ -554,7 +553,7 @@ fn has_down(m: &Migration) -> bool {
 /// there when it applies the migration again. SQL the lexer cannot read is
 /// left as it is (the server reports it).
 fn without_drop_extension(sql: &str) -> Cow<'_, str> {
-    use crate::provision::sqltok::{self, Kind};
+    use crate::sqltok::{self, Kind};
     let Ok(statements) = sqltok::split_statements(sql) else {
         return Cow::Borrowed(sql);
     };

@@ -10,7 +10,7 @@ use super::create::{create_in, Created, NewTenant};
 use super::error::ProvisionError;
 use super::migrations::IsolatedMigrations;
 use super::util::{has_version, lock_tenant, InvalidateOnReturn};
-use crate::name::{quote_ident, PublicName, SchemaName};
+use crate::name::{quote_ident, quote_literal, PublicName, SchemaName};
 
 #[derive(QueryableByName)]
 struct TableRow {
@@ -200,9 +200,9 @@ fn copy_data(
     .bind::<Text, _>(from.quoted())
     .load::<NameRow>(conn)?;
     for seq in sequences {
-        let target = format!("{}.{}", to.quoted(), quote_ident(&seq.name)).replace('\'', "''");
+        let target = quote_literal(&format!("{}.{}", to.quoted(), quote_ident(&seq.name)));
         conn.batch_execute(&format!(
-            "SELECT pg_catalog.setval('{target}', s.last_value, s.is_called) FROM {from}.{s} s",
+            "SELECT pg_catalog.setval({target}, s.last_value, s.is_called) FROM {from}.{s} s",
             from = from.quoted(),
             s = quote_ident(&seq.name),
         ))?;

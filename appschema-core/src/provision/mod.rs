@@ -42,7 +42,6 @@ mod pg_dump;
 mod rename;
 mod seed;
 mod spare;
-pub(crate) mod sqltok;
 mod template;
 mod transfer;
 mod util;

@@ -49,7 +49,7 @@ use diesel::sql_types::{Bool, Nullable, Text};
 use super::error::{ProvisionError, TemplateError};
 use super::template::TEMPLATE_PLACEHOLDER;
 use super::util::{random_hex, TextRow};
-use crate::name::{quote_ident, SchemaName};
+use crate::name::{quote_ident, quote_literal, SchemaName};
 
 /// The prefix of seed schemas' names.
 pub(crate) const SEED_PREFIX: &str = "appschema_seed_";
@@ -179,9 +179,9 @@ pub(crate) fn seed_sql(
             quote_ident(&sequence.value)
         ))
         .get_result::<SequenceState>(conn)?;
-        let name = target(&sequence.value).replace('\'', "''");
+        let name = quote_literal(&target(&sequence.value));
         sql.push_str(&format!(
-            "SELECT pg_catalog.setval('{name}'::regclass, {}, {});\n",
+            "SELECT pg_catalog.setval({name}::regclass, {}, {});\n",
             state.value, state.is_called
         ));
     }
@@ -275,11 +275,6 @@ mod tests {
         let sql = guard_sql(&seed);
         assert!(sql.contains("to_regnamespace('appschema_seed_0123456789abcdef')"));
         assert!(sql.contains(&missing_message(&seed)));
-        assert_eq!(
-            crate::provision::sqltok::split_statements(&sql)
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(crate::sqltok::split_statements(&sql).unwrap().len(), 1);
     }
 }

@@ -28,9 +28,9 @@ use diesel::sql_types::{Array, Nullable, Text};
 use super::error::{ProvisionError, TemplateError};
 use super::migrations::{explain_failure, migrate_new_schema, IsolatedMigrations};
 use super::pg_dump::dump_schema_with;
-use super::sqltok::{self, ident_is, join_schema, split_schema, Kind, Piece};
 use super::util::schema_ddl;
 use crate::name::SchemaName;
+use crate::sqltok::{self, ident_is, join_schema, split_schema, Kind, Piece};
 
 /// The identifier standing for the tenant's schema in a template's SQL.
 pub const TEMPLATE_PLACEHOLDER: &str = "__appschema_schema__";

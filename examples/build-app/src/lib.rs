@@ -3,6 +3,8 @@
 //! `build.rs` embeds them from it (no planner, no libclang), [`migrations`]
 //! returns them, and nothing is read from disk at run time.
 
+#![forbid(unsafe_code)]
+
 /// The migrations embedded at build time.
 pub fn migrations() -> appschema::MigrationSet {
     appschema::include_migrations!()

@@ -13,13 +13,13 @@ use super::{ImportOptions, Imported, TableTransfer};
 use crate::name::{PublicName, SchemaName};
 use crate::provision::create::{derived_candidate, insert_registry_rows, MAX_DERIVED_ATTEMPTS};
 use crate::provision::migrations::{applied_shared_versions, IsolatedMigrations};
-use crate::provision::sqltok::join_schema;
 use crate::provision::template::ddl_pieces;
 use crate::provision::util::{
     registry_conflict, schema_ddl, schema_script, BoolRow, InvalidateOnReturn,
 };
 use crate::provision::ProvisionError;
 use crate::registry;
+use crate::sqltok::join_schema;
 
 /// What an export says before its data.
 struct Header {

@@ -1,5 +1,9 @@
 //! A PostgreSQL lexer just precise enough to find identifier tokens.
 //!
+//! A leaf module (it uses nothing else of the crate): the schema template,
+//! the migration executor (extensions, revert), seeds and the Citus script
+//! runner split and scan SQL with it.
+//!
 //! The schema template replaces the scratch schema's name by a placeholder
 //! (and the placeholder by a tenant's schema) only where it is an
 //! identifier, or the schema part of an object name inside a `'…'::regclass`
