@@ -3,7 +3,7 @@
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
-use fang::{Queue, Runnable};
+use fang::Queue;
 use uuid::Uuid;
 
 use crate::error::JobError;
@@ -48,6 +48,16 @@ pub fn install_queue(conn: &mut PgConnection) -> Result<(), JobError> {
     Ok(())
 }
 
+/// The statement [`enqueue`] runs: `$1` the task's
+/// [`metadata`](TenantTask::metadata) (text), `$2` its queue, `$3` the
+/// tenant id (bigint); returns the task's `id` (uuid), or no row when no
+/// tenant has that id. For connections [`enqueue`] does not take (an async
+/// one, in the request's transaction).
+pub const ENQUEUE_SQL: &str = "\
+INSERT INTO public.fang_tasks (metadata, task_type, scheduled_at)
+SELECT $1::jsonb, $2, now() FROM public.appschema_tenants WHERE id = $3
+RETURNING id";
+
 /// Enqueues `job` for the tenant with registry id `tenant_id`
 /// ([`Tenant::id`](appschema_core::registry::Tenant::id)); returns the fang
 /// task's id.
@@ -63,16 +73,8 @@ pub fn enqueue<J: TenantJob>(
     job: &J,
 ) -> Result<Uuid, JobError> {
     let task = TenantTask::new(tenant_id, job)?;
-    let metadata =
-        serde_json::to_string(&task as &dyn Runnable).map_err(|error| JobError::Payload {
-            job: J::NAME.to_string(),
-            error,
-        })?;
-    diesel::sql_query(
-        "INSERT INTO public.fang_tasks (metadata, task_type, scheduled_at)
-         SELECT $1::jsonb, $2, now() FROM public.appschema_tenants WHERE id = $3
-         RETURNING id",
-    )
+    let metadata = task.metadata()?;
+    diesel::sql_query(ENQUEUE_SQL)
     .bind::<Text, _>(metadata)
     .bind::<Text, _>(&task.queue)
     .bind::<BigInt, _>(tenant_id)

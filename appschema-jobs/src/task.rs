@@ -93,6 +93,17 @@ impl TenantTask {
     }
 }
 
+impl TenantTask {
+    /// The task as fang stores it in `fang_tasks.metadata` (JSON text,
+    /// tagged with its fang task type).
+    pub fn metadata(&self) -> Result<String, JobError> {
+        serde_json::to_string(self as &dyn Runnable).map_err(|error| JobError::Payload {
+            job: self.job.clone(),
+            error,
+        })
+    }
+}
+
 #[typetag::serde(name = "appschema_tenant_job")]
 impl Runnable for TenantTask {
     fn run(&self, _queue: &dyn Queueable) -> Result<(), FangError> {
