@@ -35,7 +35,10 @@ fn request(addr: SocketAddr, method: &str, host: &str, path: &str, json: &str) -
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_string(),
+    )
 }
 
 #[derive(QueryableByName, Debug, PartialEq)]
@@ -105,8 +108,7 @@ fn sign_up_welcomes_the_new_tenant_only_and_the_nightly_job_reaches_every_tenant
 
     app::jobs::start(db.pool()).unwrap();
     eventually("each tenant welcomed once", || {
-        task_titles(&mut conn, "acme_localhost")
-            == ["Welcome, acme.localhost: invite your team"]
+        task_titles(&mut conn, "acme_localhost") == ["Welcome, acme.localhost: invite your team"]
             && task_titles(&mut conn, "globex_localhost")
                 == ["Welcome, globex.localhost: invite your team"]
     });

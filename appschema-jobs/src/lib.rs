@@ -67,7 +67,8 @@ mod task;
 pub use context::{Context, Workers};
 pub use error::JobError;
 pub use queue::{
-    enqueue, enqueue_for_every_tenant, install_queue, ENQUEUE_SQL, schedule_for_every_tenant, QUEUE_SQL,
+    enqueue, enqueue_for_every_tenant, install_queue, schedule_for_every_tenant, ENQUEUE_SQL,
+    QUEUE_SQL,
 };
 pub use task::{ForEveryTenant, TenantJob, TenantTask, DEFAULT_QUEUE};
 

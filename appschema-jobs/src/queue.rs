@@ -75,13 +75,13 @@ pub fn enqueue<J: TenantJob>(
     let task = TenantTask::new(tenant_id, job)?;
     let metadata = task.metadata()?;
     diesel::sql_query(ENQUEUE_SQL)
-    .bind::<Text, _>(metadata)
-    .bind::<Text, _>(&task.queue)
-    .bind::<BigInt, _>(tenant_id)
-    .get_result::<IdRow>(conn)
-    .optional()?
-    .map(|row| row.id)
-    .ok_or(JobError::UnknownTenant(tenant_id))
+        .bind::<Text, _>(metadata)
+        .bind::<Text, _>(&task.queue)
+        .bind::<BigInt, _>(tenant_id)
+        .get_result::<IdRow>(conn)
+        .optional()?
+        .map(|row| row.id)
+        .ok_or(JobError::UnknownTenant(tenant_id))
 }
 
 #[derive(QueryableByName)]
