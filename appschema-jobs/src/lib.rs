@@ -8,7 +8,7 @@
 //! never by schema or public name: both can be renamed, and a dropped
 //! tenant's schema name is never reused, so only the id says whose work it
 //! is. When a worker runs the job it resolves the id to the tenant's current
-//! schema, checks a connection out of the application's [`SharedPool`] for
+//! schema, checks a connection out of the application's [`SharedPool`](appschema_core::SharedPool) for
 //! it (the checkout hygiene every request gets) and runs the job inside one
 //! transaction that first takes a share lock on the tenant's registry row: a
 //! rename or drop waits for the job to commit, and a job never runs on a
@@ -43,11 +43,10 @@
 //!     }
 //! }
 //!
-//! let url = "postgres:///app";
-//! let pool = appschema::SharedPool::builder(url).build()?;
+//! let pool = appschema::SharedPool::builder("postgres:///app").build()?;
 //! install_queue(&mut *pool.get_shared()?)?;
 //! let context = Context::new(pool.clone()).register::<Welcome>();
-//! Workers::new(url, context).number_of_workers(2).start()?;
+//! Workers::new(context).number_of_workers(2).start()?;
 //!
 //! // In a request for tenant 42, inside its transaction: the job commits
 //! // with the request's writes, or not at all.
