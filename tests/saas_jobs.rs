@@ -69,8 +69,23 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// On the blocking path the welcome job is enqueued by
+/// `appschema::jobs::enqueue` in the sign-up's transaction.
 #[test]
 fn sign_up_welcomes_the_new_tenant_only_and_the_nightly_job_reaches_every_tenant() {
+    welcome_and_nightly(Mode::Blocking);
+}
+
+/// On the async path the sign-up claims a spare on diesel-async, and the
+/// welcome job is enqueued with `ENQUEUE_SQL` in the claim's transaction.
+#[cfg(feature = "async")]
+#[test]
+fn on_the_async_path_sign_up_welcomes_the_new_tenant_only_and_the_nightly_job_reaches_every_tenant()
+{
+    welcome_and_nightly(Mode::Async);
+}
+
+fn welcome_and_nightly(mode: Mode) {
     let db = TestDatabase::builder(&MIGRATIONS)
         .spares(app::SPARES)
         .pool_size(8)
@@ -82,7 +97,7 @@ fn sign_up_welcomes_the_new_tenant_only_and_the_nightly_job_reaches_every_tenant
         .unwrap();
     let running = rt
         .block_on(app::serve(
-            Mode::Blocking,
+            mode,
             db.url(),
             db.pool().clone(),
             db.registry_pool().clone(),
@@ -90,6 +105,7 @@ fn sign_up_welcomes_the_new_tenant_only_and_the_nightly_job_reaches_every_tenant
             0,
         ))
         .unwrap();
+    assert_eq!(running.state.mode(), mode);
     let addr = running.addr;
     let mut conn = PgConnection::establish(db.url()).unwrap();
 
