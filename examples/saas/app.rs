@@ -101,9 +101,14 @@ pub mod jobs {
     /// seconds first).
     pub const NIGHTLY: &str = "0 0 3 * * * *";
 
-    /// Installs the queue table (sign-ups enqueue into it).
-    pub fn install(pool: &appschema::SharedPool) -> Result<(), JobError> {
-        appschema::jobs::install_queue(&mut *pool.get_shared()?)
+    /// Installs the queue table (sign-ups enqueue into it), on a
+    /// connection of its own: the async path serves without the blocking
+    /// pool.
+    pub fn install(database_url: &str) -> Result<(), JobError> {
+        let mut conn = PgConnection::establish(database_url).map_err(|e| {
+            JobError::failed(format!("cannot connect to install the job queue: {e}"))
+        })?;
+        appschema::jobs::install_queue(&mut conn)
     }
 
     /// Schedules the nightly job (once, however often the app starts) and
@@ -302,8 +307,8 @@ pub async fn serve(
     let resolver = Arc::new(Resolver::builder().build(registry_pool));
     #[cfg(feature = "jobs")]
     tokio::task::spawn_blocking({
-        let pool = pool.clone();
-        move || jobs::install(&pool)
+        let url = database_url.to_string();
+        move || jobs::install(&url)
     })
     .await??;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
