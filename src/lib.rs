@@ -77,6 +77,12 @@ pub use appschema_derive::shared;
 #[cfg(feature = "async")]
 pub use appschema_async as async_pool;
 
+/// Background jobs that carry the tenant (feature `jobs`;
+/// `appschema-jobs`): tenant jobs on the fang queue, resolved by tenant id
+/// at run time.
+#[cfg(feature = "jobs")]
+pub use appschema_jobs as jobs;
+
 /// tower/axum integration (feature `axum`): resolve each request's tenant.
 #[cfg(feature = "axum")]
 pub use appschema_axum as axum;

@@ -49,6 +49,84 @@ pub use schema::{shared, tenant};
 use shared::plans;
 use tenant::{account, projects, tasks};
 
+/// Background jobs (feature `jobs`): a welcome job enqueued by the sign-up
+/// in its own transaction, and a nightly job fanned out to every tenant.
+#[cfg(feature = "jobs")]
+pub mod jobs {
+    use appschema::jobs::{JobError, TenantJob};
+    use appschema::registry::Tenant;
+    use diesel::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    use super::tenant::{projects, tasks};
+
+    /// After sign-up: a first project with a task, in the new tenant's
+    /// schema (where a real app would also send the welcome e-mail).
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct Welcome {
+        /// Who signed up.
+        pub display_name: String,
+    }
+
+    impl TenantJob for Welcome {
+        const NAME: &'static str = "saas.welcome";
+        fn run(&self, conn: &mut PgConnection, _tenant: &Tenant) -> Result<(), JobError> {
+            let project: i64 = diesel::insert_into(projects::table)
+                .values(projects::name.eq("Getting started"))
+                .returning(projects::id)
+                .get_result(conn)?;
+            diesel::insert_into(tasks::table)
+                .values((
+                    tasks::project_id.eq(project),
+                    tasks::title.eq(format!("Welcome, {}: invite your team", self.display_name)),
+                ))
+                .execute(conn)?;
+            Ok(())
+        }
+    }
+
+    /// Every night, in every tenant: deletes the tasks marked done.
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct PurgeDoneTasks;
+
+    impl TenantJob for PurgeDoneTasks {
+        const NAME: &'static str = "saas.purge_done_tasks";
+        fn run(&self, conn: &mut PgConnection, _tenant: &Tenant) -> Result<(), JobError> {
+            diesel::delete(tasks::table.filter(tasks::done)).execute(conn)?;
+            Ok(())
+        }
+    }
+
+    /// When [`PurgeDoneTasks`] runs: 03:00 UTC every day (fang's cron:
+    /// seconds first).
+    pub const NIGHTLY: &str = "0 0 3 * * * *";
+
+    /// Installs the queue table (sign-ups enqueue into it), on a
+    /// connection of its own: the async path serves without the blocking
+    /// pool.
+    pub fn install(database_url: &str) -> Result<(), JobError> {
+        let mut conn = PgConnection::establish(database_url).map_err(|e| {
+            JobError::failed(format!("cannot connect to install the job queue: {e}"))
+        })?;
+        appschema::jobs::install_queue(&mut conn)
+    }
+
+    /// Schedules the nightly job (once, however often the app starts) and
+    /// starts two workers on `pool`.
+    pub fn start(pool: &appschema::SharedPool) -> Result<(), JobError> {
+        let mut conn = pool.get_shared()?;
+        appschema::jobs::schedule_for_every_tenant(&mut conn, &PurgeDoneTasks, NIGHTLY)?;
+        drop(conn);
+        let context = appschema::jobs::Context::new(pool.clone())
+            .register::<Welcome>()
+            .register::<PurgeDoneTasks>();
+        appschema::jobs::Workers::new(context)
+            .number_of_workers(2)
+            .poll_interval(std::time::Duration::from_millis(200))
+            .start()
+    }
+}
+
 /// How many spare schemas are kept ready, so a sign-up only renames one.
 pub const SPARES: usize = 2;
 
@@ -201,7 +279,16 @@ pub async fn start(
     let registry_pool = Pool::builder()
         .max_size(4)
         .build(ConnectionManager::<PgConnection>::new(&url))?;
-    serve(mode, &url, pool, registry_pool, migrations, port).await
+    let running = serve(mode, &url, pool, registry_pool, migrations, port).await?;
+    // The workers run with the program; tests that serve the app start
+    // them when they want them (`jobs::start`).
+    #[cfg(feature = "jobs")]
+    tokio::task::spawn_blocking({
+        let pool = running.state.pool.clone();
+        move || jobs::start(&pool)
+    })
+    .await??;
+    Ok(running)
 }
 
 /// Serves the app on `127.0.0.1:port` (0: any free port) over a database
@@ -218,6 +305,12 @@ pub async fn serve(
     port: u16,
 ) -> Result<Running, Box<dyn std::error::Error + Send + Sync>> {
     let resolver = Arc::new(Resolver::builder().build(registry_pool));
+    #[cfg(feature = "jobs")]
+    tokio::task::spawn_blocking({
+        let url = database_url.to_string();
+        move || jobs::install(&url)
+    })
+    .await??;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let state = AppState {
@@ -457,12 +550,36 @@ pub mod on_async {
         let created = claim_spare_with(&mut conn, &request, head.as_deref(), |conn, created| {
             let set_path = q::set_local_path(&created.tenant.schema_name);
             let row = q::account_row(host.to_string(), plan_id);
+            // The welcome job, in the claim's transaction (the statement
+            // `appschema::jobs::enqueue` runs, on the async connection).
+            #[cfg(feature = "jobs")]
+            let welcome = appschema::jobs::TenantTask::new(
+                created.tenant.id,
+                &super::jobs::Welcome {
+                    display_name: host.to_string(),
+                },
+            )
+            .and_then(|task| Ok((task.metadata()?, task.queue)));
+            #[cfg(feature = "jobs")]
+            let tenant_id = created.tenant.id;
             async move {
                 conn.batch_execute(&set_path).await?;
                 diesel::insert_into(account::table)
                     .values(row)
                     .execute(conn)
                     .await?;
+                #[cfg(feature = "jobs")]
+                {
+                    use diesel::sql_types::{BigInt, Text};
+                    let (metadata, queue) = welcome
+                        .map_err(|e| diesel::result::Error::QueryBuilderError(Box::new(e)))?;
+                    diesel::sql_query(appschema::jobs::ENQUEUE_SQL)
+                        .bind::<Text, _>(metadata)
+                        .bind::<Text, _>(queue)
+                        .bind::<BigInt, _>(tenant_id)
+                        .execute(conn)
+                        .await?;
+                }
                 Ok(())
             }
             .scope_boxed()
@@ -657,6 +774,9 @@ enum SignupError {
     Query(#[from] diesel::result::Error),
     #[error("{0}")]
     Panicked(String),
+    #[cfg(feature = "jobs")]
+    #[error(transparent)]
+    Job(#[from] appschema::jobs::JobError),
 }
 
 impl SignupError {
@@ -697,10 +817,21 @@ fn create_tenant(
         .optional()?
         .ok_or_else(|| SignupError::UnknownPlan(plan.to_string()))?;
     let owner = host.to_string();
-    let hooks = Hooks::new().after_create("account-row", move |conn, _tenant| {
+    let hooks = Hooks::new().after_create("account-row", move |conn, tenant| {
         diesel::insert_into(account::table)
             .values(q::account_row(owner.clone(), plan_id))
             .execute(conn)?;
+        // The welcome job commits with the tenant, or not at all.
+        #[cfg(feature = "jobs")]
+        appschema::jobs::enqueue(
+            conn,
+            tenant.id,
+            &jobs::Welcome {
+                display_name: owner.clone(),
+            },
+        )?;
+        #[cfg(not(feature = "jobs"))]
+        let _ = tenant;
         Ok(())
     });
     let request = NewTenant::new(host)?.source(Source::Spare).hooks(hooks);
