@@ -115,6 +115,22 @@ where
     E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
     T: Send + 'a,
 {
+    appschema_core::observe::unit_async(tenant, unit(conn, tenant, path, f)).await
+}
+
+async fn unit<'a, T, E, F>(
+    conn: &mut AsyncPgConnection,
+    tenant: Option<&SchemaName>,
+    path: &SearchPath,
+    f: F,
+) -> Result<T, E>
+where
+    F: for<'r> FnOnce(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+        + Send
+        + 'a,
+    E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+    T: Send + 'a,
+{
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
         .map_err(E::from)?;

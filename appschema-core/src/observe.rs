@@ -387,11 +387,35 @@ impl Parent {
 
 /// The [`SPAN_UNIT`] span of one transaction-scoped unit of work.
 pub(crate) fn unit(tenant: Option<&SchemaName>) -> Step {
-    Step::enter(tracing::debug_span!(
+    Step::enter(unit_span(tenant))
+}
+
+fn unit_span(tenant: Option<&SchemaName>) -> Span {
+    tracing::debug_span!(
         target: TARGET,
         SPAN_UNIT,
         schema = tenant.map(SchemaName::as_str)
-    ))
+    )
+}
+
+/// An async transaction-scoped unit of work (`f`) in its [`SPAN_UNIT`]
+/// span, ending with the `done` event [`Step`] emits on the sync side.
+pub async fn unit_async<T, E>(
+    tenant: Option<&SchemaName>,
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let span = unit_span(tenant);
+    let started = Instant::now();
+    let result = f.instrument(span.clone()).await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if result.is_err() {
+            tracing::debug!(target: TARGET, elapsed_ms, failed = true, "done");
+        } else {
+            tracing::debug!(target: TARGET, elapsed_ms, "done");
+        }
+    });
+    result
 }
 
 /// The [`SPAN_MIGRATE`] span of one run.
