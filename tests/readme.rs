@@ -1,7 +1,9 @@
-//! The README's instructions stay true: its one `apt-get install` line names
-//! exactly the packages `scripts/install-deps.sh` installs (and `.ci/run`
-//! installs them through that script), and its axum snippet is the example
-//! that compiles.
+//! The README's and the book's instructions stay true: the one `apt-get
+//! install` line (the book's *Contributing* chapter) names exactly the
+//! packages `scripts/install-deps.sh` installs (and `.ci/run` installs them
+//! through that script), the README's quickstart and the book's axum snippets
+//! are the examples that compile (the quickstart also runs), and the README's
+//! `[dependencies]` blocks match the workspace.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,9 +12,10 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The package names of every `apt-get install` in the README, per line.
+/// The package names of every `apt-get install` in the book's *Contributing*
+/// chapter (the README points there), per line.
 fn readme_apt_get_lines() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("docs/src/contributing.md")).unwrap();
     readme
         .lines()
         .filter_map(|line| {
@@ -46,7 +49,7 @@ fn readme_apt_get_line_names_exactly_what_install_deps_installs() {
     assert_eq!(
         lines,
         vec![script],
-        "README.md must have exactly one `apt-get install` line, naming the \
+        "docs/src/contributing.md must have exactly one `apt-get install` line, naming the \
          packages of scripts/install-deps.sh in the same order"
     );
 }
@@ -66,14 +69,16 @@ fn ci_installs_the_system_packages_through_install_deps() {
     );
 }
 
-/// The README's rust block after `marker`.
-fn readme_block_after(marker: &str) -> String {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+/// The rust block (```` ```rust ```` with any attributes) after `marker` in
+/// `file` (the README or a chapter of the book).
+fn readme_block_after(file: &str, marker: &str) -> String {
+    let readme = std::fs::read_to_string(root().join(file)).unwrap();
     let after = &readme[readme
         .find(marker)
-        .unwrap_or_else(|| panic!("README.md has no `{marker}`"))..];
+        .unwrap_or_else(|| panic!("{file} has no `{marker}`"))..];
     after
-        .split_once("```rust\n")
+        .split_once("```rust")
+        .and_then(|(_, rest)| rest.split_once('\n'))
         .and_then(|(_, rest)| rest.split_once("```\n"))
         .map(|(code, _)| code.to_string())
         .expect("a rust code block after the marker")
@@ -92,24 +97,46 @@ fn example_body(path: &str) -> String {
 
 #[test]
 fn readme_axum_snippet_is_the_compiled_example() {
-    let block = readme_block_after("<!-- examples/axum_app.rs");
+    let block = readme_block_after("docs/src/routing.md", "<!-- examples/axum_app.rs");
     let body = example_body("examples/axum_app.rs");
     assert_eq!(
         block.trim_end(),
         body.trim_end(),
-        "README.md's axum snippet must equal examples/axum_app.rs (below its doc comment)"
+        "docs/src/routing.md's axum snippet must equal examples/axum_app.rs (below its doc comment)"
     );
 }
 
 #[test]
 fn readme_async_snippet_is_the_compiled_example() {
-    let block = readme_block_after("<!-- examples/axum_async_app.rs");
+    let block = readme_block_after("docs/src/async.md", "<!-- examples/axum_async_app.rs");
     let body = example_body("examples/axum_async_app.rs");
     assert_eq!(
         block.trim_end(),
         body.trim_end(),
-        "README.md's async snippet must equal examples/axum_async_app.rs (below its doc comment)"
+        "docs/src/async.md's async snippet must equal examples/axum_async_app.rs (below its doc comment)"
     );
+}
+
+#[test]
+fn readme_quickstart_is_the_compiled_example() {
+    let block = readme_block_after("README.md", "<!-- examples/readme_quickstart.rs");
+    let body = example_body("examples/readme_quickstart.rs");
+    assert_eq!(
+        block.trim_end(),
+        body.trim_end(),
+        "README.md's quickstart must equal examples/readme_quickstart.rs (below its doc comment)"
+    );
+}
+
+/// The quickstart's program, run against a throwaway database.
+#[allow(dead_code)] // its `main` is the example's entry point, unused here
+#[path = "../examples/readme_quickstart.rs"]
+mod quickstart;
+
+#[test]
+fn readme_quickstart_runs() {
+    let db = appschema_tempdb::TestDb::new();
+    quickstart::run(db.url()).unwrap();
 }
 
 /// The README's two `[dependencies]` blocks (*Add it to your application*),
@@ -117,7 +144,7 @@ fn readme_async_snippet_is_the_compiled_example() {
 fn readme_dependency_blocks() -> Vec<toml::Table> {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let section = &readme[readme
-        .find("### Add it to your application")
+        .find("## Add it to your application")
         .expect("README.md has the section *Add it to your application*")..];
     let section = &section[..section.find("\n## ").unwrap_or(section.len())];
     section
