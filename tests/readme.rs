@@ -258,3 +258,159 @@ fn readme_dependency_blocks_match_the_workspace() {
         }
     }
 }
+
+/// The lines of `text` outside fenced code blocks, numbered, with inline code
+/// removed (a link inside backticks is not a link).
+fn prose_lines(text: &str) -> Vec<(usize, String)> {
+    let mut fence: Option<String> = None;
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let ticks: String = trimmed.chars().take_while(|&c| c == '`').collect();
+        if ticks.len() >= 3 {
+            match &fence {
+                None => {
+                    fence = Some(ticks);
+                    continue;
+                }
+                Some(open) if ticks.starts_with(open.as_str()) => {
+                    fence = None;
+                    continue;
+                }
+                Some(_) => {}
+            }
+        }
+        if fence.is_none() {
+            let mut prose = String::new();
+            for (j, part) in line.split('`').enumerate() {
+                if j % 2 == 0 {
+                    prose.push_str(part);
+                }
+            }
+            lines.push((i + 1, prose));
+        }
+    }
+    lines
+}
+
+/// A heading's anchor as GitHub and mdBook derive it: links reduced to their
+/// text, lower case, punctuation other than `-` and `_` dropped, spaces to `-`.
+fn slug(heading: &str) -> String {
+    let mut text = String::new();
+    let mut rest = heading;
+    // `[text](url)` -> `text`
+    while let Some(open) = rest.find('[') {
+        text.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after
+            .split_once("](")
+            .and_then(|(t, r)| Some((t, r.split_once(')')?.1)))
+        {
+            Some((t, r)) => {
+                text.push_str(t);
+                rest = r;
+            }
+            None => {
+                text.push('[');
+                rest = after;
+            }
+        }
+    }
+    text.push_str(rest);
+    text.trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of the headings of a markdown file (duplicates suffixed
+/// `-1`, `-2`, … as GitHub and mdBook do).
+fn heading_anchors(text: &str) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let mut anchors = std::collections::HashSet::new();
+    for (_, line) in prose_lines(text) {
+        let hashes = line.chars().take_while(|&c| c == '#').count();
+        if !(1..=6).contains(&hashes) || !line[hashes..].starts_with(' ') {
+            continue;
+        }
+        let base = slug(&line[hashes..]);
+        let n = seen.entry(base.clone()).or_insert(0);
+        anchors.insert(if *n == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        });
+        *n += 1;
+    }
+    anchors
+}
+
+/// The targets of the `[text](target)` links of a line.
+fn link_targets(line: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("](") {
+        let after = &rest[i + 2..];
+        let end = after.find([')', ' ']).unwrap_or(after.len());
+        targets.push(after[..end].to_string());
+        rest = &after[end..];
+    }
+    targets
+}
+
+/// Every relative link in README.md, BENCHMARKS.md and the book's chapters
+/// names a file that exists and, for `file#anchor` or `#anchor`, a heading of
+/// that file (external links are not fetched). `.ci/run` builds the book
+/// with `mdbook build docs`; this is its link check.
+#[test]
+fn relative_links_resolve() {
+    let mut files = vec![root().join("README.md"), root().join("BENCHMARKS.md")];
+    let mut chapters: Vec<_> = std::fs::read_dir(root().join("docs/src"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "md"))
+        .collect();
+    chapters.sort();
+    assert!(chapters.len() > 10, "docs/src has the book's chapters");
+    files.extend(chapters);
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (number, line) in prose_lines(&text) {
+            for target in link_targets(&line) {
+                let scheme = target.split_once(':').map(|(s, _)| s);
+                if scheme.is_some_and(|s| {
+                    !s.is_empty()
+                        && s.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+                }) {
+                    continue; // external
+                }
+                checked += 1;
+                let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+                let dest = if path.is_empty() {
+                    file.clone()
+                } else {
+                    file.parent().unwrap().join(path)
+                };
+                let at = format!(
+                    "{}:{number}: {target}",
+                    file.strip_prefix(root()).unwrap().display()
+                );
+                if !dest.exists() {
+                    broken.push(format!("{at}: no such file"));
+                } else if !anchor.is_empty()
+                    && dest.extension().is_some_and(|e| e == "md")
+                    && !heading_anchors(&std::fs::read_to_string(&dest).unwrap()).contains(anchor)
+                {
+                    broken.push(format!("{at}: no heading #{anchor} there"));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "found the links ({checked})");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
