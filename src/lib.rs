@@ -191,3 +191,42 @@ pub use appschema_derive::isolated;
 /// link it: see `appschema-build` for embedding a prepared plan.
 #[cfg(feature = "planner")]
 pub use appschema_planner as planner;
+
+/// The README and the book's chapters as doctests: every ```` ```rust ````
+/// block in them compiles (and runs unless marked `no_run`), so the
+/// documentation cannot drift from the API.
+#[cfg(doctest)]
+mod book {
+    #[doc = include_str!("../README.md")]
+    mod readme {}
+    #[doc = include_str!("../docs/src/introduction.md")]
+    mod introduction {}
+    #[doc = include_str!("../docs/src/marking.md")]
+    mod marking {}
+    #[doc = include_str!("../docs/src/migrations.md")]
+    mod migrations {}
+    #[doc = include_str!("../docs/src/connections.md")]
+    mod connections {}
+    #[doc = include_str!("../docs/src/deploying.md")]
+    mod deploying {}
+    #[doc = include_str!("../docs/src/routing.md")]
+    mod routing {}
+    #[doc = include_str!("../docs/src/async.md")]
+    mod async_ {}
+    #[doc = include_str!("../docs/src/provisioning.md")]
+    mod provisioning {}
+    #[doc = include_str!("../docs/src/moving.md")]
+    mod moving {}
+    #[doc = include_str!("../docs/src/jobs.md")]
+    mod jobs {}
+    #[doc = include_str!("../docs/src/operations.md")]
+    mod operations {}
+    #[doc = include_str!("../docs/src/testing.md")]
+    mod testing {}
+    #[doc = include_str!("../docs/src/citus.md")]
+    mod citus {}
+    #[doc = include_str!("../docs/src/comparison.md")]
+    mod comparison {}
+    #[doc = include_str!("../docs/src/contributing.md")]
+    mod contributing {}
+}

@@ -1,7 +1,9 @@
-//! The README's instructions stay true: its one `apt-get install` line names
-//! exactly the packages `scripts/install-deps.sh` installs (and `.ci/run`
-//! installs them through that script), and its axum snippet is the example
-//! that compiles.
+//! The README's and the book's instructions stay true: the one `apt-get
+//! install` line (the book's *Contributing* chapter) names exactly the
+//! packages `scripts/install-deps.sh` installs (and `.ci/run` installs them
+//! through that script), the README's quickstart and the book's axum snippets
+//! are the examples that compile (the quickstart also runs), and the README's
+//! `[dependencies]` blocks match the workspace.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,9 +12,10 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The package names of every `apt-get install` in the README, per line.
+/// The package names of every `apt-get install` in the book's *Contributing*
+/// chapter (the README points there), per line.
 fn readme_apt_get_lines() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("docs/src/contributing.md")).unwrap();
     readme
         .lines()
         .filter_map(|line| {
@@ -46,7 +49,7 @@ fn readme_apt_get_line_names_exactly_what_install_deps_installs() {
     assert_eq!(
         lines,
         vec![script],
-        "README.md must have exactly one `apt-get install` line, naming the \
+        "docs/src/contributing.md must have exactly one `apt-get install` line, naming the \
          packages of scripts/install-deps.sh in the same order"
     );
 }
@@ -66,14 +69,16 @@ fn ci_installs_the_system_packages_through_install_deps() {
     );
 }
 
-/// The README's rust block after `marker`.
-fn readme_block_after(marker: &str) -> String {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+/// The rust block (```` ```rust ```` with any attributes) after `marker` in
+/// `file` (the README or a chapter of the book).
+fn readme_block_after(file: &str, marker: &str) -> String {
+    let readme = std::fs::read_to_string(root().join(file)).unwrap();
     let after = &readme[readme
         .find(marker)
-        .unwrap_or_else(|| panic!("README.md has no `{marker}`"))..];
+        .unwrap_or_else(|| panic!("{file} has no `{marker}`"))..];
     after
-        .split_once("```rust\n")
+        .split_once("```rust")
+        .and_then(|(_, rest)| rest.split_once('\n'))
         .and_then(|(_, rest)| rest.split_once("```\n"))
         .map(|(code, _)| code.to_string())
         .expect("a rust code block after the marker")
@@ -92,24 +97,46 @@ fn example_body(path: &str) -> String {
 
 #[test]
 fn readme_axum_snippet_is_the_compiled_example() {
-    let block = readme_block_after("<!-- examples/axum_app.rs");
+    let block = readme_block_after("docs/src/routing.md", "<!-- examples/axum_app.rs");
     let body = example_body("examples/axum_app.rs");
     assert_eq!(
         block.trim_end(),
         body.trim_end(),
-        "README.md's axum snippet must equal examples/axum_app.rs (below its doc comment)"
+        "docs/src/routing.md's axum snippet must equal examples/axum_app.rs (below its doc comment)"
     );
 }
 
 #[test]
 fn readme_async_snippet_is_the_compiled_example() {
-    let block = readme_block_after("<!-- examples/axum_async_app.rs");
+    let block = readme_block_after("docs/src/async.md", "<!-- examples/axum_async_app.rs");
     let body = example_body("examples/axum_async_app.rs");
     assert_eq!(
         block.trim_end(),
         body.trim_end(),
-        "README.md's async snippet must equal examples/axum_async_app.rs (below its doc comment)"
+        "docs/src/async.md's async snippet must equal examples/axum_async_app.rs (below its doc comment)"
     );
+}
+
+#[test]
+fn readme_quickstart_is_the_compiled_example() {
+    let block = readme_block_after("README.md", "<!-- examples/readme_quickstart.rs");
+    let body = example_body("examples/readme_quickstart.rs");
+    assert_eq!(
+        block.trim_end(),
+        body.trim_end(),
+        "README.md's quickstart must equal examples/readme_quickstart.rs (below its doc comment)"
+    );
+}
+
+/// The quickstart's program, run against a throwaway database.
+#[allow(dead_code)] // its `main` is the example's entry point, unused here
+#[path = "../examples/readme_quickstart.rs"]
+mod quickstart;
+
+#[test]
+fn readme_quickstart_runs() {
+    let db = appschema_tempdb::TestDb::new();
+    quickstart::run(db.url()).unwrap();
 }
 
 /// The README's two `[dependencies]` blocks (*Add it to your application*),
@@ -117,7 +144,7 @@ fn readme_async_snippet_is_the_compiled_example() {
 fn readme_dependency_blocks() -> Vec<toml::Table> {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let section = &readme[readme
-        .find("### Add it to your application")
+        .find("## Add it to your application")
         .expect("README.md has the section *Add it to your application*")..];
     let section = &section[..section.find("\n## ").unwrap_or(section.len())];
     section
@@ -230,4 +257,160 @@ fn readme_dependency_blocks_match_the_workspace() {
             }
         }
     }
+}
+
+/// The lines of `text` outside fenced code blocks, numbered, with inline code
+/// removed (a link inside backticks is not a link).
+fn prose_lines(text: &str) -> Vec<(usize, String)> {
+    let mut fence: Option<String> = None;
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let ticks: String = trimmed.chars().take_while(|&c| c == '`').collect();
+        if ticks.len() >= 3 {
+            match &fence {
+                None => {
+                    fence = Some(ticks);
+                    continue;
+                }
+                Some(open) if ticks.starts_with(open.as_str()) => {
+                    fence = None;
+                    continue;
+                }
+                Some(_) => {}
+            }
+        }
+        if fence.is_none() {
+            let mut prose = String::new();
+            for (j, part) in line.split('`').enumerate() {
+                if j % 2 == 0 {
+                    prose.push_str(part);
+                }
+            }
+            lines.push((i + 1, prose));
+        }
+    }
+    lines
+}
+
+/// A heading's anchor as GitHub and mdBook derive it: links reduced to their
+/// text, lower case, punctuation other than `-` and `_` dropped, spaces to `-`.
+fn slug(heading: &str) -> String {
+    let mut text = String::new();
+    let mut rest = heading;
+    // `[text](url)` -> `text`
+    while let Some(open) = rest.find('[') {
+        text.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after
+            .split_once("](")
+            .and_then(|(t, r)| Some((t, r.split_once(')')?.1)))
+        {
+            Some((t, r)) => {
+                text.push_str(t);
+                rest = r;
+            }
+            None => {
+                text.push('[');
+                rest = after;
+            }
+        }
+    }
+    text.push_str(rest);
+    text.trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of the headings of a markdown file (duplicates suffixed
+/// `-1`, `-2`, … as GitHub and mdBook do).
+fn heading_anchors(text: &str) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let mut anchors = std::collections::HashSet::new();
+    for (_, line) in prose_lines(text) {
+        let hashes = line.chars().take_while(|&c| c == '#').count();
+        if !(1..=6).contains(&hashes) || !line[hashes..].starts_with(' ') {
+            continue;
+        }
+        let base = slug(&line[hashes..]);
+        let n = seen.entry(base.clone()).or_insert(0);
+        anchors.insert(if *n == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        });
+        *n += 1;
+    }
+    anchors
+}
+
+/// The targets of the `[text](target)` links of a line.
+fn link_targets(line: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("](") {
+        let after = &rest[i + 2..];
+        let end = after.find([')', ' ']).unwrap_or(after.len());
+        targets.push(after[..end].to_string());
+        rest = &after[end..];
+    }
+    targets
+}
+
+/// Every relative link in README.md, BENCHMARKS.md and the book's chapters
+/// names a file that exists and, for `file#anchor` or `#anchor`, a heading of
+/// that file (external links are not fetched). `.ci/run` builds the book
+/// with `mdbook build docs`; this is its link check.
+#[test]
+fn relative_links_resolve() {
+    let mut files = vec![root().join("README.md"), root().join("BENCHMARKS.md")];
+    let mut chapters: Vec<_> = std::fs::read_dir(root().join("docs/src"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "md"))
+        .collect();
+    chapters.sort();
+    assert!(chapters.len() > 10, "docs/src has the book's chapters");
+    files.extend(chapters);
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (number, line) in prose_lines(&text) {
+            for target in link_targets(&line) {
+                let scheme = target.split_once(':').map(|(s, _)| s);
+                if scheme.is_some_and(|s| {
+                    !s.is_empty()
+                        && s.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+                }) {
+                    continue; // external
+                }
+                checked += 1;
+                let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+                let dest = if path.is_empty() {
+                    file.clone()
+                } else {
+                    file.parent().unwrap().join(path)
+                };
+                let at = format!(
+                    "{}:{number}: {target}",
+                    file.strip_prefix(root()).unwrap().display()
+                );
+                if !dest.exists() {
+                    broken.push(format!("{at}: no such file"));
+                } else if !anchor.is_empty()
+                    && dest.extension().is_some_and(|e| e == "md")
+                    && !heading_anchors(&std::fs::read_to_string(&dest).unwrap()).contains(anchor)
+                {
+                    broken.push(format!("{at}: no heading #{anchor} there"));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "found the links ({checked})");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }

@@ -1,7 +1,7 @@
-//! The README's async HTTP test recipe ("Testing your application" →
+//! The book's async HTTP test recipe (docs/src/testing.md, "Testing your application" →
 //! "Async applications"), compiled and run: an axum app on the async pool,
 //! called in-process with a tenant's host name, over a fresh test database.
-//! The part between the `recipe` markers is the README's code block.
+//! The part between the `recipe` markers is the book's code block.
 
 // recipe: start
 use std::sync::{Arc, LazyLock};
@@ -92,17 +92,17 @@ async fn each_tenant_sees_only_its_own_projects_over_http() {
 }
 // recipe: end
 
-/// The README carries the recipe above, word for word.
+/// The book (docs/src/testing.md) carries the recipe above, word for word.
 #[test]
 fn the_readme_recipe_is_this_file() {
     let file = include_str!("async_http.rs");
     let start = file.find("// recipe: start\n").unwrap() + "// recipe: start\n".len();
     let end = file.find("// recipe: end").unwrap();
     let recipe = &file[start..end];
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../docs/src/testing.md");
     assert!(
         readme.contains(&format!("```rust,ignore\n{recipe}```")),
-        "README.md, \"Async applications\": paste appschema-test/tests/async_http.rs's recipe again"
+        "docs/src/testing.md, \"Async applications\": paste appschema-test/tests/async_http.rs's recipe again"
     );
 }
 
