@@ -20,7 +20,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use crate::types::PerTenantTypes;
+use appschema_core::connection::internals::PerTenantTypes;
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
@@ -784,7 +784,7 @@ impl AsyncSharedPool {
                 remaining
             };
             let switched = tokio::time::timeout(bound, async {
-                let keep_apart = self.per_tenant_types.apply(&mut conn).await;
+                let keep_apart = crate::types::keep_apart(&self.per_tenant_types, &mut conn).await;
                 run_session_switch(&mut conn, &sql, keep_apart).await
             })
             .await

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::types::PerTenantTypes;
+use appschema_core::connection::internals::PerTenantTypes;
 use std::time::Duration;
 
 use appschema_core::connection::internals::{
@@ -458,7 +458,7 @@ impl AsyncTransactionScopedPool {
                 parking: None,
             };
             // Ends: a connection the pool opens has served no path.
-            if self.per_tenant_types.apply(&mut conn).await
+            if crate::types::keep_apart(&self.per_tenant_types, &mut conn).await
                 && PlanWatch::serves(conn.instrumentation(), &path)
             {
                 conn.discard();

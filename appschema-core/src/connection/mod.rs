@@ -49,7 +49,7 @@ pub mod internals {
         classify, prepare_statement_sql, write_local_switch, write_seed, write_session_switch,
         ConnectRow, Refusal, SessionRefusal, CONNECT_QUERY,
     };
-    pub use super::types::PER_TENANT_TYPES_QUERY;
+    pub use super::types::{PerTenantTypes, PER_TENANT_TYPES_QUERY};
 }
 
 pub use affinity::DEFAULT_MAX_TENANTS_PER_CONNECTION;

@@ -63,10 +63,14 @@ struct Found {
     v: bool,
 }
 
-/// A sync pool's setting: forced on or off by the builder, or found out
-/// from the database (`None`).
+/// Whether the database has per-tenant types, as a pool knows it: forced
+/// on or off by the builder, or found out from the database (`None`) and
+/// asked again after five seconds while the answer is "no". The state
+/// and the rule only: the sync pools ask through [`PerTenantTypes::apply`],
+/// the async pools through their own driver of [`PerTenantTypes::known`]
+/// and [`PerTenantTypes::answered`], so the rule is written once.
 #[derive(Debug)]
-pub(crate) struct PerTenantTypes {
+pub struct PerTenantTypes {
     setting: Option<bool>,
     shared: Vec<String>,
     /// With no setting: `Some(true)` for good, or `Some(false)` and when.
@@ -74,7 +78,8 @@ pub(crate) struct PerTenantTypes {
 }
 
 impl PerTenantTypes {
-    pub(crate) fn new(setting: Option<bool>, path: &SearchPath) -> PerTenantTypes {
+    /// The pool's `setting` (`None`: find out) for `path`'s shared schemas.
+    pub fn new(setting: Option<bool>, path: &SearchPath) -> PerTenantTypes {
         PerTenantTypes {
             setting,
             shared: path.shared_schemas().map(str::to_string).collect(),
@@ -82,28 +87,50 @@ impl PerTenantTypes {
         }
     }
 
-    /// Whether the database has per-tenant types. Asks it (on `conn`) when
-    /// there is no setting and no recent answer; a failed question answers
-    /// `true` (fail closed) and is asked again next time.
-    pub(crate) fn apply(&self, conn: &mut PgConnection) -> bool {
-        if let Some(on) = self.setting {
-            return on;
+    /// The answer without asking: the setting, a "yes" found, or a "no"
+    /// found less than five seconds ago. `None`: ask the database
+    /// ([`PER_TENANT_TYPES_QUERY`] bound to [`PerTenantTypes::shared`]) and
+    /// report with [`PerTenantTypes::answered`].
+    pub fn known(&self) -> Option<bool> {
+        if self.setting.is_some() {
+            return self.setting;
         }
-        if let Some((found, at)) = *self.found.lock().expect("not poisoned") {
-            if found || at.elapsed() < RECHECK_AFTER {
-                return found;
-            }
+        match *self.found.lock().expect("not poisoned") {
+            Some((found, at)) if found || at.elapsed() < RECHECK_AFTER => Some(found),
+            _ => None,
         }
-        match diesel::sql_query(PER_TENANT_TYPES_QUERY)
-            .bind::<Array<Text>, _>(&self.shared)
-            .get_result::<Found>(conn)
-        {
-            Ok(Found { v }) => {
+    }
+
+    /// The shared schemas the question is asked about (its `$1`).
+    pub fn shared(&self) -> &[String] {
+        &self.shared
+    }
+
+    /// Records the database's answer and returns what the pool must act
+    /// on: a failed question (`None`) answers `true` (fail closed) and is
+    /// not remembered, so it is asked again next time.
+    pub fn answered(&self, answer: Option<bool>) -> bool {
+        match answer {
+            Some(v) => {
                 *self.found.lock().expect("not poisoned") = Some((v, Instant::now()));
                 v
             }
-            Err(_) => true,
+            None => true,
         }
+    }
+
+    /// Whether the database has per-tenant types, asking it on `conn` when
+    /// [`PerTenantTypes::known`] does not know.
+    pub(crate) fn apply(&self, conn: &mut PgConnection) -> bool {
+        if let Some(known) = self.known() {
+            return known;
+        }
+        let answer = diesel::sql_query(PER_TENANT_TYPES_QUERY)
+            .bind::<Array<Text>, _>(&self.shared)
+            .get_result::<Found>(conn)
+            .ok()
+            .map(|found| found.v);
+        self.answered(answer)
     }
 }
 
