@@ -10,6 +10,7 @@ use diesel::prelude::*;
 pub mod tenant {
     diesel::table! { projects (id) { id -> Int8, name -> Text } }
 }
+use tenant::projects::dsl::{name, projects};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     run(&std::env::var("DATABASE_URL")?)
@@ -18,26 +19,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 pub fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     // An application embeds its migrations: `appschema::include_migrations!()`.
     let sql = "CREATE TABLE projects (id bigserial PRIMARY KEY, name text NOT NULL)";
-    let migrations = MigrationSet::new(vec![Migration::new(
-        "2024-01-01-000000",
-        "2024-01-01-000000_projects",
-        Scope::Isolated,
-        sql,
-    )]);
+    let (version, dir) = ("2024-01-01-000000", "2024-01-01-000000_projects");
+    let migrations = MigrationSet::new(vec![Migration::new(version, dir, Scope::Isolated, sql)]);
     Migrator::new(url).migrate(&migrations, &|_| {})?; // registry, shared tables, every tenant
     let pool = SharedPool::builder(url).build()?;
-    let acme = create_tenant(
-        &mut *pool.get_shared()?,
-        &migrations,
-        &NewTenant::new("acme.example.com")?,
-    )?;
+    let new = NewTenant::new("acme.example.com")?;
+    let acme = create_tenant(&mut *pool.get_shared()?, &migrations, &new)?;
     let conn = &mut *pool.get_for(&acme.tenant.schema_name)?; // on "acme_example_com", "public"
-    diesel::insert_into(tenant::projects::table)
-        .values(tenant::projects::name.eq("launch"))
-        .execute(conn)?;
-    let names: Vec<String> = tenant::projects::table
-        .select(tenant::projects::name)
-        .load(conn)?;
-    assert_eq!(names, ["launch"]);
+    let row = name.eq("launch");
+    diesel::insert_into(projects).values(row).execute(conn)?;
+    assert_eq!(projects.select(name).load::<String>(conn)?, ["launch"]);
     Ok(())
 }
