@@ -66,7 +66,7 @@ struct Found {
 /// Whether the database has per-tenant types, as a pool knows it: forced
 /// on or off by the builder, or found out from the database (`None`) and
 /// asked again after five seconds while the answer is "no". The state
-/// and the rule only: the sync pools ask through [`PerTenantTypes::apply`],
+/// and the rule only: the sync pools ask through `PerTenantTypes::apply`,
 /// the async pools through their own driver of [`PerTenantTypes::known`]
 /// and [`PerTenantTypes::answered`], so the rule is written once.
 #[derive(Debug)]
