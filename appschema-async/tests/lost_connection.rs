@@ -228,7 +228,14 @@ fn a_backend_killed_mid_checkout_is_replaced_and_the_checkout_succeeds() {
     let rt = runtime();
     // One connection in the pool, opened before the lock is taken.
     rt.block_on(async { drop(pool.get_for(&tenant(0)).await.unwrap()) });
+    // The switch finds the tenant's schema through the catalog cache, which
+    // that connection has warm: an update of the schema's row (its ACL)
+    // invalidates the entry, so the next switch reads pg_namespace, and
+    // waits while another session holds it locked.
     let mut holder = db.conn();
+    holder
+        .batch_execute("GRANT USAGE ON SCHEMA t0 TO PUBLIC")
+        .unwrap();
     holder
         .batch_execute("BEGIN; LOCK TABLE pg_catalog.pg_namespace IN ACCESS EXCLUSIVE MODE")
         .unwrap();
