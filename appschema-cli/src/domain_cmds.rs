@@ -11,9 +11,10 @@ use diesel::{Connection, PgConnection};
 
 #[derive(Debug, Subcommand)]
 pub enum DomainCommands {
-    /// Manages a tenant's domains: the public names (host names) it answers
-    /// to. Each domain belongs to one tenant at most; exactly one of a
-    /// tenant's domains is primary (its public name).
+    /// Manages a tenant's domains (the host names it answers to).
+    ///
+    /// Each domain belongs to one tenant at most; exactly one of a tenant's
+    /// domains is primary (its public name).
     #[command(after_help = "Examples:
   appschema-cli domain add acme.example.com shop.acme.com
   appschema-cli domain primary shop.acme.com
