@@ -374,7 +374,7 @@ fn main() -> Result<(), BoxError> {
         &url,
         SharedPool::builder(&url)
             .max_size(2)
-            .min_idle(Some(0))
+            .min_idle(0)
             .build()?,
         Pool::builder()
             .max_size(4)

@@ -220,8 +220,8 @@ pub(crate) const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(500);
 pub struct AsyncSharedPoolBuilder {
     url: String,
     path: SearchPath,
-    max_size: usize,
-    min_idle: usize,
+    max_size: u32,
+    min_idle: u32,
     connection_timeout: Duration,
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
@@ -329,7 +329,7 @@ impl AsyncSharedPoolBuilder {
     }
 
     /// Most connections open at once. Default: 10.
-    pub fn max_size(mut self, n: usize) -> Self {
+    pub fn max_size(mut self, n: u32) -> Self {
         self.max_size = n;
         self
     }
@@ -338,9 +338,10 @@ impl AsyncSharedPoolBuilder {
     /// a burst of requests does not wait for connections to be opened: a
     /// background task opens them after `build` and reopens them as they
     /// are closed (broken, `max_lifetime`). Default: 0, connections are
-    /// opened by the checkouts that need them. (The sync `SharedPool`'s
-    /// `None` means `max_size`, opened before its `build` returns; this
-    /// `build` opens nothing and does not wait.)
+    /// opened by the checkouts that need them. The same setting, default
+    /// and meaning as on the sync `SharedPool`; only `build` differs: the
+    /// sync one waits until the first `n` are open, this one cannot block
+    /// and returns at once.
     ///
     /// ```no_run
     /// use appschema::async_pool::AsyncSharedPool;
@@ -354,7 +355,7 @@ impl AsyncSharedPoolBuilder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn min_idle(mut self, n: usize) -> Self {
+    pub fn min_idle(mut self, n: u32) -> Self {
         self.min_idle = n;
         self
     }
@@ -528,7 +529,7 @@ impl AsyncSharedPoolBuilder {
         };
         let pool = build_deadpool(manager, self.max_size, self.connection_timeout)?;
         let maintainer = Arc::new(Maintainer::new(Settings {
-            min_idle: self.min_idle.min(self.max_size),
+            min_idle: self.min_idle.min(self.max_size) as usize,
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
         }));
@@ -549,11 +550,11 @@ impl AsyncSharedPoolBuilder {
 
 pub(crate) fn build_deadpool(
     manager: AsyncTenantManager,
-    max_size: usize,
+    max_size: u32,
     timeout: Duration,
 ) -> Result<DeadPool, ConnectionError> {
     managed::Pool::builder(manager)
-        .max_size(max_size)
+        .max_size(max_size as usize)
         .wait_timeout(Some(timeout))
         .create_timeout(Some(timeout))
         .recycle_timeout(Some(timeout))

@@ -233,7 +233,7 @@ fn still_listening(tenant: Option<&SchemaName>) -> ConnectionError {
 pub struct AsyncTransactionScopedPoolBuilder {
     url: String,
     path: SearchPath,
-    max_size: usize,
+    max_size: u32,
     connection_timeout: Duration,
     statement_cache: bool,
     tls: Option<UserConnector>,
@@ -261,7 +261,7 @@ impl AsyncTransactionScopedPoolBuilder {
     }
 
     /// Most client connections open at once. Default: 10.
-    pub fn max_size(mut self, n: usize) -> Self {
+    pub fn max_size(mut self, n: u32) -> Self {
         self.max_size = n;
         self
     }

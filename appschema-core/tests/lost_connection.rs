@@ -21,7 +21,7 @@ use support::{assert_on, backend_pid, create_tenants, tenant, whoami};
 fn pool(url: &str, max_size: u32) -> SharedPool {
     SharedPool::builder(url)
         .max_size(max_size)
-        .min_idle(Some(0))
+        .min_idle(0)
         .connection_timeout(Duration::from_secs(30))
         .build()
         .unwrap()

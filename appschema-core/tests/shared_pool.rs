@@ -349,7 +349,7 @@ fn errors_name_the_tenant_and_are_distinct() {
 
     let down = SharedPool::builder("postgres://postgres@/nowhere?host=/nonexistent&port=1")
         .max_size(1)
-        .min_idle(Some(0))
+        .min_idle(0)
         .connection_timeout(Duration::from_millis(300))
         .build()
         .unwrap();

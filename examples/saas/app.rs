@@ -273,7 +273,7 @@ pub async fn start(
         #[cfg(feature = "async")]
         Mode::Async => SharedPool::builder(&url)
             .max_size(2)
-            .min_idle(Some(0))
+            .min_idle(0)
             .build()?,
     };
     let registry_pool = Pool::builder()

@@ -237,7 +237,7 @@ pub struct SharedPoolBuilder {
     url: String,
     path: SearchPath,
     max_size: u32,
-    min_idle: Option<u32>,
+    min_idle: u32,
     connection_timeout: Duration,
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
@@ -316,8 +316,27 @@ impl SharedPoolBuilder {
         self
     }
 
-    /// Idle connections kept open. Default: `None` (= `max_size`).
-    pub fn min_idle(mut self, n: Option<u32>) -> Self {
+    /// Idle connections kept open ahead of demand (at most `max_size`), so
+    /// a burst of requests does not wait for connections to be opened: the
+    /// pool opens them when built and keeps that many open, replacing
+    /// those closed (broken, past `max_lifetime`).
+    /// Default: 0, connections are opened by the checkouts that need them.
+    /// The same setting, default and meaning as on the async pool; only
+    /// [`build`](Self::build) differs: this one waits (up to the
+    /// `connection_timeout`) until the first `n` are open, the async one
+    /// cannot block and opens them in the background.
+    ///
+    /// ```no_run
+    /// use appschema::connection::SharedPool;
+    ///
+    /// // Four connections are open when `build` returns, and kept open.
+    /// let pool = SharedPool::builder("postgres:///app")
+    ///     .max_size(16)
+    ///     .min_idle(4)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn min_idle(mut self, n: u32) -> Self {
         self.min_idle = n;
         self
     }
@@ -398,7 +417,8 @@ impl SharedPoolBuilder {
     }
 
     /// Builds the pool, opening `min_idle` connections (waiting up to the
-    /// connection timeout for them).
+    /// connection timeout for them; with the default `min_idle` of 0 it
+    /// opens none and does not wait).
     pub fn build(self) -> Result<SharedPool, ConnectionError> {
         let mut shared_sql = String::new();
         write_session_switch(
@@ -417,7 +437,7 @@ impl SharedPoolBuilder {
         };
         let pool = r2d2::Pool::builder()
             .max_size(self.max_size)
-            .min_idle(self.min_idle)
+            .min_idle(Some(self.min_idle.min(self.max_size)))
             .connection_timeout(self.connection_timeout)
             .max_lifetime(self.max_lifetime)
             .idle_timeout(self.idle_timeout)
@@ -497,7 +517,7 @@ impl SharedPool {
             url: url.into(),
             path: SearchPath::new(),
             max_size: 10,
-            min_idle: None,
+            min_idle: 0,
             connection_timeout: Duration::from_secs(30),
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             idle_timeout: Some(Duration::from_secs(10 * 60)),

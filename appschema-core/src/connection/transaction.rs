@@ -188,7 +188,8 @@ impl TransactionScopedPoolBuilder {
         self
     }
 
-    /// Builds the pool.
+    /// Builds the pool. Opens no connection: the first units do, as on
+    /// the async `AsyncTransactionScopedPool`.
     pub fn build(self) -> Result<TransactionScopedPool, ConnectionError> {
         let manager = ScopedManager {
             url: self.url,
@@ -197,6 +198,9 @@ impl TransactionScopedPoolBuilder {
         };
         let pool = r2d2::Pool::builder()
             .max_size(self.max_size)
+            // Opened by the units that need them (r2d2's default opens
+            // `max_size` in `build`).
+            .min_idle(Some(0))
             .connection_timeout(self.connection_timeout)
             .build(manager)
             .map_err(|e| ConnectionError::DatabaseDown {
@@ -341,6 +345,11 @@ impl TransactionScopedPool {
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
         self.run_unit(None, true, work)
+    }
+
+    /// The search path configuration.
+    pub fn search_path(&self) -> &SearchPath {
+        &self.path
     }
 
     /// The underlying pool's state (connections open, idle).
