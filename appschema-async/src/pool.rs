@@ -28,7 +28,7 @@ use appschema_core::connection::internals::{
     Lot, Pick, PlanWatch, SessionRefusal, CONNECT_QUERY,
 };
 use appschema_core::connection::{
-    ConnectionError, ManagerError, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
+    ConnectionError, ManagerError, PoolState, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
 };
 use appschema_core::observe::{self, PoolKind};
 use appschema_core::redact::{redact_connection_error, redact_url};
@@ -282,7 +282,7 @@ impl AsyncSharedPoolBuilder {
     /// takes its tenant's, else an idle one of the pool, else the one
     /// parked last for another tenant, and only then waits. Every
     /// checkout still runs the full reset and switch. Parked connections
-    /// count as in use in [`AsyncSharedPool::status`]; one parked past
+    /// count as in use in [`AsyncSharedPool::state`]; one parked past
     /// `idle_timeout` goes back to the pool at the next checkout.
     /// Default: `false`: on the Zipf benchmark in BENCHMARKS.md it cut the
     /// share of checkouts that switch path but gained no throughput.
@@ -567,6 +567,18 @@ pub(crate) fn build_deadpool(
         })
 }
 
+/// The async pools' state, from deadpool's.
+pub(crate) fn pool_state(pool: &DeadPool) -> PoolState {
+    let status = pool.status();
+    let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    PoolState::new(
+        clamp(status.size),
+        clamp(status.available),
+        Some(clamp(status.waiting)),
+        clamp(status.max_size),
+    )
+}
+
 /// What a failed deadpool checkout means: every connection busy for the
 /// whole timeout, or none could be opened.
 /// Whether a failure to open or switch a new connection may pass by
@@ -662,7 +674,7 @@ impl fmt::Debug for AsyncSharedPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncSharedPool")
             .field("path", &self.path)
-            .field("status", &self.pool.status())
+            .field("state", &pool_state(&self.pool))
             .finish_non_exhaustive()
     }
 }
@@ -706,9 +718,10 @@ impl AsyncSharedPool {
         &self.path
     }
 
-    /// The underlying pool's state (connections open, available, waiting).
-    pub fn status(&self) -> deadpool::Status {
-        self.pool.status()
+    /// The pool's connections: open, idle, checkouts waiting, `max_size`
+    /// (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        pool_state(&self.pool)
     }
 
     /// Connections open and idle, for the pool gauges (see `observe`).
@@ -921,9 +934,10 @@ impl AsyncTenantPool {
         &self.tenant
     }
 
-    /// The underlying pool's state.
-    pub fn status(&self) -> deadpool::Status {
-        self.pool.status()
+    /// The pool's connections: open, idle, checkouts waiting, `max_size`
+    /// (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        self.pool.state()
     }
 }
 

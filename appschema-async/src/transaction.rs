@@ -13,7 +13,7 @@ use std::time::Duration;
 use appschema_core::connection::internals::{
     classify, describe_target, PlanWatch, UnitSwitch, DIRTY_UNLISTEN,
 };
-use appschema_core::connection::{ConnectionError, SearchPath};
+use appschema_core::connection::{ConnectionError, PoolState, SearchPath};
 use appschema_core::SchemaName;
 use diesel_async::{
     AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
@@ -22,8 +22,8 @@ use diesel_async::{
 use scoped_futures::ScopedBoxFuture;
 
 use crate::pool::{
-    build_deadpool, checkout_failed, may_pass, AsyncTenantManager, DeadPool, CONNECT_BACKOFF,
-    MAX_CONNECT_BACKOFF,
+    build_deadpool, checkout_failed, may_pass, pool_state, AsyncTenantManager, DeadPool,
+    CONNECT_BACKOFF, MAX_CONNECT_BACKOFF,
 };
 use crate::switch::drain_notifications;
 use crate::tls::UserConnector;
@@ -357,7 +357,7 @@ impl fmt::Debug for AsyncTransactionScopedPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncTransactionScopedPool")
             .field("path", &self.path)
-            .field("status", &self.pool.status())
+            .field("state", &pool_state(&self.pool))
             .finish_non_exhaustive()
     }
 }
@@ -407,9 +407,10 @@ impl AsyncTransactionScopedPool {
         &self.path
     }
 
-    /// The underlying pool's state (connections open, available, waiting).
-    pub fn status(&self) -> deadpool::Status {
-        self.pool.status()
+    /// The pool's connections: open, idle, units waiting, `max_size`
+    /// (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        pool_state(&self.pool)
     }
 
     /// A connection (closed rather than reused if the unit is dropped

@@ -212,10 +212,10 @@ fn a_connection_found_lost_is_closed_when_dropped_not_left_in_the_pool() {
                 }
             };
             assert!(appschema_core::is_connection_lost(&error), "{error}");
-            assert_eq!(pool.status().size, 1);
+            assert_eq!(pool.state().connections, 1);
         }
         assert_eq!(
-            pool.status().size,
+            pool.state().connections,
             0,
             "the lost connection was closed when dropped, not kept for the next checkout"
         );

@@ -30,6 +30,7 @@ mod retry;
 mod scoped_manager;
 mod search_path;
 mod shared_pool;
+mod state;
 mod transaction;
 mod types;
 
@@ -60,8 +61,9 @@ pub use lost::{is_connection_lost, is_connection_lost_message};
 pub use plan_watch::is_stale_plan;
 pub use search_path::SearchPath;
 pub use shared_pool::{
-    ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantManager, TenantPool,
+    ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantPool,
 };
+pub use state::PoolState;
 pub use transaction::{
     in_shared_transaction, in_tenant_transaction, TransactionScopedPool,
     TransactionScopedPoolBuilder,

@@ -15,6 +15,7 @@ use super::affinity::{Lot, Pick, DEFAULT_MAX_TENANTS_PER_CONNECTION};
 use super::error::{describe_target, ConnectionError};
 use super::hygiene::with_startup_options;
 use super::plan_watch::PlanWatch;
+use super::state::PoolState;
 use super::search_path::{
     prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
 };
@@ -568,9 +569,9 @@ impl SharedPool {
         &self.path
     }
 
-    /// The underlying pool's state (connections open, idle).
-    pub fn state(&self) -> r2d2::State {
-        self.pool.state()
+    /// The pool's connections: open, idle, `max_size` (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        PoolState::of_r2d2(&self.pool)
     }
 
     fn checkout(&self, tenant: Option<&SchemaName>) -> Result<TenantConnection, ConnectionError> {
@@ -729,8 +730,8 @@ impl TenantPool {
         &self.tenant
     }
 
-    /// The underlying pool's state (connections open, idle).
-    pub fn state(&self) -> r2d2::State {
+    /// The pool's connections: open, idle, `max_size` (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
         self.pool.state()
     }
 }

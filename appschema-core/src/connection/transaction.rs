@@ -13,6 +13,7 @@ use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN
 use super::retry::{run_unit, UnitSwitch};
 use super::scoped_manager::ScopedManager;
 use super::search_path::{run_once, SearchPath};
+use super::state::PoolState;
 use super::types::{on_path_change, PerTenantTypes};
 use crate::name::SchemaName;
 
@@ -352,9 +353,9 @@ impl TransactionScopedPool {
         &self.path
     }
 
-    /// The underlying pool's state (connections open, idle).
-    pub fn state(&self) -> r2d2::State {
-        self.pool.state()
+    /// The pool's connections: open, idle, `max_size` (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        PoolState::of_r2d2(&self.pool)
     }
 
     fn run_unit<T, E, F>(
