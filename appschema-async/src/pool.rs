@@ -24,7 +24,7 @@ use appschema_core::connection::internals::PerTenantTypes;
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
-    describe_target, prepare_statement_sql, with_startup_options, write_session_switch, ConnectRow,
+    describe_target, prepare_statement_sql, PublicNameLookup, with_startup_options, write_session_switch, ConnectRow,
     Lot, Pick, PlanWatch, SessionRefusal, CONNECT_QUERY,
 };
 use appschema_core::connection::{
@@ -32,9 +32,12 @@ use appschema_core::connection::{
 };
 use appschema_core::observe::{self, PoolKind};
 use appschema_core::redact::{redact_connection_error, redact_url};
+use appschema_core::registry::TenantRow;
 use appschema_core::SchemaName;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use diesel::connection::CacheSize;
+use diesel::sql_types::Text;
+use diesel::OptionalExtension;
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -711,6 +714,47 @@ impl AsyncSharedPool {
     /// to no tenant.
     pub async fn get_shared(&self) -> Result<AsyncTenantConnection, ConnectionError> {
         observe::checkout_async(None, || self.size(), self.checkout(None)).await
+    }
+
+    /// Resolves `public_name` (a host name or alias) through the registry and
+    /// returns a connection on that tenant's path, as the sync
+    /// `SharedPool::get_for_public_name` does (the same query and errors:
+    /// [`ConnectionError::InvalidName`], [`ConnectionError::UnknownTenant`]).
+    /// Costs a registry look-up (a shared checkout) on top of the tenant's
+    /// checkout: cache the tenant's schema where possible (the axum layer's
+    /// resolver does).
+    ///
+    /// ```no_run
+    /// use appschema::async_pool::AsyncSharedPool;
+    /// use diesel_async::RunQueryDsl;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = AsyncSharedPool::builder("postgres:///app").build()?;
+    /// let mut conn = pool.get_for_public_name("acme.example.com").await?;
+    /// diesel::sql_query("DELETE FROM carts").execute(&mut *conn).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_for_public_name(
+        &self,
+        public_name: &str,
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        let lookup = PublicNameLookup::new(public_name)?;
+        observe::tenant_async(public_name, async {
+            let tenant = {
+                let mut conn = self.get_shared().await?;
+                lookup.answer(
+                    diesel::sql_query(PublicNameLookup::SQL)
+                        .bind::<Text, _>(lookup.name().as_str())
+                        .get_result::<TenantRow>(&mut *conn)
+                        .await
+                        .optional(),
+                )?
+            };
+            observe::tenant_resolved(&tenant.schema_name);
+            self.get_for(&tenant.schema_name).await
+        })
+        .await
     }
 
     /// The search path configuration.

@@ -25,6 +25,7 @@ mod customizer;
 mod error;
 mod hygiene;
 mod lost;
+mod lookup;
 mod plan_watch;
 mod retry;
 mod scoped_manager;
@@ -41,6 +42,7 @@ mod types;
 pub mod internals {
     pub use super::affinity::{Lot, Pick, TenantLog, Waiting};
     pub use super::error::describe_target;
+    pub use super::lookup::PublicNameLookup;
     pub use super::hygiene::{
         with_startup_options, CHECKOUT_RESET, DIRTY_RESET, DIRTY_UNLISTEN, UNIT_RESET,
     };

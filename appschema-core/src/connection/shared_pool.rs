@@ -15,15 +15,15 @@ use super::affinity::{Lot, Pick, DEFAULT_MAX_TENANTS_PER_CONNECTION};
 use super::error::{describe_target, ConnectionError};
 use super::hygiene::with_startup_options;
 use super::plan_watch::PlanWatch;
+use super::lookup::PublicNameLookup;
 use super::state::PoolState;
 use super::search_path::{
     prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
 };
 use super::types::PerTenantTypes;
-use crate::name::{PublicName, SchemaName};
+use crate::name::SchemaName;
 use crate::observe::{self, PoolKind::Sync};
 use crate::redact::{redact_connection_error, redact_url};
-use crate::registry;
 
 /// What one checkout asks of [`TenantManager::is_valid`], and what it found.
 ///
@@ -547,19 +547,9 @@ impl SharedPool {
         &self,
         public_name: &str,
     ) -> Result<TenantConnection, ConnectionError> {
-        let name = PublicName::new(public_name)
-            .map_err(|e| ConnectionError::invalid_name(public_name, e))?;
+        let lookup = PublicNameLookup::new(public_name)?;
         let _span = observe::tenant_span(public_name).entered();
-        let tenant = {
-            let mut conn = self.get_shared()?;
-            registry::find(&mut conn, &name).map_err(|error| ConnectionError::Query {
-                target: format!("tenant `{name}`"),
-                error,
-            })?
-        };
-        let tenant = tenant.ok_or_else(|| ConnectionError::UnknownTenant {
-            public_name: name.to_string(),
-        })?;
+        let tenant = lookup.run(&mut *self.get_shared()?)?;
         _span.record("schema", tenant.schema_name.as_str());
         self.get_for(&tenant.schema_name)
     }
