@@ -235,3 +235,89 @@ pub(crate) fn claim<M: IsolatedMigrations + ?Sized>(
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Head(Option<&'static str>);
+
+    impl IsolatedMigrations for Head {
+        fn versions(&self) -> Vec<String> {
+            self.0.iter().map(|v| v.to_string()).collect()
+        }
+        fn migrate_schema(
+            &self,
+            _: &mut PgConnection,
+            _: &SchemaName,
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            unreachable!("the claim decides; it never migrates")
+        }
+    }
+
+    fn acme() -> SchemaName {
+        SchemaName::new("acme").unwrap()
+    }
+
+    #[test]
+    fn a_claim_takes_the_oldest_spare_renames_it_and_checks_the_head() {
+        let claim = SpareClaim::new(&Head(Some("0002")), &acme());
+        assert_eq!(
+            claim.next(SpareAnswer::Start).unwrap(),
+            SpareStep::Take(CLAIM_SPARE)
+        );
+        let spare = "appschema_spare_00ff".to_string();
+        assert_eq!(
+            claim.next(SpareAnswer::Taken(Some(spare))).unwrap(),
+            SpareStep::Rename(
+                "ALTER SCHEMA \"appschema_spare_00ff\" RENAME TO \"acme\"".to_string()
+            )
+        );
+        assert_eq!(
+            claim.next(SpareAnswer::Renamed(Ok(()))).unwrap(),
+            SpareStep::CheckHead {
+                sql: has_version_sql(&acme()),
+                head: "0002".to_string()
+            }
+        );
+        assert_eq!(
+            claim.next(SpareAnswer::AtHead(true)).unwrap(),
+            SpareStep::Claimed
+        );
+        assert_eq!(
+            claim.next(SpareAnswer::AtHead(false)).unwrap(),
+            SpareStep::Behind
+        );
+    }
+
+    #[test]
+    fn without_isolated_migrations_a_renamed_spare_is_claimed_unchecked() {
+        let claim = SpareClaim::new(&Head(None), &acme());
+        assert_eq!(
+            claim.next(SpareAnswer::Renamed(Ok(()))).unwrap(),
+            SpareStep::Claimed
+        );
+    }
+
+    #[test]
+    fn no_row_means_no_free_spare_and_bad_rows_or_taken_names_are_errors() {
+        let claim = SpareClaim::new(&Head(Some("0001")), &acme());
+        assert_eq!(
+            claim.next(SpareAnswer::Taken(None)).unwrap(),
+            SpareStep::NoneFree
+        );
+        let e = claim
+            .next(SpareAnswer::Taken(Some("bad\"name".to_string())))
+            .unwrap_err();
+        assert!(matches!(e, ProvisionError::InvalidName(_)), "{e:?}");
+        let exists = diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::Unknown,
+            Box::new("schema \"acme\" already exists".to_string()),
+        );
+        let e = claim.next(SpareAnswer::Renamed(Err(exists))).unwrap_err();
+        assert!(
+            matches!(&e, ProvisionError::SchemaExists { schema } if schema == "acme"),
+            "{e:?}"
+        );
+    }
+}
