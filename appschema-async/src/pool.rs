@@ -24,8 +24,8 @@ use appschema_core::connection::internals::PerTenantTypes;
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
-    describe_target, prepare_statement_sql, PublicNameLookup, with_startup_options, write_session_switch, ConnectRow,
-    Lot, Pick, PlanWatch, SessionRefusal, CONNECT_QUERY,
+    describe_target, prepare_statement_sql, with_startup_options, write_session_switch, ConnectRow,
+    Lot, Pick, PlanWatch, PublicNameLookup, SessionRefusal, CONNECT_QUERY,
 };
 use appschema_core::connection::{
     ConnectionError, ManagerError, PoolState, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,

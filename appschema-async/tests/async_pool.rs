@@ -361,7 +361,10 @@ async fn a_public_name_resolves_through_the_registry_and_unknown_or_invalid_ones
     assert_on(&mut conn, "t1").await;
     drop(conn);
 
-    let e = pool.get_for_public_name("nobody.example.com").await.unwrap_err();
+    let e = pool
+        .get_for_public_name("nobody.example.com")
+        .await
+        .unwrap_err();
     assert!(matches!(e, ConnectionError::UnknownTenant { .. }), "{e:?}");
     assert!(e.to_string().contains("nobody.example.com"), "{e}");
 
@@ -370,7 +373,11 @@ async fn a_public_name_resolves_through_the_registry_and_unknown_or_invalid_ones
     assert!(e.to_string().contains("bad name!"), "{e}");
     assert!(std::error::Error::source(&e).is_none(), "{e}");
     // Neither refusal poisoned the pool.
-    assert_on(&mut pool.get_for_public_name("t0.example.com").await.unwrap(), "t0").await;
+    assert_on(
+        &mut pool.get_for_public_name("t0.example.com").await.unwrap(),
+        "t0",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

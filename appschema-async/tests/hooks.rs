@@ -61,14 +61,9 @@ async fn async_hooks_write_first_rows_and_a_failing_one_leaves_no_tenant() {
 
     let before = catalog_snapshot(&mut conn);
     let failing = AsyncHooks::new().with(FirstCustomer).with(Refuses);
-    let err = claim_spare_with_hooks(
-        &mut async_conn,
-        &m,
-        &spare("fail.test"),
-        &failing,
-    )
-    .await
-    .unwrap_err();
+    let err = claim_spare_with_hooks(&mut async_conn, &m, &spare("fail.test"), &failing)
+        .await
+        .unwrap_err();
     let message = err.to_string();
     assert!(
         matches!(&err, ProvisionError::Hook { hook, public_name, .. }
@@ -88,15 +83,10 @@ async fn async_hooks_write_first_rows_and_a_failing_one_leaves_no_tenant() {
     );
 
     let hooks = AsyncHooks::new().with(FirstCustomer);
-    let created = claim_spare_with_hooks(
-        &mut async_conn,
-        &m,
-        &spare("acme.test"),
-        &hooks,
-    )
-    .await
-    .unwrap()
-    .expect("a spare was free");
+    let created = claim_spare_with_hooks(&mut async_conn, &m, &spare("acme.test"), &hooks)
+        .await
+        .unwrap()
+        .expect("a spare was free");
     assert_eq!(
         query_strings(&mut conn, "SELECT name AS value FROM acme_test.customers"),
         ["owner of acme.test"]

@@ -187,11 +187,11 @@ SELECT t.id, t.public_name, t.schema_name
 /// The tenant answering to `name` (its primary public name or an alias).
 pub fn find(conn: &mut PgConnection, name: &PublicName) -> QueryResult<Option<Tenant>> {
     diesel::sql_query(FIND_TENANT)
-    .bind::<Text, _>(name.as_str())
-    .get_result::<TenantRow>(conn)
-    .optional()?
-    .map(TenantRow::into_tenant)
-    .transpose()
+        .bind::<Text, _>(name.as_str())
+        .get_result::<TenantRow>(conn)
+        .optional()?
+        .map(TenantRow::into_tenant)
+        .transpose()
 }
 
 /// Every tenant, by primary public name.

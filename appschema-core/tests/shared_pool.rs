@@ -88,7 +88,10 @@ fn state_counts_open_idle_and_checked_out_connections_and_min_idle_opens_ahead()
     create_tenants(&mut db.conn(), 1);
     let pool = SharedPool::builder(db.url()).max_size(3).build().unwrap();
     let s = pool.state();
-    assert_eq!((s.connections, s.idle, s.waiting, s.max_size), (0, 0, None, 3));
+    assert_eq!(
+        (s.connections, s.idle, s.waiting, s.max_size),
+        (0, 0, None, 3)
+    );
     let a = pool.get_for(&tenant(0)).unwrap();
     let b = pool.get_shared().unwrap();
     let s = pool.state();

@@ -271,10 +271,7 @@ pub async fn start(
         Mode::Blocking => SharedPool::builder(&url).max_size(16).build()?,
         // Only schema builds use it: two connections, opened when needed.
         #[cfg(feature = "async")]
-        Mode::Async => SharedPool::builder(&url)
-            .max_size(2)
-            .min_idle(0)
-            .build()?,
+        Mode::Async => SharedPool::builder(&url).max_size(2).min_idle(0).build()?,
     };
     let registry_pool = Pool::builder()
         .max_size(4)

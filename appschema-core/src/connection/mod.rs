@@ -24,8 +24,8 @@ mod affinity;
 mod customizer;
 mod error;
 mod hygiene;
-mod lost;
 mod lookup;
+mod lost;
 mod plan_watch;
 mod retry;
 mod scoped_manager;
@@ -42,10 +42,10 @@ mod types;
 pub mod internals {
     pub use super::affinity::{Lot, Pick, TenantLog, Waiting};
     pub use super::error::describe_target;
-    pub use super::lookup::PublicNameLookup;
     pub use super::hygiene::{
         with_startup_options, CHECKOUT_RESET, DIRTY_RESET, DIRTY_UNLISTEN, UNIT_RESET,
     };
+    pub use super::lookup::PublicNameLookup;
     pub use super::plan_watch::PlanWatch;
     pub use super::retry::{begin_sql, UnitSwitch};
     pub use super::search_path::{
@@ -62,9 +62,7 @@ pub(crate) use lost::lost_after_failure;
 pub use lost::{is_connection_lost, is_connection_lost_message};
 pub use plan_watch::is_stale_plan;
 pub use search_path::SearchPath;
-pub use shared_pool::{
-    ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantPool,
-};
+pub use shared_pool::{ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantPool};
 pub use state::PoolState;
 pub use transaction::{
     in_shared_transaction, in_tenant_transaction, TransactionScopedPool,

@@ -14,12 +14,12 @@ use diesel::{Connection, PgConnection};
 use super::affinity::{Lot, Pick, DEFAULT_MAX_TENANTS_PER_CONNECTION};
 use super::error::{describe_target, ConnectionError};
 use super::hygiene::with_startup_options;
-use super::plan_watch::PlanWatch;
 use super::lookup::PublicNameLookup;
-use super::state::PoolState;
+use super::plan_watch::PlanWatch;
 use super::search_path::{
     prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
 };
+use super::state::PoolState;
 use super::types::PerTenantTypes;
 use crate::name::SchemaName;
 use crate::observe::{self, PoolKind::Sync};

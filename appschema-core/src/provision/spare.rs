@@ -224,12 +224,12 @@ pub(crate) fn claim<M: IsolatedMigrations + ?Sized>(
             SpareStep::Claimed => return Ok(true),
             SpareStep::NoneFree => return Ok(false),
             SpareStep::Behind => {
-                migrations
-                    .migrate_schema(conn, schema)
-                    .map_err(|error| ProvisionError::Migration {
+                migrations.migrate_schema(conn, schema).map_err(|error| {
+                    ProvisionError::Migration {
                         schema: schema.to_string(),
                         error,
-                    })?;
+                    }
+                })?;
                 return Ok(true);
             }
         };
