@@ -102,7 +102,8 @@ impl Drop for CheckoutScope {
     }
 }
 
-/// Why [`TenantManager`] could not open or hand out a connection.
+/// Why a pool could not open a connection, or refused one on checkout
+/// (the sync pools' r2d2 manager and the async pools' deadpool one).
 #[derive(Debug)]
 pub enum ManagerError {
     /// Opening a connection failed.
