@@ -770,9 +770,8 @@ impl AsyncSharedPool {
 
     /// Connections open and idle, for the pool gauges (see `observe`).
     fn size(&self) -> (u32, u32) {
-        let status = self.pool.status();
-        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        (clamp(status.size), clamp(status.available))
+        let state = pool_state(&self.pool);
+        (state.connections, state.idle)
     }
 
     async fn checkout(
