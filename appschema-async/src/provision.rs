@@ -14,14 +14,14 @@
 //! back.
 
 use appschema_core::provision::internals::{
-    derived_candidate, registry_conflict, tries_next_name, BoolRow, SpareAnswer, SpareClaim,
-    SpareStep, TenantRow, TextRow, INSERT_TENANT, MAX_DERIVED_ATTEMPTS,
+    derived_candidate, registry_conflict, tries_next_name, BoolRow, HookRun, SpareAnswer,
+    SpareClaim, SpareStep, TenantRow, TextRow, INSERT_TENANT, MAX_DERIVED_ATTEMPTS,
 };
 use std::fmt;
 use std::sync::Arc;
 
 use appschema_core::provision::{
-    Created, HookError, IsolatedMigrations, NewTenant, ProvisionError, Source,
+    Created, HookError, HookStage, IsolatedMigrations, NewTenant, ProvisionError, Source,
 };
 use appschema_core::registry::Tenant;
 use diesel::sql_types::Text;
@@ -208,27 +208,18 @@ impl AsyncHooks {
         if self.0.is_empty() {
             return Ok(());
         }
-        let saved = diesel::sql_query("SELECT pg_catalog.current_setting('search_path') AS value")
+        let run = HookRun::new(tenant, HookStage::AfterCreate);
+        let saved = diesel::sql_query(HookRun::SAVE_PATH)
             .get_result::<TextRow>(conn)
             .await?
             .value;
-        conn.batch_execute(&format!(
-            "SET LOCAL search_path TO {}, public",
-            tenant.schema_name.quoted()
-        ))
-        .await?;
+        conn.batch_execute(&run.enter_sql()).await?;
         for hook in &self.0 {
             if let Err(error) = hook.after_create(conn, tenant).await {
-                return Err(ProvisionError::Hook {
-                    hook: hook.name().to_string(),
-                    stage: "after creating",
-                    public_name: tenant.public_name.clone(),
-                    schema: tenant.schema_name.to_string(),
-                    error,
-                });
+                return Err(run.failed(hook.name(), error));
             }
         }
-        diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, true)")
+        diesel::sql_query(HookRun::RESTORE_PATH)
             .bind::<Text, _>(saved)
             .execute(conn)
             .await?;

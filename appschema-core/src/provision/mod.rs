@@ -27,6 +27,7 @@
 #[doc(hidden)]
 pub mod internals {
     pub use super::create::{derived_candidate, tries_next_name, MAX_DERIVED_ATTEMPTS};
+    pub use super::hooks::HookRun;
     pub use super::spare::{rename_spare_sql, SpareAnswer, SpareClaim, SpareStep, CLAIM_SPARE};
     pub use super::util::{has_version_sql, registry_conflict, schema_ddl_error, BoolRow, TextRow};
     pub use crate::registry::{TenantRow, INSERT_TENANT};
