@@ -32,7 +32,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use super::applied::Versions;
-use super::apply::{db_message, lock_key, quote_literal};
+use super::apply::{locked_transaction_start, quote_literal, run_locked};
 use super::extensions::in_shared_schema;
 use super::heads;
 use super::{
@@ -640,23 +640,13 @@ struct RevertTarget<'a> {
 /// waited for the lock), `down.sql`, commit. The row goes first so the
 /// `down.sql` never runs twice.
 fn revert_batch(target: RevertTarget<'_>, m: &Migration, down: &str, try_lock: bool) -> String {
-    let key = lock_key(target.schema);
-    let lock = if try_lock {
-        format!(
-            "CASE WHEN pg_catalog.pg_try_advisory_xact_lock({key}) THEN 0 \
-             ELSE CAST('appschema:locked ' OPERATOR(pg_catalog.||) pg_catalog.pg_backend_pid() AS pg_catalog.int4) END"
-        )
-    } else {
-        format!("pg_catalog.pg_advisory_xact_lock({key})")
-    };
     format!(
-        "BEGIN ISOLATION LEVEL READ COMMITTED;\n\
-         SELECT pg_catalog.set_config('search_path', {path}, true), {lock};\n\
+        "{start}\
          WITH gone AS (DELETE FROM {qs}.{TRACKING_TABLE} WHERE version = {v} RETURNING 1) \
          SELECT CASE WHEN pg_catalog.count(*) = 1 THEN 0 \
          ELSE CAST('appschema:reverted ' OPERATOR(pg_catalog.||) pg_catalog.pg_backend_pid() AS pg_catalog.int4) END FROM gone;\n\
          {sql}\n;\nCOMMIT;",
-        path = quote_literal(target.path),
+        start = locked_transaction_start(target.schema, target.path, try_lock),
         qs = quote_ident(target.schema),
         v = quote_literal(m.version()),
         sql = in_shared_schema(down, target.shared),
@@ -679,31 +669,20 @@ fn revert_one(
     } else {
         Cow::Borrowed(down)
     };
-    let mut try_lock = true;
-    loop {
-        match execute_script(
-            conn,
-            &revert_batch(target, m, &down, try_lock),
-            target.one_by_one,
-        ) {
-            Ok(()) => return Ok(true),
-            Err(e) => {
-                let message = db_message(&e);
-                let _ = conn.batch_execute("ROLLBACK");
-                if message.contains("appschema:reverted") {
-                    return Ok(false);
-                }
-                if message.contains("appschema:locked") && try_lock {
-                    on_event(Event::Waiting {
-                        schema: target.schema.to_string(),
-                    });
-                    try_lock = false;
-                    continue;
-                }
-                return Err(message);
-            }
-        }
-    }
+    run_locked(
+        conn,
+        target.schema,
+        true,
+        on_event,
+        |conn, try_lock| {
+            execute_script(
+                conn,
+                &revert_batch(target, m, &down, try_lock),
+                target.one_by_one,
+            )
+        },
+        |_, message| message.contains("appschema:reverted"),
+    )
 }
 
 #[cfg(test)]
