@@ -33,7 +33,7 @@ use diesel::prelude::*;
 
 use super::applied::Versions;
 use super::apply::{locked_transaction_start, quote_literal, run_locked};
-use super::extensions::in_shared_schema;
+use super::extensions::{edit_statements, in_shared_schema};
 use super::heads;
 use super::{
     Event, Failure, MigrateError, Migrator, PlannedMigration, Report, Target, TRACKING_TABLE,
@@ -554,33 +554,15 @@ fn has_down(m: &Migration) -> bool {
 /// left as it is (the server reports it).
 fn without_drop_extension(sql: &str) -> Cow<'_, str> {
     use crate::sqltok::{self, Kind};
-    let Ok(statements) = sqltok::split_statements(sql) else {
-        return Cow::Borrowed(sql);
-    };
-    let mut out = String::new();
-    let mut copied = 0;
-    for statement in statements {
-        let Ok(tokens) = sqltok::tokenize(statement) else {
-            continue;
-        };
+    edit_statements(sql, |statement| {
+        let tokens = sqltok::tokenize(statement).ok()?;
         let mut words = tokens
             .iter()
             .filter(|t| !matches!(t.kind, Kind::Space | Kind::LineComment | Kind::BlockComment));
-        let (Some(drop), Some(extension)) = (words.next(), words.next()) else {
-            continue;
-        };
-        if !(sqltok::ident_is(drop, "drop") && sqltok::ident_is(extension, "extension")) {
-            continue;
-        }
-        let start = statement.as_ptr() as usize - sql.as_ptr() as usize;
-        out.push_str(&sql[copied..start]);
-        copied = start + statement.len();
-    }
-    if copied == 0 {
-        return Cow::Borrowed(sql);
-    }
-    out.push_str(&sql[copied..]);
-    Cow::Owned(out)
+        let (drop, extension) = (words.next()?, words.next()?);
+        (sqltok::ident_is(drop, "drop") && sqltok::ident_is(extension, "extension"))
+            .then(String::new)
+    })
 }
 
 /// Deletes, before any `down.sql` runs, the recorded heads of the schemas
