@@ -93,13 +93,7 @@ impl Migrator {
                     .step_schemas(step, &targets)
                     .filter(|s| plan.undoes(s, m))
                     .collect();
-                if !schemas.is_empty() {
-                    out.push(PlannedMigration {
-                        migration: m.name().to_string(),
-                        scope: m.scope(),
-                        schemas,
-                    });
-                }
+                out.extend(PlannedMigration::of(m, schemas));
             }
         }
         Ok(out)
@@ -228,22 +222,12 @@ impl Migrator {
                                 .push(m.version().to_string());
                         }
                         Err(message) => {
-                            failure = Some(Failure {
-                                schema: schema.clone(),
-                                migration: m.name().to_string(),
-                                message,
-                            });
+                            failure = Some(Failure::of(&schema, m, message));
                             break;
                         }
                     }
                 }
-                match &failure {
-                    Some(f) => on_event(Event::SchemaFailed(f.clone())),
-                    None => on_event(Event::SchemaDone {
-                        schema: schema.clone(),
-                        applied: count,
-                    }),
-                }
+                on_event(Event::schema_finished(&schema, count, failure.as_ref()));
                 if failure.is_some() && crate::connection::lost_after_failure(conn) {
                     *conn = self.connect()?;
                 }
@@ -314,11 +298,7 @@ impl Migrator {
                 for v in reverted.get(s).into_iter().flatten() {
                     holds.remove(v);
                 }
-                heads::Record {
-                    schema: s.clone(),
-                    oid: None,
-                    input: heads::digest_input(&holds),
-                }
+                heads::Record::holding(s, &holds)
             })
             .collect();
         heads::write(conn, &records)?;
