@@ -22,10 +22,12 @@
 
 mod affinity;
 mod customizer;
+mod drive;
 mod error;
 mod hygiene;
 mod lost;
 mod plan_watch;
+mod protocol;
 mod retry;
 mod scoped_manager;
 mod search_path;
@@ -44,6 +46,7 @@ pub mod internals {
         with_startup_options, CHECKOUT_RESET, DIRTY_RESET, DIRTY_UNLISTEN, UNIT_RESET,
     };
     pub use super::plan_watch::PlanWatch;
+    pub use super::protocol::*;
     pub use super::retry::{begin_sql, UnitSwitch};
     pub use super::search_path::{
         classify, prepare_statement_sql, write_local_switch, write_seed, write_session_switch,
