@@ -24,8 +24,9 @@ use appschema_core::connection::internals::PerTenantTypes;
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
-    describe_target, prepare_statement_sql, with_startup_options, write_session_switch, AfterRefusal,
-    CheckoutAttempts, ConnectRow, Lot, Pick, PlanWatch, SessionRefusal, CONNECT_QUERY,
+    describe_target, prepare_statement_sql, with_startup_options, write_session_switch,
+    AfterRefusal, CheckoutAttempts, ConnectRow, Lot, Pick, PlanWatch, SessionRefusal,
+    CONNECT_QUERY,
 };
 use appschema_core::connection::{
     ConnectionError, ManagerError, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,

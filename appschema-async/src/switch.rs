@@ -38,11 +38,11 @@ pub(crate) async fn drive<'a, R>(
                 Input::TypesAnswered(crate::types::ask(conn, shared).await)
             }
             // Never asked of a `TypeCache::Fixed` client; refused if it were.
-            Step::Do(Action::ForgetStatements) => Input::Sent(Err(
-                diesel::result::Error::QueryBuilderError(
+            Step::Do(Action::ForgetStatements) => {
+                Input::Sent(Err(diesel::result::Error::QueryBuilderError(
                     "diesel-async cannot forget its prepared statements".into(),
-                ),
-            )),
+                )))
+            }
         }
     }
 }

@@ -426,7 +426,7 @@ pub fn prepare_statement_sql(row: ConnectRow, default_path: &str) -> String {
 }
 
 /// Prepares, once per physical connection, the session-level switch that
-/// [`SharedPool`](super::SharedPool) executes as its checkout test (see
+/// [`SharedPool`](super::SharedPool) executes on every checkout (see
 /// [`session_switch_body`]), after reading what the connection is like:
 /// its login role, and whether its start-up options set `default_path`.
 ///

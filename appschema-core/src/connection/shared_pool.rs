@@ -1,5 +1,7 @@
-//! One pool for every tenant: the switch to a tenant's `search_path` is the
-//! pool's checkout test, so it costs no extra round trip.
+//! One pool for every tenant: the switch to a tenant's `search_path` runs on
+//! each connection the checkout takes, in place of r2d2's own checkout test,
+//! so it costs no extra round trip. The checkout's rules are the protocol's
+//! steps (`SessionSwitch`, `CheckoutAttempts`), the async pool's too.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -61,11 +63,13 @@ impl fmt::Display for ManagerError {
 
 impl std::error::Error for ManagerError {}
 
-/// The [`r2d2::ManageConnection`] behind [`SharedPool`]: its `is_valid`,
-/// which r2d2 runs on every checkout, is the `search_path` switch.
+/// The [`r2d2::ManageConnection`] behind [`SharedPool`]: opens connections
+/// with the switch prepared, and closes on return the ones that must not be
+/// reused.
 ///
-/// Used on its own (through a plain `r2d2::Pool`) every checkout lands on the
-/// shared-only path; go through [`SharedPool`] to pick a tenant.
+/// Used on its own (through a plain `r2d2::Pool` testing on checkout) its
+/// `is_valid` puts every checkout on the shared-only path; go through
+/// [`SharedPool`] to pick a tenant.
 pub struct TenantManager {
     /// The caller's URL with start-up options (see `with_startup_options`).
     url: String,
@@ -352,9 +356,9 @@ impl SharedPoolBuilder {
 }
 
 /// One r2d2 pool for all tenants. [`get_for`](SharedPool::get_for) hands out
-/// a connection already on the tenant's `search_path`; the switch is the
-/// query r2d2 sends on every checkout anyway, so it costs no extra round
-/// trip compared with a plain r2d2 pool.
+/// a connection already on the tenant's `search_path`; the switch replaces
+/// the `SELECT 1` a plain r2d2 pool sends on every checkout, so it costs no
+/// extra round trip compared with one.
 ///
 /// Every checkout returns the session to its connect-time state (settings,
 /// temporary tables, cursors, `LISTEN`, roles, advisory locks, `lastval()`:
@@ -363,7 +367,9 @@ impl SharedPoolBuilder {
 /// `RESET ALL` or `DISCARD ALL`, or rolled back a transaction, so the
 /// library never trusts what it last set. The tenant's schema is checked to
 /// exist (and be usable by the login role) first; a connection whose
-/// checkout fails is discarded and another tried.
+/// checkout fails is closed and another tried (at most the pool's size plus
+/// one, within `connection_timeout`; then the checkout fails with the last
+/// refusal).
 ///
 /// A transaction opened with a raw `BEGIN` (not through
 /// `Connection::transaction`) and left open is invisible to diesel, so the
@@ -371,7 +377,7 @@ impl SharedPoolBuilder {
 /// that transaction, where a later `ROLLBACK` would undo it; so the switch
 /// statement also checks, in the same round trip, that it started its own
 /// transaction, and a connection found inside a transaction block is
-/// discarded (r2d2 then opens or tries another).
+/// closed and another tried.
 ///
 /// The reset, the checks and the switch are one simple-protocol message
 /// (the checks are prepared once per connection with SQL `PREPARE` and run

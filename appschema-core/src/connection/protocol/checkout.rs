@@ -620,7 +620,10 @@ mod tests {
             AfterRefusal::CloseAndRetry
         ));
         assert!(matches!(
-            a.refused(SessionRefusal::Failed(Error::BrokenTransactionManager), false),
+            a.refused(
+                SessionRefusal::Failed(Error::BrokenTransactionManager),
+                false
+            ),
             AfterRefusal::CloseAndRetry
         ));
         assert!(a.last());
@@ -636,7 +639,10 @@ mod tests {
     #[test]
     fn past_the_deadline_a_refusal_is_the_checkouts_error() {
         let mut a = CheckoutAttempts::new(10, None, "public");
-        match a.refused(SessionRefusal::Failed(Error::BrokenTransactionManager), true) {
+        match a.refused(
+            SessionRefusal::Failed(Error::BrokenTransactionManager),
+            true,
+        ) {
             AfterRefusal::CloseAndFail(ConnectionError::Query { target, .. }) => {
                 assert_eq!(target, "shared work")
             }

@@ -211,7 +211,10 @@ where
                         None => self.to(State::RollingBack(Why::Dirty), UnitAction::Rollback),
                         Some((error, lost)) => {
                             self.error = Some(error);
-                            self.to(State::RollingBack(Why::Refused { lost }), UnitAction::Rollback)
+                            self.to(
+                                State::RollingBack(Why::Refused { lost }),
+                                UnitAction::Rollback,
+                            )
                         }
                     },
                 }
@@ -320,7 +323,9 @@ where
             // (or was about to) because of it, before `COMMIT` was sent.
             Why::Work if rollback_lost => UnitEnd::Lost(error),
             // An abandoned stream is never run again.
-            Why::Refused { .. } | Why::Work | Why::Abandoned | Why::Dirty => UnitEnd::Done(Err(error)),
+            Why::Refused { .. } | Why::Work | Why::Abandoned | Why::Dirty => {
+                UnitEnd::Done(Err(error))
+            }
         };
         self.end(end)
     }
@@ -461,9 +466,17 @@ mod tests {
     fn a_unit_with_a_switch_begins_switches_drains_works_and_commits() {
         let s = switch(false);
         let mut u = U::new(Some(&s), UnitMode::Once);
-        assert!(matches!(u.resume(UnitInput::Start), UnitAction::Begin("BEGIN")));
-        assert!(matches!(u.resume(UnitInput::Begun(Ok(()))), UnitAction::Send(sql) if sql == s.sql()));
-        assert!(matches!(u.resume(UnitInput::Sent(Ok(()))), UnitAction::Drain));
+        assert!(matches!(
+            u.resume(UnitInput::Start),
+            UnitAction::Begin("BEGIN")
+        ));
+        assert!(
+            matches!(u.resume(UnitInput::Begun(Ok(()))), UnitAction::Send(sql) if sql == s.sql())
+        );
+        assert!(matches!(
+            u.resume(UnitInput::Sent(Ok(()))),
+            UnitAction::Drain
+        ));
         assert!(matches!(u.resume(UnitInput::Drained), UnitAction::Work));
         assert!(matches!(u.resume(worked(Ok(3))), UnitAction::Commit));
         assert!(matches!(
@@ -475,10 +488,16 @@ mod tests {
     #[test]
     fn read_only_work_without_a_switch_begins_read_only_and_with_one_does_not() {
         let mut u = U::new(None, READING);
-        assert!(matches!(u.resume(UnitInput::Start), UnitAction::Begin("BEGIN READ ONLY")));
+        assert!(matches!(
+            u.resume(UnitInput::Start),
+            UnitAction::Begin("BEGIN READ ONLY")
+        ));
         let s = switch(true);
         let mut u = U::new(Some(&s), READING);
-        assert!(matches!(u.resume(UnitInput::Start), UnitAction::Begin("BEGIN")));
+        assert!(matches!(
+            u.resume(UnitInput::Start),
+            UnitAction::Begin("BEGIN")
+        ));
         assert!(s.sql().ends_with("SET TRANSACTION READ ONLY"));
     }
 
@@ -489,17 +508,29 @@ mod tests {
             let mut u = U::new(Some(&s), mode);
             u.resume(UnitInput::Start);
             u.resume(UnitInput::Begun(Ok(())));
-            assert!(matches!(u.resume(UnitInput::Sent(dirty())), UnitAction::Rollback));
+            assert!(matches!(
+                u.resume(UnitInput::Sent(dirty())),
+                UnitAction::Rollback
+            ));
             assert!(matches!(
                 u.resume(UnitInput::RolledBack(Ok(()))),
                 UnitAction::Send(DIRTY_UNLISTEN)
             ));
-            assert!(matches!(u.resume(UnitInput::Sent(Ok(()))), UnitAction::Begin("BEGIN")));
+            assert!(matches!(
+                u.resume(UnitInput::Sent(Ok(()))),
+                UnitAction::Begin("BEGIN")
+            ));
             u.resume(UnitInput::Begun(Ok(())));
             // Still dirty: the unit fails, its work never ran.
-            assert!(matches!(u.resume(UnitInput::Sent(dirty())), UnitAction::Rollback));
+            assert!(matches!(
+                u.resume(UnitInput::Sent(dirty())),
+                UnitAction::Rollback
+            ));
             match u.resume(UnitInput::RolledBack(Ok(()))) {
-                UnitAction::End(UnitEnd::Done(Err(ConnectionError::SwitchFailed { message, .. }))) => {
+                UnitAction::End(UnitEnd::Done(Err(ConnectionError::SwitchFailed {
+                    message,
+                    ..
+                }))) => {
                     assert!(message.contains("still listens"))
                 }
                 other => panic!("{other:?}"),
@@ -545,13 +576,18 @@ mod tests {
         let mut u = U::new(Some(&s), RETRYING);
         u.resume(UnitInput::Start);
         u.resume(UnitInput::Begun(Ok(())));
-        assert!(matches!(u.resume(UnitInput::Sent(Err(lost()))), UnitAction::Rollback));
+        assert!(matches!(
+            u.resume(UnitInput::Sent(Err(lost()))),
+            UnitAction::Rollback
+        ));
         assert!(is_lost(&u.resume(UnitInput::RolledBack(Err(lost())))));
         // Refused for another reason, with a working rollback: not retried.
         let mut u = U::new(Some(&s), RETRYING);
         u.resume(UnitInput::Start);
         u.resume(UnitInput::Begun(Ok(())));
-        u.resume(UnitInput::Sent(raised("appschema: first schema of the path missing")));
+        u.resume(UnitInput::Sent(raised(
+            "appschema: first schema of the path missing",
+        )));
         match u.resume(UnitInput::RolledBack(Ok(()))) {
             UnitAction::End(UnitEnd::Done(Err(ConnectionError::SchemaMissing { schema }))) => {
                 assert_eq!(schema, "acme")
@@ -606,13 +642,18 @@ mod tests {
                 stream_abandoned: true,
             };
             assert!(matches!(u.resume(abandoned), UnitAction::CancelStream));
-            assert!(matches!(u.resume(UnitInput::StreamCancelled), UnitAction::Rollback));
+            assert!(matches!(
+                u.resume(UnitInput::StreamCancelled),
+                UnitAction::Rollback
+            ));
             let rollback = match mode {
                 UnitMode::Once => Ok(()),
                 _ => Err(lost()),
             };
             match u.resume(UnitInput::RolledBack(rollback)) {
-                UnitAction::End(UnitEnd::Done(Err(ConnectionError::StreamAbandoned { target }))) => {
+                UnitAction::End(UnitEnd::Done(Err(ConnectionError::StreamAbandoned {
+                    target,
+                }))) => {
                     assert_eq!(target, "tenant schema `acme`")
                 }
                 other => panic!("{other:?}"),
