@@ -31,15 +31,13 @@ pub(crate) trait UnitPool: Sync {
 }
 
 impl UnitPool for AsyncSharedPool {
-    fn checkout<'p>(
+    async fn checkout<'p>(
         &'p self,
         tenant: Option<&'p SchemaName>,
-    ) -> impl Future<Output = Result<AsyncTenantConnection, ConnectionError>> + Send + 'p {
-        async move {
-            match tenant {
-                Some(tenant) => self.get_for(tenant).await,
-                None => self.get_shared().await,
-            }
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        match tenant {
+            Some(tenant) => self.get_for(tenant).await,
+            None => self.get_shared().await,
         }
     }
 
