@@ -24,8 +24,9 @@ use appschema_core::connection::internals::PerTenantTypes;
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
-    describe_target, prepare_statement_sql, with_startup_options, write_session_switch, ConnectRow,
-    Lot, Pick, PlanWatch, PublicNameLookup, SessionRefusal, CONNECT_QUERY,
+    describe_target, prepare_statement_sql, with_startup_options, write_session_switch,
+    AfterRefusal, CheckoutAttempts, ConnectRow, Lot, Pick, PlanWatch, PublicNameLookup,
+    SessionRefusal, CONNECT_QUERY,
 };
 use appschema_core::connection::{
     ConnectionError, ManagerError, PoolState, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
@@ -785,10 +786,9 @@ impl AsyncSharedPool {
         let mut sql = String::new();
         write_session_switch(&mut sql, &path, first);
         let deadline = Instant::now() + self.timeout;
-        // Each broken connection is replaced; a switch that fails on as
-        // many connections as the pool holds, plus one freshly opened,
-        // fails for a reason no other connection will fix.
-        let mut attempts = self.pool.status().max_size + 1;
+        // Each broken connection is replaced, as `CheckoutAttempts` (the
+        // sync pool's rule too) decides.
+        let mut attempts = CheckoutAttempts::new(self.pool.status().max_size, tenant, first);
         let mut backoff = CONNECT_BACKOFF;
         let mut last_failure: Option<ManagerError> = None;
         loop {
@@ -798,7 +798,7 @@ impl AsyncSharedPool {
                 create: Some(remaining),
                 recycle: Some(remaining),
             };
-            let conn = match self.obtain(tenant, &timeouts).await {
+            let conn = match self.obtain(tenant, &timeouts, attempts.last()).await {
                 Ok(conn) => conn,
                 // No connection could be opened because the server is
                 // restarting, shutting down, in recovery or unreachable: as
@@ -821,7 +821,6 @@ impl AsyncSharedPool {
                 }
                 Err(e) => return Err(checkout_failed(&self.pool, tenant, self.timeout, e)),
             };
-            attempts -= 1;
             let mut conn = AsyncTenantConnection {
                 conn: Some(conn),
                 tenant: tenant.cloned(),
@@ -840,39 +839,28 @@ impl AsyncSharedPool {
             } else {
                 remaining
             };
-            let switched = tokio::time::timeout(bound, async {
-                let keep_apart = crate::types::keep_apart(&self.per_tenant_types, &mut conn).await;
-                run_session_switch(&mut conn, &sql, keep_apart).await
-            })
+            let switched = tokio::time::timeout(
+                bound,
+                run_session_switch(&mut conn, &sql, &self.per_tenant_types),
+            )
             .await
             .unwrap_or_else(|_| Err(SessionRefusal::Broken(busy_message(bound))));
             let refusal = match switched {
                 Ok(()) => return Ok(self.handed_out(conn)),
-                // The connection is fine: its implicit transaction, and the
-                // `SET` with it, was rolled back.
-                Err(SessionRefusal::SchemaMissing) => {
-                    return Err(ConnectionError::SchemaMissing {
-                        schema: first.to_string(),
-                    })
-                }
                 Err(refusal) => refusal,
             };
-            // Broken (inside a raw `BEGIN`, say) or dead: never back to the
-            // pool. Another connection is tried until the deadline, as r2d2
-            // does when its checkout test fails.
-            conn.discard();
-            if attempts == 0 || Instant::now() >= deadline {
-                return Err(match refusal {
-                    SessionRefusal::Failed(error) => ConnectionError::Query {
-                        target: describe_target(tenant),
-                        error,
-                    },
-                    SessionRefusal::Broken(message) => ConnectionError::SwitchFailed {
-                        target: describe_target(tenant),
-                        message,
-                    },
-                    SessionRefusal::SchemaMissing => unreachable!("returned above"),
-                });
+            let out_of_time = Instant::now() >= deadline;
+            match attempts.refused(refusal, out_of_time) {
+                // The connection is fine: its implicit transaction, and
+                // the `SET` with it, was rolled back.
+                AfterRefusal::Fail(error) => return Err(error),
+                // Broken (inside a raw `BEGIN`, say) or dead: never back to
+                // the pool.
+                AfterRefusal::CloseAndFail(error) => {
+                    conn.discard();
+                    return Err(error);
+                }
+                AfterRefusal::CloseAndRetry => conn.discard(),
             }
         }
     }
@@ -882,13 +870,16 @@ impl AsyncSharedPool {
     /// The connection a checkout runs its switch on: with tenant affinity,
     /// one parked under `tenant`, else an idle one of the pool, else one
     /// parked under another tenant, else the pool's next (see
-    /// `appschema_core`'s `connection::affinity`).
+    /// `appschema_core`'s `connection::affinity`); the `last` attempt goes
+    /// to the pool whatever is parked.
     async fn obtain(
         &self,
         tenant: Option<&SchemaName>,
         timeouts: &managed::Timeouts,
+        last: bool,
     ) -> Result<Object<AsyncTenantManager>, PoolError<ManagerError>> {
         let waiting = match &self.lot {
+            Some(lot) if last => Some(lot.wait()),
             Some(lot) => {
                 if let Some(idle) = self.idle_timeout {
                     // Back to deadpool, whose upkeep closes them when due.
