@@ -39,8 +39,11 @@
 //!   reads `projects` and the `account` ⋈ `plans` join; the largest sum of
 //!   `pg_backend_memory_contexts` and VmRSS seen (sampled every 100
 //!   checkouts);
-//! - each creating backend's memory contexts (one connection per thread
-//!   for the whole run);
+//! - per creating thread: its median and its backend's memory contexts.
+//!   The two threads differ only in how long they keep a connection: one
+//!   reconnects after creating `RECONNECT_EVERY` tenants (default 500),
+//!   the other after `LONG_LIVED` (default 10,000): a backend keeps every
+//!   relation it created in its caches;
 //! - the load average.
 //!
 //! `--schema saas-fk` keeps the saas example's `account.plan_id REFERENCES
@@ -48,7 +51,7 @@
 //! `plans` table, which is what slowed creation down (see BENCHMARKS.md).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use appschema::migrate::Migrator;
@@ -178,34 +181,72 @@ fn create_one(
     Ok(schema.expect("created"))
 }
 
-/// Creates `z<from>` … `z<to>` in `url` on two threads; returns each
-/// creation's (sequence number, milliseconds) and each creating backend's
-/// memory contexts at the end.
+/// A creating thread's connection, replaced after creating `every`
+/// tenants.
+struct Creator {
+    url: String,
+    every: usize,
+    conn: PgConnection,
+    on_conn: usize,
+}
+
+impl Creator {
+    fn new(url: &str, every: usize) -> Result<Creator, BoxError> {
+        Ok(Creator {
+            url: url.to_string(),
+            every,
+            conn: PgConnection::establish(url)?,
+            on_conn: 0,
+        })
+    }
+}
+
+/// What a window of bulk creation measured for one creator.
+struct Window {
+    /// (sequence number, milliseconds) of each creation.
+    times: Vec<(usize, f64)>,
+    /// The backend's memory contexts at the end (bytes), and how many
+    /// tenants it had created.
+    mem: i64,
+    on_conn: usize,
+}
+
+/// Creates `z<from>` … `z<to>` with one thread per creator, each taking the
+/// next number.
 fn create_range(
-    conns: &mut [PgConnection],
+    creators: &mut [Creator],
     migrations: &MigrationSet,
     from: usize,
     to: usize,
-) -> Result<(Vec<(usize, f64)>, Vec<i64>), BoxError> {
+) -> Result<Vec<Window>, BoxError> {
     let next = AtomicUsize::new(from);
-    let times = Mutex::new(Vec::with_capacity(to + 1 - from));
     let progress_start = Instant::now();
-    let results: Vec<Result<i64, BoxError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = conns
+    let results: Vec<Result<Window, BoxError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = creators
             .iter_mut()
-            .map(|conn| {
+            .map(|creator| {
                 let next = &next;
-                let times = &times;
-                s.spawn(move || -> Result<i64, BoxError> {
+                s.spawn(move || -> Result<Window, BoxError> {
+                    let mut times = Vec::new();
                     loop {
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         if k > to {
                             break;
                         }
+                        if creator.on_conn >= creator.every {
+                            creator.conn = PgConnection::establish(&creator.url)?;
+                            creator.on_conn = 0;
+                        }
                         let start = Instant::now();
-                        create_one(conn, migrations, &format!("z{k}.localhost"), true)?;
+                        create_one(
+                            &mut creator.conn,
+                            migrations,
+                            &format!("z{k}.localhost"),
+                            true,
+                        )?;
+                        creator.on_conn += 1;
                         let ms = start.elapsed().as_secs_f64() * 1e3;
-                        times.lock().unwrap().push((k, ms));
+                        times.push((k, ms));
                         if k % 1000 == 0 {
                             println!(
                                 "  … {k} tenants ({:.0} s into this stretch, last {ms:.1} ms, load {})",
@@ -214,7 +255,14 @@ fn create_range(
                             );
                         }
                     }
-                    Ok(diesel::sql_query(MEM_SQL).get_result::<Mem>(conn)?.bytes)
+                    let mem = diesel::sql_query(MEM_SQL)
+                        .get_result::<Mem>(&mut creator.conn)?
+                        .bytes;
+                    Ok(Window {
+                        times,
+                        mem,
+                        on_conn: creator.on_conn,
+                    })
                 })
             })
             .collect();
@@ -223,10 +271,7 @@ fn create_range(
             .map(|h| h.join().expect("creating tenants panicked"))
             .collect()
     });
-    let mems = results.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let mut times = times.into_inner().unwrap();
-    times.sort_by_key(|t| t.0);
-    Ok((times, mems))
+    results.into_iter().collect()
 }
 
 /// Busy-loops `threads` threads while the returned guard lives.
@@ -422,9 +467,12 @@ fn main() -> Result<(), BoxError> {
         },
         load_average()
     );
+    // Two creators, alike but for how long each keeps its connection.
+    let short = env_or("RECONNECT_EVERY", 500);
+    let long = env_or("LONG_LIVED", 10_000);
     let mut creators = vec![
-        PgConnection::establish(&big_url)?,
-        PgConnection::establish(&big_url)?,
+        Creator::new(&big_url, short)?,
+        Creator::new(&big_url, long)?,
     ];
     let mut probe_big = PgConnection::establish(&big_url)?;
     let mut probe_base = PgConnection::establish(&base_url)?;
@@ -436,12 +484,27 @@ fn main() -> Result<(), BoxError> {
     let mut rows = Vec::new();
     for &checkpoint in &checkpoints {
         let start = Instant::now();
-        let (times, creator_mem) =
-            create_range(&mut creators, &migrations, created + 1, checkpoint)?;
+        let windows = create_range(&mut creators, &migrations, created + 1, checkpoint)?;
         let took = start.elapsed().as_secs_f64();
         let rate = (checkpoint - created) as f64 / took;
+        let mut times: Vec<(usize, f64)> = windows.iter().flat_map(|w| w.times.clone()).collect();
+        times.sort_by_key(|t| t.0);
         let last: Vec<f64> = times.iter().rev().take(1000).map(|t| t.1).collect();
         let last_median = median(last);
+        let per_creator: Vec<String> = windows
+            .iter()
+            .zip(&creators)
+            .map(|(w, c)| {
+                format!(
+                    "reconnecting every {}: {} created, median {:.1} ms, backend {:.1} MiB after {} on its connection",
+                    c.every,
+                    w.times.len(),
+                    median(w.times.iter().map(|t| t.1).collect()),
+                    w.mem as f64 / 1048576.0,
+                    w.on_conn
+                )
+            })
+            .collect();
         created = checkpoint;
         let load_after_create = load_average();
 
@@ -533,15 +596,10 @@ fn main() -> Result<(), BoxError> {
                 "pooled backend (bound 500) touching all {checkpoint} tenants: max {ctx:.1} MiB memory contexts, {rss:.0} MB VmRSS, {ms:.2} ms per checkout"
             );
         }
-        println!(
-            "creating backends' memory contexts: {}; load {}",
-            creator_mem
-                .iter()
-                .map(|b| format!("{:.1} MiB", *b as f64 / 1048576.0))
-                .collect::<Vec<_>>()
-                .join(", "),
-            load_average()
-        );
+        for line in &per_creator {
+            println!("creator {line}");
+        }
+        println!("load {}", load_average());
         rows.push(format!(
             "| {checkpoint} | {rate:.1} | {last_median:.1} ms | {big_alone:.1} / {base_alone:.1} ms (× {:.2}) | {noop:.2} s | {} | {:.0} MiB | {ctx:.1} MiB / {rss:.0} MB |",
             big_alone / base_alone,
