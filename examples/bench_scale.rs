@@ -5,7 +5,8 @@
 //!
 //! ```sh
 //! nice -n 10 cargo run --release --example bench_scale -- 100000                  # saas schema, no FK to shared
-//! nice -n 10 cargo run --release --example bench_scale -- 10000 --schema saas-fk   # with the saas example's FK
+//! nice -n 10 cargo run --release --example bench_scale -- 5000 --schema saas-fk       # with the saas example's FK
+//! nice -n 10 cargo run --release --example bench_scale -- 5000 --schema saas-trigger  # checked by a trigger instead
 //! ```
 //!
 //! One throwaway cluster (`appschema-tempdb`: `fsync=off`, default
@@ -49,6 +50,10 @@
 //! `--schema saas-fk` keeps the saas example's `account.plan_id REFERENCES
 //! public.plans (id)`: every tenant then adds two triggers to the shared
 //! `plans` table, which is what slowed creation down (see BENCHMARKS.md).
+//! `--schema saas-trigger` checks `plan_id` with a trigger on the tenant's
+//! `account` calling a shared function instead (what the book's
+//! *Operating many tenants* suggests); `--schema saas` (the default) does
+//! not check it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -71,9 +76,42 @@ const PLANS: &str = "CREATE TABLE plans (
 );
 INSERT INTO plans (name, max_projects, price_cents) VALUES ('free', 3, 0), ('pro', 100, 2900);";
 
-/// The saas example's isolated migration, with or without its foreign key
-/// to the shared `plans` table.
-fn tenant_tables(fk: bool) -> String {
+/// How a tenant's `account.plan_id` refers to the shared `plans` table.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PlanRef {
+    /// A plain column: nothing checks it (`--schema saas`).
+    None,
+    /// The saas example's `REFERENCES public.plans (id)` (`--schema saas-fk`).
+    ForeignKey,
+    /// A trigger on the tenant's table calling a shared function that
+    /// checks the plan exists, locking its row as a foreign key's check
+    /// does (`--schema saas-trigger`): nothing is added to `plans`.
+    Trigger,
+}
+
+/// The shared migration: `plans`, and the check function for
+/// [`PlanRef::Trigger`].
+fn shared_tables(plan_ref: PlanRef) -> String {
+    let mut sql = PLANS.to_string();
+    if plan_ref == PlanRef::Trigger {
+        sql.push_str(
+            "
+CREATE FUNCTION public.plan_exists() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM public.plans WHERE id = NEW.plan_id FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE foreign_key_violation USING MESSAGE = format('plan %s does not exist', NEW.plan_id);
+    END IF;
+    RETURN NEW;
+END $$;",
+        );
+    }
+    sql
+}
+
+/// The saas example's isolated migration, `account.plan_id` checked as
+/// `plan_ref` says.
+fn tenant_tables(plan_ref: PlanRef) -> String {
     format!(
         "CREATE TABLE account (
     id INT PRIMARY KEY DEFAULT 1 CHECK (id = 1),
@@ -89,9 +127,16 @@ CREATE TABLE tasks (
     project_id BIGINT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
     title TEXT NOT NULL,
     done BOOLEAN NOT NULL DEFAULT false
-);",
-        if fk {
+);{}",
+        if plan_ref == PlanRef::ForeignKey {
             " REFERENCES public.plans (id)"
+        } else {
+            ""
+        },
+        if plan_ref == PlanRef::Trigger {
+            "
+CREATE TRIGGER account_plan_exists BEFORE INSERT OR UPDATE OF plan_id ON account
+    FOR EACH ROW EXECUTE FUNCTION public.plan_exists();"
         } else {
             ""
         }
@@ -398,14 +443,19 @@ fn pooled_memory(url: &str, touch: &[SchemaName]) -> Result<(f64, f64, f64), Box
 
 fn main() -> Result<(), BoxError> {
     let mut n = 20_000;
-    let mut fk = false;
+    let mut plan_ref = PlanRef::None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--schema" => match args.next().as_deref() {
-                Some("saas") => fk = false,
-                Some("saas-fk") => fk = true,
-                other => return Err(format!("unknown schema {other:?}: saas or saas-fk").into()),
+                Some("saas") => plan_ref = PlanRef::None,
+                Some("saas-fk") => plan_ref = PlanRef::ForeignKey,
+                Some("saas-trigger") => plan_ref = PlanRef::Trigger,
+                other => {
+                    return Err(
+                        format!("unknown schema {other:?}: saas, saas-fk or saas-trigger").into(),
+                    )
+                }
             },
             _ => n = arg.parse()?,
         }
@@ -439,13 +489,13 @@ fn main() -> Result<(), BoxError> {
             "20240101000000",
             "20240101000000_create_plans",
             Scope::Shared,
-            PLANS,
+            shared_tables(plan_ref),
         ),
         Migration::new(
             "20240102000000",
             "20240102000000_create_projects",
             Scope::Isolated,
-            tenant_tables(fk),
+            tenant_tables(plan_ref),
         ),
     ]);
     let big_url = cluster.url_for("big");
@@ -460,10 +510,10 @@ fn main() -> Result<(), BoxError> {
     }
     println!(
         "schema: {}; N = {n}; probes {per_cell} per cell, {load_threads} busy threads when loaded; load {}",
-        if fk {
-            "saas-fk (account.plan_id REFERENCES public.plans)"
-        } else {
-            "saas (no FK to a shared table)"
+        match plan_ref {
+            PlanRef::None => "saas (account.plan_id unchecked)",
+            PlanRef::ForeignKey => "saas-fk (account.plan_id REFERENCES public.plans)",
+            PlanRef::Trigger => "saas-trigger (account.plan_id checked by a trigger on account)",
         },
         load_average()
     );
