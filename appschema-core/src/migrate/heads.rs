@@ -59,7 +59,7 @@ pub(crate) const HEADS_TABLE: &str = "public.appschema_heads";
 /// The text whose md5 is the digest of `versions`: byte order (a
 /// `BTreeSet<String>` iterates in it; PostgreSQL's `COLLATE "C"` sorts in
 /// it), joined by `,`.
-pub(crate) fn digest_input<'a>(versions: impl IntoIterator<Item = &'a String>) -> String {
+pub(super) fn digest_input<'a>(versions: impl IntoIterator<Item = &'a String>) -> String {
     let mut out = String::new();
     for (i, v) in versions.into_iter().enumerate() {
         if i > 0 {
@@ -83,7 +83,7 @@ pub(crate) struct Record {
 impl Record {
     /// The record of `schema` holding `versions`, its tracking table looked
     /// up by name as it is written.
-    pub(super) fn holding<'a>(
+    pub(crate) fn holding<'a>(
         schema: &str,
         versions: impl IntoIterator<Item = &'a String>,
     ) -> Record {

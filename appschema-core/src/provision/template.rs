@@ -206,12 +206,9 @@ impl Template {
     /// it. Runs in the replay's transaction: it commits, or rolls back, with
     /// the rows it describes.
     fn record_sql(&self, schema: &SchemaName) -> String {
+        // The digest's order (byte order), whatever the template's.
         let versions: std::collections::BTreeSet<&String> = self.versions.iter().collect();
-        let record = crate::migrate::heads::Record {
-            schema: schema.as_str().to_string(),
-            oid: None,
-            input: crate::migrate::heads::digest_input(versions),
-        };
+        let record = crate::migrate::heads::Record::holding(schema.as_str(), versions);
         crate::migrate::heads::upsert_sql(&[record])
             .map(|sql| format!("{sql};\n"))
             .unwrap_or_default()
