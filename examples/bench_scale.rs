@@ -294,7 +294,7 @@ fn create_range(
                         creator.on_conn += 1;
                         let ms = start.elapsed().as_secs_f64() * 1e3;
                         times.push((k, ms));
-                        if k % 1000 == 0 {
+                        if k.is_multiple_of(1000) {
                             println!(
                                 "  … {k} tenants ({:.0} s into this stretch, last {ms:.1} ms, load {})",
                                 progress_start.elapsed().as_secs_f64(),
