@@ -101,7 +101,7 @@ fn admin_text(admin: &mut PgConnection, sql: &str) -> Option<String> {
         .and_then(|r| r.v)
 }
 
-/// The name of the role [`intruder`] creates for the database `admin` is on.
+/// The name of the role `intruder` creates for the database `admin` is on.
 pub fn intruder_name(admin: &mut PgConnection) -> String {
     let db = admin_text(admin, "SELECT current_database()::text AS v").unwrap();
     format!("intruder_{db}")
