@@ -2,10 +2,10 @@
 # The saas app's `GET /` under wrk with Zipf tenant popularity over 1,000 and
 # 10,000 tenants (and uniform over 100, and one tenant), sync and async,
 # against the same app on one tenant and the single-tenant app on plain
-# r2d2 / diesel-async, in one command. See examples/bench_saas_zipf.rs.
+# r2d2 / diesel-async, in one command. See appschema-bench/src/bin/bench_saas_zipf.rs.
 # Usage: scripts/bench_saas_wrk.sh [SIZES...]   (default: 1000 10000)
 # Environment: ROUNDS (default 5), SECONDS per wrk run (default 5).
 set -eu
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is needed on PATH (apt-get install wrk)" >&2; exit 1; }
-exec cargo run --release --example bench_saas_zipf --features axum,async -- "$@"
+exec cargo run --release -p appschema-bench --bin bench_saas_zipf --features axum,async -- "$@"

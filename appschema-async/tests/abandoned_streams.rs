@@ -10,9 +10,6 @@
 //! get a clean connection promptly, the old backend's statement must be
 //! cancelled, and no row of tenant A may reach tenant B.
 
-#[path = "../../appschema-core/tests/support/mod.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,12 +18,12 @@ use appschema_async::scoped_futures::ScopedFutureExt;
 use appschema_async::{AsyncSharedPool, AsyncTenantConnection, AsyncTransactionScopedPool};
 use appschema_core::connection::ConnectionError;
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{create_tenants, tenant, WhoAmI};
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use support::{create_tenants, tenant, WhoAmI};
 
 /// A billion rows, each naming the tenant whose path planned the statement.
 /// (The set-returning function in the select list streams its rows; in

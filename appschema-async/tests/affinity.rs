@@ -2,18 +2,15 @@
 //! pool: the sync suite (`appschema-core/tests/affinity.rs`) on
 //! `AsyncSharedPool`.
 
-#[path = "../../appschema-core/tests/support/mod.rs"]
-mod support;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use appschema_async::AsyncSharedPool;
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{create_tenants, tenant, WhoAmI};
 use diesel::prelude::*;
 use diesel::sql_types::Integer;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use support::{create_tenants, tenant, WhoAmI};
 
 /// Asserts `conn` is on `expected`'s path, naming the leak if not.
 async fn assert_on(conn: &mut AsyncPgConnection, expected: &str) {

@@ -5,9 +5,6 @@
 //! fault tests (`appschema-core/tests/shared_pool.rs`) on the async pool,
 //! plus cancellation.
 
-#[path = "../../appschema-core/tests/support/mod.rs"]
-mod support;
-
 use std::future::Future;
 use std::time::Duration;
 
@@ -16,10 +13,10 @@ use appschema_async::{AsyncSharedPool, AsyncTransactionScopedPool};
 use appschema_core::connection::ConnectionError;
 use appschema_core::SchemaName;
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{create_tenants, tenant, WhoAmI};
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use support::{create_tenants, tenant, WhoAmI};
 
 /// One connection, so every checkout reuses the previous one's backend.
 fn single_connection_pool(url: &str) -> AsyncSharedPool {

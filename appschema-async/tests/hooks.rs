@@ -1,9 +1,6 @@
 //! Lifecycle hooks on the async sign-up: run in the claim's transaction, a
 //! failing one leaves no tenant; blocking hooks are never silently skipped.
 
-#[path = "../../appschema-core/tests/common/mod.rs"]
-mod common;
-
 use appschema_async::{
     claim_spare, claim_spare_with_hooks, AsyncHooks, AsyncTenantHook, HookFuture,
 };
@@ -11,7 +8,9 @@ use appschema_core::provision::{
     ensure_spares, spare_schemas, Hooks, NewTenant, ProvisionError, Source,
 };
 use appschema_core::registry::{self, Tenant};
-use common::{app_migrations, catalog_snapshot, db_with_registry, public_name, query_strings};
+use appschema_testkit::provisioning::{
+    app_migrations, catalog_snapshot, db_with_registry, public_name, query_strings,
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
 /// Writes the tenant's first customer through the unqualified table name.

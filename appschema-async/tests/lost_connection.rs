@@ -3,12 +3,6 @@
 //! a commit or a checkout: the async twin of
 //! `appschema-core/tests/lost_connection.rs`.
 
-#[path = "../../appschema-core/tests/support/mod.rs"]
-mod support;
-
-#[path = "../../appschema-core/tests/lost_support/mod.rs"]
-mod lost_support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,12 +10,12 @@ use appschema_async::scoped_futures::ScopedFutureExt;
 use appschema_async::AsyncSharedPool;
 use appschema_core::connection::ConnectionError;
 use appschema_tempdb::{TempCluster, TestDb};
+use appschema_testkit::async_conn::{backend_pid, runtime, whoami};
+use appschema_testkit::lost::{count, kill_when, slow_commits_in_t0, wait_until_counted};
+use appschema_testkit::tenants::{assert_is, create_tenants, db_with_tenants, tenant};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer};
-use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use lost_support::kill_when;
-use support::{create_tenants, tenant, WhoAmI};
+use diesel_async::SimpleAsyncConnection;
 
 fn pool(url: &str, max_size: u32) -> AsyncSharedPool {
     AsyncSharedPool::builder(url)
@@ -32,59 +26,9 @@ fn pool(url: &str, max_size: u32) -> AsyncSharedPool {
 }
 
 fn setup(max_size: u32) -> (TestDb, AsyncSharedPool) {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 2);
+    let db = db_with_tenants(2);
     let pool = pool(db.url(), max_size);
     (db, pool)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn whoami(conn: &mut AsyncPgConnection) -> QueryResult<WhoAmI> {
-    diesel::sql_query(
-        "SELECT current_schema() AS schema, (SELECT marker FROM items WHERE id = 1) AS marker",
-    )
-    .get_result(conn)
-    .await
-}
-
-#[derive(QueryableByName)]
-struct Pid {
-    #[diesel(sql_type = Integer)]
-    pid: i32,
-}
-
-async fn backend_pid(conn: &mut AsyncPgConnection) -> QueryResult<i32> {
-    Ok(diesel::sql_query("SELECT pg_backend_pid() AS pid")
-        .get_result::<Pid>(conn)
-        .await?
-        .pid)
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::RunQueryDsl::get_result::<Count>(diesel::sql_query(sql), conn)
-        .unwrap()
-        .n
-}
-
-fn assert_is(me: &WhoAmI, expected: &str) {
-    assert_eq!(
-        (me.schema.as_deref(), me.marker.as_str()),
-        (Some(expected), expected),
-        "LEAK: a connection for `{expected}` is on another schema"
-    );
 }
 
 #[test]
@@ -162,15 +106,7 @@ fn a_write_killed_mid_transaction_is_rolled_back_and_run_again_once() {
 #[test]
 fn a_unit_lost_while_committing_is_not_run_again() {
     let (db, pool) = setup(2);
-    db.conn()
-        .batch_execute(
-            "CREATE TABLE t0.commits (id int8 PRIMARY KEY);
-             CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS
-               $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
-             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON t0.commits
-               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.slow_commit();",
-        )
-        .unwrap();
+    slow_commits_in_t0(&mut db.conn());
     let killer = kill_when(&db, "COMMIT", "wait_event = 'PgSleep'");
     let attempts = AtomicUsize::new(0);
     let result = runtime().block_on(pool.run_retrying(&tenant(0), |conn| {
@@ -298,13 +234,7 @@ fn reads_live_through_a_server_restart_without_an_error() {
             })
         })
         .collect();
-    let until = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while AtomicUsize::load(&reads, Ordering::SeqCst) < n {
-            assert!(Instant::now() < deadline, "the readers made no progress");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let until = |n: usize| wait_until_counted(&reads, n, "the readers");
     until(20);
     cluster.restart().unwrap();
     let after = AtomicUsize::load(&reads, Ordering::SeqCst);

@@ -2,12 +2,6 @@
 //! behind a real PgBouncer in transaction pooling: the async twin of
 //! `appschema-core/tests/lost_scoped.rs`.
 
-#[path = "../../appschema-core/tests/support/mod.rs"]
-mod support;
-
-#[path = "../../appschema-core/tests/lost_support/mod.rs"]
-mod lost_support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,13 +9,14 @@ use std::time::{Duration, Instant};
 use appschema_async::scoped_futures::ScopedFutureExt;
 use appschema_async::AsyncTransactionScopedPool;
 use appschema_core::connection::ConnectionError;
-use appschema_tempdb::{TempCluster, TempPgBouncer, TestDb};
-use diesel::connection::SimpleConnection;
+use appschema_tempdb::{TempCluster, TempPgBouncer};
+use appschema_testkit::async_conn::{backend_pid, runtime, whoami};
+use appschema_testkit::lost::{
+    count, dbname_of, kill_when, kill_when_on, slow_commits_in_t0, wait_until_counted,
+};
+use appschema_testkit::tenants::{assert_is, bounced, create_tenants, db_with_tenants, tenant};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer};
-use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use lost_support::{kill_when, kill_when_on};
-use support::{bounced, create_tenants, tenant, WhoAmI};
+use diesel_async::SimpleAsyncConnection;
 
 fn scoped_pool(url: &str, max_size: u32) -> AsyncTransactionScopedPool {
     AsyncTransactionScopedPool::builder(url)
@@ -31,59 +26,9 @@ fn scoped_pool(url: &str, max_size: u32) -> AsyncTransactionScopedPool {
         .unwrap()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn whoami(conn: &mut AsyncPgConnection) -> QueryResult<WhoAmI> {
-    diesel::sql_query(
-        "SELECT current_schema() AS schema, (SELECT marker FROM items WHERE id = 1) AS marker",
-    )
-    .get_result(conn)
-    .await
-}
-
-#[derive(QueryableByName)]
-struct Pid {
-    #[diesel(sql_type = Integer)]
-    pid: i32,
-}
-
-async fn backend_pid(conn: &mut AsyncPgConnection) -> QueryResult<i32> {
-    Ok(diesel::sql_query("SELECT pg_backend_pid() AS pid")
-        .get_result::<Pid>(conn)
-        .await?
-        .pid)
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::RunQueryDsl::get_result::<Count>(diesel::sql_query(sql), conn)
-        .unwrap()
-        .n
-}
-
-fn assert_is(me: &WhoAmI, expected: &str) {
-    assert_eq!(
-        (me.schema.as_deref(), me.marker.as_str()),
-        (Some(expected), expected),
-        "LEAK: a unit for `{expected}` is on another schema"
-    );
-}
-
 #[test]
 fn an_async_scoped_read_killed_mid_query_is_run_again_on_a_fresh_connection() {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 2);
+    let db = db_with_tenants(2);
     let pool = scoped_pool(db.url(), 2);
     let killer = kill_when(&db, "ascoped-read-1", "state = 'active'");
     let attempts = AtomicUsize::new(0);
@@ -114,8 +59,7 @@ fn an_async_scoped_read_killed_mid_query_is_run_again_on_a_fresh_connection() {
 
 #[test]
 fn an_async_scoped_write_killed_mid_transaction_is_rolled_back_and_run_again_once() {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 2);
+    let db = db_with_tenants(2);
     let pool = scoped_pool(db.url(), 2);
     let killer = kill_when(&db, "ascoped-write-1", "state = 'active'");
     let attempts = AtomicUsize::new(0);
@@ -158,18 +102,9 @@ fn an_async_scoped_write_killed_mid_transaction_is_rolled_back_and_run_again_onc
 
 #[test]
 fn an_async_scoped_unit_lost_while_committing_is_not_run_again_and_reads_are_read_only() {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 1);
+    let db = db_with_tenants(1);
     let pool = scoped_pool(db.url(), 2);
-    db.conn()
-        .batch_execute(
-            "CREATE TABLE t0.commits (id int8 PRIMARY KEY);
-             CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS
-               $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
-             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON t0.commits
-               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.slow_commit();",
-        )
-        .unwrap();
+    slow_commits_in_t0(&mut db.conn());
     let rt = runtime();
     let killer = kill_when(&db, "COMMIT", "wait_event = 'PgSleep'");
     let attempts = AtomicUsize::new(0);
@@ -208,16 +143,6 @@ fn an_async_scoped_unit_lost_while_committing_is_not_run_again_and_reads_are_rea
         }))
         .unwrap();
     assert_is(&me, "public");
-}
-
-fn dbname_of(url: &str) -> String {
-    url.split('?')
-        .next()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 #[test]
@@ -350,13 +275,7 @@ fn behind_pgbouncer_an_async_server_restart_under_load_leaks_nothing_and_fails_o
             })
         })
         .collect();
-    let wait_for = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while AtomicUsize::load(&units, Ordering::SeqCst) < n {
-            assert!(Instant::now() < deadline, "no progress");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let wait_for = |n: usize| wait_until_counted(&units, n, "the workers");
     wait_for(50);
     cluster.restart().unwrap();
     let after = AtomicUsize::load(&units, Ordering::SeqCst);

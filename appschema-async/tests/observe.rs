@@ -3,15 +3,12 @@
 //! `pool = "async"`. The recorder is this thread's only (the test runs its
 //! own current-thread runtime on it), so tests in parallel do not mix.
 
-#[path = "../../appschema-core/tests/support/mod.rs"]
-mod support;
-
 use appschema_async::AsyncSharedPool;
 use appschema_core::observe;
 use appschema_core::SchemaName;
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{create_tenants, tenant};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use support::{create_tenants, tenant};
 
 #[test]
 fn async_checkouts_are_counted_by_outcome_and_by_switch_or_same_tenant() {

@@ -3,18 +3,15 @@
 //! the test's own database) and in the pool's state. Every wait polls the
 //! server's state with a deadline, never sleeps for a guessed time.
 
-#[path = "../../appschema-core/tests/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use appschema_async::AsyncSharedPool;
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{create_tenants, tenant};
 use diesel::prelude::*;
 use diesel::sql_types::Integer;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use support::{create_tenants, tenant};
 
 #[derive(QueryableByName)]
 struct Pid {
@@ -227,7 +224,7 @@ struct Text {
 }
 
 /// The connection's current schema and the marker its `items` resolves to,
-/// in two statements (see `support::whoami`: on Citus a statement reading a
+/// in two statements (see `tenants::whoami`: on Citus a statement reading a
 /// tenant table runs on a worker).
 async fn whoami(conn: &mut AsyncPgConnection) -> (Option<String>, String) {
     let schema = diesel::sql_query("SELECT current_schema() AS v")

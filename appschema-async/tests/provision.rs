@@ -3,16 +3,15 @@
 //! conflicts, and answers `None` (changing nothing) when the blocking path
 //! must build the schema instead.
 
-#[path = "../../appschema-core/tests/common/mod.rs"]
-mod common;
-
 use appschema_async::scoped_futures::ScopedFutureExt;
 use appschema_async::{claim_spare, claim_spare_with, AsyncSharedPool};
 use appschema_core::provision::{
     create_tenant, ensure_spares, spare_schemas, NewTenant, ProvisionError, Source,
 };
 use appschema_core::registry;
-use common::{app_migrations, app_migrations_but_the_last, db_with_registry, new_tenant};
+use appschema_testkit::provisioning::{
+    app_migrations, app_migrations_but_the_last, db_with_registry, new_tenant,
+};
 use diesel::connection::SimpleConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 

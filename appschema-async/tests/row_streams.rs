@@ -4,21 +4,18 @@
 //! happens. Read through `appschema_async::load_stream`, whose stream
 //! borrows the connection (so it cannot outlive the connection's return).
 
-#[path = "../../appschema-core/tests/support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use appschema_async::scoped_futures::ScopedFutureExt;
 use appschema_async::{load_stream, AsyncSharedPool, AsyncTransactionScopedPool};
 use appschema_core::connection::ConnectionError;
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{create_tenants, tenant};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
 use diesel_async::AsyncPgConnection;
 use futures_util::TryStreamExt;
-use support::{create_tenants, tenant};
 
 /// Two rows big enough to leave the server's send buffer at once, then a
 /// third that sleeps and writes: the write happens only if the statement

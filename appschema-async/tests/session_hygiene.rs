@@ -15,23 +15,19 @@
 //! drives each async call to completion itself ([`block_on`]), inside the
 //! pool's tokio runtime, whose workers drive the connections.
 
-#[path = "../../appschema-core/tests/attacks/mod.rs"]
-mod attacks;
-#[path = "../../appschema-core/tests/support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use appschema_async::scoped_futures::ScopedFutureExt;
 use appschema_async::{AsyncSharedPool, AsyncTenantPool, AsyncTransactionScopedPool};
 use appschema_core::connection::ConnectionError;
 use appschema_tempdb::TestDb;
-use attacks::{Session, Value};
+use appschema_testkit::attacks::{Session, Value};
+use appschema_testkit::tenants::{bounced, create_tenants, tenant, Bounced};
+use appschema_testkit::{all_attacks, attacks, attacks_on, tenants};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::{FutureExt, StreamExt};
-use support::{bounced, create_tenants, tenant, Bounced};
 use tokio::runtime::Runtime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,7 +202,7 @@ impl Session for AsyncSession<'_> {
                 "SELECT current_schema() AS schema, \
                  (SELECT marker FROM items WHERE id = 1) AS marker",
             )
-            .get_result::<support::WhoAmI>(self.conn),
+            .get_result::<tenants::WhoAmI>(self.conn),
         )
         .map(|me| (me.schema, me.marker))
         .map_err(|e| e.to_string())

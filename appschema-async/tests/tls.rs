@@ -6,9 +6,6 @@
 //! dropped query goes over TLS too; and the blocking pool's `sslmode`
 //! (libpq) works as the README says.
 
-#[path = "../../appschema-core/tests/support/mod.rs"]
-mod support;
-
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -18,10 +15,10 @@ use appschema_async::scoped_futures::ScopedFutureExt;
 use appschema_async::{AsyncSharedPool, AsyncTransactionScopedPool, RustlsConnector};
 use appschema_core::connection::{ConnectionError, SharedPool};
 use appschema_tempdb::{TempTlsCluster, TestDb};
+use appschema_testkit::tenants::{create_tenants, tenant, WhoAmI};
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Integer};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use support::{create_tenants, tenant, WhoAmI};
 
 /// One TLS cluster per test process (its watchdog removes it at exit).
 fn cluster() -> &'static TempTlsCluster {

@@ -4,59 +4,7 @@
 use std::path::Path;
 
 use appschema_tempdb::TestDb;
-use assert_cmd::Command;
-
-const SCHEMA: &str = r#"
-#[appschema::shared]
-pub mod shared { diesel::table! { public.plans (id) { id -> Int8 } } }
-#[appschema::isolated]
-pub mod tenant { diesel::table! { orders (id) { id -> Int8 } } }
-"#;
-
-fn project() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("src")).unwrap();
-    std::fs::write(dir.path().join("src/schema.rs"), SCHEMA).unwrap();
-    migration(
-        dir.path(),
-        "2024-01-01-000000_plans",
-        "CREATE TABLE public.plans (id bigserial PRIMARY KEY);",
-    );
-    migration(
-        dir.path(),
-        "2024-01-02-000000_orders",
-        "CREATE TABLE orders (id bigserial PRIMARY KEY, plan_id bigint REFERENCES public.plans (id));",
-    );
-    dir
-}
-
-fn migration(root: &Path, name: &str, up: &str) {
-    let d = root.join("migrations").join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("up.sql"), up).unwrap();
-    std::fs::write(d.join("down.sql"), "").unwrap();
-}
-
-fn cli(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("appschema-cli").unwrap();
-    c.current_dir(dir).env_remove("DATABASE_URL");
-    c
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(c: &mut Command) -> Out {
-    let o = c.output().unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
+use appschema_testkit::cli::{cli, migration, project, run};
 
 fn migration_dirs(root: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root.join("migrations"))

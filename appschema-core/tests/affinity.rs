@@ -3,17 +3,15 @@
 //! never gets one on another tenant's path unchecked, and a connection is
 //! closed once it has served its limit of distinct tenants.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::SharedPool;
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{assert_on, backend_pid, create_tenants, tenant};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Integer;
-use support::{assert_on, backend_pid, create_tenants, tenant};
 
 /// Whether the backend `pid` still exists, seen from another connection.
 fn backend_alive(db: &TestDb, pid: i32) -> bool {

@@ -1,15 +1,13 @@
 //! Random names thrown at tenant creation: each is refused (nothing
 //! changes), or created exactly as asked (and nothing else changes).
 
-mod common;
-
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use appschema_core::provision::{create_tenant, NewTenant, ProvisionError};
 use appschema_core::registry;
 use appschema_tempdb::TestDb;
-use common::{catalog_snapshot, isolated};
+use appschema_testkit::provisioning::{catalog_snapshot, isolated};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

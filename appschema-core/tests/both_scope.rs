@@ -3,15 +3,13 @@
 //! its own copy, and the same unqualified query reads the tenant's copy on a
 //! tenant connection and the shared one on a shared connection.
 
-mod common;
-
 use appschema_core::provision::{
     clone_tenant, create_tenant, ensure_spares, export_tenant, generate_template, import_tenant,
     store_template, ImportOptions, NewTenant, Source,
 };
 use appschema_core::{registry, MigrationSet, Migrator, PublicName, SchemaName, Scope, SharedPool};
 use appschema_tempdb::TestDb;
-use common::query_strings;
+use appschema_testkit::provisioning::query_strings;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 

@@ -1,13 +1,13 @@
 //! A tenant's domains: aliases, one primary, against a real PostgreSQL.
 
-mod common;
-
 use appschema_core::provision::{
     add_domain, list_domains, remove_domain, set_primary_domain, Domain, ProvisionError,
 };
 use appschema_core::registry;
 use appschema_core::resolve::Resolver;
-use common::{app_migrations, create_named, db_with_registry, public_name};
+use appschema_testkit::provisioning::{
+    app_migrations, create_named, db_with_registry, public_name,
+};
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{ConnectionManager, Pool};
 use diesel::PgConnection;

@@ -3,15 +3,13 @@
 //! the rows isolated migrations insert are in every tenant however it was
 //! built (migrations, template, spare, clone).
 
-mod common;
-
 use appschema_core::migrate::{extensions_in_schemas, Migrator};
 use appschema_core::provision::{
     clone_tenant, create_tenant, drop_tenant, ensure_spares, generate_template, spare_schemas,
     store_template, DropMode, Source,
 };
 use appschema_core::{MigrationSet, Scope};
-use common::{db_with_registry, new_tenant, public_name, query_strings};
+use appschema_testkit::provisioning::{db_with_registry, new_tenant, public_name, query_strings};
 use diesel::connection::SimpleConnection;
 
 fn docs_table() -> (String, Scope, String) {

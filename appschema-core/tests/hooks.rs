@@ -1,8 +1,6 @@
 //! Lifecycle hooks run inside the creating / dropping transaction, for every
 //! way a tenant is made, against a real PostgreSQL.
 
-mod common;
-
 use appschema_core::provision::{
     clone_tenant, create_tenant, drop_tenant_with_hooks, ensure_spares, export_tenant,
     import_tenant, DropMode, Hooks, ImportOptions, NewTenant, ProvisionError, Source,
@@ -10,7 +8,8 @@ use appschema_core::provision::{
 };
 use appschema_core::registry::{self, Tenant};
 use appschema_core::MigrationSet;
-use common::{
+use appschema_testkit::provisioning;
+use appschema_testkit::provisioning::{
     app_migrations, catalog_snapshot, create_named, db_with_registry,
     leaving_the_catalog_unchanged, new_tenant, public_name, query_strings,
     store_generated_template,
@@ -245,7 +244,7 @@ fn an_after_migrate_hook_runs_once_per_migrated_tenant_and_its_failure_is_report
         "CREATE TABLE public.migrated_log (tenant text NOT NULL, orders_exist bool)",
     )
     .unwrap();
-    let behind = common::app_migrations_but_the_last();
+    let behind = provisioning::app_migrations_but_the_last();
     create_named(&mut conn, &behind, "a.test");
     create_named(&mut conn, &behind, "b.test");
     let hooks = Hooks::new()
@@ -275,7 +274,7 @@ fn an_after_migrate_hook_runs_once_per_migrated_tenant_and_its_failure_is_report
     );
     assert!(failure.message.contains("b is special"), "{failure}");
     // The migrations stay; only the failing tenant's hook rows went.
-    assert_eq!(common::applied_versions(&mut conn, "b_test").len(), 2);
+    assert_eq!(provisioning::applied_versions(&mut conn, "b_test").len(), 2);
     assert_eq!(
         query_strings(
             &mut conn,

@@ -3,20 +3,18 @@
 //! what is run again, what is not, and that the pool never hands out the
 //! dead connection.
 
-#[path = "lost_support/mod.rs"]
-mod lost_support;
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::{ConnectionError, SharedPool};
 use appschema_tempdb::{TempCluster, TestDb};
+use appschema_testkit::lost::{count, kill_when, slow_commits_in_t0, wait_until_counted};
+use appschema_testkit::tenants::{
+    assert_on, backend_pid, create_tenants, db_with_tenants, tenant, whoami,
+};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer};
-use lost_support::kill_when;
-use support::{assert_on, backend_pid, create_tenants, tenant, whoami};
+use diesel::sql_types::Integer;
 
 fn pool(url: &str, max_size: u32) -> SharedPool {
     SharedPool::builder(url)
@@ -28,20 +26,9 @@ fn pool(url: &str, max_size: u32) -> SharedPool {
 }
 
 fn setup(max_size: u32) -> (TestDb, SharedPool) {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 2);
+    let db = db_with_tenants(2);
     let pool = pool(db.url(), max_size);
     (db, pool)
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
 }
 
 #[test]
@@ -116,15 +103,7 @@ fn a_unit_lost_while_committing_is_not_run_again() {
     let (db, pool) = setup(2);
     // A deferred constraint trigger runs at COMMIT: it holds the commit
     // open long enough for the backend to be terminated during it.
-    db.conn()
-        .batch_execute(
-            "CREATE TABLE t0.commits (id int8 PRIMARY KEY);
-             CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS
-               $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
-             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON t0.commits
-               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.slow_commit();",
-        )
-        .unwrap();
+    slow_commits_in_t0(&mut db.conn());
     let killer = kill_when(&db, "COMMIT", "wait_event = 'PgSleep'");
     let attempts = AtomicUsize::new(0);
     let result = pool.run_retrying(&tenant(0), |conn| {
@@ -215,8 +194,7 @@ fn a_connection_found_lost_is_closed_when_returned_not_left_in_the_pool() {
 
 #[test]
 fn a_backend_killed_mid_checkout_is_replaced_and_the_checkout_succeeds() {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 1);
+    let db = db_with_tenants(1);
     // Opened before the lock (by `build`): opening one needs pg_namespace too.
     let pool = SharedPool::builder(db.url())
         .max_size(1)
@@ -295,13 +273,7 @@ fn reads_live_through_a_server_restart_without_an_error() {
             })
             .collect();
         // Let the readers get going, restart, then let them go on a while.
-        let until = |n: usize| {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while reads.load(Ordering::SeqCst) < n {
-                assert!(Instant::now() < deadline, "the readers made no progress");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        };
+        let until = |n: usize| wait_until_counted(&reads, n, "the readers");
         until(20);
         cluster.restart().unwrap();
         let after = reads.load(Ordering::SeqCst);
@@ -319,8 +291,7 @@ fn reads_live_through_a_server_restart_without_an_error() {
 /// connection, and the run goes on; nothing is reported failed.
 #[test]
 fn across_tenants_runs_a_tenant_whose_connection_was_lost_once_more() {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 3);
+    let db = db_with_tenants(3);
     let killer = kill_when(&db, "lostconn-across-1", "state = 'active'");
     let runs = AtomicUsize::new(0);
     let report = appschema_core::across::AcrossTenants::new(db.url())

@@ -3,21 +3,21 @@
 //! run a unit once more on a fresh connection only when nothing of it can
 //! have committed, and a connection found lost is closed when returned.
 
-#[path = "lost_support/mod.rs"]
-mod lost_support;
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::{ConnectionError, TransactionScopedPool};
 use appschema_tempdb::{TempCluster, TempPgBouncer, TestDb};
+use appschema_testkit::lost::{
+    count, dbname_of, kill_when, kill_when_on, slow_commits_in_t0, wait_until_counted,
+};
+use appschema_testkit::tenants;
+use appschema_testkit::tenants::{
+    assert_on, backend_pid, bounced, create_tenants, db_with_tenants, tenant, whoami,
+};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
-use lost_support::{kill_when, kill_when_on};
-use support::{assert_on, backend_pid, bounced, create_tenants, tenant, whoami};
 
 fn scoped_pool(url: &str, max_size: u32) -> TransactionScopedPool {
     TransactionScopedPool::builder(url)
@@ -28,20 +28,9 @@ fn scoped_pool(url: &str, max_size: u32) -> TransactionScopedPool {
 }
 
 fn setup(max_size: u32) -> (TestDb, TransactionScopedPool) {
-    let db = TestDb::new();
-    create_tenants(&mut db.conn(), 2);
+    let db = db_with_tenants(2);
     let pool = scoped_pool(db.url(), max_size);
     (db, pool)
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
 }
 
 #[test]
@@ -108,15 +97,7 @@ fn a_scoped_write_killed_mid_transaction_is_rolled_back_and_run_again_once() {
 fn a_scoped_unit_lost_while_committing_is_not_run_again() {
     let (db, pool) = setup(2);
     // A deferred constraint trigger runs at COMMIT and holds it open.
-    db.conn()
-        .batch_execute(
-            "CREATE TABLE t0.commits (id int8 PRIMARY KEY);
-             CREATE FUNCTION public.slow_commit() RETURNS trigger LANGUAGE plpgsql AS
-               $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
-             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON t0.commits
-               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.slow_commit();",
-        )
-        .unwrap();
+    slow_commits_in_t0(&mut db.conn());
     let killer = kill_when(&db, "COMMIT", "wait_event = 'PgSleep'");
     let attempts = AtomicUsize::new(0);
     let result = pool.run_retrying(&tenant(0), |conn| {
@@ -210,18 +191,10 @@ fn a_scoped_connection_found_lost_is_closed_when_returned_not_left_in_the_pool()
 }
 
 /// A PgBouncer in transaction pooling with two server connections.
-fn bouncer_setup() -> (support::Bounced, TransactionScopedPool, String) {
+fn bouncer_setup() -> (tenants::Bounced, TransactionScopedPool, String) {
     let b = bounced(2);
     let pool = scoped_pool(&b.url(), 4);
-    let dbname = b
-        .url()
-        .split('?')
-        .next()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let dbname = dbname_of(&b.url());
     (b, pool, dbname)
 }
 
@@ -342,13 +315,7 @@ fn behind_pgbouncer_a_server_restart_under_load_costs_no_unit_and_leaks_nothing(
         })
         .collect();
     // Under load before, during and after the restart.
-    let wait_for = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while units.load(Ordering::SeqCst) < n {
-            assert!(Instant::now() < deadline, "no progress");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let wait_for = |n: usize| wait_until_counted(&units, n, "the workers");
     wait_for(50);
     cluster.restart().unwrap();
     let after = units.load(Ordering::SeqCst);

@@ -4,8 +4,6 @@
 //! recorders are installed for the test's thread only (migrate's workers
 //! inherit the caller's), so tests running in parallel do not mix.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -14,11 +12,11 @@ use appschema_core::migrate::Migrator;
 use appschema_core::observe;
 use appschema_core::{registry, MigrationSet, PublicName, SchemaName, Scope};
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{create_tenants, public_name, tenant};
 use diesel::connection::SimpleConnection;
 use metrics::{SharedString, Unit};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::CompositeKey;
-use support::{create_tenants, public_name, tenant};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record as SpanRecord};
 use tracing::{Event, Subscriber};

@@ -1,15 +1,13 @@
 //! Creating, dropping, archiving, renaming tenants and claiming spares,
 //! against a real PostgreSQL.
 
-mod common;
-
 use appschema_core::provision::{
     create_tenant, drop_tenant, ensure_spares, list_archives, rename_tenant, restore_archive,
     spare_schemas, Archive, Created, DropMode, ProvisionError, Source,
 };
 use appschema_core::registry::{self, Tenant};
 use appschema_core::SchemaName;
-use common::{
+use appschema_testkit::provisioning::{
     app_migrations, app_migrations_but_the_last, app_parts, applied_versions,
     assert_concurrent_creations_of_one_public_name_yield_one_tenant, assert_one_won,
     create_concurrently, create_named, create_unregistered_billing_schema, db_with_registry,

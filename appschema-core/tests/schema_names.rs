@@ -3,14 +3,14 @@
 //! it can never read the newcomer's rows; and no tenant schema is named like
 //! a role, which a path falling back to `"$user", public` would resolve.
 
-mod common;
-
 use appschema_core::connection::SharedPool;
 use appschema_core::provision::{
     create_tenant, drop_tenant, rename_tenant, restore_archive, DropMode, ProvisionError,
 };
 use appschema_core::SchemaName;
-use common::{app_migrations, create_named, db_with_registry, new_tenant, public_name};
+use appschema_testkit::provisioning::{
+    app_migrations, create_named, db_with_registry, new_tenant, public_name,
+};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};

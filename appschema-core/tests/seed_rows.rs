@@ -4,14 +4,12 @@
 //! seed schema is refused by name, and storing a template drops the seed
 //! schema of the one it replaces.
 
-mod common;
-
 use appschema_core::provision::{
     create_tenant, create_tenant_from_template, ensure_spares, generate_template, store_template,
     ProvisionError, Source, Template, TemplateError,
 };
 use appschema_core::MigrationSet;
-use common::{
+use appschema_testkit::provisioning::{
     app_migrations, db_with_registry, isolated, new_tenant, query_strings, schemas_starting_with,
 };
 use diesel::connection::SimpleConnection;

@@ -4,12 +4,10 @@
 //! or from the client). Alone in its test binary: the peak (`VmHWM`) is the
 //! process's, and no other test may move it.
 
-mod common;
-
 use appschema_core::provision::{
     create_tenant, create_tenant_from_template, generate_template, store_template, Source, Template,
 };
-use common::{db_with_registry, isolated, new_tenant, query_strings};
+use appschema_testkit::provisioning::{db_with_registry, isolated, new_tenant, query_strings};
 
 const ROWS: usize = 200_000;
 

@@ -15,11 +15,8 @@
 //!   `TenantCustomizer`, which resets nothing on checkout. There every
 //!   attack must leak: the proof that each probe detects its leak.
 //!
-//! The attacks themselves are in `attacks/mod.rs`, shared with the async
-//! pools' tests (`appschema-async/tests/session_hygiene.rs`).
-
-mod attacks;
-mod support;
+//! The attacks themselves are in `appschema_testkit::attacks`, shared with
+//! the async pools' tests (`appschema-async/tests/session_hygiene.rs`).
 
 use std::time::Duration;
 
@@ -27,11 +24,12 @@ use appschema_core::connection::{
     ConnectionError, SearchPath, SharedPool, TenantCustomizer, TenantPool, TransactionScopedPool,
 };
 use appschema_tempdb::TestDb;
-use attacks::{Session, Value};
+use appschema_testkit::attacks::{text, Session};
+use appschema_testkit::tenants::{bounced, create_tenants, tenant, Bounced};
+use appschema_testkit::{all_attacks, attacks};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
-use support::{bounced, create_tenants, tenant, whoami, Bounced};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -140,40 +138,6 @@ impl attacks::Pool for Env {
     }
 }
 
-impl Session for PgConnection {
-    fn exec(&mut self, sql: &str) {
-        self.batch_execute(sql).unwrap();
-    }
-
-    fn text(&mut self, sql: &str) -> Option<String> {
-        text(self, sql)
-    }
-
-    fn whoami(&mut self) -> Result<(Option<String>, String), String> {
-        whoami(self)
-            .map(|me| (me.schema, me.marker))
-            .map_err(|e| e.to_string())
-    }
-
-    fn notifications(&mut self) -> Vec<String> {
-        self.batch_execute("SELECT 1").unwrap();
-        self.notifications_iter()
-            .filter_map(Result::ok)
-            .map(|n| format!("{}: {}", n.channel, n.payload))
-            .collect()
-    }
-
-    fn insert_mood(&mut self) -> Result<(), String> {
-        self.transaction(|c| {
-            diesel::sql_query(attacks::INSERT_MOOD)
-                .bind::<attacks::Mood, _>(attacks::MoodValue)
-                .execute(c)
-        })
-        .map(drop)
-        .map_err(|e| e.to_string())
-    }
-}
-
 impl Drop for Env {
     fn drop(&mut self) {
         if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
@@ -194,14 +158,6 @@ fn err(e: ConnectionError) -> String {
 
 fn current_database(conn: &mut PgConnection) -> String {
     text(conn, "SELECT current_database()::text AS v").unwrap()
-}
-
-/// One text value, or `None` when the query fails; run in a savepoint (or a
-/// transaction) so a failure leaves a unit of work usable.
-fn text(conn: &mut PgConnection, sql: &str) -> Option<String> {
-    conn.transaction(|c| diesel::sql_query(sql).get_result::<Value>(c))
-        .ok()
-        .and_then(|r| r.v)
 }
 
 all_attacks!(

@@ -1,16 +1,14 @@
 //! The shared pool hands out connections on the right tenant's path, and
 //! nothing a user does during one checkout reaches the next.
 
-mod support;
-
 use std::time::Duration;
 
 use appschema_core::connection::{ConnectionError, SharedPool};
 use appschema_core::SchemaName;
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{assert_on, backend_pid, create_tenants, tenant, whoami};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use support::{assert_on, backend_pid, create_tenants, tenant, whoami};
 
 /// One connection, so every checkout reuses the previous one's backend.
 fn single_connection_pool(db: &TestDb) -> SharedPool {

@@ -6,17 +6,15 @@
 //! tenant's marker row and that the session carries nothing of the previous
 //! checkout. Zero leaks allowed.
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use appschema_core::connection::SharedPool;
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{backend_pid, create_tenants, tenant, whoami};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use support::{backend_pid, create_tenants, tenant, whoami};
 
 const TENANTS: usize = 50;
 const THREADS: u64 = 8;

@@ -1,12 +1,11 @@
 //! Schema templates and clones, against a real PostgreSQL (pg_dump included).
 
-mod common;
-
 use appschema_core::provision::{
     clone_tenant, create_tenant, create_tenant_from_template, generate_template, store_template,
     ProvisionError, Source, Template,
 };
-use common::{
+use appschema_testkit::provisioning;
+use appschema_testkit::provisioning::{
     app_migrations, app_migrations_but_the_last, app_parts, applied_versions, create_named,
     db_with_registry, db_with_tenants_a_and_b, describe_schema, isolated,
     leaving_the_catalog_unchanged, new_tenant, public_name, query_strings, refused,
@@ -266,7 +265,7 @@ fn clone_copies_tables_in_a_foreign_key_cycle_whose_constraints_are_not_deferrab
     // people.team_id -> teams, teams.lead_id -> people: neither table can be
     // copied first, and neither constraint is DEFERRABLE. badges hangs off
     // the cycle.
-    let m = common::isolated(vec![(
+    let m = provisioning::isolated(vec![(
         "20240101000000".to_string(),
         "CREATE TABLE teams (id int PRIMARY KEY, lead_id int);
          CREATE TABLE people (id int PRIMARY KEY, team_id int NOT NULL REFERENCES teams (id));

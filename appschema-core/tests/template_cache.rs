@@ -3,14 +3,12 @@
 //! template is behind the migrations, still one transaction with the same
 //! errors for taken names, in four statements. Against a real PostgreSQL.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
 use appschema_core::provision::{
     create_tenant, store_template, NewTenant, ProvisionError, Source, Template,
 };
-use common::{
+use appschema_testkit::provisioning::{
     app_migrations, app_migrations_but_the_last,
     assert_concurrent_creations_of_one_public_name_yield_one_tenant,
     create_unregistered_billing_schema, db_with_registry, isolated, new_tenant, query_strings,

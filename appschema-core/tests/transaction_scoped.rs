@@ -2,17 +2,15 @@
 //! safe behind PgBouncer in transaction pooling, where session-level
 //! `SET search_path` (a per-tenant pool's customizer) leaks to other clients.
 
-mod support;
-
 use appschema_core::connection::{
     in_tenant_transaction, ConnectionError, SearchPath, TenantCustomizer, TransactionScopedPool,
 };
 use appschema_core::SchemaName;
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{assert_on, bounced, create_tenants, tenant, whoami};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{Builder, ConnectionManager, Pool};
-use support::{assert_on, bounced, create_tenants, tenant, whoami};
 
 /// A database of its own with `n` tenants.
 fn db_with_tenants(n: usize) -> TestDb {

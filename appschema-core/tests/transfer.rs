@@ -2,15 +2,14 @@
 //! real PostgreSQL: the catalog and the rows come back the same, and every
 //! refused import leaves the target as it was.
 
-mod common;
-
 use appschema_core::provision::{
     drop_tenant, export_tenant, import_tenant, DropMode, ImportOptions, Imported, ProvisionError,
     TransferError,
 };
 use appschema_core::{registry, MigrationSet, PublicName, SchemaName};
 use appschema_tempdb::TestDb;
-use common::{
+use appschema_testkit::provisioning;
+use appschema_testkit::provisioning::{
     app_migrations, app_migrations_but_the_last, create_named, db_with_registry, describe_schema,
     leaving_the_catalog_unchanged, new_tenant, public_name, query_strings,
 };
@@ -452,7 +451,7 @@ fn a_target_lacking_shared_migrations_is_refused_saying_to_migrate() {
         "CREATE TABLE public.plans (id bigserial PRIMARY KEY);".to_string(),
     )];
     parts.extend(
-        common::app_parts()
+        provisioning::app_parts()
             .into_iter()
             .map(|(v, sql)| (v, appschema_core::Scope::Isolated, sql)),
     );

@@ -16,7 +16,6 @@ mod both;
 mod isolated;
 mod module;
 mod shared;
-mod table;
 
 #[cfg(test)]
 mod expansion_tests;

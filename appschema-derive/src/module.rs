@@ -2,68 +2,23 @@
 //! generated file), qualify or check them, and record their metadata in
 //! `TABLES`.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use proc_macro2::TokenStream;
 use quote::{quote, ToTokens};
 use syn::{Ident, Item, ItemMacro, ItemMod, LitStr};
 
+pub(crate) use appschema_marking::Scope;
+use appschema_marking::TableDecl;
+
 use crate::args::Args;
-use crate::table::TableDecl;
 
-/// Which attribute is being expanded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scope {
-    Shared,
-    Isolated,
-    Both,
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Scope::Shared => "shared",
-            Scope::Isolated => "isolated",
-            Scope::Both => "both",
-        })
-    }
-}
-
-impl Scope {
-    /// The accepted forms, for `help:` lines.
-    pub(crate) fn argument_help(self) -> &'static str {
-        match self {
-            Scope::Shared => {
-                "the arguments are `schema` and `file`: #[appschema::shared], \
-                 #[appschema::shared(schema = \"billing\")], \
-                 #[appschema::shared(file = \"src/schema/shared.rs\")]"
-            }
-            Scope::Isolated => {
-                "the only argument is `file`: #[appschema::isolated] or \
-                 #[appschema::isolated(file = \"src/schema/tenant.rs\")]"
-            }
-            Scope::Both => {
-                "the only argument is `file`: #[appschema::both] or \
-                 #[appschema::both(file = \"src/schema/both.rs\")]"
-            }
-        }
-    }
-
-    fn module_help(self) -> &'static str {
-        match self {
-            Scope::Shared => "#[appschema::shared] pub mod shared { diesel::table! { ... } }",
-            Scope::Isolated => "#[appschema::isolated] pub mod tenant { diesel::table! { ... } }",
-            Scope::Both => "#[appschema::both] pub mod both { diesel::table! { ... } }",
-        }
-    }
-
-    fn meta_path(self) -> TokenStream {
-        match self {
-            Scope::Shared => quote!(::appschema::Scope::Shared),
-            Scope::Isolated => quote!(::appschema::Scope::Isolated),
-            Scope::Both => quote!(::appschema::Scope::Both),
-        }
+/// The metadata's `::appschema::Scope` for a marking.
+fn meta_path(scope: Scope) -> TokenStream {
+    match scope {
+        Scope::Shared => quote!(::appschema::Scope::Shared),
+        Scope::Isolated => quote!(::appschema::Scope::Isolated),
+        Scope::Both => quote!(::appschema::Scope::Both),
     }
 }
 
@@ -372,7 +327,7 @@ fn mark_item(
         let (name, ty) = (&c.sql_name, &c.sql_type);
         quote!(::appschema::ColumnMeta { name: #name, sql_type: #ty })
     });
-    let scope_path = scope.meta_path();
+    let scope_path = meta_path(scope);
     let schema_meta = match schema {
         Some(s) => {
             let s = s.to_string();

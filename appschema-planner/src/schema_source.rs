@@ -10,8 +10,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use proc_macro2::{TokenStream, TokenTree};
-
 use crate::Scope;
 
 /// The shared schema used when a shared module names none.
@@ -254,45 +252,33 @@ struct Marking {
 }
 
 /// `#[appschema::shared(…)]` / `#[appschema::isolated(…)]` /
-/// `#[appschema::both(…)]` (also written
-/// without the `appschema::` prefix when imported).
+/// `#[appschema::both(…)]` (also written without the `appschema::` prefix
+/// when imported), read by `appschema-marking` as the attribute macros read
+/// it: what they refuse is refused here too, with their message.
 fn marking(attrs: &[syn::Attribute], path: &Path) -> Result<Option<Marking>, SchemaSourceError> {
     for attr in attrs {
-        let segments: Vec<String> = attr
-            .path()
-            .segments
-            .iter()
-            .map(|s| s.ident.to_string())
-            .collect();
-        let scope = match segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-            ["appschema", "shared"] | ["shared"] => Scope::Shared,
-            ["appschema", "isolated"] | ["isolated"] => Scope::Isolated,
-            ["appschema", "both"] | ["both"] => Scope::Both,
-            _ => continue,
+        let Some(scope) = appschema_marking::Scope::of_attribute(attr.path()) else {
+            continue;
         };
-        let mut mark = Marking {
-            scope,
-            schema: None,
-            file: None,
+        let tokens = match &attr.meta {
+            syn::Meta::List(list) => list.tokens.clone(),
+            _ => proc_macro2::TokenStream::new(),
         };
-        if let syn::Meta::List(_) = &attr.meta {
-            attr.parse_nested_meta(|meta| {
-                let value: syn::LitStr = meta.value()?.parse()?;
-                if meta.path.is_ident("schema") {
-                    mark.schema = Some(value.value());
-                } else if meta.path.is_ident("file") {
-                    mark.file = Some(value.value());
-                } else {
-                    return Err(meta.error("expected `schema = \"…\"` or `file = \"…\"`"));
-                }
-                Ok(())
-            })
-            .map_err(|e| SchemaSourceError::Syntax {
+        let args = appschema_marking::MarkingArgs::parse(scope, tokens).map_err(|e| {
+            SchemaSourceError::Syntax {
                 path: path.to_path_buf(),
                 message: e.to_string(),
-            })?;
-        }
-        return Ok(Some(mark));
+            }
+        })?;
+        return Ok(Some(Marking {
+            scope: match scope {
+                appschema_marking::Scope::Shared => Scope::Shared,
+                appschema_marking::Scope::Isolated => Scope::Isolated,
+                appschema_marking::Scope::Both => Scope::Both,
+            },
+            schema: args.schema.map(|lit| lit.value()),
+            file: args.file.map(|lit| lit.value()),
+        }));
     }
     Ok(None)
 }
@@ -331,58 +317,18 @@ fn collect_tables(
     Ok(())
 }
 
-/// The tables of one `table! { … }` body: `[#[…]]* [schema.]name [(pk…)] { … }`,
-/// repeated, with optional `use …;` lines.
+/// The table of one `table! { … }` body, `[schema.]name` and its SQL name,
+/// read by `appschema-marking` as the attribute macros read it.
 fn parse_table_macro(
-    tokens: TokenStream,
+    tokens: proc_macro2::TokenStream,
     out: &mut Vec<(Option<String>, String)>,
 ) -> Result<(), String> {
-    let mut iter = tokens.into_iter().peekable();
-    let mut sql_name: Option<String> = None;
-    let mut idents: Vec<String> = Vec::new();
-    while let Some(token) = iter.next() {
-        match token {
-            TokenTree::Punct(p) if p.as_char() == '#' => {
-                if let Some(TokenTree::Group(g)) = iter.next() {
-                    let text = g.stream().to_string();
-                    if let Some(rest) = text.strip_prefix("sql_name") {
-                        let value = rest.trim().trim_start_matches('=').trim();
-                        if let Ok(lit) = syn::parse_str::<syn::LitStr>(value) {
-                            sql_name = Some(lit.value());
-                        }
-                    }
-                }
-            }
-            TokenTree::Ident(i) if idents.is_empty() && i == "use" => {
-                for t in iter.by_ref() {
-                    if matches!(&t, TokenTree::Punct(p) if p.as_char() == ';') {
-                        break;
-                    }
-                }
-            }
-            TokenTree::Ident(i) => {
-                let name = i.to_string();
-                idents.push(name.strip_prefix("r#").unwrap_or(&name).to_string());
-            }
-            TokenTree::Punct(p) if p.as_char() == '.' => {}
-            TokenTree::Group(g) if g.delimiter() == proc_macro2::Delimiter::Parenthesis => {}
-            TokenTree::Group(g) if g.delimiter() == proc_macro2::Delimiter::Brace => {
-                let (schema, name) = match idents.len() {
-                    1 => (None, idents[0].clone()),
-                    2 => (Some(idents[0].clone()), idents[1].clone()),
-                    _ => {
-                        return Err(format!(
-                            "expected `[schema.]name {{ … }}`, found `{}`",
-                            idents.join(".")
-                        ))
-                    }
-                };
-                out.push((schema, sql_name.take().unwrap_or(name)));
-                idents.clear();
-            }
-            other => return Err(format!("unexpected `{other}`")),
-        }
-    }
+    let table: appschema_marking::TableDecl = syn::parse2(tokens).map_err(|e| e.to_string())?;
+    let schema = table
+        .schema
+        .as_ref()
+        .map(|(schema, _)| syn::ext::IdentExt::unraw(schema).to_string());
+    out.push((schema, table.sql_name()));
     Ok(())
 }
 
@@ -444,6 +390,34 @@ mod tests {
         .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("table `plans` is marked both shared"), "{msg}");
+    }
+
+    /// The planner reads markings with the attribute macros' parser
+    /// (appschema-marking): what the macros refuse, it refuses with their
+    /// message, instead of planning with a marking that does not compile.
+    #[test]
+    fn markings_the_attribute_macros_refuse_are_refused_with_their_message() {
+        for (src, expected) in [
+            (
+                r#"#[appschema::isolated(schema = "billing")] mod t { diesel::table! { orders (id) { id -> Int8 } } }"#,
+                "`schema` is not an argument of #[appschema::isolated]",
+            ),
+            (
+                r#"#[appschema::both(schema = "billing")] mod t { diesel::table! { orders (id) { id -> Int8 } } }"#,
+                "`schema` is not an argument of #[appschema::both]",
+            ),
+            (
+                r#"#[appschema::shared(schema = "a", schema = "b")] mod t { diesel::table! { plans (id) { id -> Int8 } } }"#,
+                "`schema` is given twice",
+            ),
+            (
+                r#"#[appschema::shared] mod t { diesel::table! { public.plans (id) { id -> Int8, name } } }"#,
+                "schema file `src/schema.rs`: cannot read a `table!` invocation",
+            ),
+        ] {
+            let msg = scopes(src).unwrap_err().to_string();
+            assert!(msg.contains(expected), "{src}\n{msg}");
+        }
     }
 
     #[test]

@@ -6,16 +6,14 @@
 //! at creation, the template, a spare, a spare claim falling back to the
 //! template — and must hold one catalog **and the same rows**.
 
-mod support;
-
 use appschema_core::migrate::{extensions_in_schemas, Migrator};
 use appschema_core::provision::{
     create_tenant, ensure_spares, generate_template, spare_schemas, store_template, Source,
 };
 use appschema_core::{registry, MigrationSet, Scope};
 use appschema_tempdb::TestDb;
+use appschema_testkit::history::{diff, diff_lines, history, normalized_dump, request, strings};
 use diesel::prelude::*;
-use support::{diff, diff_lines, history, normalized_dump, request, strings};
 
 /// Every row of every table of `schema` (but the tracking table's), sorted,
 /// and every sequence's state. A column whose default is a value of the

@@ -7,15 +7,13 @@
 //! catalog: `migrate` on an existing tenant, the migrations at creation, the
 //! schema template, and a spare.
 
-mod support;
-
 use appschema_core::migrate::Migrator;
 use appschema_core::provision::{
     create_tenant, ensure_spares, generate_template, spare_schemas, store_template, Source,
 };
 use appschema_core::{registry, MigrationSet, Scope};
 use appschema_tempdb::TestDb;
-use support::{diff_lines, history, normalized_dump, request, strings};
+use appschema_testkit::history::{diff_lines, history, normalized_dump, request, strings};
 
 #[test]
 fn the_planner_decides_every_migration_of_the_history_in_diesel_s_order() {

@@ -3,8 +3,6 @@
 //! schema with the catalog and the tracking rows of a fresh `migrate` to
 //! the version it ends at, and a later `migrate` must bring everything back.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -13,9 +11,9 @@ use appschema_core::provision::{generate_template, store_template};
 use appschema_core::{registry, MigrateError, Migration, MigrationSet, PublicName, SchemaName};
 use appschema_planner::load_with_schema_files;
 use appschema_tempdb::TestDb;
+use appschema_testkit::history::{diff, history, strings};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use support::{diff, history, strings};
 
 const TENANTS: [&str; 3] = ["t0", "t1", "t2"];
 

@@ -136,7 +136,14 @@ pub const SPARES: usize = 2;
 /// embeds them at build time instead (`appschema_build::embed_prepared_migrations`
 /// in its `build.rs`, then `appschema::include_migrations!()`).
 pub fn migrations() -> Result<MigrationSet, Box<dyn std::error::Error + Send + Sync>> {
-    let plan = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/saas/appschema-plan.toml");
+    // Included by the facade's example and tests and by appschema-bench's
+    // benchmarks: the plan is under the workspace root, one of the package's
+    // directories.
+    let plan = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("examples/saas/appschema-plan.toml"))
+        .find(|plan| plan.is_file())
+        .ok_or("examples/saas/appschema-plan.toml not found above CARGO_MANIFEST_DIR")?;
     let (migrations, reference_tables) =
         appschema_build::load_prepared_with_reference_tables(&plan)?;
     let migrations = migrations

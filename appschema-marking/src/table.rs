@@ -10,25 +10,30 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Attribute, Ident, ItemUse, Token};
 
-/// The body of a `table!` invocation.
-pub(crate) struct TableDecl {
+/// The body of a `table!` invocation (one table, as diesel takes it), parsed
+/// with [`syn::parse2`] / [`syn::parse_quote!`]; anything that is not
+/// `use …;* #[…]* [schema.]name [(keys)] { #[…]* column -> Type, … }` is
+/// refused.
+#[derive(Debug)]
+pub struct TableDecl {
     uses: Vec<ItemUse>,
     attrs: Vec<Attribute>,
     /// `billing` and the `.` of `billing.plans`, when qualified.
-    pub(crate) schema: Option<(Ident, Token![.])>,
+    pub schema: Option<(Ident, Token![.])>,
     /// The Rust name (`plans`), which is also diesel's module name.
-    pub(crate) name: Ident,
+    pub name: Ident,
     /// The primary key and the braced columns, untouched.
     rest: TokenStream,
     columns: Vec<Column>,
 }
 
 /// A column as recorded in the metadata.
-pub(crate) struct Column {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
     /// The SQL name (`#[sql_name = ".."]` or the Rust name).
-    pub(crate) sql_name: String,
+    pub sql_name: String,
     /// The diesel SQL type as written, normalised (`Nullable<Text>`).
-    pub(crate) sql_type: String,
+    pub sql_type: String,
 }
 
 impl Parse for TableDecl {
@@ -138,16 +143,17 @@ fn type_as_written(ty: &syn::TypePath) -> String {
 
 impl TableDecl {
     /// The table's SQL name (`#[sql_name = ".."]` or the Rust name).
-    pub(crate) fn sql_name(&self) -> String {
+    pub fn sql_name(&self) -> String {
         sql_name(&self.attrs).unwrap_or_else(|| self.name.unraw().to_string())
     }
 
-    pub(crate) fn columns(&self) -> &[Column] {
+    /// The columns, in order.
+    pub fn columns(&self) -> &[Column] {
         &self.columns
     }
 
     /// The invocation's body again, qualified with `schema` when given.
-    pub(crate) fn to_tokens_in(&self, schema: Option<&Ident>) -> TokenStream {
+    pub fn to_tokens_in(&self, schema: Option<&Ident>) -> TokenStream {
         let TableDecl {
             uses,
             attrs,

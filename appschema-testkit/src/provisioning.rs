@@ -1,6 +1,5 @@
 //! Shared by the provisioning tests: the test application's isolated
 //! migrations, catalog snapshots, and the set-up their scenarios start from.
-#![allow(dead_code)]
 
 use std::sync::Barrier;
 
@@ -167,8 +166,10 @@ pub fn isolated(parts: Vec<(String, String)>) -> MigrationSet {
     MigrationSet::from_parts(parts.into_iter().map(|(v, sql)| (v, Scope::Isolated, sql)))
 }
 
-#[derive(QueryableByName)]
+/// A row of one text column `value`.
+#[derive(QueryableByName, Debug)]
 pub struct Row {
+    /// The column `value`.
     #[diesel(sql_type = Text)]
     pub value: String,
 }

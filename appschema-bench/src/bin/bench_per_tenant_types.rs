@@ -18,7 +18,7 @@
 //! the median over the rounds of each mode's time per checkout, and its
 //! ratio to `keep` in the same round.
 //!
-//! `cargo run --release --example bench_per_tenant_types`
+//! `cargo run --release -p appschema-bench --bin bench_per_tenant_types`
 
 use std::time::{Duration, Instant};
 

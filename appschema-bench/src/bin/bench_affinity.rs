@@ -13,7 +13,7 @@
 //!    RSS any pooled backend reached (sampled every 250 visits on each
 //!    connection), and visits per second.
 //!
-//! `cargo run --release --example bench_affinity` (about 4 minutes).
+//! `cargo run --release -p appschema-bench --bin bench_affinity` (about 4 minutes).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -5,8 +5,8 @@
 //!
 //! ```sh
 //! cargo build --release -p appschema-cli
-//! cargo run --release --example bench_exec            # 10000 tenants
-//! cargo run --release --example bench_exec -- 1000    # another size
+//! cargo run --release -p appschema-bench --bin bench_exec            # 10000 tenants
+//! cargo run --release -p appschema-bench --bin bench_exec -- 1000    # another size
 //! ```
 //! Measures the real CLI binary (`target/release/appschema-cli`), process
 //! start, connection and registry read included; and the library's
@@ -167,7 +167,7 @@ fn check(conn: &mut PgConnection, n: usize, expected: i32) {
 fn cli_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let path = target.join("release/appschema-cli");
     assert!(
         path.is_file(),

@@ -1,12 +1,11 @@
 //! The session-hygiene attacks, written once for every pool: sync
 //! (`appschema-core/tests/session_hygiene.rs`) and async
-//! (`appschema-async/tests/session_hygiene.rs`, which includes this file).
+//! (`appschema-async/tests/session_hygiene.rs`).
 //!
 //! User A (tenant `t0`) leaves session state on a connection; user B, the
 //! next one on the same backend (pools of one connection), must not see it.
 //! Each attack returns the leak it found, `None` when none. A pool is
 //! driven through [`Pool`], a checkout's connection through [`Session`].
-#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ pub trait Session {
     /// savepoint (or a transaction) so a failure leaves a unit usable.
     fn text(&mut self, sql: &str) -> Option<String>;
     /// The connection's current schema and the marker its `items` resolves
-    /// to (see `support::whoami`); `Err` when the query fails.
+    /// to (see [`crate::tenants::whoami`]); `Err` when the query fails.
     fn whoami(&mut self) -> Result<(Option<String>, String), String>;
     /// After a round trip, the notifications the client holds
     /// (`channel: payload`).
@@ -87,8 +86,10 @@ pub const SETUP: &str = "CREATE SEQUENCE public.hygiene_seq;
          END LOOP;
      END $$;";
 
+/// A row of one nullable text column `v`.
 #[derive(QueryableByName, Debug)]
 pub struct Value {
+    /// The column `v`.
     #[diesel(sql_type = Nullable<Text>)]
     pub v: Option<String>,
 }
@@ -100,7 +101,7 @@ fn admin_text(admin: &mut PgConnection, sql: &str) -> Option<String> {
         .and_then(|r| r.v)
 }
 
-/// The name of the role [`intruder`] creates for the database `admin` is on.
+/// The name of the role `intruder` creates for the database `admin` is on.
 pub fn intruder_name(admin: &mut PgConnection) -> String {
     let db = admin_text(admin, "SELECT current_database()::text AS v").unwrap();
     format!("intruder_{db}")
@@ -440,4 +441,48 @@ macro_rules! all_attacks {
             $($extra,)*
         );
     };
+}
+
+/// The sync pools' connections (a checkout derefs to one, a unit of work
+/// gets one) under attack.
+impl Session for PgConnection {
+    fn exec(&mut self, sql: &str) {
+        self.batch_execute(sql).unwrap();
+    }
+
+    fn text(&mut self, sql: &str) -> Option<String> {
+        text(self, sql)
+    }
+
+    fn whoami(&mut self) -> Result<(Option<String>, String), String> {
+        crate::tenants::whoami(self)
+            .map(|me| (me.schema, me.marker))
+            .map_err(|e| e.to_string())
+    }
+
+    fn notifications(&mut self) -> Vec<String> {
+        self.batch_execute("SELECT 1").unwrap();
+        self.notifications_iter()
+            .filter_map(Result::ok)
+            .map(|n| format!("{}: {}", n.channel, n.payload))
+            .collect()
+    }
+
+    fn insert_mood(&mut self) -> Result<(), String> {
+        self.transaction(|c| {
+            diesel::sql_query(INSERT_MOOD)
+                .bind::<Mood, _>(MoodValue)
+                .execute(c)
+        })
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// One text value, or `None` when the query fails; run in a savepoint (or a
+/// transaction) so a failure leaves a unit of work usable.
+pub fn text(conn: &mut PgConnection, sql: &str) -> Option<String> {
+    conn.transaction(|c| diesel::sql_query(sql).get_result::<Value>(c))
+        .ok()
+        .and_then(|r| r.v)
 }

@@ -12,7 +12,7 @@
 //! CPU time per operation over all its rounds (`getrusage`: this process,
 //! where the instrumentation runs).
 //!
-//! `cargo run --release --example bench_observe` (about 40 s).
+//! `cargo run --release -p appschema-bench --bin bench_observe` (about 40 s).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

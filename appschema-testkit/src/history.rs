@@ -1,7 +1,6 @@
 //! What the real-history tests share: loading a fixture history, a
 //! normalized catalog dump of a schema, text rows of a query, and a diff
 //! for failure messages.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,11 +10,11 @@ use appschema_core::MigrationSet;
 use appschema_planner::load_with_schema_files;
 use diesel::prelude::*;
 
-/// The migrations of `tests/fixtures/<name>`, planned with the markings of
-/// its `src/schema.rs`.
+/// The migrations of `appschema-planner/tests/fixtures/<name>`, planned with
+/// the markings of its `src/schema.rs`.
 pub fn history(name: &str) -> MigrationSet {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+        .join("../appschema-planner/tests/fixtures")
         .join(name);
     load_with_schema_files(&dir.join("migrations"), &[dir.join("src/schema.rs")], &dir)
         .unwrap_or_else(|e| panic!("{name}: {e}"))

@@ -4,9 +4,9 @@
 //! pooled backend's memory.
 //!
 //! ```sh
-//! nice -n 10 cargo run --release --example bench_scale -- 100000                  # saas schema, no FK to shared
-//! nice -n 10 cargo run --release --example bench_scale -- 5000 --schema saas-fk       # with the saas example's FK
-//! nice -n 10 cargo run --release --example bench_scale -- 5000 --schema saas-trigger  # checked by a trigger instead
+//! nice -n 10 cargo run --release -p appschema-bench --bin bench_scale -- 100000                  # saas schema, no FK to shared
+//! nice -n 10 cargo run --release -p appschema-bench --bin bench_scale -- 5000 --schema saas-fk       # with the saas example's FK
+//! nice -n 10 cargo run --release -p appschema-bench --bin bench_scale -- 5000 --schema saas-trigger  # checked by a trigger instead
 //! ```
 //!
 //! One throwaway cluster (`appschema-tempdb`: `fsync=off`, default

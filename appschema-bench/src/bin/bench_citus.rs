@@ -13,7 +13,7 @@
 //!    as fast as it can: the move's duration, and the longest time one
 //!    insert waited (the writes the move blocked).
 //!
-//! `cargo run --release --example bench_citus [-- TENANTS ROUNDS ROWS]`
+//! `cargo run --release -p appschema-bench --bin bench_citus [-- TENANTS ROUNDS ROWS]`
 //! (defaults 1000, 30, 200000). Needs Citus (`../shared/citus/install.sh`).
 //! Prints Markdown for BENCHMARKS.md.
 

@@ -16,7 +16,7 @@
 //! backends, summed over all rounds of a mode: on this 2-core VM wall-clock
 //! ratios swing by ±0.2× from run to run, CPU per operation by a few %.
 //!
-//! `cargo run --release --example bench_connections` (about 2 minutes).
+//! `cargo run --release -p appschema-bench --bin bench_connections` (about 2 minutes).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! and against the single-tenant app on plain r2d2 / plain diesel-async.
 //!
 //! `scripts/bench_saas_wrk.sh` runs it (one command), or
-//! `cargo run --release --example bench_saas_zipf --features axum,async [-- 1000 10000]`.
+//! `cargo run --release -p appschema-bench --bin bench_saas_zipf --features axum,async [-- 1000 10000]`.
 //! Needs `wrk` on PATH.
 //!
 //! Servers, all in one process over one throwaway PostgreSQL, 16 pooled
@@ -32,7 +32,7 @@
 //! `SYNC_BOUND=none` (or a number) gives the sync app's pool that
 //! `max_tenants_per_connection` instead of the default (500).
 
-#[path = "saas/app.rs"]
+#[path = "../../../examples/saas/app.rs"]
 #[allow(dead_code)]
 mod app;
 
@@ -237,7 +237,10 @@ async fn probe_async(
 /// Requests/s of wrk against `port`'s `GET /`, hosts drawn by
 /// `zipf_hosts.lua` over `n` tenants (`mode`: zipf or uniform).
 fn wrk(port: u16, n: usize, mode: &str, seconds: usize) -> f64 {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/saas/zipf_hosts.lua");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/saas/zipf_hosts.lua"
+    );
     let out = Command::new("wrk")
         .args([
             "-t2",

@@ -26,12 +26,12 @@
 //! - **async single tenant, plain diesel-async deadpool**: a pool whose
 //!   connections sit on one tenant.
 //!
-//! `cargo run --release --example bench_routing --features axum` (about
+//! `cargo run --release -p appschema-bench --bin bench_routing --features axum` (about
 //! 4 minutes; needs `wrk` on PATH), or `--features axum,async` for all six
 //! servers (about 8 minutes). Each run is `wrk -t2 -c50 -d10s`; the servers
 //! alternate, three rounds each.
 
-#[path = "saas/app.rs"]
+#[path = "../../../examples/saas/app.rs"]
 #[allow(dead_code)]
 mod app;
 
@@ -140,7 +140,7 @@ async fn single_page(
 fn wrk(port: u16, path: &str, seconds: u32) -> f64 {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/examples/saas/rotate_hosts.lua"
+        "/../examples/saas/rotate_hosts.lua"
     );
     let out = Command::new("wrk")
         .args(["-t2", "-c50", &format!("-d{seconds}s"), "-s", script])

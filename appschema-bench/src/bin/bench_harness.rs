@@ -2,7 +2,7 @@
 //! from `appschema-test` with 3 fresh tenants, on the saas example's
 //! migrations (shared `plans`; isolated `account`, `projects`, `tasks`).
 //!
-//! `cargo run --release --example bench_harness --features axum [-- ROUNDS [BODY_MS]]`
+//! `cargo run --release -p appschema-bench --bin bench_harness --features axum [-- ROUNDS [BODY_MS]]`
 //! (default 30 rounds; each test's body a sleep of BODY_MS, default 0: the
 //! set-ups back to back, so the copies made ahead cannot keep up).
 //!
@@ -15,7 +15,7 @@
 //! without the harness: an empty database, migrated, the 3 tenants created by
 //! the migrations.
 
-#[path = "saas/app.rs"]
+#[path = "../../../examples/saas/app.rs"]
 #[allow(dead_code)]
 mod app;
 

@@ -11,7 +11,7 @@
 //!   without the library (no registry row, no template lookup). Built before
 //!   timing starts.
 //!
-//! `cargo run --release --example bench_provision [-- ROUNDS]` (default 40).
+//! `cargo run --release -p appschema-bench --bin bench_provision [-- ROUNDS]` (default 40).
 //! The ways are interleaved round by round so a noisy neighbour hits them
 //! all alike. Prints a Markdown table for BENCHMARKS.md.
 

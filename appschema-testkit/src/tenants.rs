@@ -2,7 +2,6 @@
 //! with an `items` table whose row 1 is a marker naming its schema, and a
 //! `public.items` marked `public`, so a connection on the wrong path returns
 //! the wrong marker instead of an error.
-#![allow(dead_code)]
 
 use appschema_core::{registry, PublicName, SchemaName};
 use appschema_tempdb::{server, TempCluster, TempPgBouncer, TestDb};
@@ -10,10 +9,12 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Nullable, Text};
 
+/// The schema of tenant `i`: `t{i}`.
 pub fn tenant(i: usize) -> SchemaName {
     SchemaName::new(format!("t{i}")).unwrap()
 }
 
+/// The public name of tenant `i`: `t{i}.example.com`.
 pub fn public_name(i: usize) -> String {
     format!("t{i}.example.com")
 }
@@ -52,12 +53,33 @@ pub fn create_tenants(conn: &mut PgConnection, n: usize) {
     }
 }
 
+/// A fresh database of its own with `n` tenants ([`create_tenants`]).
+pub fn db_with_tenants(n: usize) -> TestDb {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), n);
+    db
+}
+
+/// Where a connection is: its current schema and the marker its `items`
+/// resolves to.
 #[derive(QueryableByName, Debug, PartialEq, Eq)]
 pub struct WhoAmI {
+    /// `current_schema()`.
     #[diesel(sql_type = Nullable<Text>)]
     pub schema: Option<String>,
+    /// Row 1 of `items` on the connection's path.
     #[diesel(sql_type = Text)]
     pub marker: String,
+}
+
+/// Asserts `me` (a [`WhoAmI`] read on a connection or in a unit for
+/// `expected`) is on `expected`'s path, naming the leak if not.
+pub fn assert_is(me: &WhoAmI, expected: &str) {
+    assert_eq!(
+        (me.schema.as_deref(), me.marker.as_str()),
+        (Some(expected), expected),
+        "LEAK: a connection for `{expected}` is on another schema"
+    );
 }
 
 /// The connection's current schema and the marker its `items` resolves to.
@@ -87,20 +109,18 @@ pub fn whoami(conn: &mut PgConnection) -> QueryResult<WhoAmI> {
 
 /// Asserts `conn` is on `expected`'s path, naming the leak if not.
 pub fn assert_on(conn: &mut PgConnection, expected: &str) {
-    let me = whoami(conn).unwrap();
-    assert_eq!(
-        (me.schema.as_deref(), me.marker.as_str()),
-        (Some(expected), expected),
-        "LEAK: a connection for `{expected}` is on another schema"
-    );
+    assert_is(&whoami(conn).unwrap(), expected);
 }
 
-#[derive(QueryableByName)]
+/// A row of `SELECT pg_backend_pid() AS pid`.
+#[derive(QueryableByName, Debug)]
 pub struct Pid {
+    /// The backend's process id.
     #[diesel(sql_type = Integer)]
     pub pid: i32,
 }
 
+/// The process id of `conn`'s backend.
 pub fn backend_pid(conn: &mut PgConnection) -> i32 {
     diesel::sql_query("SELECT pg_backend_pid() AS pid")
         .get_result::<Pid>(conn)
@@ -111,13 +131,16 @@ pub fn backend_pid(conn: &mut PgConnection) -> i32 {
 /// A database with `n` tenants behind a PgBouncer (one server connection,
 /// so every client shares one backend). Falls back to a cluster of its own
 /// when `DATABASE_URL` names an external server.
+#[derive(Debug)]
 pub struct Bounced {
+    /// The PgBouncer in front of the database.
     pub bouncer: TempPgBouncer,
     db: String,
     _own: Option<(TempCluster, ())>,
     _testdb: Option<TestDb>,
 }
 
+/// A [`Bounced`] database with `n` tenants ([`create_tenants`]).
 pub fn bounced(n: usize) -> Bounced {
     match server().temp_cluster() {
         Some(cluster) => {

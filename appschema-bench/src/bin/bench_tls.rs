@@ -11,7 +11,7 @@
 //!
 //! Modes alternate round by round so drift on a shared machine hits both.
 //!
-//! `cargo run --release --example bench_tls --features tls-rustls [rounds]`
+//! `cargo run --release -p appschema-bench --bin bench_tls --features tls-rustls [rounds]`
 use std::time::{Duration, Instant};
 
 use appschema::async_pool::AsyncSharedPool;

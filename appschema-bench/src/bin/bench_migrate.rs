@@ -12,9 +12,9 @@
 //!
 //! ```sh
 //! cargo build --release -p appschema-cli
-//! cargo run --release --example bench_migrate            # 1000 and 10000 tenants
-//! cargo run --release --example bench_migrate -- 1000    # one size
-//! cargo run --release --example bench_migrate -- 100000 --noop-only
+//! cargo run --release -p appschema-bench --bin bench_migrate            # 1000 and 10000 tenants
+//! cargo run --release -p appschema-bench --bin bench_migrate -- 1000    # one size
+//! cargo run --release -p appschema-bench --bin bench_migrate -- 100000 --noop-only
 //! ```
 //! Measures the real CLI binary (`target/release/appschema-cli`) under
 //! `/usr/bin/time -v` for its peak memory.
@@ -57,7 +57,7 @@ fn main() {
 fn cli_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let path = target.join("release/appschema-cli");
     assert!(
         path.is_file(),

@@ -8,7 +8,7 @@
 //! 1,000,000: bigserial key, a foreign key to customers, numeric, text,
 //! timestamptz, two secondary indexes), built by isolated migrations.
 //!
-//! `cargo run --release --example bench_transfer [-- ROWS [ROUNDS]]`
+//! `cargo run --release -p appschema-bench --bin bench_transfer [-- ROWS [ROUNDS]]`
 //! (defaults 1000000 and 3). Rounds alternate which way goes first, so a
 //! noisy neighbour hits both alike; the medians are reported. Peak memory:
 //! the `VmHWM` of this process around ours (reset before each step through
