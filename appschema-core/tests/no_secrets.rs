@@ -86,8 +86,10 @@ fn connection_errors_that_quote_the_url_hide_the_password() {
         .replacen("postgres@", &format!("postgres:{SECRET}%zz@"), 1);
     let timeout = Duration::from_millis(300);
 
+    // `min_idle(1)`: build opens a connection and waits for it.
     let error = SharedPool::builder(url.clone())
         .max_size(1)
+        .min_idle(1)
         .connection_timeout(timeout)
         .build()
         .unwrap_err();
@@ -98,17 +100,39 @@ fn connection_errors_that_quote_the_url_hide_the_password() {
     assert_hidden("SharedPool's build error", &error.to_string());
     assert_hidden("SharedPool's build error", &format!("{error:?}"));
 
-    let error = TransactionScopedPool::builder(url.clone())
+    // Without it (the default), the first checkout opens it.
+    let pool = SharedPool::builder(url.clone())
         .max_size(1)
         .connection_timeout(timeout)
         .build()
+        .unwrap();
+    let error = pool.get_shared().unwrap_err();
+    assert!(
+        error.to_string().contains("invalid percent-encoded token"),
+        "{error}"
+    );
+    assert_hidden("SharedPool's checkout error", &error.to_string());
+    assert_hidden("SharedPool's checkout error", &format!("{error:?}"));
+
+    let pool = TransactionScopedPool::builder(url.clone())
+        .max_size(1)
+        .connection_timeout(timeout)
+        .build()
+        .unwrap();
+    let error = pool
+        .transaction_for(&SchemaName::new("acme").unwrap(), |_| {
+            Ok::<_, ConnectionError>(())
+        })
         .unwrap_err();
     assert!(
         error.to_string().contains("invalid percent-encoded token"),
         "{error}"
     );
-    assert_hidden("TransactionScopedPool's build error", &error.to_string());
-    assert_hidden("TransactionScopedPool's build error", &format!("{error:?}"));
+    assert_hidden("TransactionScopedPool's checkout error", &error.to_string());
+    assert_hidden(
+        "TransactionScopedPool's checkout error",
+        &format!("{error:?}"),
+    );
 
     let error = Migrator::new(url.clone())
         .migrate(&MigrationSet::default(), &|_| {})
