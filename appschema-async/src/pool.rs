@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
     describe_target, prepare_statement_sql, with_startup_options, write_session_switch, ConnectRow,
-    Lot, Pick, PlanWatch, SessionRefusal, CONNECT_QUERY,
+    Handed, Lot, Pick, PlanWatch, PoolView, SessionRefusal, Ticket, CONNECT_QUERY,
 };
 use appschema_core::connection::{
     ConnectionError, ManagerError, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
@@ -533,13 +533,23 @@ impl AsyncSharedPoolBuilder {
             max_lifetime: self.max_lifetime,
         }));
         maintainer.ensure_running(&pool);
+        let lot = self.affinity.then(|| {
+            let pool = pool.clone();
+            Lot::new(move || {
+                let status = pool.status();
+                PoolView {
+                    idle: status.available,
+                    room: status.size < status.max_size,
+                }
+            })
+        });
         Ok(AsyncSharedPool {
             pool,
             path: self.path.clone(),
             timeout: self.connection_timeout,
             maintainer,
             per_tenant_types: Arc::new(PerTenantTypes::new(self.per_tenant_types, &self.path)),
-            lot: self.affinity.then(Lot::new),
+            lot,
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
             busy_timeout: self.busy_timeout,
@@ -840,9 +850,19 @@ impl AsyncSharedPool {
                 let mut tries = self.pool.status().max_size + 1;
                 loop {
                     tries -= 1;
-                    let has_idle = tries > 0 && self.pool.status().available > 0;
-                    match lot.pick(tenant, has_idle) {
+                    match lot.pick(tenant, tries > 0) {
                         Pick::Warm(conn) | Pick::Stolen(conn) => return Ok(conn),
+                        // Every connection busy: wait for one handed over.
+                        Pick::Queued(mut ticket) => {
+                            let deadline = Instant::now() + timeouts.wait.unwrap_or(self.timeout);
+                            match handed_over(&mut ticket, deadline).await {
+                                Some(Handed::Conn { conn, .. }) => return Ok(conn),
+                                Some(Handed::Pool(waiting)) => break Some(waiting),
+                                None => {
+                                    return Err(PoolError::Timeout(managed::TimeoutType::Wait))
+                                }
+                            }
+                        }
                         // An idle connection, without waiting and without
                         // registering as waiting (returns keep being
                         // parked); taken meanwhile: pick again.
@@ -881,6 +901,27 @@ impl AsyncSharedPool {
             max_lifetime: self.max_lifetime,
         });
         conn
+    }
+}
+
+/// Waits for the lot to hand `ticket` a connection (or send it to the
+/// pool) until `deadline` (`None`), looking at the pool again now and then
+/// (see `Ticket::recheck`).
+async fn handed_over(
+    ticket: &mut Ticket<Object<AsyncTenantManager>>,
+    deadline: Instant,
+) -> Option<Handed<Object<AsyncTenantManager>>> {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        let slice = (deadline - now).min(Ticket::<Object<AsyncTenantManager>>::recheck_interval());
+        let handed = std::future::poll_fn(|cx| ticket.poll_handed(cx));
+        match tokio::time::timeout(slice, handed).await {
+            Ok(handed) => return Some(handed),
+            Err(_) => ticket.recheck(),
+        }
     }
 }
 
@@ -958,6 +999,7 @@ impl Drop for AsyncTenantConnection {
         });
         if unusable {
             self.discard();
+            self.vacated();
             return;
         }
         let retire = self.conn.as_mut().is_some_and(|conn| {
@@ -968,6 +1010,7 @@ impl Drop for AsyncTenantConnection {
             // Served its tenants (or marked): closed now, not at the
             // next checkout's recycle.
             drop(self.conn.take().map(Object::take));
+            self.vacated();
             return;
         }
         let (Some(parking), Some(mut conn)) = (self.parking.take(), self.conn.take()) else {
@@ -981,13 +1024,26 @@ impl Drop for AsyncTenantConnection {
             || parking
                 .max_lifetime
                 .is_some_and(|max| Object::metrics(&conn).age() >= max);
-        if !refused {
+        if refused {
+            // Back to the pool (which closes it on recycle): a checkout
+            // queued in the lot goes there.
+            drop(conn);
+            parking.lot.vacated();
+        } else {
             drop(parking.lot.park(self.tenant.as_ref(), conn));
         }
     }
 }
 
 impl AsyncTenantConnection {
+    /// With tenant affinity, tells the lot that this connection will not
+    /// come back to it (a checkout queued there goes to the pool).
+    fn vacated(&mut self) {
+        if let Some(parking) = self.parking.take() {
+            parking.lot.vacated();
+        }
+    }
+
     /// Takes the connection out of the pool for good: asks the server to
     /// cancel whatever it still runs for it, and closes it.
     pub(crate) fn discard(&mut self) {

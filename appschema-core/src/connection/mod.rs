@@ -38,7 +38,7 @@ mod types;
 /// decoder, whatever client runs it. Not a stable API.
 #[doc(hidden)]
 pub mod internals {
-    pub use super::affinity::{Lot, Pick, TenantLog, Waiting};
+    pub use super::affinity::{Handed, Lot, Pick, PoolView, TenantLog, Ticket, Waiting};
     pub use super::error::describe_target;
     pub use super::hygiene::{
         with_startup_options, CHECKOUT_RESET, DIRTY_RESET, DIRTY_UNLISTEN, UNIT_RESET,

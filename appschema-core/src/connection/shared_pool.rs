@@ -5,13 +5,13 @@ use std::cell::RefCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::CacheSize;
 use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection};
 
-use super::affinity::{Lot, Pick, DEFAULT_MAX_TENANTS_PER_CONNECTION};
+use super::affinity::{Handed, Lot, Pick, PoolView, DEFAULT_MAX_TENANTS_PER_CONNECTION};
 use super::error::{describe_target, ConnectionError};
 use super::hygiene::with_startup_options;
 use super::plan_watch::PlanWatch;
@@ -429,11 +429,21 @@ impl SharedPoolBuilder {
                 timeout: self.connection_timeout,
                 message: e.to_string(),
             })?;
+        let lot = self.affinity.then(|| {
+            let pool = pool.clone();
+            Lot::new(move || {
+                let state = pool.state();
+                PoolView {
+                    idle: state.idle_connections as usize,
+                    room: state.connections < pool.max_size(),
+                }
+            })
+        });
         Ok(SharedPool {
             pool,
             path: self.path,
             timeout: self.connection_timeout,
-            lot: self.affinity.then(Lot::new),
+            lot,
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
         })
@@ -565,10 +575,26 @@ impl SharedPool {
         }
         // A connection parked (warm or stolen) whose switch fails is closed
         // and another tried; as many as the pool holds, then the pool.
+        let deadline = Instant::now() + self.timeout;
         for _ in 0..=self.pool.max_size() {
-            let pool_has_idle = self.pool.state().idle_connections > 0;
-            let mut conn = match lot.pick(tenant, pool_has_idle) {
+            let mut conn = match lot.pick(tenant, true) {
                 Pick::Warm(conn) | Pick::Stolen(conn) => conn,
+                // Every connection busy: wait for one handed over.
+                Pick::Queued(mut ticket) => match ticket.wait_until(deadline) {
+                    Some(Handed::Conn { conn, .. }) => conn,
+                    Some(Handed::Pool(waiting)) => {
+                        let conn = self.checkout_from_pool(tenant, true);
+                        drop(waiting);
+                        return conn.map(|c| c.expect("waited"));
+                    }
+                    None => {
+                        return Err(ConnectionError::PoolExhausted {
+                            target: describe_target(tenant),
+                            timeout: self.timeout,
+                            max_size: self.pool.max_size(),
+                        })
+                    }
+                },
                 // Not registered as waiting: returns keep being parked.
                 // Taken by another thread meanwhile: pick again.
                 Pick::Idle => match self.checkout_from_pool(tenant, false)? {
@@ -586,15 +612,19 @@ impl SharedPool {
             match result {
                 Ok(()) => return Ok(self.handed_out(conn, tenant)),
                 Err(SessionRefusal::SchemaMissing) => {
+                    // Back to the lot (to a queued checkout, or parked).
+                    drop(lot.park(tenant, conn));
                     return Err(ConnectionError::SchemaMissing {
                         schema: scope.request().1,
-                    })
+                    });
                 }
                 Err(_) => {
                     // Closed by `has_broken` when dropped here.
                     if let Some(log) = PlanWatch::log_in(conn.instrumentation()) {
                         log.discard();
                     }
+                    drop(conn);
+                    lot.vacated();
                 }
             }
         }
@@ -734,13 +764,16 @@ impl Drop for TenantConnection {
         // What must be closed, or is due to be (`max_lifetime`: r2d2's
         // reaper closes it once idle), goes back to the pool, never to the
         // lot; dropping it here does that.
-        if std::thread::panicking() || must_close(&mut conn) {
-            return;
-        }
-        let old = self.max_lifetime.is_some_and(|max| {
-            PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.age() >= max)
-        });
-        if !old {
+        let old = std::thread::panicking()
+            || must_close(&mut conn)
+            || self.max_lifetime.is_some_and(|max| {
+                PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.age() >= max)
+            });
+        if old {
+            // Closed or idle in the pool now: a queued checkout goes there.
+            drop(conn);
+            lot.vacated();
+        } else {
             drop(lot.park(self.tenant.as_ref(), conn));
         }
     }
