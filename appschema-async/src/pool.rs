@@ -720,6 +720,14 @@ impl AsyncSharedPool {
         self.pool.status()
     }
 
+    /// How many checkouts are queued for a returned connection (with
+    /// tenant affinity, while every connection is busy; see
+    /// [`tenant_affinity`](AsyncSharedPoolBuilder::tenant_affinity)).
+    /// Always 0 without affinity.
+    pub fn queued(&self) -> usize {
+        self.lot.as_ref().map_or(0, Lot::queued)
+    }
+
     /// Connections open and idle, for the pool gauges (see `observe`).
     fn size(&self) -> (u32, u32) {
         let status = self.pool.status();

@@ -52,7 +52,7 @@ pub mod internals {
     pub use super::types::{PerTenantTypes, PER_TENANT_TYPES_QUERY};
 }
 
-pub use affinity::DEFAULT_MAX_TENANTS_PER_CONNECTION;
+pub use affinity::{DEFAULT_MAX_TENANTS_PER_CONNECTION, MAX_PASSED_OVER};
 pub use customizer::TenantCustomizer;
 pub use error::ConnectionError;
 pub(crate) use lost::lost_after_failure;

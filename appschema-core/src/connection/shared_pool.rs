@@ -563,6 +563,14 @@ impl SharedPool {
         self.pool.state()
     }
 
+    /// How many checkouts are queued for a returned connection (with
+    /// tenant affinity, while every connection is busy; see
+    /// [`tenant_affinity`](SharedPoolBuilder::tenant_affinity)). Always 0
+    /// without affinity.
+    pub fn queued(&self) -> usize {
+        self.lot.as_ref().map_or(0, Lot::queued)
+    }
+
     fn checkout(&self, tenant: Option<&SchemaName>) -> Result<TenantConnection, ConnectionError> {
         let Some(lot) = &self.lot else {
             return self
