@@ -364,13 +364,17 @@ fn load() -> String {
 }
 
 /// Requests/s of wrk against `port`'s `GET /`, hosts drawn by
-/// `zipf_hosts.lua` over `n` tenants (`mode`: zipf or uniform).
-fn wrk(port: u16, n: usize, mode: &str, seconds: usize) -> f64 {
+/// `zipf_hosts.lua` over `n` tenants (`mode`: zipf or uniform), and the
+/// slowest response in ms. A response slower than 10 s, or any other
+/// error, stops the benchmark.
+fn wrk(port: u16, n: usize, mode: &str, seconds: usize) -> (f64, f64) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/saas/zipf_hosts.lua");
     let out = Command::new("wrk")
         .args([
             "-t2",
             WRK_CONNECTIONS,
+            "--timeout",
+            "10s",
             &format!("-d{seconds}s"),
             "-s",
             script,
@@ -383,10 +387,26 @@ fn wrk(port: u16, n: usize, mode: &str, seconds: usize) -> f64 {
     if text.contains("Non-2xx") || text.contains("Socket errors") {
         panic!("wrk saw errors:\n{text}");
     }
-    text.lines()
+    let rps = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"))
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    let max_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Latency"))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .map_or(f64::NAN, |v| {
+            let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+            let num: f64 = num.parse().unwrap_or(f64::NAN);
+            match unit {
+                "us" => num / 1000.0,
+                "s" => num * 1000.0,
+                "m" => num * 60_000.0,
+                _ => num,
+            }
+        });
+    (rps, max_ms)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -686,13 +706,15 @@ fn main() -> Result<(), BoxError> {
             wrk(*port, *n, "zipf", 2);
         }
         let mut results = vec![Vec::new(); runs.len()];
+        let mut slowest = vec![0f64; runs.len()];
         let mut loads = Vec::new();
         for round in 1..=rounds {
             let mut line = format!("{size} tenants, round {round} (load {}):", load());
             for (i, (_, port, n, _)) in runs.iter().enumerate() {
-                let r = wrk(*port, *n, "zipf", seconds);
+                let (r, max_ms) = wrk(*port, *n, "zipf", seconds);
                 line.push_str(&format!(" {r:.0}"));
                 results[i].push(r);
+                slowest[i] = slowest[i].max(max_ms);
             }
             loads.push(load());
             println!("{line}");
@@ -723,8 +745,8 @@ fn main() -> Result<(), BoxError> {
             "#### {size} tenants: `GET /`, wrk -t2 {WRK_CONNECTIONS}, pools of {POOL_SIZE}, median of {rounds} × {seconds} s, load average {} at the rounds' ends",
             loads.join(" ")
         );
-        println!("| server, traffic | requests/s | × same server, one tenant | × plain pool, one tenant, same transaction | checkouts switched |");
-        println!("|---|---:|---:|---:|---:|");
+        println!("| server, traffic | requests/s | × same server, one tenant | × plain pool, one tenant, same transaction | checkouts switched | slowest response |");
+        println!("|---|---:|---:|---:|---:|---:|");
         for (i, (label, ..)) in runs.iter().enumerate() {
             let sync = label.contains("sync app") && !label.contains("async") || label.contains("r2d2");
             let (one, plain) = match (label.starts_with("floor"), sync) {
@@ -740,9 +762,10 @@ fn main() -> Result<(), BoxError> {
                 format!("{:.2}", m[i] / m[one])
             };
             println!(
-                "| {label} | {:.0} | {vs_one} | {:.2} | {sw} |",
+                "| {label} | {:.0} | {vs_one} | {:.2} | {sw} | {:.0} ms |",
                 m[i],
-                m[i] / m[plain]
+                m[i] / m[plain],
+                slowest[i]
             );
         }
         println!();
