@@ -275,17 +275,23 @@ impl AsyncSharedPoolBuilder {
         self
     }
 
-    /// Whether a checkout for a tenant prefers an idle connection that last
+    /// Whether a checkout for a tenant prefers a connection that last
     /// served that tenant (statements already planned for its path), as on
-    /// the sync pool (see `SharedPoolBuilder::tenant_affinity`): returned
-    /// connections are parked by tenant on top of deadpool; a checkout
-    /// takes its tenant's, else an idle one of the pool, else the one
-    /// parked last for another tenant, and only then waits. Every
-    /// checkout still runs the full reset and switch. Parked connections
-    /// count as in use in [`AsyncSharedPool::status`]; one parked past
-    /// `idle_timeout` goes back to the pool at the next checkout.
-    /// Default: `false`: on the Zipf benchmark in BENCHMARKS.md it cut the
-    /// share of checkouts that switch path but gained no throughput.
+    /// the sync pool (see `SharedPoolBuilder::tenant_affinity`): while
+    /// every connection is busy, checkouts queue by tenant and a returned
+    /// connection goes to the oldest queued checkout for the tenant it
+    /// served, else the oldest (passed over at most
+    /// `appschema::connection::MAX_PASSED_OVER` times); while none is
+    /// queued, returned connections are parked by tenant on top of
+    /// deadpool and a checkout takes its tenant's, else an idle one of the
+    /// pool, else the one parked last for another tenant. A queued
+    /// checkout whose future is dropped leaves the queue, and a connection
+    /// handed to it meanwhile goes to the next. Every checkout still runs
+    /// the full reset and switch. Parked connections count as in use in
+    /// [`AsyncSharedPool::status`]; one parked past `idle_timeout` goes
+    /// back to the pool at the next checkout; [`AsyncSharedPool::queued`]
+    /// counts queued checkouts.
+    /// Default: `false` (measured in BENCHMARKS.md, *Tenant affinity*).
     pub fn tenant_affinity(mut self, on: bool) -> Self {
         self.affinity = on;
         self

@@ -288,17 +288,27 @@ impl SharedPoolBuilder {
         self
     }
 
-    /// Whether a checkout for a tenant prefers an idle connection that last
+    /// Whether a checkout for a tenant prefers a connection that last
     /// served that tenant (its statements already planned for the tenant's
-    /// path, which PostgreSQL would otherwise re-plan). Returned
-    /// connections are parked by tenant on top of the r2d2 pool; a checkout
-    /// takes its tenant's parked connection, else an idle one of the pool,
-    /// else the one parked last for another tenant, and only then waits.
+    /// path, which PostgreSQL would otherwise re-plan). A *lot* on top of
+    /// the r2d2 pool does it:
+    ///
+    /// - while every connection is busy, checkouts queue in the lot by
+    ///   tenant, and a returned connection goes to the oldest queued
+    ///   checkout for the tenant it served, else to the oldest queued
+    ///   checkout; a queued checkout is passed over at most
+    ///   [`MAX_PASSED_OVER`](crate::connection::MAX_PASSED_OVER) times, so
+    ///   none starves;
+    /// - while none is queued, a returned connection is parked under its
+    ///   tenant, and a checkout takes its tenant's parked connection, else
+    ///   an idle one of the pool, else the one parked last for another
+    ///   tenant, so it never waits while a connection sits parked.
+    ///
     /// Every checkout still runs the full reset and switch. Parked
     /// connections count as in use in [`SharedPool::state`]; one parked
-    /// past `idle_timeout` goes back to the pool at the next checkout.
-    /// Default: `false`: on the Zipf benchmark in BENCHMARKS.md it cut the
-    /// share of checkouts that switch path but gained no throughput.
+    /// past `idle_timeout` goes back to the pool at the next checkout;
+    /// [`SharedPool::queued`] counts queued checkouts.
+    /// Default: `false` (measured in BENCHMARKS.md, *Tenant affinity*).
     pub fn tenant_affinity(mut self, on: bool) -> Self {
         self.affinity = on;
         self
