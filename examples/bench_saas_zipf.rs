@@ -49,8 +49,8 @@ use std::time::Instant;
 use app::Plan;
 use appschema::async_pool::AsyncSharedPool;
 use appschema::migrate::Migrator;
-use appschema::resolve::Resolver;
 use appschema::provision::{self, NewTenant};
+use appschema::resolve::Resolver;
 use appschema::{SchemaName, SharedPool};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -242,7 +242,10 @@ async fn floor_page(
         conn.batch_execute(&format!("SET search_path TO {}, public", schema.quoted()))
             .map_err(status)?;
         if let Some(seen) = &seen {
-            seen.record(backend_pid_sync(&mut conn).map_err(status)?, schema.as_str());
+            seen.record(
+                backend_pid_sync(&mut conn).map_err(status)?,
+                schema.as_str(),
+            );
         }
         conn.build_transaction()
             .read_only()
@@ -650,7 +653,12 @@ fn main() -> Result<(), BoxError> {
                 probe_port.clone(),
             ));
             if *config == default {
-                runs.push((format!("{path} app, {config}, one tenant"), *port, 1, probe_port));
+                runs.push((
+                    format!("{path} app, {config}, one tenant"),
+                    *port,
+                    1,
+                    probe_port,
+                ));
             }
         }
         for (path, port, pool) in [
@@ -748,7 +756,8 @@ fn main() -> Result<(), BoxError> {
         println!("| server, traffic | requests/s | × same server, one tenant | × plain pool, one tenant, same transaction | checkouts switched | slowest response |");
         println!("|---|---:|---:|---:|---:|---:|");
         for (i, (label, ..)) in runs.iter().enumerate() {
-            let sync = label.contains("sync app") && !label.contains("async") || label.contains("r2d2");
+            let sync =
+                label.contains("sync app") && !label.contains("async") || label.contains("r2d2");
             let (one, plain) = match (label.starts_with("floor"), sync) {
                 (true, true) => (floor_one_sync, plain_sync),
                 (true, false) => (floor_one_async, plain_async),

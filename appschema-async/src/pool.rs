@@ -872,9 +872,7 @@ impl AsyncSharedPool {
                             match handed_over(&mut ticket, deadline).await {
                                 Some(Handed::Conn { conn, .. }) => return Ok(conn),
                                 Some(Handed::Pool(waiting)) => break Some(waiting),
-                                None => {
-                                    return Err(PoolError::Timeout(managed::TimeoutType::Wait))
-                                }
+                                None => return Err(PoolError::Timeout(managed::TimeoutType::Wait)),
                             }
                         }
                         // An idle connection, without waiting and without

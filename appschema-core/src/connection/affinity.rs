@@ -699,8 +699,7 @@ impl<C> Parked<C> {
     /// pool is on its way to.
     fn send_to_pool(&mut self, shared: &Arc<Shared<C>>, view: PoolView, wakers: &mut Vec<Waker>) {
         while let Some((&id, _)) = self.waiters.first_key_value() {
-            let unclaimed =
-                view.idle > self.pool_waiting || (view.room && self.pool_waiting == 0);
+            let unclaimed = view.idle > self.pool_waiting || (view.room && self.pool_waiting == 0);
             if !unclaimed {
                 break;
             }
