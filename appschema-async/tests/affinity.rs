@@ -234,6 +234,17 @@ async fn await_queued(pool: &AsyncSharedPool, n: usize) {
 
 type Acquired = tokio::sync::mpsc::UnboundedSender<(usize, i32)>;
 
+/// The next checkout to acquire its connection; fails (rather than hangs)
+/// when none does within 30 s, e.g. after a holder's assertion failed.
+async fn next_acquired(
+    acquisitions: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, i32)>,
+) -> (usize, i32) {
+    tokio::time::timeout(Duration::from_secs(30), acquisitions.recv())
+        .await
+        .expect("no checkout acquired its connection within 30 s")
+        .expect("the channel stays open")
+}
+
 /// A checkout in its own task that reports on `acquired` once it holds its
 /// connection (checked to be on its tenant's path) and returns it when
 /// told on the channel it hands back.
@@ -265,7 +276,7 @@ async fn a_returned_connection_goes_to_a_queued_checkout_for_its_tenant_first() 
         .unwrap();
     let (acquired, mut acquisitions) = tokio::sync::mpsc::unbounded_channel();
     let first = holder(&pool, 0, &acquired);
-    let (_, pid) = acquisitions.recv().await.unwrap();
+    let (_, pid) = next_acquired(&mut acquisitions).await;
     // Queued in this order: t1 first, then t0.
     let for_t1 = holder(&pool, 1, &acquired);
     await_queued(&pool, 1).await;
@@ -273,9 +284,9 @@ async fn a_returned_connection_goes_to_a_queued_checkout_for_its_tenant_first() 
     await_queued(&pool, 2).await;
     first.send(()).unwrap();
     // The connection served t0: the younger checkout for t0 gets it.
-    assert_eq!(acquisitions.recv().await.unwrap(), (0, pid));
+    assert_eq!(next_acquired(&mut acquisitions).await, (0, pid));
     for_t0.send(()).unwrap();
-    assert_eq!(acquisitions.recv().await.unwrap(), (1, pid));
+    assert_eq!(next_acquired(&mut acquisitions).await, (1, pid));
     for_t1.send(()).unwrap();
 }
 
@@ -291,7 +302,7 @@ async fn a_queued_checkout_is_passed_over_at_most_max_passed_over_times() {
         .unwrap();
     let (acquired, mut acquisitions) = tokio::sync::mpsc::unbounded_channel();
     let mut current = holder(&pool, 0, &acquired);
-    acquisitions.recv().await.unwrap();
+    next_acquired(&mut acquisitions).await;
     let for_t1 = holder(&pool, 1, &acquired);
     await_queued(&pool, 1).await;
     for pass in 0..MAX_PASSED_OVER {
@@ -299,7 +310,7 @@ async fn a_queued_checkout_is_passed_over_at_most_max_passed_over_times() {
         await_queued(&pool, 2).await;
         current.send(()).unwrap();
         assert_eq!(
-            acquisitions.recv().await.unwrap().0,
+            next_acquired(&mut acquisitions).await.0,
             0,
             "pass {pass}: the connection went past the t0 checkout"
         );
@@ -309,12 +320,12 @@ async fn a_queued_checkout_is_passed_over_at_most_max_passed_over_times() {
     await_queued(&pool, 2).await;
     current.send(()).unwrap();
     assert_eq!(
-        acquisitions.recv().await.unwrap().0,
+        next_acquired(&mut acquisitions).await.0,
         1,
         "the t1 checkout was passed over more than {MAX_PASSED_OVER} times"
     );
     for_t1.send(()).unwrap();
-    assert_eq!(acquisitions.recv().await.unwrap().0, 0);
+    assert_eq!(next_acquired(&mut acquisitions).await.0, 0);
     last_t0.send(()).unwrap();
 }
 
@@ -329,7 +340,7 @@ async fn a_queued_checkout_dropped_before_its_hand_over_passes_it_on() {
         .unwrap();
     let (acquired, mut acquisitions) = tokio::sync::mpsc::unbounded_channel();
     let first = holder(&pool, 0, &acquired);
-    acquisitions.recv().await.unwrap();
+    next_acquired(&mut acquisitions).await;
     // A request cancelled while queued (its future dropped) ...
     let cancelled = tokio::spawn({
         let pool = pool.clone();
@@ -343,7 +354,7 @@ async fn a_queued_checkout_dropped_before_its_hand_over_passes_it_on() {
     let next = holder(&pool, 1, &acquired);
     await_queued(&pool, 1).await;
     first.send(()).unwrap();
-    assert_eq!(acquisitions.recv().await.unwrap().0, 1);
+    assert_eq!(next_acquired(&mut acquisitions).await.0, 1);
     next.send(()).unwrap();
 }
 

@@ -193,6 +193,11 @@ fn concurrent_mixed_tenant_checkouts_never_get_another_tenants_connection() {
     assert!(all.len() > 4, "only {} backends served", all.len());
 }
 
+/// How long a test waits for a checkout to acquire its connection before
+/// failing (rather than hanging, e.g. after a holder's assertion failed).
+const WITHIN: Duration = Duration::from_secs(30);
+const NONE_ACQUIRED: &str = "no checkout acquired its connection within 30 s";
+
 /// Polls (with a deadline) until `n` checkouts are queued in `pool`'s lot.
 fn await_queued(pool: &SharedPool, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -239,7 +244,7 @@ fn a_returned_connection_goes_to_a_queued_checkout_for_its_tenant_first() {
     let (acquired, acquisitions) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         let first = holder(s, &pool, 0, &acquired);
-        let (_, pid) = acquisitions.recv().unwrap();
+        let (_, pid) = acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED);
         // Queued in this order: t1 first, then t0.
         let for_t1 = holder(s, &pool, 1, &acquired);
         await_queued(&pool, 1);
@@ -247,9 +252,15 @@ fn a_returned_connection_goes_to_a_queued_checkout_for_its_tenant_first() {
         await_queued(&pool, 2);
         first.send(()).unwrap();
         // The connection served t0: the younger checkout for t0 gets it.
-        assert_eq!(acquisitions.recv().unwrap(), (0, pid));
+        assert_eq!(
+            acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED),
+            (0, pid)
+        );
         for_t0.send(()).unwrap();
-        assert_eq!(acquisitions.recv().unwrap(), (1, pid));
+        assert_eq!(
+            acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED),
+            (1, pid)
+        );
         for_t1.send(()).unwrap();
     });
 }
@@ -267,7 +278,7 @@ fn a_queued_checkout_is_passed_over_at_most_max_passed_over_times() {
     let (acquired, acquisitions) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         let mut current = holder(s, &pool, 0, &acquired);
-        acquisitions.recv().unwrap();
+        acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED);
         // A checkout for t1 queues; then, again and again, one for t0
         // queues behind it and the t0 connection is returned.
         let for_t1 = holder(s, &pool, 1, &acquired);
@@ -277,7 +288,7 @@ fn a_queued_checkout_is_passed_over_at_most_max_passed_over_times() {
             await_queued(&pool, 2);
             current.send(()).unwrap();
             assert_eq!(
-                acquisitions.recv().unwrap().0,
+                acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED).0,
                 0,
                 "pass {pass}: the connection went past the t0 checkout"
             );
@@ -287,12 +298,12 @@ fn a_queued_checkout_is_passed_over_at_most_max_passed_over_times() {
         await_queued(&pool, 2);
         current.send(()).unwrap();
         assert_eq!(
-            acquisitions.recv().unwrap().0,
+            acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED).0,
             1,
             "the t1 checkout was passed over more than {MAX_PASSED_OVER} times"
         );
         for_t1.send(()).unwrap();
-        assert_eq!(acquisitions.recv().unwrap().0, 0);
+        assert_eq!(acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED).0, 0);
         last_t0.send(()).unwrap();
     });
 }
