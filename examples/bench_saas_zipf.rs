@@ -328,10 +328,7 @@ fn app_server(
             .max_tenants_per_connection(config.bound)
             .build()?,
         // Only schema builds use it on the async path.
-        app::Mode::Async => SharedPool::builder(url)
-            .max_size(2)
-            .min_idle(Some(0))
-            .build()?,
+        app::Mode::Async => SharedPool::builder(url).max_size(2).min_idle(0).build()?,
     };
     let async_pool = match mode {
         app::Mode::Blocking => None,

@@ -24,17 +24,21 @@ use appschema_core::connection::internals::PerTenantTypes;
 use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
-    describe_target, prepare_statement_sql, with_startup_options, write_session_switch, ConnectRow,
-    Handed, Lot, Pick, PlanWatch, PoolView, SessionRefusal, Ticket, CONNECT_QUERY,
+    describe_target, prepare_statement_sql, with_startup_options, write_session_switch,
+    AfterRefusal, CheckoutAttempts, ConnectRow, Handed, Lot, Pick, PlanWatch, PoolView,
+    PublicNameLookup, SessionRefusal, Ticket, CONNECT_QUERY,
 };
 use appschema_core::connection::{
-    ConnectionError, ManagerError, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
+    ConnectionError, ManagerError, PoolState, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
 };
 use appschema_core::observe::{self, PoolKind};
 use appschema_core::redact::{redact_connection_error, redact_url};
+use appschema_core::registry::TenantRow;
 use appschema_core::SchemaName;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use diesel::connection::CacheSize;
+use diesel::sql_types::Text;
+use diesel::OptionalExtension;
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -220,8 +224,8 @@ pub(crate) const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(500);
 pub struct AsyncSharedPoolBuilder {
     url: String,
     path: SearchPath,
-    max_size: usize,
-    min_idle: usize,
+    max_size: u32,
+    min_idle: u32,
     connection_timeout: Duration,
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
@@ -288,7 +292,7 @@ impl AsyncSharedPoolBuilder {
     /// checkout whose future is dropped leaves the queue, and a connection
     /// handed to it meanwhile goes to the next. Every checkout still runs
     /// the full reset and switch. Parked connections count as in use in
-    /// [`AsyncSharedPool::status`]; one parked past `idle_timeout` goes
+    /// [`AsyncSharedPool::state`]; one parked past `idle_timeout` goes
     /// back to the pool at the next checkout; [`AsyncSharedPool::queued`]
     /// counts queued checkouts.
     /// Default: `false` (measured in BENCHMARKS.md, *Tenant affinity*).
@@ -335,7 +339,7 @@ impl AsyncSharedPoolBuilder {
     }
 
     /// Most connections open at once. Default: 10.
-    pub fn max_size(mut self, n: usize) -> Self {
+    pub fn max_size(mut self, n: u32) -> Self {
         self.max_size = n;
         self
     }
@@ -344,9 +348,10 @@ impl AsyncSharedPoolBuilder {
     /// a burst of requests does not wait for connections to be opened: a
     /// background task opens them after `build` and reopens them as they
     /// are closed (broken, `max_lifetime`). Default: 0, connections are
-    /// opened by the checkouts that need them. (The sync `SharedPool`'s
-    /// `None` means `max_size`, opened before its `build` returns; this
-    /// `build` opens nothing and does not wait.)
+    /// opened by the checkouts that need them. The same setting, default
+    /// and meaning as on the sync `SharedPool`; only `build` differs: the
+    /// sync one waits until the first `n` are open, this one cannot block
+    /// and returns at once.
     ///
     /// ```no_run
     /// use appschema::async_pool::AsyncSharedPool;
@@ -360,7 +365,7 @@ impl AsyncSharedPoolBuilder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn min_idle(mut self, n: usize) -> Self {
+    pub fn min_idle(mut self, n: u32) -> Self {
         self.min_idle = n;
         self
     }
@@ -534,7 +539,7 @@ impl AsyncSharedPoolBuilder {
         };
         let pool = build_deadpool(manager, self.max_size, self.connection_timeout)?;
         let maintainer = Arc::new(Maintainer::new(Settings {
-            min_idle: self.min_idle.min(self.max_size),
+            min_idle: self.min_idle.min(self.max_size) as usize,
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
         }));
@@ -565,11 +570,11 @@ impl AsyncSharedPoolBuilder {
 
 pub(crate) fn build_deadpool(
     manager: AsyncTenantManager,
-    max_size: usize,
+    max_size: u32,
     timeout: Duration,
 ) -> Result<DeadPool, ConnectionError> {
     managed::Pool::builder(manager)
-        .max_size(max_size)
+        .max_size(max_size as usize)
         .wait_timeout(Some(timeout))
         .create_timeout(Some(timeout))
         .recycle_timeout(Some(timeout))
@@ -580,6 +585,18 @@ pub(crate) fn build_deadpool(
             timeout,
             message: e.to_string(),
         })
+}
+
+/// The async pools' state, from deadpool's.
+pub(crate) fn pool_state(pool: &DeadPool) -> PoolState {
+    let status = pool.status();
+    let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    PoolState::new(
+        clamp(status.size),
+        clamp(status.available),
+        Some(clamp(status.waiting)),
+        clamp(status.max_size),
+    )
 }
 
 /// What a failed deadpool checkout means: every connection busy for the
@@ -677,7 +694,7 @@ impl fmt::Debug for AsyncSharedPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncSharedPool")
             .field("path", &self.path)
-            .field("status", &self.pool.status())
+            .field("state", &pool_state(&self.pool))
             .finish_non_exhaustive()
     }
 }
@@ -716,14 +733,56 @@ impl AsyncSharedPool {
         observe::checkout_async(None, || self.size(), self.checkout(None)).await
     }
 
+    /// Resolves `public_name` (a host name or alias) through the registry and
+    /// returns a connection on that tenant's path, as the sync
+    /// `SharedPool::get_for_public_name` does (the same query and errors:
+    /// [`ConnectionError::InvalidName`], [`ConnectionError::UnknownTenant`]).
+    /// Costs a registry look-up (a shared checkout) on top of the tenant's
+    /// checkout: cache the tenant's schema where possible (the axum layer's
+    /// resolver does).
+    ///
+    /// ```no_run
+    /// use appschema::async_pool::AsyncSharedPool;
+    /// use diesel_async::RunQueryDsl;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = AsyncSharedPool::builder("postgres:///app").build()?;
+    /// let mut conn = pool.get_for_public_name("acme.example.com").await?;
+    /// diesel::sql_query("DELETE FROM carts").execute(&mut *conn).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_for_public_name(
+        &self,
+        public_name: &str,
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        let lookup = PublicNameLookup::new(public_name)?;
+        observe::tenant_async(public_name, async {
+            let tenant = {
+                let mut conn = self.get_shared().await?;
+                lookup.answer(
+                    diesel::sql_query(PublicNameLookup::SQL)
+                        .bind::<Text, _>(lookup.name().as_str())
+                        .get_result::<TenantRow>(&mut *conn)
+                        .await
+                        .optional(),
+                )?
+            };
+            observe::tenant_resolved(&tenant.schema_name);
+            self.get_for(&tenant.schema_name).await
+        })
+        .await
+    }
+
     /// The search path configuration.
     pub fn search_path(&self) -> &SearchPath {
         &self.path
     }
 
-    /// The underlying pool's state (connections open, available, waiting).
-    pub fn status(&self) -> deadpool::Status {
-        self.pool.status()
+    /// The pool's connections: open, idle, checkouts waiting, `max_size`
+    /// (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        pool_state(&self.pool)
     }
 
     /// How many checkouts are queued for a returned connection (with
@@ -736,9 +795,8 @@ impl AsyncSharedPool {
 
     /// Connections open and idle, for the pool gauges (see `observe`).
     fn size(&self) -> (u32, u32) {
-        let status = self.pool.status();
-        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        (clamp(status.size), clamp(status.available))
+        let state = pool_state(&self.pool);
+        (state.connections, state.idle)
     }
 
     async fn checkout(
@@ -752,10 +810,9 @@ impl AsyncSharedPool {
         let mut sql = String::new();
         write_session_switch(&mut sql, &path, first);
         let deadline = Instant::now() + self.timeout;
-        // Each broken connection is replaced; a switch that fails on as
-        // many connections as the pool holds, plus one freshly opened,
-        // fails for a reason no other connection will fix.
-        let mut attempts = self.pool.status().max_size + 1;
+        // Each broken connection is replaced, as `CheckoutAttempts` (the
+        // sync pool's rule too) decides.
+        let mut attempts = CheckoutAttempts::new(self.pool.status().max_size, tenant, first);
         let mut backoff = CONNECT_BACKOFF;
         let mut last_failure: Option<ManagerError> = None;
         loop {
@@ -765,7 +822,7 @@ impl AsyncSharedPool {
                 create: Some(remaining),
                 recycle: Some(remaining),
             };
-            let conn = match self.obtain(tenant, &timeouts).await {
+            let conn = match self.obtain(tenant, &timeouts, attempts.last()).await {
                 Ok(conn) => conn,
                 // No connection could be opened because the server is
                 // restarting, shutting down, in recovery or unreachable: as
@@ -788,7 +845,6 @@ impl AsyncSharedPool {
                 }
                 Err(e) => return Err(checkout_failed(&self.pool, tenant, self.timeout, e)),
             };
-            attempts -= 1;
             let mut conn = AsyncTenantConnection {
                 conn: Some(conn),
                 tenant: tenant.cloned(),
@@ -807,39 +863,28 @@ impl AsyncSharedPool {
             } else {
                 remaining
             };
-            let switched = tokio::time::timeout(bound, async {
-                let keep_apart = crate::types::keep_apart(&self.per_tenant_types, &mut conn).await;
-                run_session_switch(&mut conn, &sql, keep_apart).await
-            })
+            let switched = tokio::time::timeout(
+                bound,
+                run_session_switch(&mut conn, &sql, &self.per_tenant_types),
+            )
             .await
             .unwrap_or_else(|_| Err(SessionRefusal::Broken(busy_message(bound))));
             let refusal = match switched {
                 Ok(()) => return Ok(self.handed_out(conn)),
-                // The connection is fine: its implicit transaction, and the
-                // `SET` with it, was rolled back.
-                Err(SessionRefusal::SchemaMissing) => {
-                    return Err(ConnectionError::SchemaMissing {
-                        schema: first.to_string(),
-                    })
-                }
                 Err(refusal) => refusal,
             };
-            // Broken (inside a raw `BEGIN`, say) or dead: never back to the
-            // pool. Another connection is tried until the deadline, as r2d2
-            // does when its checkout test fails.
-            conn.discard();
-            if attempts == 0 || Instant::now() >= deadline {
-                return Err(match refusal {
-                    SessionRefusal::Failed(error) => ConnectionError::Query {
-                        target: describe_target(tenant),
-                        error,
-                    },
-                    SessionRefusal::Broken(message) => ConnectionError::SwitchFailed {
-                        target: describe_target(tenant),
-                        message,
-                    },
-                    SessionRefusal::SchemaMissing => unreachable!("returned above"),
-                });
+            let out_of_time = Instant::now() >= deadline;
+            match attempts.refused(refusal, out_of_time) {
+                // The connection is fine: its implicit transaction, and
+                // the `SET` with it, was rolled back.
+                AfterRefusal::Fail(error) => return Err(error),
+                // Broken (inside a raw `BEGIN`, say) or dead: never back to
+                // the pool.
+                AfterRefusal::CloseAndFail(error) => {
+                    conn.discard();
+                    return Err(error);
+                }
+                AfterRefusal::CloseAndRetry => conn.discard(),
             }
         }
     }
@@ -849,13 +894,16 @@ impl AsyncSharedPool {
     /// The connection a checkout runs its switch on: with tenant affinity,
     /// one parked under `tenant`, else an idle one of the pool, else one
     /// parked under another tenant, else the pool's next (see
-    /// `appschema_core`'s `connection::affinity`).
+    /// `appschema_core`'s `connection::affinity`); the `last` attempt goes
+    /// to the pool whatever is parked.
     async fn obtain(
         &self,
         tenant: Option<&SchemaName>,
         timeouts: &managed::Timeouts,
+        last: bool,
     ) -> Result<Object<AsyncTenantManager>, PoolError<ManagerError>> {
         let waiting = match &self.lot {
+            Some(lot) if last => Some(lot.wait()),
             Some(lot) => {
                 if let Some(idle) = self.idle_timeout {
                     // Back to deadpool, whose upkeep closes them when due.
@@ -973,9 +1021,10 @@ impl AsyncTenantPool {
         &self.tenant
     }
 
-    /// The underlying pool's state.
-    pub fn status(&self) -> deadpool::Status {
-        self.pool.status()
+    /// The pool's connections: open, idle, checkouts waiting, `max_size`
+    /// (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        self.pool.state()
     }
 }
 

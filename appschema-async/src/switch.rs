@@ -1,58 +1,88 @@
-//! The checkout's one message, run on an [`AsyncPgConnection`]: the SQL and
-//! the decoding of its outcome are the sync pool's (`appschema-core`), only
-//! the client differs.
+//! The async drivers of the connection protocol's steps
+//! (`appschema_core::connection::internals`: `SessionSwitch`,
+//! `PathChange`, `Unit`), on an [`AsyncPgConnection`]: they run what a step
+//! asks for and feed back what came back; every decision is the step's, the
+//! same the sync pools drive.
+
+use std::sync::atomic::Ordering;
 
 use appschema_core::connection::internals::{
-    classify, write_seed, PlanWatch, Refusal, SessionRefusal, DIRTY_RESET,
+    write_seed, Action, Input, PathChange, PerTenantTypes, PlanWatch, SessionRefusal,
+    SessionSwitch, Step, TypeCache, Unit, UnitAction, UnitEnd, UnitInput, UnitMode, UnitSwitch,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use appschema_core::connection::ConnectionError;
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
+};
 use futures_util::{FutureExt, StreamExt};
+use scoped_futures::ScopedBoxFuture;
+
+/// Runs a switch step ([`SessionSwitch`] or [`PathChange`]) on `conn`.
+/// diesel-async's cache of custom type OIDs cannot be emptied
+/// ([`TypeCache::Fixed`]): the path a connection serves is kept in its
+/// `PlanWatch` instead.
+pub(crate) async fn drive<'a, R>(
+    conn: &mut AsyncPgConnection,
+    mut resume: impl FnMut(Input) -> Step<'a, R>,
+) -> R {
+    let mut input = Input::Start;
+    loop {
+        input = match resume(input) {
+            Step::Done(outcome) => return outcome,
+            Step::Do(Action::Send(sql)) => Input::Sent(conn.batch_execute(sql).await),
+            Step::Do(Action::CheckPath(key)) => {
+                Input::PathChecked(PlanWatch::serves(conn.instrumentation(), key))
+            }
+            Step::Do(Action::AskTypes(shared)) => {
+                Input::TypesAnswered(crate::types::ask(conn, shared).await)
+            }
+            // Never asked of a `TypeCache::Fixed` client; refused if it were.
+            Step::Do(Action::ForgetStatements) => {
+                Input::Sent(Err(diesel::result::Error::QueryBuilderError(
+                    "diesel-async cannot forget its prepared statements".into(),
+                )))
+            }
+        }
+    }
+}
 
 /// Runs a checkout message written by `write_session_switch` on a connection
-/// where the switch was prepared: one round trip for a session in its
-/// connect-time role and listening to nothing, three otherwise (the switch's
-/// refusal, `DIRTY_RESET`, the switch again), as in the sync pool. Then
-/// drops any notification the connection already received.
-///
-/// With `per_tenant_types`, a connection last switched to another path is
-/// refused as broken before anything is sent (the pool closes it and tries
-/// another, or opens one): diesel-async caches custom type OIDs by name
-/// and offers no way to empty that cache, so a type declared without a
-/// schema (one per tenant) would be bound as the previous tenant's.
+/// where the switch was prepared, as [`SessionSwitch`] says (the sync pool's
+/// rules): with per-tenant types, a connection last switched to another path
+/// is refused as broken before anything is sent (the pool closes it and
+/// takes another); one round trip for a session in its connect-time role and
+/// listening to nothing, three otherwise. Then drops any notification the
+/// connection already received.
 pub(crate) async fn run_session_switch(
     conn: &mut AsyncPgConnection,
     sql: &str,
-    per_tenant_types: bool,
+    types: &PerTenantTypes,
 ) -> Result<(), SessionRefusal> {
-    if per_tenant_types && PlanWatch::serves(conn.instrumentation(), sql) {
-        return Err(SessionRefusal::Broken(
-            "it served another tenant, whose custom type OIDs its client may hold \
-             (per_tenant_types)"
-                .to_string(),
-        ));
-    }
     // A fresh seed for `random()` in the message sent; `sql` (with its
     // placeholder) names the path.
-    let mut seeded = String::new();
+    let mut seeded = String::with_capacity(sql.len());
     write_seed(&mut seeded, sql);
-    let result = match classify(conn.batch_execute(&seeded).await) {
-        Err(Refusal::Dirty) => {
-            appschema_core::observe::dirty_reset();
-            conn.batch_execute(DIRTY_RESET)
-                .await
-                .map_err(SessionRefusal::Failed)?;
-            match classify(conn.batch_execute(&seeded).await) {
-                Err(Refusal::Dirty) => Err(SessionRefusal::Broken(
-                    "the role or LISTEN registrations it was left with survived a reset"
-                        .to_string(),
-                )),
-                other => other.map_err(Refusal::into_session),
-            }
-        }
-        other => other.map_err(Refusal::into_session),
-    };
+    let mut step = SessionSwitch::new(sql, &seeded, Some(types), TypeCache::Fixed);
+    let result = drive(conn, |input| step.resume(input)).await;
     drain_notifications(conn);
     result
+}
+
+/// Whether `conn` may serve `path` (see [`PathChange`]): `false` when the
+/// pool's database has per-tenant types and the connection last served
+/// another path.
+pub(crate) async fn may_serve(
+    conn: &mut AsyncPgConnection,
+    path: &str,
+    types: &PerTenantTypes,
+) -> bool {
+    use appschema_core::connection::internals::PathOutcome;
+    let mut step = PathChange::new(path, Some(types), TypeCache::Fixed);
+    matches!(
+        drive(conn, |input| step.resume(input)).await,
+        PathOutcome::Keep
+    )
 }
 
 /// Throws away notifications the connection has already received (from
@@ -61,4 +91,69 @@ pub(crate) async fn run_session_switch(
 pub(crate) fn drain_notifications(conn: &mut AsyncPgConnection) {
     let mut stream = std::pin::pin!(conn.notifications_stream());
     while let Some(Some(_)) = stream.next().now_or_never() {}
+}
+
+/// Runs one unit of work on `conn` as [`Unit`] says (the sync units'
+/// rules), and reports a row stream of `load_stream` the work dropped
+/// before its end: its statement is cancelled, and waited for, when the
+/// step asks.
+pub(crate) async fn run_unit_once<'a, T, E, F>(
+    conn: &mut AsyncPgConnection,
+    switch: Option<&UnitSwitch>,
+    mode: UnitMode,
+    work: &mut F,
+) -> UnitEnd<T, E>
+where
+    F: for<'r> FnMut(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+        + Send
+        + 'a,
+    E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
+    T: Send + 'a,
+{
+    let mut unit = Unit::new(switch, mode);
+    let mut input = UnitInput::Start;
+    loop {
+        input = match unit.resume(input) {
+            UnitAction::End(end) => return end,
+            UnitAction::Begin(sql) => {
+                UnitInput::Begun(AnsiTransactionManager::begin_transaction_sql(conn, sql).await)
+            }
+            UnitAction::Send(sql) => UnitInput::Sent(conn.batch_execute(sql).await),
+            UnitAction::Drain => {
+                drain_notifications(conn);
+                UnitInput::Drained
+            }
+            UnitAction::Work => {
+                let outcome = work(conn).await;
+                let stream_abandoned = PlanWatch::stream_counter(conn.instrumentation())
+                    .is_some_and(|open| open.load(Ordering::Acquire) > 0);
+                UnitInput::Worked {
+                    outcome,
+                    stream_abandoned,
+                }
+            }
+            UnitAction::CancelStream => {
+                // Best effort: a statement that already ended ignores it.
+                let _ = conn
+                    .cancel_token()
+                    .cancel_query(tokio_postgres::NoTls)
+                    .await;
+                // The answer to a statement sent after it means the
+                // stream's statement has ended, cancelled or not (an error
+                // inside the aborted transaction); nothing runs on the
+                // connection any more.
+                let _ = conn.batch_execute("SELECT 1").await;
+                if let Some(open) = PlanWatch::stream_counter(conn.instrumentation()) {
+                    open.store(0, Ordering::Release);
+                }
+                UnitInput::StreamCancelled
+            }
+            UnitAction::Commit => {
+                UnitInput::Committed(AnsiTransactionManager::commit_transaction(conn).await)
+            }
+            UnitAction::Rollback => {
+                UnitInput::RolledBack(AnsiTransactionManager::rollback_transaction(conn).await)
+            }
+        }
+    }
 }

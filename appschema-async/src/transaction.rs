@@ -4,28 +4,22 @@
 //! `appschema-core`), so nothing outlives it.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use appschema_core::connection::internals::PerTenantTypes;
 use std::time::Duration;
 
-use appschema_core::connection::internals::{
-    classify, describe_target, PlanWatch, UnitSwitch, DIRTY_UNLISTEN,
-};
-use appschema_core::connection::{ConnectionError, SearchPath};
+use appschema_core::connection::internals::{UnitMode, UnitSwitch};
+use appschema_core::connection::{ConnectionError, PoolState, SearchPath};
 use appschema_core::SchemaName;
-use diesel_async::{
-    AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
-    TransactionManager,
-};
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use scoped_futures::ScopedBoxFuture;
 
 use crate::pool::{
-    build_deadpool, checkout_failed, may_pass, AsyncTenantManager, DeadPool, CONNECT_BACKOFF,
-    MAX_CONNECT_BACKOFF,
+    build_deadpool, checkout_failed, may_pass, pool_state, AsyncTenantManager, DeadPool,
+    CONNECT_BACKOFF, MAX_CONNECT_BACKOFF,
 };
-use crate::switch::drain_notifications;
+use crate::switch::{may_serve, run_unit_once};
 use crate::tls::UserConnector;
 use crate::AsyncTenantConnection;
 use appschema_core::connection::ManagerError;
@@ -142,89 +136,26 @@ where
         .into());
     }
     let switch = UnitSwitch::new(path, tenant, false);
+    // The unit's rules, one implementation with the sync units' (see
+    // `appschema_core`'s `protocol::Unit`).
+    run_unit_once(conn, Some(&switch), UnitMode::Once, &mut once(f))
+        .await
+        .into_result()
+}
+
+/// The work of a unit that runs it once, as the driver of `Unit` takes it.
+fn once<'a, T, E, F>(
+    f: F,
+) -> impl for<'r> FnMut(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>> + Send + 'a
+where
+    F: for<'r> FnOnce(&'r mut AsyncPgConnection) -> ScopedBoxFuture<'a, 'r, Result<T, E>>
+        + Send
+        + 'a,
+    E: 'a,
+    T: 'a,
+{
     let mut f = Some(f);
-    // At most twice: a session found listening (to channels an earlier
-    // client of this server session registered) is unlistened in a
-    // transaction of its own, as `UNLISTEN` only takes effect at commit,
-    // then the unit starts again; so is a session whose transactions begin
-    // with characteristics an earlier client set (`SET SESSION
-    // CHARACTERISTICS`: `BEGIN` applied them before the unit's reset ran).
-    // The unit's work never runs in such a transaction.
-    for attempt in 0..2 {
-        AnsiTransactionManager::begin_transaction(conn)
-            .await
-            .map_err(E::from)?;
-        let outcome: Result<Option<T>, E> = match classify(conn.batch_execute(switch.sql()).await) {
-            Ok(()) => {
-                drain_notifications(conn);
-                let f = f.take().expect("the unit's work runs once");
-                let outcome = f(conn).await.map(Some);
-                match PlanWatch::stream_counter(conn.instrumentation()) {
-                    // A row stream dropped before its end: its statement
-                    // may still run (and write). Never commit it: cancel
-                    // it, then roll back below.
-                    Some(open) if open.load(Ordering::Acquire) > 0 => {
-                        // Best effort: a statement that already ended
-                        // ignores it; the rollback waits for the end.
-                        let _ = conn
-                            .cancel_token()
-                            .cancel_query(tokio_postgres::NoTls)
-                            .await;
-                        Err(abandon(conn, open, tenant).await.into())
-                    }
-                    _ => outcome,
-                }
-            }
-            Err(refusal) => match switch.refused::<E>(refusal, attempt == 0) {
-                None => Ok(None),
-                Some((error, _)) => Err(error),
-            },
-        };
-        // As diesel-async's own `transaction`: commit on success, roll back
-        // on error, the work's error winning over a failed rollback's.
-        match outcome {
-            Ok(value) => {
-                AnsiTransactionManager::commit_transaction(conn)
-                    .await
-                    .map_err(E::from)?;
-                match value {
-                    Some(value) => return Ok(value),
-                    None => conn.batch_execute(DIRTY_UNLISTEN).await.map_err(E::from)?,
-                }
-            }
-            Err(error) => {
-                return match AnsiTransactionManager::rollback_transaction(conn).await {
-                    Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
-                    Err(rollback_error) => Err(rollback_error.into()),
-                };
-            }
-        }
-    }
-    Err(still_listening(tenant).into())
-}
-
-/// After the cancel request for a unit's abandoned row stream: waits for
-/// the server to answer a statement sent after it (so the stream's
-/// statement has ended, cancelled or not; the caller then rolls the unit
-/// back) and clears the connection's open-stream count, as nothing runs on
-/// it any more. The answer is an error inside the aborted transaction.
-async fn abandon(
-    conn: &mut AsyncPgConnection,
-    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    tenant: Option<&SchemaName>,
-) -> ConnectionError {
-    let _ = conn.batch_execute("SELECT 1").await;
-    open.store(0, Ordering::Release);
-    ConnectionError::StreamAbandoned {
-        target: describe_target(tenant),
-    }
-}
-
-fn still_listening(tenant: Option<&SchemaName>) -> ConnectionError {
-    ConnectionError::SwitchFailed {
-        target: describe_target(tenant),
-        message: "the session still listens, or begins transactions with other than the default characteristics, after UNLISTEN * and RESET default_transaction_*".to_string(),
-    }
+    move |conn| (f.take().expect("the unit's work runs once"))(conn)
 }
 
 /// Builds an [`AsyncTransactionScopedPool`]. Every setter documents its
@@ -233,7 +164,7 @@ fn still_listening(tenant: Option<&SchemaName>) -> ConnectionError {
 pub struct AsyncTransactionScopedPoolBuilder {
     url: String,
     path: SearchPath,
-    max_size: usize,
+    max_size: u32,
     connection_timeout: Duration,
     statement_cache: bool,
     tls: Option<UserConnector>,
@@ -261,7 +192,7 @@ impl AsyncTransactionScopedPoolBuilder {
     }
 
     /// Most client connections open at once. Default: 10.
-    pub fn max_size(mut self, n: usize) -> Self {
+    pub fn max_size(mut self, n: u32) -> Self {
         self.max_size = n;
         self
     }
@@ -357,7 +288,7 @@ impl fmt::Debug for AsyncTransactionScopedPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncTransactionScopedPool")
             .field("path", &self.path)
-            .field("status", &self.pool.status())
+            .field("state", &pool_state(&self.pool))
             .finish_non_exhaustive()
     }
 }
@@ -407,9 +338,10 @@ impl AsyncTransactionScopedPool {
         &self.path
     }
 
-    /// The underlying pool's state (connections open, available, waiting).
-    pub fn status(&self) -> deadpool::Status {
-        self.pool.status()
+    /// The pool's connections: open, idle, units waiting, `max_size`
+    /// (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        pool_state(&self.pool)
     }
 
     /// A connection (closed rather than reused if the unit is dropped
@@ -458,9 +390,7 @@ impl AsyncTransactionScopedPool {
                 parking: None,
             };
             // Ends: a connection the pool opens has served no path.
-            if crate::types::keep_apart(&self.per_tenant_types, &mut conn).await
-                && PlanWatch::serves(conn.instrumentation(), &path)
-            {
+            if !may_serve(&mut conn, &path, &self.per_tenant_types).await {
                 conn.discard();
                 continue;
             }

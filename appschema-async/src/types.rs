@@ -12,7 +12,7 @@
 //! declared one pays nothing, and one that did is sound without a setting
 //! to remember.
 
-use appschema_core::connection::internals::{PerTenantTypes, PER_TENANT_TYPES_QUERY};
+use appschema_core::connection::internals::PER_TENANT_TYPES_QUERY;
 use diesel::sql_types::{Array, Bool, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -23,20 +23,15 @@ struct Found {
     v: bool,
 }
 
-/// Whether a connection last switched to another path must be kept from
-/// this checkout: the pool's [`PerTenantTypes`] (appschema-core holds the
-/// state and the rule), asking the database on `conn`, before its switch,
-/// when it does not know; a failed question answers `true` for this
-/// checkout (fail closed) and is asked again.
-pub(crate) async fn keep_apart(types: &PerTenantTypes, conn: &mut AsyncPgConnection) -> bool {
-    if let Some(known) = types.known() {
-        return known;
-    }
-    let answer = diesel::sql_query(PER_TENANT_TYPES_QUERY)
-        .bind::<Array<Text>, _>(types.shared())
+/// Asks the database on `conn` whether it has per-tenant types
+/// ([`PER_TENANT_TYPES_QUERY`] bound to `shared`), when the protocol's
+/// `PathChange` step asks; `None` when the question failed (the step then
+/// answers `true` for this checkout, fail closed, and asks again next time).
+pub(crate) async fn ask(conn: &mut AsyncPgConnection, shared: &[String]) -> Option<bool> {
+    diesel::sql_query(PER_TENANT_TYPES_QUERY)
+        .bind::<Array<Text>, _>(shared)
         .get_result::<Found>(conn)
         .await
         .ok()
-        .map(|found| found.v);
-    types.answered(answer)
+        .map(|found| found.v)
 }

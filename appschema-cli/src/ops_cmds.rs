@@ -11,6 +11,7 @@ use appschema_core::{redact_url, registry, PublicName, SearchPath};
 use clap::{ArgGroup, Subcommand};
 use diesel::{Connection, PgConnection};
 
+use crate::dry_run::first_ten;
 use crate::progress::Progress;
 
 #[derive(Debug, Subcommand)]
@@ -135,21 +136,10 @@ fn exec(
                 )?
             );
         } else {
-            let shown: Vec<&str> = targets
-                .iter()
-                .take(10)
-                .map(|t| t.public_name.as_str())
-                .collect();
-            let more = targets.len().saturating_sub(shown.len());
             println!(
-                "would run in {} tenant(s), each in its own transaction: {}{}",
+                "would run in {} tenant(s), each in its own transaction: {}",
                 targets.len(),
-                shown.join(", "),
-                if more > 0 {
-                    format!(", … and {more} more")
-                } else {
-                    String::new()
-                }
+                first_ten(targets.iter().map(|t| t.public_name.as_str())),
             );
         }
         return Ok(ExitCode::SUCCESS);

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use appschema_core::migrate::{Event, Migrator, RevertTo};
 use appschema_core::MigrationSet;
 
+use crate::dry_run::first_ten;
 use crate::progress::{Direction, Progress};
 
 /// The revert `--revert [N]` and `--to VERSION` ask for. VERSION may be a
@@ -50,20 +51,13 @@ pub(crate) fn revert(
             println!("nothing to revert");
         }
         for (i, step) in plan.iter().enumerate() {
-            let shown: Vec<&str> = step.schemas.iter().take(10).map(String::as_str).collect();
-            let more = step.schemas.len().saturating_sub(shown.len());
             println!(
-                "{}. revert {} ({}) -> {} schema(s): {}{}",
+                "{}. revert {} ({}) -> {} schema(s): {}",
                 i + 1,
                 step.migration,
                 step.scope,
                 step.schemas.len(),
-                shown.join(", "),
-                if more > 0 {
-                    format!(", … and {more} more")
-                } else {
-                    String::new()
-                }
+                first_ten(step.schemas.iter().map(String::as_str)),
             );
         }
         return Ok(ExitCode::SUCCESS);

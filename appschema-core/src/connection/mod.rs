@@ -4,8 +4,8 @@
 //! (`"<tenant>", "<shared>", <extra schemas>…`, see [`SearchPath`]):
 //!
 //! - [`SharedPool`]: one pool for every tenant; the session reset and the
-//!   switch are the query r2d2 sends on every checkout anyway. The default
-//!   choice.
+//!   switch are one message per checkout, in place of r2d2's own checkout
+//!   test. The default choice.
 //! - [`TenantPool`]: a `SharedPool` pinned to one tenant, for a tenant that
 //!   deserves a pool of its own; the same checkout.
 //! - [`TenantCustomizer`]: an r2d2 customizer for a pool that serves one
@@ -19,23 +19,33 @@
 //! transaction-scoped unit, returns the session to its connect-time state
 //! (settings, temporary tables, holdable cursors, `LISTEN`, roles, advisory
 //! locks, `lastval()`), keeping only diesel's prepared statements.
+//!
+//! The steps of that protocol (the checkout's switch, a unit of work, the
+//! retry of a unit whose connection was lost) are written once, without
+//! I/O, in `protocol` (exported through [`internals`]), and driven by the
+//! sync pools here (`drive`) and by the async pools of `appschema-async`.
 
 mod affinity;
 mod customizer;
+mod drive;
 mod error;
 mod hygiene;
+mod lookup;
 mod lost;
 mod plan_watch;
+mod protocol;
 mod retry;
 mod scoped_manager;
 mod search_path;
 mod shared_pool;
+mod state;
 mod transaction;
 mod types;
 
-/// The switch and hygiene SQL, and the decoding of its outcome, for other
-/// appschema crates (the async pool in `appschema-async`): one text, one
-/// decoder, whatever client runs it. Not a stable API.
+/// The switch and hygiene SQL, the decoding of its outcome, and the
+/// protocol's steps (sans-IO state machines: see the `protocol` module), for
+/// other appschema crates (the async pools in `appschema-async`): one text,
+/// one decision, whatever client runs it. Not a stable API.
 #[doc(hidden)]
 pub mod internals {
     pub use super::affinity::{Handed, Lot, Pick, PoolView, TenantLog, Ticket, Waiting};
@@ -43,7 +53,9 @@ pub mod internals {
     pub use super::hygiene::{
         with_startup_options, CHECKOUT_RESET, DIRTY_RESET, DIRTY_UNLISTEN, UNIT_RESET,
     };
+    pub use super::lookup::PublicNameLookup;
     pub use super::plan_watch::PlanWatch;
+    pub use super::protocol::*;
     pub use super::retry::{begin_sql, UnitSwitch};
     pub use super::search_path::{
         classify, prepare_statement_sql, write_local_switch, write_seed, write_session_switch,
@@ -59,9 +71,8 @@ pub(crate) use lost::lost_after_failure;
 pub use lost::{is_connection_lost, is_connection_lost_message};
 pub use plan_watch::is_stale_plan;
 pub use search_path::SearchPath;
-pub use shared_pool::{
-    ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantManager, TenantPool,
-};
+pub use shared_pool::{ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantPool};
+pub use state::PoolState;
 pub use transaction::{
     in_shared_transaction, in_tenant_transaction, TransactionScopedPool,
     TransactionScopedPoolBuilder,

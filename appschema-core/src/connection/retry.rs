@@ -4,25 +4,16 @@
 
 use std::ops::DerefMut;
 
-use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::PgConnection;
 
+use super::drive::run_unit_once;
 use super::error::{describe_target, ConnectionError};
-use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN, UNIT_RESET};
+use super::hygiene::UNIT_RESET;
 use super::lost::is_connection_lost;
-use super::search_path::{run_once, write_local_switch, Refusal, SearchPath};
+use super::protocol::{Retry, UnitMode, UnitRetry};
+use super::search_path::{write_local_switch, Refusal, SearchPath};
 use super::shared_pool::{SharedPool, TenantPool};
 use crate::name::SchemaName;
-
-/// How a unit run by the `*_retrying` methods ended on one connection.
-pub(crate) enum Attempt<T, E> {
-    Done(Result<T, E>),
-    /// The connection was lost before the unit's `COMMIT` was sent (or
-    /// while a read-only unit committed): nothing committed, so the unit
-    /// may run again, on another connection. Holds the error to return if
-    /// it is not run again.
-    Lost(E),
-}
 
 /// What a unit's transaction starts with: `BEGIN`, or `BEGIN READ ONLY`,
 /// whose `COMMIT` changes nothing (so a loss while committing is safe to
@@ -89,7 +80,7 @@ impl UnitSwitch {
     /// What the server's refusal of the switch means for the unit: `None`
     /// when the session was found listening (or with other transaction
     /// characteristics) on the unit's first round: the caller rolls back,
-    /// sends [`DIRTY_UNLISTEN`] and starts the unit again; otherwise the
+    /// sends [`DIRTY_UNLISTEN`](super::hygiene::DIRTY_UNLISTEN) and starts the unit again; otherwise the
     /// error to return and whether it is a lost connection.
     pub fn refused<E>(&self, refusal: Refusal, first_round: bool) -> Option<(E, bool)>
     where
@@ -120,88 +111,10 @@ impl UnitSwitch {
     }
 }
 
-/// Runs `work` once, in a transaction of its own on `conn` (after `switch`
-/// on a transaction-scoped pool), and says whether a failure may be
-/// retried (see [`Attempt`]).
-fn attempt<T, E, F>(
-    conn: &mut PgConnection,
-    read_only: bool,
-    switch: Option<&UnitSwitch>,
-    work: &mut F,
-) -> Attempt<T, E>
-where
-    F: FnMut(&mut PgConnection) -> Result<T, E>,
-    E: From<diesel::result::Error> + From<ConnectionError>,
-{
-    if let Some(switch) = switch {
-        // Custom types the client resolved on another path must not be
-        // bound here (see `keep_types_resolved_on`).
-        keep_types_resolved_on(conn, switch.path());
-    }
-    let mut first_round = true;
-    loop {
-        // A unit with a switch is made read only by its switch.
-        let begin = begin_sql(read_only && switch.is_none());
-        if let Err(error) = AnsiTransactionManager::begin_transaction_sql(conn, begin) {
-            return if is_connection_lost(&error) {
-                Attempt::Lost(error.into())
-            } else {
-                Attempt::Done(Err(error.into()))
-            };
-        }
-        if let Some(switch) = switch {
-            match run_once(conn, switch.sql()) {
-                Ok(()) => drain_notifications(conn),
-                Err(refusal) => {
-                    let refused = switch.refused::<E>(refusal, first_round);
-                    let rollback = AnsiTransactionManager::rollback_transaction(conn);
-                    let rollback_lost = rollback.as_ref().is_err_and(is_connection_lost);
-                    match refused {
-                        // Nothing ran yet: lost here, the unit may run again.
-                        Some((error, lost)) if lost || rollback_lost => {
-                            return Attempt::Lost(error)
-                        }
-                        Some((error, _)) => return Attempt::Done(Err(error)),
-                        None => match rollback.and_then(|()| conn.batch_execute(DIRTY_UNLISTEN)) {
-                            Ok(()) => {
-                                first_round = false;
-                                continue;
-                            }
-                            Err(error) if is_connection_lost(&error) => {
-                                return Attempt::Lost(error.into())
-                            }
-                            Err(error) => return Attempt::Done(Err(error.into())),
-                        },
-                    }
-                }
-            }
-        }
-        return match work(conn) {
-            Ok(value) => match AnsiTransactionManager::commit_transaction(conn) {
-                Ok(()) => Attempt::Done(Ok(value)),
-                // Lost while committing: the server may have committed before
-                // it went. Only a read-only unit can be run again.
-                Err(error) if read_only && is_connection_lost(&error) => {
-                    Attempt::Lost(error.into())
-                }
-                Err(error) => Attempt::Done(Err(error.into())),
-            },
-            Err(error) => match AnsiTransactionManager::rollback_transaction(conn) {
-                Ok(()) => Attempt::Done(Err(error)),
-                // The rollback found the connection gone, so the work failed
-                // (or was about to) because of it, before `COMMIT` was sent:
-                // nothing of it committed.
-                Err(rollback) if is_connection_lost(&rollback) => Attempt::Lost(error),
-                Err(_) => Attempt::Done(Err(error)),
-            },
-        };
-    }
-}
-
 /// Checks out with `checkout` and runs `work` in a transaction (after
-/// `switch` on a transaction-scoped pool); when the connection was lost
-/// before anything committed, once more on a connection checked out afresh
-/// (the lost one is closed when returned).
+/// `switch` on a transaction-scoped pool), as [`Unit`](super::protocol::Unit)
+/// says; when the connection was lost before anything committed, once more
+/// on a connection checked out afresh, as [`UnitRetry`] says.
 pub(crate) fn run_unit<C, T, E, F>(
     checkout: impl Fn() -> Result<C, ConnectionError>,
     read_only: bool,
@@ -213,18 +126,21 @@ where
     F: FnMut(&mut PgConnection) -> Result<T, E>,
     E: From<diesel::result::Error> + From<ConnectionError>,
 {
-    let mut conn = checkout()?;
-    match attempt(&mut conn, read_only, switch, &mut work) {
-        Attempt::Done(result) => result,
-        Attempt::Lost(_) => {
-            // Returned to the pool, the lost connection is closed (its
+    let mut retry = UnitRetry::new();
+    loop {
+        let mut conn = checkout()?;
+        let end = run_unit_once(
+            &mut conn,
+            switch,
+            UnitMode::Retrying { read_only },
+            &mut work,
+        );
+        match retry.after(end) {
+            Retry::Return(result) => return result,
+            // Dropped here, the lost connection is closed by its pool (its
             // transaction manager is broken and `PlanWatch` saw the loss).
-            drop(conn);
-            let mut conn = checkout()?;
-            match attempt(&mut conn, read_only, switch, &mut work) {
-                Attempt::Done(result) => result,
-                Attempt::Lost(error) => Err(error),
-            }
+            Retry::CloseAndFail(error) => return Err(error),
+            Retry::CloseAndRunAgain => {}
         }
     }
 }

@@ -7,8 +7,7 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Nullable, Text};
 
 use super::error::ConnectionError;
-use super::hygiene::{drain_notifications, keep_types_resolved_on, CHECKOUT_RESET, DIRTY_RESET};
-use super::types::on_path_change;
+use super::hygiene::CHECKOUT_RESET;
 use crate::name::{push_literal, quote_ident, SchemaName, MAX_IDENTIFIER_BYTES};
 
 /// Which schemas follow the tenant's on its `search_path`: the shared schema
@@ -427,7 +426,7 @@ pub fn prepare_statement_sql(row: ConnectRow, default_path: &str) -> String {
 }
 
 /// Prepares, once per physical connection, the session-level switch that
-/// [`SharedPool`](super::SharedPool) executes as its checkout test (see
+/// [`SharedPool`](super::SharedPool) executes on every checkout (see
 /// [`session_switch_body`]), after reading what the connection is like:
 /// its login role, and whether its start-up options set `default_path`.
 ///
@@ -477,65 +476,6 @@ pub enum SessionRefusal {
     /// The statement failed for another reason (dead connection, aborted
     /// transaction, …); the connection must not be used again.
     Failed(diesel::result::Error),
-}
-
-/// Runs a checkout written by [`write_session_switch`] on a connection
-/// where [`prepare_session_switch`] ran: one round trip for a session in
-/// its connect-time role and listening to nothing, three otherwise (the
-/// switch's refusal, [`DIRTY_RESET`], the switch again). Then drops any
-/// notification libpq already received, and, when the checkout is for
-/// another path than the connection's last one, the custom type OIDs diesel
-/// cached there (see [`keep_types_resolved_on`]) and, where the pool knows
-/// of per-tenant types, its prepared statements (`types::on_path_change`).
-pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(), SessionRefusal> {
-    thread_local! {
-        /// The message sent: `sql` with a fresh seed (see `write_seed`),
-        /// in a buffer kept by the thread, so a checkout allocates nothing.
-        static SEEDED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-    }
-    SEEDED.with(|seeded| {
-        let mut seeded = seeded.borrow_mut();
-        write_seed(&mut seeded, sql);
-        run_seeded_switch(conn, sql, &seeded)
-    })
-}
-
-fn run_seeded_switch(
-    conn: &mut PgConnection,
-    sql: &str,
-    seeded: &str,
-) -> Result<(), SessionRefusal> {
-    use diesel::connection::SimpleConnection;
-    let result = match run_once(conn, seeded) {
-        Err(Refusal::Dirty) => {
-            crate::observe::dirty_reset();
-            conn.batch_execute(DIRTY_RESET)
-                .map_err(SessionRefusal::Failed)?;
-            match run_once(conn, seeded) {
-                Err(Refusal::Dirty) => Err(SessionRefusal::Broken(
-                    "the role or LISTEN registrations it was left with survived a reset"
-                        .to_string(),
-                )),
-                other => other.map_err(Refusal::into_session),
-            }
-        }
-        other => other.map_err(Refusal::into_session),
-    };
-    drain_notifications(conn);
-    if result.is_ok() && keep_types_resolved_on(conn, sql) {
-        // The message names the path: a checkout for the same path keeps
-        // the caches. Another path, with per-tenant types: the statements
-        // prepared for the last tenant go too.
-        on_path_change(conn).map_err(SessionRefusal::Failed)?;
-    }
-    result
-}
-
-/// One run of a checkout message (or of a unit's message ending in
-/// [`write_local_switch`]'s check), its refusals classified by marker.
-pub(crate) fn run_once(conn: &mut PgConnection, sql: &str) -> Result<(), Refusal> {
-    use diesel::connection::SimpleConnection;
-    classify(conn.batch_execute(sql))
 }
 
 /// Classifies the outcome of a checkout message ([`write_session_switch`])

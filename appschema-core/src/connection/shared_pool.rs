@@ -1,7 +1,8 @@
-//! One pool for every tenant: the switch to a tenant's `search_path` is the
-//! pool's checkout test, so it costs no extra round trip.
+//! One pool for every tenant: the switch to a tenant's `search_path` runs on
+//! each connection the checkout takes, in place of r2d2's own checkout test,
+//! so it costs no extra round trip. The checkout's rules are the protocol's
+//! steps (`SessionSwitch`, `CheckoutAttempts`), the async pool's too.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -12,96 +13,23 @@ use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection};
 
 use super::affinity::{Handed, Lot, Pick, PoolView, DEFAULT_MAX_TENANTS_PER_CONNECTION};
+use super::drive::run_session_switch;
 use super::error::{describe_target, ConnectionError};
 use super::hygiene::with_startup_options;
+use super::lookup::PublicNameLookup;
 use super::plan_watch::PlanWatch;
+use super::protocol::{AfterRefusal, CheckoutAttempts};
 use super::search_path::{
-    prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
+    prepare_session_switch, write_session_switch, SearchPath, SessionRefusal,
 };
+use super::state::PoolState;
 use super::types::PerTenantTypes;
-use crate::name::{PublicName, SchemaName};
+use crate::name::SchemaName;
 use crate::observe::{self, PoolKind::Sync};
 use crate::redact::{redact_connection_error, redact_url};
-use crate::registry;
 
-/// What one checkout asks of [`TenantManager::is_valid`], and what it found.
-///
-/// r2d2 runs `is_valid` on the thread calling `Pool::get`, for every
-/// connection it hands out when `test_on_check_out` is on (which
-/// [`SharedPool`] always turns on). The request is armed on that thread just
-/// around `get` and disarmed after, even on panic.
-///
-/// The buffers live as long as the thread, so a checkout allocates nothing:
-/// the path is written into `path`, and the switch statement is rebuilt only
-/// when the path differs from the previous checkout's on this thread.
-#[derive(Debug, Default)]
-struct Checkout {
-    armed: bool,
-    path: String,
-    first_schema: String,
-    /// The switch statement for `sql_path` / `sql_first`.
-    sql: String,
-    sql_path: String,
-    sql_first: String,
-    outcome: Option<Outcome>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Switched,
-    SchemaMissing,
-}
-
-thread_local! {
-    static CHECKOUT: RefCell<Checkout> = RefCell::new(Checkout::default());
-}
-
-/// Arms this thread's checkout request; disarms it when dropped.
-struct CheckoutScope;
-
-impl CheckoutScope {
-    fn enter(path: &SearchPath, tenant: Option<&SchemaName>) -> CheckoutScope {
-        CHECKOUT.with(|c| {
-            let c = &mut *c.borrow_mut();
-            path.write(&mut c.path, tenant);
-            c.first_schema.clear();
-            c.first_schema
-                .push_str(tenant.map_or(path.shared(), SchemaName::as_str));
-            if c.sql.is_empty() || c.sql_path != c.path || c.sql_first != c.first_schema {
-                write_session_switch(&mut c.sql, &c.path, &c.first_schema);
-                c.sql_path.clone_from(&c.path);
-                c.sql_first.clone_from(&c.first_schema);
-            }
-            c.armed = true;
-            c.outcome = None;
-        });
-        CheckoutScope
-    }
-
-    fn outcome(&self) -> Option<Outcome> {
-        CHECKOUT.with(|c| c.borrow().outcome)
-    }
-
-    /// The switch statement and first schema of this checkout.
-    fn request(&self) -> (String, String) {
-        CHECKOUT.with(|c| {
-            let c = c.borrow();
-            (c.sql.clone(), c.first_schema.clone())
-        })
-    }
-}
-
-impl Drop for CheckoutScope {
-    fn drop(&mut self) {
-        CHECKOUT.with(|c| {
-            let mut c = c.borrow_mut();
-            c.armed = false;
-            c.outcome = None;
-        });
-    }
-}
-
-/// Why [`TenantManager`] could not open or hand out a connection.
+/// Why a pool could not open a connection, or refused one on checkout
+/// (the sync pools' r2d2 manager and the async pools' deadpool one).
 #[derive(Debug)]
 pub enum ManagerError {
     /// Opening a connection failed.
@@ -137,11 +65,13 @@ impl fmt::Display for ManagerError {
 
 impl std::error::Error for ManagerError {}
 
-/// The [`r2d2::ManageConnection`] behind [`SharedPool`]: its `is_valid`,
-/// which r2d2 runs on every checkout, is the `search_path` switch.
+/// The [`r2d2::ManageConnection`] behind [`SharedPool`]: opens connections
+/// with the switch prepared, and closes on return the ones that must not be
+/// reused.
 ///
-/// Used on its own (through a plain `r2d2::Pool`) every checkout lands on the
-/// shared-only path; go through [`SharedPool`] to pick a tenant.
+/// Used on its own (through a plain `r2d2::Pool` testing on checkout) its
+/// `is_valid` puts every checkout on the shared-only path; go through
+/// [`SharedPool`] to pick a tenant.
 pub struct TenantManager {
     /// The caller's URL with start-up options (see `with_startup_options`).
     url: String,
@@ -190,25 +120,11 @@ impl r2d2::ManageConnection for TenantManager {
         Ok(conn)
     }
 
+    /// Not run by [`SharedPool`], which switches each connection it takes
+    /// itself (`test_on_check_out` off); a plain `r2d2::Pool` of this
+    /// manager lands every checkout on the shared-only path here.
     fn is_valid(&self, conn: &mut PgConnection) -> Result<(), ManagerError> {
-        let result = CHECKOUT.with(|c| {
-            let c = c.borrow();
-            c.armed.then(|| run_session_switch(conn, &c.sql))
-        });
-        let result = match result {
-            Some(result) => result,
-            None => {
-                return run_session_switch(conn, &self.shared_sql)
-                    .map_err(ManagerError::from_refusal)
-            }
-        };
-        let outcome = match result {
-            Ok(()) => Outcome::Switched,
-            Err(SessionRefusal::SchemaMissing) => Outcome::SchemaMissing,
-            Err(refusal) => return Err(ManagerError::from_refusal(refusal)),
-        };
-        CHECKOUT.with(|c| c.borrow_mut().outcome = Some(outcome));
-        Ok(())
+        run_session_switch(conn, &self.shared_sql).map_err(ManagerError::from_refusal)
     }
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
@@ -237,7 +153,7 @@ pub struct SharedPoolBuilder {
     url: String,
     path: SearchPath,
     max_size: u32,
-    min_idle: Option<u32>,
+    min_idle: u32,
     connection_timeout: Duration,
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
@@ -326,8 +242,27 @@ impl SharedPoolBuilder {
         self
     }
 
-    /// Idle connections kept open. Default: `None` (= `max_size`).
-    pub fn min_idle(mut self, n: Option<u32>) -> Self {
+    /// Idle connections kept open ahead of demand (at most `max_size`), so
+    /// a burst of requests does not wait for connections to be opened: the
+    /// pool opens them when built and keeps that many open, replacing
+    /// those closed (broken, past `max_lifetime`).
+    /// Default: 0, connections are opened by the checkouts that need them.
+    /// The same setting, default and meaning as on the async pool; only
+    /// [`build`](Self::build) differs: this one waits (up to the
+    /// `connection_timeout`) until the first `n` are open, the async one
+    /// cannot block and opens them in the background.
+    ///
+    /// ```no_run
+    /// use appschema::connection::SharedPool;
+    ///
+    /// // Four connections are open when `build` returns, and kept open.
+    /// let pool = SharedPool::builder("postgres:///app")
+    ///     .max_size(16)
+    ///     .min_idle(4)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn min_idle(mut self, n: u32) -> Self {
         self.min_idle = n;
         self
     }
@@ -408,7 +343,8 @@ impl SharedPoolBuilder {
     }
 
     /// Builds the pool, opening `min_idle` connections (waiting up to the
-    /// connection timeout for them).
+    /// connection timeout for them; with the default `min_idle` of 0 it
+    /// opens none and does not wait).
     pub fn build(self) -> Result<SharedPool, ConnectionError> {
         let mut shared_sql = String::new();
         write_session_switch(
@@ -427,12 +363,13 @@ impl SharedPoolBuilder {
         };
         let pool = r2d2::Pool::builder()
             .max_size(self.max_size)
-            .min_idle(self.min_idle)
+            .min_idle(Some(self.min_idle.min(self.max_size)))
             .connection_timeout(self.connection_timeout)
             .max_lifetime(self.max_lifetime)
             .idle_timeout(self.idle_timeout)
-            // The switch *is* the checkout test: never off.
-            .test_on_check_out(true)
+            // The checkout switches each connection it takes itself (the
+            // switch replaces r2d2's test): see `SharedPool::checkout`.
+            .test_on_check_out(false)
             .build(manager)
             .map_err(|e| ConnectionError::DatabaseDown {
                 target: "shared work".to_string(),
@@ -461,9 +398,9 @@ impl SharedPoolBuilder {
 }
 
 /// One r2d2 pool for all tenants. [`get_for`](SharedPool::get_for) hands out
-/// a connection already on the tenant's `search_path`; the switch is the
-/// query r2d2 sends on every checkout anyway, so it costs no extra round
-/// trip compared with a plain r2d2 pool.
+/// a connection already on the tenant's `search_path`; the switch replaces
+/// the `SELECT 1` a plain r2d2 pool sends on every checkout, so it costs no
+/// extra round trip compared with one.
 ///
 /// Every checkout returns the session to its connect-time state (settings,
 /// temporary tables, cursors, `LISTEN`, roles, advisory locks, `lastval()`:
@@ -472,7 +409,9 @@ impl SharedPoolBuilder {
 /// `RESET ALL` or `DISCARD ALL`, or rolled back a transaction, so the
 /// library never trusts what it last set. The tenant's schema is checked to
 /// exist (and be usable by the login role) first; a connection whose
-/// checkout fails is discarded and another tried.
+/// checkout fails is closed and another tried (at most the pool's size plus
+/// one, within `connection_timeout`; then the checkout fails with the last
+/// refusal).
 ///
 /// A transaction opened with a raw `BEGIN` (not through
 /// `Connection::transaction`) and left open is invisible to diesel, so the
@@ -480,7 +419,7 @@ impl SharedPoolBuilder {
 /// that transaction, where a later `ROLLBACK` would undo it; so the switch
 /// statement also checks, in the same round trip, that it started its own
 /// transaction, and a connection found inside a transaction block is
-/// discarded (r2d2 then opens or tries another).
+/// closed and another tried.
 ///
 /// The reset, the checks and the switch are one simple-protocol message
 /// (the checks are prepared once per connection with SQL `PREPARE` and run
@@ -517,7 +456,7 @@ impl SharedPool {
             url: url.into(),
             path: SearchPath::new(),
             max_size: 10,
-            min_idle: None,
+            min_idle: 0,
             connection_timeout: Duration::from_secs(30),
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             idle_timeout: Some(Duration::from_secs(10 * 60)),
@@ -546,19 +485,9 @@ impl SharedPool {
         &self,
         public_name: &str,
     ) -> Result<TenantConnection, ConnectionError> {
-        let name = PublicName::new(public_name)
-            .map_err(|e| ConnectionError::invalid_name(public_name, e))?;
+        let lookup = PublicNameLookup::new(public_name)?;
         let _span = observe::tenant_span(public_name).entered();
-        let tenant = {
-            let mut conn = self.get_shared()?;
-            registry::find(&mut conn, &name).map_err(|error| ConnectionError::Query {
-                target: format!("tenant `{name}`"),
-                error,
-            })?
-        };
-        let tenant = tenant.ok_or_else(|| ConnectionError::UnknownTenant {
-            public_name: name.to_string(),
-        })?;
+        let tenant = lookup.run(&mut *self.get_shared()?)?;
         _span.record("schema", tenant.schema_name.as_str());
         self.get_for(&tenant.schema_name)
     }
@@ -568,9 +497,9 @@ impl SharedPool {
         &self.path
     }
 
-    /// The underlying pool's state (connections open, idle).
-    pub fn state(&self) -> r2d2::State {
-        self.pool.state()
+    /// The pool's connections: open, idle, `max_size` (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        PoolState::of_r2d2(&self.pool)
     }
 
     /// How many checkouts are queued for a returned connection (with
@@ -581,75 +510,115 @@ impl SharedPool {
         self.lot.as_ref().map_or(0, Lot::queued)
     }
 
+    /// Takes a connection ([`SharedPool::obtain`]) and runs the switch
+    /// step on it; a connection whose switch is refused is closed and
+    /// another taken, as [`CheckoutAttempts`] decides (the async pool's
+    /// rule too).
     fn checkout(&self, tenant: Option<&SchemaName>) -> Result<TenantConnection, ConnectionError> {
-        let Some(lot) = &self.lot else {
-            return self
-                .checkout_from_pool(tenant, true)
-                .map(|c| c.expect("waited"));
-        };
-        if let Some(idle) = self.idle_timeout {
-            // Back to the pool, whose reaper closes them when due.
-            drop(lot.release_idle(idle));
-        }
-        // A connection parked (warm or stolen) whose switch fails is closed
-        // and another tried; as many as the pool holds, then the pool.
+        let mut path = String::new();
+        self.path.write(&mut path, tenant);
+        let first = tenant.map_or(self.path.shared(), SchemaName::as_str);
+        let mut sql = String::new();
+        write_session_switch(&mut sql, &path, first);
         let deadline = Instant::now() + self.timeout;
-        for _ in 0..=self.pool.max_size() {
-            let mut conn = match lot.pick(tenant, true) {
-                Pick::Warm(conn) | Pick::Stolen(conn) => conn,
-                // Every connection busy: wait for one handed over.
-                Pick::Queued(mut ticket) => match ticket.wait_until(deadline) {
-                    Some(Handed::Conn { conn, .. }) => conn,
-                    Some(Handed::Pool(waiting)) => {
-                        let conn = self.checkout_from_pool(tenant, true);
-                        drop(waiting);
-                        return conn.map(|c| c.expect("waited"));
-                    }
-                    None => {
-                        return Err(ConnectionError::PoolExhausted {
-                            target: describe_target(tenant),
-                            timeout: self.timeout,
-                            max_size: self.pool.max_size(),
-                        })
-                    }
-                },
-                // Not registered as waiting: returns keep being parked.
-                // Taken by another thread meanwhile: pick again.
-                Pick::Idle => match self.checkout_from_pool(tenant, false)? {
-                    Some(conn) => return Ok(conn),
-                    None => continue,
-                },
-                Pick::Pool(waiting) => {
-                    let conn = self.checkout_from_pool(tenant, true);
-                    drop(waiting);
-                    return conn.map(|c| c.expect("waited"));
-                }
-            };
-            let scope = CheckoutScope::enter(&self.path, tenant);
-            let result = CHECKOUT.with(|c| run_session_switch(&mut conn, &c.borrow().sql));
-            match result {
+        let max_size = usize::try_from(self.pool.max_size()).unwrap_or(usize::MAX);
+        let mut attempts = CheckoutAttempts::new(max_size, tenant, first);
+        loop {
+            let mut conn = self.obtain(tenant, deadline, attempts.last())?;
+            let refusal = match run_session_switch(&mut conn, &sql) {
                 Ok(()) => return Ok(self.handed_out(conn, tenant)),
-                Err(SessionRefusal::SchemaMissing) => {
-                    // Back to the lot (to a queued checkout, or parked).
-                    drop(lot.park(tenant, conn));
-                    return Err(ConnectionError::SchemaMissing {
-                        schema: scope.request().1,
-                    });
+                Err(refusal) => refusal,
+            };
+            match attempts.refused(refusal, Instant::now() >= deadline) {
+                AfterRefusal::Fail(error) => {
+                    self.give_back(tenant, conn);
+                    return Err(error);
                 }
-                Err(_) => {
-                    // Closed by `has_broken` when dropped here.
-                    if let Some(log) = PlanWatch::log_in(conn.instrumentation()) {
-                        log.discard();
-                    }
-                    drop(conn);
-                    lot.vacated();
+                AfterRefusal::CloseAndFail(error) => {
+                    close(conn);
+                    self.vacated();
+                    return Err(error);
+                }
+                AfterRefusal::CloseAndRetry => {
+                    close(conn);
+                    self.vacated();
                 }
             }
         }
-        let waiting = lot.wait();
-        let conn = self.checkout_from_pool(tenant, true);
+    }
+
+    /// The connection a checkout runs its switch on: with tenant affinity,
+    /// one parked under `tenant`, else an idle one of the pool, else one
+    /// parked under another tenant, else the pool's next (waiting up to
+    /// `deadline`); the `last` attempt goes to the pool whatever is parked.
+    fn obtain(
+        &self,
+        tenant: Option<&SchemaName>,
+        deadline: Instant,
+        last: bool,
+    ) -> Result<Pooled, ConnectionError> {
+        let waiting = match &self.lot {
+            Some(lot) if last => Some(lot.wait()),
+            Some(lot) => {
+                if let Some(idle) = self.idle_timeout {
+                    // Back to the pool, whose reaper closes them when due.
+                    drop(lot.release_idle(idle));
+                }
+                let mut tries = self.pool.max_size() + 1;
+                loop {
+                    tries -= 1;
+                    match lot.pick(tenant, tries > 0) {
+                        Pick::Warm(conn) | Pick::Stolen(conn) => return Ok(conn),
+                        // Every connection busy: wait for one handed over.
+                        Pick::Queued(mut ticket) => match ticket.wait_until(deadline) {
+                            Some(Handed::Conn { conn, .. }) => return Ok(conn),
+                            Some(Handed::Pool(waiting)) => break Some(waiting),
+                            None => {
+                                return Err(ConnectionError::PoolExhausted {
+                                    target: describe_target(tenant),
+                                    timeout: self.timeout,
+                                    max_size: self.pool.max_size(),
+                                })
+                            }
+                        },
+                        // Not registered as waiting: returns keep being
+                        // parked. Taken by another thread meanwhile: pick
+                        // again.
+                        Pick::Idle => match self.pool.try_get() {
+                            Some(conn) => return Ok(conn),
+                            None => continue,
+                        },
+                        Pick::Pool(waiting) => break Some(waiting),
+                    }
+                }
+            }
+            None => None,
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let conn = self
+            .pool
+            .get_timeout(remaining)
+            .map_err(|e| ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e));
         drop(waiting);
-        conn.map(|c| c.expect("waited"))
+        conn
+    }
+
+    /// Returns a connection a checkout will not use (its switch was
+    /// refused, the connection is fine): with tenant affinity through the
+    /// lot, so a queued checkout gets it.
+    fn give_back(&self, tenant: Option<&SchemaName>, conn: Pooled) {
+        match &self.lot {
+            Some(lot) => drop(lot.park(tenant, conn)),
+            None => drop(conn),
+        }
+    }
+
+    /// With tenant affinity, tells the lot a connection was closed (a
+    /// queued checkout goes to the pool for its replacement).
+    fn vacated(&self) {
+        if let Some(lot) = &self.lot {
+            lot.vacated();
+        }
     }
 
     /// Records the checkout in the connection's log and wraps it.
@@ -666,59 +635,13 @@ impl SharedPool {
             max_lifetime: self.max_lifetime,
         }
     }
+}
 
-    /// A checkout straight from the r2d2 pool, the switch run as its test.
-    /// Without `wait`, only an idle connection (`None` if there is none).
-    fn checkout_from_pool(
-        &self,
-        tenant: Option<&SchemaName>,
-        wait: bool,
-    ) -> Result<Option<TenantConnection>, ConnectionError> {
-        let scope = CheckoutScope::enter(&self.path, tenant);
-        let mut conn = if wait {
-            self.pool.get().map_err(|e| {
-                ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e)
-            })?
-        } else {
-            match self.pool.try_get() {
-                Some(conn) => conn,
-                None => return Ok(None),
-            }
-        };
-        let outcome = match scope.outcome() {
-            Some(outcome) => outcome,
-            // is_valid did not run for this checkout (it always does in r2d2
-            // 0.8 with test_on_check_out): switch here rather than trust
-            // whatever path the connection is on.
-            None => {
-                let (sql, _) = scope.request();
-                match run_session_switch(&mut conn, &sql) {
-                    Ok(()) => Outcome::Switched,
-                    Err(SessionRefusal::SchemaMissing) => Outcome::SchemaMissing,
-                    Err(SessionRefusal::Broken(message)) => {
-                        return Err(ConnectionError::SwitchFailed {
-                            target: describe_target(tenant),
-                            message,
-                        })
-                    }
-                    Err(SessionRefusal::Failed(error)) => {
-                        return Err(ConnectionError::Query {
-                            target: describe_target(tenant),
-                            error,
-                        })
-                    }
-                }
-            }
-        };
-        let first = match outcome {
-            Outcome::Switched => None,
-            Outcome::SchemaMissing => Some(scope.request().1),
-        };
-        drop(scope);
-        match first {
-            None => Ok(Some(self.handed_out(conn, tenant))),
-            Some(schema) => Err(ConnectionError::SchemaMissing { schema }),
-        }
+/// Closes `conn` when it is dropped (see [`TenantManager::has_broken`]):
+/// a connection whose switch was refused.
+fn close(mut conn: Pooled) {
+    if let Some(log) = PlanWatch::log_in(conn.instrumentation()) {
+        log.discard();
     }
 }
 
@@ -757,8 +680,8 @@ impl TenantPool {
         &self.tenant
     }
 
-    /// The underlying pool's state (connections open, idle).
-    pub fn state(&self) -> r2d2::State {
+    /// The pool's connections: open, idle, `max_size` (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
         self.pool.state()
     }
 }

@@ -5,15 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
-use diesel::{Connection, PgConnection};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::PgConnection;
 
+use super::drive::run_unit_once;
 use super::error::ConnectionError;
-use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN};
+use super::protocol::UnitMode;
 use super::retry::{run_unit, UnitSwitch};
 use super::scoped_manager::ScopedManager;
-use super::search_path::{run_once, SearchPath};
-use super::types::{on_path_change, PerTenantTypes};
+use super::search_path::SearchPath;
+use super::state::PoolState;
+use super::types::PerTenantTypes;
 use crate::name::SchemaName;
 
 /// Runs `f` in a transaction whose first statement is
@@ -83,41 +85,12 @@ where
         .into());
     }
     let switch = UnitSwitch::new(path, tenant, false);
-    // Custom types the connection's client resolved on another path must
-    // not be bound here (see `keep_types_resolved_on`), nor, with
-    // per-tenant types, statements prepared there be run here.
-    if keep_types_resolved_on(conn, switch.path()) {
-        on_path_change(conn).map_err(E::from)?;
-    }
+    // The unit's rules, one implementation with the async pools' (see
+    // `protocol::Unit`); custom types the connection's client resolved on
+    // another path are forgotten first (see `protocol::PathChange`).
     let mut f = Some(f);
-    // At most twice: a session found listening (to channels an earlier
-    // client of this server session registered) is unlistened in a
-    // transaction of its own, as `UNLISTEN` only takes effect at commit,
-    // then the unit starts again; so is a session whose transactions begin
-    // with characteristics an earlier client set (`SET SESSION
-    // CHARACTERISTICS`: `BEGIN` applied them before the unit's reset ran).
-    // The unit's work never runs in such a transaction.
-    let mut first_round = true;
-    loop {
-        let outcome = conn.transaction(|conn| match run_once(conn, switch.sql()) {
-            Ok(()) => {
-                drain_notifications(conn);
-                let f = f.take().expect("the unit's work runs once");
-                f(conn).map(Some)
-            }
-            Err(refusal) => match switch.refused::<E>(refusal, first_round) {
-                None => Ok(None),
-                Some((error, _)) => Err(error),
-            },
-        })?;
-        match outcome {
-            Some(value) => return Ok(value),
-            None => {
-                conn.batch_execute(DIRTY_UNLISTEN).map_err(E::from)?;
-                first_round = false;
-            }
-        }
-    }
+    let work = |conn: &mut PgConnection| (f.take().expect("the unit's work runs once"))(conn);
+    run_unit_once(conn, Some(&switch), UnitMode::Once, work).into_result()
 }
 
 /// Builds a [`TransactionScopedPool`]. Every setter documents its default.
@@ -188,7 +161,8 @@ impl TransactionScopedPoolBuilder {
         self
     }
 
-    /// Builds the pool.
+    /// Builds the pool. Opens no connection: the first units do, as on
+    /// the async `AsyncTransactionScopedPool`.
     pub fn build(self) -> Result<TransactionScopedPool, ConnectionError> {
         let manager = ScopedManager {
             url: self.url,
@@ -197,6 +171,9 @@ impl TransactionScopedPoolBuilder {
         };
         let pool = r2d2::Pool::builder()
             .max_size(self.max_size)
+            // Opened by the units that need them (r2d2's default opens
+            // `max_size` in `build`).
+            .min_idle(Some(0))
             .connection_timeout(self.connection_timeout)
             .build(manager)
             .map_err(|e| ConnectionError::DatabaseDown {
@@ -343,9 +320,14 @@ impl TransactionScopedPool {
         self.run_unit(None, true, work)
     }
 
-    /// The underlying pool's state (connections open, idle).
-    pub fn state(&self) -> r2d2::State {
-        self.pool.state()
+    /// The search path configuration.
+    pub fn search_path(&self) -> &SearchPath {
+        &self.path
+    }
+
+    /// The pool's connections: open, idle, `max_size` (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        PoolState::of_r2d2(&self.pool)
     }
 
     fn run_unit<T, E, F>(

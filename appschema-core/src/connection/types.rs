@@ -13,7 +13,8 @@
 //! cache and deallocates diesel's statements on the server
 //! ([`forget_prepared_statements`]); the statements are prepared again for
 //! the new tenant. The pool finds out itself whether such types exist (as
-//! the async pools do), or is told (`per_tenant_types`).
+//! the async pools do), or is told (`per_tenant_types`). The decision is
+//! the protocol's `PathChange` step; this module holds the state and SQL.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,7 +23,6 @@ use diesel::connection::{CacheSize, SimpleConnection};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Text};
 
-use super::plan_watch::PlanWatch;
 use super::SearchPath;
 
 /// How long a "no per-tenant types" finding is trusted before a checkout
@@ -66,9 +66,9 @@ struct Found {
 /// Whether the database has per-tenant types, as a pool knows it: forced
 /// on or off by the builder, or found out from the database (`None`) and
 /// asked again after five seconds while the answer is "no". The state
-/// and the rule only: the sync pools ask through `PerTenantTypes::apply`,
-/// the async pools through their own driver of [`PerTenantTypes::known`]
-/// and [`PerTenantTypes::answered`], so the rule is written once.
+/// and the rule only: the protocol's `PathChange` step decides with it
+/// ([`PerTenantTypes::known`], [`PerTenantTypes::answered`]) and the sync
+/// and async drivers ask the database when it says so.
 #[derive(Debug)]
 pub struct PerTenantTypes {
     setting: Option<bool>,
@@ -118,20 +118,6 @@ impl PerTenantTypes {
             None => true,
         }
     }
-
-    /// Whether the database has per-tenant types, asking it on `conn` when
-    /// [`PerTenantTypes::known`] does not know.
-    pub(crate) fn apply(&self, conn: &mut PgConnection) -> bool {
-        if let Some(known) = self.known() {
-            return known;
-        }
-        let answer = diesel::sql_query(PER_TENANT_TYPES_QUERY)
-            .bind::<Array<Text>, _>(&self.shared)
-            .get_result::<Found>(conn)
-            .ok()
-            .map(|found| found.v);
-        self.answered(answer)
-    }
 }
 
 /// Empties diesel's prepared-statement cache on `conn` (client side; the
@@ -145,20 +131,13 @@ pub(crate) fn forget_prepared_statements(conn: &mut PgConnection) -> QueryResult
     conn.batch_execute(DEALLOCATE_DIESELS)
 }
 
-/// What a sync pool's connection does when a checkout or unit puts it on
-/// another path than its last one: with per-tenant types (see
-/// [`PerTenantTypes`], given to the connection's watch by its pool when
-/// diesel's statement cache is on), forgets its prepared statements.
-/// Nothing for a connection whose pool gave it no setting (statement cache
-/// off: diesel prepares nothing that could go stale) or that is not a
-/// pool's.
-pub(crate) fn on_path_change(conn: &mut PgConnection) -> QueryResult<()> {
-    let Some(types) = PlanWatch::per_tenant_types_in(conn.instrumentation()) else {
-        return Ok(());
-    };
-    if types.apply(conn) {
-        forget_prepared_statements(conn)
-    } else {
-        Ok(())
-    }
+/// Asks the database on `conn` whether it has per-tenant types
+/// ([`PER_TENANT_TYPES_QUERY`] bound to `shared`); `None` when the
+/// question failed (see [`PerTenantTypes::answered`]).
+pub(crate) fn ask_per_tenant_types(conn: &mut PgConnection, shared: &[String]) -> Option<bool> {
+    diesel::sql_query(PER_TENANT_TYPES_QUERY)
+        .bind::<Array<Text>, _>(shared)
+        .get_result::<Found>(conn)
+        .ok()
+        .map(|found| found.v)
 }
