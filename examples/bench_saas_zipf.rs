@@ -334,7 +334,7 @@ fn app_server(
         app::Mode::Blocking => None,
         app::Mode::Async => Some(
             AsyncSharedPool::builder(url)
-                .max_size(POOL_SIZE)
+                .max_size(POOL_SIZE as u32)
                 .tenant_affinity(config.affinity)
                 .max_tenants_per_connection(config.bound)
                 .build()?,
