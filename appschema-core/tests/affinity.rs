@@ -86,6 +86,41 @@ fn a_connection_is_closed_once_it_has_served_its_limit_of_distinct_tenants() {
     assert_ne!(pid_for(6), second);
 }
 
+/// Issue 25: the backend that built a tenant's schema keeps its relations
+/// in its caches as if it had served the tenant (~25 KiB each), so a
+/// sign-up on a pooled connection counts towards the bound.
+#[test]
+fn tenants_created_on_a_pooled_connection_count_towards_its_bound() {
+    use appschema_core::provision::{create_tenant, NewTenant};
+    use appschema_core::{Migration, MigrationSet, Scope};
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 1);
+    let set = MigrationSet::new(vec![Migration::new(
+        "001",
+        "001_notes",
+        Scope::Isolated,
+        "CREATE TABLE notes (id int8 PRIMARY KEY)",
+    )]);
+    let pool = SharedPool::builder(db.url())
+        .max_size(1)
+        .max_tenants_per_connection(Some(2))
+        .build()
+        .unwrap();
+    let sign_up = |name: &str| {
+        let mut conn = pool.get_shared().unwrap();
+        create_tenant(&mut conn, &set, &NewTenant::new(name).unwrap()).unwrap();
+        backend_pid(&mut conn)
+    };
+    let first = sign_up("new1.example.com");
+    assert_eq!(
+        sign_up("new2.example.com"),
+        first,
+        "one tenant created: under the bound, the connection is reused"
+    );
+    assert_backend_exits(&db, first);
+    assert_ne!(backend_pid(&mut pool.get_shared().unwrap()), first);
+}
+
 #[test]
 fn a_checkout_prefers_the_connection_that_last_served_its_tenant() {
     let db = TestDb::new();

@@ -319,3 +319,55 @@ fn clone_copies_tables_in_a_foreign_key_cycle_whose_constraints_are_not_deferrab
         "ON DELETE SET NULL kept"
     );
 }
+
+/// Issue 25: a tenant replayed from the template has its head recorded in
+/// the creating transaction, so the next `migrate` with nothing pending
+/// reads no tracking table (it read every template-built tenant's before:
+/// 12 s at 10,000 tenants).
+#[test]
+fn tenants_replayed_from_the_template_are_recorded_so_a_no_op_migrate_reads_no_tracking_table() {
+    use appschema_core::migrate::Migrator;
+    let (db, mut conn) = db_with_registry();
+    let m = app_migrations();
+    let template = store_generated_template(&mut conn, db.url(), &m);
+    let migrate = || {
+        let report = Migrator::new(db.url()).migrate(&m, &|_| {}).unwrap();
+        assert!(report.is_success(), "{:?}", report.failures);
+        report
+    };
+    migrate();
+    // The stored template (one combined statement), a template handed in,
+    // and a spare request falling back to the stored template.
+    create_tenant(
+        &mut conn,
+        &m,
+        &new_tenant("r1.test").source(Source::Template),
+    )
+    .unwrap();
+    create_tenant_from_template(&mut conn, &m, &new_tenant("r2.test"), &template).unwrap();
+    let spare = create_tenant(&mut conn, &m, &new_tenant("r3.test").source(Source::Spare)).unwrap();
+    assert_eq!(spare.source, Source::Template);
+    // A creation that rolls back leaves no record behind.
+    let _ = conn.transaction::<(), diesel::result::Error, _>(|conn| {
+        create_tenant(conn, &m, &new_tenant("gone.test").source(Source::Template)).unwrap();
+        Err(diesel::result::Error::RollbackTransaction)
+    });
+    let records = query_strings(
+        &mut conn,
+        "SELECT h.schema_name AS value FROM public.appschema_heads h
+          WHERE h.tracking_oid = to_regclass(quote_ident(h.schema_name) || '.__diesel_schema_migrations')
+            AND h.digest = md5('20240101000000,20240102000000')
+          ORDER BY 1",
+    );
+    assert_eq!(
+        records,
+        ["r1_test", "r2_test", "r3_test"],
+        "each replay records the head it built, naming its tracking table"
+    );
+    let report = migrate();
+    assert_eq!(report.migrations_applied, 0);
+    assert_eq!(
+        report.tracking_tables_read, 0,
+        "the template-built tenants must be trusted from their records"
+    );
+}

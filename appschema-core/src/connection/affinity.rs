@@ -137,6 +137,18 @@ impl TenantLog {
         std::mem::replace(&mut self.last, hash) != hash
     }
 
+    /// Counts `tenant` among the distinct tenants the connection has served
+    /// without it being a checkout: a tenant *created* on the connection
+    /// (its relations stay in the backend's caches as a served tenant's
+    /// do, ~25 KiB each, measured in BENCHMARKS.md's *Scale*), so sign-ups
+    /// on a pooled connection count towards its bound. The last
+    /// checkout's tenant is unchanged.
+    pub fn count(&mut self, tenant: &SchemaName) {
+        let mut hasher = DefaultHasher::new();
+        tenant.as_str().hash(&mut hasher);
+        self.served.insert(hasher.finish());
+    }
+
     /// How many distinct tenants the connection has served.
     pub fn served(&self) -> usize {
         self.served.len()

@@ -186,7 +186,9 @@ impl SharedPoolBuilder {
     /// closed (when returned) and replaced: a backend keeps catalog caches
     /// for every tenant schema it touched until it exits (~70 KiB each),
     /// so this bounds its memory whatever the number of tenants.
-    /// Shared-only checkouts do not count. `None`: no bound (only
+    /// Shared-only checkouts do not count; a tenant *created* on a checked
+    /// out connection ([`crate::provision::create_tenant`] and the other
+    /// creating calls) does. `None`: no bound (only
     /// `max_lifetime` limits growth). Default: 500
     /// ([`DEFAULT_MAX_TENANTS_PER_CONNECTION`](crate::connection::DEFAULT_MAX_TENANTS_PER_CONNECTION)).
     ///

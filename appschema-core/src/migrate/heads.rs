@@ -9,7 +9,8 @@
 //!
 //! - **Never more than the table holds.** A record digests the versions a
 //!   schema was read to hold (committed rows) plus those appschema's own
-//!   transactions inserted *and committed*; appschema deletes a tracking
+//!   transactions inserted *and committed* (a template's replay records the
+//!   versions it inserts, in its own transaction); appschema deletes a tracking
 //!   row only in a revert ([`super::Migrator::revert`]), which first deletes
 //!   the records of the schemas it reverts (and records them anew as they
 //!   finish), so a record never claims a version its tracking table
@@ -27,8 +28,9 @@
 //!   dropped and re-created, or a schema restored or renamed by other means,
 //!   has another) and its digest is the digest of the set's isolated
 //!   versions. Everything else (no record: a schema migrated by an older
-//!   appschema or created by a template, a clone, an import; a record of
-//!   fewer versions; another table) is read as before.
+//!   appschema, created by an older appschema's template replay, a clone,
+//!   an import, a claimed spare; a record of fewer versions; another table)
+//!   is read as before.
 //! - **Healed by reading.** When `migrate` has to read a tracking table it
 //!   records what it read ([`heal`]), so the next run trusts it. A record
 //!   written from a read claims at most what the table held at the read;
@@ -81,7 +83,7 @@ pub(crate) struct Record {
 impl Record {
     /// The record of `schema` holding `versions`, its tracking table looked
     /// up by name as it is written.
-    pub(super) fn holding<'a>(
+    pub(crate) fn holding<'a>(
         schema: &str,
         versions: impl IntoIterator<Item = &'a String>,
     ) -> Record {

@@ -36,7 +36,7 @@ mod applied;
 mod apply;
 mod error;
 mod extensions;
-mod heads;
+pub(crate) mod heads;
 mod in_transaction;
 mod report;
 mod revert;

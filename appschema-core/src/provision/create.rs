@@ -281,7 +281,9 @@ fn create_with<M: IsolatedMigrations + ?Sized>(
         })
     };
     let attempt = |conn: &mut PgConnection, schema: &SchemaName| {
-        attempt(conn, schema).map_err(|e| explain_failure(conn, migrations, e))
+        let created = attempt(conn, schema).map_err(|e| explain_failure(conn, migrations, e))?;
+        count_on_pooled_connection(conn, schema);
+        Ok(created)
     };
     if let Some(schema) = &request.schema {
         return attempt(conn, schema);
@@ -301,6 +303,20 @@ fn create_with<M: IsolatedMigrations + ?Sized>(
     })
 }
 
+/// Counts the tenant just created on `conn` towards the bound of tenants
+/// per connection when `conn` is a [`crate::connection::SharedPool`]'s (see
+/// [`crate::connection::SharedPoolBuilder::max_tenants_per_connection`]): the backend
+/// that built a schema keeps its relations in its caches as if it had
+/// served the tenant, so a pooled connection used for sign-ups would
+/// otherwise grow without bound (measured: ~25 KiB of memory contexts per
+/// tenant created, and creation on it slowing down). Nothing happens on a
+/// connection of another pool.
+fn count_on_pooled_connection(conn: &mut PgConnection, schema: &SchemaName) {
+    if let Some(log) = crate::connection::internals::PlanWatch::log_in(conn.instrumentation()) {
+        log.count(schema);
+    }
+}
+
 /// The body of [`create_tenant`], inside the caller's transaction.
 pub(crate) fn create_in<M: IsolatedMigrations + ?Sized>(
     conn: &mut PgConnection,
@@ -311,9 +327,9 @@ pub(crate) fn create_in<M: IsolatedMigrations + ?Sized>(
 ) -> Result<Created, ProvisionError> {
     if source == Source::Template {
         let head = migrations.head().ok_or(TemplateError::NoMigrations)?;
-        let (tenant, template, citus) =
+        let (tenant, template, target) =
             insert_registry_rows_and_load_template(conn, public_name, schema, &head)?;
-        template.replay_on(conn, schema, citus)?;
+        template.replay_on(conn, schema, target)?;
         return Ok(Created {
             tenant,
             source: Source::Template,
@@ -349,25 +365,25 @@ struct InsertedWithTemplate {
     digest: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     body: Option<String>,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    citus: bool,
+    #[diesel(embed)]
+    target: template::ReplayTarget,
 }
 
 /// [`insert_registry_rows`] and the stored template for `head`, in one
 /// statement: the template's body comes along only when this process has not
-/// cached that very body (same version, same md5) already; and whether the
-/// database is on Citus (the replay then goes statement by statement).
+/// cached that very body (same version, same md5) already; and the
+/// [`template::ReplayTarget`] (Citus or not, heads recorded or not).
 fn insert_registry_rows_and_load_template(
     conn: &mut PgConnection,
     public_name: &PublicName,
     schema: &SchemaName,
     head: &str,
-) -> Result<(Tenant, Arc<Template>, bool), ProvisionError> {
+) -> Result<(Tenant, Arc<Template>, template::ReplayTarget), ProvisionError> {
     let row = diesel::sql_query(format!(
-        "{} SELECT tenant.id, tenant.public_name, tenant.schema_name, stored.digest, stored.body,
-                EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') AS citus
+        "{} SELECT tenant.id, tenant.public_name, tenant.schema_name, stored.digest, stored.body, {}
            FROM tenant LEFT JOIN ({}) stored ON true",
         registry::INSERT_TENANT,
+        template::ReplayTarget::COLUMNS,
         template::stored_template_sql(3, 4),
     ))
     .bind::<Text, _>(public_name.as_str())
@@ -381,7 +397,7 @@ fn insert_registry_rows_and_load_template(
         return Err(template::stale_or_missing(conn, head));
     };
     let template = template::resolve_stored(conn, head, &digest, row.body)?;
-    Ok((tenant, template, row.citus))
+    Ok((tenant, template, row.target))
 }
 
 /// Creates `schema` at the isolated head by `source`, in the open transaction.

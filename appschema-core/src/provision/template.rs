@@ -200,37 +200,82 @@ impl Template {
         join_schema(&self.replay, &schema.quoted())
     }
 
+    /// The statement recording `schema`'s head (see the `heads` module of
+    /// [`crate::migrate`]): the versions the replay inserts into its
+    /// tracking table, so `migrate` trusts the new schema without reading
+    /// it. Runs in the replay's transaction: it commits, or rolls back, with
+    /// the rows it describes.
+    fn record_sql(&self, schema: &SchemaName) -> String {
+        // The digest's order (byte order), whatever the template's.
+        let versions: std::collections::BTreeSet<&String> = self.versions.iter().collect();
+        let record = crate::migrate::heads::Record::holding(schema.as_str(), versions);
+        crate::migrate::heads::upsert_sql(&[record])
+            .map(|sql| format!("{sql};\n"))
+            .unwrap_or_default()
+    }
+
     /// Replays the template as `schema` in the open transaction.
     pub(crate) fn replay(
         &self,
         conn: &mut PgConnection,
         schema: &SchemaName,
     ) -> Result<(), ProvisionError> {
-        let citus = crate::citus::is_citus(conn)?;
-        self.replay_on(conn, schema, citus)
+        let target = ReplayTarget::read(conn)?;
+        self.replay_on(conn, schema, target)
     }
 
-    /// [`Template::replay`] when the caller knows whether the database is
-    /// on Citus: there, statement by statement (see
-    /// [`crate::citus::execute_script`]).
+    /// [`Template::replay`] when the caller has read the [`ReplayTarget`]
+    /// (with other work): on Citus, statement by statement (see
+    /// [`crate::citus::execute_script`]); where appschema records heads,
+    /// the new schema's head is recorded in the same batch.
     pub(crate) fn replay_on(
         &self,
         conn: &mut PgConnection,
         schema: &SchemaName,
-        citus: bool,
+        target: ReplayTarget,
     ) -> Result<(), ProvisionError> {
-        let result = if !citus {
-            schema_ddl(conn, &self.sql_for(schema), schema)
+        let mut sql = self.sql_for(schema);
+        if target.heads {
+            sql.push_str(&self.record_sql(schema));
+        }
+        let result = if !target.citus {
+            schema_ddl(conn, &sql, schema)
         } else {
             // A distributed schema: its tables are created distributed, each
             // statement on its own.
-            let sql = crate::citus::distributing(&self.sql_for(schema), schema);
+            let sql = crate::citus::distributing(&sql, schema);
             super::util::schema_script(conn, &sql, schema, true)
         };
         match &self.seed {
             Some(seed) => result.map_err(|e| super::seed::explain_missing(e, &self.version, seed)),
             None => result,
         }
+    }
+}
+
+/// What a replay needs to know about the database it runs in.
+#[derive(Debug, Clone, Copy, QueryableByName)]
+pub(crate) struct ReplayTarget {
+    /// The database is a Citus coordinator (the replay goes statement by
+    /// statement).
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub(crate) citus: bool,
+    /// appschema's table of recorded heads exists (a database whose
+    /// appschema tables predate it has none), so the replay records the new
+    /// schema's head.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub(crate) heads: bool,
+}
+
+impl ReplayTarget {
+    /// The SQL selecting the two flags as `citus` and `heads`, to ride in
+    /// another query.
+    pub(crate) const COLUMNS: &'static str =
+        "EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') AS citus, \
+         pg_catalog.to_regclass('public.appschema_heads') IS NOT NULL AS heads";
+
+    fn read(conn: &mut PgConnection) -> QueryResult<ReplayTarget> {
+        diesel::sql_query(format!("SELECT {}", Self::COLUMNS)).get_result(conn)
     }
 }
 
