@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
     describe_target, prepare_statement_sql, with_startup_options, write_session_switch,
-    AfterRefusal, CheckoutAttempts, ConnectRow, Lot, Pick, PlanWatch, PublicNameLookup,
-    SessionRefusal, CONNECT_QUERY,
+    AfterRefusal, CheckoutAttempts, ConnectRow, Handed, Lot, Pick, PlanWatch, PoolView,
+    PublicNameLookup, SessionRefusal, Ticket, CONNECT_QUERY,
 };
 use appschema_core::connection::{
     ConnectionError, ManagerError, PoolState, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
@@ -279,17 +279,23 @@ impl AsyncSharedPoolBuilder {
         self
     }
 
-    /// Whether a checkout for a tenant prefers an idle connection that last
+    /// Whether a checkout for a tenant prefers a connection that last
     /// served that tenant (statements already planned for its path), as on
-    /// the sync pool (see `SharedPoolBuilder::tenant_affinity`): returned
-    /// connections are parked by tenant on top of deadpool; a checkout
-    /// takes its tenant's, else an idle one of the pool, else the one
-    /// parked last for another tenant, and only then waits. Every
-    /// checkout still runs the full reset and switch. Parked connections
-    /// count as in use in [`AsyncSharedPool::state`]; one parked past
-    /// `idle_timeout` goes back to the pool at the next checkout.
-    /// Default: `false`: on the Zipf benchmark in BENCHMARKS.md it cut the
-    /// share of checkouts that switch path but gained no throughput.
+    /// the sync pool (see `SharedPoolBuilder::tenant_affinity`): while
+    /// every connection is busy, checkouts queue by tenant and a returned
+    /// connection goes to the oldest queued checkout for the tenant it
+    /// served, else the oldest (passed over at most
+    /// `appschema::connection::MAX_PASSED_OVER` times); while none is
+    /// queued, returned connections are parked by tenant on top of
+    /// deadpool and a checkout takes its tenant's, else an idle one of the
+    /// pool, else the one parked last for another tenant. A queued
+    /// checkout whose future is dropped leaves the queue, and a connection
+    /// handed to it meanwhile goes to the next. Every checkout still runs
+    /// the full reset and switch. Parked connections count as in use in
+    /// [`AsyncSharedPool::state`]; one parked past `idle_timeout` goes
+    /// back to the pool at the next checkout; [`AsyncSharedPool::queued`]
+    /// counts queued checkouts.
+    /// Default: `false` (measured in BENCHMARKS.md, *Tenant affinity*).
     pub fn tenant_affinity(mut self, on: bool) -> Self {
         self.affinity = on;
         self
@@ -538,13 +544,23 @@ impl AsyncSharedPoolBuilder {
             max_lifetime: self.max_lifetime,
         }));
         maintainer.ensure_running(&pool);
+        let lot = self.affinity.then(|| {
+            let pool = pool.clone();
+            Lot::new(move || {
+                let status = pool.status();
+                PoolView {
+                    idle: status.available,
+                    room: status.size < status.max_size,
+                }
+            })
+        });
         Ok(AsyncSharedPool {
             pool,
             path: self.path.clone(),
             timeout: self.connection_timeout,
             maintainer,
             per_tenant_types: Arc::new(PerTenantTypes::new(self.per_tenant_types, &self.path)),
-            lot: self.affinity.then(Lot::new),
+            lot,
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
             busy_timeout: self.busy_timeout,
@@ -769,6 +785,14 @@ impl AsyncSharedPool {
         pool_state(&self.pool)
     }
 
+    /// How many checkouts are queued for a returned connection (with
+    /// tenant affinity, while every connection is busy; see
+    /// [`tenant_affinity`](AsyncSharedPoolBuilder::tenant_affinity)).
+    /// Always 0 without affinity.
+    pub fn queued(&self) -> usize {
+        self.lot.as_ref().map_or(0, Lot::queued)
+    }
+
     /// Connections open and idle, for the pool gauges (see `observe`).
     fn size(&self) -> (u32, u32) {
         let state = pool_state(&self.pool);
@@ -888,9 +912,17 @@ impl AsyncSharedPool {
                 let mut tries = self.pool.status().max_size + 1;
                 loop {
                     tries -= 1;
-                    let has_idle = tries > 0 && self.pool.status().available > 0;
-                    match lot.pick(tenant, has_idle) {
+                    match lot.pick(tenant, tries > 0) {
                         Pick::Warm(conn) | Pick::Stolen(conn) => return Ok(conn),
+                        // Every connection busy: wait for one handed over.
+                        Pick::Queued(mut ticket) => {
+                            let deadline = Instant::now() + timeouts.wait.unwrap_or(self.timeout);
+                            match handed_over(&mut ticket, deadline).await {
+                                Some(Handed::Conn { conn, .. }) => return Ok(conn),
+                                Some(Handed::Pool(waiting)) => break Some(waiting),
+                                None => return Err(PoolError::Timeout(managed::TimeoutType::Wait)),
+                            }
+                        }
                         // An idle connection, without waiting and without
                         // registering as waiting (returns keep being
                         // parked); taken meanwhile: pick again.
@@ -929,6 +961,27 @@ impl AsyncSharedPool {
             max_lifetime: self.max_lifetime,
         });
         conn
+    }
+}
+
+/// Waits for the lot to hand `ticket` a connection (or send it to the
+/// pool) until `deadline` (`None`), looking at the pool again now and then
+/// (see `Ticket::recheck`).
+async fn handed_over(
+    ticket: &mut Ticket<Object<AsyncTenantManager>>,
+    deadline: Instant,
+) -> Option<Handed<Object<AsyncTenantManager>>> {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        let slice = (deadline - now).min(Ticket::<Object<AsyncTenantManager>>::recheck_interval());
+        let handed = std::future::poll_fn(|cx| ticket.poll_handed(cx));
+        match tokio::time::timeout(slice, handed).await {
+            Ok(handed) => return Some(handed),
+            Err(_) => ticket.recheck(),
+        }
     }
 }
 
@@ -1007,6 +1060,7 @@ impl Drop for AsyncTenantConnection {
         });
         if unusable {
             self.discard();
+            self.vacated();
             return;
         }
         let retire = self.conn.as_mut().is_some_and(|conn| {
@@ -1017,6 +1071,7 @@ impl Drop for AsyncTenantConnection {
             // Served its tenants (or marked): closed now, not at the
             // next checkout's recycle.
             drop(self.conn.take().map(Object::take));
+            self.vacated();
             return;
         }
         let (Some(parking), Some(mut conn)) = (self.parking.take(), self.conn.take()) else {
@@ -1030,13 +1085,26 @@ impl Drop for AsyncTenantConnection {
             || parking
                 .max_lifetime
                 .is_some_and(|max| Object::metrics(&conn).age() >= max);
-        if !refused {
+        if refused {
+            // Back to the pool (which closes it on recycle): a checkout
+            // queued in the lot goes there.
+            drop(conn);
+            parking.lot.vacated();
+        } else {
             drop(parking.lot.park(self.tenant.as_ref(), conn));
         }
     }
 }
 
 impl AsyncTenantConnection {
+    /// With tenant affinity, tells the lot that this connection will not
+    /// come back to it (a checkout queued there goes to the pool).
+    fn vacated(&mut self) {
+        if let Some(parking) = self.parking.take() {
+            parking.lot.vacated();
+        }
+    }
+
     /// Takes the connection out of the pool for good: asks the server to
     /// cancel whatever it still runs for it, and closes it.
     pub(crate) fn discard(&mut self) {

@@ -215,3 +215,195 @@ async fn concurrent_mixed_tenant_checkouts_never_get_another_tenants_connection(
     }
     assert!(all.len() > 4, "only {} backends served", all.len());
 }
+
+/// Polls (with a deadline) until `n` checkouts are queued in `pool`'s lot.
+async fn await_queued(pool: &AsyncSharedPool, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.queued() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} checkouts queued, expected {n}",
+            pool.queued()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+type Acquired = tokio::sync::mpsc::UnboundedSender<(usize, i32)>;
+
+/// The next checkout to acquire its connection; fails (rather than hangs)
+/// when none does within 30 s, e.g. after a holder's assertion failed.
+async fn next_acquired(
+    acquisitions: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, i32)>,
+) -> (usize, i32) {
+    tokio::time::timeout(Duration::from_secs(30), acquisitions.recv())
+        .await
+        .expect("no checkout acquired its connection within 30 s")
+        .expect("the channel stays open")
+}
+
+/// A checkout in its own task that reports on `acquired` once it holds its
+/// connection (checked to be on its tenant's path) and returns it when
+/// told on the channel it hands back.
+fn holder(
+    pool: &AsyncSharedPool,
+    i: usize,
+    acquired: &Acquired,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let pool = pool.clone();
+    let acquired = acquired.clone();
+    tokio::spawn(async move {
+        let mut conn = pool.get_for(&tenant(i)).await.unwrap();
+        assert_on(&mut conn, &format!("t{i}")).await;
+        acquired.send((i, pid(&mut conn).await)).unwrap();
+        let _ = released.await;
+    });
+    release
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_connection_goes_to_a_queued_checkout_for_its_tenant_first() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 2);
+    let pool = AsyncSharedPool::builder(db.url())
+        .tenant_affinity(true)
+        .max_size(1)
+        .build()
+        .unwrap();
+    let (acquired, mut acquisitions) = tokio::sync::mpsc::unbounded_channel();
+    let first = holder(&pool, 0, &acquired);
+    let (_, pid) = next_acquired(&mut acquisitions).await;
+    // Queued in this order: t1 first, then t0.
+    let for_t1 = holder(&pool, 1, &acquired);
+    await_queued(&pool, 1).await;
+    let for_t0 = holder(&pool, 0, &acquired);
+    await_queued(&pool, 2).await;
+    first.send(()).unwrap();
+    // The connection served t0: the younger checkout for t0 gets it.
+    assert_eq!(next_acquired(&mut acquisitions).await, (0, pid));
+    for_t0.send(()).unwrap();
+    assert_eq!(next_acquired(&mut acquisitions).await, (1, pid));
+    for_t1.send(()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_checkout_is_passed_over_at_most_max_passed_over_times() {
+    use appschema_core::connection::MAX_PASSED_OVER;
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 2);
+    let pool = AsyncSharedPool::builder(db.url())
+        .tenant_affinity(true)
+        .max_size(1)
+        .build()
+        .unwrap();
+    let (acquired, mut acquisitions) = tokio::sync::mpsc::unbounded_channel();
+    let mut current = holder(&pool, 0, &acquired);
+    next_acquired(&mut acquisitions).await;
+    let for_t1 = holder(&pool, 1, &acquired);
+    await_queued(&pool, 1).await;
+    for pass in 0..MAX_PASSED_OVER {
+        let next = holder(&pool, 0, &acquired);
+        await_queued(&pool, 2).await;
+        current.send(()).unwrap();
+        assert_eq!(
+            next_acquired(&mut acquisitions).await.0,
+            0,
+            "pass {pass}: the connection went past the t0 checkout"
+        );
+        current = next;
+    }
+    let last_t0 = holder(&pool, 0, &acquired);
+    await_queued(&pool, 2).await;
+    current.send(()).unwrap();
+    assert_eq!(
+        next_acquired(&mut acquisitions).await.0,
+        1,
+        "the t1 checkout was passed over more than {MAX_PASSED_OVER} times"
+    );
+    for_t1.send(()).unwrap();
+    assert_eq!(next_acquired(&mut acquisitions).await.0, 0);
+    last_t0.send(()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_checkout_dropped_before_its_hand_over_passes_it_on() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 2);
+    let pool = AsyncSharedPool::builder(db.url())
+        .tenant_affinity(true)
+        .max_size(1)
+        .build()
+        .unwrap();
+    let (acquired, mut acquisitions) = tokio::sync::mpsc::unbounded_channel();
+    let first = holder(&pool, 0, &acquired);
+    next_acquired(&mut acquisitions).await;
+    // A request cancelled while queued (its future dropped) ...
+    let cancelled = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get_for(&tenant(0)).await.map(|_| ()) }
+    });
+    await_queued(&pool, 1).await;
+    cancelled.abort();
+    assert!(cancelled.await.unwrap_err().is_cancelled());
+    assert_eq!(pool.queued(), 0, "a cancelled checkout stayed queued");
+    // ... does not take the connection with it.
+    let next = holder(&pool, 1, &acquired);
+    await_queued(&pool, 1).await;
+    first.send(()).unwrap();
+    assert_eq!(next_acquired(&mut acquisitions).await.0, 1);
+    next.send(()).unwrap();
+}
+
+/// Many more tasks than connections, so nearly every checkout queues and is
+/// handed a connection another tenant's checkout just returned, often after
+/// user code moved it to a third tenant's path: every checkout still
+/// answers for its own tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_mixed_tenant_checkouts_never_get_another_tenants_connection() {
+    let db = TestDb::new();
+    const TENANTS: usize = 6;
+    create_tenants(&mut db.conn(), TENANTS);
+    let pool = AsyncSharedPool::builder(db.url())
+        .tenant_affinity(true)
+        .max_size(3)
+        .connection_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let queued_seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..16u64)
+        .map(|task| {
+            let (pool, queued_seen) = (pool.clone(), queued_seen.clone());
+            tokio::spawn(async move {
+                let mut dice = Dice(0x2545_F491_4F6C_DD1D ^ (task + 1));
+                for _ in 0..60 {
+                    // Skewed: t0 about half the time.
+                    let i = if dice.below(2) == 0 {
+                        0
+                    } else {
+                        dice.below(TENANTS)
+                    };
+                    let mut conn = pool.get_for(&tenant(i)).await.unwrap();
+                    assert_on(&mut conn, &format!("t{i}")).await;
+                    queued_seen.fetch_max(pool.queued(), std::sync::atomic::Ordering::Relaxed);
+                    if dice.below(3) == 0 {
+                        let other = tenant(dice.below(TENANTS));
+                        conn.batch_execute(&format!(
+                            "SET search_path TO {}, public",
+                            other.quoted()
+                        ))
+                        .await
+                        .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(
+        queued_seen.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "no checkout ever queued"
+    );
+}

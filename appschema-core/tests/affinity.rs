@@ -225,3 +225,165 @@ fn concurrent_mixed_tenant_checkouts_never_get_another_tenants_connection() {
     // were retired and replaced.
     assert!(all.len() > 4, "only {} backends served", all.len());
 }
+
+/// How long a test waits for a checkout to acquire its connection before
+/// failing (rather than hanging, e.g. after a holder's assertion failed).
+const WITHIN: Duration = Duration::from_secs(30);
+const NONE_ACQUIRED: &str = "no checkout acquired its connection within 30 s";
+
+/// Polls (with a deadline) until `n` checkouts are queued in `pool`'s lot.
+fn await_queued(pool: &SharedPool, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.queued() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} checkouts queued, expected {n}",
+            pool.queued()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A checkout in its own thread that reports on `acquired` once it holds
+/// its connection (checked to be on its tenant's path) and returns it when
+/// told on the channel it hands back.
+fn holder<'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    pool: &SharedPool,
+    i: usize,
+    acquired: &std::sync::mpsc::Sender<(usize, i32)>,
+) -> std::sync::mpsc::Sender<()> {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let pool = pool.clone();
+    let acquired = acquired.clone();
+    s.spawn(move || {
+        let mut conn = pool.get_for(&tenant(i)).unwrap();
+        assert_on(&mut conn, &format!("t{i}"));
+        acquired.send((i, backend_pid(&mut conn))).unwrap();
+        let _ = released.recv();
+    });
+    release
+}
+
+#[test]
+fn a_returned_connection_goes_to_a_queued_checkout_for_its_tenant_first() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 2);
+    let pool = SharedPool::builder(db.url())
+        .tenant_affinity(true)
+        .max_size(1)
+        .build()
+        .unwrap();
+    let (acquired, acquisitions) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let first = holder(s, &pool, 0, &acquired);
+        let (_, pid) = acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED);
+        // Queued in this order: t1 first, then t0.
+        let for_t1 = holder(s, &pool, 1, &acquired);
+        await_queued(&pool, 1);
+        let for_t0 = holder(s, &pool, 0, &acquired);
+        await_queued(&pool, 2);
+        first.send(()).unwrap();
+        // The connection served t0: the younger checkout for t0 gets it.
+        assert_eq!(
+            acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED),
+            (0, pid)
+        );
+        for_t0.send(()).unwrap();
+        assert_eq!(
+            acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED),
+            (1, pid)
+        );
+        for_t1.send(()).unwrap();
+    });
+}
+
+#[test]
+fn a_queued_checkout_is_passed_over_at_most_max_passed_over_times() {
+    use appschema_core::connection::MAX_PASSED_OVER;
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 2);
+    let pool = SharedPool::builder(db.url())
+        .tenant_affinity(true)
+        .max_size(1)
+        .build()
+        .unwrap();
+    let (acquired, acquisitions) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let mut current = holder(s, &pool, 0, &acquired);
+        acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED);
+        // A checkout for t1 queues; then, again and again, one for t0
+        // queues behind it and the t0 connection is returned.
+        let for_t1 = holder(s, &pool, 1, &acquired);
+        await_queued(&pool, 1);
+        for pass in 0..MAX_PASSED_OVER {
+            let next = holder(s, &pool, 0, &acquired);
+            await_queued(&pool, 2);
+            current.send(()).unwrap();
+            assert_eq!(
+                acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED).0,
+                0,
+                "pass {pass}: the connection went past the t0 checkout"
+            );
+            current = next;
+        }
+        let last_t0 = holder(s, &pool, 0, &acquired);
+        await_queued(&pool, 2);
+        current.send(()).unwrap();
+        assert_eq!(
+            acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED).0,
+            1,
+            "the t1 checkout was passed over more than {MAX_PASSED_OVER} times"
+        );
+        for_t1.send(()).unwrap();
+        assert_eq!(acquisitions.recv_timeout(WITHIN).expect(NONE_ACQUIRED).0, 0);
+        last_t0.send(()).unwrap();
+    });
+}
+
+/// Many more threads than connections, so nearly every checkout queues and
+/// is handed a connection another tenant's checkout just returned, often
+/// after user code moved it to a third tenant's path: every checkout still
+/// answers for its own tenant.
+#[test]
+fn saturated_mixed_tenant_checkouts_never_get_another_tenants_connection() {
+    let db = TestDb::new();
+    const TENANTS: usize = 6;
+    create_tenants(&mut db.conn(), TENANTS);
+    let pool = SharedPool::builder(db.url())
+        .tenant_affinity(true)
+        .max_size(3)
+        .connection_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let queued_seen = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for thread in 0..12u64 {
+            let (pool, queued_seen) = (&pool, &queued_seen);
+            s.spawn(move || {
+                let mut dice = Dice(0x2545_F491_4F6C_DD1D ^ (thread + 1));
+                for _ in 0..80 {
+                    // Skewed: t0 about half the time.
+                    let i = if dice.below(2) == 0 {
+                        0
+                    } else {
+                        dice.below(TENANTS)
+                    };
+                    let mut conn = pool.get_for(&tenant(i)).unwrap();
+                    assert_on(&mut conn, &format!("t{i}"));
+                    queued_seen.fetch_max(pool.queued(), std::sync::atomic::Ordering::Relaxed);
+                    if dice.below(3) == 0 {
+                        let other = tenant(dice.below(TENANTS));
+                        conn.batch_execute(&format!(
+                            "SET search_path TO {}, public",
+                            other.quoted()
+                        ))
+                        .unwrap();
+                    }
+                }
+            });
+        }
+    });
+    // The load did saturate the pool: checkouts were queued and handed over.
+    assert!(queued_seen.into_inner() > 0, "no checkout ever queued");
+}

@@ -8,29 +8,34 @@
 //! Needs `wrk` on PATH.
 //!
 //! Servers, all in one process over one throwaway PostgreSQL, 16 pooled
-//! connections each, `wrk -t2 -c32`:
+//! connections each, `wrk -t2 -c32` (twice as many requests in flight as
+//! connections: the pools are saturated):
 //! - **sync app**: the real saas app on its blocking path (resolver, tower
-//!   layer, `SharedPool` checkout, `CurrentTenant::run`);
-//! - **async app**: the real saas app on its async path (`AsyncSharedPool`);
-//! - **plain r2d2 / plain deadpool**: the same page body on a pool whose
-//!   connections sit on one tenant (`SET search_path` on connect): one
-//!   tenant with no multi-tenancy at all; once in the same `BEGIN READ
-//!   ONLY` transaction as the app's `read_retrying` (the baseline the
-//!   ratios use: the same statements but the checkout), once without.
+//!   layer, `SharedPool` checkout, `CurrentTenant::run`), once per pool
+//!   configuration: tenant affinity off / on × `max_tenants_per_connection`
+//!   500 (the default) / none;
+//! - **async app**: the same on its async path (`AsyncSharedPool`);
+//! - **floor**: not appschema. The same page on a plain r2d2 / plain
+//!   diesel-async deadpool whose handler maps the Host to the tenant's
+//!   schema and runs a bare `SET search_path TO "<schema>", public` (one
+//!   statement, no hygiene, no check) before the page's read-only
+//!   transaction: what any search_path-switching tool pays, PostgreSQL's
+//!   re-planning after a path change included;
+//! - **plain r2d2 / plain deadpool**: the same page in the same `BEGIN READ
+//!   ONLY` transaction on a pool whose connections sit on one tenant (`SET
+//!   search_path` on connect): one tenant with no multi-tenancy at all.
 //!
-//! Workloads: Zipf over N tenants (N from the command line, default 1,000
-//! then 10,000; the tenants of the first size are kept and more added),
-//! uniform over 100 tenants (first size only), and one tenant only (the
-//! same app, every request for the most popular tenant). Every server and
-//! workload is measured in each round, rounds interleaved, medians
-//! reported (`ROUNDS`, default 5, of `SECONDS`, default 5 s).
+//! Workloads: Zipf over N tenants (N from the command line, default 1,000;
+//! the tenants of the first size are kept and more added), and one tenant
+//! only (every request for the most popular tenant) for the default app
+//! configuration, the floor and the plain pools. Every server and workload
+//! is measured in each round, rounds interleaved, medians reported
+//! (`ROUNDS`, default 5, of `SECONDS`, default 5 s), with the load average
+//! at each round.
 //!
-//! After the timed rounds of each workload, a probe measures the share of
-//! checkouts that switched path: the same handler body on the same pools,
-//! plus `SELECT pg_backend_pid()` after each checkout, for one wrk run.
-//!
-//! `SYNC_BOUND=none` (or a number) gives the sync app's pool that
-//! `max_tenants_per_connection` instead of the default (500).
+//! After the timed rounds, a probe measures the share of checkouts that
+//! switched path: the same handler body on the same pools, plus `SELECT
+//! pg_backend_pid()` after each checkout, for one wrk run each.
 
 #[path = "../../../examples/saas/app.rs"]
 #[allow(dead_code)]
@@ -45,6 +50,7 @@ use app::Plan;
 use appschema::async_pool::AsyncSharedPool;
 use appschema::migrate::Migrator;
 use appschema::provision::{self, NewTenant};
+use appschema::resolve::Resolver;
 use appschema::{SchemaName, SharedPool};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -107,18 +113,6 @@ fn status<E>(_: E) -> StatusCode {
     StatusCode::INTERNAL_SERVER_ERROR
 }
 
-async fn plain_page(
-    State((pool, name)): State<(PlainPool, String)>,
-) -> Result<Html<String>, StatusCode> {
-    let data = tokio::task::spawn_blocking(move || {
-        let mut conn = pool.get().map_err(status)?;
-        app::page_data(&mut conn).map_err(status)
-    })
-    .await
-    .map_err(status)??;
-    Ok(Html(app::render_page(data, &name)))
-}
-
 /// The page in `BEGIN READ ONLY` … `COMMIT`, as the saas app's
 /// `read_retrying` runs it: the same statements as the app but the checkout.
 async fn plain_page_tx(
@@ -133,14 +127,6 @@ async fn plain_page_tx(
     })
     .await
     .map_err(status)??;
-    Ok(Html(app::render_page(data, &name)))
-}
-
-async fn plain_async_page(
-    State((pool, name)): State<(PlainAsyncPool, String)>,
-) -> Result<Html<String>, StatusCode> {
-    let mut conn = pool.get().await.map_err(status)?;
-    let data = app::on_async::page_data(&mut conn).await.map_err(status)?;
     Ok(Html(app::render_page(data, &name)))
 }
 
@@ -234,9 +220,154 @@ async fn probe_async(
     Ok(Html(app::render_page(data, "probe")))
 }
 
+type FloorState<P> = State<(P, HostMap, Option<Arc<Switches>>)>;
+
+fn backend_pid_sync(conn: &mut PgConnection) -> QueryResult<i32> {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+        "pg_backend_pid()",
+    ))
+    .get_result(conn)
+}
+
+/// The floor on r2d2: the Host's tenant by a map look-up, a bare `SET
+/// search_path`, then the page in the app's read-only transaction. With
+/// `seen`, also records which backend served which tenant (the probe).
+async fn floor_page(
+    State((pool, hosts, seen)): FloorState<PlainPool>,
+    headers: HeaderMap,
+) -> Result<Html<String>, StatusCode> {
+    let schema = tenant_of(&hosts, &headers)?;
+    let data = tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get().map_err(status)?;
+        conn.batch_execute(&format!("SET search_path TO {}, public", schema.quoted()))
+            .map_err(status)?;
+        if let Some(seen) = &seen {
+            seen.record(
+                backend_pid_sync(&mut conn).map_err(status)?,
+                schema.as_str(),
+            );
+        }
+        conn.build_transaction()
+            .read_only()
+            .run(app::page_data)
+            .map_err(status)
+    })
+    .await
+    .map_err(status)??;
+    Ok(Html(app::render_page(data, "floor")))
+}
+
+/// [`floor_page`] on diesel-async.
+async fn floor_async_page(
+    State((pool, hosts, seen)): FloorState<PlainAsyncPool>,
+    headers: HeaderMap,
+) -> Result<Html<String>, StatusCode> {
+    let schema = tenant_of(&hosts, &headers)?;
+    let mut conn = pool.get().await.map_err(status)?;
+    conn.batch_execute(&format!("SET search_path TO {}, public", schema.quoted()))
+        .await
+        .map_err(status)?;
+    if let Some(seen) = &seen {
+        let pid: i32 = diesel_async::RunQueryDsl::get_result(
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+                "pg_backend_pid()",
+            )),
+            &mut conn,
+        )
+        .await
+        .map_err(status)?;
+        seen.record(pid, schema.as_str());
+    }
+    conn.batch_execute("BEGIN READ ONLY")
+        .await
+        .map_err(status)?;
+    let data = app::on_async::page_data(&mut conn).await.map_err(status)?;
+    conn.batch_execute("COMMIT").await.map_err(status)?;
+    Ok(Html(app::render_page(data, "floor")))
+}
+
+/// A plain deadpool of [`POOL_SIZE`] with no set-up: the floor's pool.
+fn bare_async_pool(url: &str) -> PlainAsyncPool {
+    DeadPool::builder(AsyncDieselConnectionManager::new(url))
+        .max_size(POOL_SIZE)
+        .build()
+        .expect("a pool")
+}
+
+/// The pool configuration of an app server: tenant affinity, and
+/// `max_tenants_per_connection`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Config {
+    affinity: bool,
+    bound: Option<usize>,
+}
+
+impl std::fmt::Display for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let affinity = if self.affinity { "on" } else { "off" };
+        match self.bound {
+            Some(n) => write!(f, "affinity {affinity}, bound {n}"),
+            None => write!(f, "affinity {affinity}, no bound"),
+        }
+    }
+}
+
+/// Serves the saas app on `mode`'s path with pools of [`POOL_SIZE`]
+/// configured by `config`; its port and state.
+fn app_server(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    mode: app::Mode,
+    config: Config,
+    migrations: &Arc<appschema::MigrationSet>,
+) -> Result<(u16, app::AppState), BoxError> {
+    let sync_pool = match mode {
+        app::Mode::Blocking => SharedPool::builder(url)
+            .max_size(POOL_SIZE as u32)
+            .tenant_affinity(config.affinity)
+            .max_tenants_per_connection(config.bound)
+            .build()?,
+        // Only schema builds use it on the async path.
+        app::Mode::Async => SharedPool::builder(url).max_size(2).min_idle(0).build()?,
+    };
+    let async_pool = match mode {
+        app::Mode::Blocking => None,
+        app::Mode::Async => Some(
+            AsyncSharedPool::builder(url)
+                .max_size(POOL_SIZE as u32)
+                .tenant_affinity(config.affinity)
+                .max_tenants_per_connection(config.bound)
+                .build()?,
+        ),
+    };
+    let registry_pool = Pool::builder()
+        .max_size(4)
+        .build(ConnectionManager::<PgConnection>::new(url))?;
+    let resolver = Arc::new(Resolver::builder().build(registry_pool));
+    let state = app::AppState {
+        pool: sync_pool,
+        async_pool,
+        migrations: migrations.clone(),
+        apex: "localhost".to_string(),
+        port: 0,
+    };
+    let port = serve(rt, app::router(state.clone(), resolver))?;
+    Ok((port, state))
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
+}
+
 /// Requests/s of wrk against `port`'s `GET /`, hosts drawn by
-/// `zipf_hosts.lua` over `n` tenants (`mode`: zipf or uniform).
-fn wrk(port: u16, n: usize, mode: &str, seconds: usize) -> f64 {
+/// `zipf_hosts.lua` over `n` tenants (`mode`: zipf or uniform), and the
+/// slowest response in ms. A response slower than 10 s, or any other
+/// error, stops the benchmark.
+fn wrk(port: u16, n: usize, mode: &str, seconds: usize) -> (f64, f64) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/saas/zipf_hosts.lua"
@@ -245,6 +376,8 @@ fn wrk(port: u16, n: usize, mode: &str, seconds: usize) -> f64 {
         .args([
             "-t2",
             WRK_CONNECTIONS,
+            "--timeout",
+            "10s",
             &format!("-d{seconds}s"),
             "-s",
             script,
@@ -257,10 +390,26 @@ fn wrk(port: u16, n: usize, mode: &str, seconds: usize) -> f64 {
     if text.contains("Non-2xx") || text.contains("Socket errors") {
         panic!("wrk saw errors:\n{text}");
     }
-    text.lines()
+    let rps = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"))
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    let max_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Latency"))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .map_or(f64::NAN, |v| {
+            let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+            let num: f64 = num.parse().unwrap_or(f64::NAN);
+            match unit {
+                "us" => num / 1000.0,
+                "s" => num * 1000.0,
+                "m" => num * 60_000.0,
+                _ => num,
+            }
+        });
+    (rps, max_ms)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -333,55 +482,45 @@ fn main() -> Result<(), BoxError> {
         .skip(1)
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
-    let sizes = if sizes.is_empty() {
-        vec![1000, 10000]
-    } else {
-        sizes
-    };
+    let sizes = if sizes.is_empty() { vec![1000] } else { sizes };
     let rounds = env_or("ROUNDS", 5);
     let seconds = env_or("SECONDS", 5);
 
     let server = appschema_tempdb::Server::from_env_or_start()?;
     let url = server.url();
     let rt = tokio::runtime::Runtime::new()?;
+    // Migrates (shared schema, spares); its own server is not measured.
     let started = rt.block_on(app::start(&url, 0, app::Mode::Blocking))?;
     let migrations = started.state.migrations.clone();
-    // SYNC_BOUND=none (or a number): the sync app's pool with that
-    // max_tenants_per_connection instead of the default.
-    let sync_app = match std::env::var("SYNC_BOUND").ok() {
-        None => started,
-        Some(bound) => {
-            let bound = match bound.as_str() {
-                "none" => None,
-                n => Some(n.parse()?),
-            };
-            started.stop();
-            println!("sync app's pool: max_tenants_per_connection = {bound:?}");
-            rt.block_on(app::serve(
-                app::Mode::Blocking,
-                &url,
-                SharedPool::builder(&url)
-                    .max_size(POOL_SIZE as u32)
-                    .max_tenants_per_connection(bound)
-                    .build()?,
-                Pool::builder()
-                    .max_size(4)
-                    .build(ConnectionManager::<PgConnection>::new(&url))?,
-                migrations.clone(),
-                0,
-            ))?
-        }
+    started.stop();
+
+    let default = Config {
+        affinity: false,
+        bound: Some(appschema::connection::DEFAULT_MAX_TENANTS_PER_CONNECTION),
     };
-    let async_app = rt.block_on(app::serve(
-        app::Mode::Async,
-        &url,
-        SharedPool::builder(&url).max_size(2).min_idle(0).build()?,
-        Pool::builder()
-            .max_size(4)
-            .build(ConnectionManager::<PgConnection>::new(&url))?,
-        migrations.clone(),
-        0,
-    ))?;
+    let configs = [
+        default,
+        Config {
+            affinity: true,
+            ..default
+        },
+        Config {
+            affinity: false,
+            bound: None,
+        },
+        Config {
+            affinity: true,
+            bound: None,
+        },
+    ];
+    // (config, mode, port, state)
+    let mut apps = Vec::new();
+    for config in configs {
+        for mode in [app::Mode::Blocking, app::Mode::Async] {
+            let (port, state) = app_server(&rt, &url, mode, config, &migrations)?;
+            apps.push((config, mode, port, state));
+        }
+    }
 
     let mut conn = PgConnection::establish(&url)?;
     let free: Plan = {
@@ -397,10 +536,12 @@ fn main() -> Result<(), BoxError> {
     let mut hosts: HashMap<String, SchemaName> = HashMap::new();
     let mut created = 0;
     let mut plain: Option<(PlainPool, PlainAsyncPool, String)> = None;
-    let sync_seen = Arc::new(Switches::default());
-    let async_seen = Arc::new(Switches::default());
+    let floor_pool: PlainPool = Pool::builder()
+        .max_size(POOL_SIZE as u32)
+        .build(ConnectionManager::new(&url))?;
+    let floor_async = bare_async_pool(&url);
 
-    for (phase, &size) in sizes.iter().enumerate() {
+    for &size in &sizes {
         if size > created {
             let start = Instant::now();
             let new = create_tenants(&url, &migrations, &template, free.id, created + 1, size)?;
@@ -445,18 +586,6 @@ fn main() -> Result<(), BoxError> {
             )
         });
         let host_map: HostMap = Arc::new(hosts.clone());
-        let plain_port = serve(
-            &rt,
-            Router::new()
-                .route("/", get(plain_page))
-                .with_state((plain_pool.clone(), first_name.clone())),
-        )?;
-        let plain_async_port = serve(
-            &rt,
-            Router::new()
-                .route("/", get(plain_async_page))
-                .with_state((plain_async.clone(), first_name.clone())),
-        )?;
         let plain_tx_port = serve(
             &rt,
             Router::new()
@@ -469,128 +598,140 @@ fn main() -> Result<(), BoxError> {
                 .route("/", get(plain_async_page_tx))
                 .with_state((plain_async.clone(), first_name.clone())),
         )?;
-        let sync_probe = serve(
+        let floor_port = serve(
             &rt,
-            Router::new().route("/", get(probe_sync)).with_state((
-                sync_app.state.pool.clone(),
+            Router::new().route("/", get(floor_page)).with_state((
+                floor_pool.clone(),
                 host_map.clone(),
-                sync_seen.clone(),
+                None,
             )),
         )?;
-        let async_probe = serve(
+        let floor_async_port = serve(
             &rt,
-            Router::new().route("/", get(probe_async)).with_state((
-                async_app
-                    .state
-                    .async_pool
-                    .clone()
-                    .expect("the async app's pool"),
-                host_map,
-                async_seen.clone(),
+            Router::new().route("/", get(floor_async_page)).with_state((
+                floor_async.clone(),
+                host_map.clone(),
+                None,
             )),
         )?;
-        let (sync_port, async_port) = (sync_app.addr.port(), async_app.addr.port());
 
-        // (label, port, tenants, mode, probe port)
-        let mut runs: Vec<(String, u16, usize, &str, Option<u16>)> = vec![
-            (
-                format!("sync app, Zipf over {size}"),
-                sync_port,
-                size,
-                "zipf",
-                Some(sync_probe),
-            ),
-            (
-                format!("async app, Zipf over {size}"),
-                async_port,
-                size,
-                "zipf",
-                Some(async_probe),
-            ),
-        ];
-        if phase == 0 {
+        // (label, port, tenants, probe: the same handler plus the pid, and
+        // what it records into)
+        type Run = (String, u16, usize, Option<(u16, Arc<Switches>)>);
+        let mut runs: Vec<Run> = Vec::new();
+        let probe = |router: Router, seen: &Arc<Switches>| -> Result<_, BoxError> {
+            Ok(Some((serve(&rt, router)?, seen.clone())))
+        };
+        for (config, mode, port, state) in &apps {
+            let seen = Arc::new(Switches::default());
+            let probe_port = match mode {
+                app::Mode::Blocking => probe(
+                    Router::new().route("/", get(probe_sync)).with_state((
+                        state.pool.clone(),
+                        host_map.clone(),
+                        seen.clone(),
+                    )),
+                    &seen,
+                )?,
+                app::Mode::Async => probe(
+                    Router::new().route("/", get(probe_async)).with_state((
+                        state.async_pool.clone().expect("the async app's pool"),
+                        host_map.clone(),
+                        seen.clone(),
+                    )),
+                    &seen,
+                )?,
+            };
+            let path = match mode {
+                app::Mode::Blocking => "sync",
+                app::Mode::Async => "async",
+            };
             runs.push((
-                "sync app, uniform over 100".into(),
-                sync_port,
-                100,
-                "uniform",
-                Some(sync_probe),
+                format!("{path} app, {config}, Zipf over {size}"),
+                *port,
+                size,
+                probe_port.clone(),
+            ));
+            if *config == default {
+                runs.push((
+                    format!("{path} app, {config}, one tenant"),
+                    *port,
+                    1,
+                    probe_port,
+                ));
+            }
+        }
+        for (path, port, pool) in [
+            ("r2d2", floor_port, Some(floor_pool.clone())),
+            ("deadpool", floor_async_port, None),
+        ] {
+            let seen = Arc::new(Switches::default());
+            let probe_port = match pool {
+                Some(pool) => probe(
+                    Router::new().route("/", get(floor_page)).with_state((
+                        pool,
+                        host_map.clone(),
+                        Some(seen.clone()),
+                    )),
+                    &seen,
+                )?,
+                None => probe(
+                    Router::new().route("/", get(floor_async_page)).with_state((
+                        floor_async.clone(),
+                        host_map.clone(),
+                        Some(seen.clone()),
+                    )),
+                    &seen,
+                )?,
+            };
+            runs.push((
+                format!("floor: plain {path} + bare SET search_path, Zipf over {size}"),
+                port,
+                size,
+                probe_port.clone(),
             ));
             runs.push((
-                "async app, uniform over 100".into(),
-                async_port,
-                100,
-                "uniform",
-                Some(async_probe),
+                format!("floor: plain {path} + bare SET search_path, one tenant"),
+                port,
+                1,
+                probe_port,
             ));
         }
-        runs.extend([
-            (
-                "sync app, one tenant".into(),
-                sync_port,
-                1,
-                "zipf",
-                Some(sync_probe),
-            ),
-            (
-                "async app, one tenant".into(),
-                async_port,
-                1,
-                "zipf",
-                Some(async_probe),
-            ),
-            (
-                "plain r2d2, one tenant, same read-only transaction".into(),
-                plain_tx_port,
-                1,
-                "zipf",
-                None,
-            ),
-            (
-                "plain diesel-async deadpool, one tenant, same read-only transaction".into(),
-                plain_async_tx_port,
-                1,
-                "zipf",
-                None,
-            ),
-            (
-                "plain r2d2, one tenant, no transaction".into(),
-                plain_port,
-                1,
-                "zipf",
-                None,
-            ),
-            (
-                "plain diesel-async deadpool, one tenant, no transaction".into(),
-                plain_async_port,
-                1,
-                "zipf",
-                None,
-            ),
-        ]);
-        for (_, port, n, mode, _) in &runs {
-            wrk(*port, *n, mode, 2);
+        runs.push((
+            "plain r2d2 on one tenant's path, same read-only transaction".into(),
+            plain_tx_port,
+            1,
+            None,
+        ));
+        runs.push((
+            "plain deadpool on one tenant's path, same read-only transaction".into(),
+            plain_async_tx_port,
+            1,
+            None,
+        ));
+
+        for (_, port, n, _) in &runs {
+            wrk(*port, *n, "zipf", 2);
         }
         let mut results = vec![Vec::new(); runs.len()];
+        let mut slowest = vec![0f64; runs.len()];
+        let mut loads = Vec::new();
         for round in 1..=rounds {
-            let mut line = format!("{size} tenants, round {round}:");
-            for (i, (_, port, n, mode, _)) in runs.iter().enumerate() {
-                let r = wrk(*port, *n, mode, seconds);
+            let mut line = format!("{size} tenants, round {round} (load {}):", load());
+            for (i, (_, port, n, _)) in runs.iter().enumerate() {
+                let (r, max_ms) = wrk(*port, *n, "zipf", seconds);
                 line.push_str(&format!(" {r:.0}"));
                 results[i].push(r);
+                slowest[i] = slowest[i].max(max_ms);
             }
+            loads.push(load());
             println!("{line}");
         }
         let mut switched = Vec::new();
-        for (_, _, n, mode, probe) in &runs {
-            switched.push(probe.map(|p| {
-                let seen = if p == sync_probe {
-                    &sync_seen
-                } else {
-                    &async_seen
-                };
+        for (_, _, n, probe) in &runs {
+            switched.push(probe.as_ref().map(|(p, seen)| {
                 seen.take_share();
-                wrk(p, *n, mode, seconds);
+                wrk(*p, *n, "zipf", seconds);
                 seen.take_share()
             }));
         }
@@ -598,36 +739,45 @@ fn main() -> Result<(), BoxError> {
         let at = |label: &str| {
             runs.iter()
                 .position(|r| r.0.starts_with(label))
-                .expect("a baseline")
+                .unwrap_or_else(|| panic!("no run `{label}`"))
         };
-        let (one_sync, one_async) = (at("sync app, one tenant"), at("async app, one tenant"));
-        let (plain_sync, plain_async) = (
-            at("plain r2d2, one tenant, same"),
-            at("plain diesel-async deadpool, one tenant, same"),
+        let one = |path: &str| at(&format!("{path} app, {default}, one tenant"));
+        let (one_sync, one_async) = (one("sync"), one("async"));
+        let (floor_one_sync, floor_one_async) = (
+            at("floor: plain r2d2 + bare SET search_path, one tenant"),
+            at("floor: plain deadpool + bare SET search_path, one tenant"),
         );
+        let (plain_sync, plain_async) = (at("plain r2d2"), at("plain deadpool"));
         println!();
         println!(
-            "#### {size} tenants: `GET /`, wrk -t2 {WRK_CONNECTIONS}, pools of {POOL_SIZE}, median of {rounds} × {seconds} s"
+            "#### {size} tenants: `GET /`, wrk -t2 {WRK_CONNECTIONS}, pools of {POOL_SIZE}, median of {rounds} × {seconds} s, load average {} at the rounds' ends",
+            loads.join(" ")
         );
-        println!("| server, traffic | requests/s | × same app, one tenant | × plain pool, one tenant, same transaction | checkouts switched |");
-        println!("|---|---:|---:|---:|---:|");
+        println!("| server, traffic | requests/s | × same server, one tenant | × plain pool, one tenant, same transaction | checkouts switched | slowest response |");
+        println!("|---|---:|---:|---:|---:|---:|");
         for (i, (label, ..)) in runs.iter().enumerate() {
-            let (one, plain) = if label.starts_with("async") || label.contains("diesel-async") {
-                (one_async, plain_async)
-            } else {
-                (one_sync, plain_sync)
+            let sync =
+                label.contains("sync app") && !label.contains("async") || label.contains("r2d2");
+            let (one, plain) = match (label.starts_with("floor"), sync) {
+                (true, true) => (floor_one_sync, plain_sync),
+                (true, false) => (floor_one_async, plain_async),
+                (false, true) => (one_sync, plain_sync),
+                (false, false) => (one_async, plain_async),
             };
             let sw = switched[i].map_or("–".to_string(), |s| format!("{:.1} %", s * 100.0));
+            let vs_one = if label.starts_with("plain") {
+                "–".to_string()
+            } else {
+                format!("{:.2}", m[i] / m[one])
+            };
             println!(
-                "| {label} | {:.0} | {:.2} | {:.2} | {sw} |",
+                "| {label} | {:.0} | {vs_one} | {:.2} | {sw} | {:.0} ms |",
                 m[i],
-                m[i] / m[one],
-                m[i] / m[plain]
+                m[i] / m[plain],
+                slowest[i]
             );
         }
         println!();
     }
-    sync_app.stop();
-    async_app.stop();
     Ok(())
 }

@@ -48,7 +48,7 @@ mod types;
 /// one decision, whatever client runs it. Not a stable API.
 #[doc(hidden)]
 pub mod internals {
-    pub use super::affinity::{Lot, Pick, TenantLog, Waiting};
+    pub use super::affinity::{Handed, Lot, Pick, PoolView, TenantLog, Ticket, Waiting};
     pub use super::error::describe_target;
     pub use super::hygiene::{
         with_startup_options, CHECKOUT_RESET, DIRTY_RESET, DIRTY_UNLISTEN, UNIT_RESET,
@@ -64,7 +64,7 @@ pub mod internals {
     pub use super::types::{PerTenantTypes, PER_TENANT_TYPES_QUERY};
 }
 
-pub use affinity::DEFAULT_MAX_TENANTS_PER_CONNECTION;
+pub use affinity::{DEFAULT_MAX_TENANTS_PER_CONNECTION, MAX_PASSED_OVER};
 pub use customizer::TenantCustomizer;
 pub use error::ConnectionError;
 pub(crate) use lost::lost_after_failure;

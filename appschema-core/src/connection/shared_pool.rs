@@ -12,9 +12,9 @@ use diesel::connection::CacheSize;
 use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection};
 
-use super::affinity::{Lot, Pick, DEFAULT_MAX_TENANTS_PER_CONNECTION};
+use super::affinity::{Handed, Lot, Pick, PoolView, DEFAULT_MAX_TENANTS_PER_CONNECTION};
 use super::drive::run_session_switch;
-use super::error::ConnectionError;
+use super::error::{describe_target, ConnectionError};
 use super::hygiene::with_startup_options;
 use super::lookup::PublicNameLookup;
 use super::plan_watch::PlanWatch;
@@ -206,17 +206,27 @@ impl SharedPoolBuilder {
         self
     }
 
-    /// Whether a checkout for a tenant prefers an idle connection that last
+    /// Whether a checkout for a tenant prefers a connection that last
     /// served that tenant (its statements already planned for the tenant's
-    /// path, which PostgreSQL would otherwise re-plan). Returned
-    /// connections are parked by tenant on top of the r2d2 pool; a checkout
-    /// takes its tenant's parked connection, else an idle one of the pool,
-    /// else the one parked last for another tenant, and only then waits.
+    /// path, which PostgreSQL would otherwise re-plan). A *lot* on top of
+    /// the r2d2 pool does it:
+    ///
+    /// - while every connection is busy, checkouts queue in the lot by
+    ///   tenant, and a returned connection goes to the oldest queued
+    ///   checkout for the tenant it served, else to the oldest queued
+    ///   checkout; a queued checkout is passed over at most
+    ///   [`MAX_PASSED_OVER`](crate::connection::MAX_PASSED_OVER) times, so
+    ///   none starves;
+    /// - while none is queued, a returned connection is parked under its
+    ///   tenant, and a checkout takes its tenant's parked connection, else
+    ///   an idle one of the pool, else the one parked last for another
+    ///   tenant, so it never waits while a connection sits parked.
+    ///
     /// Every checkout still runs the full reset and switch. Parked
     /// connections count as in use in [`SharedPool::state`]; one parked
-    /// past `idle_timeout` goes back to the pool at the next checkout.
-    /// Default: `false`: on the Zipf benchmark in BENCHMARKS.md it cut the
-    /// share of checkouts that switch path but gained no throughput.
+    /// past `idle_timeout` goes back to the pool at the next checkout;
+    /// [`SharedPool::queued`] counts queued checkouts.
+    /// Default: `false` (measured in BENCHMARKS.md, *Tenant affinity*).
     pub fn tenant_affinity(mut self, on: bool) -> Self {
         self.affinity = on;
         self
@@ -368,11 +378,21 @@ impl SharedPoolBuilder {
                 timeout: self.connection_timeout,
                 message: e.to_string(),
             })?;
+        let lot = self.affinity.then(|| {
+            let pool = pool.clone();
+            Lot::new(move || {
+                let state = pool.state();
+                PoolView {
+                    idle: state.idle_connections as usize,
+                    room: state.connections < pool.max_size(),
+                }
+            })
+        });
         Ok(SharedPool {
             pool,
             path: self.path,
             timeout: self.connection_timeout,
-            lot: self.affinity.then(Lot::new),
+            lot,
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
         })
@@ -484,6 +504,14 @@ impl SharedPool {
         PoolState::of_r2d2(&self.pool)
     }
 
+    /// How many checkouts are queued for a returned connection (with
+    /// tenant affinity, while every connection is busy; see
+    /// [`tenant_affinity`](SharedPoolBuilder::tenant_affinity)). Always 0
+    /// without affinity.
+    pub fn queued(&self) -> usize {
+        self.lot.as_ref().map_or(0, Lot::queued)
+    }
+
     /// Takes a connection ([`SharedPool::obtain`]) and runs the switch
     /// step on it; a connection whose switch is refused is closed and
     /// another taken, as [`CheckoutAttempts`] decides (the async pool's
@@ -504,12 +532,19 @@ impl SharedPool {
                 Err(refusal) => refusal,
             };
             match attempts.refused(refusal, Instant::now() >= deadline) {
-                AfterRefusal::Fail(error) => return Err(error),
-                AfterRefusal::CloseAndFail(error) => {
-                    close(conn);
+                AfterRefusal::Fail(error) => {
+                    self.give_back(tenant, conn);
                     return Err(error);
                 }
-                AfterRefusal::CloseAndRetry => close(conn),
+                AfterRefusal::CloseAndFail(error) => {
+                    close(conn);
+                    self.vacated();
+                    return Err(error);
+                }
+                AfterRefusal::CloseAndRetry => {
+                    close(conn);
+                    self.vacated();
+                }
             }
         }
     }
@@ -534,9 +569,20 @@ impl SharedPool {
                 let mut tries = self.pool.max_size() + 1;
                 loop {
                     tries -= 1;
-                    let pool_has_idle = tries > 0 && self.pool.state().idle_connections > 0;
-                    match lot.pick(tenant, pool_has_idle) {
+                    match lot.pick(tenant, tries > 0) {
                         Pick::Warm(conn) | Pick::Stolen(conn) => return Ok(conn),
+                        // Every connection busy: wait for one handed over.
+                        Pick::Queued(mut ticket) => match ticket.wait_until(deadline) {
+                            Some(Handed::Conn { conn, .. }) => return Ok(conn),
+                            Some(Handed::Pool(waiting)) => break Some(waiting),
+                            None => {
+                                return Err(ConnectionError::PoolExhausted {
+                                    target: describe_target(tenant),
+                                    timeout: self.timeout,
+                                    max_size: self.pool.max_size(),
+                                })
+                            }
+                        },
                         // Not registered as waiting: returns keep being
                         // parked. Taken by another thread meanwhile: pick
                         // again.
@@ -557,6 +603,24 @@ impl SharedPool {
             .map_err(|e| ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e));
         drop(waiting);
         conn
+    }
+
+    /// Returns a connection a checkout will not use (its switch was
+    /// refused, the connection is fine): with tenant affinity through the
+    /// lot, so a queued checkout gets it.
+    fn give_back(&self, tenant: Option<&SchemaName>, conn: Pooled) {
+        match &self.lot {
+            Some(lot) => drop(lot.park(tenant, conn)),
+            None => drop(conn),
+        }
+    }
+
+    /// With tenant affinity, tells the lot a connection was closed (a
+    /// queued checkout goes to the pool for its replacement).
+    fn vacated(&self) {
+        if let Some(lot) = &self.lot {
+            lot.vacated();
+        }
     }
 
     /// Records the checkout in the connection's log and wraps it.
@@ -643,13 +707,16 @@ impl Drop for TenantConnection {
         // What must be closed, or is due to be (`max_lifetime`: r2d2's
         // reaper closes it once idle), goes back to the pool, never to the
         // lot; dropping it here does that.
-        if std::thread::panicking() || must_close(&mut conn) {
-            return;
-        }
-        let old = self.max_lifetime.is_some_and(|max| {
-            PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.age() >= max)
-        });
-        if !old {
+        let old = std::thread::panicking()
+            || must_close(&mut conn)
+            || self.max_lifetime.is_some_and(|max| {
+                PlanWatch::log_in(conn.instrumentation()).is_some_and(|log| log.age() >= max)
+            });
+        if old {
+            // Closed or idle in the pool now: a queued checkout goes there.
+            drop(conn);
+            lot.vacated();
+        } else {
             drop(lot.park(self.tenant.as_ref(), conn));
         }
     }
