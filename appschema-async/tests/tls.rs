@@ -443,10 +443,12 @@ fn the_blocking_pool_connects_with_verify_full_through_libpq() {
         "sslmode=verify-full&sslrootcert={}",
         cluster().untrusted_ca_cert().display()
     ));
-    let e = SharedPool::builder(wrong)
+    // The first checkout opens the connection (min_idle is 0 by default).
+    let pool = SharedPool::builder(wrong)
         .max_size(1)
         .connection_timeout(Duration::from_secs(5))
         .build()
-        .unwrap_err();
+        .unwrap();
+    let e = pool.get_for(&tenant(0)).unwrap_err();
     assert!(e.to_string().contains("certificate verify failed"), "{e}");
 }
