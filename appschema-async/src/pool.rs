@@ -691,13 +691,30 @@ impl AsyncSharedPool {
         &self,
         tenant: &SchemaName,
     ) -> Result<AsyncTenantConnection, ConnectionError> {
-        observe::checkout_async(Some(tenant), || self.size(), self.checkout(Some(tenant))).await
+        observe::checkout_async(
+            Some(tenant),
+            || self.size(),
+            self.checkout(Some(tenant), None),
+        )
+        .await
+    }
+
+    /// A checkout for a unit of work (`run_retrying`, `read_retrying`…):
+    /// the unit's `begin` travels in the checkout's message, so the
+    /// connection comes back inside the unit's transaction, one round trip
+    /// sooner (see `switch::run_session_switch`).
+    pub(crate) async fn get_for_unit(
+        &self,
+        tenant: Option<&SchemaName>,
+        begin: &'static str,
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        observe::checkout_async(tenant, || self.size(), self.checkout(tenant, Some(begin))).await
     }
 
     /// A connection on the shared-only `search_path`, for work that belongs
     /// to no tenant.
     pub async fn get_shared(&self) -> Result<AsyncTenantConnection, ConnectionError> {
-        observe::checkout_async(None, || self.size(), self.checkout(None)).await
+        observe::checkout_async(None, || self.size(), self.checkout(None, None)).await
     }
 
     /// The search path configuration.
@@ -720,6 +737,7 @@ impl AsyncSharedPool {
     async fn checkout(
         &self,
         tenant: Option<&SchemaName>,
+        begin: Option<&'static str>,
     ) -> Result<AsyncTenantConnection, ConnectionError> {
         self.maintainer.ensure_running(&self.pool);
         let mut path = String::new();
@@ -785,7 +803,7 @@ impl AsyncSharedPool {
             };
             let switched = tokio::time::timeout(bound, async {
                 let keep_apart = crate::types::keep_apart(&self.per_tenant_types, &mut conn).await;
-                run_session_switch(&mut conn, &sql, keep_apart).await
+                run_session_switch(&mut conn, &sql, keep_apart, begin).await
             })
             .await
             .unwrap_or_else(|_| Err(SessionRefusal::Broken(busy_message(bound))));
@@ -918,6 +936,14 @@ impl AsyncTenantPool {
     /// The tenant this pool serves.
     pub fn tenant(&self) -> &SchemaName {
         &self.tenant
+    }
+
+    /// [`AsyncSharedPool::get_for_unit`] for this pool's tenant.
+    pub(crate) async fn get_for_unit(
+        &self,
+        begin: &'static str,
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        self.pool.get_for_unit(Some(&self.tenant), begin).await
     }
 
     /// The underlying pool's state.

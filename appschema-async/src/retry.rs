@@ -44,7 +44,18 @@ where
     loop {
         // A unit with a switch is made read only by its switch.
         let begin = begin_sql(read_only && switch.is_none());
-        if let Err(error) = AnsiTransactionManager::begin_transaction_sql(conn, begin).await {
+        // The session pools' checkout for a unit sent its `BEGIN` in the
+        // checkout's own message (`AsyncSharedPool::get_for_unit`).
+        let begun = first_round
+            && switch.is_none()
+            && AnsiTransactionManager::transaction_manager_status_mut(conn)
+                .transaction_depth()
+                .is_ok_and(|depth| depth.is_some());
+        let began = match begun {
+            true => Ok(()),
+            false => AnsiTransactionManager::begin_transaction_sql(conn, begin).await,
+        };
+        if let Err(error) = began {
             return if is_connection_lost(&error) {
                 Attempt::Lost(error.into())
             } else {
@@ -211,7 +222,13 @@ impl AsyncSharedPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get_for(tenant), false, None, work).await
+        run_unit(
+            || self.get_for_unit(Some(tenant), begin_sql(false)),
+            false,
+            None,
+            work,
+        )
+        .await
     }
 
     /// [`run_retrying`](AsyncSharedPool::run_retrying) for work that only
@@ -248,7 +265,13 @@ impl AsyncSharedPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get_for(tenant), true, None, work).await
+        run_unit(
+            || self.get_for_unit(Some(tenant), begin_sql(true)),
+            true,
+            None,
+            work,
+        )
+        .await
     }
 
     /// [`run_retrying`](AsyncSharedPool::run_retrying) on the shared-only
@@ -261,7 +284,13 @@ impl AsyncSharedPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get_shared(), false, None, work).await
+        run_unit(
+            || self.get_for_unit(None, begin_sql(false)),
+            false,
+            None,
+            work,
+        )
+        .await
     }
 
     /// [`read_retrying`](AsyncSharedPool::read_retrying) on the shared-only
@@ -274,7 +303,13 @@ impl AsyncSharedPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get_shared(), true, None, work).await
+        run_unit(
+            || self.get_for_unit(None, begin_sql(true)),
+            true,
+            None,
+            work,
+        )
+        .await
     }
 }
 
@@ -288,7 +323,7 @@ impl AsyncTenantPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get(), false, None, work).await
+        run_unit(|| self.get_for_unit(begin_sql(false)), false, None, work).await
     }
 
     /// [`AsyncSharedPool::read_retrying`] for this pool's tenant.
@@ -300,7 +335,7 @@ impl AsyncTenantPool {
         E: From<diesel::result::Error> + From<ConnectionError> + Send + 'a,
         T: Send + 'a,
     {
-        run_unit(|| self.get(), true, None, work).await
+        run_unit(|| self.get_for_unit(begin_sql(true)), true, None, work).await
     }
 }
 

@@ -19,10 +19,17 @@ use futures_util::{FutureExt, StreamExt};
 /// another, or opens one): diesel-async caches custom type OIDs by name
 /// and offers no way to empty that cache, so a type declared without a
 /// schema (one per tenant) would be bound as the previous tenant's.
+///
+/// `begin` (a unit's `BEGIN` or `BEGIN READ ONLY`) is appended to the
+/// message sent, as on the sync pool (`appschema_core`'s
+/// `run_session_switch` says why that is sound): the unit's transaction
+/// starts in the checkout's round trip, and diesel-async's transaction
+/// manager is told it is open.
 pub(crate) async fn run_session_switch(
     conn: &mut AsyncPgConnection,
     sql: &str,
     per_tenant_types: bool,
+    begin: Option<&str>,
 ) -> Result<(), SessionRefusal> {
     if per_tenant_types && PlanWatch::serves(conn.instrumentation(), sql) {
         return Err(SessionRefusal::Broken(
@@ -35,6 +42,10 @@ pub(crate) async fn run_session_switch(
     // placeholder) names the path.
     let mut seeded = String::new();
     write_seed(&mut seeded, sql);
+    if let Some(begin) = begin {
+        seeded.push_str("; ");
+        seeded.push_str(begin);
+    }
     let result = match classify(conn.batch_execute(&seeded).await) {
         Err(Refusal::Dirty) => {
             appschema_core::observe::dirty_reset();
@@ -52,7 +63,30 @@ pub(crate) async fn run_session_switch(
         other => other.map_err(Refusal::into_session),
     };
     drain_notifications(conn);
+    if result.is_ok() && begin.is_some() {
+        began_transaction(conn).map_err(SessionRefusal::Failed)?;
+    }
     result
+}
+
+/// Tells diesel-async's transaction manager that the transaction the
+/// checkout message's appended `BEGIN` opened is open (as its
+/// `begin_transaction_sql` would after sending it).
+fn began_transaction(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
+    use diesel::connection::{
+        InstrumentationEvent, TransactionDepthChange, TransactionManagerStatus,
+    };
+    use diesel_async::TransactionManager;
+    conn.instrumentation()
+        .on_connection_event(InstrumentationEvent::begin_transaction(
+            std::num::NonZeroU32::MIN,
+        ));
+    match diesel_async::AnsiTransactionManager::transaction_manager_status_mut(conn) {
+        TransactionManagerStatus::Valid(status) => {
+            status.change_transaction_depth(TransactionDepthChange::IncreaseDepth)
+        }
+        TransactionManagerStatus::InError => Err(diesel::result::Error::BrokenTransactionManager),
+    }
 }
 
 /// Throws away notifications the connection has already received (from

@@ -49,10 +49,14 @@ use diesel::PgConnection;
 /// functions) and `DISCARD SEQUENCES` (`lastval()`, `currval()`).
 pub const CHECKOUT_RESET: &str = "RESET ALL; CLOSE ALL; DISCARD TEMP; DISCARD SEQUENCES; ";
 
-/// Sent only when the switch reported a changed role or `LISTEN`
-/// registrations: its own transaction, so `UNLISTEN` has taken effect when
-/// the switch runs again.
-pub const DIRTY_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; UNLISTEN *";
+/// Sent only when the switch reported a changed role, `LISTEN`
+/// registrations or transaction characteristics other than the defaults:
+/// its own transaction, so `UNLISTEN` has taken effect, and the next
+/// message's transaction begins with the default characteristics, when the
+/// switch runs again.
+pub const DIRTY_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; UNLISTEN *; \
+     RESET default_transaction_isolation; RESET default_transaction_read_only; \
+     RESET default_transaction_deferrable";
 
 /// The reset a transaction-scoped unit of work runs first, inside its own
 /// transaction (no prepared statements: behind a transaction-pooling proxy

@@ -142,7 +142,18 @@ where
     loop {
         // A unit with a switch is made read only by its switch.
         let begin = begin_sql(read_only && switch.is_none());
-        if let Err(error) = AnsiTransactionManager::begin_transaction_sql(conn, begin) {
+        // The session pools' checkout for a unit sent its `BEGIN` in the
+        // checkout's own message (`SharedPool::get_for_unit`).
+        let begun = first_round
+            && switch.is_none()
+            && AnsiTransactionManager::transaction_manager_status_mut(conn)
+                .transaction_depth()
+                .is_ok_and(|depth| depth.is_some());
+        let began = match begun {
+            true => Ok(()),
+            false => AnsiTransactionManager::begin_transaction_sql(conn, begin),
+        };
+        if let Err(error) = began {
             return if is_connection_lost(&error) {
                 Attempt::Lost(error.into())
             } else {
@@ -267,7 +278,12 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_for(tenant), false, None, work)
+        run_unit(
+            || self.get_for_unit(Some(tenant), begin_sql(false)),
+            false,
+            None,
+            work,
+        )
     }
 
     /// [`run_retrying`](SharedPool::run_retrying) for work that only reads:
@@ -294,7 +310,12 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_for(tenant), true, None, work)
+        run_unit(
+            || self.get_for_unit(Some(tenant), begin_sql(true)),
+            true,
+            None,
+            work,
+        )
     }
 
     /// [`run_retrying`](SharedPool::run_retrying) on the shared-only path
@@ -304,7 +325,12 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_shared(), false, None, work)
+        run_unit(
+            || self.get_for_unit(None, begin_sql(false)),
+            false,
+            None,
+            work,
+        )
     }
 
     /// [`read_retrying`](SharedPool::read_retrying) on the shared-only path
@@ -314,7 +340,12 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_shared(), true, None, work)
+        run_unit(
+            || self.get_for_unit(None, begin_sql(true)),
+            true,
+            None,
+            work,
+        )
     }
 }
 
@@ -325,7 +356,7 @@ impl TenantPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get(), false, None, work)
+        run_unit(|| self.get_for_unit(begin_sql(false)), false, None, work)
     }
 
     /// [`SharedPool::read_retrying`] for this pool's tenant.
@@ -334,6 +365,6 @@ impl TenantPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get(), true, None, work)
+        run_unit(|| self.get_for_unit(begin_sql(true)), true, None, work)
     }
 }

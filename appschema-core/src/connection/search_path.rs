@@ -345,10 +345,16 @@ struct ConnectFacts {
 ///    with `EXECUTE` in a simple-protocol query, so the server still plans
 ///    it only once.)
 /// 2. Session state whose reset is costly but whose check is cheap: a role
-///    or session authorization other than the login role, and `LISTEN`
-///    registrations. Found, the check refuses with a marker and the client
-///    sends [`DIRTY_RESET`](super::hygiene::DIRTY_RESET), then the checkout
-///    again.
+///    or session authorization other than the login role, `LISTEN`
+///    registrations, and a message whose implicit transaction began with
+///    characteristics other than the session's defaults after the reset
+///    (`SET SESSION CHARACTERISTICS` or `default_transaction_*` left by the
+///    previous checkout: the message's transaction started before its
+///    `RESET ALL` ran, and a unit's `BEGIN` appended to the message, see
+///    [`run_session_switch`], turns that transaction into the unit's). Found,
+///    the check refuses with a marker and the client sends
+///    [`DIRTY_RESET`](super::hygiene::DIRTY_RESET) (which resets those
+///    defaults too), then the checkout again.
 /// 3. `pg_advisory_unlock_all()` and `setseed($1)` (`random()` reseeded
 ///    from a client-side random value, see [`write_seed`]), every time
 ///    (functions: no statement of their own).
@@ -382,6 +388,7 @@ fn session_switch_body(facts: &ConnectFacts) -> String {
          WHEN session_user OPERATOR(pg_catalog.<>) {role}::pg_catalog.name \
            OR current_user OPERATOR(pg_catalog.<>) {role}::pg_catalog.name \
            OR EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
+           OR {CHARACTERISTICS_CHANGED} \
          THEN pg_catalog.current_setting(E'{SESSION_DIRTY}') \
          WHEN pg_catalog.pg_advisory_unlock_all() IS NULL THEN NULL \
          WHEN pg_catalog.setseed($1::pg_catalog.float8 OPERATOR(pg_catalog./) {SEED_SCALE}) IS NULL THEN NULL \
@@ -487,7 +494,23 @@ pub enum SessionRefusal {
 /// another path than the connection's last one, the custom type OIDs diesel
 /// cached there (see [`keep_types_resolved_on`]) and, where the pool knows
 /// of per-tenant types, its prepared statements (`types::on_path_change`).
-pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(), SessionRefusal> {
+///
+/// `begin` (a unit's `BEGIN` or `BEGIN READ ONLY`, see
+/// [`begin_sql`](super::retry::begin_sql)) is appended to the message, so
+/// the unit's transaction starts in the checkout's round trip instead of
+/// one of its own; on success diesel's transaction manager is told the
+/// transaction is open. PostgreSQL then counts the message's earlier
+/// statements (the reset, the `SET`) into that transaction: a unit that
+/// rolls back undoes them too, which is harmless since the connection goes
+/// back to the pool right after and the next checkout resets it again. The
+/// transaction began when the message did, before its `RESET ALL`: the
+/// check refuses characteristics other than the defaults (see
+/// `session_switch_body`).
+pub(crate) fn run_session_switch(
+    conn: &mut PgConnection,
+    sql: &str,
+    begin: Option<&str>,
+) -> Result<(), SessionRefusal> {
     thread_local! {
         /// The message sent: `sql` with a fresh seed (see `write_seed`),
         /// in a buffer kept by the thread, so a checkout allocates nothing.
@@ -496,14 +519,38 @@ pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(
     SEEDED.with(|seeded| {
         let mut seeded = seeded.borrow_mut();
         write_seed(&mut seeded, sql);
-        run_seeded_switch(conn, sql, &seeded)
+        if let Some(begin) = begin {
+            seeded.push_str("; ");
+            seeded.push_str(begin);
+        }
+        run_seeded_switch(conn, sql, &seeded, begin.is_some())
     })
+}
+
+/// Tells diesel's transaction manager that the transaction a checkout
+/// message's appended `BEGIN` opened is open (as `begin_transaction_sql`
+/// would after sending it).
+fn began_transaction(conn: &mut PgConnection) -> QueryResult<()> {
+    use diesel::connection::{
+        InstrumentationEvent, TransactionDepthChange, TransactionManager, TransactionManagerStatus,
+    };
+    conn.instrumentation()
+        .on_connection_event(InstrumentationEvent::begin_transaction(
+            std::num::NonZeroU32::MIN,
+        ));
+    match diesel::connection::AnsiTransactionManager::transaction_manager_status_mut(conn) {
+        TransactionManagerStatus::Valid(status) => {
+            status.change_transaction_depth(TransactionDepthChange::IncreaseDepth)
+        }
+        TransactionManagerStatus::InError => Err(diesel::result::Error::BrokenTransactionManager),
+    }
 }
 
 fn run_seeded_switch(
     conn: &mut PgConnection,
     sql: &str,
     seeded: &str,
+    begins: bool,
 ) -> Result<(), SessionRefusal> {
     use diesel::connection::SimpleConnection;
     let result = match run_once(conn, seeded) {
@@ -522,6 +569,9 @@ fn run_seeded_switch(
         other => other.map_err(Refusal::into_session),
     };
     drain_notifications(conn);
+    if result.is_ok() && begins {
+        began_transaction(conn).map_err(SessionRefusal::Failed)?;
+    }
     if result.is_ok() && keep_types_resolved_on(conn, sql) {
         // The message names the path: a checkout for the same path keeps
         // the caches. Another path, with per-tenant types: the statements

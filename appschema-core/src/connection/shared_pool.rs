@@ -43,6 +43,9 @@ struct Checkout {
     sql: String,
     sql_path: String,
     sql_first: String,
+    /// A unit's `BEGIN` to append to the message (see
+    /// `run_session_switch`); `None` for a plain checkout.
+    begin: Option<&'static str>,
     outcome: Option<Outcome>,
 }
 
@@ -60,7 +63,11 @@ thread_local! {
 struct CheckoutScope;
 
 impl CheckoutScope {
-    fn enter(path: &SearchPath, tenant: Option<&SchemaName>) -> CheckoutScope {
+    fn enter(
+        path: &SearchPath,
+        tenant: Option<&SchemaName>,
+        begin: Option<&'static str>,
+    ) -> CheckoutScope {
         CHECKOUT.with(|c| {
             let c = &mut *c.borrow_mut();
             path.write(&mut c.path, tenant);
@@ -72,6 +79,7 @@ impl CheckoutScope {
                 c.sql_path.clone_from(&c.path);
                 c.sql_first.clone_from(&c.first_schema);
             }
+            c.begin = begin;
             c.armed = true;
             c.outcome = None;
         });
@@ -96,6 +104,7 @@ impl Drop for CheckoutScope {
         CHECKOUT.with(|c| {
             let mut c = c.borrow_mut();
             c.armed = false;
+            c.begin = None;
             c.outcome = None;
         });
     }
@@ -193,12 +202,12 @@ impl r2d2::ManageConnection for TenantManager {
     fn is_valid(&self, conn: &mut PgConnection) -> Result<(), ManagerError> {
         let result = CHECKOUT.with(|c| {
             let c = c.borrow();
-            c.armed.then(|| run_session_switch(conn, &c.sql))
+            c.armed.then(|| run_session_switch(conn, &c.sql, c.begin))
         });
         let result = match result {
             Some(result) => result,
             None => {
-                return run_session_switch(conn, &self.shared_sql)
+                return run_session_switch(conn, &self.shared_sql, None)
                     .map_err(ManagerError::from_refusal)
             }
         };
@@ -510,13 +519,27 @@ impl SharedPool {
 
     /// A connection on `tenant`'s `search_path`.
     pub fn get_for(&self, tenant: &SchemaName) -> Result<TenantConnection, ConnectionError> {
-        observe::checkout(&self.pool, Some(tenant), || self.checkout(Some(tenant)))
+        observe::checkout(&self.pool, Some(tenant), || {
+            self.checkout(Some(tenant), None)
+        })
+    }
+
+    /// A checkout for a unit of work (`run_retrying`, `read_retrying`…):
+    /// the unit's `begin` travels in the checkout's message, so the
+    /// connection comes back inside the unit's transaction, one round trip
+    /// sooner (see `run_session_switch`).
+    pub(crate) fn get_for_unit(
+        &self,
+        tenant: Option<&SchemaName>,
+        begin: &'static str,
+    ) -> Result<TenantConnection, ConnectionError> {
+        observe::checkout(&self.pool, tenant, || self.checkout(tenant, Some(begin)))
     }
 
     /// A connection on the shared-only `search_path` (shared schema and
     /// extras, no tenant), for work that belongs to no tenant.
     pub fn get_shared(&self) -> Result<TenantConnection, ConnectionError> {
-        observe::checkout(&self.pool, None, || self.checkout(None))
+        observe::checkout(&self.pool, None, || self.checkout(None, None))
     }
 
     /// Resolves `public_name` (a host name or alias) through the registry and
@@ -553,10 +576,14 @@ impl SharedPool {
         self.pool.state()
     }
 
-    fn checkout(&self, tenant: Option<&SchemaName>) -> Result<TenantConnection, ConnectionError> {
+    fn checkout(
+        &self,
+        tenant: Option<&SchemaName>,
+        begin: Option<&'static str>,
+    ) -> Result<TenantConnection, ConnectionError> {
         let Some(lot) = &self.lot else {
             return self
-                .checkout_from_pool(tenant, true)
+                .checkout_from_pool(tenant, true, begin)
                 .map(|c| c.expect("waited"));
         };
         if let Some(idle) = self.idle_timeout {
@@ -571,18 +598,18 @@ impl SharedPool {
                 Pick::Warm(conn) | Pick::Stolen(conn) => conn,
                 // Not registered as waiting: returns keep being parked.
                 // Taken by another thread meanwhile: pick again.
-                Pick::Idle => match self.checkout_from_pool(tenant, false)? {
+                Pick::Idle => match self.checkout_from_pool(tenant, false, begin)? {
                     Some(conn) => return Ok(conn),
                     None => continue,
                 },
                 Pick::Pool(waiting) => {
-                    let conn = self.checkout_from_pool(tenant, true);
+                    let conn = self.checkout_from_pool(tenant, true, begin);
                     drop(waiting);
                     return conn.map(|c| c.expect("waited"));
                 }
             };
-            let scope = CheckoutScope::enter(&self.path, tenant);
-            let result = CHECKOUT.with(|c| run_session_switch(&mut conn, &c.borrow().sql));
+            let scope = CheckoutScope::enter(&self.path, tenant, begin);
+            let result = CHECKOUT.with(|c| run_session_switch(&mut conn, &c.borrow().sql, begin));
             match result {
                 Ok(()) => return Ok(self.handed_out(conn, tenant)),
                 Err(SessionRefusal::SchemaMissing) => {
@@ -599,7 +626,7 @@ impl SharedPool {
             }
         }
         let waiting = lot.wait();
-        let conn = self.checkout_from_pool(tenant, true);
+        let conn = self.checkout_from_pool(tenant, true, begin);
         drop(waiting);
         conn.map(|c| c.expect("waited"))
     }
@@ -625,8 +652,9 @@ impl SharedPool {
         &self,
         tenant: Option<&SchemaName>,
         wait: bool,
+        begin: Option<&'static str>,
     ) -> Result<Option<TenantConnection>, ConnectionError> {
-        let scope = CheckoutScope::enter(&self.path, tenant);
+        let scope = CheckoutScope::enter(&self.path, tenant, begin);
         let mut conn = if wait {
             self.pool.get().map_err(|e| {
                 ConnectionError::checkout_failed(&self.pool, tenant, self.timeout, e)
@@ -644,7 +672,7 @@ impl SharedPool {
             // whatever path the connection is on.
             None => {
                 let (sql, _) = scope.request();
-                match run_session_switch(&mut conn, &sql) {
+                match run_session_switch(&mut conn, &sql, begin) {
                     Ok(()) => Outcome::Switched,
                     Err(SessionRefusal::SchemaMissing) => Outcome::SchemaMissing,
                     Err(SessionRefusal::Broken(message)) => {
@@ -712,6 +740,14 @@ impl TenantPool {
     /// The underlying pool's state (connections open, idle).
     pub fn state(&self) -> r2d2::State {
         self.pool.state()
+    }
+
+    /// [`SharedPool::get_for_unit`] for this pool's tenant.
+    pub(crate) fn get_for_unit(
+        &self,
+        begin: &'static str,
+    ) -> Result<TenantConnection, ConnectionError> {
+        self.pool.get_for_unit(Some(&self.tenant), begin)
     }
 }
 
