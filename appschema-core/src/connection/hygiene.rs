@@ -22,7 +22,10 @@
 //! - checked in the switch statement, and reset by a second message only when
 //!   found: a changed role or session authorization (`SET SESSION
 //!   AUTHORIZATION DEFAULT` costs the server as much as all of the above
-//!   together) and `LISTEN` registrations (`UNLISTEN *`).
+//!   together), `LISTEN` registrations (`UNLISTEN *`), and transaction
+//!   characteristics other than the defaults (the message's transaction
+//!   began before its `RESET ALL`, and a unit's `BEGIN` appended to the
+//!   message keeps that transaction: `RESET default_transaction_*`).
 //!
 //! Notifications libpq already received are drained on the client after
 //! every checkout. `random()` is reseeded with a fresh client-side seed
