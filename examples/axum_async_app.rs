@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use appschema::async_pool::{claim_spare, AsyncSharedPool};
 use appschema::axum::{TenantConn, TenantDbError, TenantLayer};
-use appschema::provision::{self, IsolatedMigrations, NewTenant, Source};
+use appschema::provision::{self, NewTenant, Source};
 use appschema::resolve::Resolver;
 use appschema::MigrationSet;
 use axum::extract::{FromRef, State};
@@ -68,9 +68,8 @@ async fn signup(
     let request = NewTenant::new(&name)
         .map_err(|e| failed(&e))?
         .source(Source::Spare);
-    let head = state.migrations.head();
     let mut conn = state.pool.get_shared().await.map_err(|e| failed(&e))?;
-    if let Some(created) = claim_spare(&mut conn, &request, head.as_deref())
+    if let Some(created) = claim_spare(&mut conn, &*state.migrations, &request)
         .await
         .map_err(|e| failed(&e))?
     {

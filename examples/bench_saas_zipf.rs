@@ -372,10 +372,7 @@ fn main() -> Result<(), BoxError> {
     let async_app = rt.block_on(app::serve(
         app::Mode::Async,
         &url,
-        SharedPool::builder(&url)
-            .max_size(2)
-            .min_idle(Some(0))
-            .build()?,
+        SharedPool::builder(&url).max_size(2).min_idle(0).build()?,
         Pool::builder()
             .max_size(4)
             .build(ConnectionManager::<PgConnection>::new(&url))?,

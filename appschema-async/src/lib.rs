@@ -60,10 +60,8 @@ mod tls;
 mod transaction;
 mod types;
 
-pub use pool::{
-    AsyncSharedPool, AsyncSharedPoolBuilder, AsyncTenantConnection, AsyncTenantManager,
-    AsyncTenantPool,
-};
+pub use appschema_core::connection::PoolState;
+pub use pool::{AsyncSharedPool, AsyncSharedPoolBuilder, AsyncTenantConnection, AsyncTenantPool};
 pub use provision::{
     claim_spare, claim_spare_with, claim_spare_with_hooks, AsyncHooks, AsyncTenantHook, HookFuture,
 };

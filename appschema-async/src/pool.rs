@@ -25,16 +25,19 @@ use std::time::{Duration, Instant};
 
 use appschema_core::connection::internals::{
     describe_target, prepare_statement_sql, with_startup_options, write_session_switch, ConnectRow,
-    Lot, Pick, PlanWatch, SessionRefusal, CONNECT_QUERY,
+    Lot, Pick, PlanWatch, PublicNameLookup, SessionRefusal, CONNECT_QUERY,
 };
 use appschema_core::connection::{
-    ConnectionError, ManagerError, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
+    ConnectionError, ManagerError, PoolState, SearchPath, DEFAULT_MAX_TENANTS_PER_CONNECTION,
 };
 use appschema_core::observe::{self, PoolKind};
 use appschema_core::redact::{redact_connection_error, redact_url};
+use appschema_core::registry::TenantRow;
 use appschema_core::SchemaName;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use diesel::connection::CacheSize;
+use diesel::sql_types::Text;
+use diesel::OptionalExtension;
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -220,8 +223,8 @@ pub(crate) const MAX_CONNECT_BACKOFF: Duration = Duration::from_millis(500);
 pub struct AsyncSharedPoolBuilder {
     url: String,
     path: SearchPath,
-    max_size: usize,
-    min_idle: usize,
+    max_size: u32,
+    min_idle: u32,
     connection_timeout: Duration,
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
@@ -282,7 +285,7 @@ impl AsyncSharedPoolBuilder {
     /// takes its tenant's, else an idle one of the pool, else the one
     /// parked last for another tenant, and only then waits. Every
     /// checkout still runs the full reset and switch. Parked connections
-    /// count as in use in [`AsyncSharedPool::status`]; one parked past
+    /// count as in use in [`AsyncSharedPool::state`]; one parked past
     /// `idle_timeout` goes back to the pool at the next checkout.
     /// Default: `false`: on the Zipf benchmark in BENCHMARKS.md it cut the
     /// share of checkouts that switch path but gained no throughput.
@@ -329,7 +332,7 @@ impl AsyncSharedPoolBuilder {
     }
 
     /// Most connections open at once. Default: 10.
-    pub fn max_size(mut self, n: usize) -> Self {
+    pub fn max_size(mut self, n: u32) -> Self {
         self.max_size = n;
         self
     }
@@ -338,9 +341,10 @@ impl AsyncSharedPoolBuilder {
     /// a burst of requests does not wait for connections to be opened: a
     /// background task opens them after `build` and reopens them as they
     /// are closed (broken, `max_lifetime`). Default: 0, connections are
-    /// opened by the checkouts that need them. (The sync `SharedPool`'s
-    /// `None` means `max_size`, opened before its `build` returns; this
-    /// `build` opens nothing and does not wait.)
+    /// opened by the checkouts that need them. The same setting, default
+    /// and meaning as on the sync `SharedPool`; only `build` differs: the
+    /// sync one waits until the first `n` are open, this one cannot block
+    /// and returns at once.
     ///
     /// ```no_run
     /// use appschema::async_pool::AsyncSharedPool;
@@ -354,7 +358,7 @@ impl AsyncSharedPoolBuilder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn min_idle(mut self, n: usize) -> Self {
+    pub fn min_idle(mut self, n: u32) -> Self {
         self.min_idle = n;
         self
     }
@@ -528,7 +532,7 @@ impl AsyncSharedPoolBuilder {
         };
         let pool = build_deadpool(manager, self.max_size, self.connection_timeout)?;
         let maintainer = Arc::new(Maintainer::new(Settings {
-            min_idle: self.min_idle.min(self.max_size),
+            min_idle: self.min_idle.min(self.max_size) as usize,
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
         }));
@@ -549,11 +553,11 @@ impl AsyncSharedPoolBuilder {
 
 pub(crate) fn build_deadpool(
     manager: AsyncTenantManager,
-    max_size: usize,
+    max_size: u32,
     timeout: Duration,
 ) -> Result<DeadPool, ConnectionError> {
     managed::Pool::builder(manager)
-        .max_size(max_size)
+        .max_size(max_size as usize)
         .wait_timeout(Some(timeout))
         .create_timeout(Some(timeout))
         .recycle_timeout(Some(timeout))
@@ -564,6 +568,18 @@ pub(crate) fn build_deadpool(
             timeout,
             message: e.to_string(),
         })
+}
+
+/// The async pools' state, from deadpool's.
+pub(crate) fn pool_state(pool: &DeadPool) -> PoolState {
+    let status = pool.status();
+    let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    PoolState::new(
+        clamp(status.size),
+        clamp(status.available),
+        Some(clamp(status.waiting)),
+        clamp(status.max_size),
+    )
 }
 
 /// What a failed deadpool checkout means: every connection busy for the
@@ -661,7 +677,7 @@ impl fmt::Debug for AsyncSharedPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncSharedPool")
             .field("path", &self.path)
-            .field("status", &self.pool.status())
+            .field("state", &pool_state(&self.pool))
             .finish_non_exhaustive()
     }
 }
@@ -717,21 +733,62 @@ impl AsyncSharedPool {
         observe::checkout_async(None, || self.size(), self.checkout(None, None)).await
     }
 
+    /// Resolves `public_name` (a host name or alias) through the registry and
+    /// returns a connection on that tenant's path, as the sync
+    /// `SharedPool::get_for_public_name` does (the same query and errors:
+    /// [`ConnectionError::InvalidName`], [`ConnectionError::UnknownTenant`]).
+    /// Costs a registry look-up (a shared checkout) on top of the tenant's
+    /// checkout: cache the tenant's schema where possible (the axum layer's
+    /// resolver does).
+    ///
+    /// ```no_run
+    /// use appschema::async_pool::AsyncSharedPool;
+    /// use diesel_async::RunQueryDsl;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = AsyncSharedPool::builder("postgres:///app").build()?;
+    /// let mut conn = pool.get_for_public_name("acme.example.com").await?;
+    /// diesel::sql_query("DELETE FROM carts").execute(&mut *conn).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_for_public_name(
+        &self,
+        public_name: &str,
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        let lookup = PublicNameLookup::new(public_name)?;
+        observe::tenant_async(public_name, async {
+            let tenant = {
+                let mut conn = self.get_shared().await?;
+                lookup.answer(
+                    diesel::sql_query(PublicNameLookup::SQL)
+                        .bind::<Text, _>(lookup.name().as_str())
+                        .get_result::<TenantRow>(&mut *conn)
+                        .await
+                        .optional(),
+                )?
+            };
+            observe::tenant_resolved(&tenant.schema_name);
+            self.get_for(&tenant.schema_name).await
+        })
+        .await
+    }
+
     /// The search path configuration.
     pub fn search_path(&self) -> &SearchPath {
         &self.path
     }
 
-    /// The underlying pool's state (connections open, available, waiting).
-    pub fn status(&self) -> deadpool::Status {
-        self.pool.status()
+    /// The pool's connections: open, idle, checkouts waiting, `max_size`
+    /// (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        pool_state(&self.pool)
     }
 
     /// Connections open and idle, for the pool gauges (see `observe`).
     fn size(&self) -> (u32, u32) {
-        let status = self.pool.status();
-        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        (clamp(status.size), clamp(status.available))
+        let state = pool_state(&self.pool);
+        (state.connections, state.idle)
     }
 
     async fn checkout(
@@ -946,9 +1003,10 @@ impl AsyncTenantPool {
         self.pool.get_for_unit(Some(&self.tenant), begin).await
     }
 
-    /// The underlying pool's state.
-    pub fn status(&self) -> deadpool::Status {
-        self.pool.status()
+    /// The pool's connections: open, idle, checkouts waiting, `max_size`
+    /// (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        self.pool.state()
     }
 }
 

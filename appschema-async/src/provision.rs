@@ -4,22 +4,26 @@
 //! Claiming a spare is a handful of short statements; building a schema by
 //! its migrations is not (and runs the application's migration code, which
 //! is blocking diesel). So [`claim_spare`] does the former on an
-//! [`AsyncPgConnection`], with the same SQL and the same error decoding as
-//! `appschema::provision::create_tenant` with `Source::Spare` (both from
-//! `appschema-core`), and answers `None` when no spare at the isolated head
-//! is free: then the caller builds the tenant the blocking way
-//! (`create_tenant` on `spawn_blocking`), as the sync path itself falls back.
+//! [`AsyncPgConnection`], taking what `appschema::provision::create_tenant`
+//! takes (the connection, the migrations, the request), with the same
+//! steps, SQL and error decoding as its `Source::Spare` (one
+//! `SpareClaim`, from `appschema-core`, decides for both; this module only
+//! runs its statements), and answers `None` when no spare at the isolated
+//! head is free: then the caller builds the tenant the blocking way
+//! (`create_tenant` on `spawn_blocking`), as the sync path itself falls
+//! back.
 
 use appschema_core::provision::internals::{
-    derived_candidate, has_version_sql, registry_conflict, rename_spare_sql, schema_ddl_error,
-    BoolRow, TenantRow, TextRow, CLAIM_SPARE, INSERT_TENANT, MAX_DERIVED_ATTEMPTS,
+    derived_candidate, registry_conflict, tries_next_name, BoolRow, HookRun, SpareAnswer,
+    SpareClaim, SpareStep, TenantRow, TextRow, INSERT_TENANT, MAX_DERIVED_ATTEMPTS,
 };
 use std::fmt;
 use std::sync::Arc;
 
-use appschema_core::provision::{Created, HookError, NewTenant, ProvisionError, Source};
+use appschema_core::provision::{
+    Created, HookError, HookStage, IsolatedMigrations, NewTenant, ProvisionError, Source,
+};
 use appschema_core::registry::Tenant;
-use appschema_core::SchemaName;
 use diesel::sql_types::Text;
 use diesel::OptionalExtension;
 use diesel_async::{
@@ -31,13 +35,15 @@ use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 /// Creates the tenant `request` asks for from a spare schema, in one
 /// transaction on `conn`: its registry rows, and the oldest free spare
 /// renamed to its schema (`SKIP LOCKED`: concurrent sign-ups take different
-/// spares). `head` is the isolated head the spare must be at
-/// (`IsolatedMigrations::head()` of the application's migrations; `None`
-/// when there are no isolated migrations).
+/// spares). The arguments are `create_tenant`'s: `migrations` are the
+/// application's (the spare must be at their isolated head; only
+/// [`IsolatedMigrations::head`] is read, no migration runs here).
 ///
-/// Returns `Ok(None)`, with nothing changed, when no free spare is at
-/// `head`: create the tenant with `appschema::provision::create_tenant` on
-/// a blocking thread then (it builds the schema by template or migrations).
+/// Returns `Ok(None)`, with nothing changed, when no free spare is at the
+/// head (a spare behind it, left by a newer migration, is given back for
+/// `migrate` to bring up to date): create the tenant with
+/// `appschema::provision::create_tenant` on a blocking thread then (it
+/// builds the schema by spare, template or migrations).
 /// Conflicts are the sync path's errors ([`ProvisionError::TenantExists`],
 /// `SchemaExists`, …); a derived schema name that is taken is retried with a
 /// suffix, as there. Every resolver of the process forgets its cached
@@ -52,23 +58,27 @@ use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 /// ```no_run
 /// use appschema::async_pool::{claim_spare, AsyncSharedPool};
 /// use appschema::provision::{NewTenant, Source};
+/// use appschema::MigrationSet;
 ///
-/// # async fn run(pool: AsyncSharedPool, head: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn run(pool: AsyncSharedPool, migrations: MigrationSet) -> Result<(), Box<dyn std::error::Error>> {
 /// let request = NewTenant::new("acme.example.com")?.source(Source::Spare);
 /// let mut conn = pool.get_shared().await?;
-/// match claim_spare(&mut conn, &request, head.as_deref()).await? {
+/// match claim_spare(&mut conn, &migrations, &request).await? {
 ///     Some(created) => println!("{} is ready", created.tenant.schema_name),
 ///     None => { /* no spare left: provision::create_tenant on spawn_blocking */ }
 /// }
 /// # Ok(())
 /// # }
 /// ```
-pub async fn claim_spare(
+pub async fn claim_spare<M: IsolatedMigrations + ?Sized>(
     conn: &mut AsyncPgConnection,
+    migrations: &M,
     request: &NewTenant,
-    head: Option<&str>,
 ) -> Result<Option<Created>, ProvisionError> {
-    claim_spare_with(conn, request, head, |_, _| async { Ok(()) }.scope_boxed()).await
+    claim_spare_with(conn, migrations, request, |_, _| {
+        async { Ok(()) }.scope_boxed()
+    })
+    .await
 }
 
 /// [`claim_spare`], plus the new tenant's first rows in the same
@@ -78,18 +88,19 @@ pub async fn claim_spare(
 /// may `SET LOCAL search_path` to the tenant's schema), and the tenant. An
 /// error of `init` rolls everything back and is returned as
 /// [`ProvisionError::Database`]; `init` does not run when the answer is
-/// `Ok(None)` (no free spare at `head`) or a conflict.
+/// `Ok(None)` (no free spare at the head) or a conflict.
 ///
 /// ```no_run
 /// use appschema::async_pool::{claim_spare_with, AsyncSharedPool};
 /// use appschema::async_pool::scoped_futures::ScopedFutureExt;
 /// use appschema::provision::{NewTenant, Source};
+/// use appschema::MigrationSet;
 /// use diesel_async::SimpleAsyncConnection;
 ///
-/// # async fn run(pool: AsyncSharedPool, head: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn run(pool: AsyncSharedPool, migrations: MigrationSet) -> Result<(), Box<dyn std::error::Error>> {
 /// let request = NewTenant::new("acme.example.com")?.source(Source::Spare);
 /// let mut conn = pool.get_shared().await?;
-/// let created = claim_spare_with(&mut conn, &request, head.as_deref(), |conn, created| {
+/// let created = claim_spare_with(&mut conn, &migrations, &request, |conn, created| {
 ///     let schema = created.tenant.schema_name.quoted();
 ///     async move {
 ///         conn.batch_execute(&format!(
@@ -104,13 +115,14 @@ pub async fn claim_spare(
 /// # Ok(())
 /// # }
 /// ```
-pub async fn claim_spare_with<'a, F>(
+pub async fn claim_spare_with<'a, M, F>(
     conn: &mut AsyncPgConnection,
+    migrations: &M,
     request: &NewTenant,
-    head: Option<&str>,
     init: F,
 ) -> Result<Option<Created>, ProvisionError>
 where
+    M: IsolatedMigrations + ?Sized,
     F: for<'r> FnOnce(
             &'r mut AsyncPgConnection,
             &'r Created,
@@ -118,7 +130,7 @@ where
         + Send
         + 'a,
 {
-    claim(conn, request, head, init, &AsyncHooks::default()).await
+    claim(conn, migrations, request, init, &AsyncHooks::default()).await
 }
 
 /// A lifecycle hook of the async sign-up ([`claim_spare_with_hooks`]): the
@@ -196,27 +208,18 @@ impl AsyncHooks {
         if self.0.is_empty() {
             return Ok(());
         }
-        let saved = diesel::sql_query("SELECT pg_catalog.current_setting('search_path') AS value")
+        let run = HookRun::new(tenant, HookStage::AfterCreate);
+        let saved = diesel::sql_query(HookRun::SAVE_PATH)
             .get_result::<TextRow>(conn)
             .await?
             .value;
-        conn.batch_execute(&format!(
-            "SET LOCAL search_path TO {}, public",
-            tenant.schema_name.quoted()
-        ))
-        .await?;
+        conn.batch_execute(&run.enter_sql()).await?;
         for hook in &self.0 {
             if let Err(error) = hook.after_create(conn, tenant).await {
-                return Err(ProvisionError::Hook {
-                    hook: hook.name().to_string(),
-                    stage: "after creating",
-                    public_name: tenant.public_name.clone(),
-                    schema: tenant.schema_name.to_string(),
-                    error,
-                });
+                return Err(run.failed(hook.name(), error));
             }
         }
-        diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, true)")
+        diesel::sql_query(HookRun::RESTORE_PATH)
             .bind::<Text, _>(saved)
             .execute(conn)
             .await?;
@@ -228,30 +231,31 @@ impl AsyncHooks {
 /// transaction (see [`AsyncTenantHook`]). When it answers `Ok(None)` (no
 /// spare left) the hooks did not run: the blocking fallback
 /// (`create_tenant` with `NewTenant::hooks`) runs the blocking ones.
-pub async fn claim_spare_with_hooks(
+pub async fn claim_spare_with_hooks<M: IsolatedMigrations + ?Sized>(
     conn: &mut AsyncPgConnection,
+    migrations: &M,
     request: &NewTenant,
-    head: Option<&str>,
     hooks: &AsyncHooks,
 ) -> Result<Option<Created>, ProvisionError> {
     claim(
         conn,
+        migrations,
         request,
-        head,
         |_, _| async { Ok(()) }.scope_boxed(),
         hooks,
     )
     .await
 }
 
-async fn claim<'a, F>(
+async fn claim<'a, M, F>(
     conn: &mut AsyncPgConnection,
+    migrations: &M,
     request: &NewTenant,
-    head: Option<&str>,
     init: F,
     hooks: &AsyncHooks,
 ) -> Result<Option<Created>, ProvisionError>
 where
+    M: IsolatedMigrations + ?Sized,
     F: for<'r> FnOnce(
             &'r mut AsyncPgConnection,
             &'r Created,
@@ -276,16 +280,14 @@ where
     }
     let _invalidate = InvalidateOnReturn;
     if let Some(schema) = request.schema_name() {
-        return attempt(conn, request, schema, head, &mut init, hooks).await;
+        let claim = SpareClaim::new(migrations, schema);
+        return attempt(conn, request, &claim, &mut init, hooks).await;
     }
     for n in 0..MAX_DERIVED_ATTEMPTS {
         let schema = derived_candidate(request.public_name(), n);
-        match attempt(conn, request, &schema, head, &mut init, hooks).await {
-            Err(
-                ProvisionError::SchemaExists { .. }
-                | ProvisionError::SchemaRetired { .. }
-                | ProvisionError::SchemaNamedLikeRole { .. },
-            ) => continue,
+        let claim = SpareClaim::new(migrations, &schema);
+        match attempt(conn, request, &claim, &mut init, hooks).await {
+            Err(e) if tries_next_name(&e) => continue,
             other => return other,
         }
     }
@@ -304,15 +306,14 @@ impl Drop for InvalidateOnReturn {
     }
 }
 
-/// One try of the claim as `schema`, in a transaction of its own: committed
-/// when a spare at `head` became the tenant and `init` succeeded on it,
+/// One try of `claim` (as its schema), in a transaction of its own:
+/// committed when a spare at the head became the tenant and `init` succeeded on it,
 /// rolled back otherwise. (A retry with another schema name follows only a
 /// conflict, before `init` ran: it runs at most once.)
 async fn attempt<'a, F>(
     conn: &mut AsyncPgConnection,
     request: &NewTenant,
-    schema: &SchemaName,
-    head: Option<&str>,
+    claim: &SpareClaim,
     init: &mut Option<F>,
     hooks: &AsyncHooks,
 ) -> Result<Option<Created>, ProvisionError>
@@ -327,7 +328,7 @@ where
     AnsiTransactionManager::begin_transaction(conn)
         .await
         .map_err(ProvisionError::Database)?;
-    let outcome = match claim_in_transaction(conn, request, schema, head).await {
+    let outcome = match claim_in_transaction(conn, request, claim).await {
         Ok(Some(created)) => {
             let initialized = match init.take() {
                 Some(init) => init(conn, &created).await.map_err(ProvisionError::Database),
@@ -365,10 +366,10 @@ where
 async fn claim_in_transaction(
     conn: &mut AsyncPgConnection,
     request: &NewTenant,
-    schema: &SchemaName,
-    head: Option<&str>,
+    claim: &SpareClaim,
 ) -> Result<Option<Created>, ProvisionError> {
     let public_name = request.public_name();
+    let schema = claim.schema();
     // The registry rows first: their unique indexes are where concurrent
     // sign-ups for the same name queue up and lose.
     let tenant = diesel::sql_query(format!(
@@ -381,32 +382,37 @@ async fn claim_in_transaction(
     .map_err(|e| registry_conflict(e, public_name.as_str(), schema.as_str()))?
     .into_tenant()
     .map_err(ProvisionError::Database)?;
-    let Some(spare) = diesel::sql_query(CLAIM_SPARE)
-        .get_result::<TextRow>(conn)
-        .await
-        .optional()
-        .map_err(ProvisionError::Database)?
-    else {
-        return Ok(None);
-    };
-    let spare = SchemaName::internal(spare.value)?;
-    conn.batch_execute(&rename_spare_sql(&spare, schema))
-        .await
-        .map_err(|e| schema_ddl_error(e, schema))?;
-    if let Some(head) = head {
-        let at_head = diesel::sql_query(has_version_sql(schema))
-            .bind::<Text, _>(head)
-            .get_result::<BoolRow>(conn)
-            .await
-            .map_err(ProvisionError::Database)?
-            .value;
-        if !at_head {
-            // Behind a newer migration: the blocking path migrates it.
-            return Ok(None);
-        }
+    // The claim's steps, as `SpareClaim` decides them.
+    let mut answer = SpareAnswer::Start;
+    loop {
+        answer = match claim.next(answer)? {
+            SpareStep::Take(sql) => SpareAnswer::Taken(
+                diesel::sql_query(sql)
+                    .get_result::<TextRow>(conn)
+                    .await
+                    .optional()
+                    .map_err(ProvisionError::Database)?
+                    .map(|row| row.value),
+            ),
+            SpareStep::Rename(sql) => SpareAnswer::Renamed(conn.batch_execute(&sql).await),
+            SpareStep::CheckHead { sql, head } => SpareAnswer::AtHead(
+                diesel::sql_query(sql)
+                    .bind::<Text, _>(head)
+                    .get_result::<BoolRow>(conn)
+                    .await
+                    .map_err(ProvisionError::Database)?
+                    .value,
+            ),
+            SpareStep::Claimed => {
+                return Ok(Some(Created {
+                    tenant,
+                    source: Source::Spare,
+                }))
+            }
+            // No spare, or one behind a newer migration, which only the
+            // blocking path can run: the caller rolls back and builds the
+            // tenant there.
+            SpareStep::NoneFree | SpareStep::Behind => return Ok(None),
+        };
     }
-    Ok(Some(Created {
-        tenant,
-        source: Source::Spare,
-    }))
 }

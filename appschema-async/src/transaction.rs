@@ -13,7 +13,7 @@ use std::time::Duration;
 use appschema_core::connection::internals::{
     classify, describe_target, PlanWatch, UnitSwitch, DIRTY_UNLISTEN,
 };
-use appschema_core::connection::{ConnectionError, SearchPath};
+use appschema_core::connection::{ConnectionError, PoolState, SearchPath};
 use appschema_core::SchemaName;
 use diesel_async::{
     AnsiTransactionManager, AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
@@ -22,8 +22,8 @@ use diesel_async::{
 use scoped_futures::ScopedBoxFuture;
 
 use crate::pool::{
-    build_deadpool, checkout_failed, may_pass, AsyncTenantManager, DeadPool, CONNECT_BACKOFF,
-    MAX_CONNECT_BACKOFF,
+    build_deadpool, checkout_failed, may_pass, pool_state, AsyncTenantManager, DeadPool,
+    CONNECT_BACKOFF, MAX_CONNECT_BACKOFF,
 };
 use crate::switch::drain_notifications;
 use crate::tls::UserConnector;
@@ -233,7 +233,7 @@ fn still_listening(tenant: Option<&SchemaName>) -> ConnectionError {
 pub struct AsyncTransactionScopedPoolBuilder {
     url: String,
     path: SearchPath,
-    max_size: usize,
+    max_size: u32,
     connection_timeout: Duration,
     statement_cache: bool,
     tls: Option<UserConnector>,
@@ -261,7 +261,7 @@ impl AsyncTransactionScopedPoolBuilder {
     }
 
     /// Most client connections open at once. Default: 10.
-    pub fn max_size(mut self, n: usize) -> Self {
+    pub fn max_size(mut self, n: u32) -> Self {
         self.max_size = n;
         self
     }
@@ -357,7 +357,7 @@ impl fmt::Debug for AsyncTransactionScopedPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncTransactionScopedPool")
             .field("path", &self.path)
-            .field("status", &self.pool.status())
+            .field("state", &pool_state(&self.pool))
             .finish_non_exhaustive()
     }
 }
@@ -407,9 +407,10 @@ impl AsyncTransactionScopedPool {
         &self.path
     }
 
-    /// The underlying pool's state (connections open, available, waiting).
-    pub fn status(&self) -> deadpool::Status {
-        self.pool.status()
+    /// The pool's connections: open, idle, units waiting, `max_size`
+    /// (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        pool_state(&self.pool)
     }
 
     /// A connection (closed rather than reused if the unit is dropped

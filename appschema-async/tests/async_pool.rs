@@ -310,6 +310,76 @@ async fn a_statement_cached_for_one_tenant_fails_once_for_a_reshaped_one_then_is
     assert_eq!(load(&mut conn).await.unwrap(), ["from sa"]);
 }
 
+/// `state()` is appschema's `PoolState`, as on the sync pool
+/// (`state_counts_open_idle_and_checked_out_connections_and_min_idle_opens_ahead`),
+/// plus the checkouts waiting, which deadpool counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_counts_open_idle_checked_out_connections_and_waiting_checkouts() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 1);
+    let pool = AsyncSharedPool::builder(db.url())
+        .max_size(1)
+        .build()
+        .unwrap();
+    let s = pool.state();
+    assert_eq!(
+        (s.connections, s.idle, s.waiting, s.max_size),
+        (0, 0, Some(0), 1)
+    );
+    let held = pool.get_for(&tenant(0)).await.unwrap();
+    let s = pool.state();
+    assert_eq!((s.connections, s.idle, s.in_use()), (1, 0, 1));
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get_shared().await.map(drop) }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.state().waiting != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second checkout never waited: {:?}",
+            pool.state()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(held);
+    waiter.await.unwrap().unwrap();
+    let s = pool.state();
+    assert_eq!(
+        (s.connections, s.idle, s.waiting, s.in_use()),
+        (1, 1, Some(0), 0)
+    );
+}
+
+/// The sync pool's `a_public_name_resolves_through_the_registry` and the
+/// public-name half of its `errors_name_the_tenant_and_are_distinct`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_name_resolves_through_the_registry_and_unknown_or_invalid_ones_are_refused() {
+    let (_db, pool) = setup(2);
+    let mut conn = pool.get_for_public_name("T1.Example.COM.").await.unwrap();
+    assert_eq!(conn.tenant(), Some(&tenant(1)));
+    assert_on(&mut conn, "t1").await;
+    drop(conn);
+
+    let e = pool
+        .get_for_public_name("nobody.example.com")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectionError::UnknownTenant { .. }), "{e:?}");
+    assert!(e.to_string().contains("nobody.example.com"), "{e}");
+
+    let e = pool.get_for_public_name("bad name!").await.unwrap_err();
+    assert!(matches!(e, ConnectionError::InvalidName { .. }), "{e:?}");
+    assert!(e.to_string().contains("bad name!"), "{e}");
+    assert!(std::error::Error::source(&e).is_none(), "{e}");
+    // Neither refusal poisoned the pool.
+    assert_on(
+        &mut pool.get_for_public_name("t0.example.com").await.unwrap(),
+        "t0",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_name_the_tenant_and_are_distinct() {
     let (db, pool) = setup(1);

@@ -8,7 +8,7 @@ use appschema_async::{
     claim_spare, claim_spare_with_hooks, AsyncHooks, AsyncTenantHook, HookFuture,
 };
 use appschema_core::provision::{
-    ensure_spares, spare_schemas, Hooks, IsolatedMigrations, NewTenant, ProvisionError, Source,
+    ensure_spares, spare_schemas, Hooks, NewTenant, ProvisionError, Source,
 };
 use appschema_core::registry::{self, Tenant};
 use common::{app_migrations, catalog_snapshot, db_with_registry, public_name, query_strings};
@@ -57,19 +57,13 @@ async fn async_hooks_write_first_rows_and_a_failing_one_leaves_no_tenant() {
     let (db, mut conn) = db_with_registry();
     let m = app_migrations();
     ensure_spares(&mut conn, &m, 1).unwrap();
-    let head = m.head();
     let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
 
     let before = catalog_snapshot(&mut conn);
     let failing = AsyncHooks::new().with(FirstCustomer).with(Refuses);
-    let err = claim_spare_with_hooks(
-        &mut async_conn,
-        &spare("fail.test"),
-        head.as_deref(),
-        &failing,
-    )
-    .await
-    .unwrap_err();
+    let err = claim_spare_with_hooks(&mut async_conn, &m, &spare("fail.test"), &failing)
+        .await
+        .unwrap_err();
     let message = err.to_string();
     assert!(
         matches!(&err, ProvisionError::Hook { hook, public_name, .. }
@@ -89,15 +83,10 @@ async fn async_hooks_write_first_rows_and_a_failing_one_leaves_no_tenant() {
     );
 
     let hooks = AsyncHooks::new().with(FirstCustomer);
-    let created = claim_spare_with_hooks(
-        &mut async_conn,
-        &spare("acme.test"),
-        head.as_deref(),
-        &hooks,
-    )
-    .await
-    .unwrap()
-    .expect("a spare was free");
+    let created = claim_spare_with_hooks(&mut async_conn, &m, &spare("acme.test"), &hooks)
+        .await
+        .unwrap()
+        .expect("a spare was free");
     assert_eq!(
         query_strings(&mut conn, "SELECT name AS value FROM acme_test.customers"),
         ["owner of acme.test"]
@@ -116,7 +105,7 @@ async fn blocking_hooks_are_refused_on_the_async_path_rather_than_skipped() {
     let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
     let request = spare("acme.test").hooks(Hooks::new().after_create("blocking", |_, _| Ok(())));
     let before = catalog_snapshot(&mut conn);
-    let err = claim_spare(&mut async_conn, &request, m.head().as_deref())
+    let err = claim_spare(&mut async_conn, &m, &request)
         .await
         .unwrap_err();
     assert!(

@@ -23,7 +23,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use lost_support::kill_when;
 use support::{create_tenants, tenant, WhoAmI};
 
-fn pool(url: &str, max_size: usize) -> AsyncSharedPool {
+fn pool(url: &str, max_size: u32) -> AsyncSharedPool {
     AsyncSharedPool::builder(url)
         .max_size(max_size)
         .connection_timeout(Duration::from_secs(30))
@@ -31,7 +31,7 @@ fn pool(url: &str, max_size: usize) -> AsyncSharedPool {
         .unwrap()
 }
 
-fn setup(max_size: usize) -> (TestDb, AsyncSharedPool) {
+fn setup(max_size: u32) -> (TestDb, AsyncSharedPool) {
     let db = TestDb::new();
     create_tenants(&mut db.conn(), 2);
     let pool = pool(db.url(), max_size);
@@ -212,10 +212,10 @@ fn a_connection_found_lost_is_closed_when_dropped_not_left_in_the_pool() {
                 }
             };
             assert!(appschema_core::is_connection_lost(&error), "{error}");
-            assert_eq!(pool.status().size, 1);
+            assert_eq!(pool.state().connections, 1);
         }
         assert_eq!(
-            pool.status().size,
+            pool.state().connections,
             0,
             "the lost connection was closed when dropped, not kept for the next checkout"
         );

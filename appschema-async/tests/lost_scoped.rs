@@ -23,7 +23,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use lost_support::{kill_when, kill_when_on};
 use support::{bounced, create_tenants, tenant, WhoAmI};
 
-fn scoped_pool(url: &str, max_size: usize) -> AsyncTransactionScopedPool {
+fn scoped_pool(url: &str, max_size: u32) -> AsyncTransactionScopedPool {
     AsyncTransactionScopedPool::builder(url)
         .max_size(max_size)
         .connection_timeout(Duration::from_secs(30))

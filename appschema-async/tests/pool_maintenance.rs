@@ -1,6 +1,6 @@
 //! `min_idle`, `idle_timeout` and `max_lifetime` of the async shared pool,
 //! observed on the server (`pg_stat_activity`: the backends connected to
-//! the test's own database) and in the pool's status. Every wait polls the
+//! the test's own database) and in the pool's state. Every wait polls the
 //! server's state with a deadline, never sleeps for a guessed time.
 
 #[path = "../../appschema-core/tests/support/mod.rs"]
@@ -79,7 +79,7 @@ async fn until_backends(
     // A backend shows before the pool counts it (still being set up), and
     // the pool forgets a connection before its backend is gone.
     until(admin, pool, what, |now, pool| {
-        (now.len() == n && pool.status().size == n).then(|| now.clone())
+        (now.len() == n && pool.state().connections as usize == n).then(|| now.clone())
     })
     .await
 }
@@ -105,8 +105,8 @@ async fn min_idle_connections_are_opened_ahead_and_refilled_when_checked_out() {
         &pool,
         "min_idle opened 3 connections",
         |now, pool| {
-            let status = pool.status();
-            (now.len() == 3 && status.size == 3 && status.available == 3).then(|| now.clone())
+            let state = pool.state();
+            (now.len() == 3 && state.connections == 3 && state.idle == 3).then(|| now.clone())
         },
     )
     .await;
@@ -123,7 +123,7 @@ async fn min_idle_connections_are_opened_ahead_and_refilled_when_checked_out() {
     assert!(now.is_superset(&ahead));
     drop((a, b));
     // Never more than max_size, and nothing closes the five (no timeout hit).
-    assert_eq!(pool.status().size, 5);
+    assert_eq!(pool.state().connections, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,10 +279,10 @@ fn a_pool_built_outside_a_runtime_starts_its_upkeep_at_the_first_checkout() {
                 &pool,
                 &format!("min_idle reached after the checkout (round {round})"),
                 |now, pool| {
-                    let status = pool.status();
+                    let state = pool.state();
                     (now.len() >= 2
-                        && now.len() == status.size
-                        && status.available >= 2
+                        && now.len() == state.connections as usize
+                        && state.idle >= 2
                         && now.is_disjoint(&before))
                     .then(|| now.clone())
                 },

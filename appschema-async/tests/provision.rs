@@ -9,17 +9,12 @@ mod common;
 use appschema_async::scoped_futures::ScopedFutureExt;
 use appschema_async::{claim_spare, claim_spare_with, AsyncSharedPool};
 use appschema_core::provision::{
-    create_tenant, ensure_spares, spare_schemas, IsolatedMigrations, NewTenant, ProvisionError,
-    Source,
+    create_tenant, ensure_spares, spare_schemas, NewTenant, ProvisionError, Source,
 };
 use appschema_core::registry;
 use common::{app_migrations, app_migrations_but_the_last, db_with_registry, new_tenant};
 use diesel::connection::SimpleConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-
-fn head() -> Option<String> {
-    app_migrations().head()
-}
 
 fn spare(request: NewTenant) -> NewTenant {
     request.source(Source::Spare)
@@ -33,8 +28,8 @@ async fn a_spare_at_the_head_becomes_the_tenant_in_one_transaction() {
     let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
     let created = claim_spare(
         &mut async_conn,
+        &app_migrations(),
         &spare(new_tenant("acme.test")),
-        head().as_deref(),
     )
     .await
     .unwrap()
@@ -64,8 +59,8 @@ async fn through_the_async_pool_a_taken_derived_name_gets_a_suffix() {
     let mut pooled = pool.get_shared().await.unwrap();
     let created = claim_spare(
         &mut pooled,
+        &app_migrations(),
         &spare(new_tenant("acme.test")),
-        head().as_deref(),
     )
     .await
     .unwrap()
@@ -82,8 +77,8 @@ async fn claim_spare_with_writes_the_first_rows_in_the_claims_transaction() {
     let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
     let created = claim_spare_with(
         &mut async_conn,
+        &app_migrations(),
         &spare(new_tenant("acme.test")),
-        head().as_deref(),
         |conn, created| {
             let sql = format!(
                 "SET LOCAL search_path TO {}, public; \
@@ -106,8 +101,8 @@ async fn claim_spare_with_writes_the_first_rows_in_the_claims_transaction() {
     // An init that fails: no tenant, no row, the spare still free.
     let err = claim_spare_with(
         &mut async_conn,
+        &app_migrations(),
         &spare(new_tenant("globex.test")),
-        head().as_deref(),
         |conn, _| {
             async move {
                 conn.batch_execute("INSERT INTO no_such_table VALUES (1)")
@@ -133,8 +128,8 @@ async fn no_free_spare_or_one_behind_the_head_changes_nothing_and_answers_none()
     let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
     let none = claim_spare(
         &mut async_conn,
+        &app_migrations(),
         &spare(new_tenant("a.test")),
-        head().as_deref(),
     )
     .await
     .unwrap();
@@ -143,8 +138,8 @@ async fn no_free_spare_or_one_behind_the_head_changes_nothing_and_answers_none()
     let behind = spare_schemas(&mut conn).unwrap();
     let none = claim_spare(
         &mut async_conn,
+        &app_migrations(),
         &spare(new_tenant("a.test")),
-        head().as_deref(),
     )
     .await
     .unwrap();
@@ -168,7 +163,7 @@ async fn a_name_already_taken_is_refused_and_the_spare_given_back() {
     let spares = spare_schemas(&mut conn).unwrap();
     let mut async_conn = AsyncPgConnection::establish(db.url()).await.unwrap();
     let request = spare(new_tenant("taken.test").schema("x").unwrap());
-    let err = claim_spare(&mut async_conn, &request, head().as_deref())
+    let err = claim_spare(&mut async_conn, &app_migrations(), &request)
         .await
         .unwrap_err();
     assert!(
@@ -197,7 +192,7 @@ async fn concurrent_claims_take_different_spares() {
         let name = format!("c{}.test", i / 2);
         tasks.spawn(async move {
             let mut conn = pool.get_shared().await.unwrap();
-            claim_spare(&mut conn, &spare(new_tenant(&name)), head().as_deref()).await
+            claim_spare(&mut conn, &app_migrations(), &spare(new_tenant(&name))).await
         });
     }
     let mut created = Vec::new();

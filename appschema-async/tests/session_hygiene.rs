@@ -130,7 +130,7 @@ impl Env {
                         .build()
                         .unwrap();
                     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-                    while pool.status().size < 1 {
+                    while pool.state().connections < 1 {
                         assert!(
                             std::time::Instant::now() < deadline,
                             "min_idle never opened a connection"

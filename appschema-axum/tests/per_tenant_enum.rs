@@ -196,7 +196,7 @@ mod async_path {
             .map_err(|e| tenant.query_failed(e))
     }
 
-    fn async_app(db: &TestDb, size: usize) -> Router {
+    fn async_app(db: &TestDb, size: u32) -> Router {
         let pool = AsyncSharedPool::builder(db.url())
             .max_size(size)
             .connection_timeout(Duration::from_secs(5))

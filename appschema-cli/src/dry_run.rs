@@ -43,19 +43,12 @@ fn lines(set: &MigrationSet, plan: &[PlannedMigration], tenant_schemas: usize) -
         let step = plan.iter().find(|step| step.migration == m.name());
         let mut line = match step {
             Some(step) => {
-                let shown: Vec<&str> = step.schemas.iter().take(10).map(String::as_str).collect();
-                let more = step.schemas.len().saturating_sub(shown.len());
                 format!(
-                    "{} ({}) -> {} schema(s): {}{}",
+                    "{} ({}) -> {} schema(s): {}",
                     step.migration,
                     step.scope,
                     step.schemas.len(),
-                    shown.join(", "),
-                    if more > 0 {
-                        format!(", … and {more} more")
-                    } else {
-                        String::new()
-                    }
+                    first_ten(step.schemas.iter().map(String::as_str)),
                 )
             }
             None if tenant_schemas == 0 && m.scope().in_tenants() => {
@@ -69,4 +62,32 @@ fn lines(set: &MigrationSet, plan: &[PlannedMigration], tenant_schemas: usize) -
         out.push(line);
     }
     out
+}
+
+/// The first ten of `names`, then how many more: `a, b, …, j, … and 5 more`.
+pub(crate) fn first_ten<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let len = names.len();
+    let shown: Vec<&str> = names.take(10).collect();
+    match len - shown.len() {
+        0 => shown.join(", "),
+        more => format!("{}, … and {more} more", shown.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_ten;
+
+    #[test]
+    fn first_ten_lists_up_to_ten_names_then_counts_the_rest() {
+        let names: Vec<String> = (1..=12).map(|i| format!("t{i}")).collect();
+        let of = |n: usize| first_ten(names[..n].iter().map(String::as_str));
+        assert_eq!(of(0), "");
+        assert_eq!(of(3), "t1, t2, t3");
+        assert_eq!(of(10), "t1, t2, t3, t4, t5, t6, t7, t8, t9, t10");
+        assert_eq!(
+            of(12),
+            "t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, … and 2 more"
+        );
+    }
 }

@@ -7,10 +7,8 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use appschema_core::migrate::{Event, Migrator};
@@ -24,6 +22,7 @@ mod dry_run;
 mod logging;
 mod migration_cmds;
 mod ops_cmds;
+mod progress;
 mod provision_cmds;
 mod revert_cmd;
 mod schema_cmds;
@@ -433,68 +432,12 @@ fn migrate(config: &Config, migrator: Migrator, dry_run: bool) -> Result<ExitCod
         return Ok(ExitCode::SUCCESS);
     }
 
-    let terminal = std::io::stderr().is_terminal();
-    let bar: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
-    let failures = Mutex::new(0usize);
-    let on_event = |e: Event| {
-        let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
-        match e {
-            Event::StepStarted {
-                scope,
-                migrations,
-                schemas,
-            } => {
-                if let Some(b) = bar.take() {
-                    b.finish_and_clear();
-                }
-                let what = format!("{scope} {}", summarize(&migrations));
-                if terminal {
-                    let b = indicatif::ProgressBar::new(schemas as u64);
-                    b.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{msg} [{bar:30}] {pos}/{len} schemas {elapsed}",
-                        )
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
-                    b.set_message(what);
-                    *bar = Some(b);
-                } else {
-                    eprintln!("applying {what} to {schemas} schema(s)");
-                }
-            }
-            Event::SchemaDone { .. } => {
-                if let Some(b) = bar.as_ref() {
-                    b.inc(1);
-                }
-            }
-            Event::SchemaFailed(f) => {
-                *failures.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                match bar.as_ref() {
-                    Some(b) => {
-                        b.inc(1);
-                        b.println(format!("failed: {f}"));
-                    }
-                    None => eprintln!("failed: {f}"),
-                }
-            }
-            Event::Waiting { schema } => {
-                let line = format!(
-                    "waiting: another migrate run holds the lock of schema `{schema}`; continuing when it finishes"
-                );
-                match bar.as_ref() {
-                    Some(b) => b.println(line),
-                    None => eprintln!("{line}"),
-                }
-            }
-            _ => {}
-        }
-    };
+    let progress = progress::Progress::new(false);
+    let on_event = |e: Event| progress.migrate_event(progress::Direction::Apply, e);
     let report = migrator
         .migrate(&set, &on_event)
         .context("migrate could not run")?;
-    if let Some(b) = bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        b.finish_and_clear();
-    }
+    progress.finish();
     println!(
         "{} schema(s) migrated, {} migration(s) applied, {} failure(s) in {:.2}s",
         report.schemas_migrated,

@@ -1,10 +1,8 @@
 //! Operating tenants: `exec` (SQL in every tenant), `psql` (one tenant's
 //! shell) and `list --sizes`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use appschema_core::across::{AcrossTenants, Event, Report};
@@ -12,6 +10,9 @@ use appschema_core::sizes::{tenant_sizes, SizeOrder, TenantSize};
 use appschema_core::{redact_url, registry, PublicName, SearchPath};
 use clap::{ArgGroup, Subcommand};
 use diesel::{Connection, PgConnection};
+
+use crate::dry_run::first_ten;
+use crate::progress::Progress;
 
 #[derive(Debug, Subcommand)]
 pub enum OpsCommand {
@@ -135,67 +136,31 @@ fn exec(
                 )?
             );
         } else {
-            let shown: Vec<&str> = targets
-                .iter()
-                .take(10)
-                .map(|t| t.public_name.as_str())
-                .collect();
-            let more = targets.len().saturating_sub(shown.len());
             println!(
-                "would run in {} tenant(s), each in its own transaction: {}{}",
+                "would run in {} tenant(s), each in its own transaction: {}",
                 targets.len(),
-                shown.join(", "),
-                if more > 0 {
-                    format!(", … and {more} more")
-                } else {
-                    String::new()
-                }
+                first_ten(targets.iter().map(|t| t.public_name.as_str())),
             );
         }
         return Ok(ExitCode::SUCCESS);
     }
 
-    let terminal = std::io::stderr().is_terminal() && !json;
-    let bar: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
-    let on_event = |e: Event| {
-        let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
-        match e {
-            Event::Started { tenants } => {
-                if terminal {
-                    let b = indicatif::ProgressBar::new(tenants as u64);
-                    b.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "exec [{bar:30}] {pos}/{len} tenants {elapsed}",
-                        )
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
-                    *bar = Some(b);
-                } else if !json {
-                    eprintln!("running in {tenants} tenant(s)");
-                }
-            }
-            Event::TenantDone { .. } => {
-                if let Some(b) = bar.as_ref() {
-                    b.inc(1);
-                }
-            }
-            Event::TenantFailed(f) => match bar.as_ref() {
-                Some(b) => {
-                    b.inc(1);
-                    b.println(format!("failed: {f}"));
-                }
-                None if !json => eprintln!("failed: {f}"),
-                None => {}
-            },
-            _ => {}
-        }
+    let progress = Progress::new(json);
+    let on_event = |e: Event| match e {
+        Event::Started { tenants } => progress.step(
+            tenants,
+            "exec [{bar:30}] {pos}/{len} tenants {elapsed}",
+            String::new(),
+            format!("running in {tenants} tenant(s)"),
+        ),
+        Event::TenantDone { .. } => progress.done(),
+        Event::TenantFailed(f) => progress.failed(&f),
+        _ => {}
     };
     let report = across
         .run_sql(sql, &on_event)
         .context("exec could not run")?;
-    if let Some(b) = bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        b.finish_and_clear();
-    }
+    progress.finish();
     print_report(&report, json)?;
     Ok(if report.is_success() {
         ExitCode::SUCCESS

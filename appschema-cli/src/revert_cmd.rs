@@ -1,13 +1,14 @@
 //! `migrate --revert [N] | --revert --to VERSION`, and the line of `status`
 //! saying what `migrate --revert` would undo.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use appschema_core::migrate::{Event, Migrator, RevertTo};
 use appschema_core::MigrationSet;
+
+use crate::dry_run::first_ten;
+use crate::progress::{Direction, Progress};
 
 /// The revert `--revert [N]` and `--to VERSION` ask for. VERSION may be a
 /// directory name (`2024-01-01-000000_create_plans`) or a version as diesel
@@ -50,82 +51,23 @@ pub(crate) fn revert(
             println!("nothing to revert");
         }
         for (i, step) in plan.iter().enumerate() {
-            let shown: Vec<&str> = step.schemas.iter().take(10).map(String::as_str).collect();
-            let more = step.schemas.len().saturating_sub(shown.len());
             println!(
-                "{}. revert {} ({}) -> {} schema(s): {}{}",
+                "{}. revert {} ({}) -> {} schema(s): {}",
                 i + 1,
                 step.migration,
                 step.scope,
                 step.schemas.len(),
-                shown.join(", "),
-                if more > 0 {
-                    format!(", … and {more} more")
-                } else {
-                    String::new()
-                }
+                first_ten(step.schemas.iter().map(String::as_str)),
             );
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let terminal = std::io::stderr().is_terminal();
-    let bar: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
-    let on_event = |e: Event| {
-        let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
-        match e {
-            Event::StepStarted {
-                scope,
-                migrations,
-                schemas,
-            } => {
-                if let Some(b) = bar.take() {
-                    b.finish_and_clear();
-                }
-                let what = format!("{scope} {}", super::summarize(&migrations));
-                if terminal {
-                    let b = indicatif::ProgressBar::new(schemas as u64);
-                    b.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "reverting {msg} [{bar:30}] {pos}/{len} schemas {elapsed}",
-                        )
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
-                    b.set_message(what);
-                    *bar = Some(b);
-                } else {
-                    eprintln!("reverting {what} in {schemas} schema(s)");
-                }
-            }
-            Event::SchemaDone { .. } => {
-                if let Some(b) = bar.as_ref() {
-                    b.inc(1);
-                }
-            }
-            Event::SchemaFailed(f) => match bar.as_ref() {
-                Some(b) => {
-                    b.inc(1);
-                    b.println(format!("failed: {f}"));
-                }
-                None => eprintln!("failed: {f}"),
-            },
-            Event::Waiting { schema } => {
-                let line = format!(
-                    "waiting: another run holds the lock of schema `{schema}`; continuing when it finishes"
-                );
-                match bar.as_ref() {
-                    Some(b) => b.println(line),
-                    None => eprintln!("{line}"),
-                }
-            }
-            _ => {}
-        }
-    };
+    let progress = Progress::new(false);
+    let on_event = |e: Event| progress.migrate_event(Direction::Revert, e);
     let report = migrator
         .revert(set, to, &on_event)
         .context("nothing was reverted")?;
-    if let Some(b) = bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        b.finish_and_clear();
-    }
+    progress.finish();
     println!(
         "{} schema(s) reverted, {} migration(s) reverted, {} failure(s) in {:.2}s",
         report.schemas_migrated,

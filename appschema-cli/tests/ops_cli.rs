@@ -102,11 +102,22 @@ fn exec_reports_a_failing_tenant_rolls_it_back_and_exits_non_zero() {
         err.contains("error: tenant `b.test` (schema `b`): new row for relation \"counters\" violates check constraint"),
         "{err}"
     );
+    // The progress off a terminal: a line for the run, one per failure.
+    assert!(err.contains("running in 3 tenant(s)"), "{err}");
+    assert!(
+        err.contains("failed: tenant `b.test` (schema `b`)"),
+        "{err}"
+    );
     // a and c: 10 + 1; b as it was (its INSERT rolled back with the UPDATE).
     assert_eq!(counters(&mut conn), vec![11, 95, 11, 0]);
 
-    let (code, out, _) = run(&db, &["exec", "--sql", sql, "--json", "--jobs", "1"]);
+    let (code, out, err) = run(&db, &["exec", "--sql", sql, "--json", "--jobs", "1"]);
     assert_eq!(code, 1);
+    // --json: no progress at all.
+    assert!(
+        !err.contains("running in") && !err.contains("failed:"),
+        "{err}"
+    );
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["tenants"], 3);
     assert_eq!(json["done"], 0, "a and c now refuse the duplicate id 2");

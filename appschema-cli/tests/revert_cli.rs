@@ -136,6 +136,11 @@ fn migrate_revert_undoes_the_last_migration_in_every_tenant_and_spare_and_status
         out.contains("3 migration(s) reverted, 0 failure(s)"),
         "{out}"
     );
+    // The progress, one line per step off a terminal.
+    assert!(
+        err.contains("reverting isolated 2024-01-02-000000_orders in 3 schema(s)"),
+        "{err}"
+    );
     assert_eq!(tables(&db, &schemas), (Vec::new(), true));
 
     // Past the start: refused, naming what is applied.
@@ -195,6 +200,11 @@ fn a_failed_revert_exits_non_zero_naming_the_schema_and_how_to_resume() {
         "{err}"
     );
     assert!(err.contains("1 later step(s) not started"), "{err}");
+    // The progress line of the failure, as it happened.
+    assert!(
+        err.contains("failed: schema `globex_example_com`, migration 2024-01-02-000000_orders:"),
+        "{err}"
+    );
     // status names the tenant left behind (the others are at the start).
     let (_, out, _) = cli(dir.path(), &db, &["status"]);
     assert!(

@@ -34,7 +34,7 @@ pub(crate) mod sqltok;
 mod workers;
 
 pub use connection::{
-    is_connection_lost, ConnectionError, SearchPath, SharedPool, TenantConnection,
+    is_connection_lost, ConnectionError, PoolState, SearchPath, SharedPool, TenantConnection,
     TenantCustomizer, TransactionScopedPool,
 };
 pub use migrate::{migrate_schema_in_transaction, MigrateError, Migrator};

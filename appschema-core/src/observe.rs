@@ -231,6 +231,21 @@ pub fn tenant_span(public_name: &str) -> Span {
     tracing::debug_span!(target: TARGET, SPAN_TENANT, public_name, schema = Empty)
 }
 
+/// Runs the async checkout by `public_name` (`f`) in its [`SPAN_TENANT`]
+/// span; `f` calls [`tenant_resolved`] once it knows the schema.
+pub async fn tenant_async<T>(
+    public_name: &str,
+    f: impl Future<Output = Result<T, ConnectionError>>,
+) -> Result<T, ConnectionError> {
+    f.instrument(tenant_span(public_name)).await
+}
+
+/// Records the schema a public name resolved to on the current
+/// [`SPAN_TENANT`] span (see [`tenant_async`]).
+pub fn tenant_resolved(schema: &SchemaName) {
+    Span::current().record("schema", schema.as_str());
+}
+
 /// A checkout for `tenant` was recorded in the connection's log:
 /// `switched` says whether the connection last served another tenant (or
 /// none), `served` how many distinct tenants it has served.

@@ -176,19 +176,22 @@ impl TenantRow {
     }
 }
 
+/// The query behind [`find`]: `$1` is the public name (primary or alias);
+/// at most one [`TenantRow`].
+pub const FIND_TENANT: &str = "\
+SELECT t.id, t.public_name, t.schema_name
+  FROM public.appschema_public_names n
+  JOIN public.appschema_tenants t ON t.id = n.tenant_id
+ WHERE n.public_name = $1";
+
 /// The tenant answering to `name` (its primary public name or an alias).
 pub fn find(conn: &mut PgConnection, name: &PublicName) -> QueryResult<Option<Tenant>> {
-    diesel::sql_query(
-        "SELECT t.id, t.public_name, t.schema_name
-           FROM public.appschema_public_names n
-           JOIN public.appschema_tenants t ON t.id = n.tenant_id
-          WHERE n.public_name = $1",
-    )
-    .bind::<Text, _>(name.as_str())
-    .get_result::<TenantRow>(conn)
-    .optional()?
-    .map(TenantRow::into_tenant)
-    .transpose()
+    diesel::sql_query(FIND_TENANT)
+        .bind::<Text, _>(name.as_str())
+        .get_result::<TenantRow>(conn)
+        .optional()?
+        .map(TenantRow::into_tenant)
+        .transpose()
 }
 
 /// Every tenant, by primary public name.

@@ -21,7 +21,7 @@ use support::{assert_on, backend_pid, create_tenants, tenant, whoami};
 fn pool(url: &str, max_size: u32) -> SharedPool {
     SharedPool::builder(url)
         .max_size(max_size)
-        .min_idle(Some(0))
+        .min_idle(0)
         .connection_timeout(Duration::from_secs(30))
         .build()
         .unwrap()
@@ -217,8 +217,10 @@ fn a_connection_found_lost_is_closed_when_returned_not_left_in_the_pool() {
 fn a_backend_killed_mid_checkout_is_replaced_and_the_checkout_succeeds() {
     let db = TestDb::new();
     create_tenants(&mut db.conn(), 1);
+    // Opened before the lock (by `build`): opening one needs pg_namespace too.
     let pool = SharedPool::builder(db.url())
         .max_size(1)
+        .min_idle(1)
         .connection_timeout(Duration::from_secs(30))
         .build()
         .unwrap();

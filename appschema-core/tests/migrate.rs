@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use appschema_core::migrate::{migrate_schema_in_transaction, Event, Migrator};
+use appschema_core::migrate::{migrate_schema_in_transaction, Event, Migrator, RevertTo};
 use appschema_core::{registry, PublicName, SchemaName, Scope};
 use appschema_core::{Migration, MigrationSet};
 use appschema_tempdb::TestDb;
@@ -363,6 +363,86 @@ fn a_run_that_waited_for_the_lock_skips_the_version_the_holder_committed() {
     assert!(report.is_success(), "{:?}", report.failures);
     assert_eq!(report.migrations_applied, 0, "002 was the holder's");
     assert_eq!(versions(&mut conn, "t0"), ["001", "002"]);
+}
+
+#[test]
+fn a_revert_that_waited_for_the_lock_skips_the_version_the_holder_reverted() {
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    tenants(&mut conn, 2);
+    // Not idempotent: running the down a second time in t0 would fail.
+    let set = MigrationSet::new(vec![
+        Migration::new(
+            "001",
+            "001_orders",
+            Scope::Isolated,
+            "CREATE TABLE orders (id int)",
+        )
+        .with_down_sql("DROP TABLE orders"),
+        Migration::new(
+            "002",
+            "002_x",
+            Scope::Isolated,
+            "ALTER TABLE orders ADD COLUMN x int",
+        )
+        .with_down_sql("ALTER TABLE orders DROP COLUMN x"),
+    ]);
+    let report = Migrator::new(db.url()).migrate(&set, &|_| {}).unwrap();
+    assert!(report.is_success(), "{:?}", report.failures);
+    // Another run holds t0's lock and has reverted 002 there, not yet
+    // committed.
+    let mut holder = db.conn();
+    holder
+        .batch_execute(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(hashtext('appschema.migrate'), hashtext('t0'));
+             DELETE FROM t0.__diesel_schema_migrations WHERE version = '002';
+             ALTER TABLE t0.orders DROP COLUMN x;",
+        )
+        .unwrap();
+    let (waiting_tx, waiting_rx) = std::sync::mpsc::channel();
+    let waiting_tx = Mutex::new(waiting_tx);
+    let report = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            Migrator::new(db.url())
+                .jobs(1)
+                .revert(&set, &RevertTo::Version("001".into()), &|e| {
+                    if let Event::Waiting { schema } = e {
+                        waiting_tx.lock().unwrap().send(schema).unwrap();
+                    }
+                })
+                .unwrap()
+        });
+        // The run read 002 as applied in t0, found the lock taken, and
+        // waits (a deadline, not a pause: the event comes at once).
+        let waiting = waiting_rx.recv_timeout(std::time::Duration::from_secs(120));
+        assert_eq!(
+            waiting.as_deref(),
+            Ok("t0"),
+            "the revert waits for t0's lock"
+        );
+        holder.batch_execute("COMMIT").unwrap();
+        run.join().unwrap()
+    });
+    assert!(report.is_success(), "{:?}", report.failures);
+    assert_eq!(
+        report.migrations_reverted, 1,
+        "only t1's: t0's was the holder's"
+    );
+    for schema in ["t0", "t1"] {
+        assert_eq!(versions(&mut conn, schema), ["001"]);
+        assert_eq!(
+            count(
+                &mut conn,
+                &format!(
+                    "SELECT count(*) AS n FROM information_schema.columns \
+                     WHERE table_schema = '{schema}' AND table_name = 'orders'"
+                )
+            ),
+            1,
+            "{schema}.orders is back to its one column"
+        );
+    }
 }
 
 #[test]

@@ -79,6 +79,36 @@ fn the_search_path_holds_the_tenant_then_the_shared_schema_then_extras() {
     assert_eq!(p.search_path, "t0, public, ext");
 }
 
+/// `state()` is appschema's `PoolState`; with the default `min_idle` (0)
+/// `build` opens no connection, with `min_idle(n)` it returns with `n` open
+/// (the async pool's `appschema-async/tests/async_pool.rs` twin).
+#[test]
+fn state_counts_open_idle_and_checked_out_connections_and_min_idle_opens_ahead() {
+    let db = TestDb::new();
+    create_tenants(&mut db.conn(), 1);
+    let pool = SharedPool::builder(db.url()).max_size(3).build().unwrap();
+    let s = pool.state();
+    assert_eq!(
+        (s.connections, s.idle, s.waiting, s.max_size),
+        (0, 0, None, 3)
+    );
+    let a = pool.get_for(&tenant(0)).unwrap();
+    let b = pool.get_shared().unwrap();
+    let s = pool.state();
+    assert_eq!((s.connections, s.idle, s.in_use()), (2, 0, 2));
+    drop((a, b));
+    let s = pool.state();
+    assert_eq!((s.connections, s.idle, s.in_use()), (2, 2, 0));
+
+    let warm = SharedPool::builder(db.url())
+        .max_size(3)
+        .min_idle(2)
+        .build()
+        .unwrap();
+    let s = warm.state();
+    assert_eq!((s.connections, s.idle), (2, 2));
+}
+
 #[test]
 fn a_public_name_resolves_through_the_registry() {
     let (_db, pool) = setup(2);
@@ -349,7 +379,7 @@ fn errors_name_the_tenant_and_are_distinct() {
 
     let down = SharedPool::builder("postgres://postgres@/nowhere?host=/nonexistent&port=1")
         .max_size(1)
-        .min_idle(Some(0))
+        .min_idle(0)
         .connection_timeout(Duration::from_millis(300))
         .build()
         .unwrap();

@@ -182,7 +182,7 @@ impl TestDatabaseBuilder {
         };
         let pool = SharedPool::builder(db.url())
             .max_size(self.pool_size)
-            .min_idle(Some(0))
+            .min_idle(0)
             .connection_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| Error::new(format!("cannot build the SharedPool: {e}")))?;
@@ -295,7 +295,7 @@ impl TestDatabase {
     pub fn async_pool(&self) -> &appschema_async::AsyncSharedPool {
         self.async_pool.get_or_init(|| {
             appschema_async::AsyncSharedPool::builder(self.db.url())
-                .max_size(self.pool_size as usize)
+                .max_size(self.pool_size)
                 .connection_timeout(Duration::from_secs(30))
                 .build()
                 .unwrap_or_else(|e| panic!("appschema-test: cannot build the AsyncSharedPool: {e}"))

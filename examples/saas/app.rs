@@ -271,10 +271,7 @@ pub async fn start(
         Mode::Blocking => SharedPool::builder(&url).max_size(16).build()?,
         // Only schema builds use it: two connections, opened when needed.
         #[cfg(feature = "async")]
-        Mode::Async => SharedPool::builder(&url)
-            .max_size(2)
-            .min_idle(Some(0))
-            .build()?,
+        Mode::Async => SharedPool::builder(&url).max_size(2).min_idle(0).build()?,
     };
     let registry_pool = Pool::builder()
         .max_size(4)
@@ -525,7 +522,7 @@ pub mod on_async {
     use super::{account, q, AppState, Created, PageData, Plan, Project, SignupError, Task};
     use appschema::async_pool::scoped_futures::ScopedFutureExt;
     use appschema::async_pool::{claim_spare_with, AsyncSharedPool};
-    use appschema::provision::{self, IsolatedMigrations, NewTenant, Source};
+    use appschema::provision::{self, NewTenant, Source};
     use diesel::{OptionalExtension, QueryResult};
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
@@ -546,8 +543,7 @@ pub mod on_async {
             .optional()?
             .ok_or_else(|| SignupError::UnknownPlan(plan.to_string()))?;
         let request = NewTenant::new(host)?.source(Source::Spare);
-        let head = state.migrations.head();
-        let created = claim_spare_with(&mut conn, &request, head.as_deref(), |conn, created| {
+        let created = claim_spare_with(&mut conn, &*state.migrations, &request, |conn, created| {
             let set_path = q::set_local_path(&created.tenant.schema_name);
             let row = q::account_row(host.to_string(), plan_id);
             // The welcome job, in the claim's transaction (the statement

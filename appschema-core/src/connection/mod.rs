@@ -24,12 +24,14 @@ mod affinity;
 mod customizer;
 mod error;
 mod hygiene;
+mod lookup;
 mod lost;
 mod plan_watch;
 mod retry;
 mod scoped_manager;
 mod search_path;
 mod shared_pool;
+mod state;
 mod transaction;
 mod types;
 
@@ -43,6 +45,7 @@ pub mod internals {
     pub use super::hygiene::{
         with_startup_options, CHECKOUT_RESET, DIRTY_RESET, DIRTY_UNLISTEN, UNIT_RESET,
     };
+    pub use super::lookup::PublicNameLookup;
     pub use super::plan_watch::PlanWatch;
     pub use super::retry::{begin_sql, UnitSwitch};
     pub use super::search_path::{
@@ -59,9 +62,8 @@ pub(crate) use lost::lost_after_failure;
 pub use lost::{is_connection_lost, is_connection_lost_message};
 pub use plan_watch::is_stale_plan;
 pub use search_path::SearchPath;
-pub use shared_pool::{
-    ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantManager, TenantPool,
-};
+pub use shared_pool::{ManagerError, SharedPool, SharedPoolBuilder, TenantConnection, TenantPool};
+pub use state::PoolState;
 pub use transaction::{
     in_shared_transaction, in_tenant_transaction, TransactionScopedPool,
     TransactionScopedPoolBuilder,

@@ -14,15 +14,16 @@ use diesel::{Connection, PgConnection};
 use super::affinity::{Lot, Pick, DEFAULT_MAX_TENANTS_PER_CONNECTION};
 use super::error::{describe_target, ConnectionError};
 use super::hygiene::with_startup_options;
+use super::lookup::PublicNameLookup;
 use super::plan_watch::PlanWatch;
 use super::search_path::{
     prepare_session_switch, run_session_switch, write_session_switch, SearchPath, SessionRefusal,
 };
+use super::state::PoolState;
 use super::types::PerTenantTypes;
-use crate::name::{PublicName, SchemaName};
+use crate::name::SchemaName;
 use crate::observe::{self, PoolKind::Sync};
 use crate::redact::{redact_connection_error, redact_url};
-use crate::registry;
 
 /// What one checkout asks of [`TenantManager::is_valid`], and what it found.
 ///
@@ -110,7 +111,8 @@ impl Drop for CheckoutScope {
     }
 }
 
-/// Why [`TenantManager`] could not open or hand out a connection.
+/// Why a pool could not open a connection, or refused one on checkout
+/// (the sync pools' r2d2 manager and the async pools' deadpool one).
 #[derive(Debug)]
 pub enum ManagerError {
     /// Opening a connection failed.
@@ -246,7 +248,7 @@ pub struct SharedPoolBuilder {
     url: String,
     path: SearchPath,
     max_size: u32,
-    min_idle: Option<u32>,
+    min_idle: u32,
     connection_timeout: Duration,
     max_lifetime: Option<Duration>,
     idle_timeout: Option<Duration>,
@@ -325,8 +327,27 @@ impl SharedPoolBuilder {
         self
     }
 
-    /// Idle connections kept open. Default: `None` (= `max_size`).
-    pub fn min_idle(mut self, n: Option<u32>) -> Self {
+    /// Idle connections kept open ahead of demand (at most `max_size`), so
+    /// a burst of requests does not wait for connections to be opened: the
+    /// pool opens them when built and keeps that many open, replacing
+    /// those closed (broken, past `max_lifetime`).
+    /// Default: 0, connections are opened by the checkouts that need them.
+    /// The same setting, default and meaning as on the async pool; only
+    /// [`build`](Self::build) differs: this one waits (up to the
+    /// `connection_timeout`) until the first `n` are open, the async one
+    /// cannot block and opens them in the background.
+    ///
+    /// ```no_run
+    /// use appschema::connection::SharedPool;
+    ///
+    /// // Four connections are open when `build` returns, and kept open.
+    /// let pool = SharedPool::builder("postgres:///app")
+    ///     .max_size(16)
+    ///     .min_idle(4)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn min_idle(mut self, n: u32) -> Self {
         self.min_idle = n;
         self
     }
@@ -407,7 +428,8 @@ impl SharedPoolBuilder {
     }
 
     /// Builds the pool, opening `min_idle` connections (waiting up to the
-    /// connection timeout for them).
+    /// connection timeout for them; with the default `min_idle` of 0 it
+    /// opens none and does not wait).
     pub fn build(self) -> Result<SharedPool, ConnectionError> {
         let mut shared_sql = String::new();
         write_session_switch(
@@ -426,7 +448,7 @@ impl SharedPoolBuilder {
         };
         let pool = r2d2::Pool::builder()
             .max_size(self.max_size)
-            .min_idle(self.min_idle)
+            .min_idle(Some(self.min_idle.min(self.max_size)))
             .connection_timeout(self.connection_timeout)
             .max_lifetime(self.max_lifetime)
             .idle_timeout(self.idle_timeout)
@@ -506,7 +528,7 @@ impl SharedPool {
             url: url.into(),
             path: SearchPath::new(),
             max_size: 10,
-            min_idle: None,
+            min_idle: 0,
             connection_timeout: Duration::from_secs(30),
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             idle_timeout: Some(Duration::from_secs(10 * 60)),
@@ -549,19 +571,9 @@ impl SharedPool {
         &self,
         public_name: &str,
     ) -> Result<TenantConnection, ConnectionError> {
-        let name = PublicName::new(public_name)
-            .map_err(|e| ConnectionError::invalid_name(public_name, e))?;
+        let lookup = PublicNameLookup::new(public_name)?;
         let _span = observe::tenant_span(public_name).entered();
-        let tenant = {
-            let mut conn = self.get_shared()?;
-            registry::find(&mut conn, &name).map_err(|error| ConnectionError::Query {
-                target: format!("tenant `{name}`"),
-                error,
-            })?
-        };
-        let tenant = tenant.ok_or_else(|| ConnectionError::UnknownTenant {
-            public_name: name.to_string(),
-        })?;
+        let tenant = lookup.run(&mut *self.get_shared()?)?;
         _span.record("schema", tenant.schema_name.as_str());
         self.get_for(&tenant.schema_name)
     }
@@ -571,9 +583,9 @@ impl SharedPool {
         &self.path
     }
 
-    /// The underlying pool's state (connections open, idle).
-    pub fn state(&self) -> r2d2::State {
-        self.pool.state()
+    /// The pool's connections: open, idle, `max_size` (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        PoolState::of_r2d2(&self.pool)
     }
 
     fn checkout(
@@ -737,8 +749,8 @@ impl TenantPool {
         &self.tenant
     }
 
-    /// The underlying pool's state (connections open, idle).
-    pub fn state(&self) -> r2d2::State {
+    /// The pool's connections: open, idle, `max_size` (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
         self.pool.state()
     }
 

@@ -13,6 +13,7 @@ use super::hygiene::{drain_notifications, keep_types_resolved_on, DIRTY_UNLISTEN
 use super::retry::{run_unit, UnitSwitch};
 use super::scoped_manager::ScopedManager;
 use super::search_path::{run_once, SearchPath};
+use super::state::PoolState;
 use super::types::{on_path_change, PerTenantTypes};
 use crate::name::SchemaName;
 
@@ -188,7 +189,8 @@ impl TransactionScopedPoolBuilder {
         self
     }
 
-    /// Builds the pool.
+    /// Builds the pool. Opens no connection: the first units do, as on
+    /// the async `AsyncTransactionScopedPool`.
     pub fn build(self) -> Result<TransactionScopedPool, ConnectionError> {
         let manager = ScopedManager {
             url: self.url,
@@ -197,6 +199,9 @@ impl TransactionScopedPoolBuilder {
         };
         let pool = r2d2::Pool::builder()
             .max_size(self.max_size)
+            // Opened by the units that need them (r2d2's default opens
+            // `max_size` in `build`).
+            .min_idle(Some(0))
             .connection_timeout(self.connection_timeout)
             .build(manager)
             .map_err(|e| ConnectionError::DatabaseDown {
@@ -343,9 +348,14 @@ impl TransactionScopedPool {
         self.run_unit(None, true, work)
     }
 
-    /// The underlying pool's state (connections open, idle).
-    pub fn state(&self) -> r2d2::State {
-        self.pool.state()
+    /// The search path configuration.
+    pub fn search_path(&self) -> &SearchPath {
+        &self.path
+    }
+
+    /// The pool's connections: open, idle, `max_size` (see [`PoolState`]).
+    pub fn state(&self) -> PoolState {
+        PoolState::of_r2d2(&self.pool)
     }
 
     fn run_unit<T, E, F>(

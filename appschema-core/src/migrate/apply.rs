@@ -36,6 +36,24 @@ pub(super) fn lock_key(schema: &str) -> String {
 /// constant and raise it when the branch is not taken.
 fn tracked_batch(target: ApplyTarget<'_>, m: &Migration, try_lock: bool) -> String {
     let ApplyTarget { schema, path, .. } = target;
+    format!(
+        "{start}\
+         INSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\n\
+         {sql}\n;\nCOMMIT;",
+        start = locked_transaction_start(schema, path, try_lock),
+        qs = quote_ident(schema),
+        v = quote_literal(m.version()),
+        sql = in_shared_schema(m.up_sql(), target.shared),
+    )
+}
+
+/// The start of a batch that changes one schema's migrations (applying or
+/// reverting one): `BEGIN`, then one statement that sets `search_path` to
+/// `path` for the transaction and takes the schema's lock. With `try_lock`
+/// a lock another run holds is refused with `appschema:locked` (a cast of
+/// a marked text to `int4`, which [`run_locked`] recognises) instead of
+/// waited for.
+pub(super) fn locked_transaction_start(schema: &str, path: &str, try_lock: bool) -> String {
     let key = lock_key(schema);
     let lock = if try_lock {
         format!(
@@ -47,13 +65,8 @@ fn tracked_batch(target: ApplyTarget<'_>, m: &Migration, try_lock: bool) -> Stri
     };
     format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED;\n\
-         SELECT pg_catalog.set_config('search_path', {path}, true), {lock};\n\
-         INSERT INTO {qs}.{TRACKING_TABLE} (version) VALUES ({v});\n\
-         {sql}\n;\nCOMMIT;",
+         SELECT pg_catalog.set_config('search_path', {path}, true), {lock};\n",
         path = quote_literal(path),
-        qs = quote_ident(schema),
-        v = quote_literal(m.version()),
-        sql = in_shared_schema(m.up_sql(), target.shared),
     )
 }
 
@@ -131,35 +144,59 @@ pub(super) fn apply(
     m: &Migration,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<bool, String> {
+    run_locked(
+        conn,
+        target.schema,
+        m.run_in_transaction(),
+        on_event,
+        |conn, try_lock| {
+            if m.run_in_transaction() {
+                apply_in_transaction(conn, target, m, try_lock)
+            } else {
+                apply_without_transaction(conn, target, m, try_lock)
+            }
+        },
+        |e, message| {
+            is_tracking_duplicate(e) || guard_refusal(message) == Some(GuardRefusal::Applied)
+        },
+    )
+}
+
+/// Runs one schema's change, `attempt(conn, try_lock)`, first with a
+/// try-lock; when another run holds the schema's lock (`appschema:locked`),
+/// says so with [`Event::Waiting`] and runs it again waiting for the lock.
+/// After a failure the transaction is rolled back (`in_transaction`).
+/// `Ok(true)`: done. `Ok(false)`: `done_already` recognised the error
+/// (another run made the change while we waited). `Err`: PostgreSQL's
+/// message.
+pub(super) fn run_locked(
+    conn: &mut PgConnection,
+    schema: &str,
+    in_transaction: bool,
+    on_event: &(dyn Fn(Event) + Sync),
+    mut attempt: impl FnMut(&mut PgConnection, bool) -> QueryResult<()>,
+    done_already: impl Fn(&diesel::result::Error, &str) -> bool,
+) -> Result<bool, String> {
     let mut try_lock = true;
     loop {
-        let result = if m.run_in_transaction() {
-            apply_in_transaction(conn, target, m, try_lock)
-        } else {
-            apply_without_transaction(conn, target, m, try_lock)
+        let Err(e) = attempt(conn, try_lock) else {
+            return Ok(true);
         };
-        match result {
-            Ok(()) => return Ok(true),
-            Err(e) => {
-                let message = db_message(&e);
-                if m.run_in_transaction() {
-                    let _ = conn.batch_execute("ROLLBACK");
-                }
-                if is_tracking_duplicate(&e) {
-                    return Ok(false);
-                }
-                match guard_refusal(&message) {
-                    Some(GuardRefusal::Applied) => return Ok(false),
-                    Some(GuardRefusal::Locked) if try_lock => {
-                        on_event(Event::Waiting {
-                            schema: target.schema.to_string(),
-                        });
-                        try_lock = false;
-                    }
-                    _ => return Err(message),
-                }
-            }
+        let message = db_message(&e);
+        if in_transaction {
+            let _ = conn.batch_execute("ROLLBACK");
         }
+        if done_already(&e, &message) {
+            return Ok(false);
+        }
+        if guard_refusal(&message) == Some(GuardRefusal::Locked) && try_lock {
+            on_event(Event::Waiting {
+                schema: schema.to_string(),
+            });
+            try_lock = false;
+            continue;
+        }
+        return Err(message);
     }
 }
 

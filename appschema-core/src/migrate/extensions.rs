@@ -37,18 +37,29 @@ pub(crate) fn in_shared_schema<'a>(sql: &'a str, shared: &str) -> Cow<'a, str> {
     if !contains_ignore_case(sql, "extension") {
         return Cow::Borrowed(sql);
     }
+    edit_statements(sql, |statement| rewrite(statement, shared))
+}
+
+/// `sql` with each top-level statement for which `edit` returns `Some`
+/// replaced by what it returns (the `;`s and the text between statements
+/// stay); `sql` itself (borrowed) when `edit` changes none. SQL the lexer
+/// cannot split is left as it is (the server reports it).
+pub(super) fn edit_statements(
+    sql: &str,
+    mut edit: impl FnMut(&str) -> Option<String>,
+) -> Cow<'_, str> {
     let Ok(statements) = sqltok::split_statements(sql) else {
         return Cow::Borrowed(sql);
     };
     let mut out = String::new();
     let mut copied = 0;
     for statement in statements {
-        let Some(rewritten) = rewrite(statement, shared) else {
+        let Some(edited) = edit(statement) else {
             continue;
         };
         let start = statement.as_ptr() as usize - sql.as_ptr() as usize;
         out.push_str(&sql[copied..start]);
-        out.push_str(&rewritten);
+        out.push_str(&edited);
         copied = start + statement.len();
     }
     if copied == 0 {

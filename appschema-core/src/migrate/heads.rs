@@ -78,6 +78,21 @@ pub(crate) struct Record {
     pub(crate) input: String,
 }
 
+impl Record {
+    /// The record of `schema` holding `versions`, its tracking table looked
+    /// up by name as it is written.
+    pub(super) fn holding<'a>(
+        schema: &str,
+        versions: impl IntoIterator<Item = &'a String>,
+    ) -> Record {
+        Record {
+            schema: schema.to_string(),
+            oid: None,
+            input: digest_input(versions),
+        }
+    }
+}
+
 /// One statement writing `records` (each replacing the schema's previous
 /// record); `None` for none. Needs [`HEADS_TABLE`]. Reads no tracking
 /// table: on Citus, where those live on workers, it is a plain insert into

@@ -120,11 +120,7 @@ pub fn migrate_schema_in_transaction(
     // Skipped where appschema's tables predate the record. Same message as
     // the path's restoration: no extra round trip.
     let record = if previous.heads {
-        let record = super::heads::Record {
-            schema: schema.as_str().to_string(),
-            oid: None,
-            input: super::heads::digest_input(&applied),
-        };
+        let record = super::heads::Record::holding(schema.as_str(), &applied);
         super::heads::upsert_sql(&[record])
             .map(|sql| format!("{sql};\n"))
             .unwrap_or_default()

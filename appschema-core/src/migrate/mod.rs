@@ -388,13 +388,7 @@ impl Migrator {
                 .chain(tenants)
                 .filter(|s| !applied.get(s).unwrap_or(&empty).contains(m.version()))
                 .collect();
-            if !schemas.is_empty() {
-                out.push(PlannedMigration {
-                    migration: m.name().to_string(),
-                    scope: m.scope(),
-                    schemas,
-                });
-            }
+            out.extend(PlannedMigration::of(m, schemas));
         }
         Ok(out)
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::Scope;
+use crate::{Migration, Scope};
 
 /// A migration that failed in one schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,17 @@ impl std::fmt::Display for Failure {
             "schema `{}`, migration {}: {}",
             self.schema, self.migration, self.message
         )
+    }
+}
+
+impl Failure {
+    /// `migration` failed in `schema` with PostgreSQL's `message`.
+    pub(super) fn of(schema: &str, migration: &Migration, message: String) -> Failure {
+        Failure {
+            schema: schema.to_string(),
+            migration: migration.name().to_string(),
+            message,
+        }
     }
 }
 
@@ -89,6 +100,21 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The event ending one schema's part of a step: [`Event::SchemaFailed`]
+    /// with its failure, else [`Event::SchemaDone`] with the number of
+    /// migrations it applied (or reverted).
+    pub(super) fn schema_finished(schema: &str, count: usize, failure: Option<&Failure>) -> Event {
+        match failure {
+            Some(f) => Event::SchemaFailed(f.clone()),
+            None => Event::SchemaDone {
+                schema: schema.to_string(),
+                applied: count,
+            },
+        }
+    }
+}
+
 /// What one schema has applied and has pending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaStatus {
@@ -118,4 +144,15 @@ pub struct PlannedMigration {
     pub scope: Scope,
     /// The schemas, in the order they are handed to workers.
     pub schemas: Vec<String>,
+}
+
+impl PlannedMigration {
+    /// `migration` planned in `schemas`; `None` when there are none.
+    pub(super) fn of(migration: &Migration, schemas: Vec<String>) -> Option<PlannedMigration> {
+        (!schemas.is_empty()).then(|| PlannedMigration {
+            migration: migration.name().to_string(),
+            scope: migration.scope(),
+            schemas,
+        })
+    }
 }

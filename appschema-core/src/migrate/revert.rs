@@ -32,8 +32,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use super::applied::Versions;
-use super::apply::{db_message, lock_key, quote_literal};
-use super::extensions::in_shared_schema;
+use super::apply::{locked_transaction_start, quote_literal, run_locked};
+use super::extensions::{edit_statements, in_shared_schema};
 use super::heads;
 use super::{
     Event, Failure, MigrateError, Migrator, PlannedMigration, Report, Target, TRACKING_TABLE,
@@ -93,13 +93,7 @@ impl Migrator {
                     .step_schemas(step, &targets)
                     .filter(|s| plan.undoes(s, m))
                     .collect();
-                if !schemas.is_empty() {
-                    out.push(PlannedMigration {
-                        migration: m.name().to_string(),
-                        scope: m.scope(),
-                        schemas,
-                    });
-                }
+                out.extend(PlannedMigration::of(m, schemas));
             }
         }
         Ok(out)
@@ -228,22 +222,12 @@ impl Migrator {
                                 .push(m.version().to_string());
                         }
                         Err(message) => {
-                            failure = Some(Failure {
-                                schema: schema.clone(),
-                                migration: m.name().to_string(),
-                                message,
-                            });
+                            failure = Some(Failure::of(&schema, m, message));
                             break;
                         }
                     }
                 }
-                match &failure {
-                    Some(f) => on_event(Event::SchemaFailed(f.clone())),
-                    None => on_event(Event::SchemaDone {
-                        schema: schema.clone(),
-                        applied: count,
-                    }),
-                }
+                on_event(Event::schema_finished(&schema, count, failure.as_ref()));
                 if failure.is_some() && crate::connection::lost_after_failure(conn) {
                     *conn = self.connect()?;
                 }
@@ -314,11 +298,7 @@ impl Migrator {
                 for v in reverted.get(s).into_iter().flatten() {
                     holds.remove(v);
                 }
-                heads::Record {
-                    schema: s.clone(),
-                    oid: None,
-                    input: heads::digest_input(&holds),
-                }
+                heads::Record::holding(s, &holds)
             })
             .collect();
         heads::write(conn, &records)?;
@@ -554,33 +534,15 @@ fn has_down(m: &Migration) -> bool {
 /// left as it is (the server reports it).
 fn without_drop_extension(sql: &str) -> Cow<'_, str> {
     use crate::sqltok::{self, Kind};
-    let Ok(statements) = sqltok::split_statements(sql) else {
-        return Cow::Borrowed(sql);
-    };
-    let mut out = String::new();
-    let mut copied = 0;
-    for statement in statements {
-        let Ok(tokens) = sqltok::tokenize(statement) else {
-            continue;
-        };
+    edit_statements(sql, |statement| {
+        let tokens = sqltok::tokenize(statement).ok()?;
         let mut words = tokens
             .iter()
             .filter(|t| !matches!(t.kind, Kind::Space | Kind::LineComment | Kind::BlockComment));
-        let (Some(drop), Some(extension)) = (words.next(), words.next()) else {
-            continue;
-        };
-        if !(sqltok::ident_is(drop, "drop") && sqltok::ident_is(extension, "extension")) {
-            continue;
-        }
-        let start = statement.as_ptr() as usize - sql.as_ptr() as usize;
-        out.push_str(&sql[copied..start]);
-        copied = start + statement.len();
-    }
-    if copied == 0 {
-        return Cow::Borrowed(sql);
-    }
-    out.push_str(&sql[copied..]);
-    Cow::Owned(out)
+        let (drop, extension) = (words.next()?, words.next()?);
+        (sqltok::ident_is(drop, "drop") && sqltok::ident_is(extension, "extension"))
+            .then(String::new)
+    })
 }
 
 /// Deletes, before any `down.sql` runs, the recorded heads of the schemas
@@ -640,23 +602,13 @@ struct RevertTarget<'a> {
 /// waited for the lock), `down.sql`, commit. The row goes first so the
 /// `down.sql` never runs twice.
 fn revert_batch(target: RevertTarget<'_>, m: &Migration, down: &str, try_lock: bool) -> String {
-    let key = lock_key(target.schema);
-    let lock = if try_lock {
-        format!(
-            "CASE WHEN pg_catalog.pg_try_advisory_xact_lock({key}) THEN 0 \
-             ELSE CAST('appschema:locked ' OPERATOR(pg_catalog.||) pg_catalog.pg_backend_pid() AS pg_catalog.int4) END"
-        )
-    } else {
-        format!("pg_catalog.pg_advisory_xact_lock({key})")
-    };
     format!(
-        "BEGIN ISOLATION LEVEL READ COMMITTED;\n\
-         SELECT pg_catalog.set_config('search_path', {path}, true), {lock};\n\
+        "{start}\
          WITH gone AS (DELETE FROM {qs}.{TRACKING_TABLE} WHERE version = {v} RETURNING 1) \
          SELECT CASE WHEN pg_catalog.count(*) = 1 THEN 0 \
          ELSE CAST('appschema:reverted ' OPERATOR(pg_catalog.||) pg_catalog.pg_backend_pid() AS pg_catalog.int4) END FROM gone;\n\
          {sql}\n;\nCOMMIT;",
-        path = quote_literal(target.path),
+        start = locked_transaction_start(target.schema, target.path, try_lock),
         qs = quote_ident(target.schema),
         v = quote_literal(m.version()),
         sql = in_shared_schema(down, target.shared),
@@ -679,31 +631,20 @@ fn revert_one(
     } else {
         Cow::Borrowed(down)
     };
-    let mut try_lock = true;
-    loop {
-        match execute_script(
-            conn,
-            &revert_batch(target, m, &down, try_lock),
-            target.one_by_one,
-        ) {
-            Ok(()) => return Ok(true),
-            Err(e) => {
-                let message = db_message(&e);
-                let _ = conn.batch_execute("ROLLBACK");
-                if message.contains("appschema:reverted") {
-                    return Ok(false);
-                }
-                if message.contains("appschema:locked") && try_lock {
-                    on_event(Event::Waiting {
-                        schema: target.schema.to_string(),
-                    });
-                    try_lock = false;
-                    continue;
-                }
-                return Err(message);
-            }
-        }
-    }
+    run_locked(
+        conn,
+        target.schema,
+        true,
+        on_event,
+        |conn, try_lock| {
+            execute_script(
+                conn,
+                &revert_batch(target, m, &down, try_lock),
+                target.one_by_one,
+            )
+        },
+        |_, message| message.contains("appschema:reverted"),
+    )
 }
 
 #[cfg(test)]

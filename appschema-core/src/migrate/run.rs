@@ -62,18 +62,15 @@ impl Migrator {
                                 report.migrations_applied += 1;
                                 migrated.insert(schema.clone());
                             }
-                            on_event(Event::SchemaDone {
-                                schema: schema.clone(),
-                                applied: usize::from(applied_now),
-                            });
+                            on_event(Event::schema_finished(
+                                schema,
+                                usize::from(applied_now),
+                                None,
+                            ));
                         }
                         Err(message) => {
-                            let failure = Failure {
-                                schema: schema.clone(),
-                                migration: m.name().to_string(),
-                                message,
-                            };
-                            on_event(Event::SchemaFailed(failure.clone()));
+                            let failure = Failure::of(schema, m, message);
+                            on_event(Event::schema_finished(schema, 0, Some(&failure)));
                             report.failures.push(failure);
                         }
                     }
@@ -257,27 +254,13 @@ fn migrate_one(
             }
             Err(message) => {
                 step.failed();
-                failure = Some(Failure {
-                    schema: schema.to_string(),
-                    migration: m.name().to_string(),
-                    message,
-                });
+                failure = Some(Failure::of(schema, m, message));
                 break;
             }
         }
     }
-    match &failure {
-        Some(f) => on_event(Event::SchemaFailed(f.clone())),
-        None => on_event(Event::SchemaDone {
-            schema: schema.to_string(),
-            applied,
-        }),
-    }
-    let head = (record && failure.is_none()).then(|| heads::Record {
-        schema: schema.to_string(),
-        oid: None,
-        input: heads::digest_input(&holds),
-    });
+    on_event(Event::schema_finished(schema, applied, failure.as_ref()));
+    let head = (record && failure.is_none()).then(|| heads::Record::holding(schema, &holds));
     SchemaOutcome {
         schema: schema.to_string(),
         applied,

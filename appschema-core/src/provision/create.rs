@@ -194,6 +194,20 @@ pub fn derived_candidate(public_name: &PublicName, attempt: usize) -> SchemaName
     SchemaName::new(base).expect("derived schema names are valid by construction")
 }
 
+/// Whether a creation under a derived schema name ([`derived_candidate`])
+/// that failed with `e` is tried again under the next one: the name is
+/// taken, was ever another tenant's, or is a role's. The sync and async
+/// sign-ups both ask this. Not a stable API.
+#[doc(hidden)]
+pub fn tries_next_name(e: &ProvisionError) -> bool {
+    matches!(
+        e,
+        ProvisionError::SchemaExists { .. }
+            | ProvisionError::SchemaRetired { .. }
+            | ProvisionError::SchemaNamedLikeRole { .. }
+    )
+}
+
 /// Creates a tenant in one transaction: its registry rows, its schema and the
 /// isolated migrations (by the request's [`Source`]). On any error nothing
 /// of it remains. Safe to call from a request handler: concurrent calls for
@@ -278,11 +292,7 @@ fn create_with<M: IsolatedMigrations + ?Sized>(
     for n in 0..MAX_DERIVED_ATTEMPTS {
         let schema = derived_candidate(&request.public_name, n);
         match attempt(conn, &schema) {
-            Err(
-                ProvisionError::SchemaExists { .. }
-                | ProvisionError::SchemaRetired { .. }
-                | ProvisionError::SchemaNamedLikeRole { .. },
-            ) => continue,
+            Err(e) if tries_next_name(&e) => continue,
             other => return other,
         }
     }

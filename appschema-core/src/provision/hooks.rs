@@ -41,6 +41,52 @@ impl HookStage {
     }
 }
 
+/// A run of hooks on one tenant at one stage, written once for the
+/// blocking runner ([`Hooks`]) and the async one
+/// (`appschema_async::AsyncHooks`): the statements around the hooks (the
+/// transaction's `search_path` saved, set to the tenant's, restored) and
+/// what a hook's failure means. Not a stable API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct HookRun<'t> {
+    tenant: &'t Tenant,
+    stage: HookStage,
+}
+
+impl<'t> HookRun<'t> {
+    /// Reads the transaction's `search_path` (one `TextRow`), to restore
+    /// after the hooks.
+    pub const SAVE_PATH: &'static str = "SELECT pg_catalog.current_setting('search_path') AS value";
+    /// Restores the path [`SAVE_PATH`](Self::SAVE_PATH) read (`$1`, text),
+    /// for the rest of the transaction.
+    pub const RESTORE_PATH: &'static str = "SELECT pg_catalog.set_config('search_path', $1, true)";
+
+    /// A run on `tenant` at `stage`.
+    pub fn new(tenant: &'t Tenant, stage: HookStage) -> HookRun<'t> {
+        HookRun { tenant, stage }
+    }
+
+    /// Puts the transaction on the tenant's path (`"<schema>", public`) for
+    /// the hooks.
+    pub fn enter_sql(&self) -> String {
+        format!(
+            "SET LOCAL search_path TO {}, public",
+            self.tenant.schema_name.quoted()
+        )
+    }
+
+    /// The error of the hook named `hook`, failed with `error`.
+    pub fn failed(&self, hook: &str, error: HookError) -> ProvisionError {
+        ProvisionError::Hook {
+            hook: hook.to_string(),
+            stage: self.stage.describe(),
+            public_name: self.tenant.public_name.clone(),
+            schema: self.tenant.schema_name.to_string(),
+            error,
+        }
+    }
+}
+
 /// Code the application runs at points of a tenant's life, inside the
 /// transaction of that change. Each method has a do-nothing default.
 ///
@@ -245,13 +291,11 @@ impl Hooks {
         if self.0.is_empty() {
             return Ok(());
         }
-        let saved = diesel::sql_query("SELECT pg_catalog.current_setting('search_path') AS value")
+        let run = HookRun::new(tenant, stage);
+        let saved = diesel::sql_query(HookRun::SAVE_PATH)
             .get_result::<super::util::TextRow>(conn)?
             .value;
-        conn.batch_execute(&format!(
-            "SET LOCAL search_path TO {}, public",
-            tenant.schema_name.quoted()
-        ))?;
+        conn.batch_execute(&run.enter_sql())?;
         for hook in &self.0 {
             let outcome = match stage {
                 HookStage::AfterCreate => hook.after_create(conn, tenant),
@@ -259,16 +303,10 @@ impl Hooks {
                 HookStage::AfterMigrate => hook.after_migrate(conn, tenant),
             };
             if let Err(error) = outcome {
-                return Err(ProvisionError::Hook {
-                    hook: hook.name().to_string(),
-                    stage: stage.describe(),
-                    public_name: tenant.public_name.clone(),
-                    schema: tenant.schema_name.to_string(),
-                    error,
-                });
+                return Err(run.failed(hook.name(), error));
             }
         }
-        diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, true)")
+        diesel::sql_query(HookRun::RESTORE_PATH)
             .bind::<Text, _>(saved)
             .execute(conn)?;
         Ok(())

@@ -20,13 +20,15 @@
 //! # Ok::<(), appschema::provision::ProvisionError>(())
 //! ```
 
-/// The SQL of creating a tenant from a spare, and the decoding of its
-/// failures, for other appschema crates (the async sign-up in
-/// `appschema-async`). Not a stable API.
+/// Creating a tenant from a spare ([`SpareClaim`](internals::SpareClaim):
+/// its steps and decisions), its SQL and the decoding of its failures, for
+/// other appschema crates (the async sign-up in `appschema-async`). Not a
+/// stable API.
 #[doc(hidden)]
 pub mod internals {
-    pub use super::create::{derived_candidate, MAX_DERIVED_ATTEMPTS};
-    pub use super::spare::{rename_spare_sql, CLAIM_SPARE};
+    pub use super::create::{derived_candidate, tries_next_name, MAX_DERIVED_ATTEMPTS};
+    pub use super::hooks::HookRun;
+    pub use super::spare::{rename_spare_sql, SpareAnswer, SpareClaim, SpareStep, CLAIM_SPARE};
     pub use super::util::{has_version_sql, registry_conflict, schema_ddl_error, BoolRow, TextRow};
     pub use crate::registry::{TenantRow, INSERT_TENANT};
 }
