@@ -45,6 +45,11 @@ script inline_unlisten "$OPEN" "$RESET UNLISTEN * \\; SELECT CASE $OPEN WHEN $RO
 # then the query and COMMIT.
 printf '\\if :done = 0\nPREPARE sw (pg_catalog.int8, pg_catalog.text) AS SELECT CASE %s END;\n\\set done 1\n\\endif\n%s;\nBEGIN READ ONLY;\nSELECT id FROM items WHERE id = 1;\nCOMMIT;\n' "$OPEN WHEN $ROLE $LISTENING $TAIL" "$RESET $EX \\; $SET" > "$DIR/begin_apart.sql"
 printf '\\if :done = 0\nPREPARE sw (pg_catalog.int8, pg_catalog.text) AS SELECT CASE %s END;\n\\set done 1\n\\endif\n%s;\nSELECT id FROM items WHERE id = 1;\nCOMMIT;\n' "$OPEN WHEN $ROLE $LISTENING $TAIL" "$RESET $EX \\; $SET \\; BEGIN READ ONLY" > "$DIR/begin_merged.sql"
+# The same, with the check as the library now prepares it: it also refuses
+# a message whose transaction began with other than the default
+# characteristics (what makes the appended BEGIN sound).
+CHARS="OR (pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) pg_catalog.current_setting('default_transaction_isolation') OR pg_catalog.current_setting('transaction_deferrable') OPERATOR(pg_catalog.<>) pg_catalog.current_setting('default_transaction_deferrable') OR pg_catalog.current_setting('transaction_read_only')::pg_catalog.bool OPERATOR(pg_catalog.<>) (pg_catalog.current_setting('default_transaction_read_only')::pg_catalog.bool OR pg_catalog.pg_is_in_recovery()))"
+printf '\\if :done = 0\nPREPARE sw (pg_catalog.int8, pg_catalog.text) AS SELECT CASE %s END;\n\\set done 1\n\\endif\n%s;\nSELECT id FROM items WHERE id = 1;\nCOMMIT;\n' "$OPEN WHEN $ROLE $LISTENING $CHARS $TAIL" "$RESET $EX \\; $SET \\; BEGIN READ ONLY" > "$DIR/begin_merged_checked.sql"
 [ -n "${MORE:-}" ] && {
 script reset_set "$OPEN" "$RESET $SET"
 script check_set "$OPEN WHEN $ROLE $LISTENING $TAIL" "$EX \\; $SET"
@@ -54,7 +59,7 @@ script trivial_check "WHEN \$1 IS NULL OR \$2 IS NULL THEN NULL" "$RESET $EX \\;
 PM=$(head -1 "$DIR/data/postmaster.pid")
 cpu() { awk '{print $16 + $17}' "/proc/$PM/stat"; }
 declare -A row
-NAMES="${ONLY:-select_1 current unlisten inline inline_unlisten begin_apart begin_merged${MORE:+ reset_set check_set no_listen_test trivial_check}}"
+NAMES="${ONLY:-select_1 current unlisten inline inline_unlisten begin_apart begin_merged begin_merged_checked${MORE:+ reset_set check_set no_listen_test trivial_check}}"
 for _ in $(seq "$ROUNDS"); do
   for s in $NAMES; do
     a=$(cpu)

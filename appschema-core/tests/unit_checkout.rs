@@ -62,15 +62,21 @@ fn a_unit_after_a_session_left_other_characteristics_runs_with_the_defaults() {
     for left in LEFT_BY_A {
         // Read-write units, for a tenant and shared: a left-over READ ONLY
         // would fail their writes.
-        pool.get_for(&tenant(0))
-            .unwrap()
-            .batch_execute(left)
-            .unwrap();
-        let seen = pool
+        let a_pid = {
+            let mut conn = pool.get_for(&tenant(0)).unwrap();
+            conn.batch_execute(left).unwrap();
+            value(&mut conn, "SELECT pg_backend_pid()::text AS v").unwrap()
+        };
+        let (seen, b_pid) = pool
             .run_retrying(&tenant(1), |conn| {
-                Ok::<_, ConnectionError>(value(conn, CHARACTERISTICS)?)
+                Ok::<_, ConnectionError>((
+                    value(conn, CHARACTERISTICS)?,
+                    value(conn, "SELECT pg_backend_pid()::text AS v")?,
+                ))
             })
             .unwrap();
+        // Reset, not replaced: the dirty reset puts the defaults back.
+        assert_eq!(a_pid, b_pid, "{left}");
         assert_eq!(
             seen, "read committed, read only off, deferrable off",
             "{left}"
