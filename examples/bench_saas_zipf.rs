@@ -487,6 +487,27 @@ fn main() -> Result<(), BoxError> {
             )),
         )?;
         let (sync_port, async_port) = (sync_app.addr.port(), async_app.addr.port());
+        // SERVE_SECONDS=n: no timed rounds; print every server's port and
+        // serve for n seconds, for a profiler or wrk driven from outside
+        // (`scripts/profile_saas_request.sh`).
+        if let Some(serve) = std::env::var("SERVE_SECONDS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            for (label, port) in [
+                ("sync-app", sync_port),
+                ("async-app", async_port),
+                ("plain-r2d2-tx", plain_tx_port),
+                ("plain-deadpool-tx", plain_async_tx_port),
+                ("plain-r2d2", plain_port),
+                ("plain-deadpool", plain_async_port),
+            ] {
+                println!("serving {label} {port}");
+            }
+            println!("serving pid {}", std::process::id());
+            std::thread::sleep(std::time::Duration::from_secs(serve));
+            break;
+        }
 
         // (label, port, tenants, mode, probe port)
         let mut runs: Vec<(String, u16, usize, &str, Option<u16>)> = vec![
