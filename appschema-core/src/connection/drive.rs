@@ -8,10 +8,9 @@ use diesel::{Connection, PgConnection};
 use super::hygiene::{drain_notifications, keep_types_resolved_on};
 use super::lost::is_connection_lost;
 use super::plan_watch::PlanWatch;
-use super::protocol::write_checkout_message;
 use super::protocol::{
-    Action, Input, PathChange, PathOutcome, SessionSwitch, Step, TypeCache, Unit, UnitAction,
-    UnitEnd, UnitInput, UnitMode,
+    write_checkout_message, Action, Input, PathChange, PathOutcome, SessionSwitch, Step, TypeCache,
+    Unit, UnitAction, UnitEnd, UnitInput, UnitMode,
 };
 use super::retry::UnitSwitch;
 use super::search_path::SessionRefusal;
