@@ -724,13 +724,30 @@ impl AsyncSharedPool {
         &self,
         tenant: &SchemaName,
     ) -> Result<AsyncTenantConnection, ConnectionError> {
-        observe::checkout_async(Some(tenant), || self.size(), self.checkout(Some(tenant))).await
+        observe::checkout_async(
+            Some(tenant),
+            || self.size(),
+            self.checkout(Some(tenant), None),
+        )
+        .await
+    }
+
+    /// A checkout for a unit of work (`run_retrying`, `read_retrying`…):
+    /// the unit's `begin` travels in the checkout's message, so the
+    /// connection comes back inside the unit's transaction, one round trip
+    /// sooner (see `write_checkout_message`).
+    pub(crate) async fn get_for_unit(
+        &self,
+        tenant: Option<&SchemaName>,
+        begin: &'static str,
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        observe::checkout_async(tenant, || self.size(), self.checkout(tenant, Some(begin))).await
     }
 
     /// A connection on the shared-only `search_path`, for work that belongs
     /// to no tenant.
     pub async fn get_shared(&self) -> Result<AsyncTenantConnection, ConnectionError> {
-        observe::checkout_async(None, || self.size(), self.checkout(None)).await
+        observe::checkout_async(None, || self.size(), self.checkout(None, None)).await
     }
 
     /// Resolves `public_name` (a host name or alias) through the registry and
@@ -802,6 +819,7 @@ impl AsyncSharedPool {
     async fn checkout(
         &self,
         tenant: Option<&SchemaName>,
+        begin: Option<&'static str>,
     ) -> Result<AsyncTenantConnection, ConnectionError> {
         self.maintainer.ensure_running(&self.pool);
         let mut path = String::new();
@@ -865,7 +883,7 @@ impl AsyncSharedPool {
             };
             let switched = tokio::time::timeout(
                 bound,
-                run_session_switch(&mut conn, &sql, &self.per_tenant_types),
+                run_session_switch(&mut conn, &sql, &self.per_tenant_types, begin),
             )
             .await
             .unwrap_or_else(|_| Err(SessionRefusal::Broken(busy_message(bound))));
@@ -1019,6 +1037,14 @@ impl AsyncTenantPool {
     /// The tenant this pool serves.
     pub fn tenant(&self) -> &SchemaName {
         &self.tenant
+    }
+
+    /// [`AsyncSharedPool::get_for_unit`] for this pool's tenant.
+    pub(crate) async fn get_for_unit(
+        &self,
+        begin: &'static str,
+    ) -> Result<AsyncTenantConnection, ConnectionError> {
+        self.pool.get_for_unit(Some(&self.tenant), begin).await
     }
 
     /// The pool's connections: open, idle, checkouts waiting, `max_size`

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use appschema_core::connection::internals::{Retry, UnitMode, UnitRetry, UnitSwitch};
+use appschema_core::connection::internals::{begin_sql, Retry, UnitMode, UnitRetry, UnitSwitch};
 use appschema_core::connection::ConnectionError;
 use appschema_core::SchemaName;
 use diesel_async::AsyncPgConnection;
@@ -20,10 +20,17 @@ use crate::{AsyncSharedPool, AsyncTenantConnection, AsyncTenantPool};
 /// Where a retried unit takes its connections, and the switch it runs
 /// inside its transaction (transaction-scoped pools only).
 pub(crate) trait UnitPool: Sync {
-    /// A connection for a unit of `tenant` (`None`: shared work).
+    /// Whether [`checkout`](UnitPool::checkout) begins the unit's
+    /// transaction (`BEGIN`, or `BEGIN READ ONLY` for `read_only` work) in
+    /// its own message, so the unit sends no `BEGIN` (`Unit::begun_at_checkout`).
+    const BEGINS_AT_CHECKOUT: bool;
+
+    /// A connection for a unit of `tenant` (`None`: shared work) that only
+    /// reads when `read_only`.
     fn checkout<'p>(
         &'p self,
         tenant: Option<&'p SchemaName>,
+        read_only: bool,
     ) -> impl Future<Output = Result<AsyncTenantConnection, ConnectionError>> + Send + 'p;
 
     /// The switch the unit runs first inside its transaction, if any.
@@ -31,14 +38,15 @@ pub(crate) trait UnitPool: Sync {
 }
 
 impl UnitPool for AsyncSharedPool {
-    async fn checkout<'p>(
+    const BEGINS_AT_CHECKOUT: bool = true;
+
+    /// The unit's `BEGIN` travels in the checkout's message.
+    fn checkout<'p>(
         &'p self,
         tenant: Option<&'p SchemaName>,
-    ) -> Result<AsyncTenantConnection, ConnectionError> {
-        match tenant {
-            Some(tenant) => self.get_for(tenant).await,
-            None => self.get_shared().await,
-        }
+        read_only: bool,
+    ) -> impl Future<Output = Result<AsyncTenantConnection, ConnectionError>> + Send + 'p {
+        self.get_for_unit(tenant, begin_sql(read_only))
     }
 
     fn unit_switch(&self, _: Option<&SchemaName>, _: bool) -> Option<UnitSwitch> {
@@ -47,12 +55,16 @@ impl UnitPool for AsyncSharedPool {
 }
 
 impl UnitPool for AsyncTenantPool {
-    /// Always this pool's tenant.
+    const BEGINS_AT_CHECKOUT: bool = true;
+
+    /// Always this pool's tenant; the unit's `BEGIN` travels in the
+    /// checkout's message.
     fn checkout<'p>(
         &'p self,
         _: Option<&'p SchemaName>,
+        read_only: bool,
     ) -> impl Future<Output = Result<AsyncTenantConnection, ConnectionError>> + Send + 'p {
-        self.get()
+        self.get_for_unit(begin_sql(read_only))
     }
 
     fn unit_switch(&self, _: Option<&SchemaName>, _: bool) -> Option<UnitSwitch> {
@@ -61,9 +73,13 @@ impl UnitPool for AsyncTenantPool {
 }
 
 impl UnitPool for AsyncTransactionScopedPool {
+    /// Its unit begins, then switches, inside its own transaction.
+    const BEGINS_AT_CHECKOUT: bool = false;
+
     fn checkout<'p>(
         &'p self,
         tenant: Option<&'p SchemaName>,
+        _: bool,
     ) -> impl Future<Output = Result<AsyncTenantConnection, ConnectionError>> + Send + 'p {
         self.get(tenant)
     }
@@ -95,9 +111,10 @@ where
     let switch = pool.unit_switch(tenant, read_only);
     let mut retry = UnitRetry::new();
     loop {
-        let mut conn = pool.checkout(tenant).await?;
+        let mut conn = pool.checkout(tenant, read_only).await?;
         let mode = UnitMode::Retrying { read_only };
-        let end = run_unit_once(&mut conn, switch.as_ref(), mode, &mut work).await;
+        let begun = P::BEGINS_AT_CHECKOUT;
+        let end = run_unit_once(&mut conn, switch.as_ref(), mode, begun, &mut work).await;
         match retry.after(end) {
             Retry::Return(result) => return result,
             Retry::CloseAndFail(error) => {

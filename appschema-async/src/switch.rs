@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use appschema_core::connection::internals::{
-    write_seed, Action, Input, PathChange, PerTenantTypes, PlanWatch, SessionRefusal,
+    write_checkout_message, Action, Input, PathChange, PerTenantTypes, PlanWatch, SessionRefusal,
     SessionSwitch, Step, TypeCache, Unit, UnitAction, UnitEnd, UnitInput, UnitMode, UnitSwitch,
 };
 use appschema_core::connection::ConnectionError;
@@ -43,7 +43,27 @@ pub(crate) async fn drive<'a, R>(
                     "diesel-async cannot forget its prepared statements".into(),
                 )))
             }
+            Step::Do(Action::MarkBegun) => Input::Sent(mark_begun(conn)),
         }
+    }
+}
+
+/// Tells diesel-async's transaction manager that a transaction the checkout
+/// message's `BEGIN` opened is open (what its `begin_transaction_sql` does
+/// after sending its own).
+fn mark_begun(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
+    use diesel::connection::{
+        InstrumentationEvent, TransactionDepthChange, TransactionManagerStatus,
+    };
+    conn.instrumentation()
+        .on_connection_event(InstrumentationEvent::begin_transaction(
+            std::num::NonZeroU32::MIN,
+        ));
+    match AnsiTransactionManager::transaction_manager_status_mut(conn) {
+        TransactionManagerStatus::Valid(status) => {
+            status.change_transaction_depth(TransactionDepthChange::IncreaseDepth)
+        }
+        TransactionManagerStatus::InError => Err(diesel::result::Error::BrokenTransactionManager),
     }
 }
 
@@ -53,17 +73,21 @@ pub(crate) async fn drive<'a, R>(
 /// is refused as broken before anything is sent (the pool closes it and
 /// takes another); one round trip for a session in its connect-time role and
 /// listening to nothing, three otherwise. Then drops any notification the
-/// connection already received.
+/// connection already received. With a unit's `begin`, the message ends
+/// with it (`write_checkout_message`) and the connection comes back inside
+/// the unit's transaction.
 pub(crate) async fn run_session_switch(
     conn: &mut AsyncPgConnection,
     sql: &str,
     types: &PerTenantTypes,
+    begin: Option<&str>,
 ) -> Result<(), SessionRefusal> {
     // A fresh seed for `random()` in the message sent; `sql` (with its
     // placeholder) names the path.
-    let mut seeded = String::with_capacity(sql.len());
-    write_seed(&mut seeded, sql);
-    let mut step = SessionSwitch::new(sql, &seeded, Some(types), TypeCache::Fixed);
+    let mut seeded = String::with_capacity(sql.len() + 24);
+    write_checkout_message(&mut seeded, sql, begin);
+    let mut step = SessionSwitch::new(sql, &seeded, Some(types), TypeCache::Fixed)
+        .begins_unit(begin.is_some());
     let result = drive(conn, |input| step.resume(input)).await;
     drain_notifications(conn);
     result
@@ -96,11 +120,13 @@ pub(crate) fn drain_notifications(conn: &mut AsyncPgConnection) {
 /// Runs one unit of work on `conn` as [`Unit`] says (the sync units'
 /// rules), and reports a row stream of `load_stream` the work dropped
 /// before its end: its statement is cancelled, and waited for, when the
-/// step asks.
+/// step asks. `begun_at_checkout`: the checkout's message began the unit's
+/// transaction (`Unit::begun_at_checkout`).
 pub(crate) async fn run_unit_once<'a, T, E, F>(
     conn: &mut AsyncPgConnection,
     switch: Option<&UnitSwitch>,
     mode: UnitMode,
+    begun_at_checkout: bool,
     work: &mut F,
 ) -> UnitEnd<T, E>
 where
@@ -111,6 +137,9 @@ where
     T: Send + 'a,
 {
     let mut unit = Unit::new(switch, mode);
+    if begun_at_checkout {
+        unit = unit.begun_at_checkout();
+    }
     let mut input = UnitInput::Start;
     loop {
         input = match unit.resume(input) {

@@ -138,7 +138,7 @@ where
     let switch = UnitSwitch::new(path, tenant, false);
     // The unit's rules, one implementation with the sync units' (see
     // `appschema_core`'s `protocol::Unit`).
-    run_unit_once(conn, Some(&switch), UnitMode::Once, &mut once(f))
+    run_unit_once(conn, Some(&switch), UnitMode::Once, false, &mut once(f))
         .await
         .into_result()
 }

@@ -614,6 +614,34 @@ fn main() -> Result<(), BoxError> {
                 None,
             )),
         )?;
+        // SERVE_SECONDS=n: no timed rounds; print every server's port and
+        // serve for n seconds, for a profiler or wrk driven from outside
+        // (`scripts/profile_saas_request.sh`). "sync-app" / "async-app" are
+        // the default configuration's servers (the first two of `apps`).
+        if let Some(serve) = std::env::var("SERVE_SECONDS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            let app_port = |mode: app::Mode| {
+                apps.iter()
+                    .find(|(c, m, _, _)| *m == mode && !c.affinity && c.bound == default.bound)
+                    .map(|(_, _, port, _)| *port)
+                    .expect("the default configuration's server")
+            };
+            for (label, port) in [
+                ("sync-app", app_port(app::Mode::Blocking)),
+                ("async-app", app_port(app::Mode::Async)),
+                ("plain-r2d2-tx", plain_tx_port),
+                ("plain-deadpool-tx", plain_async_tx_port),
+                ("floor-r2d2", floor_port),
+                ("floor-deadpool", floor_async_port),
+            ] {
+                println!("serving {label} {port}");
+            }
+            println!("serving pid {}", std::process::id());
+            std::thread::sleep(std::time::Duration::from_secs(serve));
+            break;
+        }
 
         // (label, port, tenants, probe: the same handler plus the pid, and
         // what it records into)

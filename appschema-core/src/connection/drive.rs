@@ -9,11 +9,11 @@ use super::hygiene::{drain_notifications, keep_types_resolved_on};
 use super::lost::is_connection_lost;
 use super::plan_watch::PlanWatch;
 use super::protocol::{
-    Action, Input, PathChange, PathOutcome, SessionSwitch, Step, TypeCache, Unit, UnitAction,
-    UnitEnd, UnitInput, UnitMode,
+    write_checkout_message, Action, Input, PathChange, PathOutcome, SessionSwitch, Step, TypeCache,
+    Unit, UnitAction, UnitEnd, UnitInput, UnitMode,
 };
 use super::retry::UnitSwitch;
-use super::search_path::{write_seed, SessionRefusal};
+use super::search_path::SessionRefusal;
 use super::types::{ask_per_tenant_types, forget_prepared_statements};
 use super::ConnectionError;
 
@@ -31,7 +31,27 @@ fn drive<'a, R>(conn: &mut PgConnection, mut resume: impl FnMut(Input) -> Step<'
                 Input::TypesAnswered(ask_per_tenant_types(conn, shared))
             }
             Step::Do(Action::ForgetStatements) => Input::Sent(forget_prepared_statements(conn)),
+            Step::Do(Action::MarkBegun) => Input::Sent(mark_begun(conn)),
         }
+    }
+}
+
+/// Tells diesel's transaction manager that a transaction the checkout
+/// message's `BEGIN` opened is open (what `begin_transaction_sql` does
+/// after sending its own).
+fn mark_begun(conn: &mut PgConnection) -> diesel::QueryResult<()> {
+    use diesel::connection::{
+        InstrumentationEvent, TransactionDepthChange, TransactionManagerStatus,
+    };
+    conn.instrumentation()
+        .on_connection_event(InstrumentationEvent::begin_transaction(
+            std::num::NonZeroU32::MIN,
+        ));
+    match AnsiTransactionManager::transaction_manager_status_mut(conn) {
+        TransactionManagerStatus::Valid(status) => {
+            status.change_transaction_depth(TransactionDepthChange::IncreaseDepth)
+        }
+        TransactionManagerStatus::InError => Err(diesel::result::Error::BrokenTransactionManager),
     }
 }
 
@@ -41,23 +61,33 @@ fn drive<'a, R>(conn: &mut PgConnection, mut resume: impl FnMut(Input) -> Step<'
 /// listening to nothing, three otherwise; on another path than the
 /// connection's last one, diesel's custom type OIDs are forgotten, and
 /// with per-tenant types its prepared statements too. Then drops any
-/// notification libpq already received.
-pub(crate) fn run_session_switch(conn: &mut PgConnection, sql: &str) -> Result<(), SessionRefusal> {
-    let mut seeded = String::with_capacity(sql.len());
-    write_seed(&mut seeded, sql);
+/// notification libpq already received. With a unit's `begin`, the
+/// message ends with it ([`write_checkout_message`]) and the connection
+/// comes back inside the unit's transaction.
+pub(crate) fn run_session_switch(
+    conn: &mut PgConnection,
+    sql: &str,
+    begin: Option<&str>,
+) -> Result<(), SessionRefusal> {
+    let mut seeded = String::with_capacity(sql.len() + 24);
+    write_checkout_message(&mut seeded, sql, begin);
     let types = PlanWatch::per_tenant_types_in(conn.instrumentation());
-    let mut step = SessionSwitch::new(sql, &seeded, types.as_deref(), TypeCache::Clearable);
+    let mut step = SessionSwitch::new(sql, &seeded, types.as_deref(), TypeCache::Clearable)
+        .begins_unit(begin.is_some());
     let result = drive(conn, |input| step.resume(input));
     drain_notifications(conn);
     result
 }
 
 /// Runs one unit of work on `conn` as [`Unit`] says, after the decision
-/// of [`PathChange`] for the unit's path when it has a `switch`.
+/// of [`PathChange`] for the unit's path when it has a `switch`;
+/// `begun_at_checkout`: the checkout's message began the unit's
+/// transaction ([`Unit::begun_at_checkout`]).
 pub(crate) fn run_unit_once<T, E>(
     conn: &mut PgConnection,
     switch: Option<&UnitSwitch>,
     mode: UnitMode,
+    begun_at_checkout: bool,
     mut work: impl FnMut(&mut PgConnection) -> Result<T, E>,
 ) -> UnitEnd<T, E>
 where
@@ -77,6 +107,9 @@ where
         }
     }
     let mut unit = Unit::new(switch, mode);
+    if begun_at_checkout {
+        unit = unit.begun_at_checkout();
+    }
     let mut input = UnitInput::Start;
     loop {
         input = match unit.resume(input) {

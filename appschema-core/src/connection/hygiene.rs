@@ -22,7 +22,10 @@
 //! - checked in the switch statement, and reset by a second message only when
 //!   found: a changed role or session authorization (`SET SESSION
 //!   AUTHORIZATION DEFAULT` costs the server as much as all of the above
-//!   together) and `LISTEN` registrations (`UNLISTEN *`).
+//!   together), `LISTEN` registrations (`UNLISTEN *`), and transaction
+//!   characteristics other than the defaults (the message's transaction
+//!   began before its `RESET ALL`, and a unit's `BEGIN` appended to the
+//!   message keeps that transaction: `RESET default_transaction_*`).
 //!
 //! Notifications libpq already received are drained on the client after
 //! every checkout. `random()` is reseeded with a fresh client-side seed
@@ -49,10 +52,14 @@ use diesel::PgConnection;
 /// functions) and `DISCARD SEQUENCES` (`lastval()`, `currval()`).
 pub const CHECKOUT_RESET: &str = "RESET ALL; CLOSE ALL; DISCARD TEMP; DISCARD SEQUENCES; ";
 
-/// Sent only when the switch reported a changed role or `LISTEN`
-/// registrations: its own transaction, so `UNLISTEN` has taken effect when
-/// the switch runs again.
-pub const DIRTY_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; UNLISTEN *";
+/// Sent only when the switch reported a changed role, `LISTEN`
+/// registrations or transaction characteristics other than the defaults:
+/// its own transaction, so `UNLISTEN` has taken effect, and the next
+/// message's transaction begins with the default characteristics, when the
+/// switch runs again.
+pub const DIRTY_RESET: &str = "SET SESSION AUTHORIZATION DEFAULT; UNLISTEN *; \
+     RESET default_transaction_isolation; RESET default_transaction_read_only; \
+     RESET default_transaction_deferrable";
 
 /// The reset a transaction-scoped unit of work runs first, inside its own
 /// transaction (no prepared statements: behind a transaction-pooling proxy

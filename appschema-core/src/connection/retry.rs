@@ -115,10 +115,13 @@ impl UnitSwitch {
 /// `switch` on a transaction-scoped pool), as [`Unit`](super::protocol::Unit)
 /// says; when the connection was lost before anything committed, once more
 /// on a connection checked out afresh, as [`UnitRetry`] says.
+/// `begun_at_checkout`: `checkout` sends the unit's `BEGIN` in its message
+/// (the session pools' `get_for_unit`), so the unit sends none of its own.
 pub(crate) fn run_unit<C, T, E, F>(
     checkout: impl Fn() -> Result<C, ConnectionError>,
     read_only: bool,
     switch: Option<&UnitSwitch>,
+    begun_at_checkout: bool,
     mut work: F,
 ) -> Result<T, E>
 where
@@ -133,6 +136,7 @@ where
             &mut conn,
             switch,
             UnitMode::Retrying { read_only },
+            begun_at_checkout,
             &mut work,
         );
         match retry.after(end) {
@@ -183,7 +187,13 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_for(tenant), false, None, work)
+        run_unit(
+            || self.get_for_unit(Some(tenant), begin_sql(false)),
+            false,
+            None,
+            true,
+            work,
+        )
     }
 
     /// [`run_retrying`](SharedPool::run_retrying) for work that only reads:
@@ -210,7 +220,13 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_for(tenant), true, None, work)
+        run_unit(
+            || self.get_for_unit(Some(tenant), begin_sql(true)),
+            true,
+            None,
+            true,
+            work,
+        )
     }
 
     /// [`run_retrying`](SharedPool::run_retrying) on the shared-only path
@@ -220,7 +236,13 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_shared(), false, None, work)
+        run_unit(
+            || self.get_for_unit(None, begin_sql(false)),
+            false,
+            None,
+            true,
+            work,
+        )
     }
 
     /// [`read_retrying`](SharedPool::read_retrying) on the shared-only path
@@ -230,7 +252,13 @@ impl SharedPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get_shared(), true, None, work)
+        run_unit(
+            || self.get_for_unit(None, begin_sql(true)),
+            true,
+            None,
+            true,
+            work,
+        )
     }
 }
 
@@ -241,7 +269,13 @@ impl TenantPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get(), false, None, work)
+        run_unit(
+            || self.get_for_unit(begin_sql(false)),
+            false,
+            None,
+            true,
+            work,
+        )
     }
 
     /// [`SharedPool::read_retrying`] for this pool's tenant.
@@ -250,6 +284,12 @@ impl TenantPool {
         F: FnMut(&mut PgConnection) -> Result<T, E>,
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
-        run_unit(|| self.get(), true, None, work)
+        run_unit(
+            || self.get_for_unit(begin_sql(true)),
+            true,
+            None,
+            true,
+            work,
+        )
     }
 }

@@ -344,10 +344,16 @@ struct ConnectFacts {
 ///    with `EXECUTE` in a simple-protocol query, so the server still plans
 ///    it only once.)
 /// 2. Session state whose reset is costly but whose check is cheap: a role
-///    or session authorization other than the login role, and `LISTEN`
-///    registrations. Found, the check refuses with a marker and the client
-///    sends [`DIRTY_RESET`](super::hygiene::DIRTY_RESET), then the checkout
-///    again.
+///    or session authorization other than the login role, `LISTEN`
+///    registrations, and a message whose implicit transaction began with
+///    characteristics other than the session's defaults after the reset
+///    (`SET SESSION CHARACTERISTICS` or `default_transaction_*` left by the
+///    previous checkout: the message's transaction started before its
+///    `RESET ALL` ran, and a unit's `BEGIN` appended to the message, see
+///    `write_checkout_message`, turns that transaction into the unit's). Found,
+///    the check refuses with a marker and the client sends
+///    [`DIRTY_RESET`](super::hygiene::DIRTY_RESET) (which resets those
+///    defaults too), then the checkout again.
 /// 3. `pg_advisory_unlock_all()` and `setseed($1)` (`random()` reseeded
 ///    from a client-side random value, see [`write_seed`]), every time
 ///    (functions: no statement of their own).
@@ -381,6 +387,7 @@ fn session_switch_body(facts: &ConnectFacts) -> String {
          WHEN session_user OPERATOR(pg_catalog.<>) {role}::pg_catalog.name \
            OR current_user OPERATOR(pg_catalog.<>) {role}::pg_catalog.name \
            OR EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
+           OR {CHARACTERISTICS_CHANGED} \
          THEN pg_catalog.current_setting(E'{SESSION_DIRTY}') \
          WHEN pg_catalog.pg_advisory_unlock_all() IS NULL THEN NULL \
          WHEN pg_catalog.setseed($1::pg_catalog.float8 OPERATOR(pg_catalog./) {SEED_SCALE}) IS NULL THEN NULL \

@@ -124,7 +124,7 @@ impl r2d2::ManageConnection for TenantManager {
     /// itself (`test_on_check_out` off); a plain `r2d2::Pool` of this
     /// manager lands every checkout on the shared-only path here.
     fn is_valid(&self, conn: &mut PgConnection) -> Result<(), ManagerError> {
-        run_session_switch(conn, &self.shared_sql).map_err(ManagerError::from_refusal)
+        run_session_switch(conn, &self.shared_sql, None).map_err(ManagerError::from_refusal)
     }
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
@@ -471,13 +471,27 @@ impl SharedPool {
 
     /// A connection on `tenant`'s `search_path`.
     pub fn get_for(&self, tenant: &SchemaName) -> Result<TenantConnection, ConnectionError> {
-        observe::checkout(&self.pool, Some(tenant), || self.checkout(Some(tenant)))
+        observe::checkout(&self.pool, Some(tenant), || {
+            self.checkout(Some(tenant), None)
+        })
+    }
+
+    /// A checkout for a unit of work (`run_retrying`, `read_retrying`…):
+    /// the unit's `begin` travels in the checkout's message, so the
+    /// connection comes back inside the unit's transaction, one round trip
+    /// sooner (see `write_checkout_message`).
+    pub(crate) fn get_for_unit(
+        &self,
+        tenant: Option<&SchemaName>,
+        begin: &'static str,
+    ) -> Result<TenantConnection, ConnectionError> {
+        observe::checkout(&self.pool, tenant, || self.checkout(tenant, Some(begin)))
     }
 
     /// A connection on the shared-only `search_path` (shared schema and
     /// extras, no tenant), for work that belongs to no tenant.
     pub fn get_shared(&self) -> Result<TenantConnection, ConnectionError> {
-        observe::checkout(&self.pool, None, || self.checkout(None))
+        observe::checkout(&self.pool, None, || self.checkout(None, None))
     }
 
     /// Resolves `public_name` (a host name or alias) through the registry and
@@ -515,8 +529,13 @@ impl SharedPool {
     /// Takes a connection ([`SharedPool::obtain`]) and runs the switch
     /// step on it; a connection whose switch is refused is closed and
     /// another taken, as [`CheckoutAttempts`] decides (the async pool's
-    /// rule too).
-    fn checkout(&self, tenant: Option<&SchemaName>) -> Result<TenantConnection, ConnectionError> {
+    /// rule too). With a unit's `begin`, the message ends with it and the
+    /// connection comes back inside the unit's transaction.
+    fn checkout(
+        &self,
+        tenant: Option<&SchemaName>,
+        begin: Option<&'static str>,
+    ) -> Result<TenantConnection, ConnectionError> {
         let mut path = String::new();
         self.path.write(&mut path, tenant);
         let first = tenant.map_or(self.path.shared(), SchemaName::as_str);
@@ -527,7 +546,7 @@ impl SharedPool {
         let mut attempts = CheckoutAttempts::new(max_size, tenant, first);
         loop {
             let mut conn = self.obtain(tenant, deadline, attempts.last())?;
-            let refusal = match run_session_switch(&mut conn, &sql) {
+            let refusal = match run_session_switch(&mut conn, &sql, begin) {
                 Ok(()) => return Ok(self.handed_out(conn, tenant)),
                 Err(refusal) => refusal,
             };
@@ -685,6 +704,14 @@ impl TenantPool {
     /// The pool's connections: open, idle, `max_size` (see [`PoolState`]).
     pub fn state(&self) -> PoolState {
         self.pool.state()
+    }
+
+    /// [`SharedPool::get_for_unit`] for this pool's tenant.
+    pub(crate) fn get_for_unit(
+        &self,
+        begin: &'static str,
+    ) -> Result<TenantConnection, ConnectionError> {
+        self.pool.get_for_unit(Some(&self.tenant), begin)
     }
 }
 

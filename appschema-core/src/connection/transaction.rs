@@ -90,7 +90,7 @@ where
     // another path are forgotten first (see `protocol::PathChange`).
     let mut f = Some(f);
     let work = |conn: &mut PgConnection| (f.take().expect("the unit's work runs once"))(conn);
-    run_unit_once(conn, Some(&switch), UnitMode::Once, work).into_result()
+    run_unit_once(conn, Some(&switch), UnitMode::Once, false, work).into_result()
 }
 
 /// Builds a [`TransactionScopedPool`]. Every setter documents its default.
@@ -341,7 +341,7 @@ impl TransactionScopedPool {
         E: From<diesel::result::Error> + From<ConnectionError>,
     {
         let switch = UnitSwitch::new(&self.path, tenant, read_only);
-        run_unit(|| self.get(tenant), read_only, Some(&switch), work)
+        run_unit(|| self.get(tenant), read_only, Some(&switch), false, work)
     }
 
     fn get(

@@ -6,7 +6,7 @@ use diesel::result::QueryResult;
 
 use crate::connection::error::{describe_target, ConnectionError};
 use crate::connection::hygiene::DIRTY_RESET;
-use crate::connection::search_path::{classify, Refusal, SessionRefusal};
+use crate::connection::search_path::{classify, write_seed, Refusal, SessionRefusal};
 use crate::connection::types::PerTenantTypes;
 use crate::name::SchemaName;
 
@@ -30,6 +30,45 @@ pub enum Action<'a> {
     /// Forget the connection's prepared statements (the client's cache and
     /// the server's statements); answer [`Input::Sent`].
     ForgetStatements,
+    /// The message just sent ended with a unit's `BEGIN` (see
+    /// [`write_checkout_message`]) and the server ran it: tell the client's
+    /// transaction manager that a transaction is open, as its own
+    /// `begin_transaction_sql` would have after sending it; answer
+    /// [`Input::Sent`].
+    MarkBegun,
+}
+
+/// Writes into `out` (cleared first) the message a [`SessionSwitch`] sends:
+/// the checkout message `sql` (as `write_session_switch` wrote it) with a
+/// fresh seed (see `write_seed`), and, for a checkout that serves a unit of
+/// work (`run_retrying`, `read_retrying`…), the unit's `begin` (`BEGIN` or
+/// `BEGIN READ ONLY`, see `begin_sql`) after it: the unit's transaction
+/// starts in the checkout's round trip instead of one of its own.
+///
+/// PostgreSQL then counts the message's earlier statements (the reset, the
+/// check, the `SET search_path`) into the unit's transaction, which began
+/// when the message did, before its `RESET ALL`: the check refuses
+/// transaction characteristics other than the defaults (a `SET SESSION
+/// CHARACTERISTICS` an earlier checkout left), which `DIRTY_RESET` resets;
+/// and a unit that rolls back undoes the reset too, harmless since the
+/// connection goes back to the pool right after and the next checkout
+/// resets it again. A refused message ran none of its statements, its
+/// `BEGIN` included.
+///
+/// ```
+/// use appschema::connection::internals::write_checkout_message;
+/// let mut out = String::new();
+/// write_checkout_message(&mut out, "SELECT 1", Some("BEGIN READ ONLY"));
+/// assert_eq!(out, "SELECT 1; BEGIN READ ONLY");
+/// write_checkout_message(&mut out, "SELECT 1", None);
+/// assert_eq!(out, "SELECT 1");
+/// ```
+pub fn write_checkout_message(out: &mut String, sql: &str, begin: Option<&str>) {
+    write_seed(out, sql);
+    if let Some(begin) = begin {
+        out.push_str("; ");
+        out.push_str(begin);
+    }
 }
 
 /// What a driver feeds back to a step.
@@ -191,6 +230,8 @@ enum SwitchState {
     Switching,
     Resetting,
     SwitchingAgain,
+    /// The message's `BEGIN` ran: the client is told ([`Action::MarkBegun`]).
+    MarkingBegun,
     /// [`TypeCache::Clearable`]: the path decision, after the switch.
     After,
     Finished,
@@ -198,12 +239,20 @@ enum SwitchState {
 
 /// One checkout of a shared pool: the message `write_session_switch` wrote
 /// (the session reset, the prepared check, `SET search_path`), sent with a
-/// fresh seed; a session found in another role or listening is reset
+/// fresh seed; a session found in another role, listening, or in a
+/// transaction begun with characteristics other than the defaults is reset
 /// (`DIRTY_RESET`) and switched again, and is broken if still dirty; and
 /// the decision of [`PathChange`] on the client's type caches (before the
 /// switch for a [`TypeCache::Fixed`] client, after a successful one for a
 /// [`TypeCache::Clearable`] one). The driver drops the notifications the
 /// client already received once the step is done, whatever its outcome.
+///
+/// A checkout for a unit of work sends the unit's `BEGIN` at the end of its
+/// message ([`write_checkout_message`], [`SessionSwitch::begins_unit`]):
+/// once the message ran, the step asks the driver to mark the client's
+/// transaction open ([`Action::MarkBegun`]) before anything else, and the
+/// unit ([`Unit::begun_at_checkout`](super::Unit::begun_at_checkout))
+/// sends no `BEGIN` of its own.
 ///
 /// ```
 /// use appschema::connection::internals::{Action, Input, SessionSwitch, Step, TypeCache};
@@ -221,6 +270,7 @@ pub struct SessionSwitch<'a> {
     seeded: &'a str,
     path: PathChange<'a>,
     cache: TypeCache,
+    begins: bool,
     state: SwitchState,
 }
 
@@ -238,8 +288,27 @@ impl<'a> SessionSwitch<'a> {
             seeded,
             path: PathChange::new(sql, types, cache),
             cache,
+            begins: false,
             state: SwitchState::Start,
         }
+    }
+
+    /// Whether `seeded` ends with a unit's `BEGIN` ([`write_checkout_message`]
+    /// with a `begin`): once the message ran, the client's transaction
+    /// manager is told the transaction is open ([`Action::MarkBegun`]).
+    ///
+    /// ```
+    /// use appschema::connection::internals::{Action, Input, SessionSwitch, Step, TypeCache};
+    /// let mut step = SessionSwitch::new("<message>", "<message>; BEGIN", None, TypeCache::Fixed)
+    ///     .begins_unit(true);
+    /// step.resume(Input::Start);
+    /// step.resume(Input::PathChecked(false));
+    /// assert!(matches!(step.resume(Input::Sent(Ok(()))), Step::Do(Action::MarkBegun)));
+    /// assert!(matches!(step.resume(Input::Sent(Ok(()))), Step::Done(Ok(()))));
+    /// ```
+    pub fn begins_unit(mut self, begins: bool) -> SessionSwitch<'a> {
+        self.begins = begins;
+        self
     }
 
     /// Resumes with what the last action gave ([`Input::Start`] first).
@@ -267,11 +336,16 @@ impl<'a> SessionSwitch<'a> {
             }
             (SwitchState::SwitchingAgain, Input::Sent(result)) => match classify(result) {
                 Err(Refusal::Dirty) => self.finish(Err(SessionRefusal::Broken(
-                    "the role or LISTEN registrations it was left with survived a reset"
+                    "the role, LISTEN registrations or transaction characteristics it was \
+                     left with survived a reset"
                         .to_string(),
                 ))),
                 other => self.switched(other),
             },
+            (SwitchState::MarkingBegun, Input::Sent(Ok(()))) => self.begun(),
+            (SwitchState::MarkingBegun, Input::Sent(Err(error))) => {
+                self.finish(Err(SessionRefusal::Failed(error)))
+            }
             (state, input) => unexpected("SessionSwitch", state, &input),
         }
     }
@@ -282,12 +356,26 @@ impl<'a> SessionSwitch<'a> {
     }
 
     fn switched(&mut self, result: Result<(), Refusal>) -> Step<'a, Result<(), SessionRefusal>> {
-        match (result, self.cache) {
-            (Ok(()), TypeCache::Clearable) => {
+        match result {
+            // The transaction the message's `BEGIN` opened is the client's
+            // before anything else runs on it.
+            Ok(()) if self.begins => {
+                self.state = SwitchState::MarkingBegun;
+                Step::Do(Action::MarkBegun)
+            }
+            Ok(()) => self.begun(),
+            Err(refusal) => self.finish(Err(refusal.into_session())),
+        }
+    }
+
+    /// The switch ran (and the client knows of a transaction it began).
+    fn begun(&mut self) -> Step<'a, Result<(), SessionRefusal>> {
+        match self.cache {
+            TypeCache::Clearable => {
                 self.state = SwitchState::After;
                 self.path_step(Input::Start)
             }
-            (result, _) => self.finish(result.map_err(Refusal::into_session)),
+            TypeCache::Fixed => self.finish(Ok(())),
         }
     }
 
@@ -583,6 +671,102 @@ mod tests {
             s.resume(Input::Sent(Err(Error::BrokenTransactionManager))),
             Step::Done(Err(SessionRefusal::Failed(_)))
         ));
+    }
+
+    const SEEDED_BEGIN: &str = "<seeded>; BEGIN";
+
+    #[test]
+    fn a_message_for_a_unit_ends_with_its_begin_after_a_fresh_seed() {
+        let mut sql = String::new();
+        crate::connection::search_path::write_session_switch(&mut sql, r#""t1", "public""#, "t1");
+        let (mut one, mut two) = (String::new(), String::new());
+        write_checkout_message(&mut one, &sql, Some("BEGIN READ ONLY"));
+        write_checkout_message(&mut two, &sql, Some("BEGIN READ ONLY"));
+        assert!(one.ends_with("; BEGIN READ ONLY"), "{one}");
+        assert_eq!(one.len(), sql.len() + "; BEGIN READ ONLY".len());
+        assert_ne!(one, two, "each message gets a fresh seed");
+        write_checkout_message(&mut one, &sql, None);
+        assert_eq!(one.len(), sql.len());
+        assert!(!one.contains("BEGIN"));
+    }
+
+    #[test]
+    fn a_switch_that_began_a_unit_marks_it_begun_before_the_path_decision() {
+        let mut s =
+            SessionSwitch::new(SQL, SEEDED_BEGIN, None, TypeCache::Clearable).begins_unit(true);
+        assert!(is_send(&s.resume(Input::Start), SEEDED_BEGIN));
+        assert!(matches!(
+            s.resume(Input::Sent(Ok(()))),
+            Step::Do(Action::MarkBegun)
+        ));
+        assert!(matches!(
+            s.resume(Input::Sent(Ok(()))),
+            Step::Do(Action::CheckPath(SQL))
+        ));
+        assert!(matches!(
+            s.resume(Input::PathChecked(false)),
+            Step::Done(Ok(()))
+        ));
+    }
+
+    #[test]
+    fn a_dirty_session_is_reset_and_the_unit_begun_by_the_second_message_only() {
+        for cache in [TypeCache::Clearable, TypeCache::Fixed] {
+            let mut s = SessionSwitch::new(SQL, SEEDED_BEGIN, None, cache).begins_unit(true);
+            if cache == TypeCache::Fixed {
+                s.resume(Input::Start);
+                assert!(is_send(&s.resume(Input::PathChecked(false)), SEEDED_BEGIN));
+            } else {
+                assert!(is_send(&s.resume(Input::Start), SEEDED_BEGIN));
+            }
+            // The refused message ran nothing, its BEGIN included.
+            assert!(is_send(&s.resume(Input::Sent(dirty())), DIRTY_RESET));
+            assert!(is_send(&s.resume(Input::Sent(Ok(()))), SEEDED_BEGIN));
+            assert!(matches!(
+                s.resume(Input::Sent(Ok(()))),
+                Step::Do(Action::MarkBegun)
+            ));
+            let after = s.resume(Input::Sent(Ok(())));
+            match cache {
+                TypeCache::Fixed => assert!(matches!(after, Step::Done(Ok(())))),
+                TypeCache::Clearable => assert!(matches!(after, Step::Do(Action::CheckPath(SQL)))),
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_message_for_a_unit_is_not_marked_begun() {
+        for result in [schema_missing(), open_transaction(), dirty()] {
+            let mut s =
+                SessionSwitch::new(SQL, SEEDED_BEGIN, None, TypeCache::Clearable).begins_unit(true);
+            s.resume(Input::Start);
+            let mut step = s.resume(Input::Sent(result));
+            if matches!(step, Step::Do(Action::Send(DIRTY_RESET))) {
+                s.resume(Input::Sent(Ok(())));
+                step = s.resume(Input::Sent(dirty()));
+            }
+            assert!(matches!(step, Step::Done(Err(_))), "{step:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_mark_fails_the_switch() {
+        let mut s = SessionSwitch::new(SQL, SEEDED_BEGIN, None, TypeCache::Fixed).begins_unit(true);
+        s.resume(Input::Start);
+        s.resume(Input::PathChecked(false));
+        s.resume(Input::Sent(Ok(())));
+        assert!(matches!(
+            s.resume(Input::Sent(Err(Error::BrokenTransactionManager))),
+            Step::Done(Err(SessionRefusal::Failed(_)))
+        ));
+    }
+
+    #[test]
+    fn a_switch_without_a_unit_never_marks_one_begun() {
+        let mut s = SessionSwitch::new(SQL, SEEDED, None, TypeCache::Fixed);
+        s.resume(Input::Start);
+        s.resume(Input::PathChecked(false));
+        assert!(matches!(s.resume(Input::Sent(Ok(()))), Step::Done(Ok(()))));
     }
 
     #[test]

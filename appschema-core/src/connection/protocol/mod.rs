@@ -20,7 +20,8 @@
 //! - [`SessionSwitch`]: a checkout of a `SharedPool` / `AsyncSharedPool`:
 //!   the reset-and-switch message, the dirty session's reset and second
 //!   try, and what a change of path means for the client's caches of
-//!   custom types ([`TypeCache`]).
+//!   custom types ([`TypeCache`]); for a unit of work, the unit's `BEGIN`
+//!   at the end of the message ([`write_checkout_message`]).
 //! - [`PathChange`]: that last decision on its own, for the
 //!   transaction-scoped pools, which switch inside each unit.
 //! - [`CheckoutAttempts`]: what a refused switch means for the checkout:
@@ -29,7 +30,8 @@
 //! - [`Unit`]: one transaction of work: `BEGIN`, the unit's switch (the
 //!   transaction-scoped pools), the work, `COMMIT` or `ROLLBACK`, and
 //!   whether a failure may be retried (the connection was lost before
-//!   `COMMIT` was sent, or while a read-only unit committed).
+//!   `COMMIT` was sent, or while a read-only unit committed); its `BEGIN`
+//!   already sent by the checkout on a session pool.
 //! - [`UnitRetry`]: one transparent retry of a unit, on a fresh connection.
 //!
 //! **Drivers.** The sync driver of the switch steps is
@@ -42,7 +44,7 @@ mod checkout;
 mod unit;
 
 pub use checkout::{
-    Action, AfterRefusal, CheckoutAttempts, Input, PathChange, PathOutcome, SessionSwitch, Step,
-    TypeCache, TYPES_HELD_MESSAGE,
+    write_checkout_message, Action, AfterRefusal, CheckoutAttempts, Input, PathChange, PathOutcome,
+    SessionSwitch, Step, TypeCache, TYPES_HELD_MESSAGE,
 };
 pub use unit::{Retry, Unit, UnitAction, UnitEnd, UnitInput, UnitMode, UnitRetry};

@@ -162,6 +162,7 @@ pub struct Unit<'a, T, E> {
     mode: UnitMode,
     state: State,
     first_round: bool,
+    begun_at_checkout: bool,
     value: Option<T>,
     error: Option<E>,
 }
@@ -178,9 +179,28 @@ where
             mode,
             state: State::Start,
             first_round: true,
+            begun_at_checkout: false,
             value: None,
             error: None,
         }
+    }
+
+    /// A unit whose `BEGIN` travelled in its checkout's message (a session
+    /// pool's checkout for a unit, see `write_checkout_message`): the
+    /// connection comes back inside the unit's transaction, marked open in
+    /// the client's transaction manager, so the unit sends no `BEGIN` and
+    /// starts as if its own had just succeeded.
+    ///
+    /// ```
+    /// use appschema::connection::internals::{Unit, UnitAction, UnitInput, UnitMode};
+    /// use appschema::ConnectionError;
+    /// let mode = UnitMode::Retrying { read_only: true };
+    /// let mut unit = Unit::<i32, ConnectionError>::new(None, mode).begun_at_checkout();
+    /// assert!(matches!(unit.resume(UnitInput::Start), UnitAction::Work));
+    /// ```
+    pub fn begun_at_checkout(mut self) -> Unit<'a, T, E> {
+        self.begun_at_checkout = true;
+        self
     }
 
     fn read_only(&self) -> bool {
@@ -194,6 +214,10 @@ where
     /// Resumes with what the last action gave ([`UnitInput::Start`] first).
     pub fn resume(&mut self, input: UnitInput<T, E>) -> UnitAction<'a, T, E> {
         match (self.state, input) {
+            (State::Start, UnitInput::Start) if self.begun_at_checkout => {
+                self.state = State::Beginning;
+                self.resume(UnitInput::Begun(Ok(())))
+            }
             (State::Start, UnitInput::Start) => self.begin(),
             (State::Beginning, UnitInput::Begun(Err(error))) => self.failed(error),
             (State::Beginning, UnitInput::Begun(Ok(()))) => match self.switch {
@@ -483,6 +507,45 @@ mod tests {
             u.resume(UnitInput::Committed(Ok(()))),
             UnitAction::End(UnitEnd::Done(Ok(3)))
         ));
+    }
+
+    #[test]
+    fn a_unit_begun_at_checkout_sends_no_begin_and_works_first() {
+        for mode in [RETRYING, READING] {
+            let mut u = U::new(None, mode).begun_at_checkout();
+            assert!(matches!(u.resume(UnitInput::Start), UnitAction::Work));
+            assert!(matches!(u.resume(worked(Ok(5))), UnitAction::Commit));
+            assert!(matches!(
+                u.resume(UnitInput::Committed(Ok(()))),
+                UnitAction::End(UnitEnd::Done(Ok(5)))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_unit_begun_at_checkout_rolls_back_and_is_retried_by_the_usual_rules() {
+        // The work failed: rolled back, its error returned.
+        let mut u = U::new(None, RETRYING).begun_at_checkout();
+        u.resume(UnitInput::Start);
+        assert!(matches!(
+            u.resume(worked(Err(work_err()))),
+            UnitAction::Rollback
+        ));
+        assert!(is_err(&u.resume(UnitInput::RolledBack(Ok(())))));
+        // The rollback found the connection gone: nothing committed.
+        let mut u = U::new(None, RETRYING).begun_at_checkout();
+        u.resume(UnitInput::Start);
+        u.resume(worked(Err(work_err())));
+        assert!(is_lost(&u.resume(UnitInput::RolledBack(Err(lost())))));
+        // Lost while committing: run again only when read only.
+        let mut u = U::new(None, RETRYING).begun_at_checkout();
+        u.resume(UnitInput::Start);
+        u.resume(worked(Ok(1)));
+        assert!(is_err(&u.resume(UnitInput::Committed(Err(lost())))));
+        let mut u = U::new(None, READING).begun_at_checkout();
+        u.resume(UnitInput::Start);
+        u.resume(worked(Ok(1)));
+        assert!(is_lost(&u.resume(UnitInput::Committed(Err(lost())))));
     }
 
     #[test]
