@@ -3,19 +3,16 @@
 //! starts before the message's `RESET ALL`; characteristics an earlier
 //! checkout left must not become the unit's.
 
-#[path = "../../appschema-core/tests/support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use appschema_async::scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use appschema_async::AsyncSharedPool;
 use appschema_core::connection::ConnectionError;
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{create_tenants, tenant};
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use support::{create_tenants, tenant};
 
 #[derive(QueryableByName)]
 struct Value {

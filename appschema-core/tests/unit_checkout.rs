@@ -7,16 +7,14 @@
 //! refuse them and reset them first; and the unit's rollback undoes the
 //! checkout's reset, which the next checkout must redo.
 
-mod support;
-
 use std::time::Duration;
 
 use appschema_core::connection::{ConnectionError, SharedPool};
 use appschema_tempdb::TestDb;
+use appschema_testkit::tenants::{assert_on, create_tenants, tenant};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use support::{assert_on, create_tenants, tenant};
 
 #[derive(QueryableByName)]
 struct Value {
