@@ -19,16 +19,14 @@ use super::hygiene::with_startup_options;
 use super::lookup::PublicNameLookup;
 use super::plan_watch::PlanWatch;
 use super::protocol::{AfterRefusal, CheckoutAttempts};
-use super::search_path::{
-    prepare_session_switch, write_session_switch, SearchPath, SessionRefusal,
-};
+use super::search_path::{prepare_session_switch, write_session_switch, SearchPath};
 use super::state::PoolState;
 use super::types::PerTenantTypes;
 use crate::name::SchemaName;
 use crate::observe::{self, PoolKind::Sync};
 use crate::redact::{redact_connection_error, redact_url};
 
-/// Why a pool could not open a connection, or refused one on checkout
+/// Why a pool could not open a connection
 /// (the sync pools' r2d2 manager and the async pools' deadpool one).
 #[derive(Debug)]
 pub enum ManagerError {
@@ -36,21 +34,6 @@ pub enum ManagerError {
     Connect(diesel::ConnectionError),
     /// The switch query failed: the connection is dead or unusable.
     Switch(diesel::result::Error),
-    /// The switch ran but the server's report was wrong; the connection was
-    /// discarded.
-    Refused(String),
-}
-
-impl ManagerError {
-    fn from_refusal(refusal: SessionRefusal) -> ManagerError {
-        match refusal {
-            SessionRefusal::SchemaMissing => {
-                ManagerError::Refused("the path's first schema does not exist".to_string())
-            }
-            SessionRefusal::Broken(message) => ManagerError::Refused(message),
-            SessionRefusal::Failed(e) => ManagerError::Switch(e),
-        }
-    }
 }
 
 impl fmt::Display for ManagerError {
@@ -58,7 +41,6 @@ impl fmt::Display for ManagerError {
         match self {
             ManagerError::Connect(e) => write!(f, "cannot connect: {e}"),
             ManagerError::Switch(e) => write!(f, "connection discarded, switch failed: {e}"),
-            ManagerError::Refused(m) => write!(f, "connection discarded: {m}"),
         }
     }
 }
@@ -68,18 +50,11 @@ impl std::error::Error for ManagerError {}
 /// The [`r2d2::ManageConnection`] behind [`SharedPool`]: opens connections
 /// with the switch prepared, and closes on return the ones that must not be
 /// reused.
-///
-/// Used on its own (through a plain `r2d2::Pool` testing on checkout) its
-/// `is_valid` puts every checkout on the shared-only path; go through
-/// [`SharedPool`] to pick a tenant.
 pub struct TenantManager {
     /// The caller's URL with start-up options (see `with_startup_options`).
     url: String,
     /// The `search_path` those options set: the shared-only path.
     default_path: String,
-    /// The switch to the shared-only path, for checkouts that did not go
-    /// through [`SharedPool`] (a plain `r2d2::Pool` of this manager).
-    shared_sql: String,
     statement_cache: bool,
     /// Given to each connection's watch when the statement cache is on (see
     /// [`SharedPoolBuilder::per_tenant_types`]).
@@ -120,11 +95,11 @@ impl r2d2::ManageConnection for TenantManager {
         Ok(conn)
     }
 
-    /// Not run by [`SharedPool`], which switches each connection it takes
-    /// itself (`test_on_check_out` off); a plain `r2d2::Pool` of this
-    /// manager lands every checkout on the shared-only path here.
-    fn is_valid(&self, conn: &mut PgConnection) -> Result<(), ManagerError> {
-        run_session_switch(conn, &self.shared_sql, None).map_err(ManagerError::from_refusal)
+    /// Never run: the manager lives only inside [`SharedPool`], whose r2d2
+    /// pool has `test_on_check_out` off because its checkout switches
+    /// (and so checks) each connection it takes itself.
+    fn is_valid(&self, _conn: &mut PgConnection) -> Result<(), ManagerError> {
+        Ok(())
     }
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
@@ -348,17 +323,10 @@ impl SharedPoolBuilder {
     /// connection timeout for them; with the default `min_idle` of 0 it
     /// opens none and does not wait).
     pub fn build(self) -> Result<SharedPool, ConnectionError> {
-        let mut shared_sql = String::new();
-        write_session_switch(
-            &mut shared_sql,
-            &self.path.shared_only(),
-            self.path.shared(),
-        );
         let default_path = self.path.shared_only();
         let manager = TenantManager {
             url: with_startup_options(&self.url, &default_path),
             default_path,
-            shared_sql,
             statement_cache: self.statement_cache,
             per_tenant_types: Arc::new(PerTenantTypes::new(self.per_tenant_types, &self.path)),
             max_tenants: self.max_tenants,
